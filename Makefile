@@ -1,0 +1,89 @@
+# vgrid: `make run` sets up everything and deploys the example on this
+# machine; `make test` runs every test. See README.md.
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+VGRID     := $(BIN)/vgrid
+GUEST     := $(BIN)/vgrid-guest-agent
+DATA_DIR  ?= $(shell if [ "$$(id -u)" = 0 ]; then echo /var/lib/vgrid; else echo $$HOME/.local/share/vgrid; fi)
+IMAGE_DIR := $(DATA_DIR)/images/vgrid-guest
+EXAMPLE   ?= examples/workspace.yaml
+VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages the tests and the runtime need.
+PKGS := qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static genisoimage e2fsprogs cpio lz4 iproute2 ca-certificates
+
+export PATH := $(PATH):/usr/local/go/bin
+export GOFLAGS ?= -buildvcs=false
+
+.PHONY: all deps build image run stop test test-short vet fmt bench fuzz clean
+
+all: build
+
+## deps: install the Debian packages that are missing
+deps:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "all packages present"; fi
+
+## build: the vgrid binary and the static guest agent
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(VGRID) ./cmd/vgrid
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(GUEST) ./cmd/vgrid-guest-agent
+
+## image: build the guest image into the data directory (reproducible)
+image: build
+	$(VGRID) image build --agent $(GUEST) --out $(IMAGE_DIR)
+
+## run: install, build, start vgrid up, deploy the example and show it
+run: deps image
+	@if [ -f $(DATA_DIR)/vgrid.pid ] && kill -0 $$(cat $(DATA_DIR)/vgrid.pid) 2>/dev/null; then \
+		echo "vgrid up already running (pid $$(cat $(DATA_DIR)/vgrid.pid)); restarting it on the new build"; \
+		$(VGRID) down --data-dir $(DATA_DIR); fi
+	$(VGRID) up --detach --data-dir $(DATA_DIR)
+	@name=$$(sed -n 's/^name: *//p' $(EXAMPLE) | head -1); \
+	if $(VGRID) workspace get $$name >/dev/null 2>&1; then \
+		echo "workspace $$name exists already; starting it if it is stopped"; \
+		$(VGRID) workspace start $$name; \
+	else $(VGRID) workspace create -f $(EXAMPLE) >/dev/null; fi; \
+	echo; $(VGRID) workspace get $$name; echo; \
+	echo "The guest's console:"; $(VGRID) workspace logs $$name | tail -n 5; echo; \
+	echo "Look at it:  $(VGRID) workspace list | get $$name [-o json] | logs $$name | events $$name"; \
+	echo "Stop it:     $(VGRID) workspace stop $$name   (delete: $(VGRID) workspace delete $$name)"; \
+	echo "Stop vgrid:  $(VGRID) down --data-dir $(DATA_DIR)   (workspaces keep running)"
+
+## stop: stop the example workspace and vgrid up
+stop:
+	-$(VGRID) workspace delete $$(sed -n 's/^name: *//p' $(EXAMPLE) | head -1)
+	-$(VGRID) down --data-dir $(DATA_DIR)
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## test: vet, gofmt, every test (real QEMU guests under TCG here), race detector on the concurrent packages
+test: vet fmt
+	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -race -timeout 20m ./internal/store/... ./internal/server/... ./internal/agent/... ./internal/client/... ./internal/cgroup/...
+
+## test-short: the tests that need no root or QEMU
+test-short:
+	$(GO) test -short ./...
+
+## bench: benchmarks (see docs/benchmarks.md)
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/sched/ ./internal/store/...
+	$(GO) run ./bench/startlatency -n 50
+
+## fuzz: a minute of fuzzing on the spec parser
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/spec
+
+clean:
+	rm -rf $(BIN)

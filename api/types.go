@@ -1,0 +1,139 @@
+package api
+
+import (
+	_ "embed"
+	"time"
+
+	"vgrid/internal/model"
+)
+
+// Prefix is where every API route lives.
+const Prefix = "/api/v1"
+
+// OpenAPI is the OpenAPI 3 document served at /api/v1/openapi.json.
+//
+//go:embed openapi.json
+var OpenAPI []byte
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody says what went wrong. Code is stable for programs; Message is
+// for people; Fields names each bad field of a request.
+type ErrorBody struct {
+	Code    string       `json:"code"` // invalid, unauthorized, not_found, conflict, insufficient_capacity, internal
+	Message string       `json:"message"`
+	Fields  []FieldError `json:"fields,omitempty"`
+	// Shortfalls and FreesAt come with insufficient_capacity.
+	Shortfalls []Shortfall `json:"shortfalls,omitempty"`
+	FreesAt    *time.Time  `json:"frees_at,omitempty"`
+}
+
+// FieldError names one bad field of a request and why.
+type FieldError struct {
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+}
+
+// Shortfall is one resource that was short when placing a workspace.
+type Shortfall struct {
+	Resource  string `json:"resource"`
+	Requested int64  `json:"requested"`
+	Free      int64  `json:"free"`
+	Host      string `json:"host"`
+}
+
+// Error codes.
+const (
+	CodeInvalid      = "invalid"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeNotFound     = "not_found"
+	CodeConflict     = "conflict"
+	CodeCapacity     = "insufficient_capacity"
+	CodeInternal     = "internal"
+)
+
+// WorkspaceList is the answer of GET /workspaces.
+type WorkspaceList struct {
+	Workspaces []model.Workspace `json:"workspaces"`
+}
+
+// EventList is the answer of GET /workspaces/{name}/events.
+type EventList struct {
+	Events []model.Event `json:"events"`
+}
+
+// NodeList is the answer of GET /nodes.
+type NodeList struct {
+	Nodes []NodeInfo `json:"nodes"`
+}
+
+// NodeInfo is a node with what is committed on it.
+type NodeInfo struct {
+	model.Node
+	Ready      bool            `json:"ready"`
+	Allocated  model.Resources `json:"allocated"`
+	Workspaces int             `json:"workspaces"`
+}
+
+// ImageList is the answer of GET /images.
+type ImageList struct {
+	Images []model.Image `json:"images"`
+}
+
+// ProjectsPost creates a project and a first user token for it.
+type ProjectsPost struct {
+	Name string `json:"name"`
+}
+
+// TokensPost creates a token. Role is "user" (default), "admin" or "join"
+// (a token hosts use once to register their agent).
+type TokensPost struct {
+	Project string `json:"project"`
+	Role    string `json:"role,omitempty"`
+}
+
+// TokenCreated carries a new secret token; it is shown once.
+type TokenCreated struct {
+	Project string `json:"project"`
+	Role    string `json:"role"`
+	Token   string `json:"token"`
+}
+
+// NodesPost registers a host (with a join token) or refreshes it.
+type NodesPost struct {
+	Node model.Node `json:"node"`
+}
+
+// NodeRegistered carries the node's own credential.
+type NodeRegistered struct {
+	Node  model.Node `json:"node"`
+	Token string     `json:"token"`
+}
+
+// Assignments is what a node's agent must run: every workspace placed on it.
+type Assignments struct {
+	Revision   int64             `json:"revision"` // pass back as ?after= to wait for changes
+	Workspaces []model.Workspace `json:"workspaces"`
+	Images     []model.Image     `json:"images"` // the images those workspaces use
+}
+
+// AgentReport is what an agent observed of one workspace on its host.
+type AgentReport struct {
+	ID         string            `json:"id"`
+	Generation int64             `json:"generation"`
+	State      model.State       `json:"state"`
+	Reason     string            `json:"reason,omitempty"`
+	PID        int               `json:"pid,omitempty"`
+	Accel      string            `json:"accel,omitempty"`
+	Cgroup     map[string]string `json:"cgroup,omitempty"`
+	StartedAt  time.Time         `json:"started_at,omitempty"`
+	Guest      *model.GuestInfo  `json:"guest,omitempty"`
+	// Only the steps the agent saw; the server keeps the others.
+	AgentReceived  time.Time `json:"agent_received,omitempty"`
+	ProcessStarted time.Time `json:"process_started,omitempty"`
+	GuestReady     time.Time `json:"guest_ready,omitempty"`
+}

@@ -1,0 +1,268 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"vgrid/api"
+	"vgrid/internal/hypervisor"
+	"vgrid/internal/model"
+)
+
+// reconcile moves one workspace toward its desired state. Slow operations
+// (start, stop, delete) run in their own goroutine, one at a time per
+// workspace, so one slow guest never holds up another.
+func (a *Agent) reconcile(ctx context.Context, w model.Workspace) {
+	if a.isBusy(w.ID) {
+		return
+	}
+	inst, err := a.drv.Get(ctx, w.ID)
+	exists := err == nil
+	if err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+		a.log.Warn("inspect instance", "workspace", w.Spec.Name, "err", err)
+		return
+	}
+	running := exists && inst.State != hypervisor.InstanceStopped
+	switch w.Desired {
+	case model.DesiredRunning:
+		switch {
+		case running:
+			a.report(ctx, w, inst, "")
+		case exists && a.startedGeneration(w.ID) >= w.Status.Generation:
+			// It ran for this generation and stopped on its own: the guest
+			// powered off or QEMU died. Say so; the user decides what next.
+			reason := inst.ExitReason
+			if reason == "" {
+				reason = "the guest stopped by itself"
+			}
+			a.report(ctx, w, inst, reason)
+		default:
+			a.async(ctx, w, a.start)
+		}
+	case model.DesiredStopped:
+		if running {
+			a.async(ctx, w, a.stop)
+		} else {
+			a.report(ctx, w, inst, w.Status.Reason)
+		}
+	case model.DesiredDeleted:
+		a.async(ctx, w, a.delete)
+	}
+}
+
+func (a *Agent) isBusy(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.busy[id]
+}
+
+func (a *Agent) async(ctx context.Context, w model.Workspace, op func(context.Context, model.Workspace)) {
+	a.mu.Lock()
+	if a.busy[w.ID] {
+		a.mu.Unlock()
+		return
+	}
+	a.busy[w.ID] = true
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer func() {
+			a.mu.Lock()
+			delete(a.busy, w.ID)
+			a.mu.Unlock()
+		}()
+		op(ctx, w)
+	}()
+}
+
+func (a *Agent) start(ctx context.Context, w model.Workspace) {
+	log := a.log.With("workspace", w.Project+"/"+w.Spec.Name, "id", w.ID)
+	img, err := a.images.ensure(ctx, a.client(), w.Spec.Image)
+	if err != nil {
+		a.fail(ctx, w, fmt.Sprintf("image %s: %v", w.Spec.Image, err))
+		return
+	}
+	hostname := w.Spec.Name
+	if w.Spec.Context != nil && w.Spec.Context.Hostname != "" {
+		hostname = w.Spec.Context.Hostname
+	}
+	if err := a.setStartedGeneration(w.ID, w.Status.Generation); err != nil {
+		log.Warn("record generation", "err", err)
+	}
+	inst, err := a.drv.Start(ctx, hypervisor.InstanceSpec{
+		ID: w.ID, Hostname: hostname, Quantum: w.Spec.Quantum, Image: img, Context: w.Spec.Context,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("start failed", "err", err)
+		a.fail(ctx, w, "start: "+err.Error())
+		return
+	}
+	log.Info("workspace started", "pid", inst.PID, "accel", inst.Accel)
+	a.report(ctx, w, inst, "")
+}
+
+func (a *Agent) stop(ctx context.Context, w model.Workspace) {
+	a.reportState(ctx, w, model.StateStopping, w.Status.Reason)
+	if err := a.drv.Stop(ctx, w.ID, a.cfg.StopTimeout); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+		a.log.Warn("stop failed", "workspace", w.Spec.Name, "err", err)
+		return
+	}
+	inst, err := a.drv.Get(ctx, w.ID)
+	if err != nil {
+		inst = hypervisor.Instance{ID: w.ID, State: hypervisor.InstanceStopped}
+	}
+	a.report(ctx, w, inst, w.Status.Reason)
+}
+
+func (a *Agent) delete(ctx context.Context, w model.Workspace) {
+	if err := a.drv.Delete(ctx, w.ID); err != nil {
+		a.log.Warn("delete failed", "workspace", w.Spec.Name, "err", err)
+		return
+	}
+	_ = os.Remove(a.genPath(w.ID))
+	if err := a.client().Deleted(ctx, a.node, w); err != nil && ctx.Err() == nil {
+		a.log.Warn("report deletion", "workspace", w.Spec.Name, "err", err)
+		return
+	}
+	a.mu.Lock()
+	delete(a.sent, w.ID)
+	delete(a.console, w.ID)
+	a.mu.Unlock()
+	a.log.Info("workspace deleted", "workspace", w.Project+"/"+w.Spec.Name, "id", w.ID)
+}
+
+func (a *Agent) fail(ctx context.Context, w model.Workspace, reason string) {
+	a.reportState(ctx, w, model.StateFailed, reason)
+}
+
+func (a *Agent) reportState(ctx context.Context, w model.Workspace, st model.State, reason string) {
+	a.send(ctx, w, api.AgentReport{ID: w.ID, Generation: w.Status.Generation, State: st, Reason: reason})
+}
+
+// report turns the driver's view into a report.
+func (a *Agent) report(ctx context.Context, w model.Workspace, inst hypervisor.Instance, reason string) {
+	r := api.AgentReport{
+		ID: w.ID, Generation: w.Status.Generation, Reason: reason,
+		PID: inst.PID, Accel: inst.Accel, Cgroup: inst.Cgroup, Guest: inst.Guest,
+	}
+	switch {
+	case inst.State == hypervisor.InstanceStopped || inst.State == "":
+		r.State = model.StateStopped
+		r.PID = 0
+	case inst.Guest != nil:
+		r.State = model.StateRunning
+	default:
+		r.State = model.StateStarting
+	}
+	if r.State != model.StateStopped {
+		r.StartedAt = inst.StartedAt
+		r.ProcessStarted = inst.StartedAt
+		a.mu.Lock()
+		r.AgentReceived = a.received[w.ID+"/"+strconv.FormatInt(w.Status.Generation, 10)]
+		a.mu.Unlock()
+	}
+	if r.State == model.StateRunning {
+		r.GuestReady = w.Status.Timings.GuestReady
+		if r.GuestReady.IsZero() {
+			r.GuestReady = a.now()
+		}
+	}
+	a.send(ctx, w, r)
+}
+
+// send posts a report unless it says what the last one said.
+func (a *Agent) send(ctx context.Context, w model.Workspace, r api.AgentReport) {
+	b, _ := json.Marshal(r)
+	key := string(b)
+	if r.State == model.StateRunning {
+		// The guest's uptime changes with every report; don't count it.
+		g := *r.Guest
+		g.UptimeS = 0
+		cp := r
+		cp.Guest = &g
+		cp.GuestReady = time.Time{}
+		kb, _ := json.Marshal(cp)
+		key = string(kb)
+	}
+	a.mu.Lock()
+	same := a.sent[w.ID] == key
+	a.mu.Unlock()
+	// Resend when the server's record disagrees (e.g. after a restart of the server).
+	if same && string(w.Status.State) == string(r.State) {
+		return
+	}
+	if err := a.client().Report(ctx, a.node, w, r); err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("report", "workspace", w.Spec.Name, "state", r.State, "err", err)
+		}
+		return
+	}
+	a.mu.Lock()
+	a.sent[w.ID] = key
+	a.mu.Unlock()
+}
+
+// pushConsoles uploads console tails that grew.
+func (a *Agent) pushConsoles(ctx context.Context) {
+	a.mu.Lock()
+	list := make([]model.Workspace, 0, len(a.assigned))
+	for _, w := range a.assigned {
+		if w.Desired != model.DesiredDeleted {
+			list = append(list, w)
+		}
+	}
+	a.mu.Unlock()
+	for _, w := range list {
+		tail, err := a.drv.ConsoleLog(ctx, w.ID, 64<<10)
+		if err != nil {
+			continue
+		}
+		sum := fnv.New64a()
+		sum.Write(tail)
+		h := sum.Sum64()
+		a.mu.Lock()
+		last := a.console[w.ID]
+		a.mu.Unlock()
+		if h == last {
+			continue
+		}
+		if err := a.client().PutConsole(ctx, a.node, w, tail); err != nil {
+			continue
+		}
+		a.mu.Lock()
+		a.console[w.ID] = h
+		a.mu.Unlock()
+	}
+}
+
+// The generation an instance was last started for is kept on disk, so that
+// a restarted agent can tell "stopped by itself" from "not started yet".
+func (a *Agent) genPath(id string) string { return filepath.Join(a.cfg.DataDir, "generations", id) }
+
+func (a *Agent) startedGeneration(id string) int64 {
+	b, err := os.ReadFile(a.genPath(id))
+	if err != nil {
+		return 0
+	}
+	g, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return g
+}
+
+func (a *Agent) setStartedGeneration(id string, g int64) error {
+	if err := os.MkdirAll(filepath.Dir(a.genPath(id)), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(a.genPath(id), []byte(strconv.FormatInt(g, 10)), 0o600)
+}

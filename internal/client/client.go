@@ -1,0 +1,270 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"vgrid/api"
+	"vgrid/internal/model"
+)
+
+// Error is a non-2xx answer of the API.
+type Error struct {
+	Status int
+	Body   api.ErrorBody
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Body.Message)
+	for _, f := range e.Body.Fields {
+		if !strings.Contains(e.Body.Message, f.Field+":") {
+			fmt.Fprintf(&b, "\n  %s: %s", f.Field, f.Reason)
+		}
+	}
+	return b.String()
+}
+
+// IsNotFound reports whether err is a 404 of the API.
+func IsNotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound
+}
+
+// Client talks to one control plane.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// New returns a client for cfg.
+func New(cfg Config) (*Client, error) {
+	if cfg.Server == "" {
+		return nil, errors.New("no server address: run `vgrid up`, or set VGRID_ADDR and VGRID_TOKEN")
+	}
+	u, err := url.Parse(cfg.Server)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("server address %q: want https://host:port", cfg.Server)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 16
+	if cfg.CACert != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(cfg.CACert)) {
+			return nil, errors.New("ca_cert: no PEM certificate")
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &Client{base: strings.TrimRight(cfg.Server, "/") + api.Prefix, token: cfg.Token, hc: &http.Client{Transport: tr}}, nil
+}
+
+// WithToken returns a copy that authenticates with another token.
+func (c *Client) WithToken(tok string) *Client {
+	cp := *c
+	cp.token = tok
+	return &cp
+}
+
+// Do sends a request. body may be nil, []byte (sent as is) or a value
+// (sent as JSON); out, if not nil, receives the JSON answer.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	resp, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if b, ok := out.(*[]byte); ok {
+		*b, err = io.ReadAll(resp.Body)
+		return err
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// send performs a request and turns error answers into *Error.
+func (c *Client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	ctype := ""
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+		ctype = "application/yaml"
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(j)
+		ctype = "application/json"
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var e api.Error
+		if json.Unmarshal(raw, &e) != nil || e.Error.Message == "" {
+			e.Error.Message = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(raw)))
+		}
+		return nil, &Error{Status: resp.StatusCode, Body: e.Error}
+	}
+	return resp, nil
+}
+
+// CreateWorkspace sends a spec (YAML or JSON bytes).
+func (c *Client) CreateWorkspace(ctx context.Context, spec []byte) (model.Workspace, error) {
+	var w model.Workspace
+	return w, c.Do(ctx, "POST", "/workspaces", spec, &w)
+}
+
+// ListWorkspaces lists the caller's project's workspaces.
+func (c *Client) ListWorkspaces(ctx context.Context) ([]model.Workspace, error) {
+	var l api.WorkspaceList
+	return l.Workspaces, c.Do(ctx, "GET", "/workspaces", nil, &l)
+}
+
+// GetWorkspace returns one workspace.
+func (c *Client) GetWorkspace(ctx context.Context, name string) (model.Workspace, error) {
+	var w model.Workspace
+	return w, c.Do(ctx, "GET", "/workspaces/"+url.PathEscape(name), nil, &w)
+}
+
+// GetWorkspaceRaw returns one workspace as the API's JSON.
+func (c *Client) GetWorkspaceRaw(ctx context.Context, name string) ([]byte, error) {
+	var b []byte
+	return b, c.Do(ctx, "GET", "/workspaces/"+url.PathEscape(name), nil, &b)
+}
+
+// StopWorkspace asks for a stop.
+func (c *Client) StopWorkspace(ctx context.Context, name string) (model.Workspace, error) {
+	var w model.Workspace
+	return w, c.Do(ctx, "POST", "/workspaces/"+url.PathEscape(name)+"/stop", nil, &w)
+}
+
+// StartWorkspace starts a stopped workspace.
+func (c *Client) StartWorkspace(ctx context.Context, name string) (model.Workspace, error) {
+	var w model.Workspace
+	return w, c.Do(ctx, "POST", "/workspaces/"+url.PathEscape(name)+"/start", nil, &w)
+}
+
+// DeleteWorkspace asks for deletion.
+func (c *Client) DeleteWorkspace(ctx context.Context, name string) error {
+	return c.Do(ctx, "DELETE", "/workspaces/"+url.PathEscape(name), nil, nil)
+}
+
+// WorkspaceLogs returns the tail of the serial console.
+func (c *Client) WorkspaceLogs(ctx context.Context, name string) ([]byte, error) {
+	var b []byte
+	return b, c.Do(ctx, "GET", "/workspaces/"+url.PathEscape(name)+"/logs", nil, &b)
+}
+
+// WorkspaceEvents returns the history.
+func (c *Client) WorkspaceEvents(ctx context.Context, name string) ([]model.Event, error) {
+	var l api.EventList
+	return l.Events, c.Do(ctx, "GET", "/workspaces/"+url.PathEscape(name)+"/events", nil, &l)
+}
+
+// Nodes lists the hosts.
+func (c *Client) Nodes(ctx context.Context) ([]api.NodeInfo, error) {
+	var l api.NodeList
+	return l.Nodes, c.Do(ctx, "GET", "/nodes", nil, &l)
+}
+
+// Images lists the images.
+func (c *Client) Images(ctx context.Context) ([]model.Image, error) {
+	var l api.ImageList
+	return l.Images, c.Do(ctx, "GET", "/images", nil, &l)
+}
+
+// CreateProject creates a project and returns its first user token.
+func (c *Client) CreateProject(ctx context.Context, name string) (api.TokenCreated, error) {
+	var t api.TokenCreated
+	return t, c.Do(ctx, "POST", "/projects", api.ProjectsPost{Name: name}, &t)
+}
+
+// CreateToken creates a token.
+func (c *Client) CreateToken(ctx context.Context, project, role string) (api.TokenCreated, error) {
+	var t api.TokenCreated
+	return t, c.Do(ctx, "POST", "/tokens", api.TokensPost{Project: project, Role: role}, &t)
+}
+
+// The agent protocol.
+
+// RegisterNode registers a host with a join token.
+func (c *Client) RegisterNode(ctx context.Context, n model.Node) (api.NodeRegistered, error) {
+	var out api.NodeRegistered
+	return out, c.Do(ctx, "POST", "/nodes", api.NodesPost{Node: n}, &out)
+}
+
+// Heartbeat refreshes a node's record.
+func (c *Client) Heartbeat(ctx context.Context, n model.Node) error {
+	return c.Do(ctx, "PUT", "/nodes/"+url.PathEscape(n.Name)+"/heartbeat", api.NodesPost{Node: n}, nil)
+}
+
+// Assignments returns a node's workspaces; with after > 0 it waits up to
+// wait for a change after that revision.
+func (c *Client) Assignments(ctx context.Context, node string, after int64, wait time.Duration) (api.Assignments, error) {
+	var a api.Assignments
+	p := "/nodes/" + url.PathEscape(node) + "/assignments"
+	if after > 0 {
+		p += "?after=" + strconv.FormatInt(after, 10) + "&wait=" + wait.String()
+	}
+	return a, c.Do(ctx, "GET", p, nil, &a)
+}
+
+func nodeWS(node string, w model.Workspace) string {
+	return "/nodes/" + url.PathEscape(node) + "/workspaces/" + url.PathEscape(w.Project) + "/" + url.PathEscape(w.Spec.Name)
+}
+
+// Report sends what the agent observed of a workspace.
+func (c *Client) Report(ctx context.Context, node string, w model.Workspace, r api.AgentReport) error {
+	return c.Do(ctx, "PUT", nodeWS(node, w)+"/status", r, nil)
+}
+
+// PutConsole uploads the tail of a workspace's console.
+func (c *Client) PutConsole(ctx context.Context, node string, w model.Workspace, tail []byte) error {
+	return c.Do(ctx, "PUT", nodeWS(node, w)+"/console?id="+url.QueryEscape(w.ID), tail, nil)
+}
+
+// Deleted tells the server a workspace is torn down on the host.
+func (c *Client) Deleted(ctx context.Context, node string, w model.Workspace) error {
+	return c.Do(ctx, "DELETE", nodeWS(node, w)+"?id="+url.QueryEscape(w.ID), nil, nil)
+}
+
+// ImageFile opens one file of an image (disk, kernel or initrd).
+func (c *Client) ImageFile(ctx context.Context, image, file string) (io.ReadCloser, int64, error) {
+	resp, err := c.send(ctx, "GET", "/images/"+url.PathEscape(image)+"/files/"+file, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp.Body, resp.ContentLength, nil
+}

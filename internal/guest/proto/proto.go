@@ -1,0 +1,43 @@
+// Package proto is the line protocol on the virtio-serial channel between a
+// host agent and the in-guest agent: one JSON object per line, each way.
+//
+// The guest sends "ready" once at boot (the write blocks until the host side
+// connects, which is what we want) and answers every host request. The host
+// sends "facts" right after it (re)connects, so a restarted host agent gets
+// a fresh report without the guest having to notice the reconnect.
+package proto
+
+import "vgrid/internal/model"
+
+// PortName is the virtio-serial port name the guest looks for.
+const PortName = "vgrid.agent"
+
+// The workspace context reaches the guest as a NoCloud seed: an iso9660
+// disk (genisoimage -V cidata -J -r) attached as a second virtio-blk disk.
+// meta-data holds "key: value" lines (instance-id, local-hostname) and a
+// "public-keys:" list of "  - <ssh key>" lines; user-data is run once per
+// instance-id when it starts with "#!"; vgrid-env holds KEY=VALUE lines.
+const (
+	SeedLabel    = "cidata"
+	SeedMetaData = "meta-data"
+	SeedUserData = "user-data"
+	SeedEnv      = "vgrid-env"
+)
+
+// Message types.
+const (
+	TypeReady    = "ready"    // guest -> host, at boot; Info set
+	TypeFacts    = "facts"    // host -> guest request; guest -> host reply with Info
+	TypePing     = "ping"     // host -> guest
+	TypePong     = "pong"     // guest -> host
+	TypeShutdown = "shutdown" // host -> guest: power off cleanly; the guest echoes it as an ack just before powering off
+	TypeError    = "error"    // guest -> host; Message set
+)
+
+// Message is one line on the channel.
+type Message struct {
+	Type    string           `json:"type"`
+	ID      string           `json:"id,omitempty"` // echoed in the reply
+	Info    *model.GuestInfo `json:"info,omitempty"`
+	Message string           `json:"message,omitempty"`
+}

@@ -1,0 +1,92 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"vgrid/api"
+	"vgrid/internal/sched"
+	"vgrid/internal/spec"
+	"vgrid/internal/store"
+)
+
+// Sentinel errors of the API layer.
+var (
+	errUnauthorized = errors.New("missing or unknown bearer token")
+	errForbidden    = errors.New("this token may not do that")
+	errNotFound     = errors.New("not found")
+)
+
+// httpError carries a status and code chosen by a handler.
+type httpError struct {
+	status int
+	code   string
+	msg    string
+	fields []api.FieldError
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func badRequest(msg string, fields ...api.FieldError) error {
+	return &httpError{http.StatusBadRequest, api.CodeInvalid, msg, fields}
+}
+
+func notFound(what string) error {
+	return &httpError{http.StatusNotFound, api.CodeNotFound, what + " not found", nil}
+}
+
+func conflict(msg string) error {
+	return &httpError{http.StatusConflict, api.CodeConflict, msg, nil}
+}
+
+// writeError maps any error to a status and the api.Error shape, in one place.
+func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
+	body := api.ErrorBody{Message: err.Error()}
+	status := http.StatusInternalServerError
+	var he *httpError
+	var fe *spec.FieldErrors
+	var nf *sched.NoFitError
+	switch {
+	case errors.As(err, &he):
+		status, body.Code, body.Fields = he.status, he.code, he.fields
+	case errors.As(err, &fe):
+		status, body.Code = http.StatusBadRequest, api.CodeInvalid
+		for _, f := range fe.Fields() {
+			body.Fields = append(body.Fields, api.FieldError{Field: f.Field, Reason: f.Reason})
+		}
+	case errors.As(err, &nf):
+		status, body.Code = http.StatusConflict, api.CodeCapacity
+		if nf.NoHosts {
+			status = http.StatusServiceUnavailable
+		}
+		for _, s := range nf.Shortfalls {
+			body.Shortfalls = append(body.Shortfalls, api.Shortfall(s))
+		}
+		if !nf.FreesAt.IsZero() {
+			t := nf.FreesAt
+			body.FreesAt = &t
+		}
+	case errors.Is(err, errUnauthorized):
+		status, body.Code = http.StatusUnauthorized, api.CodeUnauthorized
+	case errors.Is(err, errForbidden):
+		status, body.Code = http.StatusForbidden, api.CodeForbidden
+	case errors.Is(err, errNotFound), errors.Is(err, store.ErrNotFound):
+		status, body.Code = http.StatusNotFound, api.CodeNotFound
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrExists):
+		status, body.Code = http.StatusConflict, api.CodeConflict
+	default:
+		body.Code = api.CodeInternal
+		log.Error("internal error", "err", err)
+	}
+	writeJSON(w, status, api.Error{Error: body})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,216 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"vgrid/api"
+	"vgrid/internal/model"
+	"vgrid/internal/store"
+)
+
+// Config configures a control plane.
+type Config struct {
+	Store  store.Store
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// NodeTimeout is how long a host may go without a heartbeat before it is
+	// no longer offered new workspaces.
+	NodeTimeout time.Duration
+	// ReconcileEvery is the period of the lease and node checks.
+	ReconcileEvery time.Duration
+}
+
+// Server is the control plane. Create it with New, serve Handler, and call
+// Run for the background reconciler.
+type Server struct {
+	store store.Store
+	log   *slog.Logger
+	now   func() time.Time
+	cfg   Config
+
+	// placeMu serialises placement decisions with the writes that commit
+	// them, so two requests never take the same free capacity.
+	placeMu sync.Mutex
+}
+
+// New returns a server over cfg.Store.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("server: no store")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.NodeTimeout == 0 {
+		cfg.NodeTimeout = 30 * time.Second
+	}
+	if cfg.ReconcileEvery == 0 {
+		cfg.ReconcileEvery = time.Second
+	}
+	return &Server{store: cfg.Store, log: cfg.Logger, now: cfg.Now, cfg: cfg}, nil
+}
+
+// endpoint is one API route, declared as data so that the OpenAPI
+// document can be checked against the routes.
+type endpoint struct {
+	method, path string
+	roles        []string // nil: any authenticated caller
+	handle       func(s *Server, w http.ResponseWriter, r *http.Request) error
+}
+
+var anyUser = []string{RoleAdmin, RoleUser}
+
+var endpoints = []endpoint{
+	{"GET", "/openapi.json", nil, (*Server).getOpenAPI},
+	{"GET", "/whoami", nil, (*Server).getWhoami},
+	{"POST", "/workspaces", anyUser, (*Server).postWorkspaces},
+	{"GET", "/workspaces", anyUser, (*Server).getWorkspaces},
+	{"GET", "/workspaces/{name}", anyUser, (*Server).getWorkspace},
+	{"DELETE", "/workspaces/{name}", anyUser, (*Server).deleteWorkspace},
+	{"POST", "/workspaces/{name}/stop", anyUser, (*Server).postWorkspaceStop},
+	{"POST", "/workspaces/{name}/start", anyUser, (*Server).postWorkspaceStart},
+	{"GET", "/workspaces/{name}/logs", anyUser, (*Server).getWorkspaceLogs},
+	{"GET", "/workspaces/{name}/events", anyUser, (*Server).getWorkspaceEvents},
+	{"GET", "/images", anyUser, (*Server).getImages},
+	{"POST", "/images", []string{RoleAdmin}, (*Server).postImages},
+	{"GET", "/images/{name}/files/{file}", []string{RoleAdmin, RoleNode}, (*Server).getImageFile},
+	{"GET", "/nodes", anyUser, (*Server).getNodes},
+	{"POST", "/projects", []string{RoleAdmin}, (*Server).postProjects},
+	{"GET", "/projects", []string{RoleAdmin}, (*Server).getProjects},
+	{"POST", "/tokens", []string{RoleAdmin}, (*Server).postTokens},
+	// The agent protocol.
+	{"POST", "/nodes", []string{RoleJoin, RoleAdmin}, (*Server).postNodes},
+	{"PUT", "/nodes/{node}/heartbeat", []string{RoleNode}, (*Server).putNodeHeartbeat},
+	{"GET", "/nodes/{node}/assignments", []string{RoleNode}, (*Server).getNodeAssignments},
+	{"PUT", "/nodes/{node}/workspaces/{project}/{name}/status", []string{RoleNode}, (*Server).putNodeWorkspaceStatus},
+	{"PUT", "/nodes/{node}/workspaces/{project}/{name}/console", []string{RoleNode}, (*Server).putNodeWorkspaceConsole},
+	{"DELETE", "/nodes/{node}/workspaces/{project}/{name}", []string{RoleNode}, (*Server).deleteNodeWorkspace},
+}
+
+// Handler returns the HTTP handler: every route under /api/v1 requires a
+// bearer token; /healthz is open so that load balancers can probe it.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	for _, e := range endpoints {
+		e := e
+		mux.HandleFunc(e.method+" "+api.Prefix+e.path, func(w http.ResponseWriter, r *http.Request) {
+			s.serve(w, r, e)
+		})
+	}
+	mux.HandleFunc(api.Prefix+"/", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := s.authenticate(r); err != nil {
+			writeError(w, s.log, err)
+			return
+		}
+		writeError(w, s.log, notFound(fmt.Sprintf("route %s %s", r.Method, r.URL.Path)))
+	})
+	return mux
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, e endpoint) {
+	defer func() {
+		// A bug in a handler must not take the server down or leak a stack
+		// trace to the caller.
+		if v := recover(); v != nil {
+			s.log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+			writeError(w, s.log, fmt.Errorf("internal error"))
+		}
+	}()
+	p, err := s.authenticate(r)
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	ctx := context.WithValue(r.Context(), ctxKey{}, p)
+	r = r.WithContext(ctx)
+	if e.roles != nil {
+		if err := requireRole(ctx, e.roles...); err != nil {
+			writeError(w, s.log, err)
+			return
+		}
+	}
+	if err := e.handle(s, w, r); err != nil {
+		writeError(w, s.log, err)
+	}
+}
+
+func (s *Server) getOpenAPI(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	_, err := w.Write(api.OpenAPI)
+	return err
+}
+
+func (s *Server) getWhoami(w http.ResponseWriter, r *http.Request) error {
+	p := who(r.Context())
+	writeJSON(w, http.StatusOK, map[string]string{"project": p.Project, "role": p.Role, "node": p.Node})
+	return nil
+}
+
+// Bootstrap makes sure a default project and an admin token exist. It
+// returns the secret of a token it created, or "" if one already existed
+// (its secret is not recoverable: the store keeps hashes only).
+func (s *Server) Bootstrap(ctx context.Context, project string) (admin string, err error) {
+	if err := s.ensureProject(ctx, project); err != nil {
+		return "", err
+	}
+	kvs, err := s.store.List(ctx, "tokens/")
+	if err != nil {
+		return "", err
+	}
+	for _, kv := range kvs {
+		var t Token
+		if json.Unmarshal(kv.Value, &t) == nil && t.Role == RoleAdmin {
+			return "", nil
+		}
+	}
+	return s.createToken(ctx, Token{Project: project, Role: RoleAdmin})
+}
+
+// CreateToken creates a token (for vgrid up and tests).
+func (s *Server) CreateToken(ctx context.Context, project, role string) (string, error) {
+	if err := s.ensureProject(ctx, project); err != nil {
+		return "", err
+	}
+	return s.createToken(ctx, Token{Project: project, Role: role})
+}
+
+// RegisterImage stores an image record (its files stay where they are and
+// are served to agents from there).
+func (s *Server) RegisterImage(ctx context.Context, img model.Image) error {
+	if img.CreatedAt.IsZero() {
+		img.CreatedAt = s.now()
+	}
+	b, _ := json.Marshal(img)
+	_, err := s.store.Update(ctx, "images/"+img.Name, b, 0)
+	return err
+}
+
+// Run runs the reconciler until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.ReconcileEvery)
+	defer t.Stop()
+	for {
+		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("reconcile", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,339 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+
+	"vgrid/api"
+	"vgrid/internal/model"
+	"vgrid/internal/sched"
+	"vgrid/internal/spec"
+	"vgrid/internal/store"
+)
+
+// maxBody bounds request bodies; a spec with 64 KiB of user data fits.
+const maxBody = 1 << 20
+
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return nil, badRequest("read body: " + err.Error())
+	}
+	if len(b) > maxBody {
+		return nil, badRequest(fmt.Sprintf("body: larger than %d bytes", maxBody))
+	}
+	return b, nil
+}
+
+// postWorkspaces creates a workspace: parse and validate the spec (YAML or
+// JSON), place it, and store it. Nothing is stored unless all succeed.
+func (s *Server) postWorkspaces(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	p := who(ctx)
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	sp, err := spec.Parse(body)
+	if err != nil {
+		return err
+	}
+	imgs, err := s.images(ctx)
+	if err != nil {
+		return err
+	}
+	lookup := func(name string) (bool, []string) {
+		_, ok := imgs[name]
+		names := make([]string, 0, len(imgs))
+		for n := range imgs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return ok, names
+	}
+	if err := spec.Validate(sp, lookup); err != nil {
+		return err
+	}
+	img := imgs[sp.Image]
+	if sp.Quantum.Disk == 0 {
+		sp.Quantum.Disk = max(img.MinDisk, model.GiB)
+	} else if sp.Quantum.Disk < img.MinDisk {
+		return badRequest("invalid workspace spec", api.FieldError{Field: "quantum.disk",
+			Reason: fmt.Sprintf("%s is smaller than image %s (%s)", sp.Quantum.Disk, img.Name, img.MinDisk)})
+	}
+
+	s.placeMu.Lock()
+	defer s.placeMu.Unlock()
+	if _, err := s.store.Get(ctx, wsKey(p.Project, sp.Name)); err == nil {
+		return badRequest("invalid workspace spec", api.FieldError{Field: "name",
+			Reason: fmt.Sprintf("a workspace named %q already exists in project %s", sp.Name, p.Project)})
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	now := s.now()
+	ws := model.Workspace{
+		ID: newID(), Project: p.Project, Spec: sp, Desired: model.DesiredRunning, CreatedAt: now,
+		Status: model.WorkspaceStatus{State: model.StatePending, Generation: 1},
+	}
+	ws.Status.Timings.Created = now
+	hosts, err := s.snapshot(ctx, "")
+	if err != nil {
+		return err
+	}
+	d, err := sched.Place(hosts, sched.Request{Workspace: ref(ws), Resources: resourcesOf(sp)}, now)
+	if err != nil {
+		return err
+	}
+	ws.Status.Node = d.Host
+	ws.Status.Timings.Scheduled = s.now()
+	b, _ := json.Marshal(ws)
+	rev, err := s.store.Create(ctx, wsKey(p.Project, sp.Name), b)
+	if errors.Is(err, store.ErrExists) {
+		return badRequest("invalid workspace spec", api.FieldError{Field: "name", Reason: "already exists"})
+	}
+	if err != nil {
+		return err
+	}
+	ws.Revision = rev
+	s.event(ctx, ws, "created", fmt.Sprintf("placed on %s (%d vCPU, %.2f cores, %s memory, %s disk) for %s",
+		d.Host, sp.Quantum.VCPUs, sp.Quantum.CPUCores(), sp.Quantum.Memory, sp.Quantum.Disk, sp.Duration))
+	s.log.Info("workspace created", "project", p.Project, "workspace", sp.Name, "id", ws.ID, "node", d.Host)
+	writeJSON(w, http.StatusCreated, ws)
+	return nil
+}
+
+func (s *Server) getWorkspaces(w http.ResponseWriter, r *http.Request) error {
+	p := who(r.Context())
+	list, err := s.listWS(r.Context(), "ws/"+p.Project+"/")
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.WorkspaceList{Workspaces: list})
+	return nil
+}
+
+func (s *Server) getWorkspace(w http.ResponseWriter, r *http.Request) error {
+	ws, err := s.getWS(r.Context(), who(r.Context()).Project, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ws)
+	return nil
+}
+
+// deleteWorkspace marks the workspace for deletion; the host's agent tears
+// it down and then the record goes. A workspace no host holds goes at once.
+func (s *Server) deleteWorkspace(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	p := who(ctx)
+	name := r.PathValue("name")
+	ws, err := s.mutateWS(ctx, p.Project, name, func(ws *model.Workspace) error {
+		if ws.Desired == model.DesiredDeleted {
+			return errSkip
+		}
+		ws.Desired = model.DesiredDeleted
+		if ws.Status.State == model.StateRunning || ws.Status.State == model.StateStarting {
+			ws.Status.State = model.StateStopping
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.event(ctx, ws, "deleting", "delete requested")
+	if ws.Status.Node == "" {
+		if err := s.forget(ctx, ws); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusAccepted, ws)
+	return nil
+}
+
+// forget removes a workspace and everything kept about it.
+func (s *Server) forget(ctx context.Context, ws model.Workspace) error {
+	if err := s.store.Delete(ctx, wsKey(ws.Project, ws.Spec.Name), 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	evs, _ := s.store.List(ctx, fmt.Sprintf("events/%s/%s/%s/", ws.Project, ws.Spec.Name, ws.ID))
+	for _, kv := range evs {
+		_ = s.store.Delete(ctx, kv.Key, 0)
+	}
+	_ = s.store.Delete(ctx, "console/"+ws.ID, 0)
+	s.log.Info("workspace deleted", "project", ws.Project, "workspace", ws.Spec.Name, "id", ws.ID)
+	return nil
+}
+
+func (s *Server) postWorkspaceStop(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	ws, err := s.stopWS(ctx, who(ctx).Project, r.PathValue("name"), "stopped by user")
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, ws)
+	return nil
+}
+
+func (s *Server) stopWS(ctx context.Context, project, name, reason string) (model.Workspace, error) {
+	ws, err := s.mutateWS(ctx, project, name, func(ws *model.Workspace) error {
+		switch {
+		case ws.Desired == model.DesiredDeleted:
+			return conflict(fmt.Sprintf("workspace %q is being deleted", name))
+		case ws.Desired == model.DesiredStopped:
+			return errSkip
+		}
+		ws.Desired = model.DesiredStopped
+		ws.Status.Reason = reason
+		switch ws.Status.State {
+		case model.StatePending:
+			ws.Status.State = model.StateStopped
+		case model.StateStarting, model.StateRunning:
+			ws.Status.State = model.StateStopping
+		}
+		return nil
+	})
+	if err == nil {
+		s.event(ctx, ws, "stopping", reason)
+	}
+	return ws, err
+}
+
+// postWorkspaceStart starts a stopped workspace again, on the host that
+// holds its disk, for a new lease of its duration.
+func (s *Server) postWorkspaceStart(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	p := who(ctx)
+	name := r.PathValue("name")
+	s.placeMu.Lock()
+	defer s.placeMu.Unlock()
+	cur, err := s.getWS(ctx, p.Project, name)
+	if err != nil {
+		return err
+	}
+	if cur.Desired == model.DesiredRunning {
+		writeJSON(w, http.StatusOK, cur)
+		return nil
+	}
+	if cur.Desired == model.DesiredDeleted {
+		return conflict(fmt.Sprintf("workspace %q is being deleted", name))
+	}
+	if cur.Status.State == model.StateStopping {
+		return conflict(fmt.Sprintf("workspace %q is still stopping; start it when it is Stopped", name))
+	}
+	hosts, err := s.snapshot(ctx, ref(cur))
+	if err != nil {
+		return err
+	}
+	// The disk lives on its host: only that host can start it (moving it is
+	// migration's job).
+	var only []sched.Host
+	for _, h := range hosts {
+		if h.Name == cur.Status.Node {
+			only = append(only, h)
+		}
+	}
+	if _, err := sched.Place(only, sched.Request{Workspace: ref(cur), Resources: resourcesOf(cur.Spec)}, s.now()); err != nil {
+		return err
+	}
+	ws, err := s.mutateWS(ctx, p.Project, name, func(ws *model.Workspace) error {
+		if ws.Desired != cur.Desired || ws.Status.State == model.StateStopping {
+			return conflict(fmt.Sprintf("workspace %q changed meanwhile; try again", name))
+		}
+		now := s.now()
+		ws.Desired = model.DesiredRunning
+		ws.Status.State = model.StatePending
+		ws.Status.Reason = ""
+		ws.Status.Generation++
+		ws.Status.ExpiresAt = now.Add(ws.Spec.Duration.D())
+		ws.Status.StartedAt = now
+		ws.Status.Guest = nil
+		ws.Status.PID = 0
+		ws.Status.Timings = model.Timings{Created: now, Scheduled: now}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.event(ctx, ws, "starting", fmt.Sprintf("start requested, new lease of %s", ws.Spec.Duration))
+	writeJSON(w, http.StatusAccepted, ws)
+	return nil
+}
+
+func (s *Server) getWorkspaceLogs(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	ws, err := s.getWS(ctx, who(ctx).Project, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	kv, err := s.store.Get(ctx, "console/"+ws.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		kv.Value = nil
+	} else if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, err = w.Write(kv.Value)
+	return err
+}
+
+func (s *Server) getWorkspaceEvents(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	ws, err := s.getWS(ctx, who(ctx).Project, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	kvs, err := s.store.List(ctx, fmt.Sprintf("events/%s/%s/%s/", ws.Project, ws.Spec.Name, ws.ID))
+	if err != nil {
+		return err
+	}
+	out := api.EventList{Events: []model.Event{}}
+	for _, kv := range kvs {
+		var e model.Event
+		if json.Unmarshal(kv.Value, &e) == nil {
+			out.Events = append(out.Events, e)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getImages(w http.ResponseWriter, r *http.Request) error {
+	imgs, err := s.images(r.Context())
+	if err != nil {
+		return err
+	}
+	out := api.ImageList{Images: []model.Image{}}
+	for _, img := range imgs {
+		out.Images = append(out.Images, img)
+	}
+	sort.Slice(out.Images, func(i, j int) bool { return out.Images[i].Name < out.Images[j].Name })
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) postImages(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var img model.Image
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&img); err != nil {
+		return badRequest("image: " + err.Error())
+	}
+	if err := validImage(img); err != nil {
+		return err
+	}
+	if err := s.RegisterImage(r.Context(), img); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, img)
+	return nil
+}
