@@ -90,7 +90,7 @@ agent. Building twice gives identical files. Put it under
 	build.Flags().StringVar(&agentBin, "agent", "", "static vgrid-guest-agent binary")
 	build.Flags().StringVar(&kernel, "kernel", "", "kernel bzImage (default: the newest /boot/vmlinuz-*-cloud-amd64)")
 	build.Flags().StringVar(&name, "name", "vgrid-guest", "image name")
-	c.AddCommand(build)
+	c.AddCommand(build, newImageImportCmd(g))
 	return c
 }
 

@@ -268,3 +268,9 @@ func (c *Client) ImageFile(ctx context.Context, image, file string) (io.ReadClos
 	}
 	return resp.Body, resp.ContentLength, nil
 }
+
+// RegisterImage registers an image whose files are on the control plane's host.
+func (c *Client) RegisterImage(ctx context.Context, img model.Image) (model.Image, error) {
+	var out model.Image
+	return out, c.Do(ctx, "POST", "/images", img, &out)
+}

@@ -44,8 +44,8 @@ func ParseByteSize(s string) (ByteSize, error) {
 			num, unit = s[:i], s[i:]
 			break
 		}
-		// 'e'/'E' only count as an exponent when digits follow.
-		if (r == 'e' || r == 'E') && (i+1 >= len(s) || s[i+1] < '0' || s[i+1] > '9') {
+		// 'e'/'E' only count as an exponent when a digit or a sign follows.
+		if (r == 'e' || r == 'E') && (i+1 >= len(s) || (s[i+1] < '0' || s[i+1] > '9') && s[i+1] != '+' && s[i+1] != '-') {
 			num, unit = s[:i], s[i:]
 			break
 		}
@@ -99,6 +99,9 @@ func (b ByteSize) MarshalJSON() ([]byte, error) { return json.Marshal(b.String()
 
 // UnmarshalJSON accepts a string with a unit or a number of bytes.
 func (b *ByteSize) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		return nil
+	}
 	var s string
 	if len(data) > 0 && data[0] == '"' {
 		if err := json.Unmarshal(data, &s); err != nil {
@@ -145,9 +148,9 @@ func (d *Duration) UnmarshalJSON(data []byte) error {
 	if err != nil {
 		return fmt.Errorf("%s is not a duration (want e.g. \"30m\" or a number of seconds)", data)
 	}
-	if f > float64(math.MaxInt64)/1e9 || f < -float64(math.MaxInt64)/1e9 {
+	if ns := f * 1e9; ns >= math.MaxInt64 || ns <= math.MinInt64 || math.IsNaN(f) {
 		return fmt.Errorf("%s seconds is too long", data)
 	}
-	*d = Duration(f * float64(time.Second))
+	*d = Duration(f * 1e9)
 	return nil
 }

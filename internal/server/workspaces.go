@@ -42,7 +42,13 @@ func (s *Server) postWorkspaces(w http.ResponseWriter, r *http.Request) error {
 	}
 	sp, err := spec.Parse(body)
 	if err != nil {
-		return err
+		// Every parse failure is the caller's input: syntax errors carry a
+		// line, field errors a path.
+		var fe *spec.FieldErrors
+		if errors.As(err, &fe) {
+			return err
+		}
+		return badRequest(err.Error())
 	}
 	imgs, err := s.images(ctx)
 	if err != nil {

@@ -193,7 +193,7 @@ const maxExactInt = 1 << 53
 // parseInt reads an integer literal; an integral float such as 1e3 is
 // accepted while it is exact. It returns a reason on failure.
 func parseInt(n *node, bits int) (int64, string) {
-	if n.nonFn {
+	if n.nonFinite {
 		return 0, fmt.Sprintf("want an integer, got %s", n.str)
 	}
 	i, err := strconv.ParseInt(n.str, 10, bits)
@@ -227,7 +227,7 @@ func isRangeErr(err error) bool {
 
 // parseFloat reads a finite number.
 func parseFloat(n *node) (float64, string) {
-	if n.nonFn {
+	if n.nonFinite {
 		return 0, fmt.Sprintf("want a finite number, got %s", n.str)
 	}
 	f, err := strconv.ParseFloat(n.str, 64)
@@ -253,7 +253,7 @@ func (d *decoder) byteSize(path string, n *node, v reflect.Value) {
 	var f float64
 	switch n.kind {
 	case kindNumber:
-		if n.nonFn {
+		if n.nonFinite {
 			d.fail(path, "want a finite size, got %s", n.str)
 			return
 		}
@@ -297,7 +297,7 @@ func (d *decoder) duration(path string, n *node, v reflect.Value) {
 		}
 		v.SetInt(int64(dur))
 	case kindNumber:
-		if n.nonFn {
+		if n.nonFinite {
 			d.fail(path, "want a finite duration, got %s", n.str)
 			return
 		}

@@ -25,8 +25,9 @@ func (e FieldError) Error() string {
 // malformed document does not produce a huge error.
 const maxFieldErrors = 50
 
-// FieldErrors is the list of problems found in a spec, in document order
-// for decoding problems and in field order for validation problems.
+// FieldErrors is the list of problems found in a spec: decoding problems
+// in key order (document order for JSON, alphabetical for YAML), validation
+// problems in the order of the spec's fields.
 type FieldErrors struct {
 	list    []FieldError
 	dropped int

@@ -99,11 +99,11 @@ type node struct {
 	kind nodeKind
 	// str is a string's value or a number's literal ("12", "0.5", "1e+30",
 	// or ".nan", ".inf", "-.inf" for YAML's non-finite floats).
-	str   string
-	b     bool
-	keys  []string // object
-	vals  []*node  // object values, or array items
-	nonFn bool     // a non-finite number (YAML .nan, .inf)
+	str       string
+	b         bool
+	keys      []string // object
+	vals      []*node  // object values, or array items
+	nonFinite bool     // a non-finite number (YAML .nan, .inf)
 }
 
 // describe renders the value for "got ..." in error messages.
@@ -127,9 +127,9 @@ func (n *node) describe() string {
 
 // quoteShort quotes s, cutting it short if it is long.
 func quoteShort(s string) string {
-	const max = 40
-	if len(s) > max {
-		cut := max
+	const limit = 40
+	if len(s) > limit {
+		cut := limit
 		for cut > 0 && !utf8Start(s[cut]) {
 			cut--
 		}
@@ -178,7 +178,7 @@ func (p *jsonParser) syntaxError(err error) error {
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &se):
-		return fmt.Errorf("parse spec: json: line %d: %v", lineAt(p.data, se.Offset), se)
+		return fmt.Errorf("parse spec: json: line %d: %v (a document starting with '{' is read as JSON)", lineAt(p.data, se.Offset), se)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("parse spec: json: line %d: unexpected end of input", lineAt(p.data, int64(len(p.data))))
 	}
@@ -378,11 +378,11 @@ func fromYAML(v any, path string, depth int) (*node, error) {
 	case float64:
 		switch {
 		case math.IsNaN(t):
-			return &node{kind: kindNumber, str: ".nan", nonFn: true}, nil
+			return &node{kind: kindNumber, str: ".nan", nonFinite: true}, nil
 		case math.IsInf(t, 1):
-			return &node{kind: kindNumber, str: ".inf", nonFn: true}, nil
+			return &node{kind: kindNumber, str: ".inf", nonFinite: true}, nil
 		case math.IsInf(t, -1):
-			return &node{kind: kindNumber, str: "-.inf", nonFn: true}, nil
+			return &node{kind: kindNumber, str: "-.inf", nonFinite: true}, nil
 		}
 		return &node{kind: kindNumber, str: strconv.FormatFloat(t, 'g', -1, 64)}, nil
 	case []any:
