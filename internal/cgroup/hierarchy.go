@@ -258,13 +258,19 @@ func (h *Hierarchy) enableV2(parent string, controllers []string) error {
 		for _, f := range strings.Fields(string(b)) {
 			on[f] = true
 		}
+		// One write for all: the kernel parses the whole list before
+		// applying any of it.
+		var add []string
 		for _, c := range controllers {
-			if on[c] {
-				continue
+			if !on[c] {
+				add = append(add, "+"+c)
 			}
-			if err := writeFile(file, "+"+c); err != nil {
-				return fmt.Errorf("enable %s in %s: %w", c, dir, err)
-			}
+		}
+		if len(add) == 0 {
+			continue
+		}
+		if err := writeFile(file, strings.Join(add, " ")); err != nil {
+			return fmt.Errorf("enable controllers in %s: %w", dir, err)
 		}
 	}
 	return nil

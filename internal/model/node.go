@@ -7,21 +7,24 @@ type Resources struct {
 	MilliCPU int64    `json:"millicpu"` // thousandths of a core
 	Memory   ByteSize `json:"memory"`
 	Disk     ByteSize `json:"disk"`
+	// Bandwidth is network bandwidth in bytes per second (0: not counted
+	// for a request; a host with 0 offers none).
+	Bandwidth ByteSize `json:"bandwidth,omitempty"`
 }
 
 // Add returns r + o.
 func (r Resources) Add(o Resources) Resources {
-	return Resources{r.MilliCPU + o.MilliCPU, r.Memory + o.Memory, r.Disk + o.Disk}
+	return Resources{MilliCPU: r.MilliCPU + o.MilliCPU, Memory: r.Memory + o.Memory, Disk: r.Disk + o.Disk, Bandwidth: r.Bandwidth + o.Bandwidth}
 }
 
 // Sub returns r - o.
 func (r Resources) Sub(o Resources) Resources {
-	return Resources{r.MilliCPU - o.MilliCPU, r.Memory - o.Memory, r.Disk - o.Disk}
+	return Resources{MilliCPU: r.MilliCPU - o.MilliCPU, Memory: r.Memory - o.Memory, Disk: r.Disk - o.Disk, Bandwidth: r.Bandwidth - o.Bandwidth}
 }
 
 // Fits reports whether o fits inside r.
 func (r Resources) Fits(o Resources) bool {
-	return o.MilliCPU <= r.MilliCPU && o.Memory <= r.Memory && o.Disk <= r.Disk
+	return o.MilliCPU <= r.MilliCPU && o.Memory <= r.Memory && o.Disk <= r.Disk && o.Bandwidth <= r.Bandwidth
 }
 
 // Node is a physical host that runs an agent.

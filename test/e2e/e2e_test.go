@@ -171,14 +171,6 @@ func waitState(t *testing.T, cl *client.Client, name string, want model.State, w
 	return w
 }
 
-func requireRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("VGRID_REQUIRE_ALL") != "" {
-			t.Fatal("VGRID_REQUIRE_ALL is set but the test is not running as root")
-		}
-		t.Skip("needs root for cgroups")
-	}
-}
 
 const demoSpec = `name: demo
 image: vgrid-guest
@@ -200,7 +192,7 @@ func TestWorkspaceEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots real guests")
 	}
-	requireRoot(t)
+	guesttest.RequireRoot(t)
 	guesttest.RequireQEMU(t)
 	img := guesttest.Image(t)
 	bin := vgridBin(t)

@@ -93,6 +93,15 @@ func New(cfg Config) *Agent {
 // while ctx is live: a missing port or a disconnected host is waited out.
 func (a *Agent) Run(ctx context.Context) error {
 	start := time.Now()
+	if a.root == "" || a.root == "/" {
+		// Only in a real guest: the workspace's disk may be larger than
+		// the image's filesystem.
+		if grew, err := growRoot(""); err != nil {
+			a.log.Printf("grow root filesystem: %v", err)
+		} else if grew {
+			a.log.Printf("root filesystem grown to fill the disk")
+		}
+	}
 	ok, err := a.applyContext()
 	if err != nil {
 		a.log.Printf("context: %v", err)

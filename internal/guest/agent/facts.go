@@ -23,12 +23,12 @@ var Version = "0.1.0"
 
 // Facts collects a fresh GuestInfo. root is the filesystem root that /proc
 // and /sys are read from ("/" in the guest); hostname, kernel release and
-// addresses always come from the running kernel.
-func Facts(root string, context bool) model.GuestInfo {
+// addresses always come from the running kernel. seedRead becomes Context.
+func Facts(root string, seedRead bool) model.GuestInfo {
 	info := model.GuestInfo{
 		VCPUs:     runtime.NumCPU(),
 		Addresses: []string{},
-		Context:   context,
+		Context:   seedRead,
 		Agent:     Version,
 	}
 	if b, err := os.ReadFile(filepath.Join(root, "sys/devices/system/cpu/online")); err == nil {

@@ -43,8 +43,10 @@ type Options struct {
 	// ModulesDir defaults to /lib/modules/<release of KernelImage>.
 	ModulesDir string
 	// Modules are loaded by the initrd; default DefaultModules.
-	Modules     []string
-	Busybox     string // a static busybox; default /bin/busybox
+	Modules []string
+	// Busybox is a static x86-64 busybox (default /bin/busybox); it is run
+	// once on the build host with --list-full to find its applets.
+	Busybox     string
 	AgentBinary string // a static vgrid-guest-agent
 	RootfsSize  model.ByteSize
 	Log         io.Writer // progress; nil discards
@@ -147,24 +149,13 @@ func Build(ctx context.Context, opt Options) (model.Image, error) {
 		Cmdline:    Cmdline,
 		MinDisk:    opt.RootfsSize,
 	}
-	files := []struct {
-		name string
-		dst  *model.ImageFile
-	}{{RootfsFile, &img.Disk}, {VmlinuxFile, nil}, {InitrdFile, nil}}
-	for _, f := range files {
-		ref, err := describeFile(filepath.Join(opt.OutDir, f.name))
-		if err != nil {
+	refs := map[string]*model.ImageFile{RootfsFile: &img.Disk, VmlinuxFile: {}, InitrdFile: {}}
+	for name, ref := range refs {
+		if *ref, err = describeFile(filepath.Join(opt.OutDir, name)); err != nil {
 			return model.Image{}, fmt.Errorf("build image: %w", err)
 		}
-		switch f.name {
-		case RootfsFile:
-			img.Disk = ref
-		case VmlinuxFile:
-			img.Kernel = &ref
-		case InitrdFile:
-			img.Initrd = &ref
-		}
 	}
+	img.Kernel, img.Initrd = refs[VmlinuxFile], refs[InitrdFile]
 	b, err := json.MarshalIndent(img, "", "  ")
 	if err != nil {
 		return model.Image{}, fmt.Errorf("build image: %w", err)

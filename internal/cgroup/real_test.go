@@ -1,0 +1,110 @@
+package cgroup
+
+import (
+	"vgrid/internal/guest/guesttest"
+
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// hostGroup creates a group in this host's real cgroup filesystem under a
+// parent of its own, and removes both when the test ends.
+func hostGroup(t *testing.T, l Limits) *Group {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		guesttest.Skip(t, "needs root to create cgroups")
+	}
+	h, err := Detect()
+	if err != nil {
+		guesttest.Skip(t, "no cgroups: %v", err)
+	}
+	parent := fmt.Sprintf("vgrid-test-%d", os.Getpid())
+	g, err := h.New(parent, "g", l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Delete(); err != nil {
+			t.Error(err)
+		}
+		for _, d := range g.Paths() {
+			_ = os.Remove(filepath.Dir(d))
+		}
+	})
+	return g
+}
+
+func TestHostLimits(t *testing.T) {
+	g := hostGroup(t, Limits{CPUCores: 0.25, MemoryBytes: 64 << 20, Pids: 32})
+	if q, p, err := g.CPUMax(); err != nil || q != 25000 || p != 100000 {
+		t.Errorf("CPUMax: got %d/%d, %v, want 25000/100000", q, p, err)
+	}
+	if m, err := g.MemoryLimit(); err != nil || m != 64<<20 {
+		t.Errorf("MemoryLimit: got %d, %v, want %d", m, err, 64<<20)
+	}
+	// Up, down and off again: the memsw ordering must hold each way.
+	for _, mem := range []int64{256 << 20, 32 << 20, 0, 128 << 20} {
+		if err := g.Update(Limits{CPUCores: 1, MemoryBytes: mem}); err != nil {
+			t.Fatalf("update to %d: %v", mem, err)
+		}
+		if m, err := g.MemoryLimit(); err != nil || m != mem {
+			t.Errorf("after update: got %d, %v, want %d", m, err, mem)
+		}
+	}
+	if q, _, _ := g.CPUMax(); q != 100000 {
+		t.Errorf("quota after update: got %d, want 100000", q)
+	}
+}
+
+// TestHostCPUCap runs a busy loop that joins the group before it execs and
+// checks that it gets the capped share of a core.
+func TestHostCPUCap(t *testing.T) {
+	g := hostGroup(t, Limits{CPUCores: 0.2, MemoryBytes: 64 << 20})
+	args := append([]string{"-c", `for f; do echo $$ > "$f"; done; exec sh -c 'while :; do :; done'`, "join"}, g.ProcsFiles()...)
+	cmd := exec.Command("/bin/sh", args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	// Wait until the loop is in every directory.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		procs, _ := g.Procs()
+		if len(procs) == 1 && procs[0] == cmd.Process.Pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process did not join: %v", procs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	u0, err := g.CPUUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	time.Sleep(2 * time.Second)
+	u1, _ := g.CPUUsage()
+	share := float64(u1-u0) / float64(time.Since(t0))
+	t.Logf("measured %.3f cores at a cap of 0.2", share)
+	if share < 0.16 || share > 0.24 {
+		t.Errorf("got %.3f cores, want 0.2 ± 20%%", share)
+	}
+	if p, th, err := g.Throttled(); err != nil || th == 0 || p == 0 {
+		t.Errorf("Throttled: got %d/%d, %v, want both > 0", p, th, err)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	if err := g.Delete(); err != nil {
+		t.Fatalf("delete after the task exited: %v", err)
+	}
+	if _, err := os.Stat(g.Paths()[CPU]); !os.IsNotExist(err) {
+		t.Errorf("cpu dir still there: %v", err)
+	}
+}

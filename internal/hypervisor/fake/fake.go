@@ -1,0 +1,366 @@
+package fake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"vgrid/internal/hypervisor"
+	"vgrid/internal/model"
+)
+
+var _ hypervisor.Driver = (*Driver)(nil)
+
+// ErrClosed is returned by a Driver's methods after Close.
+var ErrClosed = errors.New("fake driver closed")
+
+// Faults make a Driver misbehave. The zero value is a healthy host.
+type Faults struct {
+	StartErr  error // returned by Start (nothing is started)
+	StopErr   error // returned by Stop (the instance keeps running)
+	DeleteErr error // returned by Delete (nothing is deleted)
+	ResizeErr error // returned by Resize
+	// GuestDelay is how long after its start a guest reports (0: at once).
+	GuestDelay time.Duration
+	// NoGuest keeps guests from ever reporting.
+	NoGuest bool
+}
+
+// host is a simulated machine: its instances outlive the Drivers on it.
+type host struct {
+	mu      sync.Mutex // guards the fields below
+	insts   map[string]*instance
+	nextPID int
+	drivers map[*Driver]bool
+}
+
+type instance struct {
+	spec       hypervisor.InstanceSpec
+	state      hypervisor.InstanceState
+	pid        int
+	startedAt  time.Time
+	readyAt    time.Time // zero: the guest never reports
+	exitReason string
+	console    []byte
+}
+
+var (
+	hostsMu sync.Mutex
+	hosts   = map[string]*host{}
+)
+
+// Driver is the fake. Use New.
+type Driver struct {
+	host    *host
+	changes *hypervisor.Notifier
+
+	mu     sync.Mutex // guards the fields below
+	faults Faults
+	closed bool
+	timers []*time.Timer
+}
+
+// New returns a driver on the simulated host named stateDir.
+func New(stateDir string) *Driver {
+	hostsMu.Lock()
+	h := hosts[stateDir]
+	if h == nil {
+		h = &host{insts: map[string]*instance{}, nextPID: 1000, drivers: map[*Driver]bool{}}
+		hosts[stateDir] = h
+	}
+	hostsMu.Unlock()
+	d := &Driver{host: h, changes: hypervisor.NewNotifier()}
+	h.mu.Lock()
+	h.drivers[d] = true
+	h.mu.Unlock()
+	return d
+}
+
+// SetFaults changes how the driver misbehaves from now on.
+func (d *Driver) SetFaults(f Faults) {
+	d.mu.Lock()
+	d.faults = f
+	d.mu.Unlock()
+}
+
+func (d *Driver) state() (Faults, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.faults, d.closed
+}
+
+// notifyAll tells every open driver on the host about id (as every agent
+// watching the host would see the change). Called without h.mu.
+func (h *host) notifyAll(id string) {
+	h.mu.Lock()
+	ds := make([]*Driver, 0, len(h.drivers))
+	for d := range h.drivers {
+		ds = append(ds, d)
+	}
+	h.mu.Unlock()
+	for _, d := range ds {
+		d.changes.Notify(id)
+	}
+}
+
+// Start implements hypervisor.Driver.
+func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hypervisor.Instance, error) {
+	if err := spec.Validate(); err != nil {
+		return hypervisor.Instance{}, err
+	}
+	f, closed := d.state()
+	if closed {
+		return hypervisor.Instance{}, ErrClosed
+	}
+	h := d.host
+	h.mu.Lock()
+	in := h.insts[spec.ID]
+	if in != nil && in.state != hypervisor.InstanceStopped {
+		out := in.view(time.Now())
+		h.mu.Unlock()
+		return out, nil
+	}
+	if f.StartErr != nil {
+		h.mu.Unlock()
+		return hypervisor.Instance{}, fmt.Errorf("start %s: %w", spec.ID, f.StartErr)
+	}
+	if in == nil {
+		in = &instance{}
+		h.insts[spec.ID] = in
+	}
+	now := time.Now()
+	h.nextPID++
+	in.spec, in.state, in.pid, in.exitReason = spec, hypervisor.InstanceRunning, h.nextPID, ""
+	in.startedAt = now
+	in.readyAt = time.Time{}
+	if !f.NoGuest {
+		in.readyAt = now.Add(f.GuestDelay)
+	}
+	in.console = fmt.Appendf(nil, "fake console of %s\nbooting with %d vcpus and %s\n", spec.ID, spec.Quantum.VCPUs, spec.Quantum.Memory)
+	out := in.view(now)
+	h.mu.Unlock()
+	if !f.NoGuest && f.GuestDelay > 0 {
+		d.mu.Lock()
+		d.timers = append(d.timers, time.AfterFunc(f.GuestDelay, func() { h.notifyAll(spec.ID) }))
+		d.mu.Unlock()
+	}
+	h.notifyAll(spec.ID)
+	return out, nil
+}
+
+// Stop implements hypervisor.Driver. An unknown ID is ErrNotFound.
+func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	f, closed := d.state()
+	if closed {
+		return ErrClosed
+	}
+	if err := d.end(id, "stopped", f.StopErr); err != nil {
+		return fmt.Errorf("stop %s: %w", id, err)
+	}
+	return nil
+}
+
+// Crash ends a running instance's process as if it had died, with reason
+// (e.g. "killed by the kernel OOM killer").
+func (d *Driver) Crash(id, reason string) error {
+	if err := d.end(id, reason, nil); err != nil {
+		return fmt.Errorf("crash %s: %w", id, err)
+	}
+	return nil
+}
+
+func (d *Driver) end(id, reason string, fault error) error {
+	h := d.host
+	h.mu.Lock()
+	in := h.insts[id]
+	if in == nil {
+		h.mu.Unlock()
+		return hypervisor.ErrNotFound
+	}
+	if in.state == hypervisor.InstanceStopped {
+		h.mu.Unlock()
+		return nil
+	}
+	if fault != nil {
+		h.mu.Unlock()
+		return fault
+	}
+	in.state, in.pid, in.exitReason = hypervisor.InstanceStopped, 0, reason
+	in.console = append(in.console, "reboot: Power down\n"...)
+	h.mu.Unlock()
+	h.notifyAll(id)
+	return nil
+}
+
+// Delete implements hypervisor.Driver.
+func (d *Driver) Delete(ctx context.Context, id string) error {
+	f, closed := d.state()
+	if closed {
+		return ErrClosed
+	}
+	if f.DeleteErr != nil {
+		return fmt.Errorf("delete %s: %w", id, f.DeleteErr)
+	}
+	h := d.host
+	h.mu.Lock()
+	_, ok := h.insts[id]
+	delete(h.insts, id)
+	h.mu.Unlock()
+	if ok {
+		h.notifyAll(id)
+	}
+	return nil
+}
+
+// Get implements hypervisor.Driver.
+func (d *Driver) Get(ctx context.Context, id string) (hypervisor.Instance, error) {
+	if _, closed := d.state(); closed {
+		return hypervisor.Instance{}, ErrClosed
+	}
+	h := d.host
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	in := h.insts[id]
+	if in == nil {
+		return hypervisor.Instance{}, fmt.Errorf("get %q: %w", id, hypervisor.ErrNotFound)
+	}
+	return in.view(time.Now()), nil
+}
+
+// List implements hypervisor.Driver, in ID order.
+func (d *Driver) List(ctx context.Context) ([]hypervisor.Instance, error) {
+	if _, closed := d.state(); closed {
+		return nil, ErrClosed
+	}
+	h := d.host
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	out := make([]hypervisor.Instance, 0, len(h.insts))
+	for _, in := range h.insts {
+		out = append(out, in.view(now))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Resize implements hypervisor.Driver.
+func (d *Driver) Resize(ctx context.Context, id string, q model.Quantum) error {
+	f, closed := d.state()
+	if closed {
+		return ErrClosed
+	}
+	h := d.host
+	h.mu.Lock()
+	in := h.insts[id]
+	if in == nil {
+		h.mu.Unlock()
+		return fmt.Errorf("resize %q: %w", id, hypervisor.ErrNotFound)
+	}
+	spec := in.spec
+	spec.Quantum = q
+	if err := spec.Validate(); err != nil {
+		h.mu.Unlock()
+		return fmt.Errorf("resize %s: %w", id, err)
+	}
+	if f.ResizeErr != nil {
+		h.mu.Unlock()
+		return fmt.Errorf("resize %s: %w", id, f.ResizeErr)
+	}
+	in.spec = spec
+	h.mu.Unlock()
+	h.notifyAll(id)
+	return nil
+}
+
+// Quantum returns the quantum an instance has now (after any Resize).
+func (d *Driver) Quantum(id string) (model.Quantum, bool) {
+	h := d.host
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	in := h.insts[id]
+	if in == nil {
+		return model.Quantum{}, false
+	}
+	return in.spec.Quantum, true
+}
+
+// ConsoleLog implements hypervisor.Driver.
+func (d *Driver) ConsoleLog(ctx context.Context, id string, max int) ([]byte, error) {
+	h := d.host
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	in := h.insts[id]
+	if in == nil {
+		return nil, fmt.Errorf("console %q: %w", id, hypervisor.ErrNotFound)
+	}
+	b := in.console
+	if max >= 0 && len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return append([]byte(nil), b...), nil
+}
+
+// Changes implements hypervisor.Driver.
+func (d *Driver) Changes() <-chan string { return d.changes.C() }
+
+// Close implements hypervisor.Driver; the host's instances stay.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	d.closed = true
+	for _, t := range d.timers {
+		t.Stop()
+	}
+	d.timers = nil
+	d.mu.Unlock()
+	d.host.mu.Lock()
+	delete(d.host.drivers, d)
+	d.host.mu.Unlock()
+	d.changes.Close()
+	return nil
+}
+
+// view is the Instance a driver reports at now.
+func (in *instance) view(now time.Time) hypervisor.Instance {
+	out := hypervisor.Instance{
+		ID:         in.spec.ID,
+		State:      in.state,
+		PID:        in.pid,
+		Accel:      "fake",
+		StartedAt:  in.startedAt,
+		ExitReason: in.exitReason,
+	}
+	if in.state == hypervisor.InstanceStopped {
+		return out
+	}
+	out.Cgroup = map[string]string{"cpu": "/fake/vgrid/" + in.spec.ID, "memory": "/fake/vgrid/" + in.spec.ID}
+	if !in.readyAt.IsZero() && !now.Before(in.readyAt) {
+		out.Guest = guestInfo(in.spec)
+	}
+	return out
+}
+
+// guestInfo is what a guest booted with spec would report.
+func guestInfo(spec hypervisor.InstanceSpec) *model.GuestInfo {
+	q := spec.Quantum
+	host := spec.Hostname
+	if spec.Context != nil && spec.Context.Hostname != "" {
+		host = spec.Context.Hostname
+	}
+	if host == "" {
+		host = spec.ID
+	}
+	return &model.GuestInfo{
+		VCPUs:     q.VCPUs,
+		MemoryMiB: q.Memory.MiB() * 95 / 100, // the kernel keeps some
+		Addresses: []string{"10.0.2.15/24"},
+		Hostname:  host,
+		Kernel:    "fake",
+		DiskBytes: int64(max(q.Disk, spec.Image.MinDisk)),
+		Context:   spec.Context != nil,
+		Agent:     "fake",
+	}
+}

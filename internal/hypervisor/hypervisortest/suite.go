@@ -1,0 +1,336 @@
+package hypervisortest
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"vgrid/internal/hypervisor"
+	"vgrid/internal/model"
+)
+
+// GuestTimeout bounds how long the suite waits for a guest to report.
+const GuestTimeout = 60 * time.Second
+
+// NewDriver makes a driver whose instances live in stateDir. A driver
+// made again on the same stateDir must adopt what the earlier one left
+// running. It should register t.Cleanup to Close the driver; Close may be
+// called more than once.
+type NewDriver func(t *testing.T, stateDir string) hypervisor.Driver
+
+// Run runs the conformance suite against the drivers newDriver makes,
+// booting img. The contract it checks, beyond the interface's comments:
+//   - Stop of an unknown ID returns ErrNotFound (Delete of one is a no-op);
+//   - Get, Stop, ConsoleLog and Resize of an ID never started return ErrNotFound;
+//   - a stopped instance has State stopped, no PID and an ExitReason;
+//   - Delete removes StateDir/<id> (a driver that keeps no files has none).
+func Run(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, opts ...Option) {
+	var c config
+	for _, o := range opts {
+		o(&c)
+	}
+	t.Run("InvalidSpec", func(t *testing.T) { testInvalid(t, newDriver, img) })
+	t.Run("UnknownID", func(t *testing.T) { testUnknown(t, newDriver) })
+	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, newDriver, img, c) })
+	t.Run("Adoption", func(t *testing.T) { testAdoption(t, newDriver, img) })
+}
+
+// Option adjusts what Run checks.
+type Option func(*config)
+
+type config struct {
+	realPIDs bool
+}
+
+// RealPIDs says that Instance.PID is a process on this host, so that the
+// suite checks it is gone after Stop.
+func RealPIDs() Option { return func(c *config) { c.realPIDs = true } }
+
+// processGone reports whether pid has exited (a zombie counts: after
+// -daemonize-style detaching, no one may reap it).
+func processGone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// Spec returns a small instance spec for img: 1 vCPU, 256 MiB.
+func Spec(id string, img hypervisor.LocalImage) hypervisor.InstanceSpec {
+	return hypervisor.InstanceSpec{
+		ID:       id,
+		Hostname: id,
+		Quantum:  model.Quantum{VCPUs: 1, Memory: 256 * model.MiB},
+		Image:    img,
+		Context:  &model.Context{Env: map[string]string{"VGRID_TEST": "1"}},
+	}
+}
+
+// setup makes a state directory and a driver on it, and makes sure every
+// instance in it is deleted when the test ends, pass or fail (through a
+// fresh driver, since the test may have closed its own).
+func setup(t *testing.T, newDriver NewDriver) (string, hypervisor.Driver) {
+	t.Helper()
+	dir := t.TempDir()
+	t.Cleanup(func() { Cleanup(t, newDriver, dir) })
+	return dir, newDriver(t, dir)
+}
+
+// Cleanup deletes every instance a driver on stateDir can see.
+func Cleanup(t *testing.T, newDriver NewDriver, stateDir string) {
+	t.Helper()
+	d := newDriver(t, stateDir)
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	insts, err := d.List(ctx)
+	if err != nil {
+		t.Errorf("cleanup: list: %v", err)
+		return
+	}
+	for _, in := range insts {
+		if err := d.Delete(ctx, in.ID); err != nil {
+			t.Errorf("cleanup: delete %s: %v", in.ID, err)
+		}
+	}
+}
+
+func testInvalid(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage) {
+	_, d := setup(t, newDriver)
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		mutate func(*hypervisor.InstanceSpec)
+	}{
+		{"uppercase id", func(s *hypervisor.InstanceSpec) { s.ID = "Bad_ID" }},
+		{"path id", func(s *hypervisor.InstanceSpec) { s.ID = "../x" }},
+		{"empty id", func(s *hypervisor.InstanceSpec) { s.ID = "" }},
+		{"zero vcpus", func(s *hypervisor.InstanceSpec) { s.Quantum.VCPUs = 0 }},
+		{"no memory", func(s *hypervisor.InstanceSpec) { s.Quantum.Memory = 0 }},
+	}
+	for _, tt := range tests {
+		spec := Spec("invalid", img)
+		tt.mutate(&spec)
+		if in, err := d.Start(ctx, spec); !errors.Is(err, hypervisor.ErrInvalid) {
+			t.Errorf("%s: got %+v, %v, want ErrInvalid", tt.name, in, err)
+		}
+	}
+	if insts, err := d.List(ctx); err != nil || len(insts) != 0 {
+		t.Errorf("after invalid starts: got %v, %v, want no instances", insts, err)
+	}
+}
+
+func testUnknown(t *testing.T, newDriver NewDriver) {
+	_, d := setup(t, newDriver)
+	ctx := context.Background()
+	if _, err := d.Get(ctx, "nope"); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("Get: got %v, want ErrNotFound", err)
+	}
+	if err := d.Stop(ctx, "nope", time.Second); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("Stop: got %v, want ErrNotFound", err)
+	}
+	if _, err := d.ConsoleLog(ctx, "nope", 100); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("ConsoleLog: got %v, want ErrNotFound", err)
+	}
+	if err := d.Resize(ctx, "nope", model.Quantum{VCPUs: 1, Memory: 256 * model.MiB}); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("Resize: got %v, want ErrNotFound", err)
+	}
+	if err := d.Delete(ctx, "nope"); err != nil {
+		t.Errorf("Delete: got %v, want nil", err)
+	}
+}
+
+func testLifecycle(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c config) {
+	stateDir, d := setup(t, newDriver)
+	ctx := context.Background()
+	seen := watchChanges(d)
+	spec := Spec("life-1", img)
+
+	in, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.ID != spec.ID || in.State != hypervisor.InstanceRunning || in.PID <= 0 || in.StartedAt.IsZero() {
+		t.Fatalf("Start: got %+v, want running with a PID and StartedAt", in)
+	}
+	t.Logf("started pid %d, accel %s", in.PID, in.Accel)
+	seen.wait(t, spec.ID)
+
+	in = WaitGuest(t, d, spec.ID)
+	checkGuest(t, in, spec)
+
+	again, err := d.Start(ctx, spec)
+	if err != nil || again.PID != in.PID || again.State != hypervisor.InstanceRunning {
+		t.Errorf("second Start: got %+v, %v, want the same running PID %d", again, err, in.PID)
+	}
+	insts, err := d.List(ctx)
+	if err != nil || len(insts) != 1 || insts[0].ID != spec.ID || insts[0].PID != in.PID {
+		t.Errorf("List: got %+v, %v, want just %s", insts, err, spec.ID)
+	}
+	if log, err := d.ConsoleLog(ctx, spec.ID, 4096); err != nil || len(log) == 0 || len(log) > 4096 {
+		t.Errorf("ConsoleLog: got %d bytes, %v, want 1..4096", len(log), err)
+	}
+	q := spec.Quantum
+	q.CPU = 0.5
+	if err := d.Resize(ctx, spec.ID, q); err != nil {
+		t.Errorf("Resize: %v", err)
+	}
+	if err := d.Resize(ctx, spec.ID, model.Quantum{}); !errors.Is(err, hypervisor.ErrInvalid) {
+		t.Errorf("Resize to nothing: got %v, want ErrInvalid", err)
+	}
+
+	seen.reset()
+	if err := d.Stop(ctx, spec.ID, 30*time.Second); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	st, err := d.Get(ctx, spec.ID)
+	if err != nil || st.State != hypervisor.InstanceStopped || st.PID != 0 || st.ExitReason == "" || st.Guest != nil {
+		t.Errorf("after Stop: got %+v, %v, want stopped, no PID or guest, a reason", st, err)
+	}
+	t.Logf("exit reason: %s", st.ExitReason)
+	if c.realPIDs && !processGone(in.PID) {
+		t.Errorf("process %d still runs after Stop", in.PID)
+	}
+	seen.wait(t, spec.ID)
+	if err := d.Stop(ctx, spec.ID, time.Second); err != nil {
+		t.Errorf("second Stop: got %v, want nil", err)
+	}
+
+	// The stopped instance boots again (from the disk it kept).
+	in2, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	if in2.State != hypervisor.InstanceRunning || in2.PID <= 0 || !in2.StartedAt.After(in.StartedAt) {
+		t.Errorf("restart: got %+v, want running, started after %v", in2, in.StartedAt)
+	}
+	WaitGuest(t, d, spec.ID)
+
+	if err := d.Delete(ctx, spec.ID); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, err := d.Get(ctx, spec.ID); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("Get after Delete: got %v, want ErrNotFound", err)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, spec.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("instance directory after Delete: got %v, want it gone", err)
+	}
+	if err := d.Delete(ctx, spec.ID); err != nil {
+		t.Errorf("second Delete: got %v, want nil", err)
+	}
+}
+
+func testAdoption(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage) {
+	stateDir, d := setup(t, newDriver)
+	ctx := context.Background()
+	spec := Spec("adopt-1", img)
+	in, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	WaitGuest(t, d, spec.ID)
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	d2 := newDriver(t, stateDir)
+	got, err := d2.Get(ctx, spec.ID)
+	if err != nil || got.State != hypervisor.InstanceRunning || got.PID != in.PID || !got.StartedAt.Equal(in.StartedAt) {
+		t.Fatalf("after adoption: got %+v, %v, want running as pid %d since %v", got, err, in.PID, in.StartedAt)
+	}
+	got = WaitGuest(t, d2, spec.ID)
+	checkGuest(t, got, spec)
+	if err := d2.Delete(ctx, spec.ID); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+}
+
+// WaitGuest polls Get until the guest has reported, for up to GuestTimeout.
+func WaitGuest(t *testing.T, d hypervisor.Driver, id string) hypervisor.Instance {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(GuestTimeout)
+	for {
+		in, err := d.Get(context.Background(), id)
+		if err != nil {
+			t.Fatalf("waiting for the guest: %v", err)
+		}
+		if in.Guest != nil {
+			t.Logf("%s: guest reported %s after the call (%s after its process started)", id,
+				time.Since(start).Round(time.Millisecond), time.Since(in.StartedAt).Round(time.Millisecond))
+			return in
+		}
+		if in.State == hypervisor.InstanceStopped {
+			log, _ := d.ConsoleLog(context.Background(), id, 2048)
+			t.Fatalf("%s stopped before its guest reported (%s); console:\n%s", id, in.ExitReason, log)
+		}
+		if time.Now().After(deadline) {
+			log, _ := d.ConsoleLog(context.Background(), id, 2048)
+			t.Fatalf("%s: no guest report within %s; console:\n%s", id, GuestTimeout, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkGuest compares a guest report with the spec: the vCPU count, and
+// the memory the guest sees (MemTotal is the RAM less what the kernel
+// keeps, so between 70% and 100% of it).
+func checkGuest(t *testing.T, in hypervisor.Instance, spec hypervisor.InstanceSpec) {
+	t.Helper()
+	g := in.Guest
+	if g.VCPUs != spec.Quantum.VCPUs {
+		t.Errorf("guest vcpus: got %d, want %d", g.VCPUs, spec.Quantum.VCPUs)
+	}
+	want := spec.Quantum.Memory.MiB()
+	if g.MemoryMiB > want || g.MemoryMiB < want*7/10 {
+		t.Errorf("guest memory: got %d MiB, want 70-100%% of %d MiB", g.MemoryMiB, want)
+	}
+}
+
+// changeSet records the IDs a driver's Changes channel delivers.
+type changeSet struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func watchChanges(d hypervisor.Driver) *changeSet {
+	s := &changeSet{seen: map[string]bool{}}
+	ch := d.Changes()
+	go func() {
+		for id := range ch {
+			s.mu.Lock()
+			s.seen[id] = true
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+func (s *changeSet) reset() {
+	s.mu.Lock()
+	s.seen = map[string]bool{}
+	s.mu.Unlock()
+}
+
+func (s *changeSet) wait(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		ok := s.seen[id]
+		s.mu.Unlock()
+		if ok {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("Changes did not deliver %s within 10s", id)
+}

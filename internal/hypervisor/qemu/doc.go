@@ -1,0 +1,40 @@
+// Package qemu is the hypervisor.Driver that runs each workspace as a QEMU
+// process, controlled over QMP, talking to the in-guest agent over a
+// virtio-serial port, with its quantum enforced by a cgroup.
+//
+// Files. An instance lives in StateDir/<id>/: spec.json (the spec it was
+// last started with), state.json (accelerator, StartedAt, and when and why
+// the last run stopped), disk.qcow2 (an overlay on the image's disk, kept
+// across stops), cidata.iso (the NoCloud seed, rewritten on every start),
+// console.log (serial console), qemu.pid, qemu.log (QEMU's stderr, also after it
+// daemonizes: -D), and the sockets qmp.sock and agent.sock. When those socket
+// paths would exceed the 107 bytes a unix socket address holds, the sockets
+// go to RunDir/<16 hex digits of sha256(instance dir)> instead (derived
+// again by any later Driver; StateDir/<id>/run links to it for people).
+//
+// Processes. QEMU is started by /bin/sh running a fixed script that writes
+// its own PID into every cgroup.procs file of the instance's group and
+// execs QEMU (paths are arguments, never script text), so QEMU is charged
+// for its memory from the start. QEMU runs with -daemonize in a session of
+// its own: it is not the agent's child, and survives the agent, even kill
+// -9. An instance runs when qemu.pid names a live, non-zombie process whose
+// command line contains the instance directory (which guards against PID
+// reuse). A new Driver on the same StateDir adopts running instances: it
+// reconnects QMP and the agent channel and asks the guest for its facts;
+// instances whose process died meanwhile get "qemu exited while no driver
+// was watching" (or the OOM killer, if their cgroup counted a kill).
+//
+// Acceleration. KVM is used only with a hardware KVM module and vmx/svm
+// (see DetectAccel); otherwise TCG, with a warning naming the reason, and
+// direct-boot guests get tsc_early_khz=<host TSC> on their kernel command
+// line (without it their TSC calibration sometimes hangs under TCG).
+// Firmware-boot guests (q35, SeaBIOS) cannot be given it.
+//
+// Memory. The cgroup memory limit is quantum memory + overhead, with
+// DefaultMemoryOverhead = 128 MiB + the TCG translation cache (-accel
+// tcg,tb-size=64, so 192 MiB) under TCG, 64 MiB under KVM. See
+// DefaultMemoryOverhead for the measurements behind it.
+//
+// CPU. The cgroup CPU cap is quantum.CPUCores() cores (CFS quota over a
+// 100 ms period); -smp is quantum.VCPUs.
+package qemu

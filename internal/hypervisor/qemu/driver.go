@@ -1,0 +1,606 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"vgrid/internal/cgroup"
+	"vgrid/internal/hypervisor"
+	"vgrid/internal/model"
+)
+
+var _ hypervisor.Driver = (*Driver)(nil)
+
+// ErrClosed is returned by a Driver's methods after Close.
+var ErrClosed = errors.New("qemu driver closed")
+
+// deleteStopTimeout is how long Delete lets a guest power off.
+const deleteStopTimeout = 3 * time.Second
+
+// Driver runs workspaces as QEMU processes on this host.
+type Driver struct {
+	opts    Options
+	accel   string // the default accelerator
+	tscKHz  int64
+	cg      *cgroup.Hierarchy
+	log     *slog.Logger
+	changes *hypervisor.Notifier
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // watch goroutines
+
+	locks keyedMutex // per instance: Start, Stop, Delete, Resize
+
+	exitMu sync.Mutex // serializes recording an instance's exit
+
+	mu  sync.Mutex // guards vms
+	vms map[string]*vm
+}
+
+// New makes a driver on opts.StateDir and adopts the instances found
+// there: running ones are watched again (QMP and guest agent reconnected,
+// guest facts asked for), dead ones get their exit recorded.
+func New(opts Options) (*Driver, error) {
+	if err := opts.fill(); err != nil {
+		return nil, fmt.Errorf("qemu driver: %w", err)
+	}
+	for _, prog := range []*string{&opts.QEMUPath, &opts.QEMUImgPath, &opts.GenISOImagePath} {
+		path, err := exec.LookPath(*prog)
+		if err != nil {
+			return nil, fmt.Errorf("qemu driver: %w", err)
+		}
+		*prog = path
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("qemu driver: %w", err)
+	}
+	cg := opts.Cgroups
+	if cg == nil {
+		var err error
+		if cg, err = cgroup.Detect(); err != nil {
+			return nil, fmt.Errorf("qemu driver: %w", err)
+		}
+	}
+	d := &Driver{opts: opts, cg: cg, log: opts.Logger, vms: map[string]*vm{}}
+	d.accel = opts.Accel
+	if d.accel == "auto" {
+		var reason string
+		d.accel, reason = DetectAccel()
+		if reason != "" {
+			d.log.Warn(reason)
+		}
+	}
+	tsc, err := TSCkHz()
+	if err != nil {
+		d.log.Warn("guests under TCG get no tsc_early_khz and may hang at boot", "err", err)
+	}
+	d.tscKHz = tsc
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.changes = hypervisor.NewNotifier()
+	insts, err := d.List(d.ctx)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("qemu driver: adopt: %w", err)
+	}
+	for _, in := range insts {
+		if in.State != hypervisor.InstanceStopped {
+			d.log.Info("adopted running instance", "instance", in.ID, "pid", in.PID)
+		}
+	}
+	return d, nil
+}
+
+// Accel returns the accelerator used when a spec does not name one.
+func (d *Driver) Accel() string { return d.accel }
+
+func (d *Driver) paths(id string) Paths {
+	return instancePaths(filepath.Join(d.opts.StateDir, id), d.opts.RunDir)
+}
+
+func (d *Driver) accelFor(spec hypervisor.InstanceSpec) string {
+	if spec.Accel != "" {
+		return spec.Accel
+	}
+	return d.accel
+}
+
+// limits turns a quantum into cgroup limits: the CPU cap as given, guest
+// memory plus QEMU's overhead.
+func (d *Driver) limits(accel string, q model.Quantum) cgroup.Limits {
+	return cgroup.Limits{
+		CPUCores:    q.CPUCores(),
+		MemoryBytes: int64(q.Memory + d.opts.MemoryOverhead(accel, q)),
+	}
+}
+
+// MemoryLimit returns the cgroup memory limit a quantum gets under accel.
+func (d *Driver) MemoryLimit(accel string, q model.Quantum) model.ByteSize {
+	return model.ByteSize(d.limits(accel, q).MemoryBytes)
+}
+
+func (d *Driver) closed() bool { return d.ctx.Err() != nil }
+
+// Start implements hypervisor.Driver.
+func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hypervisor.Instance, error) {
+	if err := spec.Validate(); err != nil {
+		return hypervisor.Instance{}, err
+	}
+	if d.closed() {
+		return hypervisor.Instance{}, ErrClosed
+	}
+	id := spec.ID
+	defer d.locks.Lock(id)()
+	p := d.paths(id)
+	if pid := readPID(p.PIDFile); alive(pid, marker(p)) {
+		d.watchPID(id, p, pid)
+		return d.inspect(id)
+	}
+	d.settle(id, p)
+	inst, err := d.start(ctx, spec, p)
+	if err != nil {
+		err = fmt.Errorf("start %s: %w", id, err)
+		if _, serr := os.Stat(p.Spec); serr == nil {
+			// Say why in Get and List, not only to this caller.
+			st := runState{Accel: d.accelFor(spec), StoppedAt: time.Now(), ExitReason: err.Error()}
+			_ = writeJSON(p.State, st)
+		}
+		return hypervisor.Instance{}, err
+	}
+	return inst, nil
+}
+
+func (d *Driver) start(ctx context.Context, spec hypervisor.InstanceSpec, p Paths) (hypervisor.Instance, error) {
+	if err := os.MkdirAll(p.Dir, 0o750); err != nil {
+		return hypervisor.Instance{}, err
+	}
+	if err := writeJSON(p.Spec, spec); err != nil {
+		return hypervisor.Instance{}, err
+	}
+	accel := d.accelFor(spec)
+	if err := d.ensureDisk(ctx, spec, p); err != nil {
+		return hypervisor.Instance{}, err
+	}
+	if err := d.writeSeed(ctx, spec, p); err != nil {
+		return hypervisor.Instance{}, err
+	}
+	cg, err := d.cg.New(d.opts.CgroupParent, spec.ID, d.limits(accel, spec.Quantum))
+	if err != nil {
+		return hypervisor.Instance{}, err
+	}
+	pid, startedAt, err := d.launch(ctx, spec, p, accel, cg)
+	if err != nil {
+		if derr := cg.Delete(); derr != nil {
+			d.log.Warn("remove cgroup", "instance", spec.ID, "err", derr)
+		}
+		return hypervisor.Instance{}, err
+	}
+	if err := writeJSON(p.State, runState{Accel: accel, PID: pid, StartedAt: startedAt}); err != nil {
+		d.log.Error("record start", "instance", spec.ID, "err", err)
+	}
+	d.log.Info("started", "instance", spec.ID, "pid", pid, "accel", accel)
+	v := d.watchPID(spec.ID, p, pid)
+	// QEMU creates its QMP socket before it daemonizes, so it answers now.
+	if _, err := v.qmpClient(ctx); err != nil {
+		v.setStopReason("start failed: qmp did not answer")
+		_ = kill(pid, marker(p))
+		waitGone(pid, marker(p), 5*time.Second, nil)
+		d.finish(v)
+		<-v.done
+		return hypervisor.Instance{}, err
+	}
+	d.changes.Notify(spec.ID)
+	return d.inspect(spec.ID)
+}
+
+// Stop implements hypervisor.Driver. An unknown ID is ErrNotFound.
+func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	if !hypervisor.ValidID(id) {
+		return fmt.Errorf("stop %q: %w", id, hypervisor.ErrNotFound)
+	}
+	if d.closed() {
+		return ErrClosed
+	}
+	defer d.locks.Lock(id)()
+	p := d.paths(id)
+	if _, err := os.Stat(p.Spec); err != nil {
+		return fmt.Errorf("stop %s: %w", id, hypervisor.ErrNotFound)
+	}
+	return d.stop(ctx, id, p, timeout)
+}
+
+// stop powers the guest off: ACPI power button, then after timeout QMP
+// quit, then SIGKILL. The disk stays; the cgroup goes. If ctx ends first,
+// stop returns its error and leaves the guest powering off.
+func (d *Driver) stop(ctx context.Context, id string, p Paths, timeout time.Duration) error {
+	pid := readPID(p.PIDFile)
+	m := marker(p)
+	if !alive(pid, m) {
+		d.settle(id, p)
+		return nil
+	}
+	v := d.watchPID(id, p, pid)
+	v.setStopReason("stopped")
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	c, err := v.qmpClient(qctx)
+	if err == nil {
+		err = c.Execute(qctx, "system_powerdown", nil, nil)
+	}
+	cancel()
+	if err != nil {
+		d.log.Warn("powerdown", "instance", id, "err", err)
+	}
+	if !waitGone(pid, m, timeout, ctx.Done()) {
+		if err := ctx.Err(); err != nil {
+			// The caller gave up; the guest has been asked to power off
+			// and the watcher records the exit when it comes.
+			return fmt.Errorf("stop %s: %w", id, err)
+		}
+		v.setStopReason(fmt.Sprintf("stopped: the guest did not power off within %s", timeout))
+		qctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if c, err := v.qmpClient(qctx); err == nil {
+			_ = c.Execute(qctx, "quit", nil, nil)
+		}
+		cancel()
+		if !waitGone(pid, m, 2*time.Second, nil) {
+			if err := kill(pid, m); err != nil {
+				return fmt.Errorf("stop %s: kill qemu %d: %w", id, pid, err)
+			}
+			if !waitGone(pid, m, 5*time.Second, nil) {
+				return fmt.Errorf("stop %s: qemu %d survived SIGKILL", id, pid)
+			}
+		}
+	}
+	d.finish(v)
+	<-v.done
+	return nil
+}
+
+// Delete implements hypervisor.Driver. An unknown ID is a no-op.
+func (d *Driver) Delete(ctx context.Context, id string) error {
+	if !hypervisor.ValidID(id) {
+		return nil
+	}
+	if d.closed() {
+		return ErrClosed
+	}
+	defer d.locks.Lock(id)()
+	p := d.paths(id)
+	if _, err := os.Stat(p.Dir); err == nil {
+		if err := d.stop(ctx, id, p, deleteStopTimeout); err != nil {
+			return fmt.Errorf("delete %s: %w", id, err)
+		}
+		if err := os.RemoveAll(p.Dir); err != nil {
+			return fmt.Errorf("delete %s: %w", id, err)
+		}
+	}
+	if p.SockDir != p.Dir {
+		_ = os.RemoveAll(p.SockDir)
+	}
+	if err := d.removeCgroup(id); err != nil {
+		return fmt.Errorf("delete %s: %w", id, err)
+	}
+	d.changes.Notify(id)
+	return nil
+}
+
+// Get implements hypervisor.Driver.
+func (d *Driver) Get(ctx context.Context, id string) (hypervisor.Instance, error) {
+	if !hypervisor.ValidID(id) {
+		return hypervisor.Instance{}, fmt.Errorf("get %q: %w", id, hypervisor.ErrNotFound)
+	}
+	if d.closed() {
+		return hypervisor.Instance{}, ErrClosed
+	}
+	return d.inspect(id)
+}
+
+// List implements hypervisor.Driver: every directory in StateDir with a
+// spec.json is an instance.
+func (d *Driver) List(ctx context.Context) ([]hypervisor.Instance, error) {
+	if d.closed() {
+		return nil, ErrClosed
+	}
+	entries, err := os.ReadDir(d.opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("list: %w", err)
+	}
+	var out []hypervisor.Instance
+	for _, e := range entries {
+		if !e.IsDir() || !hypervisor.ValidID(e.Name()) {
+			continue
+		}
+		in, err := d.inspect(e.Name())
+		if errors.Is(err, hypervisor.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			// One unreadable instance must not hide the others.
+			d.log.Warn("skip instance", "instance", e.Name(), "err", err)
+			continue
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+// inspect reads an instance's files and process. A live process is
+// watched (adopted) if it is not yet; a dead one that nobody saw die gets
+// its exit recorded.
+func (d *Driver) inspect(id string) (hypervisor.Instance, error) {
+	p := d.paths(id)
+	spec, err := readSpec(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return hypervisor.Instance{}, fmt.Errorf("%s: %w", id, hypervisor.ErrNotFound)
+	}
+	if err != nil {
+		return hypervisor.Instance{}, err
+	}
+	st, err := readState(p)
+	if err != nil {
+		return hypervisor.Instance{}, err
+	}
+	in := hypervisor.Instance{ID: id, Accel: st.Accel, StartedAt: st.StartedAt, State: hypervisor.InstanceStopped}
+	if in.Accel == "" {
+		in.Accel = d.accelFor(spec)
+	}
+	if pid := readPID(p.PIDFile); alive(pid, marker(p)) {
+		v := d.watchPID(id, p, pid)
+		in.State, in.PID, in.Guest = hypervisor.InstanceRunning, pid, v.guestInfo()
+		if v.isPaused() {
+			in.State = hypervisor.InstancePaused
+		}
+		if g, err := d.cg.Load(d.opts.CgroupParent, id); err == nil {
+			in.Cgroup = g.Paths()
+		}
+		return in, nil
+	}
+	if !st.exitRecorded() {
+		d.settle(id, p)
+		if st, err = readState(p); err != nil {
+			return hypervisor.Instance{}, err
+		}
+	}
+	in.ExitReason = st.ExitReason
+	return in, nil
+}
+
+// Resize implements hypervisor.Driver: the cgroup's CPU cap and memory
+// limit change at once. The quantum is also recorded in spec.json; the
+// guest's vCPU count and RAM size change only at its next start.
+func (d *Driver) Resize(ctx context.Context, id string, q model.Quantum) error {
+	if !hypervisor.ValidID(id) {
+		return fmt.Errorf("resize %q: %w", id, hypervisor.ErrNotFound)
+	}
+	if d.closed() {
+		return ErrClosed
+	}
+	defer d.locks.Lock(id)()
+	p := d.paths(id)
+	spec, err := readSpec(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("resize %s: %w", id, hypervisor.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("resize %s: %w", id, err)
+	}
+	spec.Quantum = q
+	if err := spec.Validate(); err != nil {
+		return fmt.Errorf("resize %s: %w", id, err)
+	}
+	if alive(readPID(p.PIDFile), marker(p)) {
+		st, _ := readState(p)
+		accel := st.Accel
+		if accel == "" {
+			accel = d.accelFor(spec)
+		}
+		g, err := d.cg.Load(d.opts.CgroupParent, id)
+		if err == nil {
+			err = g.Update(d.limits(accel, q))
+		}
+		if err != nil {
+			return fmt.Errorf("resize %s: %w", id, err)
+		}
+	}
+	if err := writeJSON(p.Spec, spec); err != nil {
+		return fmt.Errorf("resize %s: %w", id, err)
+	}
+	d.changes.Notify(id)
+	return nil
+}
+
+// ConsoleLog implements hypervisor.Driver.
+func (d *Driver) ConsoleLog(ctx context.Context, id string, max int) ([]byte, error) {
+	if !hypervisor.ValidID(id) {
+		return nil, fmt.Errorf("console %q: %w", id, hypervisor.ErrNotFound)
+	}
+	p := d.paths(id)
+	if _, err := os.Stat(p.Spec); err != nil {
+		return nil, fmt.Errorf("console %s: %w", id, hypervisor.ErrNotFound)
+	}
+	b, err := tail(p.Console, max)
+	if err != nil {
+		return nil, fmt.Errorf("console %s: %w", id, err)
+	}
+	return b, nil
+}
+
+// Changes implements hypervisor.Driver. The channel is closed by Close.
+func (d *Driver) Changes() <-chan string { return d.changes.C() }
+
+// Close stops watching; guests keep running and a new Driver adopts them.
+func (d *Driver) Close() error {
+	d.cancel()
+	d.wg.Wait()
+	d.changes.Close()
+	return nil
+}
+
+// watchPID returns the vm watching pid, starting to watch it if needed.
+func (d *Driver) watchPID(id string, p Paths, pid int) *vm {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if v := d.vms[id]; v != nil && v.pid == pid {
+		return v
+	} else if v != nil {
+		// An earlier process of the same instance: its end no longer
+		// needs recording, and it must not touch the new run's files.
+		v.finished.Store(true)
+		v.stop()
+	}
+	v := &vm{
+		id: id, p: p, pid: pid,
+		log:       d.log.With("instance", id),
+		done:      make(chan struct{}),
+		notify:    func() { d.changes.Notify(id) },
+		unwatched: "qemu exited",
+	}
+	v.ctx, v.stop = context.WithCancel(d.ctx)
+	if d.ctx.Err() != nil {
+		close(v.done)
+		return v
+	}
+	d.vms[id] = v
+	d.wg.Add(1)
+	go d.watch(v)
+	return v
+}
+
+// settle records the exit of an instance whose process is gone, if that
+// has not been done, and removes its cgroup.
+func (d *Driver) settle(id string, p Paths) {
+	d.mu.Lock()
+	v := d.vms[id]
+	d.mu.Unlock()
+	if v == nil {
+		v = &vm{id: id, p: p, log: d.log.With("instance", id), notify: func() { d.changes.Notify(id) },
+			unwatched: "qemu exited while no driver was watching", done: make(chan struct{})}
+		v.ctx, v.stop = context.WithCancel(d.ctx)
+		close(v.done)
+	}
+	d.finish(v)
+	<-v.done // a watcher finishing v at the same time is done too
+}
+
+// finish records why v's process ended (once per run), removes the cgroup
+// and stops watching v. The reason, in order: what Stop said; the OOM
+// killer, if the cgroup counted a kill; QEMU's SHUTDOWN event; else
+// v.unwatched.
+func (d *Driver) finish(v *vm) {
+	if !v.finished.CompareAndSwap(false, true) {
+		return
+	}
+	d.exitMu.Lock()
+	defer d.exitMu.Unlock()
+	st, err := readState(v.p)
+	if err != nil {
+		v.log.Error("read state", "err", err)
+	}
+	if err == nil && !st.exitRecorded() {
+		st.StoppedAt = time.Now()
+		if !st.StoppedAt.After(st.StartedAt) {
+			st.StoppedAt = st.StartedAt.Add(time.Nanosecond)
+		}
+		st.ExitReason = d.exitReason(v)
+		if err := writeJSON(v.p.State, st); err != nil {
+			v.log.Error("record exit", "err", err)
+		}
+		v.log.Info("instance stopped", "reason", st.ExitReason)
+	}
+	if err := d.removeCgroup(v.id); err != nil {
+		v.log.Warn("remove cgroup", "err", err)
+	}
+	d.mu.Lock()
+	if d.vms[v.id] == v {
+		delete(d.vms, v.id)
+	}
+	d.mu.Unlock()
+	v.stop()
+	v.mu.Lock()
+	v.guest = nil
+	v.mu.Unlock()
+	v.notify()
+}
+
+func (d *Driver) exitReason(v *vm) string {
+	v.mu.Lock()
+	stop, shutdown := v.stopReason, v.shutdown
+	v.mu.Unlock()
+	if stop != "" {
+		return stop
+	}
+	if g, err := d.cg.Load(d.opts.CgroupParent, v.id); err == nil {
+		if n, err := g.OOMKills(); err == nil && n > 0 {
+			limit, _ := g.MemoryLimit()
+			return fmt.Sprintf("killed by the kernel OOM killer (cgroup memory limit %s)", model.ByteSize(limit))
+		}
+	}
+	switch shutdown {
+	case "":
+		return v.unwatched
+	case "guest-shutdown":
+		return "guest powered off"
+	case "guest-reset":
+		return "guest rebooted or its kernel panicked (guests run with -no-reboot)"
+	case "guest-panic":
+		return "guest kernel panicked"
+	case "host-signal":
+		return "qemu was terminated by a signal"
+	case "host-qmp-quit":
+		return "qemu was told to quit over qmp"
+	}
+	return "qemu shut down: " + shutdown
+}
+
+func (d *Driver) removeCgroup(id string) error {
+	g, err := d.cg.Load(d.opts.CgroupParent, id)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return g.Delete()
+}
+
+// keyedMutex is a mutex per key; entries go away when unused.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*refMutex
+}
+
+type refMutex struct {
+	sync.Mutex
+	n int
+}
+
+// Lock locks key and returns the unlock function.
+func (k *keyedMutex) Lock(key string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*refMutex{}
+	}
+	r := k.m[key]
+	if r == nil {
+		r = &refMutex{}
+		k.m[key] = r
+	}
+	r.n++
+	k.mu.Unlock()
+	r.Lock()
+	return func() {
+		r.Unlock()
+		k.mu.Lock()
+		if r.n--; r.n == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}

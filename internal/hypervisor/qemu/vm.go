@@ -1,0 +1,226 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"vgrid/internal/guest/proto"
+	"vgrid/internal/model"
+)
+
+// vm is a running QEMU process the driver watches: one goroutine (watch)
+// owns its guest-agent connection and notices when the process ends; a
+// QMP connection is dialed when first needed and kept.
+type vm struct {
+	id   string
+	p    Paths
+	pid  int
+	log  *slog.Logger
+	ctx  context.Context // cancelled when the driver stops watching
+	stop context.CancelFunc
+	done chan struct{} // closed when watch returns
+	// notify reports a change of the instance (Driver.Changes).
+	notify func()
+
+	// finished is set once the run's end has been (or is being) recorded.
+	finished atomic.Bool
+	// unwatched is the reason to record if the process is found dead
+	// without anyone having seen it die.
+	unwatched string
+
+	qmpMu sync.Mutex // serializes dialing QMP (QEMU serves one client)
+
+	mu         sync.Mutex // guards the fields below
+	qmp        *qmpClient
+	qmpTried   time.Time
+	guest      *model.GuestInfo
+	paused     bool
+	stopReason string // set by Stop: why the process is going away
+	shutdown   string // reason of QMP's SHUTDOWN event
+}
+
+func (v *vm) marker() string { return marker(v.p) }
+
+func (v *vm) setStopReason(r string) {
+	v.mu.Lock()
+	v.stopReason = r
+	v.mu.Unlock()
+}
+
+func (v *vm) guestInfo() *model.GuestInfo {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.guest == nil {
+		return nil
+	}
+	g := *v.guest
+	g.Addresses = append([]string(nil), v.guest.Addresses...)
+	return &g
+}
+
+func (v *vm) isPaused() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.paused
+}
+
+// errUnwatched is returned for QMP on a vm the driver no longer watches.
+var errUnwatched = errors.New("instance no longer watched")
+
+// qmpClient returns the QMP connection, dialing it if there is none.
+func (v *vm) qmpClient(ctx context.Context) (*qmpClient, error) {
+	v.qmpMu.Lock()
+	defer v.qmpMu.Unlock()
+	if v.ctx.Err() != nil {
+		// Nobody would close a new connection, and it would keep the
+		// next driver off QEMU's one QMP slot.
+		return nil, errUnwatched
+	}
+	v.mu.Lock()
+	c := v.qmp
+	v.qmpTried = time.Now()
+	v.mu.Unlock()
+	if c != nil {
+		select {
+		case <-c.Done():
+		default:
+			return c, nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	defer context.AfterFunc(v.ctx, cancel)()
+	onEvent := func(name string, data json.RawMessage) {
+		v.mu.Lock()
+		switch name {
+		case "STOP":
+			v.paused = true
+		case "RESUME":
+			v.paused = false
+		case "SHUTDOWN":
+			var d struct {
+				Reason string `json:"reason"`
+			}
+			_ = json.Unmarshal(data, &d)
+			v.shutdown = d.Reason
+		}
+		v.mu.Unlock()
+		if name == "STOP" || name == "RESUME" {
+			v.notify()
+		}
+	}
+	c, err := dialQMP(ctx, v.p.QMP, onEvent)
+	if err != nil {
+		return nil, fmt.Errorf("connect qmp: %w", err)
+	}
+	var st struct {
+		Status string `json:"status"`
+	}
+	if err := c.Execute(ctx, "query-status", nil, &st); err != nil {
+		c.Close()
+		return nil, err
+	}
+	v.mu.Lock()
+	v.qmp = c
+	v.paused = st.Status == "paused"
+	v.mu.Unlock()
+	return c, nil
+}
+
+// closeQMP drops the QMP connection.
+func (v *vm) closeQMP() {
+	v.qmpMu.Lock()
+	defer v.qmpMu.Unlock()
+	v.mu.Lock()
+	c := v.qmp
+	v.qmp = nil
+	v.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// watch runs while the driver watches v: it keeps a connection to the
+// guest agent (reconnecting while the process lives), records the latest
+// guest report, and finishes the instance when the process is gone.
+func (d *Driver) watch(v *vm) {
+	defer d.wg.Done()
+	defer close(v.done)
+	defer v.closeQMP()
+	backoff := 50 * time.Millisecond
+	for v.ctx.Err() == nil {
+		if !alive(v.pid, v.marker()) {
+			d.finish(v)
+			return
+		}
+		v.mu.Lock()
+		retryQMP := v.qmp == nil && time.Since(v.qmpTried) > 5*time.Second
+		v.mu.Unlock()
+		if retryQMP {
+			if _, err := v.qmpClient(v.ctx); err != nil {
+				v.log.Debug("qmp not connected", "err", err)
+			}
+		}
+		var dialer net.Dialer
+		dctx, cancel := context.WithTimeout(v.ctx, time.Second)
+		conn, err := dialer.DialContext(dctx, "unix", v.p.Agent)
+		cancel()
+		if err != nil {
+			select {
+			case <-v.ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		d.serveAgent(v, conn)
+	}
+}
+
+// serveAgent asks the guest agent for its facts and reads its messages
+// until the connection ends.
+func (d *Driver) serveAgent(v *vm, conn net.Conn) {
+	defer conn.Close()
+	stop := context.AfterFunc(v.ctx, func() { conn.Close() })
+	defer stop()
+	req, _ := json.Marshal(proto.Message{Type: proto.TypeFacts})
+	_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write(append(req, '\n')); err != nil {
+		return
+	}
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		var m proto.Message
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			v.log.Debug("bad line from guest agent", "err", err)
+			continue
+		}
+		switch m.Type {
+		case proto.TypeReady, proto.TypeFacts:
+			if m.Info == nil {
+				continue
+			}
+			info := *m.Info
+			v.mu.Lock()
+			first := v.guest == nil
+			v.guest = &info
+			v.mu.Unlock()
+			if first {
+				v.log.Info("guest ready", "vcpus", info.VCPUs, "memory_mib", info.MemoryMiB)
+			}
+			v.notify()
+		case proto.TypeError:
+			v.log.Warn("guest agent error", "message", m.Message)
+		}
+	}
+}
