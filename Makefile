@@ -45,7 +45,7 @@ run: deps image
 		echo "vgrid up already running (pid $$(cat $(DATA_DIR)/vgrid.pid)); restarting it on the new build"; \
 		$(VGRID) down --data-dir $(DATA_DIR); fi
 	$(VGRID) up --detach --data-dir $(DATA_DIR)
-	@name=$$(sed -n 's/^name: *//p' $(EXAMPLE) | head -1); \
+	@name=$$(sed -n 's/^name: *\([a-z0-9-]*\).*/\1/p' $(EXAMPLE) | head -1); \
 	if $(VGRID) workspace get $$name >/dev/null 2>&1; then \
 		echo "workspace $$name exists already; starting it if it is stopped"; \
 		$(VGRID) workspace start $$name; \
@@ -58,7 +58,7 @@ run: deps image
 
 ## stop: stop the example workspace and vgrid up
 stop:
-	-$(VGRID) workspace delete $$(sed -n 's/^name: *//p' $(EXAMPLE) | head -1)
+	-$(VGRID) workspace delete $$(sed -n 's/^name: *\([a-z0-9-]*\).*/\1/p' $(EXAMPLE) | head -1)
 	-$(VGRID) down --data-dir $(DATA_DIR)
 
 vet:
