@@ -23,15 +23,16 @@ func main() {
 	n := flag.Int("n", 50, "workspaces to start")
 	cfgPath := flag.String("config", client.DefaultConfigPath(), "client config")
 	image := flag.String("image", "vgrid-guest", "image")
-	keep := flag.Int("keep", 4, "how many benchmark workspaces may run at once")
+	keep := flag.Int("keep", 1, "how many benchmark workspaces may run at once")
+	cpu := flag.Float64("cpu", 1, "CPU cap of each workspace in cores")
 	flag.Parse()
-	if err := run(*n, *cfgPath, *image, *keep); err != nil {
+	if err := run(*n, *cfgPath, *image, *keep, *cpu); err != nil {
 		fmt.Fprintln(os.Stderr, "startlatency:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, cfgPath, image string, keep int) error {
+func run(n int, cfgPath, image string, keep int, cpu float64) error {
 	ctx := context.Background()
 	cfg, err := client.LoadConfig(cfgPath)
 	if err != nil {
@@ -51,7 +52,7 @@ func run(n int, cfgPath, image string, keep int) error {
 	}()
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("%s-%02d", prefix, i)
-		spec := fmt.Sprintf("name: %s\nimage: %s\nquantum: {vcpus: 1, cpu: 0.25, memory: 128Mi}\nduration: 10m\n", name, image)
+		spec := fmt.Sprintf("name: %s\nimage: %s\nquantum: {vcpus: 1, cpu: %g, memory: 128Mi}\nduration: 10m\n", name, image, cpu)
 		t0 := time.Now()
 		if _, err := cl.CreateWorkspace(ctx, []byte(spec)); err != nil {
 			return fmt.Errorf("create %s: %w", name, err)
@@ -85,10 +86,17 @@ func run(n int, cfgPath, image string, keep int) error {
 			if err := cl.DeleteWorkspace(ctx, live[0]); err != nil {
 				return err
 			}
+			// Wait until its resources are free again.
+			for {
+				if _, err := cl.GetWorkspace(ctx, live[0]); client.IsNotFound(err) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 			live = live[1:]
 		}
 	}
-	fmt.Printf("workspaces: %d (vcpus 1, cpu 0.25, memory 128Mi, image %s)\n", n, image)
+	fmt.Printf("workspaces: %d (vcpus 1, cpu %g, memory 128Mi, image %s), at most %d running at once\n", n, cpu, image, keep)
 	report("API call -> QEMU exec (client clock)", overhead)
 	report("server accepted -> QEMU exec", server)
 	report("API call -> guest agent ready", ready)

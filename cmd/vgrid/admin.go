@@ -31,7 +31,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 			for _, n := range nodes {
 				fmt.Fprintf(tw, "%s\t%v\t%s\t%.2f/%.2f\t%s/%s\t%s/%s\t%d\n", n.Name, n.Ready, n.Accel,
 					float64(n.Allocated.MilliCPU)/1000, float64(n.Capacity.MilliCPU)/1000,
-					n.Allocated.Memory, n.Capacity.Memory, n.Allocated.Disk, n.Capacity.Disk, n.Workspaces)
+					n.Allocated.Memory.Human(), n.Capacity.Memory.Human(), n.Allocated.Disk.Human(), n.Capacity.Disk.Human(), n.Workspaces)
 			}
 			return tw.Flush()
 		},

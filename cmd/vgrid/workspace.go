@@ -140,7 +140,7 @@ func wsList(g *globals) *cobra.Command {
 			for _, w := range list {
 				q := w.Spec.Quantum
 				addr := "-"
-				if w.Status.Guest != nil && len(w.Status.Guest.Addresses) > 0 {
+				if w.Status.State == model.StateRunning && w.Status.Guest != nil && len(w.Status.Guest.Addresses) > 0 {
 					addr = w.Status.Guest.Addresses[0]
 				}
 				left := "-"

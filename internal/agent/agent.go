@@ -142,7 +142,7 @@ func (a *Agent) register(ctx context.Context) error {
 		return fmt.Errorf("save node credential: %w", err)
 	}
 	a.setClient(join.WithToken(reg.Token))
-	a.log.Info("agent registered", "cpu_millis", a.cfg.Node.Capacity.MilliCPU, "memory", a.cfg.Node.Capacity.Memory, "accel", a.cfg.Node.Accel)
+	a.log.Info("agent registered", "cpu_millis", a.cfg.Node.Capacity.MilliCPU, "memory", a.cfg.Node.Capacity.Memory.Human(), "accel", a.cfg.Node.Accel)
 	return nil
 }
 

@@ -154,3 +154,20 @@ func (d *Duration) UnmarshalJSON(data []byte) error {
 	*d = Duration(f * 1e9)
 	return nil
 }
+
+// Human prints the size for people, rounded to one decimal in the largest
+// binary unit that keeps it at least 1 ("22.5Gi", "512Mi", "0").
+func (b ByteSize) Human() string {
+	units := []struct {
+		s string
+		v ByteSize
+	}{{"Ti", TiB}, {"Gi", GiB}, {"Mi", MiB}, {"Ki", KiB}}
+	for _, u := range units {
+		if b >= u.v || -b >= u.v {
+			f := float64(b) / float64(u.v)
+			s := strconv.FormatFloat(f, 'f', 1, 64)
+			return strings.TrimSuffix(s, ".0") + u.s
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}

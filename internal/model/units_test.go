@@ -57,3 +57,14 @@ func TestDurationJSON(t *testing.T) {
 		t.Fatalf("got %v %v", d, err)
 	}
 }
+
+func TestByteSizeHuman(t *testing.T) {
+	for _, tt := range []struct {
+		in   ByteSize
+		want string
+	}{{0, "0"}, {512, "512"}, {512 * MiB, "512Mi"}, {23635508 * KiB, "22.5Gi"}, {3 * GiB / 2, "1.5Gi"}, {2 * TiB, "2Ti"}} {
+		if got := tt.in.Human(); got != tt.want {
+			t.Errorf("ByteSize(%d).Human() = %q, want %q", int64(tt.in), got, tt.want)
+		}
+	}
+}

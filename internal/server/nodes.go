@@ -47,7 +47,7 @@ func (s *Server) postNodes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info("node registered", "node", n.Name, "cpu", n.Capacity.MilliCPU, "memory", n.Capacity.Memory, "accel", n.Accel)
+	s.log.Info("node registered", "node", n.Name, "cpu", n.Capacity.MilliCPU, "memory", n.Capacity.Memory.Human(), "accel", n.Accel)
 	writeJSON(w, http.StatusCreated, api.NodeRegistered{Node: n, Token: tok})
 	return nil
 }

@@ -267,6 +267,20 @@ func TestWorkspaceEndToEnd(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 
+	// A second vgrid up, on another data dir and address, runs beside the
+	// first: its own store, its own (empty) workspace list.
+	u2 := startUp(t, bin, t.TempDir(), filepath.Dir(img.Disk.Path))
+	if out := u2.mustCLI("workspace", "list"); strings.Contains(out, "demo") {
+		t.Fatalf("second vgrid up lists the first one's workspace:\n%s", out)
+	}
+	if out := u2.mustCLI("node", "list"); !strings.Contains(out, "true") {
+		t.Fatalf("second vgrid up has no ready host:\n%s", out)
+	}
+	u2.stop()
+	if out := u.mustCLI("workspace", "list"); !strings.Contains(out, "demo") || !strings.Contains(out, "Running") {
+		t.Fatalf("first vgrid up after the second stopped:\n%s", out)
+	}
+
 	// Bad input through the CLI: non-zero exit naming the field.
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(bad, []byte(strings.Replace(demoSpec, "cpu: 0.5", "cpu: 3", 1)), 0o644)
