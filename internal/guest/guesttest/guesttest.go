@@ -1,6 +1,8 @@
 package guesttest
 
 import (
+	"vgrid/internal/testenv"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -301,25 +303,14 @@ func pruneStale(root, keep string) {
 	}
 }
 
-// RequireAllEnv, when set (CI sets it), turns every skip for a missing
-// prerequisite into a failure: in CI everything is installed, so nothing
-// may skip.
-const RequireAllEnv = "VGRID_REQUIRE_ALL"
-
-// Skip skips the test for a missing prerequisite, or fails it when
-// VGRID_REQUIRE_ALL is set.
+// Skip skips for a missing prerequisite, or fails under VGRID_REQUIRE_ALL.
 func Skip(t testing.TB, format string, args ...any) {
 	t.Helper()
-	if os.Getenv(RequireAllEnv) != "" {
-		t.Fatalf("%s is set, but: "+format, append([]any{RequireAllEnv}, args...)...)
-	}
-	t.Skipf(format, args...)
+	testenv.Skip(t, format, args...)
 }
 
 // RequireRoot skips (or, under VGRID_REQUIRE_ALL, fails) unless root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		Skip(t, "needs root (cgroups, QEMU state under the data dir)")
-	}
+	testenv.RequireRoot(t)
 }

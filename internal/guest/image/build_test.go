@@ -1,6 +1,8 @@
 package image
 
 import (
+	"vgrid/internal/testenv"
+
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -19,11 +21,11 @@ import (
 func buildForTest(t *testing.T, out string) model.Image {
 	t.Helper()
 	if _, _, err := FindKernel(DefaultBootDir); err != nil {
-		skipMissing(t, "%v", err)
+		testenv.Skip(t, "%v", err)
 	}
 	for _, tool := range []string{"mkfs.ext4", "debugfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skipMissing(t, "%s is not installed (e2fsprogs)", tool)
+			testenv.Skip(t, "%s is not installed (e2fsprogs)", tool)
 		}
 	}
 	agent := filepath.Join(t.TempDir(), "agent")

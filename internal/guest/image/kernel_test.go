@@ -1,6 +1,8 @@
 package image
 
 import (
+	"vgrid/internal/testenv"
+
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -104,7 +106,7 @@ func TestDecompressKernel(t *testing.T) {
 func TestExtractRealKernel(t *testing.T) {
 	path, _, err := FindKernel(DefaultBootDir)
 	if err != nil {
-		skipMissing(t, "%v", err)
+		testenv.Skip(t, "%v", err)
 	}
 	bz, err := os.ReadFile(path)
 	if err != nil {

@@ -1,6 +1,8 @@
 package plot
 
 import (
+	"vgrid/internal/testenv"
+
 	"bytes"
 	"fmt"
 	"os"
@@ -12,30 +14,6 @@ import (
 	"vgrid/internal/sim/metrics"
 	"vgrid/internal/sim/trace"
 )
-
-// tracesDir finds ../shared/traces next to the module root, or skips.
-func tracesDir(tb testing.TB) string {
-	tb.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			tb.Skip("no go.mod above the package directory")
-		}
-		dir = parent
-	}
-	traces := filepath.Join(dir, "..", "shared", "traces")
-	if _, err := os.Stat(traces); err != nil {
-		tb.Skipf("no trace directory: %v", err)
-	}
-	return traces
-}
 
 // toySchedule stands in for the simulator so that the plots can be drawn
 // from real traces: hosts have one core; in submission order, a
@@ -94,7 +72,7 @@ func toySchedule(leases []trace.Lease, hosts int) []metrics.Record {
 // with injected reservations on 144 one-core hosts) through the toy
 // scheduler. Set VGRID_PLOT_DIR to keep the SVG files.
 func TestRealTracePlots(t *testing.T) {
-	dir := tracesDir(t)
+	dir := testenv.TracesDir(t)
 	be, _, err := trace.OpenWith(filepath.Join(dir, "haizea-sdsc-blue", "30days.swf"), trace.SWFOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +119,7 @@ func TestRealTracePlots(t *testing.T) {
 // to show what the simulator's budget of 2 s leaves: reading, metrics and
 // plots must be a small part of it.
 func TestKTHEndToEnd(t *testing.T) {
-	p := filepath.Join(tracesDir(t), "KTH-SP2-1996-2.swf")
+	p := filepath.Join(testenv.TracesDir(t), "KTH-SP2-1996-2.swf")
 	t0 := time.Now()
 	leases, _, err := trace.Open(p)
 	if err != nil {

@@ -1,37 +1,14 @@
 package trace
 
 import (
+	"vgrid/internal/testenv"
+
 	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 )
-
-// tracesDir finds ../shared/traces next to the module root (the directory
-// holding go.mod), or skips the test.
-func tracesDir(tb testing.TB) string {
-	tb.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			tb.Skip("no go.mod above the package directory")
-		}
-		dir = parent
-	}
-	traces := filepath.Join(dir, "..", "shared", "traces")
-	if _, err := os.Stat(traces); err != nil {
-		tb.Skipf("no trace directory: %v", err)
-	}
-	return traces
-}
 
 // checkInvariants holds for every lease any reader returns.
 func checkInvariants(t *testing.T, leases []Lease) {
@@ -47,7 +24,7 @@ func checkInvariants(t *testing.T, leases []Lease) {
 }
 
 func TestRealSWF(t *testing.T) {
-	dir := tracesDir(t)
+	dir := testenv.TracesDir(t)
 	tests := []struct {
 		file      string
 		opt       SWFOptions
@@ -101,7 +78,7 @@ func TestRealSWF(t *testing.T) {
 }
 
 func TestRealKTHFirstJob(t *testing.T) {
-	leases, f, err := Open(filepath.Join(tracesDir(t), "KTH-SP2-1996-2.swf"))
+	leases, f, err := Open(filepath.Join(testenv.TracesDir(t), "KTH-SP2-1996-2.swf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +91,7 @@ func TestRealKTHFirstJob(t *testing.T) {
 }
 
 func TestRealNASAGzip(t *testing.T) {
-	p := filepath.Join(tracesDir(t), "NASA-iPSC-1993-3.1-cln.swf.gz")
+	p := filepath.Join(testenv.TracesDir(t), "NASA-iPSC-1993-3.1-cln.swf.gz")
 	// NASA has no requested times (field 9 is -1 throughout), so by
 	// default nothing is left.
 	leases, f, err := Open(p)
@@ -136,7 +113,7 @@ func TestRealNASAGzip(t *testing.T) {
 }
 
 func TestRealLWF(t *testing.T) {
-	dir := filepath.Join(tracesDir(t), "haizea-lwf")
+	dir := filepath.Join(testenv.TracesDir(t), "haizea-lwf")
 	m := time.Minute
 	img := func(l Lease) Lease {
 		l.CPUs, l.MemoryMiB, l.Image, l.ImageSizeMiB = 1, 1024, "foobar.img", 1024
@@ -196,7 +173,7 @@ func TestRealLWF(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 func TestRealInjection(t *testing.T) {
-	dir := tracesDir(t)
+	dir := testenv.TracesDir(t)
 	files, err := filepath.Glob(filepath.Join(dir, "haizea-sdsc-blue", "injected_leases", "*", "*.lwf"))
 	if err != nil || len(files) == 0 {
 		t.Skip("no injection files")
@@ -259,7 +236,7 @@ func TestRealInjection(t *testing.T) {
 // BenchmarkReadKTH reads the whole KTH-SP2 trace (28,489 jobs, 2.6 MB)
 // from memory.
 func BenchmarkReadKTH(b *testing.B) {
-	data, err := os.ReadFile(filepath.Join(tracesDir(b), "KTH-SP2-1996-2.swf"))
+	data, err := os.ReadFile(filepath.Join(testenv.TracesDir(b), "KTH-SP2-1996-2.swf"))
 	if err != nil {
 		b.Skip(err)
 	}

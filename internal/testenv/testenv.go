@@ -1,0 +1,63 @@
+// Package testenv holds what tests need to know about the machine they run
+// on: where the module and the shared traces are, and how to skip for a
+// missing prerequisite. Under VGRID_REQUIRE_ALL (CI sets it, as CI installs
+// everything) such a skip is a failure instead, so nothing skips silently.
+package testenv
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// RequireAllEnv turns skips for missing prerequisites into failures.
+const RequireAllEnv = "VGRID_REQUIRE_ALL"
+
+// Skip skips the test for a missing prerequisite, or fails it under
+// VGRID_REQUIRE_ALL.
+func Skip(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	if os.Getenv(RequireAllEnv) != "" {
+		tb.Fatalf("%s is set, but: "+format, append([]any{RequireAllEnv}, args...)...)
+	}
+	tb.Skipf(format, args...)
+}
+
+// RequireRoot skips (or fails, see Skip) unless the test runs as root.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		Skip(tb, "needs root (cgroups, QEMU state)")
+	}
+}
+
+// ModuleRoot is the directory holding go.mod, found from the working
+// directory (a package's directory under go test).
+func ModuleRoot(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			tb.Fatal("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// TracesDir is ../shared/traces beside the module root: the workload traces
+// (SWF, Haizea LWF) the simulator's tests and benchmarks read.
+func TracesDir(tb testing.TB) string {
+	tb.Helper()
+	traces := filepath.Join(ModuleRoot(tb), "..", "shared", "traces")
+	if _, err := os.Stat(traces); err != nil {
+		Skip(tb, "no trace directory: %v", err)
+	}
+	return traces
+}
