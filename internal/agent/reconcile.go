@@ -30,12 +30,16 @@ func (a *Agent) reconcile(ctx context.Context, w model.Workspace) {
 		a.log.Warn("inspect instance", "workspace", w.Spec.Name, "err", err)
 		return
 	}
-	running := exists && inst.State != hypervisor.InstanceStopped
+	running := exists && (inst.State == hypervisor.InstanceRunning || inst.State == hypervisor.InstancePaused)
+	suspended := exists && inst.State == hypervisor.InstanceSuspended
 	switch w.Desired {
 	case model.DesiredRunning:
 		switch {
 		case running:
 			a.report(ctx, w, inst, "")
+		case suspended:
+			// Start resumes a suspended guest from its saved memory.
+			a.async(ctx, w, a.start)
 		case exists && a.startedGeneration(w.ID) >= w.Status.Generation:
 			// It ran for this generation and stopped on its own: the guest
 			// powered off or QEMU died. Say so; the user decides what next.
@@ -48,7 +52,7 @@ func (a *Agent) reconcile(ctx context.Context, w model.Workspace) {
 			a.async(ctx, w, a.start)
 		}
 	case model.DesiredStopped:
-		if running {
+		if running || suspended {
 			a.async(ctx, w, a.stop)
 		} else {
 			a.report(ctx, w, inst, w.Status.Reason)
@@ -158,6 +162,9 @@ func (a *Agent) report(ctx context.Context, w model.Workspace, inst hypervisor.I
 		PID: inst.PID, Accel: inst.Accel, Cgroup: inst.Cgroup, Guest: inst.Guest,
 	}
 	switch {
+	case inst.State == hypervisor.InstanceSuspended:
+		r.State = model.StateSuspended
+		r.PID = 0
 	case inst.State == hypervisor.InstanceStopped || inst.State == "":
 		r.State = model.StateStopped
 		r.PID = 0
@@ -166,7 +173,7 @@ func (a *Agent) report(ctx context.Context, w model.Workspace, inst hypervisor.I
 	default:
 		r.State = model.StateStarting
 	}
-	if r.State != model.StateStopped {
+	if r.State != model.StateStopped && r.State != model.StateSuspended {
 		r.StartedAt = inst.StartedAt
 		r.ProcessStarted = inst.StartedAt
 		a.mu.Lock()

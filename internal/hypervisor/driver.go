@@ -12,6 +12,9 @@ import (
 var (
 	ErrNotFound = errors.New("instance not found")
 	ErrInvalid  = errors.New("invalid instance spec")
+	// ErrNotRunning is returned by Suspend for an instance that has no
+	// guest to suspend (it is stopped).
+	ErrNotRunning = errors.New("instance not running")
 )
 
 // InstanceState is what the driver sees of a guest process.
@@ -22,7 +25,17 @@ const (
 	InstanceRunning InstanceState = "running" // the process lives (the guest may still be booting)
 	InstancePaused  InstanceState = "paused"
 	InstanceStopped InstanceState = "stopped" // no process; files (disk) remain
+	// InstanceSuspended: no process; the guest's memory and device state
+	// is saved on the host beside its disk, and Start resumes it.
+	InstanceSuspended InstanceState = "suspended"
 )
+
+// SuspendResult measures one save (Suspend) or restore (resume by Start)
+// of a guest's state, so that the host's rates can be learnt.
+type SuspendResult struct {
+	Bytes    int64         // size of the saved state
+	Duration time.Duration // from the call until the guest was saved (no process left) or ran again
+}
 
 // LocalImage is an image whose files are in the host's cache.
 type LocalImage struct {
@@ -59,8 +72,14 @@ type Instance struct {
 	StartedAt time.Time         // when the process was exec'd
 	// Guest is the latest report of the in-guest agent; nil until it is ready.
 	Guest *model.GuestInfo
-	// ExitReason says why a stopped instance stopped, when known.
+	// ExitReason says why a stopped instance stopped, when known. For a
+	// suspended one it is "suspended", or why its last resume failed.
 	ExitReason string
+	// Saved is the saved state of a suspended instance.
+	Saved *SuspendResult
+	// LastResume is set when the running process was resumed from a
+	// saved state rather than booted.
+	LastResume *SuspendResult
 }
 
 // Driver runs guests on one host. Every method is safe for concurrent use
@@ -69,10 +88,20 @@ type Driver interface {
 	// Start creates the instance's disk (a qcow2 overlay on the image),
 	// context seed and cgroup, and starts the guest. Starting an instance
 	// that already runs returns it unchanged. An instance that was stopped
-	// keeps its disk and boots from it again.
+	// keeps its disk and boots from it again. A suspended instance is
+	// resumed: the guest continues where it was (no reboot), and its saved
+	// state is deleted once it runs. Resuming needs the spec it was
+	// suspended with, up to the CPU cap and I/O limits (else ErrInvalid).
 	Start(ctx context.Context, spec InstanceSpec) (Instance, error)
+	// Suspend pauses the guest, saves its memory and device state on the
+	// host and ends its process; disk and spec stay. The guest does not
+	// notice, except that its clock lags by the time it was suspended.
+	// Suspending a suspended instance is a no-op returning its saved
+	// state; a stopped one returns ErrNotRunning.
+	Suspend(ctx context.Context, id string) (SuspendResult, error)
 	// Stop asks the guest to power off (ACPI) and kills the process after
-	// timeout. Stopping a stopped instance is a no-op.
+	// timeout. Stopping a stopped instance is a no-op; stopping a
+	// suspended one discards its saved state.
 	Stop(ctx context.Context, id string, timeout time.Duration) error
 	// Delete stops the instance and removes everything it had on the host.
 	// Deleting an unknown instance is a no-op.

@@ -13,7 +13,10 @@ const (
 	StateRunning  State = "Running"  // the guest agent reported ready
 	StateStopping State = "Stopping" // a stop was asked for and is under way
 	StateStopped  State = "Stopped"  // no process; the disk is kept
-	StateFailed   State = "Failed"   // see Status.Reason
+	// StateSuspended: no process; memory saved on the host, resumed later
+	// without a reboot (preemption by the lease calendar).
+	StateSuspended State = "Suspended"
+	StateFailed    State = "Failed" // see Status.Reason
 )
 
 // Desired is what the user (or the lease) wants of a workspace.

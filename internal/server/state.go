@@ -126,7 +126,7 @@ func holds(w model.Workspace) bool {
 		return false
 	}
 	switch w.Status.State {
-	case model.StateStopped, model.StateFailed:
+	case model.StateStopped, model.StateFailed, model.StateSuspended:
 		return false
 	}
 	return true

@@ -23,6 +23,8 @@ type Faults struct {
 	StopErr   error // returned by Stop (the instance keeps running)
 	DeleteErr error // returned by Delete (nothing is deleted)
 	ResizeErr error // returned by Resize
+	// SuspendErr is returned by Suspend (the instance keeps running).
+	SuspendErr error
 	// GuestDelay is how long after its start a guest reports (0: at once).
 	GuestDelay time.Duration
 	// NoGuest keeps guests from ever reporting.
@@ -45,7 +47,17 @@ type instance struct {
 	readyAt    time.Time // zero: the guest never reports
 	exitReason string
 	console    []byte
+	// upBefore is the guest's uptime when this process started: 0 after
+	// a boot, the uptime it was suspended at after a resume.
+	upBefore   time.Duration
+	saved      *hypervisor.SuspendResult // while suspended
+	lastResume *hypervisor.SuspendResult // this process was resumed
 }
+
+// Simulated suspend and resume costs: the saved state is a quarter of the
+// guest's memory (idle guests' pages are mostly zero), written and read
+// at suspendRate.
+const suspendRate = 1 << 30 // bytes/s
 
 var (
 	hostsMu sync.Mutex
@@ -118,7 +130,7 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hyper
 	h := d.host
 	h.mu.Lock()
 	in := h.insts[spec.ID]
-	if in != nil && in.state != hypervisor.InstanceStopped {
+	if in != nil && in.state != hypervisor.InstanceStopped && in.state != hypervisor.InstanceSuspended {
 		out := in.view(time.Now())
 		h.mu.Unlock()
 		return out, nil
@@ -126,6 +138,15 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hyper
 	if f.StartErr != nil {
 		h.mu.Unlock()
 		return hypervisor.Instance{}, fmt.Errorf("start %s: %w", spec.ID, f.StartErr)
+	}
+	if in != nil && in.state == hypervisor.InstanceSuspended {
+		out, err := d.resume(in, spec, f)
+		h.mu.Unlock()
+		if err != nil {
+			return hypervisor.Instance{}, fmt.Errorf("resume %s: %w", spec.ID, err)
+		}
+		h.notifyAll(spec.ID)
+		return out, nil
 	}
 	if in == nil {
 		in = &instance{}
@@ -135,6 +156,7 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hyper
 	h.nextPID++
 	in.spec, in.state, in.pid, in.exitReason = spec, hypervisor.InstanceRunning, h.nextPID, ""
 	in.startedAt = now
+	in.upBefore, in.saved, in.lastResume = 0, nil, nil
 	in.readyAt = time.Time{}
 	if !f.NoGuest {
 		in.readyAt = now.Add(f.GuestDelay)
@@ -184,11 +206,19 @@ func (d *Driver) end(id, reason string, fault error) error {
 		h.mu.Unlock()
 		return nil
 	}
+	if in.state == hypervisor.InstanceSuspended {
+		in.state, in.saved = hypervisor.InstanceStopped, nil
+		in.exitReason = "stopped while suspended; the saved state was discarded"
+		h.mu.Unlock()
+		h.notifyAll(id)
+		return nil
+	}
 	if fault != nil {
 		h.mu.Unlock()
 		return fault
 	}
 	in.state, in.pid, in.exitReason = hypervisor.InstanceStopped, 0, reason
+	in.lastResume = nil
 	in.console = append(in.console, "reboot: Power down\n"...)
 	h.mu.Unlock()
 	h.notifyAll(id)
@@ -323,6 +353,62 @@ func (d *Driver) Close() error {
 	return nil
 }
 
+// Suspend implements hypervisor.Driver: the guest's uptime stops until
+// it is resumed.
+func (d *Driver) Suspend(ctx context.Context, id string) (hypervisor.SuspendResult, error) {
+	f, closed := d.state()
+	if closed {
+		return hypervisor.SuspendResult{}, ErrClosed
+	}
+	h := d.host
+	h.mu.Lock()
+	in := h.insts[id]
+	switch {
+	case in == nil:
+		h.mu.Unlock()
+		return hypervisor.SuspendResult{}, fmt.Errorf("suspend %q: %w", id, hypervisor.ErrNotFound)
+	case in.state == hypervisor.InstanceSuspended:
+		res := *in.saved
+		h.mu.Unlock()
+		return res, nil
+	case in.state == hypervisor.InstanceStopped:
+		h.mu.Unlock()
+		return hypervisor.SuspendResult{}, fmt.Errorf("suspend %s: %w", id, hypervisor.ErrNotRunning)
+	case f.SuspendErr != nil:
+		h.mu.Unlock()
+		return hypervisor.SuspendResult{}, fmt.Errorf("suspend %s: %w", id, f.SuspendErr)
+	}
+	now := time.Now()
+	bytes := int64(in.spec.Quantum.Memory / 4)
+	res := hypervisor.SuspendResult{Bytes: bytes, Duration: time.Duration(bytes) * time.Second / suspendRate}
+	in.upBefore += now.Sub(in.startedAt)
+	in.state, in.pid, in.exitReason = hypervisor.InstanceSuspended, 0, "suspended"
+	in.saved, in.lastResume = &res, nil
+	h.mu.Unlock()
+	h.notifyAll(id)
+	return res, nil
+}
+
+// resume restarts a suspended instance as a new process whose guest
+// carries on (and reports at once: it needs no boot). Called with h.mu.
+func (d *Driver) resume(in *instance, spec hypervisor.InstanceSpec, f Faults) (hypervisor.Instance, error) {
+	old := in.spec.Quantum
+	if spec.Quantum.VCPUs != old.VCPUs || spec.Quantum.Memory != old.Memory || spec.Image != in.spec.Image {
+		return hypervisor.Instance{}, fmt.Errorf("%w: the machine differs from the suspended one", hypervisor.ErrInvalid)
+	}
+	now := time.Now()
+	d.host.nextPID++
+	in.spec, in.state, in.pid, in.exitReason = spec, hypervisor.InstanceRunning, d.host.nextPID, ""
+	in.startedAt = now
+	in.readyAt = time.Time{}
+	if !f.NoGuest {
+		in.readyAt = now
+	}
+	in.lastResume, in.saved = in.saved, nil
+	in.console = append(in.console, "(resumed)\n"...)
+	return in.view(now), nil
+}
+
 // view is the Instance a driver reports at now.
 func (in *instance) view(now time.Time) hypervisor.Instance {
 	out := hypervisor.Instance{
@@ -333,14 +419,28 @@ func (in *instance) view(now time.Time) hypervisor.Instance {
 		StartedAt:  in.startedAt,
 		ExitReason: in.exitReason,
 	}
-	if in.state == hypervisor.InstanceStopped {
+	switch in.state {
+	case hypervisor.InstanceStopped:
+		return out
+	case hypervisor.InstanceSuspended:
+		out.Saved = copyResult(in.saved)
 		return out
 	}
+	out.LastResume = copyResult(in.lastResume)
 	out.Cgroup = map[string]string{"cpu": "/fake/vgrid/" + in.spec.ID, "memory": "/fake/vgrid/" + in.spec.ID}
 	if !in.readyAt.IsZero() && !now.Before(in.readyAt) {
 		out.Guest = guestInfo(in.spec)
+		out.Guest.UptimeS = (in.upBefore + now.Sub(in.startedAt)).Seconds()
 	}
 	return out
+}
+
+func copyResult(r *hypervisor.SuspendResult) *hypervisor.SuspendResult {
+	if r == nil {
+		return nil
+	}
+	c := *r
+	return &c
 }
 
 // guestInfo is what a guest booted with spec would report.

@@ -84,3 +84,26 @@ func TestClosed(t *testing.T) {
 		t.Error("Changes still open after Close")
 	}
 }
+
+func TestSuspendFault(t *testing.T) {
+	ctx := context.Background()
+	boom := errors.New("boom")
+	d := New(t.TempDir())
+	defer d.Close()
+	spec := hypervisortest.Spec("s-1", img)
+	if _, err := d.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	d.SetFaults(Faults{SuspendErr: boom})
+	if _, err := d.Suspend(ctx, spec.ID); !errors.Is(err, boom) {
+		t.Errorf("Suspend: got %v, want boom", err)
+	}
+	if in, _ := d.Get(ctx, spec.ID); in.State != hypervisor.InstanceRunning {
+		t.Errorf("after a failed Suspend: got %+v, want running", in)
+	}
+	d.SetFaults(Faults{})
+	res, err := d.Suspend(ctx, spec.ID)
+	if err != nil || res.Bytes != int64(spec.Quantum.Memory/4) {
+		t.Errorf("Suspend: got %+v, %v", res, err)
+	}
+}

@@ -29,7 +29,10 @@ type NewDriver func(t *testing.T, stateDir string) hypervisor.Driver
 //   - Stop of an unknown ID returns ErrNotFound (Delete of one is a no-op);
 //   - Get, Stop, ConsoleLog and Resize of an ID never started return ErrNotFound;
 //   - a stopped instance has State stopped, no PID and an ExitReason;
-//   - Delete removes StateDir/<id> (a driver that keeps no files has none).
+//   - Delete removes StateDir/<id> (a driver that keeps no files has none);
+//   - Suspend of an unknown ID returns ErrNotFound, of a stopped one
+//     ErrNotRunning; a resumed guest reports again, with an uptime that
+//     went on from before (it did not reboot).
 func Run(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, opts ...Option) {
 	var c config
 	for _, o := range opts {
@@ -39,6 +42,8 @@ func Run(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, opts ...O
 	t.Run("UnknownID", func(t *testing.T) { testUnknown(t, newDriver) })
 	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, newDriver, img, c) })
 	t.Run("Adoption", func(t *testing.T) { testAdoption(t, newDriver, img) })
+	t.Run("SuspendResume", func(t *testing.T) { testSuspend(t, newDriver, img, c) })
+	t.Run("SuspendAdoption", func(t *testing.T) { testSuspendAdoption(t, newDriver, img) })
 }
 
 // Option adjusts what Run checks.
@@ -142,6 +147,9 @@ func testUnknown(t *testing.T, newDriver NewDriver) {
 	}
 	if err := d.Resize(ctx, "nope", model.Quantum{VCPUs: 1, Memory: 256 * model.MiB}); !errors.Is(err, hypervisor.ErrNotFound) {
 		t.Errorf("Resize: got %v, want ErrNotFound", err)
+	}
+	if _, err := d.Suspend(ctx, "nope"); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("Suspend: got %v, want ErrNotFound", err)
 	}
 	if err := d.Delete(ctx, "nope"); err != nil {
 		t.Errorf("Delete: got %v, want nil", err)
@@ -250,6 +258,171 @@ func testAdoption(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage) 
 	checkGuest(t, got, spec)
 	if err := d2.Delete(ctx, spec.ID); err != nil {
 		t.Fatalf("Delete: %v", err)
+	}
+}
+
+// uptimeRun is how long a guest runs between its report and its
+// suspension: long enough that a guest that rebooted on resume (and
+// reports an uptime of a fresh boot) is told from one that went on.
+const uptimeRun = 2 * time.Second
+
+// suspendedWell checks a suspended instance as Get or List shows it.
+func suspendedWell(t *testing.T, in hypervisor.Instance, res hypervisor.SuspendResult) {
+	t.Helper()
+	if in.State != hypervisor.InstanceSuspended || in.PID != 0 || in.Guest != nil || in.Saved == nil || in.Saved.Bytes != res.Bytes {
+		t.Errorf("suspended instance: got %+v, want suspended, no PID or guest, Saved %+v", in, res)
+	}
+}
+
+// suspend suspends id and checks the result.
+func suspend(t *testing.T, d hypervisor.Driver, id string) hypervisor.SuspendResult {
+	t.Helper()
+	res, err := d.Suspend(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Suspend: %v", err)
+	}
+	if res.Bytes <= 0 || res.Duration <= 0 {
+		t.Errorf("Suspend: got %+v, want bytes and a duration", res)
+	}
+	t.Logf("suspended %s: %d bytes in %s (%.0f MB/s)", id, res.Bytes, res.Duration.Round(time.Millisecond),
+		float64(res.Bytes)/res.Duration.Seconds()/1e6)
+	return res
+}
+
+// resume starts a suspended instance and checks that its guest went on:
+// same shape, an uptime beyond the one it had before its suspension.
+func resume(t *testing.T, d hypervisor.Driver, spec hypervisor.InstanceSpec, before hypervisor.Instance) hypervisor.Instance {
+	t.Helper()
+	in, err := d.Start(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	if in.State != hypervisor.InstanceRunning || in.PID <= 0 || in.LastResume == nil || in.LastResume.Bytes <= 0 {
+		t.Errorf("resume: got %+v, want running with a PID and LastResume", in)
+	}
+	if in.LastResume != nil {
+		t.Logf("resumed %s: %d bytes in %s", spec.ID, in.LastResume.Bytes, in.LastResume.Duration.Round(time.Millisecond))
+	}
+	after := WaitGuest(t, d, spec.ID)
+	g0, g1 := before.Guest, after.Guest
+	if g1.VCPUs != g0.VCPUs || g1.Hostname != g0.Hostname || g1.MemoryMiB != g0.MemoryMiB {
+		t.Errorf("resumed guest: got %+v, want the same as before %+v", g1, g0)
+	}
+	// The guest ran for at least uptimeRun after reporting; a rebooted
+	// one would report about the uptime it had at its first report.
+	if g1.UptimeS < g0.UptimeS+uptimeRun.Seconds()*3/4 {
+		t.Errorf("resumed guest's uptime: got %.2fs, want at least %.2fs + about %s (did it reboot?)", g1.UptimeS, g0.UptimeS, uptimeRun)
+	}
+	t.Logf("guest uptime %.2fs when it first reported, %.2fs after the resume", g0.UptimeS, g1.UptimeS)
+	return after
+}
+
+func testSuspend(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c config) {
+	_, d := setup(t, newDriver)
+	ctx := context.Background()
+	seen := watchChanges(d)
+	spec := Spec("susp-1", img)
+	if _, err := d.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	before := WaitGuest(t, d, spec.ID)
+	time.Sleep(uptimeRun)
+
+	seen.reset()
+	res := suspend(t, d, spec.ID)
+	seen.wait(t, spec.ID)
+	got, err := d.Get(ctx, spec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	suspendedWell(t, got, res)
+	if c.realPIDs && !processGone(before.PID) {
+		t.Errorf("process %d still runs after Suspend", before.PID)
+	}
+	if again, err := d.Suspend(ctx, spec.ID); err != nil || again != res {
+		t.Errorf("second Suspend: got %+v, %v, want the same %+v", again, err, res)
+	}
+	insts, err := d.List(ctx)
+	if err != nil || len(insts) != 1 {
+		t.Fatalf("List: got %+v, %v, want one instance", insts, err)
+	}
+	suspendedWell(t, insts[0], res)
+	if log, err := d.ConsoleLog(ctx, spec.ID, 4096); err != nil {
+		t.Errorf("ConsoleLog of a suspended instance: %v", err)
+	} else if len(log) > 4096 {
+		t.Errorf("ConsoleLog: got %d bytes, want at most 4096", len(log))
+	}
+	bigger := spec
+	bigger.Quantum.Memory *= 2
+	if _, err := d.Start(ctx, bigger); !errors.Is(err, hypervisor.ErrInvalid) {
+		t.Errorf("resume with twice the memory: got %v, want ErrInvalid", err)
+	}
+	if got, err := d.Get(ctx, spec.ID); err != nil || got.State != hypervisor.InstanceSuspended {
+		t.Errorf("after a refused resume: got %+v, %v, want still suspended", got, err)
+	}
+
+	seen.reset()
+	after := resume(t, d, spec, before)
+	seen.wait(t, spec.ID)
+	if c.realPIDs && after.PID == before.PID {
+		t.Errorf("resumed process has the old PID %d", before.PID)
+	}
+
+	// Suspend again and Stop: the saved state is discarded, and the next
+	// Start boots afresh.
+	suspend(t, d, spec.ID)
+	if err := d.Stop(ctx, spec.ID, 10*time.Second); err != nil {
+		t.Fatalf("Stop of a suspended instance: %v", err)
+	}
+	st, err := d.Get(ctx, spec.ID)
+	if err != nil || st.State != hypervisor.InstanceStopped || st.PID != 0 || st.Saved != nil || st.ExitReason == "" {
+		t.Errorf("after Stop: got %+v, %v, want stopped with a reason, nothing saved", st, err)
+	}
+	if _, err := d.Suspend(ctx, spec.ID); !errors.Is(err, hypervisor.ErrNotRunning) {
+		t.Errorf("Suspend of a stopped instance: got %v, want ErrNotRunning", err)
+	}
+	in, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("Start after Stop: %v", err)
+	}
+	if in.LastResume != nil {
+		t.Errorf("Start after Stop: got LastResume %+v, want a boot", in.LastResume)
+	}
+	booted := WaitGuest(t, d, spec.ID)
+	if booted.Guest.UptimeS >= after.Guest.UptimeS {
+		t.Errorf("boot after Stop: guest uptime %.2fs, want less than the %.2fs it had: a fresh boot", booted.Guest.UptimeS, after.Guest.UptimeS)
+	}
+	if err := d.Delete(ctx, spec.ID); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+}
+
+func testSuspendAdoption(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage) {
+	stateDir, d := setup(t, newDriver)
+	ctx := context.Background()
+	spec := Spec("susp-adopt", img)
+	if _, err := d.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	before := WaitGuest(t, d, spec.ID)
+	time.Sleep(uptimeRun)
+	res := suspend(t, d, spec.ID)
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	d2 := newDriver(t, stateDir)
+	got, err := d2.Get(ctx, spec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	suspendedWell(t, got, res)
+	resume(t, d2, spec, before)
+	if err := d2.Delete(ctx, spec.ID); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, err := d2.Get(ctx, spec.ID); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("Get after Delete: got %v, want ErrNotFound", err)
 	}
 }
 

@@ -37,4 +37,10 @@
 //
 // CPU. The cgroup CPU cap is quantum.CPUCores() cores (CFS quota over a
 // 100 ms period); -smp is quantum.VCPUs.
+//
+// Suspend. Suspend saves the stopped guest with QEMU's migration into
+// StateDir/<id>/memory.state (through a file descriptor passed over QMP)
+// and ends the process; state.json records it once the process is gone.
+// Start resumes it: the same command line plus -incoming defer, the file
+// loaded, cont, the file deleted. See suspend.go.
 package qemu

@@ -91,7 +91,11 @@ func New(opts Options) (*Driver, error) {
 		return nil, fmt.Errorf("qemu driver: adopt: %w", err)
 	}
 	for _, in := range insts {
-		if in.State != hypervisor.InstanceStopped {
+		switch in.State {
+		case hypervisor.InstanceStopped:
+		case hypervisor.InstanceSuspended:
+			d.log.Info("found suspended instance", "instance", in.ID, "saved_bytes", in.Saved.Bytes)
+		default:
 			d.log.Info("adopted running instance", "instance", in.ID, "pid", in.PID)
 		}
 	}
@@ -144,6 +148,9 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hyper
 		return d.inspect(id)
 	}
 	d.settle(id, p)
+	if st, ok := suspendedState(p); ok {
+		return d.resume(ctx, spec, p, st)
+	}
 	inst, err := d.start(ctx, spec, p)
 	if err != nil {
 		err = fmt.Errorf("start %s: %w", id, err)
@@ -171,6 +178,7 @@ func (d *Driver) start(ctx context.Context, spec hypervisor.InstanceSpec, p Path
 	if err := d.writeSeed(ctx, spec, p); err != nil {
 		return hypervisor.Instance{}, err
 	}
+	d.discardSaved(spec.ID, p) // a state saved before a crash, never recorded
 	cg, err := d.cg.New(d.opts.CgroupParent, spec.ID, d.limits(accel, spec.Quantum))
 	if err != nil {
 		return hypervisor.Instance{}, err
@@ -224,6 +232,7 @@ func (d *Driver) stop(ctx context.Context, id string, p Paths, timeout time.Dura
 	m := marker(p)
 	if !alive(pid, m) {
 		d.settle(id, p)
+		d.discardSaved(id, p)
 		return nil
 	}
 	v := d.watchPID(id, p, pid)
@@ -354,6 +363,7 @@ func (d *Driver) inspect(id string) (hypervisor.Instance, error) {
 	if pid := readPID(p.PIDFile); alive(pid, marker(p)) {
 		v := d.watchPID(id, p, pid)
 		in.State, in.PID, in.Guest = hypervisor.InstanceRunning, pid, v.guestInfo()
+		in.LastResume = st.LastResume.result()
 		if v.isPaused() {
 			in.State = hypervisor.InstancePaused
 		}
@@ -369,6 +379,9 @@ func (d *Driver) inspect(id string) (hypervisor.Instance, error) {
 		}
 	}
 	in.ExitReason = st.ExitReason
+	if st, ok := suspendedState(p); ok {
+		in.State, in.Saved = hypervisor.InstanceSuspended, st.Suspended.result()
+	}
 	return in, nil
 }
 

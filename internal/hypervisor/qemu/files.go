@@ -20,6 +20,11 @@ type runState struct {
 	StartedAt  time.Time `json:"started_at"`
 	StoppedAt  time.Time `json:"stopped_at,omitempty"`
 	ExitReason string    `json:"exit_reason,omitempty"`
+	// Suspended is set, once the process is gone, when the guest's state
+	// was saved to memory.state (suspend.go); a launch clears it.
+	Suspended *savedState `json:"suspended,omitempty"`
+	// LastResume is set when this run was resumed from a saved state.
+	LastResume *savedState `json:"last_resume,omitempty"`
 }
 
 // exitRecorded reports whether the last run's end has been written down.

@@ -30,7 +30,8 @@ const launchTimeout = 60 * time.Second
 // was exec'd. QEMU daemonizes: the process we start exits once the VM is
 // set up, leaving the VM in a session of its own, not our child, so that
 // the agent can exit (even by kill -9) without taking guests with it.
-func (d *Driver) launch(ctx context.Context, spec hypervisor.InstanceSpec, p Paths, accel string, cg *cgroup.Group) (int, time.Time, error) {
+// extra goes after Argv's arguments (a resume adds -incoming).
+func (d *Driver) launch(ctx context.Context, spec hypervisor.InstanceSpec, p Paths, accel string, cg *cgroup.Group, extra ...string) (int, time.Time, error) {
 	for _, f := range []string{p.PIDFile, p.QMP, p.Agent} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return 0, time.Time{}, fmt.Errorf("launch: %w", err)
@@ -55,6 +56,7 @@ func (d *Driver) launch(ctx context.Context, spec hypervisor.InstanceSpec, p Pat
 	args = append(args, cg.ProcsFiles()...)
 	args = append(args, "--", d.opts.QEMUPath)
 	args = append(args, Argv(spec, p, accel, d.tscKHz)...)
+	args = append(args, extra...)
 	cmd := exec.Command("/bin/sh", args...)
 	cmd.Dir = p.Dir
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -133,6 +134,16 @@ func (c *qmpClient) read(dec *json.Decoder) {
 
 // Execute runs a command and decodes its "return" into out (if not nil).
 func (c *qmpClient) Execute(ctx context.Context, cmd string, args, out any) error {
+	return c.execute(ctx, cmd, args, out, -1)
+}
+
+// ExecuteFD is Execute with the file descriptor fd passed along with the
+// command (SCM_RIGHTS), as getfd wants it.
+func (c *qmpClient) ExecuteFD(ctx context.Context, cmd string, args, out any, fd int) error {
+	return c.execute(ctx, cmd, args, out, fd)
+}
+
+func (c *qmpClient) execute(ctx context.Context, cmd string, args, out any, fd int) error {
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -164,7 +175,13 @@ func (c *qmpClient) Execute(ctx context.Context, cmd string, args, out any) erro
 	} else {
 		_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	}
-	_, err = c.conn.Write(append(b, '\n'))
+	if fd < 0 {
+		_, err = c.conn.Write(append(b, '\n'))
+	} else if uc, ok := c.conn.(*net.UnixConn); ok {
+		_, _, err = uc.WriteMsgUnix(append(b, '\n'), syscall.UnixRights(fd), nil)
+	} else {
+		err = errors.New("file descriptors pass only over a unix socket")
+	}
 	c.wmu.Unlock()
 	if err != nil {
 		forget()
