@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"vgrid/internal/calendar"
+	"vgrid/internal/model"
+	"vgrid/internal/sim"
+	"vgrid/internal/sim/metrics"
+	"vgrid/internal/sim/plot"
+	"vgrid/internal/sim/trace"
+)
+
+func newSimCmd() *cobra.Command {
+	var (
+		tracePath, inject, backfill, placement, output, plotDir, hostMem string
+		hosts                                                            int
+		hostCPUs                                                         float64
+		suspend, keepCancelled, gantt                                    bool
+		suspendRate, resumeRate, stageRate                               string
+	)
+	c := &cobra.Command{
+		Use:   "sim --trace FILE",
+		Short: "Replay a workload trace on a modelled grid with the real lease calendar, in virtual time",
+		Long: `Replay a trace (SWF from the Parallel Workloads Archive, Haizea's LWF XML,
+or Haizea's AR injection files; .gz is read too) against a modelled grid of
+identical hosts, with the same calendar code the server schedules with.
+Prints utilization, waits, bounded slowdown (10 s bound), AR acceptance,
+preemptions and total completion time; --plot-dir writes a utilization plot
+and a Gantt chart as SVG.
+
+The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
+1 CPU and 1 GiB each; every SWF job is a best-effort lease of 1 CPU and
+1 GiB per requested node.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tracePath == "" {
+				return fmt.Errorf("--trace is required")
+			}
+			opt := trace.SWFOptions{KeepCancelled: keepCancelled}
+			leases, _, err := trace.OpenWith(tracePath, opt)
+			if err != nil {
+				return err
+			}
+			if inject != "" {
+				ars, _, err := trace.Open(inject)
+				if err != nil {
+					return fmt.Errorf("--inject: %w", err)
+				}
+				leases = trace.Merge(trace.Prefix(leases, "t"), trace.Prefix(ars, "ar"))
+			}
+			cfg := sim.DefaultConfig()
+			cfg.Hosts, cfg.HostCPUs = hosts, hostCPUs
+			if cfg.HostMemory, err = model.ParseByteSize(hostMem); err != nil {
+				return fmt.Errorf("--host-memory: %w", err)
+			}
+			for _, r := range []struct {
+				flag, v string
+				dst     *int64
+			}{{"--suspend-rate", suspendRate, &cfg.SuspendRate}, {"--resume-rate", resumeRate, &cfg.ResumeRate}, {"--stage-rate", stageRate, &cfg.StageRate}} {
+				b, err := model.ParseByteSize(r.v)
+				if err != nil {
+					return fmt.Errorf("%s: %w", r.flag, err)
+				}
+				*r.dst = int64(b)
+			}
+			cfg.Policy.Suspend = suspend
+			switch calendar.Backfill(backfill) {
+			case calendar.BackfillNone, calendar.BackfillConservative, calendar.BackfillAggressive:
+				cfg.Policy.Backfill = calendar.Backfill(backfill)
+			default:
+				return fmt.Errorf("--backfill %q: want none, conservative or aggressive", backfill)
+			}
+			switch calendar.Placement(placement) {
+			case calendar.FirstFit, calendar.Pack, calendar.Spread:
+				cfg.Policy.Placement = calendar.Placement(placement)
+			default:
+				return fmt.Errorf("--placement %q: want first-fit, pack or spread", placement)
+			}
+			t0 := time.Now()
+			res, err := sim.Run(leases, cfg)
+			if err != nil {
+				return err
+			}
+			wall := time.Since(t0)
+			if plotDir != "" {
+				if err := writePlots(plotDir, res); err != nil {
+					return err
+				}
+			}
+			out := cmd.OutOrStdout()
+			if output == "json" {
+				return printJSON(out, res.Summary)
+			}
+			fmt.Fprintf(out, "trace %s: %d leases on %d hosts × %.4g CPU, %s; backfill %s, suspension %v; simulated in %s\n\n",
+				filepath.Base(tracePath), len(leases), cfg.Hosts, cfg.HostCPUs, cfg.HostMemory, cfg.Policy.Backfill, cfg.Policy.Suspend,
+				wall.Round(time.Millisecond))
+			fmt.Fprintln(out, res.Summary.Table())
+			if gantt && res.Gantt != "" {
+				fmt.Fprintln(out, res.Gantt)
+			}
+			if plotDir != "" {
+				fmt.Fprintf(out, "plots: %s, %s\n", filepath.Join(plotDir, "utilization.svg"), filepath.Join(plotDir, "gantt.svg"))
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&tracePath, "trace", "", "workload trace: .swf, .lwf (XML or AR injection), optionally .gz")
+	f.StringVar(&inject, "inject", "", "advance reservations to add (Haizea injection file or LWF)")
+	f.IntVar(&hosts, "hosts", 144, "number of hosts")
+	f.Float64Var(&hostCPUs, "host-cpus", 1, "CPUs per host")
+	f.StringVar(&hostMem, "host-memory", "1Gi", "memory per host")
+	f.BoolVar(&suspend, "suspend", true, "preempt best-effort leases by suspending them (false: requeue them)")
+	f.StringVar(&backfill, "backfill", "aggressive", "none, conservative or aggressive (EASY)")
+	f.StringVar(&placement, "placement", "first-fit", "first-fit, pack or spread")
+	f.StringVar(&suspendRate, "suspend-rate", "0", "bytes/s a host writes when suspending (0: instantaneous)")
+	f.StringVar(&resumeRate, "resume-rate", "0", "bytes/s a host reads when resuming (0: instantaneous)")
+	f.StringVar(&stageRate, "stage-rate", "0", "bytes/s of image staging to a host (0: instantaneous)")
+	f.BoolVar(&keepCancelled, "keep-cancelled", false, "keep SWF jobs cancelled while queued, withdrawn after their wait (Haizea 2008)")
+	f.StringVarP(&output, "output", "o", "text", "text or json")
+	f.StringVar(&plotDir, "plot-dir", "", "write utilization.svg and gantt.svg here")
+	f.BoolVar(&gantt, "gantt", false, "print the calendar's text Gantt of the first day (grids of up to 16 hosts)")
+	return c
+}
+
+func writePlots(dir string, res sim.Result) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	uf, err := os.Create(filepath.Join(dir, "utilization.svg"))
+	if err != nil {
+		return err
+	}
+	defer uf.Close()
+	span := time.Duration(res.Summary.SpanS * float64(time.Second))
+	step := max(span/600, time.Minute)
+	if err := plot.UtilizationSVG(uf, metrics.Series(res.Records, res.Capacity, step), "utilization"); err != nil {
+		return err
+	}
+	gf, err := os.Create(filepath.Join(dir, "gantt.svg"))
+	if err != nil {
+		return err
+	}
+	defer gf.Close()
+	return plot.GanttSVG(gf, res.Records, plot.GanttOptions{Title: "leases by host"})
+}

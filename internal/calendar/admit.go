@@ -1,0 +1,842 @@
+package calendar
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Submit admits a lease at now or refuses it. Best-effort leases are queued
+// (they start at a later Advance); the other kinds get their slots now or a
+// *Refusal saying why not. A malformed lease is an error wrapping
+// ErrInvalid; a known ID one wrapping ErrExists.
+func (c *Calendar) Submit(in Lease, now time.Time) (Admission, error) {
+	t := c.clamp(now)
+	if err := validate(&in); err != nil {
+		return Admission{}, fmt.Errorf("submit lease %s: %w", in.ID, err)
+	}
+	if old := c.leases[in.ID]; old != nil && old.st != StateRefused {
+		return Admission{}, fmt.Errorf("submit lease %s: %w", in.ID, ErrExists)
+	}
+	l := c.newLease(in, t)
+	c.leases[l.ID] = l
+	if r := c.checkStatic(l); r != nil {
+		return c.refuse(l, r)
+	}
+	if r := c.checkCoreHours(l); r != nil {
+		return c.refuse(l, r)
+	}
+	var (
+		adm Admission
+		r   *Refusal
+	)
+	switch l.Kind {
+	case BestEffort:
+		l.st = StateQueued
+		c.enqueue(l)
+		c.push(t, evArrive, l)
+		adm = Admission{Lease: l.ID, State: StateQueued}
+	case Immediate:
+		adm, r = c.admitImmediate(l, t)
+	case Reservation:
+		adm, r = c.admitReservation(l, t)
+	case Deadline:
+		adm, r = c.admitDeadline(l, t)
+	}
+	if r != nil {
+		return c.refuse(l, r)
+	}
+	c.charge(l)
+	return adm, nil
+}
+
+func validate(l *Lease) error {
+	switch {
+	case l.ID == "":
+		return fmt.Errorf("empty id: %w", ErrInvalid)
+	case len(l.Members) == 0:
+		return fmt.Errorf("no members: %w", ErrInvalid)
+	case l.Duration <= 0:
+		return fmt.Errorf("duration %v, want > 0: %w", l.Duration, ErrInvalid)
+	case l.Image.Size < 0:
+		return fmt.Errorf("negative image size: %w", ErrInvalid)
+	}
+	switch l.Kind {
+	case Immediate, BestEffort:
+	case Reservation:
+		if l.Start.IsZero() {
+			return fmt.Errorf("reservation without a start: %w", ErrInvalid)
+		}
+	case Deadline:
+		if l.Deadline.IsZero() {
+			return fmt.Errorf("deadline lease without a deadline: %w", ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("unknown kind %q (want immediate, best-effort, reservation or deadline): %w", l.Kind, ErrInvalid)
+	}
+	switch l.Preempt {
+	case PreemptSuspend, PreemptRequeue, PreemptNever:
+	default:
+		return fmt.Errorf("unknown preempt %q (want requeue, never or empty): %w", l.Preempt, ErrInvalid)
+	}
+	for i, m := range l.Members {
+		r := m.Resources
+		if r.MilliCPU < 0 || r.Memory < 0 || r.Disk < 0 || r.Bandwidth < 0 {
+			return fmt.Errorf("member %d: negative resources: %w", i, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func (c *Calendar) newLease(in Lease, t int64) *lease {
+	in.Members = append([]Request(nil), in.Members...)
+	for i := range in.Members {
+		in.Members[i].Labels = cloneLabels(in.Members[i].Labels)
+	}
+	l := &lease{Lease: in, arrival: t, submitted: t, run: int64(in.Duration)}
+	if !in.Submitted.IsZero() {
+		l.submitted = tick(in.Submitted)
+	}
+	l.remaining = l.run
+	// Group identical members, largest first (greedy placement packs big
+	// members before small ones fill the gaps).
+	type key struct {
+		v  vec
+		lk string
+	}
+	var byKey map[key]int
+	if len(in.Members) > 1 {
+		byKey = map[key]int{}
+	}
+	for i, m := range in.Members {
+		v := vecOf(m.Resources)
+		l.total = l.total.add(v)
+		lk := labelKey(m.Labels)
+		gi, ok := 0, len(l.groups) > 0
+		if byKey != nil {
+			gi, ok = byKey[key{v, lk}]
+		}
+		if !ok {
+			gi = len(l.groups)
+			if byKey != nil {
+				byKey[key{v, lk}] = gi
+			}
+			l.groups = append(l.groups, group{v: v, labels: m.Labels, key: lk})
+		}
+		l.groups[gi].members = append(l.groups[gi].members, i)
+	}
+	sort.SliceStable(l.groups, func(i, j int) bool {
+		a, b := l.groups[i].v, l.groups[j].v
+		if a[dCPU] != b[dCPU] {
+			return a[dCPU] > b[dCPU]
+		}
+		return a[dMem] > b[dMem]
+	})
+	return l
+}
+
+// checkStatic refuses leases that could never be placed: labels no host
+// has, members larger than every host, or more than the eligible hosts hold
+// when empty, or more than the project's quota.
+func (c *Calendar) checkStatic(l *lease) *Refusal {
+	// Place the members greedily (largest first) on empty hosts, as the
+	// placement would.
+	var residual map[*host]vec
+	if len(l.groups) > 1 {
+		residual = map[*host]vec{}
+	}
+	fit := 0
+	for gi := range l.groups {
+		g := &l.groups[gi]
+		hs := c.eligible(g)
+		if len(hs) == 0 {
+			return &Refusal{Lease: l.ID, Reason: ReasonConstraint, Detail: g.key, Members: len(l.Members)}
+		}
+		need := len(g.members)
+		for _, h := range hs {
+			r := h.cap
+			if residual != nil {
+				if x, ok := residual[h]; ok {
+					r = x
+				}
+			}
+			n := copies(r, g.v, need)
+			if residual != nil {
+				residual[h] = r.sub(g.v.scale(int64(n)))
+			}
+			need -= n
+			fit += n
+			if need == 0 {
+				break
+			}
+		}
+		var best *host
+		bestFrac := -1.0
+		if need > 0 {
+			for _, h := range hs {
+				if f := fitFraction(h.cap, g.v); f > bestFrac {
+					best, bestFrac = h, f
+				}
+			}
+		}
+		if need > 0 {
+			r := &Refusal{Lease: l.ID, Reason: ReasonTooLarge, Members: len(l.Members), Fit: fit, Host: best.Name}
+			r.Resource, r.Requested, r.Free = shortDim(best.cap, g.v)
+			if len(l.Members) > 1 {
+				// Totals explain it better: all members against all hosts.
+				var all vec
+				seen := map[*host]bool{}
+				for gi := range l.groups {
+					for _, h := range c.eligible(&l.groups[gi]) {
+						if !seen[h] {
+							seen[h] = true
+							all = all.add(h.cap)
+						}
+					}
+				}
+				r.Host = ""
+				r.Resource, r.Requested, r.Free = shortDim(all, l.total)
+			}
+			return r
+		}
+	}
+	p := c.project(l.Project)
+	if p.quota != nil {
+		for d := range p.limit {
+			if l.total[d] > p.limit[d] {
+				return &Refusal{Lease: l.ID, Reason: ReasonQuota, Resource: dimNames[d],
+					Requested: float64(l.total[d]), Free: float64(p.limit[d]),
+					Detail: fmt.Sprintf("%s: lease needs %s, project %s may hold at most %s", dimNames[d],
+						amount(dimNames[d], float64(l.total[d])), l.Project, amount(dimNames[d], float64(p.limit[d])))}
+			}
+		}
+	}
+	return nil
+}
+
+// fitFraction is how much of v fits in free: 1 or more if it fits.
+func fitFraction(free, v vec) float64 {
+	f := math.Inf(1)
+	for d := range v {
+		if v[d] > 0 {
+			f = math.Min(f, float64(free[d])/float64(v[d]))
+		}
+	}
+	return f
+}
+
+// shortDim names the dimension of v that free is shortest of.
+func shortDim(free, v vec) (string, float64, float64) {
+	bd, bf := -1, math.Inf(1)
+	for d := range v {
+		if v[d] > 0 && d != dWS {
+			if f := float64(free[d]) / float64(v[d]); f < bf {
+				bd, bf = d, f
+			}
+		}
+	}
+	if bd < 0 {
+		return "", 0, 0
+	}
+	return dimNames[bd], float64(v[bd]), float64(max(free[bd], 0))
+}
+
+func coreSeconds(milli, ns int64) float64 { return float64(milli) / 1000 * float64(ns) / 1e9 }
+
+func (c *Calendar) checkCoreHours(l *lease) *Refusal {
+	p := c.project(l.Project)
+	if p.quota == nil || p.quota.CoreHours == 0 {
+		return nil
+	}
+	cost := coreSeconds(l.total[dCPU], l.run) / 3600
+	left := p.quota.CoreHours - p.charged/3600
+	if cost > left+1e-9 {
+		return &Refusal{Lease: l.ID, Reason: ReasonQuota, Resource: "core-hours", Requested: cost, Free: left,
+			Detail: fmt.Sprintf("core-hours: lease needs %.2f, project %s has %.2f of %.2f left",
+				cost, l.Project, math.Max(left, 0), p.quota.CoreHours)}
+	}
+	return nil
+}
+
+func (c *Calendar) charge(l *lease) {
+	l.charged = coreSeconds(l.total[dCPU], l.run)
+	c.project(l.Project).charged += l.charged
+}
+
+// refund gives back the core-seconds a lease will not use.
+func (c *Calendar) refund(l *lease, t int64) {
+	used := 0.0
+	if l.held && l.started && t > l.T {
+		used = coreSeconds(l.total[dCPU], min(t, l.runTo)-l.T)
+	}
+	used += coreSeconds(l.total[dCPU], l.run-l.remaining)
+	if used < l.charged {
+		c.project(l.Project).charged -= l.charged - used
+		l.charged = used
+	}
+}
+
+// quotaOver checks the project's concurrent quotas over [from, to).
+func (c *Calendar) quotaOver(l *lease, from, to int64) (string, bool) {
+	if l.proj == nil {
+		l.proj = c.project(l.Project)
+	}
+	p := l.proj
+	if p.quota == nil {
+		return "", false
+	}
+	m := p.qtl.max(from, to).add(l.total)
+	for d := range m {
+		if m[d] > p.limit[d] {
+			held := m[d] - l.total[d]
+			return fmt.Sprintf("%s: project %s would hold %s of %s in [%s, %s)", dimNames[d], l.Project,
+				amount(dimNames[d], float64(m[d])), amount(dimNames[d], float64(p.limit[d])),
+				fmtT(tm(from)), fmtT(tm(to))) + fmt.Sprintf(" (%s already held)", amount(dimNames[d], float64(held))), true
+		}
+	}
+	return "", false
+}
+
+func (c *Calendar) refuse(l *lease, r *Refusal) (Admission, error) {
+	l.st = StateRefused
+	l.reason = r.Error()
+	return Admission{}, r
+}
+
+func (c *Calendar) admitted(l *lease, vs []victim) Admission {
+	a := Admission{Lease: l.ID, State: StateScheduled, Start: tm(l.T), End: tm(l.runTo), Hosts: names(l.hosts)}
+	for _, v := range vs {
+		a.Victims = append(a.Victims, Victim{Lease: v.l.ID, Kind: v.kind, At: tm(v.at)})
+	}
+	return a
+}
+
+func (c *Calendar) admitImmediate(l *lease, t int64) (Admission, *Refusal) {
+	pre := c.preFor(l)
+	T := t + pre
+	if why, over := c.quotaOver(l, t, T+l.run); over {
+		return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
+	}
+	hosts, ok := c.placeAt(l, t, T+l.run, t == c.now)
+	if !ok {
+		return Admission{}, c.capacityRefusal(l, t, T, T+l.run, pre, nil)
+	}
+	c.commit(l, hosts, t, T, T+l.run, pre, false)
+	return c.admitted(l, nil), nil
+}
+
+func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
+	pre := c.preFor(l)
+	S := tick(l.Start)
+	from, to := S-pre, S+l.run
+	if from < t {
+		r := &Refusal{Lease: l.ID, Reason: ReasonTooSoon, From: tm(from), To: tm(to)}
+		if pre > 0 {
+			r.Detail = fmt.Sprintf("staging image %s (%s) takes %v, from %s, before now (%s)",
+				l.Image.Name, l.Image.Size, time.Duration(pre), fmtT(tm(from)), fmtT(tm(t)))
+		} else {
+			r.Detail = fmt.Sprintf("start %s is before now (%s)", fmtT(tm(S)), fmtT(tm(t)))
+		}
+		if T, ok := c.earliest(l, t+pre, math.MaxInt64, pre, l.run); ok {
+			r.EarliestFit = tm(T)
+		}
+		return Admission{}, r
+	}
+	if why, over := c.quotaOver(l, from, to); over {
+		return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
+	}
+	if hosts, ok := c.placeAt(l, from, to, false); ok {
+		c.commit(l, hosts, from, S, to, pre, false)
+		return c.admitted(l, nil), nil
+	}
+	hosts, vs, ok := c.preemptFor(l, from, to, t)
+	if !ok {
+		return Admission{}, c.capacityRefusal(l, from, S, to, pre, c.unsuspendable(l, from, to, t))
+	}
+	c.applyVictims(l, vs, from)
+	c.commit(l, hosts, from, S, to, pre, false)
+	return c.admitted(l, vs), nil
+}
+
+func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
+	pre := c.preFor(l)
+	T0 := t + pre
+	dl := tick(l.Deadline)
+	Tmax := dl - l.run
+	refusal := func(detail string) *Refusal {
+		return &Refusal{Lease: l.ID, Reason: ReasonDeadline, From: tm(T0 - pre), To: tm(dl), Detail: detail}
+	}
+	if Tmax < T0 {
+		return Admission{}, refusal(fmt.Sprintf("it needs %v from now (%s) even on idle hosts", time.Duration(pre+l.run), fmtT(tm(t))))
+	}
+	if T, ok := c.earliest(l, T0, Tmax, pre, l.run); ok {
+		if why, over := c.quotaOver(l, T-pre, T+l.run); over {
+			return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
+		}
+		hosts, _ := c.placeAt(l, T-pre, T+l.run, T-pre == c.now)
+		c.commit(l, hosts, T-pre, T, T+l.run, pre, false)
+		return c.admitted(l, nil), nil
+	}
+	// Not without preemption: try the times at which non-preemptible holds
+	// end, earliest first.
+	for _, T := range c.preemptStarts(l, T0, Tmax, pre) {
+		from, to := T-pre, T+l.run
+		if _, over := c.quotaOver(l, from, to); over {
+			continue
+		}
+		if hosts, vs, ok := c.preemptFor(l, from, to, t); ok {
+			c.applyVictims(l, vs, from)
+			c.commit(l, hosts, from, T, to, pre, false)
+			return c.admitted(l, vs), nil
+		}
+	}
+	cr := c.capacityRefusal(l, T0-pre, T0, T0+l.run, pre, nil)
+	r := refusal("")
+	r.Resource, r.Requested, r.Free, r.Host, r.Blocking = cr.Resource, cr.Requested, cr.Free, cr.Host, cr.Blocking
+	r.Members, r.Fit = cr.Members, cr.Fit
+	r.EarliestFit = cr.EarliestFit
+	if !cr.EarliestFit.IsZero() {
+		r.Detail = fmt.Sprintf("it runs %v; earliest start %s would end %s", time.Duration(l.run),
+			fmtT(cr.EarliestFit), fmtT(cr.EarliestFit.Add(time.Duration(l.run))))
+	} else {
+		r.Detail = fmt.Sprintf("it runs %v and there is never room", time.Duration(l.run))
+	}
+	if cr.Resource != "" {
+		r.Detail += fmt.Sprintf("; at %s: %s requested %s, at most %s free on host %s", fmtT(tm(T0)),
+			cr.Resource, amount(cr.Resource, cr.Requested), amount(cr.Resource, cr.Free), cr.Host)
+		if len(cr.Blocking) > 0 {
+			r.Detail += fmt.Sprintf(" (held by %s)", strings.Join(cr.Blocking, ", "))
+		}
+	}
+	return Admission{}, r
+}
+
+// capacityRefusal explains why l does not fit over [from, to) (its run
+// starting at T): the host that comes closest, its short resource, the
+// leases holding it, and the earliest start at which l would fit.
+func (c *Calendar) capacityRefusal(l *lease, from, T, to, pre int64, unsusp []string) *Refusal {
+	r := &Refusal{Lease: l.ID, Reason: ReasonCapacity, From: tm(from), To: tm(to), Members: len(l.Members), Unsuspendable: unsusp}
+	g := &l.groups[0]
+	// The closest host that cannot take a member names the short resource
+	// and who holds it.
+	var best *host
+	bestFrac := -1.0
+	fit := 0
+	for gi := range l.groups {
+		for _, h := range c.eligible(&l.groups[gi]) {
+			free := h.cap.sub(h.tl.max(from, to))
+			fit += copies(free, l.groups[gi].v, len(l.groups[gi].members))
+			if f := fitFraction(free, l.groups[gi].v); f < 1 && f > bestFrac {
+				best, bestFrac, g = h, f, &l.groups[gi]
+			}
+		}
+	}
+	r.Fit = min(fit, len(l.Members)-1)
+	if best != nil {
+		r.Host = best.Name
+		r.Resource, r.Requested, r.Free = shortDim(best.cap.sub(best.tl.max(from, to)), g.v)
+		seen := map[string]bool{}
+		for _, a := range best.allocs {
+			if a.from < to && a.to > from && !seen[a.l.ID] {
+				seen[a.l.ID] = true
+				r.Blocking = append(r.Blocking, a.l.ID)
+			}
+		}
+		sort.Strings(r.Blocking)
+	}
+	if E, ok := c.earliest(l, T, math.MaxInt64, pre, to-T); ok {
+		r.EarliestFit = tm(E)
+	}
+	return r
+}
+
+// commit gives l slots on hosts (member i on hosts[i]) over [from, to),
+// its run starting at T after pre of overhead, and schedules its events.
+func (c *Calendar) commit(l *lease, hosts []*host, from, T, to, pre int64, resume bool) {
+	c.commits++
+	l.held, l.resume = true, resume
+	l.hosts = hosts
+	l.holdFrom, l.T, l.runTo, l.to, l.pre = from, T, to, to, pre
+	l.fate, l.cause = fateEnd, ""
+	l.staged, l.started, l.suspendSent = false, false, false
+	l.planned, l.planHosts = false, nil
+	l.reason = ""
+	l.allocs = l.allocs[:0]
+	for _, hv := range perHost(l, hosts) {
+		h := hv.h
+		a := &alloc{l: l, h: h, v: hv.v, from: from, to: to}
+		l.allocs = append(l.allocs, a)
+		h.tl.add(from, to, a.v)
+		h.allocs = append(h.allocs, a)
+		if from <= c.now {
+			c.touch(h)
+		}
+		l.segs = append(l.segs, seg{h: h, from: from, ovFrom: T - pre, runFrom: T, runTo: to, to: to})
+	}
+	if p := c.project(l.Project); p.quota != nil {
+		p.qtl.add(from, to, l.total)
+	}
+	if l.queued {
+		c.dequeue(l)
+	}
+	if l.st != StateRunning {
+		l.st = StateScheduled
+	}
+	c.schedule(l)
+}
+
+// groupVec is member i's resources.
+func (l *lease) groupVec(i int) vec { return vecOf(l.Members[i].Resources) }
+
+// cut ends l's current hold at t (no earlier than it began): the slots
+// after t are given back.
+func (c *Calendar) cut(l *lease, t int64) {
+	if !l.held {
+		return
+	}
+	t = max(t, l.holdFrom)
+	for _, a := range l.allocs {
+		if t < a.to {
+			a.h.tl.add(t, a.to, vec{}.sub(a.v))
+			a.to = t
+			c.touch(a.h)
+			c.released(a.h)
+		}
+	}
+	if p := c.project(l.Project); p.quota != nil && t < l.to {
+		p.qtl.add(t, l.to, vec{}.sub(l.total))
+	}
+	l.to = t
+	l.runTo = min(l.runTo, t)
+	// Fix up the chart's record of the hold.
+	k := len(l.segs) - len(l.allocs)
+	for i := range l.allocs {
+		s := &l.segs[k+i]
+		s.to = t
+		s.runTo = min(s.runTo, t)
+		s.runFrom = min(s.runFrom, t)
+		s.ovFrom = min(s.ovFrom, t)
+	}
+	if t == l.holdFrom {
+		// Nothing was held: forget the record and the allocations.
+		l.segs = l.segs[:k]
+		for _, a := range l.allocs {
+			a.h.allocs = removeAlloc(a.h.allocs, a)
+		}
+	}
+	c.needPass = true
+}
+
+func removeAlloc(as []*alloc, a *alloc) []*alloc {
+	for i, x := range as {
+		if x == a {
+			copy(as[i:], as[i+1:])
+			as[len(as)-1] = nil
+			return as[:len(as)-1]
+		}
+	}
+	return as
+}
+
+// victim is a lease an admission displaces, and how.
+type victim struct {
+	l    *lease
+	kind ActionKind
+	at   int64 // suspension (or requeue) begins
+	rel  int64 // its slots are free from here
+}
+
+// canPreempt says whether l's hold can be made to end by rel, and how.
+func (c *Calendar) canPreempt(l *lease, rel, now int64) (victim, bool) {
+	if l.Kind != BestEffort || l.Preempt == PreemptNever || !l.held || l.to <= rel {
+		return victim{}, false
+	}
+	if l.fate == fateSuspend || l.resume && l.T > now {
+		// Already suspending, or still resuming: leave it be.
+		return victim{}, false
+	}
+	if !c.pol.Suspend || l.Preempt == PreemptRequeue || l.T >= rel {
+		return victim{l: l, kind: ActRequeue, at: max(rel, l.holdFrom), rel: max(rel, l.holdFrom)}, true
+	}
+	x := rel - suspendTime(l)
+	if x < now {
+		return victim{}, false // too late to suspend it
+	}
+	if x < l.T {
+		return victim{l: l, kind: ActRequeue, at: rel, rel: rel}, true
+	}
+	return victim{l: l, kind: ActSuspend, at: x, rel: rel}, true
+}
+
+// unsuspendable lists preemptible leases in the way that cannot be
+// suspended in time, for refusals.
+func (c *Calendar) unsuspendable(l *lease, from, to, now int64) []string {
+	seen := map[string]bool{}
+	var out []string
+	for gi := range l.groups {
+		for _, h := range c.eligible(&l.groups[gi]) {
+			for _, a := range h.allocs {
+				v := a.l
+				if a.from < to && a.to > from && !seen[v.ID] && v.Kind == BestEffort && v.Preempt != PreemptNever && v.fate != fateSuspend {
+					seen[v.ID] = true
+					if _, ok := c.canPreempt(v, from, now); !ok {
+						out = append(out, v.ID)
+					}
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// preemptFor places l over [from, to) by displacing best-effort leases that
+// could make way by from: hosts that need no preemption first, then hosts
+// whose displaceable leases started most recently, and on each host the
+// most recently started victims until the members fit.
+func (c *Calendar) preemptFor(l *lease, from, to, now int64) ([]*host, []victim, bool) {
+	// What each eligible host would have free if every displaceable lease
+	// left, and what it has free as things stand.
+	type hostView struct {
+		free, opt vec
+		cands     []victim
+	}
+	views := map[*host]*hostView{}
+	var hostsSeen []*host
+	cache := map[*lease]victim{}
+	canP := func(v *lease) (victim, bool) {
+		if x, ok := cache[v]; ok {
+			return x, x.l != nil
+		}
+		x, ok := c.canPreempt(v, from, now)
+		if !ok {
+			x = victim{}
+		}
+		cache[v] = x
+		return x, ok
+	}
+	view := func(h *host) *hostView {
+		if hv := views[h]; hv != nil {
+			return hv
+		}
+		hv := &hostView{free: h.cap.sub(h.tl.max(from, to))}
+		var skip []*alloc
+		for _, a := range h.allocs {
+			if a.from < to && a.to > from {
+				if x, ok := canP(a.l); ok {
+					skip = append(skip, a)
+					hv.cands = append(hv.cands, x)
+				}
+			}
+		}
+		hv.opt = h.cap.sub(maxExcept(h, from, to, skip))
+		views[h] = hv
+		hostsSeen = append(hostsSeen, h)
+		return hv
+	}
+	// Two passes per group: slots free as they stand, then slots that
+	// preemption would free.
+	hosts := make([]*host, len(l.Members))
+	taken := map[*host]vec{}
+	for gi := range l.groups {
+		g := &l.groups[gi]
+		need := g.members
+		elig := c.eligible(g)
+		for pass := 0; pass < 2 && len(need) > 0; pass++ {
+			order := c.ranked(elig, from)
+			if pass == 1 {
+				// Displace where the leases in the way started last: they
+				// lose the least.
+				order = append([]*host(nil), order...)
+				latest := func(h *host) int64 {
+					t := int64(math.MinInt64)
+					for _, x := range view(h).cands {
+						t = max(t, x.l.T)
+					}
+					return t
+				}
+				sort.SliceStable(order, func(i, j int) bool { return latest(order[i]) > latest(order[j]) })
+			}
+			for _, h := range order {
+				hv := view(h)
+				f := hv.free
+				if pass == 1 {
+					f = hv.opt
+				}
+				n := copies(f.sub(taken[h]), g.v, len(need))
+				for ; n > 0; n-- {
+					hosts[need[0]] = h
+					need = need[1:]
+					taken[h] = taken[h].add(g.v)
+				}
+				if len(need) == 0 {
+					break
+				}
+			}
+		}
+		if len(need) > 0 {
+			return nil, nil, false
+		}
+	}
+	// Choose victims host by host until what was taken fits.
+	chosen := map[*lease]victim{}
+	var order []*host
+	for h := range taken {
+		order = append(order, h)
+	}
+	sort.Slice(order, func(i, j int) bool { return order[i].pos < order[j].pos })
+	for _, h := range order {
+		hv := views[h]
+		if taken[h].le(hv.free) {
+			continue
+		}
+		cs := append([]victim(nil), hv.cands...)
+		// Most recently started first: they lose the least.
+		sort.Slice(cs, func(i, j int) bool {
+			if cs[i].l.T != cs[j].l.T {
+				return cs[i].l.T > cs[j].l.T
+			}
+			return cs[i].l.ID < cs[j].l.ID
+		})
+		var skip []*alloc
+		for _, a := range h.allocs {
+			if _, ok := chosen[a.l]; ok && a.from < to && a.to > from {
+				skip = append(skip, a)
+			}
+		}
+		for _, x := range cs {
+			if taken[h].le(h.cap.sub(maxExcept(h, from, to, skip))) {
+				break
+			}
+			if _, ok := chosen[x.l]; ok {
+				continue
+			}
+			chosen[x.l] = x
+			for _, a := range x.l.allocs {
+				if a.h == h {
+					skip = append(skip, a)
+				}
+			}
+		}
+		if !taken[h].le(h.cap.sub(maxExcept(h, from, to, skip))) {
+			return nil, nil, false
+		}
+	}
+	vs := make([]victim, 0, len(chosen))
+	for _, x := range chosen {
+		vs = append(vs, x)
+	}
+	sort.Slice(vs, func(i, j int) bool { return vs[i].l.ID < vs[j].l.ID })
+	return hosts, vs, true
+}
+
+// ranked orders hosts by the placement policy at time t.
+func (c *Calendar) ranked(hs []*host, t int64) []*host {
+	if c.pol.Placement == "" || c.pol.Placement == FirstFit {
+		return hs
+	}
+	out := append([]*host(nil), hs...)
+	score := make(map[*host]int, len(out))
+	for _, h := range out {
+		score[h] = scoreOf(h.tl.at(t), h.cap)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := score[out[i]], score[out[j]]
+		if a != b {
+			if c.pol.Placement == Pack {
+				return a > b
+			}
+			return a < b
+		}
+		return out[i].pos < out[j].pos
+	})
+	return out
+}
+
+// maxExcept is the most used on h over [from, to) without the skip allocations.
+func maxExcept(h *host, from, to int64, skip []*alloc) vec {
+	if len(skip) == 0 {
+		return h.tl.max(from, to)
+	}
+	// Subtract the skipped allocations' steps from a copy of the window.
+	var tl timeline
+	i := h.tl.idx(from)
+	if i >= 0 {
+		tl.pts = append(tl.pts, point{from, h.tl.pts[i].v})
+	}
+	for k := i + 1; k < len(h.tl.pts) && h.tl.pts[k].t < to; k++ {
+		tl.pts = append(tl.pts, h.tl.pts[k])
+	}
+	for _, a := range skip {
+		tl.add(max(a.from, from), min(a.to, to), vec{}.sub(a.v))
+	}
+	return tl.max(from, to)
+}
+
+// applyVictims plans the displacement of vs for lease l.
+func (c *Calendar) applyVictims(l *lease, vs []victim, from int64) {
+	for _, x := range vs {
+		v := x.l
+		cause := "preempted by " + l.ID
+		switch x.kind {
+		case ActSuspend:
+			c.cut(v, x.rel)
+			v.runTo = x.at
+			k := len(v.segs) - len(v.allocs)
+			for i := range v.allocs {
+				v.segs[k+i].runTo = x.at
+			}
+			v.fate = fateSuspend
+		default:
+			c.cut(v, x.rel)
+			v.fate = fateRequeue
+			if v.to == v.holdFrom {
+				// It had not begun: just back to the queue.
+				c.unhold(v)
+				v.st = StateQueued
+				v.reason = cause
+				c.enqueue(v)
+				continue
+			}
+		}
+		v.cause = cause
+		c.schedule(v)
+	}
+}
+
+// unhold forgets a hold that ended (or never began).
+func (c *Calendar) unhold(l *lease) {
+	l.held = false
+	l.allocs = nil
+	l.hosts = nil
+	l.gen++
+}
+
+// preemptStarts lists candidate starts in [T0, Tmax] for a lease that may
+// preempt: T0, every end of a hold, and the first start at which each
+// suspendable lease in the way could be off its host.
+func (c *Calendar) preemptStarts(l *lease, T0, Tmax, pre int64) []int64 {
+	set := map[int64]bool{T0: true}
+	for gi := range l.groups {
+		for _, h := range c.eligible(&l.groups[gi]) {
+			for _, a := range h.allocs {
+				if T := a.to + pre; T > T0 && T <= Tmax {
+					set[T] = true
+				}
+				if v := a.l; v.Kind == BestEffort && v.Preempt == PreemptSuspend && c.pol.Suspend {
+					if T := T0 + suspendTime(v); T > T0 && T <= Tmax {
+						set[T] = true
+					}
+				}
+			}
+		}
+	}
+	out := make([]int64, 0, len(set))
+	for T := range set {
+		out = append(out, T)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}

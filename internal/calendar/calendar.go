@@ -1,0 +1,635 @@
+package calendar
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Calendar is the lease calendar: every host's capacity over time and every
+// lease's slots. It is not safe for concurrent use; the caller serialises
+// calls (the server holds one lock, the simulator is single-threaded).
+type Calendar struct {
+	pol Policy
+
+	hosts  []*host          // by id, including removed ones
+	byName map[string]*host // live hosts
+	order  []*host          // live hosts in name order
+	free   []vec            // free capacity at the clock, by position in order
+	// freeSum is the sum of free; a lease larger than it cannot start now.
+	freeSum vec
+	elig    map[string][]*host // live hosts matching a label constraint, in name order
+	mask    map[string][]bool  // the same by position
+	index   scoreIndex         // hosts by allocation, for pack and spread
+	hostVer uint64             // bumped when hosts come or go
+
+	leases   map[string]*lease
+	projects map[string]*project
+	fifo     project // the one queue when fair share is off
+	queued   int
+
+	events evHeap
+	seq    uint64
+	now    int64 // the clock: the latest time passed to Advance
+	// epoch changes whenever committed capacity is released or hosts
+	// change: a lease that did not fit at one epoch does not fit at the same
+	// epoch later (see pass).
+	epoch    uint64
+	needPass bool
+	// rel logs which host got slots back at which epoch (nil: all hosts
+	// changed), so that a lease that did not fit needs looking at again
+	// only on those hosts. Epochs up to relMin are no longer logged.
+	rel     []release
+	relMin  uint64
+	actions []Action
+
+	// The tentative plans (backfill reservations) of the last pass, to reuse
+	// them while nothing changed.
+	lastTents []tentRec
+	tentVer   uint64
+	passNo    uint64
+	commits   uint64 // counts commits: a plan is reused only if none happened since
+
+	// noMemo turns off the pass's shortcuts (for tests: the result must
+	// not change).
+	noMemo bool
+
+	candBuf  []cand
+	sweepBuf []sweepHost
+	sweepQ   sweepHeap
+	orderBuf []*lease
+}
+
+// host is a host's slot table.
+type host struct {
+	Host
+	id     int
+	pos    int // index in Calendar.order
+	cap    vec
+	tl     timeline
+	allocs []*alloc // committed holds that have not ended
+	down   bool
+	mark   int // scratch for perHost
+}
+
+// alloc is a lease's hold on one host: its members there, from..to.
+type alloc struct {
+	l        *lease
+	h        *host
+	v        vec
+	from, to int64
+}
+
+// seg is one hold, kept for the Gantt chart: the slots are held over
+// [from, to); [ovFrom, runFrom) is staging or resuming, [runFrom, runTo) the
+// run, [runTo, to) suspending.
+type seg struct {
+	h                                *host
+	from, ovFrom, runFrom, runTo, to int64
+}
+
+// fate is how a hold ends.
+type fate uint8
+
+const (
+	fateEnd fate = iota
+	fateSuspend
+	fateRequeue
+)
+
+// group is a set of identical members.
+type group struct {
+	v       vec
+	labels  map[string]string
+	key     string // canonical label constraint
+	members []int
+}
+
+type lease struct {
+	Lease
+	proj      *project
+	st        State
+	arrival   int64 // when it was submitted (it cannot start before)
+	submitted int64 // queue order
+	gen       uint64
+	groups    []group
+	total     vec
+	run       int64 // requested run time
+	remaining int64 // run time still owed when the current hold's run begins
+
+	// The current hold, when held is true: slots [holdFrom, to), overhead
+	// (staging or resuming) [T-pre, T), run [T, runTo), then suspending
+	// until to when the fate is fateSuspend.
+	held                         bool
+	resume                       bool // the hold resumes a suspended run
+	holdFrom, T, runTo, to, pre  int64
+	fate                         fate
+	cause                        string
+	hosts                        []*host // member -> host
+	allocs                       []*alloc
+	staged, started, suspendSent bool
+	holding                      bool // counted in its project's running cores
+
+	// Waiting.
+	queued bool
+	// The lease did not fit now in pass memoPass, at epoch memoEpoch,
+	// behind the first memoK backfill reservations of that pass.
+	memoEpoch   uint64
+	memoPass    uint64
+	memoK       int
+	planned     bool // plan holds a tentative backfill reservation
+	planT       int64
+	planHosts   []*host
+	planEpoch   uint64
+	planCommits uint64
+	reason      string
+	savedOn     []*host // member -> host its suspended image is on
+	suspensions int
+	requeues    int
+	charged     float64 // core-seconds counted against CoreHours
+	preCache    int64
+	preVer      uint64
+
+	segs []seg
+}
+
+type project struct {
+	name     string
+	weight   float64
+	usage    float64 // decayed core-seconds as of at
+	at       int64
+	runMilli int64
+	queue    []*lease // waiting, by (submitted, id)
+	quota    *Quota
+	limit    vec
+	qtl      timeline // committed holds, for quotas on cores, memory, workspaces
+	charged  float64
+}
+
+// New returns a calendar of hosts under policy p.
+func New(hosts []Host, p Policy) (*Calendar, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	c := &Calendar{
+		pol:      p,
+		byName:   map[string]*host{},
+		leases:   map[string]*lease{},
+		projects: map[string]*project{},
+		now:      math.MinInt64,
+	}
+	c.fifo.weight = 1
+	for _, h := range hosts {
+		if err := c.addHost(h); err != nil {
+			return nil, err
+		}
+	}
+	c.reindex()
+	return c, nil
+}
+
+func (p Policy) validate() error {
+	switch p.Backfill {
+	case "", BackfillAggressive, BackfillConservative, BackfillNone:
+	default:
+		return fmt.Errorf("policy: unknown backfill %q (want none, conservative or aggressive): %w", p.Backfill, ErrInvalid)
+	}
+	if p.Depth < 0 {
+		return fmt.Errorf("policy: negative backfill depth %d: %w", p.Depth, ErrInvalid)
+	}
+	switch p.Placement {
+	case "", FirstFit, Pack, Spread:
+	default:
+		return fmt.Errorf("policy: unknown placement %q (want first-fit, pack or spread): %w", p.Placement, ErrInvalid)
+	}
+	if p.FairShare != nil {
+		if p.FairShare.HalfLife < 0 {
+			return fmt.Errorf("policy: negative fair-share half-life: %w", ErrInvalid)
+		}
+		for name, w := range p.FairShare.Weights {
+			if !(w > 0) || math.IsInf(w, 0) {
+				return fmt.Errorf("policy: weight of project %q is %v, want > 0: %w", name, w, ErrInvalid)
+			}
+		}
+	}
+	for name, q := range p.Quotas {
+		if q.MilliCPU < 0 || q.Memory < 0 || q.Workspaces < 0 || q.CoreHours < 0 {
+			return fmt.Errorf("policy: negative quota for project %q: %w", name, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func (c *Calendar) addHost(h Host) error {
+	switch {
+	case h.Name == "":
+		return fmt.Errorf("add host: empty name: %w", ErrInvalid)
+	case c.byName[h.Name] != nil:
+		return fmt.Errorf("add host %s: %w", h.Name, ErrExists)
+	case h.Capacity.MilliCPU < 0 || h.Capacity.Memory < 0 || h.Capacity.Disk < 0 || h.Capacity.Bandwidth < 0:
+		return fmt.Errorf("add host %s: negative capacity: %w", h.Name, ErrInvalid)
+	case h.SuspendRate < 0 || h.ResumeRate < 0 || h.StageRate < 0:
+		return fmt.Errorf("add host %s: negative rate: %w", h.Name, ErrInvalid)
+	}
+	h.Labels = cloneLabels(h.Labels)
+	hh := &host{Host: h, id: len(c.hosts), cap: vecOf(h.Capacity)}
+	hh.cap[dWS] = hostWorkspaces
+	c.hosts = append(c.hosts, hh)
+	c.byName[h.Name] = hh
+	return nil
+}
+
+// reindex rebuilds the name order and the free-now index after hosts change.
+func (c *Calendar) reindex() {
+	c.order = c.order[:0]
+	for _, h := range c.hosts {
+		if !h.down {
+			c.order = append(c.order, h)
+		}
+	}
+	sort.Slice(c.order, func(i, j int) bool { return c.order[i].Name < c.order[j].Name })
+	c.free = make([]vec, len(c.order))
+	c.freeSum = vec{}
+	c.index.reset(len(c.order))
+	for i, h := range c.order {
+		h.pos = i
+		c.free[i] = h.cap.sub(h.tl.at(c.now))
+		c.freeSum = c.freeSum.add(c.free[i])
+		c.index.insert(i, scoreOf(h.cap.sub(c.free[i]), h.cap))
+	}
+	c.elig = map[string][]*host{}
+	c.mask = map[string][]bool{}
+	c.hostVer++
+	c.released(nil)
+	c.needPass = true
+}
+
+// release is one entry of the release log.
+type release struct {
+	epoch uint64
+	h     *host
+}
+
+// released records that h (nil: any host) got capacity back.
+func (c *Calendar) released(h *host) {
+	c.epoch++
+	c.rel = append(c.rel, release{c.epoch, h})
+	if len(c.rel) > 4096 {
+		n := len(c.rel) / 2
+		c.relMin = c.rel[n-1].epoch
+		c.rel = append(c.rel[:0], c.rel[n:]...)
+	}
+}
+
+// mayFit says whether l, which did not fit now in the last pass, might fit
+// now: some host got capacity back since, either released (the log) or
+// freed of a backfill reservation that stood before l in the last pass and
+// does not now (lastTents[same:l.memoK]).
+func (c *Calendar) mayFit(l *lease, t int64, same int) bool {
+	if l.memoEpoch <= c.relMin || l.memoK > len(c.lastTents) {
+		return true
+	}
+	single := len(l.Members) == 1 && l.savedOn == nil
+	var pre int64
+	if single {
+		pre = c.preFor(l)
+	}
+	check := func(h *host) bool {
+		if h == nil {
+			return true
+		}
+		if h.down {
+			return false
+		}
+		for gi := range l.groups {
+			g := &l.groups[gi]
+			if matches(h, g.labels) && (!single || c.fitOn(h, g, t, t+pre+l.remaining, true, vec{}, 1) > 0) {
+				return true
+			}
+		}
+		return false
+	}
+	i := sort.Search(len(c.rel), func(i int) bool { return c.rel[i].epoch > l.memoEpoch })
+	for ; i < len(c.rel); i++ {
+		if check(c.rel[i].h) {
+			return true
+		}
+	}
+	for k := same; k < l.memoK; k++ {
+		for _, h := range c.lastTents[k].hosts {
+			if check(h) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func matches(h *host, labels map[string]string) bool {
+	for k, v := range labels {
+		if h.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// AddHost adds a host (or brings back one that was removed under the same
+// name, empty). Waiting leases may start on it at the next Advance.
+func (c *Calendar) AddHost(h Host, now time.Time) error {
+	c.clamp(now)
+	if err := c.addHost(h); err != nil {
+		return err
+	}
+	c.reindex()
+	return nil
+}
+
+// RemoveHost takes a host away (it is down or drained). Best-effort leases
+// on it are requeued; reservations that have not begun are placed again at
+// the same time if they can be, else they fail, as do running ones.
+// Suspended leases whose memory image was on the host start again from
+// scratch. It advances the calendar to now and returns what is due.
+func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
+	t := c.clamp(now)
+	c.advance(t)
+	h := c.byName[name]
+	if h == nil {
+		return c.take(), fmt.Errorf("remove host %s: %w", name, ErrNotFound)
+	}
+	h.down = true
+	delete(c.byName, name)
+	c.reindex()
+	affected := map[*lease]bool{}
+	for _, a := range h.allocs {
+		if a.to > t {
+			affected[a.l] = true
+		}
+	}
+	ls := make([]*lease, 0, len(affected))
+	for l := range affected {
+		ls = append(ls, l)
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i].ID < ls[j].ID })
+	why := "host " + name + " removed"
+	for _, l := range ls {
+		begun := l.staged || l.started || l.holdFrom < t
+		switch {
+		case l.Kind == BestEffort:
+			if begun {
+				c.cut(l, t)
+				c.emit(t, ActRequeue, l, why)
+				if l.started {
+					l.requeues++
+				}
+			} else {
+				c.cut(l, l.holdFrom)
+			}
+			c.endHold(l, t)
+			l.remaining, l.savedOn, l.preVer = l.run, nil, 0
+			l.st, l.reason = StateQueued, why
+			c.unhold(l)
+			c.enqueue(l)
+		case begun:
+			c.refund(l, t)
+			c.cut(l, t)
+			c.emit(t, ActEnd, l, why)
+			c.endHold(l, t)
+			l.st, l.reason = StateFailed, why
+			c.unholdKeep(l)
+		default:
+			// Not begun: the same window elsewhere, if there is room.
+			from, T, to, pre := l.holdFrom, l.T, l.to, l.pre
+			c.cut(l, l.holdFrom)
+			c.unhold(l)
+			if hosts, ok := c.placeAt(l, from, to, false); ok {
+				c.commit(l, hosts, from, T, to, pre, false)
+			} else if hosts, vs, ok := c.preemptFor(l, from, to, t); ok {
+				c.applyVictims(l, vs, from)
+				c.commit(l, hosts, from, T, to, pre, false)
+			} else {
+				c.refund(l, t)
+				l.st, l.reason = StateFailed, why+"; no room elsewhere in the same window"
+			}
+		}
+	}
+	// Suspended images on the host are lost.
+	for _, l := range c.sortedLeases() {
+		if l.st != StateSuspended {
+			continue
+		}
+		for _, s := range l.savedOn {
+			if s == h {
+				l.savedOn, l.preVer = nil, 0
+				l.remaining = l.run
+				l.st, l.reason = StateQueued, why+" with its saved image"
+				l.requeues++
+				break
+			}
+		}
+	}
+	c.released(nil)
+	c.needPass = true
+	c.advance(t)
+	return c.take(), nil
+}
+
+// clamp converts now to the internal clock, never earlier than the clock.
+// The first call of any kind starts the clock.
+func (c *Calendar) clamp(now time.Time) int64 {
+	t := tick(now)
+	if c.now == math.MinInt64 {
+		c.now = t
+	}
+	if t < c.now {
+		return c.now
+	}
+	return t
+}
+
+func tick(t time.Time) int64 { return t.UnixNano() }
+
+func tm(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+func cloneLabels(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// labelKey is the canonical form of a label constraint: "k=v,k=v" sorted.
+func labelKey(m map[string]string) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(m[k])
+	}
+	return b.String()
+}
+
+// eligible returns the live hosts whose labels satisfy g's constraint.
+func (c *Calendar) eligible(g *group) []*host {
+	if g.key == "" {
+		return c.order
+	}
+	if hs, ok := c.elig[g.key]; ok {
+		return hs
+	}
+	var hs []*host
+	for _, h := range c.order {
+		if matches(h, g.labels) {
+			hs = append(hs, h)
+		}
+	}
+	c.elig[g.key] = hs
+	return hs
+}
+
+// touch refreshes a host's free-now entry and forgets its past.
+func (c *Calendar) touch(h *host) {
+	if h.down {
+		return
+	}
+	h.tl.gc(c.now)
+	n := 0
+	for _, a := range h.allocs {
+		if a.to > c.now {
+			h.allocs[n] = a
+			n++
+		}
+	}
+	clear(h.allocs[n:])
+	h.allocs = h.allocs[:n]
+	f := h.cap.sub(h.tl.at(c.now))
+	c.freeSum = c.freeSum.add(f.sub(c.free[h.pos]))
+	c.free[h.pos] = f
+	c.rescore(h)
+}
+
+func (c *Calendar) project(name string) *project {
+	p := c.projects[name]
+	if p == nil {
+		p = &project{name: name, weight: 1}
+		if c.pol.FairShare != nil {
+			if w, ok := c.pol.FairShare.Weights[name]; ok {
+				p.weight = w
+			}
+		}
+		if q, ok := c.pol.Quotas[name]; ok {
+			p.quota = &q
+			p.limit = vec{q.MilliCPU, int64(q.Memory), unlimited, unlimited, int64(q.Workspaces)}
+			for i, v := range p.limit {
+				if v == 0 {
+					p.limit[i] = unlimited
+				}
+			}
+		}
+		c.projects[name] = p
+	}
+	return p
+}
+
+// Get returns a lease's view.
+func (c *Calendar) Get(id string) (LeaseView, bool) {
+	l := c.leases[id]
+	if l == nil {
+		return LeaseView{}, false
+	}
+	return c.view(l), true
+}
+
+// Leases returns every lease the calendar knows, by ID.
+func (c *Calendar) Leases() []LeaseView {
+	ls := c.sortedLeases()
+	out := make([]LeaseView, len(ls))
+	for i, l := range ls {
+		out[i] = c.view(l)
+	}
+	return out
+}
+
+func (c *Calendar) sortedLeases() []*lease {
+	ls := make([]*lease, 0, len(c.leases))
+	for _, l := range c.leases {
+		ls = append(ls, l)
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i].ID < ls[j].ID })
+	return ls
+}
+
+func (c *Calendar) view(l *lease) LeaseView {
+	v := LeaseView{
+		ID: l.ID, Project: l.Project, Kind: l.Kind, State: l.st,
+		Remaining: time.Duration(l.remaining), Suspensions: l.suspensions, Requeues: l.requeues,
+		Reason: l.reason,
+	}
+	switch {
+	case l.held:
+		v.Start, v.End = tm(l.T), tm(l.runTo)
+		v.Hosts = names(l.hosts)
+		if l.started && c.now > l.T {
+			v.Remaining = time.Duration(l.remaining - (min(c.now, l.runTo) - l.T))
+		}
+	case l.queued && l.planned:
+		v.Start, v.End, v.Planned = tm(l.planT), tm(l.planT+l.remaining), true
+		v.Hosts = names(l.planHosts)
+	case l.st == StateDone || l.st == StateCancelled || l.st == StateFailed:
+		v.Remaining = 0
+		if len(l.segs) > 0 {
+			s := l.segs[len(l.segs)-1]
+			v.Start, v.End = tm(s.runFrom), tm(s.runTo)
+			v.Hosts = names(l.hosts)
+		}
+	}
+	return v
+}
+
+func names(hs []*host) []string {
+	if hs == nil {
+		return nil
+	}
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.Name
+	}
+	return out
+}
+
+// NextEvent returns the time of the next thing the calendar will do, for a
+// simulator's virtual clock; false if nothing is pending.
+func (c *Calendar) NextEvent() (time.Time, bool) {
+	if c.needPass && c.now != math.MinInt64 {
+		return tm(c.now), true
+	}
+	if e, ok := c.peek(); ok {
+		return tm(max(e.at, c.now)), true
+	}
+	return time.Time{}, false
+}
+
+// Now returns the calendar's clock (the latest time given to Advance).
+func (c *Calendar) Now() time.Time {
+	if c.now == math.MinInt64 {
+		return time.Time{}
+	}
+	return tm(c.now)
+}

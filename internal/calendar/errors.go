@@ -1,0 +1,149 @@
+package calendar
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"vgrid/internal/model"
+)
+
+// Errors for bad calls. Refusals of well-formed leases are *Refusal.
+var (
+	ErrInvalid  = errors.New("invalid")
+	ErrExists   = errors.New("already exists")
+	ErrNotFound = errors.New("not found")
+	ErrFinished = errors.New("already finished")
+)
+
+// Reason classifies a refusal.
+type Reason string
+
+// Refusal reasons.
+const (
+	// ReasonCapacity: not enough room in the window.
+	ReasonCapacity Reason = "capacity"
+	// ReasonTooLarge: no set of hosts could hold the lease even when empty.
+	ReasonTooLarge Reason = "too-large"
+	// ReasonConstraint: no host has the labels a member asks for.
+	ReasonConstraint Reason = "constraint"
+	// ReasonQuota: the project's quota would be exceeded.
+	ReasonQuota Reason = "quota"
+	// ReasonDeadline: the lease cannot end by its deadline.
+	ReasonDeadline Reason = "deadline"
+	// ReasonTooSoon: a reservation starts before its image could be staged.
+	ReasonTooSoon Reason = "too-soon"
+)
+
+// Refusal says why a lease was not admitted: which resource, on which host
+// and in which window, which leases stand in the way, and the earliest time
+// at which it would fit.
+type Refusal struct {
+	Lease  string
+	Reason Reason
+	// Resource is the short dimension: cpu, memory, disk, bandwidth,
+	// workspaces, or core-hours (quota).
+	Resource string
+	// Requested and Free are per member, in millicores, bytes or counts
+	// (core-hours for the core-hour quota: Requested is the lease's cost,
+	// Free what the quota has left).
+	Requested, Free float64
+	// Host is the host that came closest (empty for quotas).
+	Host string
+	// Members and Fit count the lease's members and how many would fit.
+	Members, Fit int
+	// From and To bound the window that could not be guaranteed.
+	From, To time.Time
+	// Blocking names the leases holding the closest host in the window.
+	Blocking []string
+	// Unsuspendable names preemptible leases that could not be suspended
+	// in time to make room.
+	Unsuspendable []string
+	// EarliestFit is the earliest start at which the lease would fit as
+	// things stand (zero: never, or not known).
+	EarliestFit time.Time
+	// Detail is extra explanation (labels asked for, deadline, staging).
+	Detail string
+}
+
+func (r *Refusal) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "lease %s refused: ", r.Lease)
+	switch r.Reason {
+	case ReasonConstraint:
+		fmt.Fprintf(&b, "no host has labels %s", r.Detail)
+		return b.String()
+	case ReasonQuota:
+		fmt.Fprintf(&b, "project quota: %s", r.Detail)
+		return b.String()
+	case ReasonTooSoon:
+		fmt.Fprintf(&b, "starts too soon: %s", r.Detail)
+	case ReasonDeadline:
+		fmt.Fprintf(&b, "cannot end by %s: %s", fmtT(r.To), r.Detail)
+		return b.String()
+	case ReasonTooLarge:
+		b.WriteString("too large: ")
+	default:
+		b.WriteString("no room: ")
+	}
+	if r.Reason == ReasonTooLarge && r.Members > 1 {
+		fmt.Fprintf(&b, "%d of %d members fit even on idle hosts; %s requested %s in all, the eligible hosts have %s",
+			r.Fit, r.Members, r.Resource, amount(r.Resource, r.Requested), amount(r.Resource, r.Free))
+		return b.String()
+	}
+	if r.Resource != "" && r.Reason != ReasonTooSoon && r.Reason != ReasonDeadline {
+		if r.Members > 1 {
+			fmt.Fprintf(&b, "%d of %d members fit", r.Fit, r.Members)
+			if !r.From.IsZero() {
+				fmt.Fprintf(&b, " in [%s, %s)", fmtT(r.From), fmtT(r.To))
+			}
+			fmt.Fprintf(&b, "; %s per member %s, ", r.Resource, amount(r.Resource, r.Requested))
+		} else {
+			fmt.Fprintf(&b, "%s requested %s, ", r.Resource, amount(r.Resource, r.Requested))
+		}
+		if r.Reason == ReasonTooLarge {
+			fmt.Fprintf(&b, "the largest host (%s) has %s", r.Host, amount(r.Resource, r.Free))
+		} else {
+			fmt.Fprintf(&b, "at most %s free", amount(r.Resource, r.Free))
+			if r.Host != "" {
+				fmt.Fprintf(&b, " on host %s", r.Host)
+			}
+		}
+		if r.Members <= 1 && !r.From.IsZero() {
+			fmt.Fprintf(&b, " in [%s, %s)", fmtT(r.From), fmtT(r.To))
+		}
+		if len(r.Blocking) > 0 {
+			fmt.Fprintf(&b, " (held by %s)", strings.Join(r.Blocking, ", "))
+		}
+	}
+	if len(r.Unsuspendable) > 0 {
+		fmt.Fprintf(&b, "; too late to suspend %s", strings.Join(r.Unsuspendable, ", "))
+	}
+	switch {
+	case r.Reason == ReasonTooLarge:
+		b.WriteString("; no host set is large enough even when empty")
+	case !r.EarliestFit.IsZero():
+		fmt.Fprintf(&b, "; earliest fit at %s", fmtT(r.EarliestFit))
+	case r.Reason == ReasonCapacity:
+		b.WriteString("; no earliest fit known")
+	}
+	return b.String()
+}
+
+func fmtT(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// amount prints an amount of a dimension for people.
+func amount(resource string, v float64) string {
+	switch resource {
+	case "cpu":
+		return fmt.Sprintf("%.2f cores", v/1000)
+	case "workspaces":
+		return fmt.Sprintf("%.0f", v)
+	case "core-hours":
+		return fmt.Sprintf("%.2f core-hours", v)
+	case "bandwidth":
+		return model.ByteSize(int64(v)).String() + "/s"
+	}
+	return model.ByteSize(int64(v)).String()
+}

@@ -1,0 +1,365 @@
+package calendar
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"time"
+)
+
+// evKind is an internal event; the order is the order at one instant:
+// slots are given back before they are taken.
+type evKind uint8
+
+const (
+	evEnd evKind = iota
+	evRequeue
+	evSuspend
+	evRelease // a suspension finished: the slots are free
+	evArrive  // a best-effort lease may start
+	evStage
+	evResume
+	evStart
+)
+
+type event struct {
+	at   int64
+	kind evKind
+	seq  uint64
+	l    *lease
+	gen  uint64
+}
+
+type evHeap []event
+
+func (h evHeap) less(i, j int) bool {
+	a, b := &h[i], &h[j]
+	if a.at != b.at {
+		return a.at < b.at
+	}
+	if a.kind != b.kind {
+		return a.kind < b.kind
+	}
+	return a.seq < b.seq
+}
+
+func (h *evHeap) push(e event) {
+	*h = append(*h, e)
+	q := *h
+	i := len(q) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !q.less(i, p) {
+			break
+		}
+		q[i], q[p] = q[p], q[i]
+		i = p
+	}
+}
+
+func (h *evHeap) pop() event {
+	q := *h
+	e := q[0]
+	n := len(q) - 1
+	q[0] = q[n]
+	q[n] = event{}
+	q = q[:n]
+	i := 0
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if r := l + 1; r < n && q.less(r, l) {
+			m = r
+		}
+		if !q.less(m, i) {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+	*h = q
+	return e
+}
+
+func (c *Calendar) push(at int64, k evKind, l *lease) {
+	c.seq++
+	c.events.push(event{at: at, kind: k, seq: c.seq, l: l, gen: l.gen})
+}
+
+// peek returns the next live event, dropping stale ones.
+func (c *Calendar) peek() (event, bool) {
+	for len(c.events) > 0 {
+		e := c.events[0]
+		if e.kind == evArrive || e.gen == e.l.gen {
+			return e, true
+		}
+		c.events.pop()
+	}
+	return event{}, false
+}
+
+// schedule (re)plans the events of l's current hold; earlier plans go stale.
+func (c *Calendar) schedule(l *lease) {
+	l.gen++
+	if !l.resume {
+		if l.pre > 0 && !l.staged {
+			c.push(l.T-l.pre, evStage, l)
+		}
+		if !l.started {
+			c.push(l.T, evStart, l)
+		}
+	} else if !l.started {
+		c.push(l.T-l.pre, evResume, l)
+	}
+	switch l.fate {
+	case fateSuspend:
+		if !l.suspendSent {
+			c.push(l.runTo, evSuspend, l)
+		}
+		c.push(l.to, evRelease, l)
+	case fateRequeue:
+		c.push(l.to, evRequeue, l)
+	default:
+		c.push(l.to, evEnd, l)
+	}
+}
+
+// Advance carries the calendar to now and returns everything due at or
+// before now, in time order. Calls must come with non-decreasing now (an
+// earlier now is taken as the clock).
+func (c *Calendar) Advance(now time.Time) []Action {
+	c.advance(c.clamp(now))
+	return c.take()
+}
+
+func (c *Calendar) advance(t int64) {
+	for {
+		if e, ok := c.peek(); ok && e.at <= t {
+			at := max(e.at, c.now)
+			c.now = at
+			for {
+				e, ok := c.peek()
+				if !ok || max(e.at, c.now) != at {
+					break
+				}
+				c.events.pop()
+				c.handle(e, at)
+			}
+			if c.needPass {
+				c.pass(at)
+			}
+			continue
+		}
+		c.now = max(c.now, t)
+		if c.needPass {
+			c.pass(c.now)
+			continue
+		}
+		return
+	}
+}
+
+func (c *Calendar) take() []Action {
+	out := c.actions
+	c.actions = nil
+	return out
+}
+
+func (c *Calendar) emit(at int64, k ActionKind, l *lease, reason string) {
+	a := Action{At: tm(at), Kind: k, Lease: l.ID, Reason: reason}
+	if k == ActStage {
+		a.Hosts = distinct(l.hosts)
+	} else {
+		a.Hosts = names(l.hosts)
+	}
+	c.actions = append(c.actions, a)
+}
+
+func distinct(hs []*host) []string {
+	seen := map[*host]bool{}
+	var out []string
+	for _, h := range hs {
+		if !seen[h] {
+			seen[h] = true
+			out = append(out, h.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (c *Calendar) handle(e event, at int64) {
+	l := e.l
+	var touched []*host
+	for _, a := range l.allocs {
+		touched = append(touched, a.h)
+	}
+	switch e.kind {
+	case evArrive:
+		c.needPass = true
+		return
+	case evStage:
+		l.staged = true
+		c.begin(l, at)
+		c.emit(at, ActStage, l, "")
+	case evStart:
+		l.started = true
+		c.begin(l, at)
+		l.st = StateRunning
+		c.emit(at, ActStart, l, "")
+	case evResume:
+		l.started = true
+		c.begin(l, at)
+		l.st = StateRunning
+		c.emit(at, ActResume, l, "")
+	case evSuspend:
+		l.suspendSent = true
+		c.emit(at, ActSuspend, l, l.cause)
+	case evRelease:
+		c.endHold(l, at)
+		l.remaining -= l.runTo - l.T
+		l.savedOn = l.hosts
+		l.preVer = 0
+		l.suspensions++
+		l.st = StateSuspended
+		l.reason = l.cause
+		c.unhold(l)
+		c.enqueue(l)
+	case evRequeue:
+		c.emit(at, ActRequeue, l, l.cause)
+		c.endHold(l, at)
+		if l.started {
+			l.requeues++
+		}
+		l.remaining = l.run
+		l.savedOn = nil
+		l.preVer = 0
+		l.st = StateQueued
+		l.reason = l.cause
+		c.unhold(l)
+		c.enqueue(l)
+	case evEnd:
+		c.emit(at, ActEnd, l, l.cause)
+		c.endHold(l, at)
+		l.remaining = 0
+		l.st = StateDone
+		c.unholdKeep(l)
+	}
+	for _, h := range touched {
+		c.touch(h)
+		if e.kind == evRelease || e.kind == evRequeue || e.kind == evEnd {
+			c.released(h)
+		}
+	}
+	if e.kind == evRelease || e.kind == evRequeue || e.kind == evEnd {
+		c.needPass = true
+	}
+}
+
+// unholdKeep ends a hold but keeps the placement for views.
+func (c *Calendar) unholdKeep(l *lease) {
+	hosts := l.hosts
+	c.unhold(l)
+	l.hosts = hosts
+}
+
+// begin counts l in its project's running cores (fair share usage).
+func (c *Calendar) begin(l *lease, t int64) {
+	if l.holding {
+		return
+	}
+	p := c.project(l.Project)
+	c.accrue(p, t)
+	p.runMilli += l.total[dCPU]
+	l.holding = true
+}
+
+func (c *Calendar) endHold(l *lease, t int64) {
+	if !l.holding {
+		return
+	}
+	p := c.project(l.Project)
+	c.accrue(p, t)
+	p.runMilli -= l.total[dCPU]
+	l.holding = false
+}
+
+// accrue brings a project's decayed usage up to t.
+func (c *Calendar) accrue(p *project, t int64) {
+	if t <= p.at {
+		return
+	}
+	dt := float64(t-p.at) / 1e9
+	cores := float64(p.runMilli) / 1000
+	hl := 0.0
+	if c.pol.FairShare != nil {
+		hl = c.pol.FairShare.HalfLife.Seconds()
+	}
+	if hl <= 0 {
+		p.usage += cores * dt
+	} else {
+		f := math.Exp2(-dt / hl)
+		p.usage = p.usage*f + cores*hl/math.Ln2*(1-f)
+	}
+	p.at = t
+}
+
+// Finish records that a lease ended before its time (its workspaces
+// stopped by themselves): its slots are freed from now. It advances the
+// calendar to now and returns what is due, including starts the freed
+// slots allow.
+func (c *Calendar) Finish(id string, now time.Time) ([]Action, error) {
+	t := c.clamp(now)
+	c.advance(t)
+	l := c.leases[id]
+	switch {
+	case l == nil:
+		return c.take(), fmt.Errorf("finish lease %s: %w", id, ErrNotFound)
+	case !l.held || !l.started:
+		return c.take(), fmt.Errorf("finish lease %s: it is %s, not running: %w", id, l.st, ErrInvalid)
+	}
+	c.refund(l, t)
+	c.cut(l, t)
+	c.endHold(l, t)
+	l.remaining = 0
+	l.st = StateDone
+	c.unholdKeep(l)
+	c.advance(t)
+	return c.take(), nil
+}
+
+// Cancel withdraws a lease: a waiting one leaves the queue, one with slots
+// gives them back (and is ended if it began). It advances the calendar to
+// now and returns what is due.
+func (c *Calendar) Cancel(id string, now time.Time) ([]Action, error) {
+	t := c.clamp(now)
+	c.advance(t)
+	l := c.leases[id]
+	switch {
+	case l == nil:
+		return c.take(), fmt.Errorf("cancel lease %s: %w", id, ErrNotFound)
+	case l.st == StateDone || l.st == StateCancelled || l.st == StateRefused || l.st == StateFailed:
+		return c.take(), fmt.Errorf("cancel lease %s: it is %s: %w", id, l.st, ErrFinished)
+	}
+	c.refund(l, t)
+	if l.queued {
+		c.dequeue(l)
+	}
+	if l.held {
+		begun := l.staged || l.started || l.holdFrom < t
+		c.cut(l, t)
+		if begun {
+			c.emit(t, ActEnd, l, "cancelled")
+		}
+		c.endHold(l, t)
+		c.unholdKeep(l)
+	}
+	l.planned = false
+	l.st = StateCancelled
+	c.needPass = true
+	c.advance(t)
+	return c.take(), nil
+}

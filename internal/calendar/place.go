@@ -1,0 +1,449 @@
+package calendar
+
+import (
+	"math"
+)
+
+// cand is a host that may take members, with its placement score.
+type cand struct {
+	h     *host
+	score int
+}
+
+// placeAt finds hosts for all of l's members over [from, to) on the slot
+// table as it stands, following the placement policy: member i goes to
+// hosts[i]. now says that from is the clock, so that the free-now index may
+// rule hosts out without looking at their tables.
+func (c *Calendar) placeAt(l *lease, from, to int64, now bool) ([]*host, bool) {
+	hosts := make([]*host, len(l.Members))
+	var extra map[*host]vec
+	if len(l.groups) > 1 {
+		extra = map[*host]vec{}
+	}
+	for gi := range l.groups {
+		g := &l.groups[gi]
+		k := 0
+		ok := c.takeHosts(g, from, to, now, extra, func(h *host, n int) {
+			for ; n > 0; n-- {
+				hosts[g.members[k]] = h
+				k++
+			}
+		})
+		if !ok {
+			return nil, false
+		}
+	}
+	return hosts, true
+}
+
+// fitOn is how many of g's members fit on h over [from, to), beyond extra.
+func (c *Calendar) fitOn(h *host, g *group, from, to int64, now bool, ex vec, limit int) int {
+	if now {
+		// The free-now index is an upper bound on what is free over any
+		// window that starts now.
+		f := &c.free[h.pos]
+		for d := range g.v {
+			if g.v[d] > f[d]-ex[d] {
+				return 0
+			}
+		}
+	}
+	m := h.tl.max(from, to)
+	return copies(h.cap.sub(m).sub(ex), g.v, limit)
+}
+
+// takeHosts places g's members over [from, to) and reports each host's share
+// to use; false if they do not all fit.
+func (c *Calendar) takeHosts(g *group, from, to int64, now bool, extra map[*host]vec, use func(*host, int)) bool {
+	need := len(g.members)
+	hosts := c.eligible(g)
+	ex := func(h *host) vec {
+		if extra == nil {
+			return vec{}
+		}
+		return extra[h]
+	}
+	took := func(h *host, n int) int {
+		use(h, n)
+		need -= n
+		if extra != nil {
+			extra[h] = extra[h].add(g.v.scale(int64(n)))
+		}
+		return need
+	}
+	switch {
+	case c.pol.Placement == "" || c.pol.Placement == FirstFit:
+		for _, h := range hosts {
+			if n := c.fitOn(h, g, from, to, now, ex(h), need); n > 0 {
+				if took(h, n) == 0 {
+					return true
+				}
+			}
+		}
+		return false
+	case now:
+		return c.takeRanked(g, from, to, ex, took)
+	}
+	// Pack or spread in the future: rank hosts by how allocated they are
+	// at from.
+	cs := c.candBuf[:0]
+	for _, h := range hosts {
+		used := h.tl.at(from).add(ex(h))
+		cs = append(cs, cand{h: h, score: scoreOf(used, h.cap)})
+	}
+	c.candBuf = cs[:0]
+	pack := c.pol.Placement == Pack
+	better := func(a, b *cand) bool {
+		if a.score != b.score {
+			return a.score > b.score == pack
+		}
+		return a.h.pos < b.h.pos
+	}
+	// Best first: a heap, so that hosts whose window turns out full cost
+	// log(hosts) each rather than a scan.
+	ch := candHeap{cs: cs, better: better}
+	ch.init()
+	for len(ch.cs) > 0 {
+		h := ch.cs[0].h
+		ch.pop()
+		if n := c.fitOn(h, g, from, to, false, ex(h), need); n > 0 {
+			took(h, n)
+			if need == 0 {
+				c.candBuf = ch.cs[:0]
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// candHeap orders candidate hosts best first.
+type candHeap struct {
+	cs     []cand
+	better func(a, b *cand) bool
+}
+
+func (q *candHeap) init() {
+	for i := len(q.cs)/2 - 1; i >= 0; i-- {
+		q.down(i)
+	}
+}
+
+func (q *candHeap) down(i int) {
+	n := len(q.cs)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && q.better(&q.cs[r], &q.cs[l]) {
+			m = r
+		}
+		if !q.better(&q.cs[m], &q.cs[i]) {
+			return
+		}
+		q.cs[i], q.cs[m] = q.cs[m], q.cs[i]
+		i = m
+	}
+}
+
+func (q *candHeap) pop() {
+	n := len(q.cs) - 1
+	q.cs[0] = q.cs[n]
+	q.cs = q.cs[:n]
+	q.down(0)
+}
+
+// sweepHost follows one host's count of members that fit as the start T
+// moves right.
+type sweepHost struct {
+	h      *host
+	li, ei int // next point whose leaving / entering the window changes the count
+	cnt    int
+	next   int64
+}
+
+// earliest returns the earliest start T in [T0, Tmax] at which all of l's
+// members fit over [T-pre, T+run) on the slot table as it stands.
+//
+// For identical members it sweeps T over the times at which some host's
+// count of members that fit can change (a point leaving the window on the
+// left, or entering it on the right), keeping the total up to date; the
+// cost is the number of points, not hosts x points. Mixed members are
+// placed greedily at each such time.
+func (c *Calendar) earliest(l *lease, T0, Tmax, pre, run int64) (int64, bool) {
+	T, _, ok := c.earliestOn(l, nil, T0, Tmax, pre, run)
+	return T, ok
+}
+
+// earliestPlaced is earliest, also returning the placement at that start.
+func (c *Calendar) earliestPlaced(l *lease, T0, Tmax, pre, run int64) (int64, []*host, bool) {
+	T, hosts, ok := c.earliestOn(l, nil, T0, Tmax, pre, run)
+	if ok && hosts == nil {
+		hosts, ok = c.placeAt(l, T-pre, T+run, false)
+	}
+	return T, hosts, ok
+}
+
+// earliestOn is earliest over the given hosts (nil: all eligible hosts).
+// For identical members placed first fit over all eligible hosts, it also
+// returns the placement, read off the sweep's counts; else nil.
+func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64) (int64, []*host, bool) {
+	if T0 > Tmax {
+		return 0, nil, false
+	}
+	all := hosts == nil
+	single := len(l.groups) == 1
+	need := len(l.Members)
+	if hosts != nil {
+		// as given
+	} else if single {
+		hosts = c.eligible(&l.groups[0])
+	} else {
+		seen := map[*host]bool{}
+		for gi := range l.groups {
+			for _, h := range c.eligible(&l.groups[gi]) {
+				if !seen[h] {
+					seen[h] = true
+					hosts = append(hosts, h)
+				}
+			}
+		}
+	}
+	count := func(s *sweepHost, T int64) int {
+		if !single {
+			return 0
+		}
+		m := s.h.tl.max(T-pre, T+run)
+		return copies(s.h.cap.sub(m), l.groups[0].v, need)
+	}
+	check := func(T int64, total int) bool {
+		if single {
+			return total >= need
+		}
+		_, ok := c.placeAt(l, T-pre, T+run, false)
+		return ok
+	}
+	// nextAfter advances s's cursors past T and sets s.next.
+	nextAfter := func(s *sweepHost, T int64) {
+		p := s.h.tl.pts
+		for s.li < len(p) && p[s.li].t+pre <= T {
+			s.li++
+		}
+		for s.ei < len(p) && p[s.ei].t-run+1 <= T {
+			s.ei++
+		}
+		s.next = math.MaxInt64
+		if s.li < len(p) {
+			s.next = p[s.li].t + pre
+		}
+		if s.ei < len(p) && p[s.ei].t-run+1 < s.next {
+			s.next = p[s.ei].t - run + 1
+		}
+	}
+	if cap(c.sweepBuf) < len(hosts) {
+		c.sweepBuf = make([]sweepHost, len(hosts))
+	}
+	hs := c.sweepBuf[:len(hosts)]
+	clear(hs)
+	total := 0
+	q := c.sweepQ[:0]
+	defer func() { c.sweepQ = q[:0] }()
+	for i, h := range hosts {
+		s := &hs[i]
+		s.h = h
+		// First points whose leaving (p.t+pre) and entering (p.t-run+1)
+		// come after T0.
+		s.li = h.tl.idx(T0-pre) + 1
+		s.ei = h.tl.idx(T0+run-1) + 1
+		s.cnt = count(s, T0)
+		total += s.cnt
+		nextAfter(s, T0)
+		if s.next != math.MaxInt64 {
+			q = append(q, s)
+		}
+	}
+	// place reads the first-fit placement off the counts at T.
+	place := func() []*host {
+		if !single || !all || !(c.pol.Placement == "" || c.pol.Placement == FirstFit) {
+			return nil
+		}
+		out := make([]*host, 0, need)
+		for i := range hs {
+			for n := hs[i].cnt; n > 0 && len(out) < need; n-- {
+				out = append(out, hs[i].h)
+			}
+		}
+		return out
+	}
+	if check(T0, total) {
+		return T0, place(), true
+	}
+	q.init()
+	for len(q) > 0 {
+		T := q[0].next
+		if T > Tmax {
+			return 0, nil, false
+		}
+		for len(q) > 0 && q[0].next == T {
+			s := q[0]
+			n := s.cnt
+			if n > 0 || s.li < len(s.h.tl.pts) && s.h.tl.pts[s.li].t+pre == T {
+				// Only a point leaving the window can raise a count; one
+				// entering can only lower it, and zero stays zero.
+				n = count(s, T)
+			}
+			total += n - s.cnt
+			s.cnt = n
+			nextAfter(s, T)
+			if s.next == math.MaxInt64 {
+				q.pop()
+			} else {
+				q.fix0()
+			}
+		}
+		if check(T, total) {
+			return T, place(), true
+		}
+	}
+	return 0, nil, false
+}
+
+// sweepHeap is a min-heap of hosts by next change.
+type sweepHeap []*sweepHost
+
+func (q sweepHeap) less(i, j int) bool {
+	if q[i].next != q[j].next {
+		return q[i].next < q[j].next
+	}
+	return q[i].h.pos < q[j].h.pos
+}
+
+func (q sweepHeap) init() {
+	for i := len(q)/2 - 1; i >= 0; i-- {
+		q.down(i)
+	}
+}
+
+func (q sweepHeap) down(i int) {
+	n := len(q)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && q.less(r, l) {
+			m = r
+		}
+		if !q.less(m, i) {
+			return
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+}
+
+func (q sweepHeap) fix0() { q.down(0) }
+
+func (q *sweepHeap) pop() {
+	old := *q
+	n := len(old) - 1
+	old[0] = old[n]
+	old[n] = nil
+	*q = old[:n]
+	q.down(0)
+}
+
+// stageTime is how long staging l's image takes: on the slowest eligible
+// host, so that all members are ready together.
+func (c *Calendar) stageTime(l *lease) int64 {
+	if l.Image.Size <= 0 {
+		return 0
+	}
+	var worst int64
+	for gi := range l.groups {
+		for _, h := range c.eligible(&l.groups[gi]) {
+			if d := xfer(int64(l.Image.Size), h.StageRate); d > worst {
+				worst = d
+			}
+		}
+	}
+	return worst
+}
+
+// xfer is the time to move size bytes at rate bytes/s, in whole seconds
+// rounded up, as nanoseconds (0 when the rate is 0: not modelled).
+func xfer(size, rate int64) int64 {
+	if size <= 0 || rate <= 0 {
+		return 0
+	}
+	s := size / rate
+	if size%rate != 0 {
+		s++
+	}
+	return s * 1e9
+}
+
+// pre is the overhead before l's run starts: staging its image for a fresh
+// start, or restoring its memory (moved from where it was saved) for a
+// resume. It is the worst over eligible hosts.
+func (c *Calendar) preFor(l *lease) int64 {
+	if l.preVer == c.hostVer+1 {
+		return l.preCache
+	}
+	var p int64
+	if l.savedOn == nil {
+		p = c.stageTime(l)
+	} else {
+		mem := maxMemPerHost(l, l.savedOn)
+		for gi := range l.groups {
+			for _, h := range c.eligible(&l.groups[gi]) {
+				if d := xfer(mem, h.ResumeRate) + xfer(mem, h.StageRate); d > p {
+					p = d
+				}
+			}
+		}
+	}
+	l.preCache, l.preVer = p, c.hostVer+1
+	return p
+}
+
+// resumeInPlace is the time to resume l on the hosts its image is on.
+func (c *Calendar) resumeInPlace(l *lease) int64 {
+	var p int64
+	for h, v := range memByHost(l, l.savedOn) {
+		if d := xfer(v, h.ResumeRate); d > p {
+			p = d
+		}
+	}
+	return p
+}
+
+// suspendTime is how long suspending l's current hold takes.
+func suspendTime(l *lease) int64 {
+	var p int64
+	for h, v := range memByHost(l, l.hosts) {
+		if d := xfer(v, h.SuspendRate); d > p {
+			p = d
+		}
+	}
+	return p
+}
+
+func memByHost(l *lease, hosts []*host) map[*host]int64 {
+	m := map[*host]int64{}
+	for i, h := range hosts {
+		m[h] += int64(l.Members[i].Resources.Memory)
+	}
+	return m
+}
+
+func maxMemPerHost(l *lease, hosts []*host) int64 {
+	var worst int64
+	for _, v := range memByHost(l, hosts) {
+		worst = max(worst, v)
+	}
+	return worst
+}

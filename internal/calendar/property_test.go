@@ -1,0 +1,367 @@
+package calendar
+
+import (
+	"errors"
+	"fmt"
+	"math/rand"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"vgrid/internal/model"
+)
+
+// checkInvariants verifies the slot table against itself: no host over
+// capacity at any time, every host's table equal to the sum of the holds
+// on it, the free-now index up to date, the queues consistent.
+func (c *Calendar) checkInvariants() error {
+	for _, h := range c.order {
+		for _, p := range h.tl.pts {
+			for d := 0; d < nd; d++ {
+				if p.v[d] < 0 {
+					return fmt.Errorf("host %s: negative %s at %s: %v", h.Name, dimNames[d], rel(tm(p.t)), p.v)
+				}
+			}
+			if !p.v.le(h.cap) {
+				return fmt.Errorf("host %s over capacity at %s: used %v, capacity %v", h.Name, rel(tm(p.t)), p.v, h.cap)
+			}
+		}
+		var ref timeline
+		for _, a := range h.allocs {
+			if a.to > c.now {
+				ref.add(a.from, a.to, a.v)
+			}
+		}
+		times := []int64{c.now}
+		for _, p := range h.tl.pts {
+			times = append(times, p.t)
+		}
+		for _, p := range ref.pts {
+			times = append(times, p.t)
+		}
+		for _, t := range times {
+			if t < c.now {
+				continue
+			}
+			if got, want := h.tl.at(t), ref.at(t); got != want {
+				return fmt.Errorf("host %s at %s: table says %v, holds sum to %v", h.Name, rel(tm(t)), got, want)
+			}
+		}
+		if got, want := c.free[h.pos], h.cap.sub(h.tl.at(c.now)); got != want {
+			return fmt.Errorf("host %s: free-now index %v, want %v", h.Name, got, want)
+		}
+	}
+	n := 0
+	for _, l := range c.leases {
+		if l.queued {
+			n++
+			found := false
+			for _, x := range c.queueOf(l).queue {
+				found = found || x == l
+			}
+			if !found {
+				return fmt.Errorf("lease %s queued but not in its queue", l.ID)
+			}
+			if l.held {
+				return fmt.Errorf("lease %s both queued and holding slots", l.ID)
+			}
+		}
+		if l.held {
+			for _, a := range l.allocs {
+				if a.to > c.now && !a.h.down && !containsAlloc(a.h.allocs, a) {
+					return fmt.Errorf("lease %s: hold on %s missing from the host", l.ID, a.h.Name)
+				}
+			}
+		}
+	}
+	if n != c.queued {
+		return fmt.Errorf("queued count %d, want %d", c.queued, n)
+	}
+	return nil
+}
+
+func containsAlloc(as []*alloc, a *alloc) bool {
+	for _, x := range as {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRandomWorkloads drives random workloads (fixed seeds) and checks,
+// after every step: the invariants above; reservations start exactly at
+// their start and end exactly at start+duration; all members of a lease
+// start and resume together; deadline leases end by their deadline;
+// best-effort leases are only suspended or requeued for a reservation, a
+// deadline lease or a host going away; actions come in time order. Each
+// seed runs twice and must give the same log, and a third time with the
+// pass's shortcuts (memos, reused plans) off, which must not change it.
+func TestRandomWorkloads(t *testing.T) {
+	seeds := 120
+	if testing.Short() {
+		seeds = 8
+	}
+	for seed := int64(1); seed <= int64(seeds); seed++ {
+		a := runRandom(t, seed, false)
+		b := runRandom(t, seed, false)
+		if a != b {
+			t.Fatalf("seed %d: two runs differ:\n%s\n----\n%s", seed, a, b)
+		}
+		if c := runRandom(t, seed, true); c != a {
+			t.Fatalf("seed %d: the pass's shortcuts changed the result:\n%s\n---- without:\n%s", seed, a, c)
+		}
+	}
+}
+
+func runRandom(t *testing.T, seed int64, noMemo bool) string {
+	rng := rand.New(rand.NewSource(seed))
+	pick := func(n int) int { return rng.Intn(n) }
+	// Even seeds are heavy: long best-effort leases keep hosts full, so
+	// that reservations must preempt.
+	heavy := seed%2 == 0
+	pol := Policy{
+		Backfill:  []Backfill{BackfillNone, BackfillConservative, BackfillAggressive}[pick(3)],
+		Placement: []Placement{FirstFit, Pack, Spread}[pick(3)],
+		Suspend:   pick(4) != 0,
+	}
+	if pol.Backfill == BackfillConservative && pick(2) == 0 {
+		pol.Depth = 1 + pick(3)
+	}
+	if pick(2) == 0 {
+		pol.FairShare = &FairShare{Weights: map[string]float64{"a": 1 + float64(pick(3)), "b": 1}, HalfLife: time.Duration(pick(5)) * time.Hour}
+	}
+	if pick(3) == 0 {
+		pol.Quotas = map[string]Quota{"b": {MilliCPU: 8000, Workspaces: 4, CoreHours: 200}}
+	}
+	var hosts []Host
+	nh := 2 + pick(5)
+	for i := 0; i < nh; i++ {
+		h := Host{Name: fmt.Sprintf("h%d", i+1), Capacity: model.Resources{MilliCPU: int64(4000 * (1 + pick(2))), Memory: 16 * model.GiB},
+			SuspendRate: int64(model.GiB) / int64(1+pick(4)), ResumeRate: int64(model.GiB) / 2}
+		if pick(3) == 0 {
+			h.Labels = map[string]string{"gpu": "true"}
+		}
+		if pick(2) == 0 {
+			h.StageRate = 100 * int64(model.MiB)
+		}
+		hosts = append(hosts, h)
+	}
+	c, err := New(hosts, pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.noMemo = noMemo
+	var log strings.Builder
+	now := epoch
+	last := epoch
+	ids := 0
+	type arInfo struct{ start, end time.Time }
+	ars := map[string]arInfo{}
+	deadlines := map[string]time.Time{}
+	ended := map[string]bool{} // cancelled, finished or failed early: no end check
+	members := map[string]int{}
+	kinds := map[string]Kind{}
+	check := func(step int, as []Action) {
+		t.Helper()
+		for _, a := range as {
+			fmt.Fprintf(&log, "%s %s %s %v %s\n", rel(a.At), a.Kind, a.Lease, a.Hosts, a.Reason)
+			if a.At.Before(last) || a.At.After(now) {
+				t.Fatalf("seed %d step %d: action %v at %s out of order (last %s, now %s)", seed, step, a.Kind, rel(a.At), rel(last), rel(now))
+			}
+			last = a.At
+			if (a.Kind == ActStart || a.Kind == ActResume) && len(a.Hosts) != members[a.Lease] {
+				t.Fatalf("seed %d: %s %s on %v: all %d members must start together", seed, a.Kind, a.Lease, a.Hosts, members[a.Lease])
+			}
+			if ar, ok := ars[a.Lease]; ok && !ended[a.Lease] {
+				if a.Kind == ActStart && !a.At.Equal(ar.start) {
+					t.Fatalf("seed %d: reservation %s started at %s, want %s", seed, a.Lease, rel(a.At), rel(ar.start))
+				}
+				if a.Kind == ActEnd && !a.At.Equal(ar.end) && !strings.Contains(a.Reason, "removed") {
+					t.Fatalf("seed %d: reservation %s ended at %s, want %s", seed, a.Lease, rel(a.At), rel(ar.end))
+				}
+			}
+			if dl, ok := deadlines[a.Lease]; ok && a.Kind == ActEnd && a.At.After(dl) {
+				t.Fatalf("seed %d: deadline lease %s ended at %s, after %s", seed, a.Lease, rel(a.At), rel(dl))
+			}
+			if a.Kind == ActSuspend || a.Kind == ActRequeue {
+				if kinds[a.Lease] != BestEffort {
+					t.Fatalf("seed %d: %s %s is a %s lease", seed, a.Kind, a.Lease, kinds[a.Lease])
+				}
+				by, ok := strings.CutPrefix(a.Reason, "preempted by ")
+				if !(ok && (kinds[by] == Reservation || kinds[by] == Deadline) || strings.Contains(a.Reason, "removed")) {
+					t.Fatalf("seed %d: %s %s for %q: only reservations, deadlines or host loss may displace it", seed, a.Kind, a.Lease, a.Reason)
+				}
+			}
+		}
+		if err := c.checkInvariants(); err != nil {
+			t.Fatalf("seed %d step %d at %s: %v", seed, step, rel(now), err)
+		}
+	}
+	req := func(gpu bool) Request {
+		r := Request{Resources: model.Resources{MilliCPU: int64(1000 * (1 + pick(4))), Memory: model.GiB * model.ByteSize(1+pick(4))}}
+		if gpu {
+			r.Labels = map[string]string{"gpu": "true"}
+		}
+		return r
+	}
+	removed := 0
+	for step := 0; step < 150; step++ {
+		now = now.Add(time.Duration(pick(20)) * time.Minute)
+		var as []Action
+		op := pick(100)
+		if heavy && step < 40 {
+			op = 0
+		}
+		switch {
+		case op < 60:
+			ids++
+			l := Lease{ID: fmt.Sprintf("l%03d", ids), Project: []string{"a", "b"}[pick(2)]}
+			gpu := pick(10) == 0
+			n := 1
+			if pick(4) == 0 {
+				n = 2 + pick(3)
+			}
+			for i := 0; i < n; i++ {
+				l.Members = append(l.Members, req(gpu))
+			}
+			l.Duration = time.Duration(10+pick(170)) * time.Minute
+			if heavy && (step < 40 || pick(2) == 0) {
+				l.Duration = time.Duration(60+pick(600)) * time.Minute
+			}
+			if pick(8) == 0 {
+				l.Image = Image{Name: "img", Size: model.ByteSize(pick(2000)) * model.MiB}
+			}
+			k := pick(10)
+			if heavy {
+				// Fill the hosts with best effort first, then mostly
+				// reservations and deadlines, which must preempt.
+				k = []int{0, 0, 0, 0, 6, 7, 7, 7, 8, 9}[k]
+				if step < 40 {
+					k = 0
+				}
+			}
+			switch {
+			case k < 5:
+				l.Kind = BestEffort
+				l.Preempt = []Preempt{PreemptSuspend, PreemptSuspend, PreemptRequeue, PreemptNever}[pick(4)]
+			case k < 6:
+				l.Kind = Immediate
+			case k < 9:
+				l.Kind = Reservation
+				l.Start = now.Add(time.Duration(pick(300)) * time.Minute)
+			default:
+				l.Kind = Deadline
+				l.Deadline = now.Add(l.Duration + time.Duration(pick(240))*time.Minute)
+			}
+			members[l.ID], kinds[l.ID] = n, l.Kind
+			adm, err := c.Submit(l, now)
+			var r *Refusal
+			switch {
+			case err == nil:
+				fmt.Fprintf(&log, "admit %s %s %v\n", l.ID, adm.State, adm.Hosts)
+				for _, v := range adm.Victims {
+					fmt.Fprintf(&log, "victim %s %s\n", v.Lease, v.Kind)
+				}
+				if l.Kind == Reservation {
+					ars[l.ID] = arInfo{l.Start, l.Start.Add(l.Duration)}
+				}
+				if l.Kind == Deadline {
+					deadlines[l.ID] = l.Deadline
+					if adm.End.After(l.Deadline) {
+						t.Fatalf("seed %d: deadline lease %s scheduled to end %s, after %s", seed, l.ID, rel(adm.End), rel(l.Deadline))
+					}
+				}
+			case errors.As(err, &r):
+				fmt.Fprintf(&log, "refuse %s %s %s\n", l.ID, l.Kind, r.Reason)
+				if r.Error() == "" {
+					t.Fatal("empty refusal")
+				}
+			default:
+				t.Fatalf("seed %d: submit %s: %v", seed, l.ID, err)
+			}
+		case op < 72:
+			var running []string
+			for _, v := range c.Leases() {
+				if v.State == StateRunning && !v.Start.After(now) {
+					running = append(running, v.ID)
+				}
+			}
+			if len(running) > 0 {
+				id := running[pick(len(running))]
+				as, err = c.Finish(id, now)
+				if err != nil && !errors.Is(err, ErrInvalid) { // it may have ended meanwhile
+					t.Fatalf("seed %d: finish %s: %v", seed, id, err)
+				}
+				ended[id] = true
+				fmt.Fprintf(&log, "finish %s\n", id)
+			}
+		case op < 78:
+			var live []string
+			for _, v := range c.Leases() {
+				switch v.State {
+				case StateQueued, StateScheduled, StateRunning, StateSuspended:
+					live = append(live, v.ID)
+				}
+			}
+			if len(live) > 0 {
+				id := live[pick(len(live))]
+				as, err = c.Cancel(id, now)
+				if err != nil && !errors.Is(err, ErrFinished) { // it may have ended meanwhile
+					t.Fatalf("seed %d: cancel %s: %v", seed, id, err)
+				}
+				ended[id] = true
+				fmt.Fprintf(&log, "cancel %s\n", id)
+			}
+		case op < 80 && removed < 2 && nh-removed > 1:
+			removed++
+			name := fmt.Sprintf("h%d", removed)
+			as, err = c.RemoveHost(name, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range c.Leases() {
+				if v.State == StateFailed {
+					ended[v.ID] = true
+				}
+			}
+			fmt.Fprintf(&log, "remove %s\n", name)
+		case op < 81:
+			name := fmt.Sprintf("x%d", step)
+			if err := c.AddHost(Host{Name: name, Capacity: model.Resources{MilliCPU: 4000, Memory: 16 * model.GiB}}, now); err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&log, "add %s\n", name)
+		}
+		check(step, as)
+		check(step, c.Advance(now))
+	}
+	// Drain: everything that can run ends.
+	for i := 0; i < 10000; i++ {
+		next, ok := c.NextEvent()
+		if !ok {
+			break
+		}
+		now = next
+		check(-1, c.Advance(now))
+	}
+	for _, v := range c.Leases() {
+		if v.State == StateRunning || v.State == StateScheduled {
+			t.Fatalf("seed %d: lease %s still %s after the drain", seed, v.ID, v.State)
+		}
+	}
+	ids2 := make([]string, 0, len(ars))
+	for id := range ars {
+		ids2 = append(ids2, id)
+	}
+	sort.Strings(ids2)
+	for _, id := range ids2 {
+		v, _ := c.Get(id)
+		if v.State != StateDone && v.State != StateCancelled && v.State != StateFailed {
+			t.Fatalf("seed %d: reservation %s ends %s", seed, id, v.State)
+		}
+	}
+	log.WriteString(c.Gantt(epoch, now, 80))
+	return log.String()
+}

@@ -1,0 +1,393 @@
+package calendar
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"vgrid/internal/model"
+)
+
+var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testdata/scenarios/*.txt")
+
+// epoch is time zero of the scenarios.
+var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// TestScenarios runs each testdata/scenarios/*.txt: a script of commands,
+// each followed by "----" and its expected output up to a blank line.
+// Run with -rewrite to regenerate the expected output.
+//
+// Commands (times are durations from time zero: 0, 90m, 2h30m):
+//
+//	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false weights=a:2,b:1 halflife=1h
+//	quota project=a cpu=4 mem=8Gi workspaces=2 core-hours=10
+//	hosts n=2 cpu=4 mem=8Gi [disk= bw= labels=gpu:true prefix=h suspend-rate=1Gi resume-rate= stage-rate=]
+//	submit id= kind= project= at= dur= cpu= mem= [n= disk= bw= start= deadline= preempt= image=name:size labels= submitted=]
+//	advance to=
+//	finish id= at=
+//	cancel id= at=
+//	remove-host name= at=
+//	gantt from= to= width=
+//	leases
+//	next
+func TestScenarios(t *testing.T) {
+	files, err := filepath.Glob("testdata/scenarios/*.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no scenarios")
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runScenario(t, f) })
+	}
+}
+
+type block struct {
+	pre  []string // comments and blank lines before the command
+	cmd  string
+	want []string
+}
+
+func parseScript(t *testing.T, path string) []block {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	var out []block
+	var pre []string
+	for i := 0; i < len(lines); i++ {
+		ln := lines[i]
+		if strings.TrimSpace(ln) == "" || strings.HasPrefix(ln, "#") {
+			pre = append(pre, ln)
+			continue
+		}
+		b := block{pre: pre, cmd: ln}
+		pre = nil
+		if i+1 >= len(lines) || lines[i+1] != "----" {
+			t.Fatalf("%s:%d: command %q is not followed by ----", path, i+1, ln)
+		}
+		i += 2
+		for ; i < len(lines) && lines[i] != ""; i++ {
+			b.want = append(b.want, lines[i])
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func runScenario(t *testing.T, path string) {
+	blocks := parseScript(t, path)
+	env := &scenarioEnv{t: t, pol: DefaultPolicy()}
+	var b strings.Builder
+	for _, bl := range blocks {
+		got := env.do(bl.cmd)
+		if !*rewrite && strings.Join(got, "\n") != strings.Join(bl.want, "\n") {
+			t.Errorf("%s: %s\ngot:\n%s\nwant:\n%s", filepath.Base(path), bl.cmd, strings.Join(got, "\n"), strings.Join(bl.want, "\n"))
+		}
+		for _, p := range bl.pre {
+			b.WriteString(p + "\n")
+		}
+		b.WriteString(bl.cmd + "\n----\n")
+		for _, g := range got {
+			b.WriteString(g + "\n")
+		}
+		b.WriteString("\n")
+	}
+	if *rewrite {
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type scenarioEnv struct {
+	t      *testing.T
+	pol    Policy
+	hosts  []Host
+	nhosts map[string]int
+	cal    *Calendar
+}
+
+func (e *scenarioEnv) calendar() *Calendar {
+	if e.cal == nil {
+		c, err := New(e.hosts, e.pol)
+		if err != nil {
+			e.t.Fatalf("new calendar: %v", err)
+		}
+		e.cal = c
+	}
+	return e.cal
+}
+
+func parseArgs(t *testing.T, s string) (string, map[string]string) {
+	fs := strings.Fields(s)
+	args := map[string]string{}
+	for _, f := range fs[1:] {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok {
+			t.Fatalf("%q: argument %q is not key=value", s, f)
+		}
+		args[k] = v
+	}
+	return fs[0], args
+}
+
+func (e *scenarioEnv) dur(s string) time.Duration {
+	if s == "0" || s == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		e.t.Fatalf("bad duration %q: %v", s, err)
+	}
+	return d
+}
+
+func (e *scenarioEnv) at(s string) time.Time { return epoch.Add(e.dur(s)) }
+
+func (e *scenarioEnv) size(s string) model.ByteSize {
+	if s == "" {
+		return 0
+	}
+	v, err := model.ParseByteSize(s)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}
+
+func (e *scenarioEnv) num(s string, def int) int {
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+func (e *scenarioEnv) cores(s string) int64 {
+	if s == "" {
+		return 0
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return int64(f*1000 + 0.5)
+}
+
+func labels(s string) map[string]string {
+	if s == "" {
+		return nil
+	}
+	m := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, _ := strings.Cut(kv, ":")
+		m[k] = v
+	}
+	return m
+}
+
+// rel prints a time as hh:mm:ss from time zero.
+func rel(t time.Time) string {
+	d := t.Sub(epoch)
+	neg := ""
+	if d < 0 {
+		neg, d = "-", -d
+	}
+	s := int64(d / time.Second)
+	return fmt.Sprintf("%s%02d:%02d:%02d", neg, s/3600, s/60%60, s%60)
+}
+
+func fmtActions(as []Action) []string {
+	var out []string
+	for _, a := range as {
+		s := fmt.Sprintf("%s %s %s", rel(a.At), a.Kind, a.Lease)
+		if len(a.Hosts) > 0 {
+			s += " on " + strings.Join(a.Hosts, ",")
+		}
+		if a.Reason != "" {
+			s += " (" + a.Reason + ")"
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (e *scenarioEnv) do(line string) []string {
+	t := e.t
+	cmd, a := parseArgs(t, line)
+	switch cmd {
+	case "policy":
+		if e.cal != nil {
+			t.Fatal("policy after the calendar was created")
+		}
+		if v, ok := a["backfill"]; ok {
+			e.pol.Backfill = Backfill(v)
+		}
+		if v, ok := a["placement"]; ok {
+			e.pol.Placement = Placement(v)
+		}
+		if v, ok := a["suspend"]; ok {
+			e.pol.Suspend = v == "true"
+		}
+		if v, ok := a["weights"]; ok {
+			if e.pol.FairShare == nil {
+				e.pol.FairShare = &FairShare{}
+			}
+			e.pol.FairShare.Weights = map[string]float64{}
+			for _, kv := range strings.Split(v, ",") {
+				k, w, _ := strings.Cut(kv, ":")
+				f, _ := strconv.ParseFloat(w, 64)
+				e.pol.FairShare.Weights[k] = f
+			}
+		}
+		if v, ok := a["halflife"]; ok {
+			if e.pol.FairShare == nil {
+				e.pol.FairShare = &FairShare{}
+			}
+			e.pol.FairShare.HalfLife = e.dur(v)
+		}
+		return nil
+	case "quota":
+		if e.pol.Quotas == nil {
+			e.pol.Quotas = map[string]Quota{}
+		}
+		ch, _ := strconv.ParseFloat(a["core-hours"], 64)
+		e.pol.Quotas[a["project"]] = Quota{MilliCPU: e.cores(a["cpu"]), Memory: e.size(a["mem"]),
+			Workspaces: e.num(a["workspaces"], 0), CoreHours: ch}
+		return nil
+	case "hosts":
+		if e.nhosts == nil {
+			e.nhosts = map[string]int{}
+		}
+		prefix := a["prefix"]
+		if prefix == "" {
+			prefix = "h"
+		}
+		var out []string
+		for i := 0; i < e.num(a["n"], 1); i++ {
+			e.nhosts[prefix]++
+			h := Host{
+				Name: fmt.Sprintf("%s%d", prefix, e.nhosts[prefix]),
+				Capacity: model.Resources{MilliCPU: e.cores(a["cpu"]), Memory: e.size(a["mem"]),
+					Disk: e.size(a["disk"]), Bandwidth: e.size(a["bw"])},
+				Labels:      labels(a["labels"]),
+				SuspendRate: int64(e.size(a["suspend-rate"])),
+				ResumeRate:  int64(e.size(a["resume-rate"])),
+				StageRate:   int64(e.size(a["stage-rate"])),
+			}
+			if e.cal != nil {
+				if err := e.cal.AddHost(h, e.at(a["at"])); err != nil {
+					out = append(out, "error: "+err.Error())
+				}
+			} else {
+				e.hosts = append(e.hosts, h)
+			}
+		}
+		return out
+	case "submit":
+		c := e.calendar()
+		n := e.num(a["n"], 1)
+		l := Lease{ID: a["id"], Project: a["project"], Kind: Kind(a["kind"]), Duration: e.dur(a["dur"]),
+			Preempt: Preempt(a["preempt"])}
+		for i := 0; i < n; i++ {
+			l.Members = append(l.Members, Request{
+				Resources: model.Resources{MilliCPU: e.cores(a["cpu"]), Memory: e.size(a["mem"]),
+					Disk: e.size(a["disk"]), Bandwidth: e.size(a["bw"])},
+				Labels: labels(a["labels"]),
+			})
+		}
+		if v, ok := a["start"]; ok {
+			l.Start = e.at(v)
+		}
+		if v, ok := a["deadline"]; ok {
+			l.Deadline = e.at(v)
+		}
+		if v, ok := a["submitted"]; ok {
+			l.Submitted = e.at(v)
+		}
+		if v, ok := a["image"]; ok {
+			name, sz, _ := strings.Cut(v, ":")
+			l.Image = Image{Name: name, Size: e.size(sz)}
+		}
+		adm, err := c.Submit(l, e.at(a["at"]))
+		if err != nil {
+			var r *Refusal
+			if !errors.As(err, &r) {
+				return []string{"error: " + err.Error()}
+			}
+			return []string{r.Error()}
+		}
+		if adm.State == StateQueued {
+			return []string{fmt.Sprintf("admitted %s: queued", adm.Lease)}
+		}
+		out := []string{fmt.Sprintf("admitted %s: %s %s-%s on %s", adm.Lease, adm.State, rel(adm.Start), rel(adm.End), strings.Join(adm.Hosts, ","))}
+		for _, v := range adm.Victims {
+			out = append(out, fmt.Sprintf("  %s %s at %s", v.Kind, v.Lease, rel(v.At)))
+		}
+		return out
+	case "advance":
+		return fmtActions(e.calendar().Advance(e.at(a["to"])))
+	case "finish", "cancel", "remove-host":
+		c := e.calendar()
+		var as []Action
+		var err error
+		switch cmd {
+		case "finish":
+			as, err = c.Finish(a["id"], e.at(a["at"]))
+		case "cancel":
+			as, err = c.Cancel(a["id"], e.at(a["at"]))
+		default:
+			as, err = c.RemoveHost(a["name"], e.at(a["at"]))
+		}
+		out := fmtActions(as)
+		if err != nil {
+			out = append(out, "error: "+err.Error())
+		}
+		return out
+	case "gantt":
+		g := e.calendar().Gantt(e.at(a["from"]), e.at(a["to"]), e.num(a["width"], 48))
+		return strings.Split(strings.TrimRight(g, "\n"), "\n")
+	case "leases":
+		var out []string
+		for _, v := range e.calendar().Leases() {
+			s := fmt.Sprintf("%s %s project=%s %s", v.ID, v.Kind, v.Project, v.State)
+			if !v.Start.IsZero() {
+				word := ""
+				if v.Planned {
+					word = " planned"
+				}
+				s += fmt.Sprintf("%s %s-%s on %s", word, rel(v.Start), rel(v.End), strings.Join(v.Hosts, ","))
+			}
+			if v.State != StateDone && v.State != StateRefused && v.State != StateCancelled {
+				s += fmt.Sprintf(" remaining %v", v.Remaining)
+			}
+			if v.Suspensions > 0 || v.Requeues > 0 {
+				s += fmt.Sprintf(" suspended %dx requeued %dx", v.Suspensions, v.Requeues)
+			}
+			if v.Reason != "" && v.State != StateRefused {
+				s += " (" + v.Reason + ")"
+			}
+			out = append(out, s)
+		}
+		return out
+	case "next":
+		if tn, ok := e.calendar().NextEvent(); ok {
+			return []string{rel(tn)}
+		}
+		return []string{"none"}
+	}
+	t.Fatalf("unknown command %q", cmd)
+	return nil
+}

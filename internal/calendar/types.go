@@ -1,0 +1,233 @@
+package calendar
+
+import (
+	"time"
+
+	"vgrid/internal/model"
+)
+
+// Kind says how a lease wants its time.
+type Kind string
+
+// Lease kinds.
+const (
+	// Immediate leases start now or are refused.
+	Immediate Kind = "immediate"
+	// BestEffort leases wait in the queue until capacity allows; they may be
+	// preempted by reservations and deadline leases.
+	BestEffort Kind = "best-effort"
+	// Reservation leases (advance reservations) run from Start for Duration;
+	// once admitted the window is guaranteed.
+	Reservation Kind = "reservation"
+	// Deadline leases must end by Deadline; they are given the earliest
+	// start that meets it, or refused.
+	Deadline Kind = "deadline"
+)
+
+// Preempt says how a best-effort lease may give way to a reservation or a
+// deadline lease. Other kinds are never preempted.
+type Preempt string
+
+// Preemption modes.
+const (
+	// PreemptSuspend (the default) saves the lease's memory to disk and
+	// resumes it later, on the same or another host. When Policy.Suspend is
+	// false the lease is requeued instead.
+	PreemptSuspend Preempt = ""
+	// PreemptRequeue stops the lease and puts it back in the queue: it
+	// restarts from scratch, losing its progress.
+	PreemptRequeue Preempt = "requeue"
+	// PreemptNever makes a best-effort lease keep its slots once started.
+	PreemptNever Preempt = "never"
+)
+
+// Request is one workspace of a lease: what it needs and the host labels it
+// must find (e.g. gpu=true).
+type Request struct {
+	Resources model.Resources
+	Labels    map[string]string
+}
+
+// Image is what a lease boots; its size and the host's StageRate give the
+// time to stage it before the start.
+type Image struct {
+	Name string
+	Size model.ByteSize
+}
+
+// Lease is a request for time on the grid. All its members get slots at the
+// same time (possibly on different hosts) or none does.
+type Lease struct {
+	ID      string
+	Project string
+	Kind    Kind
+	// Members are the workspaces, one entry each.
+	Members []Request
+	// Start is when a Reservation begins (the workspaces run from Start).
+	Start time.Time
+	// Duration is how long the workspaces run.
+	Duration time.Duration
+	// Deadline is when a Deadline lease must have ended.
+	Deadline time.Time
+	// Preempt applies to best-effort leases.
+	Preempt Preempt
+	// Submitted orders the queue; zero means the time of Submit.
+	Submitted time.Time
+	Image     Image
+}
+
+// Host is a physical host as the calendar sees it. The rates model the time
+// to suspend (memory to disk), resume and stage an image; zero means
+// instantaneous.
+type Host struct {
+	Name        string
+	Capacity    model.Resources
+	Labels      map[string]string
+	SuspendRate int64 // bytes/s written when suspending
+	ResumeRate  int64 // bytes/s read when resuming
+	StageRate   int64 // bytes/s of image staging (and of moving a suspended image)
+}
+
+// Backfill selects how the best-effort queue may be overtaken.
+type Backfill string
+
+// Backfill policies.
+const (
+	// BackfillAggressive (EASY, the default): the first lease that cannot
+	// start gets a reservation at its earliest start; later leases may start
+	// now if they do not delay it.
+	BackfillAggressive Backfill = "aggressive"
+	// BackfillConservative: every waiting lease gets a reservation in queue
+	// order; a later lease may start now only if it delays none of them.
+	BackfillConservative Backfill = "conservative"
+	// BackfillNone: strict queue order; the first lease that cannot start
+	// holds back all that follow it.
+	BackfillNone Backfill = "none"
+)
+
+// Placement selects the host order among hosts that fit.
+type Placement string
+
+// Placement policies.
+const (
+	FirstFit Placement = "first-fit" // host name order (the default)
+	Pack     Placement = "pack"      // most allocated host first
+	Spread   Placement = "spread"    // least allocated host first
+)
+
+// FairShare orders the best-effort queue by project: lowest decayed usage
+// divided by weight first, then submit time.
+type FairShare struct {
+	// Weights per project; a project not listed weighs 1.
+	Weights map[string]float64
+	// HalfLife is how fast past usage (core-seconds) is forgotten; zero
+	// means never.
+	HalfLife time.Duration
+}
+
+// Quota caps what a project may hold. A zero field is no limit.
+type Quota struct {
+	MilliCPU   int64          // cores held at once, in thousandths
+	Memory     model.ByteSize // memory held at once
+	Workspaces int            // workspaces held at once
+	CoreHours  float64        // total core-hours admitted (running or done)
+}
+
+// Policy is the calendar's configuration.
+type Policy struct {
+	Backfill Backfill
+	// Depth caps how many waiting leases get a reservation under
+	// conservative backfilling (0: all of them); those further back may
+	// only start if they delay none. Aggressive backfilling has depth 1.
+	Depth     int
+	Placement Placement
+	// Suspend lets preemption suspend leases; when false they are requeued.
+	Suspend bool
+	// FairShare, when set, orders the queue by project usage; nil is FIFO.
+	FairShare *FairShare
+	Quotas    map[string]Quota
+}
+
+// DefaultPolicy is aggressive backfilling, first fit, suspension allowed,
+// FIFO queue, no quotas.
+func DefaultPolicy() Policy {
+	return Policy{Backfill: BackfillAggressive, Placement: FirstFit, Suspend: true}
+}
+
+// State is where a lease is in its life.
+type State string
+
+// Lease states.
+const (
+	StateQueued    State = "queued"    // best effort, waiting (never ran, or requeued)
+	StateScheduled State = "scheduled" // has slots that begin later (or is staging)
+	StateRunning   State = "running"   // its workspaces run (or resume, or suspend)
+	StateSuspended State = "suspended" // saved to disk, waiting to resume
+	StateDone      State = "done"
+	StateCancelled State = "cancelled"
+	StateRefused   State = "refused"
+	StateFailed    State = "failed" // a host it needed went away
+)
+
+// ActionKind is what the server or simulator must do.
+type ActionKind string
+
+// Actions, in the order they sort at one instant.
+const (
+	ActEnd     ActionKind = "end"     // stop the lease's workspaces: its time is up (or it was cancelled)
+	ActRequeue ActionKind = "requeue" // stop the workspaces; the lease waits again from scratch
+	ActSuspend ActionKind = "suspend" // save the workspaces' memory to disk and stop them
+	ActStage   ActionKind = "stage"   // copy the lease's image to Hosts
+	ActResume  ActionKind = "resume"  // restore the saved workspaces on Hosts
+	ActStart   ActionKind = "start"   // boot the workspaces on Hosts
+)
+
+// Action is one thing to carry out at At.
+type Action struct {
+	At    time.Time
+	Kind  ActionKind
+	Lease string
+	// Hosts has one entry per member (member i runs on Hosts[i]), except for
+	// stage, which lists each host once.
+	Hosts []string
+	// Reason says why, for end, requeue and suspend (e.g. "preempted by ar1").
+	Reason string
+}
+
+// Victim is a best-effort lease that an admission displaces.
+type Victim struct {
+	Lease string
+	Kind  ActionKind // ActSuspend or ActRequeue
+	At    time.Time  // when the suspension (or the requeue) begins
+}
+
+// Admission is the answer to an accepted Submit.
+type Admission struct {
+	Lease string
+	State State // StateQueued (best effort) or StateScheduled
+	// Start and End bound the run of a scheduled lease; Hosts is its
+	// placement (member i on Hosts[i]).
+	Start, End time.Time
+	Hosts      []string
+	Victims    []Victim
+}
+
+// LeaseView is a lease's state as the calendar knows it.
+type LeaseView struct {
+	ID      string
+	Project string
+	Kind    Kind
+	State   State
+	// Start and End bound the current (or next) run; for a waiting lease
+	// with a backfill plan they are the plan (Planned is true), which is not
+	// a promise.
+	Start, End time.Time
+	Hosts      []string
+	Planned    bool
+	// Remaining is the run time still owed.
+	Remaining   time.Duration
+	Suspensions int
+	Requeues    int
+	// Reason says why the lease was refused, failed, or is held.
+	Reason string
+}

@@ -1,0 +1,10 @@
+// Package sim replays a workload trace against a modelled grid in virtual
+// time, with the very calendar the server uses (package calendar): the
+// trace's requests are submitted at their arrival times, the calendar's
+// actions (start, suspend, resume, requeue, end) are carried out on the
+// model, leases that end before their requested time are finished early,
+// and every run of every VM is recorded for metrics and plots.
+//
+// Like the calendar, the engine is pure: no I/O, no wall clock, no
+// goroutines. Reading traces and writing plots are the caller's business.
+package sim

@@ -1,0 +1,336 @@
+package sim
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"time"
+
+	"vgrid/internal/calendar"
+	"vgrid/internal/model"
+	"vgrid/internal/sim/metrics"
+	"vgrid/internal/sim/trace"
+)
+
+// Config is the modelled grid and the calendar's policy.
+type Config struct {
+	Hosts      int
+	HostCPUs   float64
+	HostMemory model.ByteSize
+	HostDisk   model.ByteSize // 0: unlimited
+	Policy     calendar.Policy
+	// SuspendRate, ResumeRate and StageRate are bytes/s per host (memory
+	// to disk, disk to memory, image transfer); 0 is instantaneous.
+	SuspendRate, ResumeRate, StageRate int64
+}
+
+// DefaultConfig is the grid of Haizea's SDSC Blue Horizon experiments:
+// 144 hosts of 1 CPU and 1 GiB, suspension allowed, aggressive backfilling.
+func DefaultConfig() Config {
+	return Config{Hosts: 144, HostCPUs: 1, HostMemory: model.GiB, Policy: calendar.DefaultPolicy()}
+}
+
+// Result is what a run produced.
+type Result struct {
+	Records  []metrics.Record
+	Summary  metrics.Summary
+	Capacity float64 // cores
+	Gantt    string  // the calendar's text Gantt of the first day (for small grids)
+	// Events counts the calendar actions carried out, by kind.
+	Events map[calendar.ActionKind]int
+}
+
+// epoch is virtual time zero; trace offsets are added to it.
+var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func at(d time.Duration) time.Time     { return epoch.Add(d) }
+func offset(t time.Time) time.Duration { return t.Sub(epoch) }
+func hostName(i int) string            { return fmt.Sprintf("h%03d", i+1) }
+func kindOf(k string) (calendar.Kind, bool) {
+	switch k {
+	case trace.KindBestEffort:
+		return calendar.BestEffort, true
+	case trace.KindReservation:
+		return calendar.Reservation, true
+	case trace.KindImmediate:
+		return calendar.Immediate, true
+	case trace.KindDeadline:
+		return calendar.Deadline, true
+	}
+	return "", false
+}
+
+// lease is the engine's bookkeeping for one trace lease.
+type lease struct {
+	tr      trace.Lease
+	rec     *metrics.Record
+	work    time.Duration // real run time still to do
+	open    []openSeg     // segments running now
+	gen     int           // invalidates scheduled early ends
+	started bool
+	done    bool
+}
+
+type openSeg struct {
+	host  string
+	start time.Time
+}
+
+// Run replays leases (sorted by Submit) on the grid of cfg.
+func Run(leases []trace.Lease, cfg Config) (Result, error) {
+	if cfg.Hosts <= 0 || cfg.HostCPUs <= 0 || cfg.HostMemory <= 0 {
+		return Result{}, errors.New("sim: hosts, host CPUs and host memory must be positive")
+	}
+	hosts := make([]calendar.Host, cfg.Hosts)
+	disk := cfg.HostDisk
+	if disk == 0 {
+		disk = 1 << 60
+	}
+	for i := range hosts {
+		hosts[i] = calendar.Host{Name: hostName(i),
+			Capacity:    model.Resources{MilliCPU: int64(cfg.HostCPUs*1000 + 0.5), Memory: cfg.HostMemory, Disk: disk},
+			SuspendRate: cfg.SuspendRate, ResumeRate: cfg.ResumeRate, StageRate: cfg.StageRate}
+	}
+	cal, err := calendar.New(hosts, cfg.Policy)
+	if err != nil {
+		return Result{}, err
+	}
+	e := &engine{cal: cal, byID: map[string]*lease{}, events: map[calendar.ActionKind]int{}}
+	res := Result{Capacity: float64(cfg.Hosts) * cfg.HostCPUs, Events: e.events}
+	e.all = make([]*lease, 0, len(leases))
+	for _, tl := range leases {
+		if _, dup := e.byID[tl.ID]; dup {
+			return res, fmt.Errorf("sim: lease %s appears twice", tl.ID)
+		}
+		real := tl.RealDuration
+		if real <= 0 || real > tl.Duration {
+			real = tl.Duration
+		}
+		l := &lease{tr: tl, work: real, rec: &metrics.Record{ID: tl.ID, Kind: tl.Kind, Project: tl.Project,
+			Submit: tl.Submit, Nodes: tl.Nodes, CPUs: tl.CPUs, Requested: tl.Duration, Real: real}}
+		e.byID[tl.ID] = l
+		e.all = append(e.all, l)
+	}
+	if err := e.loop(); err != nil {
+		return res, err
+	}
+	res.Records = make([]metrics.Record, len(e.all))
+	for i, l := range e.all {
+		res.Records[i] = *l.rec
+	}
+	res.Summary = metrics.Summarize(res.Records, res.Capacity)
+	if cfg.Hosts <= 16 {
+		res.Gantt = cal.Gantt(epoch, epoch.Add(24*time.Hour), 96)
+	}
+	return res, nil
+}
+
+type engine struct {
+	cal    *calendar.Calendar
+	all    []*lease
+	byID   map[string]*lease
+	timers timerHeap // early ends and withdrawals
+	events map[calendar.ActionKind]int
+}
+
+// timer is a scheduled early end or withdrawal of a lease.
+type timer struct {
+	at     time.Time
+	lease  *lease
+	gen    int
+	cancel bool // withdraw if not started (else: the lease's real work is done)
+}
+
+type timerHeap []timer
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+func (e *engine) loop() error {
+	next := 0
+	for {
+		// The next instant anything happens.
+		var t time.Time
+		have := false
+		consider := func(c time.Time) {
+			if !have || c.Before(t) {
+				t, have = c, true
+			}
+		}
+		if next < len(e.all) {
+			consider(at(e.all[next].tr.Submit))
+		}
+		if ct, ok := e.cal.NextEvent(); ok {
+			consider(ct)
+		}
+		if len(e.timers) > 0 {
+			consider(e.timers[0].at)
+		}
+		if !have {
+			return nil
+		}
+		if now := e.cal.Now(); t.Before(now) {
+			t = now // the calendar's clock never goes back
+		}
+		// Early ends first: they free capacity for what starts at t.
+		for len(e.timers) > 0 && !e.timers[0].at.After(t) {
+			tm := heap.Pop(&e.timers).(timer)
+			if err := e.fire(tm, t); err != nil {
+				return err
+			}
+		}
+		for next < len(e.all) && !at(e.all[next].tr.Submit).After(t) {
+			e.submit(e.all[next], t)
+			next++
+		}
+		for _, a := range e.cal.Advance(t) {
+			e.apply(a)
+		}
+	}
+}
+
+func (e *engine) submit(l *lease, now time.Time) {
+	tl := l.tr
+	kind, ok := kindOf(tl.Kind)
+	if !ok || tl.Nodes <= 0 || tl.Duration <= 0 {
+		l.rec.Rejected = true
+		return
+	}
+	req := calendar.Request{Resources: model.Resources{
+		MilliCPU: int64(tl.CPUs*1000 + 0.5),
+		Memory:   model.ByteSize(tl.MemoryMiB) * model.MiB,
+		Disk:     model.ByteSize(tl.DiskMiB) * model.MiB,
+	}}
+	members := make([]calendar.Request, tl.Nodes)
+	for i := range members {
+		members[i] = req
+	}
+	cl := calendar.Lease{ID: tl.ID, Project: tl.Project, Kind: kind, Members: members,
+		Duration: tl.Duration, Submitted: at(tl.Submit),
+		Image: calendar.Image{Name: tl.Image, Size: model.ByteSize(tl.ImageSizeMiB) * model.MiB}}
+	switch kind {
+	case calendar.Reservation:
+		cl.Start = at(tl.Start)
+	case calendar.Deadline:
+		cl.Deadline = at(tl.Deadline)
+		if tl.Start > 0 {
+			cl.Start = at(tl.Start)
+		}
+	case calendar.BestEffort:
+		if !tl.Preemptible {
+			cl.Preempt = calendar.PreemptNever
+		}
+	}
+	if _, err := e.cal.Submit(cl, now); err != nil {
+		l.rec.Rejected = true
+		return
+	}
+	if kind == calendar.Reservation {
+		l.rec.Accepted = true
+	}
+	if tl.CancelAfter > 0 {
+		heap.Push(&e.timers, timer{at: now.Add(tl.CancelAfter), lease: l, gen: l.gen, cancel: true})
+	}
+}
+
+// fire handles a timer: the lease's real work is done, or a request that
+// never started is withdrawn.
+func (e *engine) fire(tm timer, now time.Time) error {
+	l := tm.lease
+	if tm.gen != l.gen || l.done {
+		return nil
+	}
+	if tm.cancel {
+		if l.started {
+			return nil
+		}
+		if _, err := e.cal.Cancel(l.tr.ID, now); err != nil && !errors.Is(err, calendar.ErrFinished) {
+			return fmt.Errorf("withdraw %s: %w", l.tr.ID, err)
+		}
+		l.done = true
+		return nil
+	}
+	acts, err := e.cal.Finish(l.tr.ID, now)
+	if err != nil && !errors.Is(err, calendar.ErrFinished) {
+		return fmt.Errorf("finish %s: %w", l.tr.ID, err)
+	}
+	for _, a := range acts {
+		e.apply(a)
+	}
+	// The calendar may not echo an end for a lease finished early.
+	if !l.done {
+		e.close(l, now)
+		l.rec.End = offset(now)
+		l.done = true
+	}
+	return nil
+}
+
+func (e *engine) apply(a calendar.Action) {
+	e.events[a.Kind]++
+	l := e.byID[a.Lease]
+	if l == nil || l.done {
+		return
+	}
+	switch a.Kind {
+	case calendar.ActStart, calendar.ActResume:
+		if !l.started {
+			l.started = true
+			l.rec.Start = offset(a.At)
+		}
+		for _, h := range a.Hosts {
+			l.open = append(l.open, openSeg{host: h, start: a.At})
+		}
+		l.gen++
+		// The calendar reserves the requested time; the lease may need less.
+		if rem := e.remaining(l); l.work < rem {
+			heap.Push(&e.timers, timer{at: a.At.Add(l.work), lease: l, gen: l.gen})
+		}
+	case calendar.ActSuspend:
+		ran := e.close(l, a.At)
+		l.work -= ran
+		l.rec.Preemptions++
+		l.gen++
+	case calendar.ActRequeue:
+		e.close(l, a.At)
+		l.work = l.rec.Real // starts again from scratch
+		l.rec.Preemptions++
+		l.gen++
+	case calendar.ActEnd:
+		e.close(l, a.At)
+		l.rec.End = offset(a.At)
+		l.done = true
+		l.gen++
+	}
+}
+
+// remaining is the run time the calendar still grants the lease.
+func (e *engine) remaining(l *lease) time.Duration {
+	if v, ok := e.cal.Get(l.tr.ID); ok && v.Remaining > 0 {
+		return v.Remaining
+	}
+	return l.tr.Duration
+}
+
+// close ends the lease's open segments at t and returns how long they ran.
+func (e *engine) close(l *lease, t time.Time) time.Duration {
+	var ran time.Duration
+	for _, s := range l.open {
+		d := t.Sub(s.start)
+		if d < 0 {
+			d = 0
+		}
+		ran = d
+		l.rec.Segments = append(l.rec.Segments, metrics.Segment{Host: s.host, Start: offset(s.start), End: offset(t)})
+	}
+	l.open = l.open[:0]
+	return ran
+}

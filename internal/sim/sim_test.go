@@ -1,0 +1,177 @@
+package sim
+
+import (
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"vgrid/internal/calendar"
+	"vgrid/internal/model"
+	"vgrid/internal/sim/metrics"
+	"vgrid/internal/sim/trace"
+	"vgrid/internal/testenv"
+)
+
+// TestHaizeaSample replays Haizea's quickstart workload (traces/sample.lwf,
+// uncommented copy in trace/testdata) on Haizea's 4-host example grid. The
+// schedule Haizea's documentation gives: the best-effort lease starts at
+// once on one host; the 4-node reservation at 00:30 preempts it by
+// suspension; it resumes when the reservation ends at 01:00 and completes
+// its hour at 01:30.
+func TestHaizeaSample(t *testing.T) {
+	leases, _, err := trace.Open(filepath.Join("trace", "testdata", "sample-uncommented.lwf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Hosts = 4
+	res, err := Run(leases, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKind := map[string]metrics.Record{}
+	for _, r := range res.Records {
+		byKind[r.Kind] = r
+	}
+	be, ar := byKind[trace.KindBestEffort], byKind[trace.KindReservation]
+	want := []struct {
+		name      string
+		got, want time.Duration
+	}{
+		{"best-effort start", be.Start, 0},
+		{"best-effort end", be.End, 90 * time.Minute},
+		{"reservation start", ar.Start, 30 * time.Minute},
+		{"reservation end", ar.End, 60 * time.Minute},
+	}
+	for _, w := range want {
+		if w.got != w.want {
+			t.Errorf("%s: got %s, want %s", w.name, w.got, w.want)
+		}
+	}
+	if be.Preemptions != 1 || len(be.Segments) != 2 {
+		t.Errorf("best effort: %d preemptions, %d segments; want 1 suspension and 2 runs", be.Preemptions, len(be.Segments))
+	}
+	if !ar.Accepted || len(ar.Segments) != 4 {
+		t.Errorf("reservation: accepted %v on %d hosts, want 4", ar.Accepted, len(ar.Segments))
+	}
+	if res.Events[calendar.ActSuspend] != 1 || res.Events[calendar.ActResume] != 1 {
+		t.Errorf("events %v, want one suspend and one resume", res.Events)
+	}
+	// Without suspension the best-effort lease is requeued: it restarts
+	// from scratch after the reservation and ends at 02:00.
+	cfg.Policy.Suspend = false
+	res, err = Run(leases, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Records {
+		if r.Kind == trace.KindBestEffort && r.End != 2*time.Hour {
+			t.Errorf("without suspension the best-effort lease ends at %s, want 2h0m0s", r.End)
+		}
+	}
+}
+
+// checkCapacity asserts no host ever runs more CPU than it has.
+func checkCapacity(t *testing.T, recs []metrics.Record, hostCPUs float64) {
+	t.Helper()
+	type ev struct {
+		at   time.Duration
+		cpus float64
+	}
+	byHost := map[string][]ev{}
+	for _, r := range recs {
+		for _, s := range r.Segments {
+			if s.End > s.Start {
+				byHost[s.Host] = append(byHost[s.Host], ev{s.Start, r.CPUs}, ev{s.End, -r.CPUs})
+			}
+		}
+	}
+	for h, evs := range byHost {
+		sort.Slice(evs, func(i, j int) bool {
+			if evs[i].at != evs[j].at {
+				return evs[i].at < evs[j].at
+			}
+			return evs[i].cpus < evs[j].cpus // ends before starts at one instant
+		})
+		use := 0.0
+		for _, e := range evs {
+			use += e.cpus
+			if use > hostCPUs+1e-9 {
+				t.Fatalf("host %s runs %.2f CPUs at %s, has %.2f", h, use, e.at, hostCPUs)
+			}
+		}
+	}
+}
+
+func TestSDSCWithInjectedReservations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("replays 30 days")
+	}
+	dir := filepath.Join(testenv.TracesDir(t), "haizea-sdsc-blue")
+	base, _, err := trace.Open(filepath.Join(dir, "30days.swf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ars, _, err := trace.Open(filepath.Join(dir, "injected_leases", "30days", "work_20-dur_2h-size_2medium.lwf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := trace.Merge(trace.Prefix(base, "t"), trace.Prefix(ars, "ar"))
+	for _, suspend := range []bool{true, false} {
+		cfg := DefaultConfig()
+		cfg.Policy.Suspend = suspend
+		res, err := Run(leases, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := res.Summary
+		t.Logf("suspend=%v: %d leases, ARs %d accepted %d rejected, %d preemptions, utilization %.3f, total completion %.0f s",
+			suspend, s.Leases, s.ARAccepted, s.ARRejected, s.Preemptions, s.Utilization, s.TotalCompletionS)
+		if s.ARAccepted+s.ARRejected != len(ars) {
+			t.Errorf("ARs: %d accepted + %d rejected, want %d", s.ARAccepted, s.ARRejected, len(ars))
+		}
+		if s.Completed < len(base) {
+			t.Errorf("only %d of %d best-effort leases ran", s.Completed, len(base))
+		}
+		checkCapacity(t, res.Records, cfg.HostCPUs)
+		// Reservations start exactly when they asked to.
+		for _, r := range res.Records {
+			if r.Kind == trace.KindReservation && r.Accepted {
+				for _, l := range ars {
+					if "ar"+l.ID == r.ID || l.ID == r.ID {
+						if r.Start != l.Start {
+							t.Fatalf("reservation %s started at %s, asked for %s", r.ID, r.Start, l.Start)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	for _, cfg := range []Config{{}, {Hosts: 1, HostCPUs: 1}, {Hosts: -1, HostCPUs: 1, HostMemory: model.GiB}} {
+		if _, err := Run(nil, cfg); err == nil {
+			t.Errorf("Run with %+v: no error", cfg)
+		}
+	}
+}
+
+// BenchmarkKTH simulates the whole KTH SP2 trace (28,489 jobs on its 100
+// nodes) end to end, reading included.
+func BenchmarkKTH(b *testing.B) {
+	path := filepath.Join(testenv.TracesDir(b), "KTH-SP2-1996-2.swf")
+	b.ReportAllocs()
+	for b.Loop() {
+		leases, _, err := trace.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		cfg.Hosts = 100
+		if _, err := Run(leases, cfg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
