@@ -50,7 +50,7 @@ type Agent struct {
 
 	// mu guards the fields below.
 	mu       sync.Mutex
-	cl       *client.Client // with the node token
+	cl       *client.Client             // with the node token
 	assigned map[string]model.Workspace // by workspace ID
 	busy     map[string]bool            // an operation runs for this ID
 	received map[string]time.Time       // when the agent first saw each ID's current generation
