@@ -17,7 +17,7 @@ PKGS := qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static geniso
 export PATH := $(PATH):/usr/local/go/bin
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all deps build image run stop test test-short vet fmt bench fuzz clean
+.PHONY: all deps build image run stop test test-cloud test-short vet fmt bench fuzz clean
 
 all: build
 
@@ -71,6 +71,11 @@ fmt:
 test: vet fmt
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -race -timeout 20m ./internal/store/... ./internal/server/... ./internal/agent/... ./internal/client/... ./internal/cgroup/... ./internal/hypervisor/... ./internal/guest/agent/...
+
+## test-cloud: boot a real Debian cloud image (cloud-init, firmware boot) built with debootstrap; about 5 minutes
+test-cloud:
+	@for p in debootstrap fdisk; do dpkg -s $$p >/dev/null 2>&1 || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends debootstrap fdisk; break; }; done
+	VGRID_CLOUD_IMAGE_TEST=1 $(GO) test -count=1 -timeout 30m -run 'TestCloudImage|TestVendorDataShell' -v ./internal/hypervisor/qemu
 
 ## test-short: the tests that need no root or QEMU
 test-short:

@@ -136,4 +136,33 @@ type AgentReport struct {
 	AgentReceived  time.Time `json:"agent_received,omitempty"`
 	ProcessStarted time.Time `json:"process_started,omitempty"`
 	GuestReady     time.Time `json:"guest_ready,omitempty"`
+	// Suspend and resume measurements (see model.Timings).
+	Suspended    time.Time      `json:"suspended,omitempty"`
+	SuspendTook  model.Duration `json:"suspend_took,omitempty"`
+	SuspendBytes int64          `json:"suspend_bytes,omitempty"`
+	Resumed      time.Time      `json:"resumed,omitempty"`
+	ResumeTook   model.Duration `json:"resume_took,omitempty"`
+}
+
+// Lease is one lease of the control plane's calendar.
+type Lease struct {
+	ID      string `json:"id"`
+	Project string `json:"project"`
+	Kind    string `json:"kind"`  // immediate, best-effort, reservation, deadline
+	State   string `json:"state"` // queued, scheduled, running, suspended, done, cancelled, refused, failed
+	// Start and End bound the current or next run; Planned says they are
+	// a backfill plan for a waiting lease, not a promise.
+	Start       time.Time      `json:"start,omitzero"`
+	End         time.Time      `json:"end,omitzero"`
+	Hosts       []string       `json:"hosts"`
+	Planned     bool           `json:"planned,omitempty"`
+	Remaining   model.Duration `json:"remaining"`
+	Suspensions int            `json:"suspensions,omitempty"`
+	Requeues    int            `json:"requeues,omitempty"`
+	Reason      string         `json:"reason,omitempty"`
+}
+
+// LeaseList is the answer to GET /leases.
+type LeaseList struct {
+	Leases []Lease `json:"leases"`
 }

@@ -59,10 +59,16 @@ func wsCreate(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			waiting := w.Status.State == model.StateQueued || w.Status.State == model.StateScheduled
 			if g.output != "json" {
-				fmt.Fprintf(os.Stderr, "workspace %s created (id %s), placed on %s\n", w.Spec.Name, w.ID, w.Status.Node)
+				if waiting {
+					fmt.Fprintf(os.Stderr, "workspace %s created (id %s), %s (%s lease): see vgrid lease get %s\n",
+						w.Spec.Name, w.ID, strings.ToLower(string(w.Status.State)), w.Spec.LeaseKind(), w.Spec.Name)
+				} else {
+					fmt.Fprintf(os.Stderr, "workspace %s created (id %s), placed on %s\n", w.Spec.Name, w.ID, w.Status.Node)
+				}
 			}
-			if wait {
+			if wait && !waiting {
 				if w, err = waitFor(ctx, cl, w.Spec.Name, timeout, func(w model.Workspace) (bool, error) {
 					switch w.Status.State {
 					case model.StateRunning:
@@ -370,6 +376,12 @@ func printWorkspace(out io.Writer, format string, w model.Workspace) error {
 	if !st.ExpiresAt.IsZero() {
 		lease += fmt.Sprintf(", started %s, ends %s", st.StartedAt.Local().Format(time.DateTime), st.ExpiresAt.Local().Format(time.DateTime))
 	}
+	if k := w.Spec.LeaseKind(); k != model.LeaseImmediate {
+		lease += " (" + k + ")"
+	}
+	if st.Suspensions > 0 {
+		lease += fmt.Sprintf(", suspended %d times", st.Suspensions)
+	}
 	row("Lease", lease)
 	if st.PID > 0 {
 		row("Process", fmt.Sprintf("QEMU pid %d", st.PID))
@@ -399,6 +411,13 @@ func printWorkspace(out io.Writer, format string, w model.Workspace) error {
 			s += fmt.Sprintf(", guest ready after %s", t.GuestReady.Sub(t.Created).Round(time.Millisecond))
 		}
 		row("Timings", s)
+	}
+	if !t.Suspended.IsZero() {
+		s := fmt.Sprintf("suspended %s (%s saved in %s)", t.Suspended.Local().Format(time.DateTime), model.ByteSize(t.SuspendBytes), t.SuspendTook)
+		if !t.Resumed.IsZero() {
+			s += fmt.Sprintf(", resumed %s in %s", t.Resumed.Local().Format(time.DateTime), t.ResumeTook)
+		}
+		row("Suspension", s)
 	}
 	return tw.Flush()
 }

@@ -56,6 +56,7 @@ type Agent struct {
 	received map[string]time.Time       // when the agent first saw each ID's current generation
 	sent     map[string]string          // last report sent, as JSON, by ID
 	console  map[string]uint64          // hash of the last console upload, by ID
+	saved    map[string]time.Time       // when the agent suspended each ID (for reports)
 	wg       sync.WaitGroup
 }
 
@@ -90,7 +91,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("node", n.Name), drv: cfg.Driver, now: cfg.Now, node: n.Name,
 		assigned: map[string]model.Workspace{}, busy: map[string]bool{}, received: map[string]time.Time{},
-		sent: map[string]string{}, console: map[string]uint64{},
+		sent: map[string]string{}, console: map[string]uint64{}, saved: map[string]time.Time{},
 	}
 	a.images = &imageCache{dir: filepath.Join(cfg.DataDir, "images"), log: a.log}
 	return a, nil

@@ -51,6 +51,14 @@ func (a *Agent) reconcile(ctx context.Context, w model.Workspace) {
 		default:
 			a.async(ctx, w, a.start)
 		}
+	case model.DesiredSuspended:
+		// The lease calendar preempted it: save its memory, end the
+		// process; desired running later resumes it (Start).
+		if running {
+			a.async(ctx, w, a.suspend)
+		} else if exists {
+			a.report(ctx, w, inst, w.Status.Reason)
+		}
 	case model.DesiredStopped:
 		if running || suspended {
 			a.async(ctx, w, a.stop)
@@ -130,6 +138,26 @@ func (a *Agent) stop(ctx context.Context, w model.Workspace) {
 	a.report(ctx, w, inst, w.Status.Reason)
 }
 
+func (a *Agent) suspend(ctx context.Context, w model.Workspace) {
+	log := a.log.With("workspace", w.Project+"/"+w.Spec.Name, "id", w.ID)
+	res, err := a.drv.Suspend(ctx, w.ID)
+	if err != nil && !errors.Is(err, hypervisor.ErrNotRunning) {
+		if ctx.Err() == nil {
+			log.Warn("suspend failed", "err", err)
+		}
+		return
+	}
+	a.mu.Lock()
+	a.saved[w.ID] = a.now()
+	a.mu.Unlock()
+	log.Info("workspace suspended", "bytes", res.Bytes, "took", res.Duration)
+	inst, err := a.drv.Get(ctx, w.ID)
+	if err != nil {
+		return
+	}
+	a.report(ctx, w, inst, w.Status.Reason)
+}
+
 func (a *Agent) delete(ctx context.Context, w model.Workspace) {
 	if err := a.drv.Delete(ctx, w.ID); err != nil {
 		a.log.Warn("delete failed", "workspace", w.Spec.Name, "err", err)
@@ -143,6 +171,7 @@ func (a *Agent) delete(ctx context.Context, w model.Workspace) {
 	a.mu.Lock()
 	delete(a.sent, w.ID)
 	delete(a.console, w.ID)
+	delete(a.saved, w.ID)
 	a.mu.Unlock()
 	a.log.Info("workspace deleted", "workspace", w.Project+"/"+w.Spec.Name, "id", w.ID)
 }
@@ -165,6 +194,12 @@ func (a *Agent) report(ctx context.Context, w model.Workspace, inst hypervisor.I
 	case inst.State == hypervisor.InstanceSuspended:
 		r.State = model.StateSuspended
 		r.PID = 0
+		if inst.Saved != nil {
+			a.mu.Lock()
+			r.Suspended = a.saved[w.ID]
+			a.mu.Unlock()
+			r.SuspendTook, r.SuspendBytes = model.Duration(inst.Saved.Duration), inst.Saved.Bytes
+		}
 	case inst.State == hypervisor.InstanceStopped || inst.State == "":
 		r.State = model.StateStopped
 		r.PID = 0
@@ -179,6 +214,9 @@ func (a *Agent) report(ctx context.Context, w model.Workspace, inst hypervisor.I
 		a.mu.Lock()
 		r.AgentReceived = a.received[w.ID+"/"+strconv.FormatInt(w.Status.Generation, 10)]
 		a.mu.Unlock()
+	}
+	if inst.LastResume != nil && r.State != model.StateStopped && r.State != model.StateSuspended {
+		r.Resumed, r.ResumeTook = inst.StartedAt, model.Duration(inst.LastResume.Duration)
 	}
 	if r.State == model.StateRunning {
 		r.GuestReady = w.Status.Timings.GuestReady

@@ -274,3 +274,35 @@ func (c *Client) RegisterImage(ctx context.Context, img model.Image) (model.Imag
 	var out model.Image
 	return out, c.Do(ctx, "POST", "/images", img, &out)
 }
+
+// Leases lists the caller's project's leases.
+func (c *Client) Leases(ctx context.Context) ([]api.Lease, error) {
+	var out api.LeaseList
+	return out.Leases, c.Do(ctx, "GET", "/leases", nil, &out)
+}
+
+// GetLease returns a lease by workspace name or lease ID.
+func (c *Client) GetLease(ctx context.Context, name string) (api.Lease, error) {
+	var l api.Lease
+	return l, c.Do(ctx, "GET", "/leases/"+url.PathEscape(name), nil, &l)
+}
+
+// CancelLease cancels a lease (its workspace stops or never starts).
+func (c *Client) CancelLease(ctx context.Context, name string) (api.Lease, error) {
+	var l api.Lease
+	return l, c.Do(ctx, "DELETE", "/leases/"+url.PathEscape(name), nil, &l)
+}
+
+// Calendar returns the lease calendar over [from, to) as a text Gantt
+// chart width cells wide.
+func (c *Client) Calendar(ctx context.Context, from, to time.Time, width int) (string, error) {
+	q := url.Values{}
+	q.Set("from", from.UTC().Format(time.RFC3339))
+	q.Set("to", to.UTC().Format(time.RFC3339))
+	if width > 0 {
+		q.Set("width", strconv.Itoa(width))
+	}
+	var b []byte
+	err := c.Do(ctx, "GET", "/calendar?"+q.Encode(), nil, &b)
+	return string(b), err
+}

@@ -17,6 +17,12 @@ const (
 	// without a reboot (preemption by the lease calendar).
 	StateSuspended State = "Suspended"
 	StateFailed    State = "Failed" // see Status.Reason
+	// StateQueued: a best-effort lease waits in the calendar's queue; no
+	// host yet. The calendar's start action places it (Pending).
+	StateQueued State = "Queued"
+	// StateScheduled: a reservation (or deadline lease) has its slots at a
+	// later time; no host is assigned until the calendar starts it.
+	StateScheduled State = "Scheduled"
 )
 
 // Desired is what the user (or the lease) wants of a workspace.
@@ -27,7 +33,41 @@ const (
 	DesiredRunning Desired = "running"
 	DesiredStopped Desired = "stopped"
 	DesiredDeleted Desired = "deleted" // the agent tears it down, then the server forgets it
+	// DesiredSuspended: the lease calendar preempted the workspace; the
+	// agent saves its memory to disk (driver Suspend) and reports
+	// Suspended. Desired running again resumes it without a reboot.
+	DesiredSuspended Desired = "suspended"
 )
+
+// Lease kinds (LeaseSpec.Kind).
+const (
+	LeaseImmediate   = "immediate"   // start now or refuse (the default)
+	LeaseBestEffort  = "best-effort" // queue until capacity allows; preemptible by default
+	LeaseReservation = "reservation" // a guaranteed window from Start for the duration
+	LeaseDeadline    = "deadline"    // the earliest start that ends by Deadline, or refuse
+)
+
+// LeaseSpec says how a workspace wants its time. Its length is the spec's
+// Duration. A nil LeaseSpec is an immediate lease.
+type LeaseSpec struct {
+	// Kind is immediate (default), best-effort, reservation or deadline.
+	Kind string `json:"kind,omitempty"`
+	// Start is when a reservation begins (RFC 3339).
+	Start time.Time `json:"start,omitzero"`
+	// Deadline is when a deadline lease must have ended (RFC 3339).
+	Deadline time.Time `json:"deadline,omitzero"`
+	// Preemptible applies to best-effort leases (default true): a
+	// reservation may suspend them and they are resumed later.
+	Preemptible *bool `json:"preemptible,omitempty"`
+}
+
+// LeaseKind returns the spec's lease kind, defaulting to immediate.
+func (s WorkspaceSpec) LeaseKind() string {
+	if s.Lease == nil || s.Lease.Kind == "" {
+		return LeaseImmediate
+	}
+	return s.Lease.Kind
+}
 
 // Quantum is the resource share a workspace gets and the host enforces.
 type Quantum struct {
@@ -76,6 +116,8 @@ type WorkspaceSpec struct {
 	// Duration is the lease length; the workspace is stopped when it ends.
 	Duration Duration `json:"duration"`
 	Context  *Context `json:"context,omitempty"`
+	// Lease says when the workspace runs; nil is an immediate lease.
+	Lease *LeaseSpec `json:"lease,omitempty"`
 }
 
 // GuestInfo is what the in-guest agent reports about itself.
@@ -99,6 +141,14 @@ type Timings struct {
 	AgentReceived  time.Time `json:"agent_received,omitempty"`  // the host's agent saw the assignment
 	ProcessStarted time.Time `json:"process_started,omitempty"` // QEMU was exec'd
 	GuestReady     time.Time `json:"guest_ready,omitempty"`     // the guest agent said ready
+	// Suspension (lease preemption): when the agent saved the guest, how
+	// long the save took and how much it wrote; when the guest ran again
+	// from the saved state, and how long the restore took.
+	Suspended    time.Time `json:"suspended,omitempty"`
+	SuspendTook  Duration  `json:"suspend_took,omitempty"`
+	SuspendBytes int64     `json:"suspend_bytes,omitempty"`
+	Resumed      time.Time `json:"resumed,omitempty"`
+	ResumeTook   Duration  `json:"resume_took,omitempty"`
 }
 
 // WorkspaceStatus is what vgrid observed.
@@ -117,6 +167,11 @@ type WorkspaceStatus struct {
 	Timings   Timings    `json:"timings"`
 	// Generation counts starts; an agent report for an older generation is dropped.
 	Generation int64 `json:"generation"`
+	// Lease is the workspace's lease in the control plane's calendar
+	// (project/name, with #generation after a restart by the user).
+	Lease string `json:"lease,omitempty"`
+	// Suspensions counts how often the calendar suspended the workspace.
+	Suspensions int `json:"suspensions,omitempty"`
 }
 
 // Workspace is the stored object: spec plus desired state plus status.

@@ -48,7 +48,18 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	var he *httpError
 	var fe *spec.FieldErrors
 	var nf *sched.NoFitError
+	var rf *refusalError
 	switch {
+	case errors.As(err, &rf):
+		status, body.Code = http.StatusConflict, api.CodeCapacity
+		r := rf.r
+		if r.Resource != "" && r.Resource != "core-hours" {
+			body.Shortfalls = []api.Shortfall{{Resource: r.Resource, Requested: int64(r.Requested), Free: int64(r.Free), Host: r.Host}}
+		}
+		if !r.EarliestFit.IsZero() {
+			t := r.EarliestFit
+			body.FreesAt = &t
+		}
 	case errors.As(err, &he):
 		status, body.Code, body.Fields = he.status, he.code, he.fields
 	case errors.As(err, &fe):

@@ -43,6 +43,17 @@ func (s *Server) postNodes(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.store.Update(ctx, "nodes/"+n.Name, b, 0); err != nil {
 		return err
 	}
+	s.placeMu.Lock()
+	if s.cal != nil && !s.calHosts[n.Name] {
+		// A host the calendar does not know yet. (A known host's new
+		// capacity is not taken into the calendar until a restart.)
+		if err := s.cal.AddHost(calHost(n), now); err != nil {
+			s.log.Warn("calendar: add host", "node", n.Name, "err", err)
+		} else {
+			s.calHosts[n.Name] = true
+		}
+	}
+	s.placeMu.Unlock()
 	tok, err := s.createToken(ctx, Token{Project: who(ctx).Project, Role: RoleNode, Node: n.Name})
 	if err != nil {
 		return err
@@ -209,7 +220,8 @@ func (s *Server) putNodeWorkspaceStatus(w http.ResponseWriter, r *http.Request) 
 		next := rep.State
 		// The user's wish wins over a report that predates it: a stopping
 		// workspace does not flip back to Running.
-		if ws.Desired != model.DesiredRunning && (next == model.StateRunning || next == model.StateStarting) {
+		// (A workspace being suspended keeps running until it is saved.)
+		if ws.Desired != model.DesiredRunning && ws.Desired != model.DesiredSuspended && (next == model.StateRunning || next == model.StateStarting) {
 			next = model.StateStopping
 		}
 		if ws.Desired == model.DesiredRunning && next == model.StateStopped && prev != model.StateStopped {
@@ -232,6 +244,12 @@ func (s *Server) putNodeWorkspaceStatus(w http.ResponseWriter, r *http.Request) 
 		setOnce(&t.AgentReceived, rep.AgentReceived)
 		setOnce(&t.ProcessStarted, rep.ProcessStarted)
 		setOnce(&t.GuestReady, rep.GuestReady)
+		if !rep.Suspended.IsZero() {
+			t.Suspended, t.SuspendTook, t.SuspendBytes = rep.Suspended, rep.SuspendTook, rep.SuspendBytes
+		}
+		if !rep.Resumed.IsZero() {
+			t.Resumed, t.ResumeTook = rep.Resumed, rep.ResumeTook
+		}
 		if next == prev && rep.Guest == nil {
 			return nil
 		}
@@ -254,8 +272,15 @@ func (s *Server) putNodeWorkspaceStatus(w http.ResponseWriter, r *http.Request) 
 			if ws.Status.Reason != "" {
 				msg += ": " + ws.Status.Reason
 			}
+		case model.StateSuspended:
+			t := ws.Status.Timings
+			msg = fmt.Sprintf("memory saved (%s) in %s", model.ByteSize(t.SuspendBytes), t.SuspendTook)
 		}
 		s.event(ctx, ws, lower(ws.Status.State), msg)
+		if ws.Status.State == model.StateStopped || ws.Status.State == model.StateFailed {
+			// It ended (by itself, or as asked): its slots are free.
+			s.releaseIfRunning(ctx, ws)
+		}
 	}
 	writeJSON(w, http.StatusOK, ws)
 	return nil

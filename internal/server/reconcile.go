@@ -12,9 +12,13 @@ func contextWithTimeout(ctx context.Context, d time.Duration) (context.Context, 
 	return context.WithTimeout(ctx, d)
 }
 
-// reconcile enforces lease ends: a workspace whose lease is over is
-// stopped. It also fails workspaces that wait for a host that is gone.
+// reconcile advances the lease calendar and carries out its actions, and
+// enforces lease ends: a workspace whose lease is over is stopped.
 func (s *Server) reconcile(ctx context.Context) error {
+	// The calendar first: starts, suspensions, resumptions and ends due now.
+	if err := s.advanceCalendar(ctx); err != nil {
+		return err
+	}
 	all, err := s.listWS(ctx, "ws/")
 	if err != nil {
 		return err

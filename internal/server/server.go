@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"vgrid/api"
+	"vgrid/internal/calendar"
 	"vgrid/internal/model"
 	"vgrid/internal/store"
 )
@@ -39,6 +40,10 @@ type Server struct {
 	// placeMu serialises placement decisions with the writes that commit
 	// them, so two requests never take the same free capacity.
 	placeMu sync.Mutex
+	// cal is the lease calendar (guarded by placeMu), built on first use;
+	// calHosts are the hosts it knows.
+	cal      *calendar.Calendar
+	calHosts map[string]bool
 }
 
 // New returns a server over cfg.Store.
@@ -82,6 +87,10 @@ var endpoints = []endpoint{
 	{"POST", "/workspaces/{name}/start", anyUser, (*Server).postWorkspaceStart},
 	{"GET", "/workspaces/{name}/logs", anyUser, (*Server).getWorkspaceLogs},
 	{"GET", "/workspaces/{name}/events", anyUser, (*Server).getWorkspaceEvents},
+	{"GET", "/leases", anyUser, (*Server).getLeases},
+	{"GET", "/leases/{name}", anyUser, (*Server).getLease},
+	{"DELETE", "/leases/{name}", anyUser, (*Server).deleteLease},
+	{"GET", "/calendar", anyUser, (*Server).getCalendar},
 	{"GET", "/images", anyUser, (*Server).getImages},
 	{"POST", "/images", []string{RoleAdmin}, (*Server).postImages},
 	{"GET", "/images/{name}/files/{file}", []string{RoleAdmin, RoleNode}, (*Server).getImageFile},

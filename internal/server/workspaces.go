@@ -9,10 +9,11 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"vgrid/api"
+	"vgrid/internal/calendar"
 	"vgrid/internal/model"
-	"vgrid/internal/sched"
 	"vgrid/internal/spec"
 	"vgrid/internal/store"
 )
@@ -88,18 +89,54 @@ func (s *Server) postWorkspaces(w http.ResponseWriter, r *http.Request) error {
 		Status: model.WorkspaceStatus{State: model.StatePending, Generation: 1},
 	}
 	ws.Status.Timings.Created = now
-	hosts, err := s.snapshot(ctx, "")
+	ws.Status.Lease = ref(ws)
+	c, err := s.calendarLocked(ctx)
 	if err != nil {
 		return err
 	}
-	d, err := sched.Place(hosts, sched.Request{Workspace: ref(ws), Resources: resourcesOf(sp)}, now)
-	if err != nil {
+	if err := s.readyHost(ctx); err != nil {
 		return err
 	}
-	ws.Status.Node = d.Host
-	ws.Status.Timings.Scheduled = s.now()
+	// A lease left over from an earlier workspace of this name (deleted
+	// while its lease was still live) goes.
+	if v, ok := c.Get(ws.Status.Lease); ok {
+		switch v.State {
+		case calendar.StateRunning, calendar.StateQueued, calendar.StateScheduled, calendar.StateSuspended:
+			s.applyActions(ctx, cancelLease(c, v.ID, now))
+		}
+	}
+	ws.Status.Lease = freshLeaseID(c, ws.Status.Lease, ws)
+	adm, err := c.Submit(leaseOf(ws, img), now)
+	var rf *calendar.Refusal
+	switch {
+	case errors.As(err, &rf):
+		return &refusalError{rf}
+	case err != nil:
+		return badRequest("invalid workspace spec", api.FieldError{Field: "lease", Reason: err.Error()})
+	}
+	// The lease may start at once (an immediate lease, or a best-effort one
+	// that finds room); its own start is applied here, the others' (and
+	// any preemptions) once it is stored.
+	var rest []calendar.Action
+	for _, a := range c.Advance(now) {
+		if a.Lease == ws.Status.Lease && a.Kind == calendar.ActStart {
+			ws.Status.Node = a.Hosts[0]
+			ws.Status.Timings.Scheduled = s.now()
+			continue
+		}
+		rest = append(rest, a)
+	}
+	if ws.Status.Node == "" {
+		ws.Status.State = model.StateScheduled
+		if adm.State == calendar.StateQueued {
+			ws.Status.State = model.StateQueued
+		}
+	}
 	b, _ := json.Marshal(ws)
 	rev, err := s.store.Create(ctx, wsKey(p.Project, sp.Name), b)
+	if err != nil {
+		s.applyActions(ctx, append(rest, cancelLease(c, ws.Status.Lease, now)...))
+	}
 	if errors.Is(err, store.ErrExists) {
 		return badRequest("invalid workspace spec", api.FieldError{Field: "name", Reason: "already exists"})
 	}
@@ -107,9 +144,22 @@ func (s *Server) postWorkspaces(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ws.Revision = rev
-	s.event(ctx, ws, "created", fmt.Sprintf("placed on %s (%d vCPU, %.2f cores, %s memory, %s disk) for %s",
-		d.Host, sp.Quantum.VCPUs, sp.Quantum.CPUCores(), sp.Quantum.Memory, sp.Quantum.Disk, sp.Duration))
-	s.log.Info("workspace created", "project", p.Project, "workspace", sp.Name, "id", ws.ID, "node", d.Host)
+	what := fmt.Sprintf("(%d vCPU, %.2f cores, %s memory, %s disk) for %s",
+		sp.Quantum.VCPUs, sp.Quantum.CPUCores(), sp.Quantum.Memory, sp.Quantum.Disk, sp.Duration)
+	switch {
+	case ws.Status.Node != "":
+		s.event(ctx, ws, "created", fmt.Sprintf("placed on %s %s", ws.Status.Node, what))
+	case adm.State == calendar.StateQueued:
+		s.event(ctx, ws, "created", fmt.Sprintf("queued (%s lease) %s", sp.LeaseKind(), what))
+	default:
+		s.event(ctx, ws, "created", fmt.Sprintf("scheduled (%s lease) on %v from %s to %s %s", sp.LeaseKind(), adm.Hosts,
+			adm.Start.UTC().Format(time.RFC3339), adm.End.UTC().Format(time.RFC3339), what))
+	}
+	for _, v := range adm.Victims {
+		s.log.Info("lease admission preempts", "lease", ws.Status.Lease, "victim", v.Lease, "how", v.Kind, "at", v.At)
+	}
+	s.applyActions(ctx, rest)
+	s.log.Info("workspace created", "project", p.Project, "workspace", sp.Name, "id", ws.ID, "node", ws.Status.Node, "state", ws.Status.State)
 	writeJSON(w, http.StatusCreated, ws)
 	return nil
 }
@@ -153,6 +203,7 @@ func (s *Server) deleteWorkspace(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.event(ctx, ws, "deleting", "delete requested")
+	s.release(ctx, ws)
 	if ws.Status.Node == "" {
 		if err := s.forget(ctx, ws); err != nil {
 			return err
@@ -186,7 +237,17 @@ func (s *Server) postWorkspaceStop(w http.ResponseWriter, r *http.Request) error
 	return nil
 }
 
+// stopWS stops a workspace and ends its lease in the calendar.
 func (s *Server) stopWS(ctx context.Context, project, name, reason string) (model.Workspace, error) {
+	ws, err := s.stopRecord(ctx, project, name, reason)
+	if err == nil {
+		s.release(ctx, ws)
+	}
+	return ws, err
+}
+
+// stopRecord sets desired stopped in the store (the calendar is not told).
+func (s *Server) stopRecord(ctx context.Context, project, name, reason string) (model.Workspace, error) {
 	ws, err := s.mutateWS(ctx, project, name, func(ws *model.Workspace) error {
 		switch {
 		case ws.Desired == model.DesiredDeleted:
@@ -197,7 +258,7 @@ func (s *Server) stopWS(ctx context.Context, project, name, reason string) (mode
 		ws.Desired = model.DesiredStopped
 		ws.Status.Reason = reason
 		switch ws.Status.State {
-		case model.StatePending:
+		case model.StatePending, model.StateQueued, model.StateScheduled:
 			ws.Status.State = model.StateStopped
 		case model.StateStarting, model.StateRunning:
 			ws.Status.State = model.StateStopping
@@ -232,20 +293,41 @@ func (s *Server) postWorkspaceStart(w http.ResponseWriter, r *http.Request) erro
 	if cur.Status.State == model.StateStopping {
 		return conflict(fmt.Sprintf("workspace %q is still stopping; start it when it is Stopped", name))
 	}
-	hosts, err := s.snapshot(ctx, ref(cur))
+	// The disk lives on its host: only that host can start it (moving it is
+	// migration's job). The new run is an immediate lease pinned there.
+	c, err := s.calendarLocked(ctx)
 	if err != nil {
 		return err
 	}
-	// The disk lives on its host: only that host can start it (moving it is
-	// migration's job).
-	var only []sched.Host
-	for _, h := range hosts {
-		if h.Name == cur.Status.Node {
-			only = append(only, h)
-		}
-	}
-	if _, err := sched.Place(only, sched.Request{Workspace: ref(cur), Resources: resourcesOf(cur.Spec)}, s.now()); err != nil {
+	imgs, err := s.images(ctx)
+	if err != nil {
 		return err
+	}
+	now := s.now()
+	old := leaseID(cur)
+	s.applyActions(ctx, cancelLease(c, old, now))
+	next := cur
+	next.Status.Lease = freshLeaseID(c, fmt.Sprintf("%s#%d", ref(cur), cur.Status.Generation+1), cur)
+	l := leaseOf(next, imgs[cur.Spec.Image])
+	l.Kind, l.Start, l.Deadline, l.Preempt = calendar.Immediate, time.Time{}, time.Time{}, ""
+	if cur.Status.Node != "" {
+		l.Members[0].Labels = map[string]string{hostLabel: cur.Status.Node}
+	}
+	if _, err := c.Submit(l, now); err != nil {
+		var rf *calendar.Refusal
+		if errors.As(err, &rf) {
+			return &refusalError{rf}
+		}
+		return conflict(err.Error())
+	}
+	host := cur.Status.Node
+	var rest []calendar.Action
+	for _, a := range c.Advance(now) {
+		if a.Lease == l.ID && a.Kind == calendar.ActStart {
+			host = a.Hosts[0]
+			continue
+		}
+		rest = append(rest, a)
 	}
 	ws, err := s.mutateWS(ctx, p.Project, name, func(ws *model.Workspace) error {
 		if ws.Desired != cur.Desired || ws.Status.State == model.StateStopping {
@@ -254,6 +336,8 @@ func (s *Server) postWorkspaceStart(w http.ResponseWriter, r *http.Request) erro
 		now := s.now()
 		ws.Desired = model.DesiredRunning
 		ws.Status.State = model.StatePending
+		ws.Status.Node = host
+		ws.Status.Lease = l.ID
 		ws.Status.Reason = ""
 		ws.Status.Generation++
 		ws.Status.ExpiresAt = now.Add(ws.Spec.Duration.D())
@@ -264,8 +348,10 @@ func (s *Server) postWorkspaceStart(w http.ResponseWriter, r *http.Request) erro
 		return nil
 	})
 	if err != nil {
+		s.applyActions(ctx, append(rest, cancelLease(c, l.ID, now)...))
 		return err
 	}
+	s.applyActions(ctx, rest)
 	s.event(ctx, ws, "starting", fmt.Sprintf("start requested, new lease of %s", ws.Spec.Duration))
 	writeJSON(w, http.StatusAccepted, ws)
 	return nil

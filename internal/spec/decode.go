@@ -16,6 +16,7 @@ import (
 var (
 	byteSizeType = reflect.TypeFor[model.ByteSize]()
 	durationType = reflect.TypeFor[model.Duration]()
+	timeType     = reflect.TypeFor[time.Time]()
 )
 
 // decode fills out (a pointer to a struct) from an object node, following
@@ -47,6 +48,9 @@ func (d *decoder) value(path string, n *node, v reflect.Value) {
 		return
 	case durationType:
 		d.duration(path, n, v)
+		return
+	case timeType:
+		d.timestamp(path, n, v)
 		return
 	}
 	switch v.Kind() {
@@ -315,4 +319,18 @@ func (d *decoder) duration(path string, n *node, v reflect.Value) {
 	default:
 		d.want(path, "a duration such as 30m or 2h, or a number of seconds", n)
 	}
+}
+
+// timestamp accepts an RFC 3339 time ("2026-11-24T13:00:00Z"), kept in UTC.
+func (d *decoder) timestamp(path string, n *node, v reflect.Value) {
+	if n.kind != kindString {
+		d.want(path, "an RFC 3339 time such as 2026-11-24T13:00:00Z", n)
+		return
+	}
+	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(n.str))
+	if err != nil || t.Year() < 1 || t.Year() > 9999 {
+		d.fail(path, "%s is not an RFC 3339 time (want e.g. 2026-11-24T13:00:00Z)", quoteShort(n.str))
+		return
+	}
+	v.Set(reflect.ValueOf(t.UTC()))
 }

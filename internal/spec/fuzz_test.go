@@ -20,6 +20,18 @@ func FuzzParse(f *testing.F) {
 		}
 	}
 	f.Add([]byte(goodYAML))
+	for _, lease := range []string{
+		"lease: {kind: best-effort}\n",
+		"lease: {kind: best-effort, preemptible: false}\n",
+		"lease: {kind: deadline, deadline: \"2026-11-24T18:00:00+02:00\"}\n",
+		"lease: {kind: reservation}\n",
+		"lease: {kind: reservation, start: \"2026-13-45T99:00:00Z\"}\n",
+		"lease: {kind: x, start: 12}\n",
+		"lease: {kind: immediate, preemptible: true, deadline: \"0000-01-01T00:00:00Z\"}\n",
+		"lease: []\n",
+	} {
+		f.Add([]byte(goodYAML + lease))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Parse(data)
 		if err != nil {

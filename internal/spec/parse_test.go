@@ -56,6 +56,22 @@ func TestParseGood(t *testing.T) {
 			return s
 		}()},
 		{"null context", goodYAML + "context: null\n", want},
+		{"reservation", goodYAML + "lease:\n  kind: reservation\n  start: \"2026-11-24T14:00:00+01:00\"\n", func() model.WorkspaceSpec {
+			w := want
+			w.Lease = &model.LeaseSpec{Kind: "reservation", Start: time.Date(2026, 11, 24, 13, 0, 0, 0, time.UTC)}
+			return w
+		}()},
+		{"best effort not preemptible", goodYAML + "lease: {kind: best-effort, preemptible: false}\n", func() model.WorkspaceSpec {
+			w := want
+			f := false
+			w.Lease = &model.LeaseSpec{Kind: "best-effort", Preemptible: &f}
+			return w
+		}()},
+		{"deadline", goodYAML + "lease: {kind: deadline, deadline: \"2026-11-24T18:30:00.5Z\"}\n", func() model.WorkspaceSpec {
+			w := want
+			w.Lease = &model.LeaseSpec{Kind: "deadline", Deadline: time.Date(2026, 11, 24, 18, 30, 0, 5e8, time.UTC)}
+			return w
+		}()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -197,6 +213,19 @@ func TestParseBad(t *testing.T) {
 		{"non-string key", with("name: demo", "name: demo\n[1, 2]: x"), "", "invalid map key"},
 		{"too large", strings.Repeat(" ", MaxSize+1), "", "larger than"},
 		{"nested too deep", `{"context":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + "}", "", "levels deep"},
+		{"unknown lease kind", goodYAML + "lease: {kind: x}\n", "lease.kind", `unknown kind "x"`},
+		{"lease kind of wrong type", goodYAML + "lease: {kind: 3}\n", "lease.kind", "want a string, got number 3"},
+		{"reservation without start", goodYAML + "lease: {kind: reservation}\n", "lease.start", "required for a reservation"},
+		{"start of another kind", goodYAML + "lease: {kind: best-effort, start: \"2026-11-24T13:00:00Z\"}\n", "lease.start", "only a reservation has a start"},
+		{"start not RFC 3339", goodYAML + "lease: {kind: reservation, start: tomorrow}\n", "lease.start", `"tomorrow" is not an RFC 3339 time`},
+		{"start without zone", goodYAML + "lease: {kind: reservation, start: \"2026-11-24T13:00:00\"}\n", "lease.start", "not an RFC 3339 time"},
+		{"start of wrong type", goodYAML + "lease: {kind: reservation, start: 5}\n", "lease.start", "want an RFC 3339 time"},
+		{"deadline lease without deadline", goodYAML + "lease: {kind: deadline}\n", "lease.deadline", "required for a deadline lease"},
+		{"deadline of another kind", goodYAML + "lease: {deadline: \"2026-11-24T13:00:00Z\"}\n", "lease.deadline", "only a deadline lease has a deadline"},
+		{"preemptible reservation", goodYAML + "lease: {kind: reservation, start: \"2026-11-24T13:00:00Z\", preemptible: true}\n", "lease.preemptible", "only best-effort leases can be preempted"},
+		{"preemptible of wrong type", goodYAML + "lease: {kind: best-effort, preemptible: maybe}\n", "lease.preemptible", "want true or false"},
+		{"unknown lease field", goodYAML + "lease: {kind: best-effort, priority: 3}\n", "lease.priority", "unknown field"},
+		{"lease not an object", goodYAML + "lease: soon\n", "lease", "want an object"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -57,6 +57,9 @@ func Validate(s model.WorkspaceSpec, images ImageLookup) error {
 	if s.Context != nil {
 		validateContext(errs, s.Context)
 	}
+	if s.Lease != nil {
+		validateLease(errs, s.Lease)
+	}
 	return errs.orNil()
 }
 
@@ -234,4 +237,34 @@ func checkSSHKey(k string) string {
 		return "key data is truncated"
 	}
 	return ""
+}
+
+// validateLease checks the lease's shape. Whether a start is in the past or
+// a deadline leaves room for the duration depends on the clock and the
+// grid: the calendar answers that at admission.
+func validateLease(errs *FieldErrors, l *model.LeaseSpec) {
+	kind := l.Kind
+	switch kind {
+	case "":
+		kind = model.LeaseImmediate
+	case model.LeaseImmediate, model.LeaseBestEffort, model.LeaseReservation, model.LeaseDeadline:
+	default:
+		errs.add("lease.kind", fmt.Sprintf("unknown kind %s (want immediate, best-effort, reservation or deadline)", quoteShort(l.Kind)))
+		return
+	}
+	switch {
+	case kind == model.LeaseReservation && l.Start.IsZero():
+		errs.add("lease.start", "required for a reservation")
+	case kind != model.LeaseReservation && !l.Start.IsZero():
+		errs.add("lease.start", fmt.Sprintf("only a reservation has a start, not a lease of kind %s", kind))
+	}
+	switch {
+	case kind == model.LeaseDeadline && l.Deadline.IsZero():
+		errs.add("lease.deadline", "required for a deadline lease")
+	case kind != model.LeaseDeadline && !l.Deadline.IsZero():
+		errs.add("lease.deadline", fmt.Sprintf("only a deadline lease has a deadline, not a lease of kind %s", kind))
+	}
+	if l.Preemptible != nil && *l.Preemptible && kind != model.LeaseBestEffort {
+		errs.add("lease.preemptible", fmt.Sprintf("only best-effort leases can be preempted, not a lease of kind %s", kind))
+	}
 }

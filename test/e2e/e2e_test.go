@@ -171,7 +171,6 @@ func waitState(t *testing.T, cl *client.Client, name string, want model.State, w
 	return w
 }
 
-
 const demoSpec = `name: demo
 image: vgrid-guest
 quantum:

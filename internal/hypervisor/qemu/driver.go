@@ -208,6 +208,9 @@ func (d *Driver) start(ctx context.Context, spec hypervisor.InstanceSpec, p Path
 	return d.inspect(spec.ID)
 }
 
+// powerdownRepeat is how often Stop presses the ACPI power button again.
+const powerdownRepeat = 5 * time.Second
+
 // Stop implements hypervisor.Driver. An unknown ID is ErrNotFound.
 func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	if !hypervisor.ValidID(id) {
@@ -246,7 +249,26 @@ func (d *Driver) stop(ctx context.Context, id string, p Paths, timeout time.Dura
 	if err != nil {
 		d.log.Warn("powerdown", "instance", id, "err", err)
 	}
-	if !waitGone(pid, m, timeout, ctx.Done()) {
+	// A guest that is still booting may miss the press (nothing listens to
+	// the power button yet): press it again every few seconds until the
+	// timeout.
+	gone := false
+	for deadline := time.Now().Add(timeout); !gone; {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		gone = waitGone(pid, m, min(left, powerdownRepeat), ctx.Done())
+		if gone || ctx.Err() != nil || time.Until(deadline) <= 0 {
+			break
+		}
+		pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		if c, err := v.qmpClient(pctx); err == nil {
+			_ = c.Execute(pctx, "system_powerdown", nil, nil)
+		}
+		pcancel()
+	}
+	if !gone {
 		if err := ctx.Err(); err != nil {
 			// The caller gave up; the guest has been asked to power off
 			// and the watcher records the exit when it comes.

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"vgrid/api"
+)
+
+func newLeaseCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:     "lease",
+		Aliases: []string{"leases"},
+		Short:   "List, inspect and cancel the project's leases",
+	}
+	c.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+	c.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List the project's leases (one per workspace run)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			list, err := cl.Leases(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), api.LeaseList{Leases: list})
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "LEASE\tKIND\tSTATE\tHOSTS\tSTART\tEND\tREMAINING\tREASON")
+			for _, l := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.ID, l.Kind, l.State, hostsOf(l),
+					when(l.Start, l.Planned), when(l.End, l.Planned), l.Remaining, dash(l.Reason))
+			}
+			return tw.Flush()
+		},
+	}, &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show a lease (by workspace name or lease id)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			l, err := cl.GetLease(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printLease(cmd.OutOrStdout(), g.output, l)
+		},
+	}, &cobra.Command{
+		Use:   "cancel NAME",
+		Short: "Cancel a lease: its workspace stops (or never starts) and its slots are given back",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			l, err := cl.CancelLease(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printLease(cmd.OutOrStdout(), g.output, l)
+		},
+	})
+	return c
+}
+
+func newCalendarCmd(g *globals) *cobra.Command {
+	var hours, back float64
+	var width int
+	c := &cobra.Command{
+		Use:   "calendar",
+		Short: "Show the lease calendar as a text Gantt chart (admins see every project)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if hours <= 0 || back < 0 {
+				return fmt.Errorf("--hours must be positive and --back not negative")
+			}
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			from := now.Add(-time.Duration(back * float64(time.Hour)))
+			to := now.Add(time.Duration(hours * float64(time.Hour)))
+			text, err := cl.Calendar(cmd.Context(), from, to, width)
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(text) == "" {
+				text = "(no hosts)\n"
+			}
+			_, err = io.WriteString(cmd.OutOrStdout(), text)
+			return err
+		},
+	}
+	c.Flags().Float64Var(&hours, "hours", 24, "how far ahead to show")
+	c.Flags().Float64Var(&back, "back", 0, "how far back to show")
+	c.Flags().IntVar(&width, "width", 72, "cells per row")
+	return c
+}
+
+func printLease(out io.Writer, format string, l api.Lease) error {
+	if format == "json" {
+		return printJSON(out, l)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 1, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	row("Lease", l.ID)
+	row("Project", l.Project)
+	row("Kind", l.Kind)
+	state := l.State
+	if l.Reason != "" {
+		state += " (" + l.Reason + ")"
+	}
+	row("State", state)
+	row("Hosts", hostsOf(l))
+	row("Start", when(l.Start, l.Planned))
+	row("End", when(l.End, l.Planned))
+	row("Remaining", l.Remaining.String())
+	if l.Suspensions > 0 || l.Requeues > 0 {
+		row("Preempted", fmt.Sprintf("%d suspensions, %d requeues", l.Suspensions, l.Requeues))
+	}
+	return tw.Flush()
+}
+
+func hostsOf(l api.Lease) string {
+	if len(l.Hosts) == 0 {
+		return "-"
+	}
+	return strings.Join(l.Hosts, ",")
+}
+
+func when(t time.Time, planned bool) string {
+	if t.IsZero() {
+		return "-"
+	}
+	s := t.Local().Format(time.DateTime)
+	if planned {
+		s += " (planned)"
+	}
+	return s
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
