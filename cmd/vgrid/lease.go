@@ -39,7 +39,7 @@ func newLeaseCmd(g *globals) *cobra.Command {
 			fmt.Fprintln(tw, "LEASE\tKIND\tSTATE\tHOSTS\tSTART\tEND\tREMAINING\tREASON")
 			for _, l := range list {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.ID, l.Kind, l.State, hostsOf(l),
-					when(l.Start, l.Planned), when(l.End, l.Planned), l.Remaining, dash(l.Reason))
+					when(l.Start, l.Planned), when(l.End, l.Planned), l.Remaining.D().Round(time.Second), dash(l.Reason))
 			}
 			return tw.Flush()
 		},
@@ -129,7 +129,7 @@ func printLease(out io.Writer, format string, l api.Lease) error {
 	row("Hosts", hostsOf(l))
 	row("Start", when(l.Start, l.Planned))
 	row("End", when(l.End, l.Planned))
-	row("Remaining", l.Remaining.String())
+	row("Remaining", l.Remaining.D().Round(time.Second).String())
 	if l.Suspensions > 0 || l.Requeues > 0 {
 		row("Preempted", fmt.Sprintf("%d suspensions, %d requeues", l.Suspensions, l.Requeues))
 	}
