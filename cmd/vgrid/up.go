@@ -44,7 +44,7 @@ func defaultDataDir() string {
 const defaultListen = "127.0.0.1:7443"
 
 type upOptions struct {
-	dataDir, listen, accel, nodeName string
+	dataDir, listen, accel, nodeName, policy string
 	images                           []string
 	detach                           bool
 	writeConfig                      bool
@@ -81,6 +81,7 @@ adopted again when it starts.`,
 	f.StringArrayVar(&o.images, "image", nil, "also register the image built in this directory (repeatable)")
 	f.StringToStringVar(&o.labels, "label", nil, "host labels, key=value (repeatable)")
 	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background (log in <data-dir>/vgrid.log) and return when ready")
+	f.StringVar(&o.policy, "policy", "", "lease calendar policy file (YAML: backfill, placement, suspend, fair_share, quotas; see docs/cli.md)")
 	f.BoolVar(&o.writeConfig, "write-config", true, "write the client config to the default client config path too")
 	return c
 }
@@ -92,7 +93,7 @@ func newLogger() *slog.Logger {
 // runUp is the all-in-one process.
 func runUp(ctx context.Context, o *upOptions) error {
 	log := newLogger()
-	cp, err := startControlPlane(ctx, log, o.dataDir, o.listen, o.images, o.writeConfig)
+	cp, err := startControlPlane(ctx, log, o.dataDir, o.listen, o.policy, o.images, o.writeConfig)
 	if err != nil {
 		return err
 	}
@@ -136,7 +137,11 @@ type controlPlane struct {
 	wg        sync.WaitGroup
 }
 
-func startControlPlane(ctx context.Context, log *slog.Logger, dataDir, listen string, images []string, writeConfig bool) (*controlPlane, error) {
+func startControlPlane(ctx context.Context, log *slog.Logger, dataDir, listen, policyPath string, images []string, writeConfig bool) (*controlPlane, error) {
+	policy, err := loadPolicy(policyPath)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -145,7 +150,7 @@ func startControlPlane(ctx context.Context, log *slog.Logger, dataDir, listen st
 	if err != nil {
 		return nil, err
 	}
-	srv, err := server.New(server.Config{Store: st, Logger: log})
+	srv, err := server.New(server.Config{Store: st, Logger: log, Policy: policy})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -279,14 +284,14 @@ func (cp *controlPlane) close() {
 }
 
 func newServerCmd() *cobra.Command {
-	var dataDir, listen string
+	var dataDir, listen, policy string
 	c := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane only (agents on hosts join it with a join token)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			cp, err := startControlPlane(ctx, newLogger(), dataDir, listen, nil, true)
+			cp, err := startControlPlane(ctx, newLogger(), dataDir, listen, policy, nil, true)
 			if err != nil {
 				return err
 			}
@@ -297,6 +302,7 @@ func newServerCmd() *cobra.Command {
 	}
 	c.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "where the store and certificates live")
 	c.Flags().StringVar(&listen, "listen", defaultListen, "HTTPS listen address")
+	c.Flags().StringVar(&policy, "policy", "", "lease calendar policy file (see vgrid up --help)")
 	return c
 }
 
@@ -364,6 +370,13 @@ func detach(ctx context.Context, o *upOptions) error {
 		"--write-config=" + strconv.FormatBool(o.writeConfig)}
 	if o.nodeName != "" {
 		args = append(args, "--node-name", o.nodeName)
+	}
+	if o.policy != "" {
+		abs, err := filepath.Abs(o.policy)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--policy", abs)
 	}
 	for _, im := range o.images {
 		args = append(args, "--image", im)

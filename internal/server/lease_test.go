@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"vgrid/api"
+	"vgrid/internal/calendar"
 	"vgrid/internal/model"
 )
 
@@ -285,5 +286,24 @@ func TestOwnGanttHidesOtherProjects(t *testing.T) {
 	got := ownGantt(in, "default")
 	if !strings.Contains(got, "n1 |aa**|") || strings.Contains(got, "other/y") || !strings.Contains(got, "a=default/x") {
 		t.Fatalf("got\n%s", got)
+	}
+}
+
+func TestPolicyQuotaRefusesThroughTheAPI(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	p := calendar.DefaultPolicy()
+	p.Quotas = map[string]calendar.Quota{"default": {Workspaces: 1}}
+	e.srv.placeMu.Lock()
+	e.srv.cfg.Policy = &p
+	e.srv.cal = nil // rebuilt with the policy on next use
+	e.srv.placeMu.Unlock()
+	if _, err := e.admin.CreateWorkspace(ctx, []byte(goodSpec)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.admin.CreateWorkspace(ctx, []byte(strings.Replace(goodSpec, "name: demo", "name: second", 1)))
+	ce := apiErr(t, err)
+	if ce.Status != http.StatusConflict || !strings.Contains(ce.Body.Message, "quota") {
+		t.Fatalf("got %d %q, want 409 naming the quota", ce.Status, ce.Body.Message)
 	}
 }

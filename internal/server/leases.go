@@ -67,7 +67,11 @@ func (s *Server) buildCalendar(ctx context.Context) error {
 		hosts = append(hosts, calHost(n))
 		s.calHosts[n.Name] = true
 	}
-	c, err := calendar.New(hosts, calendar.DefaultPolicy())
+	policy := calendar.DefaultPolicy()
+	if s.cfg.Policy != nil {
+		policy = *s.cfg.Policy
+	}
+	c, err := calendar.New(hosts, policy)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,9 @@ type Config struct {
 	NodeTimeout time.Duration
 	// ReconcileEvery is the period of the lease and node checks.
 	ReconcileEvery time.Duration
+	// Policy is the lease calendar's policy (backfilling, placement,
+	// suspension, fair share, quotas); nil means calendar.DefaultPolicy.
+	Policy *calendar.Policy
 }
 
 // Server is the control plane. Create it with New, serve Handler, and call
