@@ -45,10 +45,10 @@ const defaultListen = "127.0.0.1:7443"
 
 type upOptions struct {
 	dataDir, listen, accel, nodeName, policy string
-	images                           []string
-	detach                           bool
-	writeConfig                      bool
-	labels                           map[string]string
+	images                                   []string
+	detach                                   bool
+	writeConfig                              bool
+	labels                                   map[string]string
 }
 
 func newUpCmd() *cobra.Command {
