@@ -96,6 +96,26 @@ func (u *up) client() *client.Client {
 	return cl
 }
 
+// teardown deletes every workspace of this vgrid up (restarting it if a
+// test left it killed), waits until they are gone, and stops it.
+func (u *up) teardown() {
+	if u.cmd.ProcessState != nil {
+		u.start()
+	}
+	cl := u.client()
+	list, _ := cl.ListWorkspaces(context.Background())
+	for _, w := range list {
+		_ = cl.DeleteWorkspace(context.Background(), w.Spec.Name)
+	}
+	for i := 0; i < 100; i++ {
+		if l, _ := cl.ListWorkspaces(context.Background()); len(l) == 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	u.stop()
+}
+
 func (u *up) kill9() {
 	_ = u.cmd.Process.Signal(syscall.SIGKILL)
 	_ = u.cmd.Wait()
@@ -197,24 +217,7 @@ func TestWorkspaceEndToEnd(t *testing.T) {
 	bin := vgridBin(t)
 	dataDir := t.TempDir()
 	u := startUp(t, bin, dataDir, filepath.Dir(img.Disk.Path))
-	t.Cleanup(func() {
-		// Tear down every guest this test made, whatever happened.
-		if u.cmd.ProcessState != nil {
-			u.start()
-		}
-		cl := u.client()
-		list, _ := cl.ListWorkspaces(context.Background())
-		for _, w := range list {
-			_ = cl.DeleteWorkspace(context.Background(), w.Spec.Name)
-		}
-		for i := 0; i < 100; i++ {
-			if l, _ := cl.ListWorkspaces(context.Background()); len(l) == 0 {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		u.stop()
-	})
+	t.Cleanup(u.teardown)
 	specPath := filepath.Join(t.TempDir(), "demo.yaml")
 	os.WriteFile(specPath, []byte(demoSpec), 0o644)
 

@@ -26,20 +26,7 @@ func TestReservationSuspendsAndResumesGuest(t *testing.T) {
 	img := guesttest.Image(t)
 	bin := vgridBin(t)
 	u := startUp(t, bin, t.TempDir(), filepath.Dir(img.Disk.Path))
-	t.Cleanup(func() {
-		cl := u.client()
-		list, _ := cl.ListWorkspaces(context.Background())
-		for _, w := range list {
-			_ = cl.DeleteWorkspace(context.Background(), w.Spec.Name)
-		}
-		for i := 0; i < 100; i++ {
-			if l, _ := cl.ListWorkspaces(context.Background()); len(l) == 0 {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		u.stop()
-	})
+	t.Cleanup(u.teardown)
 	ctx := context.Background()
 	cl := u.client()
 	nodes, err := cl.Nodes(ctx)
