@@ -35,25 +35,7 @@ func ReadInjection(r io.Reader) ([]Lease, error) {
 	var fields [len(injFields)][]byte
 	for sc.Scan() {
 		line++
-		b := sc.Bytes()
-		n := 0
-		for i := 0; i < len(b); {
-			for i < len(b) && isSpace(b[i]) {
-				i++
-			}
-			if i == len(b) {
-				break
-			}
-			j := i
-			for j < len(b) && !isSpace(b[j]) {
-				j++
-			}
-			if n < len(fields) {
-				fields[n] = b[i:j]
-			}
-			n++
-			i = j
-		}
+		n := splitFields(sc.Bytes(), fields[:], 0)
 		if n == 0 || fields[0][0] == '#' || fields[0][0] == ';' {
 			continue
 		}

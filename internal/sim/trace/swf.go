@@ -139,28 +139,7 @@ func ReadSWFStats(r io.Reader, opt SWFOptions) ([]Lease, SWFStats, error) {
 	line := 0
 	for sc.Scan() {
 		line++
-		b := sc.Bytes()
-		n := 0
-		for i := 0; i < len(b); {
-			for i < len(b) && isSpace(b[i]) {
-				i++
-			}
-			if i == len(b) {
-				break
-			}
-			if n == 0 && b[i] == ';' {
-				break
-			}
-			j := i
-			for j < len(b) && !isSpace(b[j]) {
-				j++
-			}
-			if n < swfNumFields {
-				fields[n] = b[i:j]
-			}
-			n++
-			i = j
-		}
+		n := splitFields(sc.Bytes(), fields[:], ';')
 		if n == 0 {
 			continue // blank or comment
 		}
@@ -273,6 +252,34 @@ func ReadSWFStats(r io.Reader, opt SWFOptions) ([]Lease, SWFStats, error) {
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f' }
+
+// splitFields splits b at white space into dst without allocating and
+// returns how many fields the line has (dst holds the first len(dst)). A
+// line whose first field starts with comment (0: none) has no fields.
+func splitFields(b []byte, dst [][]byte, comment byte) int {
+	n := 0
+	for i := 0; i < len(b); {
+		for i < len(b) && isSpace(b[i]) {
+			i++
+		}
+		if i == len(b) {
+			break
+		}
+		if n == 0 && comment != 0 && b[i] == comment {
+			break
+		}
+		j := i
+		for j < len(b) && !isSpace(b[j]) {
+			j++
+		}
+		if n < len(dst) {
+			dst[n] = b[i:j]
+		}
+		n++
+		i = j
+	}
+	return n
+}
 
 // swfProject returns "u<user>" or "g<group>" (interned), preferring the
 // group when byGroup is set, or "" when both are missing (negative).
