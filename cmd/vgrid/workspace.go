@@ -377,7 +377,7 @@ func printWorkspace(out io.Writer, format string, w model.Workspace) error {
 		lease += fmt.Sprintf(", started %s, ends %s", st.StartedAt.Local().Format(time.DateTime), st.ExpiresAt.Local().Format(time.DateTime))
 	}
 	if k := w.Spec.LeaseKind(); k != model.LeaseImmediate {
-		lease += " (" + k + ")"
+		lease += " (" + string(k) + ")"
 	}
 	if st.Suspensions > 0 {
 		lease += fmt.Sprintf(", suspended %d times", st.Suspensions)

@@ -22,6 +22,7 @@ func (c *Calendar) Submit(in Lease, now time.Time) (Admission, error) {
 	}
 	l := c.newLease(in, t)
 	c.leases[l.ID] = l
+	c.mark(l)
 	if r := c.checkStatic(l); r != nil {
 		return c.refuse(l, r)
 	}
@@ -49,6 +50,11 @@ func (c *Calendar) Submit(in Lease, now time.Time) (Admission, error) {
 		return c.refuse(l, r)
 	}
 	c.charge(l)
+	if l.Kind != BestEffort && c.queued > 0 {
+		// Slots taken ahead can move the queue head's backfill plan
+		// later, which may let a lease behind it start now.
+		c.needPass = true
+	}
 	return adm, nil
 }
 
@@ -262,7 +268,10 @@ func (c *Calendar) checkCoreHours(l *lease) *Refusal {
 
 func (c *Calendar) charge(l *lease) {
 	l.charged = coreSeconds(l.total[dCPU], l.run)
-	c.project(l.Project).charged += l.charged
+	p := c.project(l.Project)
+	p.charged += l.charged
+	c.mark(l)
+	c.markProject(p)
 }
 
 // refund gives back the core-seconds a lease will not use.
@@ -273,8 +282,11 @@ func (c *Calendar) refund(l *lease, t int64) {
 	}
 	used += coreSeconds(l.total[dCPU], l.run-l.remaining)
 	if used < l.charged {
-		c.project(l.Project).charged -= l.charged - used
+		p := c.project(l.Project)
+		p.charged -= l.charged - used
 		l.charged = used
+		c.mark(l)
+		c.markProject(p)
 	}
 }
 
@@ -302,6 +314,7 @@ func (c *Calendar) quotaOver(l *lease, from, to int64) (string, bool) {
 func (c *Calendar) refuse(l *lease, r *Refusal) (Admission, error) {
 	l.st = StateRefused
 	l.reason = r.Error()
+	c.mark(l)
 	return Admission{}, r
 }
 
@@ -497,6 +510,7 @@ func (c *Calendar) cut(l *lease, t int64) {
 		return
 	}
 	t = max(t, l.holdFrom)
+	c.mark(l)
 	for _, a := range l.allocs {
 		if t < a.to {
 			a.h.tl.add(t, a.to, vec{}.sub(a.v))

@@ -56,6 +56,13 @@ type Calendar struct {
 	// not change).
 	noMemo bool
 
+	// dirty and dirtyProj are the leases and projects whose durable
+	// state changed since Changes was last called.
+	dirty     map[*lease]struct{}
+	dirtyProj map[*project]struct{}
+	// all finds hosts by name, removed ones too, while Restore runs.
+	all map[string]*host
+
 	candBuf  []cand
 	sweepBuf []sweepHost
 	sweepQ   sweepHeap
@@ -375,6 +382,7 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 	sort.Slice(ls, func(i, j int) bool { return ls[i].ID < ls[j].ID })
 	why := "host " + name + " removed"
 	for _, l := range ls {
+		c.mark(l)
 		begun := l.staged || l.started || l.holdFrom < t
 		switch {
 		case l.Kind == BestEffort:
@@ -422,6 +430,7 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 		}
 		for _, s := range l.savedOn {
 			if s == h {
+				c.mark(l)
 				l.savedOn, l.preVer = nil, 0
 				l.remaining = l.run
 				l.st, l.reason = StateQueued, why+" with its saved image"

@@ -40,6 +40,11 @@ func (h evHeap) less(i, j int) bool {
 	if a.kind != b.kind {
 		return a.kind < b.kind
 	}
+	// By lease, not by insertion, so that a restored calendar does the
+	// same things in the same order as the one it was saved from.
+	if a.l.ID != b.l.ID {
+		return a.l.ID < b.l.ID
+	}
 	return a.seq < b.seq
 }
 
@@ -103,6 +108,7 @@ func (c *Calendar) peek() (event, bool) {
 
 // schedule (re)plans the events of l's current hold; earlier plans go stale.
 func (c *Calendar) schedule(l *lease) {
+	c.mark(l)
 	l.gen++
 	if !l.resume {
 		if l.pre > 0 && !l.staged {
@@ -193,6 +199,9 @@ func distinct(hs []*host) []string {
 
 func (c *Calendar) handle(e event, at int64) {
 	l := e.l
+	if e.kind != evArrive {
+		c.mark(l)
+	}
 	var touched []*host
 	for _, a := range l.allocs {
 		touched = append(touched, a.h)
@@ -292,6 +301,7 @@ func (c *Calendar) accrue(p *project, t int64) {
 	if t <= p.at {
 		return
 	}
+	c.markProject(p)
 	dt := float64(t-p.at) / 1e9
 	cores := float64(p.runMilli) / 1000
 	hl := 0.0
@@ -321,6 +331,7 @@ func (c *Calendar) Finish(id string, now time.Time) ([]Action, error) {
 	case !l.held || !l.started:
 		return c.take(), fmt.Errorf("finish lease %s: it is %s, not running: %w", id, l.st, ErrInvalid)
 	}
+	c.mark(l)
 	c.refund(l, t)
 	c.cut(l, t)
 	c.endHold(l, t)
@@ -344,6 +355,7 @@ func (c *Calendar) Cancel(id string, now time.Time) ([]Action, error) {
 	case l.st == StateDone || l.st == StateCancelled || l.st == StateRefused || l.st == StateFailed:
 		return c.take(), fmt.Errorf("cancel lease %s: it is %s: %w", id, l.st, ErrFinished)
 	}
+	c.mark(l)
 	c.refund(l, t)
 	if l.queued {
 		c.dequeue(l)

@@ -276,6 +276,7 @@ func (c *Calendar) applyVictims(l *lease, vs []victim, from int64) {
 
 // unhold forgets a hold that ended (or never began).
 func (c *Calendar) unhold(l *lease) {
+	c.mark(l)
 	l.held = false
 	l.allocs = nil
 	l.hosts = nil

@@ -104,19 +104,35 @@ func TestRandomWorkloads(t *testing.T) {
 		seeds = 8
 	}
 	for seed := int64(1); seed <= int64(seeds); seed++ {
-		a := runRandom(t, seed, false)
-		b := runRandom(t, seed, false)
+		a := runRandom(t, seed, runOpts{})
+		b := runRandom(t, seed, runOpts{})
 		if a != b {
 			t.Fatalf("seed %d: two runs differ:\n%s\n----\n%s", seed, a, b)
 		}
-		if c := runRandom(t, seed, true); c != a {
+		if c := runRandom(t, seed, runOpts{noMemo: true}); c != a {
 			t.Fatalf("seed %d: the pass's shortcuts changed the result:\n%s\n---- without:\n%s", seed, a, c)
+		}
+		// Restored from its records at random steps, the calendar must do
+		// exactly the same.
+		if seed%3 != 0 {
+			continue // the restoring run costs several times the others
+		}
+		if c := runRandom(t, seed, runOpts{restore: true}); c != a {
+			t.Fatalf("seed %d: restoring changed the result:\n%s\n---- restored:\n%s", seed, a, c)
 		}
 	}
 }
 
-func runRandom(t *testing.T, seed int64, noMemo bool) string {
+// runOpts vary a random run: noMemo turns off the pass's shortcuts;
+// restore replaces the calendar by one restored from its snapshot at random
+// steps, and checks after every step that Changes names every lease whose
+// record changed.
+type runOpts struct{ noMemo, restore bool }
+
+func runRandom(t *testing.T, seed int64, o runOpts) string {
+	noMemo := o.noMemo
 	rng := rand.New(rand.NewSource(seed))
+	rrng := rand.New(rand.NewSource(-seed)) // restore decisions: not to disturb rng
 	pick := func(n int) int { return rng.Intn(n) }
 	// Even seeds are heavy: long best-effort leases keep hosts full, so
 	// that reservations must preempt.
@@ -207,6 +223,7 @@ func runRandom(t *testing.T, seed int64, noMemo bool) string {
 		return r
 	}
 	removed := 0
+	var prev map[string]model.LeaseRecord
 	for step := 0; step < 150; step++ {
 		now = now.Add(time.Duration(pick(20)) * time.Minute)
 		var as []Action
@@ -336,6 +353,13 @@ func runRandom(t *testing.T, seed int64, noMemo bool) string {
 		}
 		check(step, as)
 		check(step, c.Advance(now))
+		if o.restore {
+			checkChanges(t, c, &prev, seed, step)
+			if rrng.Intn(4) == 0 {
+				c = restoreCheck(t, c, seed, step)
+				prev = recordsByID(c)
+			}
+		}
 	}
 	// Drain: everything that can run ends.
 	for i := 0; i < 10000; i++ {

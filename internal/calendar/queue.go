@@ -26,6 +26,7 @@ func (c *Calendar) enqueue(l *lease) {
 	if l.queued {
 		return
 	}
+	c.mark(l)
 	q := c.queueOf(l)
 	i := sort.Search(len(q.queue), func(i int) bool { return before(l, q.queue[i]) })
 	q.queue = append(q.queue, nil)
@@ -42,6 +43,7 @@ func (c *Calendar) dequeue(l *lease) {
 	if !l.queued {
 		return
 	}
+	c.mark(l)
 	q := c.queueOf(l)
 	i := sort.Search(len(q.queue), func(i int) bool { return !before(q.queue[i], l) })
 	for ; i < len(q.queue); i++ {
@@ -114,6 +116,7 @@ func (c *Calendar) pass(t int64) {
 		bf = BackfillAggressive
 	}
 	c.passNo++
+	commits0 := c.commits
 	var tents []tentRec
 	var ver uint64
 	// diverged is the first position at which this pass's reservations
@@ -138,12 +141,12 @@ func (c *Calendar) pass(t int64) {
 		}
 		pre := c.preFor(l)
 		if why, over := c.quotaOver(l, t, t+pre+l.remaining); over {
-			l.reason = "held by quota: " + why
+			c.setReason(l, "held by quota: "+why)
 			l.planned = false
 			continue
 		}
 		if l.st != StateSuspended {
-			l.reason = ""
+			c.setReason(l, "")
 		}
 		// Try it now unless it did not fit in the last pass and nothing it
 		// could use has been freed since.
@@ -180,6 +183,12 @@ func (c *Calendar) pass(t int64) {
 		c.addTentative(tents[i], -1)
 	}
 	c.lastTents = tents
+	if c.commits != commits0 {
+		// A lease that started can change the plans of those before it
+		// in the queue: pass again until nothing more starts, so that
+		// the result does not depend on when the next pass happens.
+		c.needPass = true
+	}
 }
 
 // plan finds the earliest start for a waiting lease, reusing the last

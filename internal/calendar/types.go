@@ -6,22 +6,22 @@ import (
 	"vgrid/internal/model"
 )
 
-// Kind says how a lease wants its time.
-type Kind string
+// Kind says how a lease wants its time: the model's one vocabulary.
+type Kind = model.LeaseKind
 
 // Lease kinds.
 const (
 	// Immediate leases start now or are refused.
-	Immediate Kind = "immediate"
+	Immediate = model.LeaseImmediate
 	// BestEffort leases wait in the queue until capacity allows; they may be
 	// preempted by reservations and deadline leases.
-	BestEffort Kind = "best-effort"
+	BestEffort = model.LeaseBestEffort
 	// Reservation leases (advance reservations) run from Start for Duration;
 	// once admitted the window is guaranteed.
-	Reservation Kind = "reservation"
+	Reservation = model.LeaseReservation
 	// Deadline leases must end by Deadline; they are given the earliest
 	// start that meets it, or refused.
-	Deadline Kind = "deadline"
+	Deadline = model.LeaseDeadline
 )
 
 // Preempt says how a best-effort lease may give way to a reservation or a
@@ -41,12 +41,9 @@ const (
 	PreemptNever Preempt = "never"
 )
 
-// Request is one workspace of a lease: what it needs and the host labels it
-// must find (e.g. gpu=true).
-type Request struct {
-	Resources model.Resources
-	Labels    map[string]string
-}
+// Request is one workspace of a lease: what it needs and the host labels
+// it must find (e.g. gpu=true); its Workspace name is the caller's.
+type Request = model.LeaseMember
 
 // Image is what a lease boots; its size and the host's StageRate give the
 // time to stage it before the start.
@@ -154,19 +151,19 @@ func DefaultPolicy() Policy {
 	return Policy{Backfill: BackfillAggressive, Placement: FirstFit, Suspend: true}
 }
 
-// State is where a lease is in its life.
-type State string
+// State is where a lease is in its life: the model's one vocabulary.
+type State = model.LeaseState
 
 // Lease states.
 const (
-	StateQueued    State = "queued"    // best effort, waiting (never ran, or requeued)
-	StateScheduled State = "scheduled" // has slots that begin later (or is staging)
-	StateRunning   State = "running"   // its workspaces run (or resume, or suspend)
-	StateSuspended State = "suspended" // saved to disk, waiting to resume
-	StateDone      State = "done"
-	StateCancelled State = "cancelled"
-	StateRefused   State = "refused"
-	StateFailed    State = "failed" // a host it needed went away
+	StateQueued    = model.LeaseQueued    // best effort, waiting (never ran, or requeued)
+	StateScheduled = model.LeaseScheduled // has slots that begin later (or is staging)
+	StateRunning   = model.LeaseRunning   // its workspaces run (or resume, or suspend)
+	StateSuspended = model.LeaseSuspended // saved to disk, waiting to resume
+	StateDone      = model.LeaseDone
+	StateCancelled = model.LeaseCancelled
+	StateRefused   = model.LeaseRefused
+	StateFailed    = model.LeaseFailed // a host it needed went away
 )
 
 // ActionKind is what the server or simulator must do.

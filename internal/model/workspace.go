@@ -39,19 +39,11 @@ const (
 	DesiredSuspended Desired = "suspended"
 )
 
-// Lease kinds (LeaseSpec.Kind).
-const (
-	LeaseImmediate   = "immediate"   // start now or refuse (the default)
-	LeaseBestEffort  = "best-effort" // queue until capacity allows; preemptible by default
-	LeaseReservation = "reservation" // a guaranteed window from Start for the duration
-	LeaseDeadline    = "deadline"    // the earliest start that ends by Deadline, or refuse
-)
-
 // LeaseSpec says how a workspace wants its time. Its length is the spec's
 // Duration. A nil LeaseSpec is an immediate lease.
 type LeaseSpec struct {
 	// Kind is immediate (default), best-effort, reservation or deadline.
-	Kind string `json:"kind,omitempty"`
+	Kind LeaseKind `json:"kind,omitempty"`
 	// Start is when a reservation begins (RFC 3339).
 	Start time.Time `json:"start,omitzero"`
 	// Deadline is when a deadline lease must have ended (RFC 3339).
@@ -62,7 +54,7 @@ type LeaseSpec struct {
 }
 
 // LeaseKind returns the spec's lease kind, defaulting to immediate.
-func (s WorkspaceSpec) LeaseKind() string {
+func (s WorkspaceSpec) LeaseKind() LeaseKind {
 	if s.Lease == nil || s.Lease.Kind == "" {
 		return LeaseImmediate
 	}

@@ -46,18 +46,14 @@ var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 func at(d time.Duration) time.Time     { return epoch.Add(d) }
 func offset(t time.Time) time.Duration { return t.Sub(epoch) }
 func hostName(i int) string            { return fmt.Sprintf("h%03d", i+1) }
-func kindOf(k string) (calendar.Kind, bool) {
+
+// validKind reports whether the calendar knows the trace lease's kind.
+func validKind(k model.LeaseKind) bool {
 	switch k {
-	case trace.KindBestEffort:
-		return calendar.BestEffort, true
-	case trace.KindReservation:
-		return calendar.Reservation, true
-	case trace.KindImmediate:
-		return calendar.Immediate, true
-	case trace.KindDeadline:
-		return calendar.Deadline, true
+	case model.LeaseBestEffort, model.LeaseReservation, model.LeaseImmediate, model.LeaseDeadline:
+		return true
 	}
-	return "", false
+	return false
 }
 
 // lease is the engine's bookkeeping for one trace lease.
@@ -199,7 +195,7 @@ func (e *engine) loop() error {
 
 func (e *engine) submit(l *lease, now time.Time) {
 	tl := l.tr
-	kind, ok := kindOf(tl.Kind)
+	kind, ok := tl.Kind, validKind(tl.Kind)
 	if !ok || tl.Nodes <= 0 || tl.Duration <= 0 {
 		l.rec.Rejected = true
 		return

@@ -30,11 +30,11 @@ func TestHaizeaSample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	byKind := map[string]metrics.Record{}
+	byKind := map[model.LeaseKind]metrics.Record{}
 	for _, r := range res.Records {
 		byKind[r.Kind] = r
 	}
-	be, ar := byKind[trace.KindBestEffort], byKind[trace.KindReservation]
+	be, ar := byKind[model.LeaseBestEffort], byKind[model.LeaseReservation]
 	want := []struct {
 		name      string
 		got, want time.Duration
@@ -66,7 +66,7 @@ func TestHaizeaSample(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range res.Records {
-		if r.Kind == trace.KindBestEffort && r.End != 2*time.Hour {
+		if r.Kind == model.LeaseBestEffort && r.End != 2*time.Hour {
 			t.Errorf("without suspension the best-effort lease ends at %s, want 2h0m0s", r.End)
 		}
 	}
@@ -137,7 +137,7 @@ func TestSDSCWithInjectedReservations(t *testing.T) {
 		checkCapacity(t, res.Records, cfg.HostCPUs)
 		// Reservations start exactly when they asked to.
 		for _, r := range res.Records {
-			if r.Kind == trace.KindReservation && r.Accepted {
+			if r.Kind == model.LeaseReservation && r.Accepted {
 				for _, l := range ars {
 					if "ar"+l.ID == r.ID || l.ID == r.ID {
 						if r.Start != l.Start {

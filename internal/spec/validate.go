@@ -249,7 +249,7 @@ func validateLease(errs *FieldErrors, l *model.LeaseSpec) {
 		kind = model.LeaseImmediate
 	case model.LeaseImmediate, model.LeaseBestEffort, model.LeaseReservation, model.LeaseDeadline:
 	default:
-		errs.add("lease.kind", fmt.Sprintf("unknown kind %s (want immediate, best-effort, reservation or deadline)", quoteShort(l.Kind)))
+		errs.add("lease.kind", fmt.Sprintf("unknown kind %s (want immediate, best-effort, reservation or deadline)", quoteShort(string(l.Kind))))
 		return
 	}
 	switch {

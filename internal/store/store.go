@@ -62,20 +62,70 @@ type Store interface {
 	Watch(ctx context.Context, prefix string, fromRev int64) (<-chan Event, error)
 	// Revision returns the store's current revision.
 	Revision(ctx context.Context) (int64, error)
+	// Txn applies every op atomically at one new store revision, or none of
+	// them (as etcd's Txn with compares on mod_revision). If a condition
+	// fails it writes nothing and returns a *ConflictError naming the first
+	// failing key in op order; the error wraps ErrConflict, or ErrExists for
+	// OpMustNotExist on an existing key, or ErrNotFound for Rev > 0 on a
+	// missing key. Conditions are checked against the state before the Txn;
+	// a key may appear in only one op (else an error, as in etcd). A delete
+	// of a missing key with Rev 0 (or OpMustNotExist) is no error and no
+	// change. Txn returns the new revision; if no op changes anything (an
+	// empty ops list, or only deletes of missing keys) it returns the current
+	// revision and writes nothing. Watchers see one event per change, all at
+	// the Txn's revision, in op order. etcd limits a Txn to 128 ops by
+	// default (--max-txn-ops): keep Txns small.
+	Txn(ctx context.Context, ops []Op) (rev int64, err error)
+	// ListPage returns at most limit keys with the prefix that sort after
+	// `after` ("" = from the start), in key order, and whether more follow.
+	// limit <= 0 means no limit. after need not exist (nor have the prefix),
+	// so the last key of a page continues the walk even if it was deleted
+	// since; each page is read at its own revision. It costs O(limit).
+	ListPage(ctx context.Context, prefix, after string, limit int) (kvs []KV, more bool, err error)
 	// Close releases the store. Calls after Close return ErrClosed.
 	Close() error
+}
+
+// OpMustNotExist, as an Op's Rev, says that the key must not exist.
+const OpMustNotExist = -1
+
+// Op is one write of a Txn.
+type Op struct {
+	Key    string
+	Value  []byte // ignored for deletes
+	Delete bool
+	// Rev is the condition on the key's current revision: 0 = none (create
+	// or replace; delete if present), > 0 = the key must exist at exactly
+	// this revision, OpMustNotExist = the key must not exist.
+	Rev int64
 }
 
 // ConflictError says which key had a revision other than the one expected.
 type ConflictError struct {
 	Key      string
-	Expected int64
-	Actual   int64
+	Expected int64 // OpMustNotExist: the key was expected to be absent
+	Actual   int64 // 0: the key is absent
+	// Err is the sentinel the error wraps: ErrConflict (also when nil),
+	// ErrExists (Expected is OpMustNotExist) or ErrNotFound (Actual is 0).
+	Err error
 }
 
 func (e *ConflictError) Error() string {
-	return fmt.Sprintf("%s: revision %d, expected %d: %v", e.Key, e.Actual, e.Expected, ErrConflict)
+	switch err := e.Unwrap(); {
+	case errors.Is(err, ErrExists):
+		return fmt.Sprintf("%s: revision %d, expected none: %v", e.Key, e.Actual, err)
+	case errors.Is(err, ErrNotFound):
+		return fmt.Sprintf("%s: no revision, expected %d: %v", e.Key, e.Expected, err)
+	default:
+		return fmt.Sprintf("%s: revision %d, expected %d: %v", e.Key, e.Actual, e.Expected, err)
+	}
 }
 
-// Unwrap makes errors.Is(err, ErrConflict) true.
-func (e *ConflictError) Unwrap() error { return ErrConflict }
+// Unwrap makes errors.Is(err, ErrConflict) true, or errors.Is(err,
+// ErrExists) or errors.Is(err, ErrNotFound) if that is what Err says.
+func (e *ConflictError) Unwrap() error {
+	if e.Err == nil {
+		return ErrConflict
+	}
+	return e.Err
+}

@@ -7,14 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-)
-
-// Lease kinds, the same strings as package trace uses.
-const (
-	KindBestEffort  = "best-effort"
-	KindReservation = "reservation"
-	KindImmediate   = "immediate"
-	KindDeadline    = "deadline"
+	"vgrid/internal/model"
 )
 
 // Segment is one VM of a lease running on a host without interruption.
@@ -25,7 +18,8 @@ type Segment struct {
 
 // Record is what happened to one lease in a run.
 type Record struct {
-	ID, Kind, Project string
+	ID, Project string
+	Kind        model.LeaseKind
 	// Submit, Start and End are offsets from the trace start: submission,
 	// first start, and end (completion). Start and End are meaningless for
 	// a record that never ran.
@@ -197,7 +191,7 @@ func Summarize(records []Record, capacityCPUs float64) Summary {
 		if r.Rejected {
 			s.Rejected++
 		}
-		if r.Kind == KindReservation {
+		if r.Kind == model.LeaseReservation {
 			if r.Accepted {
 				s.ARAccepted++
 			}
@@ -214,13 +208,13 @@ func Summarize(records []Record, capacityCPUs float64) Summary {
 			last = end
 		}
 		anyRan = true
-		if r.Kind == KindBestEffort {
+		if r.Kind == model.LeaseBestEffort {
 			if !anyBE || end > lastBE {
 				lastBE = end
 			}
 			anyBE = true
 		}
-		if r.Kind == KindReservation {
+		if r.Kind == model.LeaseReservation {
 			continue
 		}
 		wait := max(r.Start-r.Submit, 0)

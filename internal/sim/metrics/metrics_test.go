@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vgrid/internal/model"
 )
 
 const s = time.Second
@@ -14,11 +15,11 @@ const s = time.Second
 // TestSummarize.
 func mixed() []Record {
 	return []Record{
-		{ID: "a", Kind: KindBestEffort, Submit: 0, Start: 0, End: 100 * s, Nodes: 2, CPUs: 1},
-		{ID: "b", Kind: KindBestEffort, Submit: 10 * s, Start: 100 * s, End: 200 * s, Nodes: 2, CPUs: 1},
-		{ID: "c", Kind: KindReservation, Submit: 0, Start: 50 * s, End: 150 * s, Nodes: 1, CPUs: 2, Accepted: true},
-		{ID: "d", Kind: KindReservation, Submit: 20 * s, Rejected: true, Nodes: 8, CPUs: 1},
-		{ID: "e", Kind: KindBestEffort, Submit: 0, Start: 0, End: 5 * s, Nodes: 1, CPUs: 1},
+		{ID: "a", Kind: model.LeaseBestEffort, Submit: 0, Start: 0, End: 100 * s, Nodes: 2, CPUs: 1},
+		{ID: "b", Kind: model.LeaseBestEffort, Submit: 10 * s, Start: 100 * s, End: 200 * s, Nodes: 2, CPUs: 1},
+		{ID: "c", Kind: model.LeaseReservation, Submit: 0, Start: 50 * s, End: 150 * s, Nodes: 1, CPUs: 2, Accepted: true},
+		{ID: "d", Kind: model.LeaseReservation, Submit: 20 * s, Rejected: true, Nodes: 8, CPUs: 1},
+		{ID: "e", Kind: model.LeaseBestEffort, Submit: 0, Start: 0, End: 5 * s, Nodes: 1, CPUs: 1},
 	}
 }
 
@@ -42,7 +43,7 @@ func TestSummarize(t *testing.T) {
 		{
 			// Suspended for 100 s: it ran 200 s of its 300 s in the system.
 			name: "segments", capacity: 2,
-			records: []Record{{ID: "f", Kind: KindBestEffort, Submit: 0, Start: 0, End: 300 * s, Nodes: 1, CPUs: 1, Preemptions: 1,
+			records: []Record{{ID: "f", Kind: model.LeaseBestEffort, Submit: 0, Start: 0, End: 300 * s, Nodes: 1, CPUs: 1, Preemptions: 1,
 				Segments: []Segment{{"h1", 0, 100 * s}, {"h2", 200 * s, 300 * s}}}},
 			want: Summary{Leases: 1, Completed: 1, Utilization: 200.0 / 600, SpanS: 300, MeanBoundedSlowdown: 1.5,
 				TotalCompletionS: 300, Preemptions: 1},
@@ -50,20 +51,20 @@ func TestSummarize(t *testing.T) {
 		{
 			name: "real run time and late first submission", capacity: 1,
 			records: []Record{
-				{ID: "g", Kind: KindImmediate, Submit: 1000 * s, Start: 1010 * s, End: 1110 * s, Nodes: 1, CPUs: 1, Real: 50 * s},
-				{ID: "h", Kind: KindBestEffort, Submit: 1000 * s, Start: 1000 * s, End: 1010 * s, Nodes: 1, CPUs: 1},
+				{ID: "g", Kind: model.LeaseImmediate, Submit: 1000 * s, Start: 1010 * s, End: 1110 * s, Nodes: 1, CPUs: 1, Real: 50 * s},
+				{ID: "h", Kind: model.LeaseBestEffort, Submit: 1000 * s, Start: 1000 * s, End: 1010 * s, Nodes: 1, CPUs: 1},
 			},
 			want: Summary{Leases: 2, Completed: 2, Utilization: 110.0 / 110, SpanS: 110, MeanWaitS: 5, P50WaitS: 0,
 				P90WaitS: 10, P99WaitS: 10, MaxWaitS: 10, MeanBoundedSlowdown: (110.0/50 + 1) / 2, TotalCompletionS: 10},
 		},
 		{
 			name: "only reservations: completion from any record", capacity: 0,
-			records: []Record{{ID: "r", Kind: KindReservation, Submit: 0, Start: 50 * s, End: 80 * s, Nodes: 1, CPUs: 1, Accepted: true}},
+			records: []Record{{ID: "r", Kind: model.LeaseReservation, Submit: 0, Start: 50 * s, End: 80 * s, Nodes: 1, CPUs: 1, Accepted: true}},
 			want:    Summary{Leases: 1, Completed: 1, SpanS: 80, TotalCompletionS: 80, ARAccepted: 1},
 		},
 		{
 			name: "nothing ran", capacity: 4,
-			records: []Record{{ID: "q", Kind: KindBestEffort, Submit: 5 * s}, {ID: "r", Kind: KindReservation, Rejected: true}},
+			records: []Record{{ID: "q", Kind: model.LeaseBestEffort, Submit: 5 * s}, {ID: "r", Kind: model.LeaseReservation, Rejected: true}},
 			want:    Summary{Leases: 2, Rejected: 1, ARRejected: 1},
 		},
 	}
@@ -130,7 +131,7 @@ func TestRuns(t *testing.T) {
 }
 
 func TestSeries(t *testing.T) {
-	one := []Record{{Kind: KindBestEffort, Submit: 0, Start: 50 * s, End: 150 * s, Nodes: 1, CPUs: 2}}
+	one := []Record{{Kind: model.LeaseBestEffort, Submit: 0, Start: 50 * s, End: 150 * s, Nodes: 1, CPUs: 2}}
 	got := Series(one, 4, 100*s)
 	want := []Sample{{0, 0.25}, {100 * s, 0.5}}
 	if len(got) != len(want) {
@@ -155,7 +156,7 @@ func TestSeries(t *testing.T) {
 // TestSeriesMatchesSummary checks that the length-weighted mean of the
 // series is the summary's utilization, whatever the step.
 func TestSeriesMatchesSummary(t *testing.T) {
-	recs := append(mixed(), Record{Kind: KindBestEffort, Submit: 3 * s, Start: 7 * s, End: 190 * s, Nodes: 1, CPUs: 0.5,
+	recs := append(mixed(), Record{Kind: model.LeaseBestEffort, Submit: 3 * s, Start: 7 * s, End: 190 * s, Nodes: 1, CPUs: 0.5,
 		Segments: []Segment{{"h", 7 * s, 20 * s}, {"h", 150 * s, 190 * s}}})
 	sum := Summarize(recs, 4)
 	for _, step := range []time.Duration{time.Millisecond, s, 7 * s, 33 * s, 199 * s, 1000 * s} {
@@ -178,7 +179,7 @@ func TestSeriesMatchesSummary(t *testing.T) {
 }
 
 func TestSeriesWidensStep(t *testing.T) {
-	recs := []Record{{Kind: KindBestEffort, Start: 0, End: 10_000_000 * s, Nodes: 1, CPUs: 1}}
+	recs := []Record{{Kind: model.LeaseBestEffort, Start: 0, End: 10_000_000 * s, Nodes: 1, CPUs: 1}}
 	got := Series(recs, 1, s)
 	if len(got) > maxSamples || len(got) < maxSamples/2 {
 		t.Fatalf("got %d samples, want at most %d", len(got), maxSamples)

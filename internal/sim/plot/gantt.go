@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"vgrid/internal/model"
 
 	"vgrid/internal/sim/metrics"
 )
@@ -31,15 +32,18 @@ type GanttOptions struct {
 }
 
 // Kind colours, shared by bars and legend.
-var kindColors = []struct{ kind, label, color string }{
-	{metrics.KindBestEffort, "best-effort", "#4e79a7"},
-	{metrics.KindReservation, "reservation", "#f28e2b"},
-	{metrics.KindDeadline, "deadline", "#59a14f"},
-	{metrics.KindImmediate, "immediate", "#b07aa1"},
+var kindColors = []struct {
+	kind         model.LeaseKind
+	label, color string
+}{
+	{model.LeaseBestEffort, "best-effort", "#4e79a7"},
+	{model.LeaseReservation, "reservation", "#f28e2b"},
+	{model.LeaseDeadline, "deadline", "#59a14f"},
+	{model.LeaseImmediate, "immediate", "#b07aa1"},
 	{"", "other", "#9c9c9c"},
 }
 
-func kindIndex(kind string) int {
+func kindIndex(kind model.LeaseKind) int {
 	for i, k := range kindColors[:len(kindColors)-1] {
 		if k.kind == kind {
 			return i

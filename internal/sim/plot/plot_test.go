@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vgrid/internal/model"
 
 	"vgrid/internal/sim/metrics"
 )
@@ -116,12 +117,12 @@ func TestUtilizationSVGDownsamples(t *testing.T) {
 func TestGanttSVG(t *testing.T) {
 	s := time.Second
 	recs := []metrics.Record{
-		{ID: "a", Kind: metrics.KindBestEffort, Start: 0, End: 100 * s, Nodes: 2, CPUs: 1, Hosts: []string{"h10", "h2"}},
-		{ID: "b", Kind: metrics.KindReservation, Start: 50 * s, End: 150 * s, Nodes: 1, CPUs: 1, Hosts: []string{"h2"}},
-		{ID: "c", Kind: metrics.KindBestEffort, Start: 0, End: 300 * s, Nodes: 1, CPUs: 1, Preemptions: 1,
+		{ID: "a", Kind: model.LeaseBestEffort, Start: 0, End: 100 * s, Nodes: 2, CPUs: 1, Hosts: []string{"h10", "h2"}},
+		{ID: "b", Kind: model.LeaseReservation, Start: 50 * s, End: 150 * s, Nodes: 1, CPUs: 1, Hosts: []string{"h2"}},
+		{ID: "c", Kind: model.LeaseBestEffort, Start: 0, End: 300 * s, Nodes: 1, CPUs: 1, Preemptions: 1,
 			Segments: []metrics.Segment{{Host: "h1", Start: 0, End: 100 * s}, {Host: "h3", Start: 200 * s, End: 300 * s}}},
-		{ID: "d", Kind: metrics.KindReservation, Rejected: true, Nodes: 1, Hosts: []string{"h1"}},
-		{ID: "e", Kind: metrics.KindBestEffort, Start: 10 * s, End: 20 * s, Nodes: 1}, // no host: left out
+		{ID: "d", Kind: model.LeaseReservation, Rejected: true, Nodes: 1, Hosts: []string{"h1"}},
+		{ID: "e", Kind: model.LeaseBestEffort, Start: 10 * s, End: 20 * s, Nodes: 1}, // no host: left out
 	}
 	var b bytes.Buffer
 	if err := GanttSVG(&b, recs, GanttOptions{Title: "toy", Hosts: []string{"h3", "spare"}}); err != nil {
@@ -182,7 +183,7 @@ func TestWriteErrors(t *testing.T) {
 	if err := UtilizationSVG(failWriter{}, []metrics.Sample{{T: 0, Utilization: 1}}, "x"); err == nil || err.Error() != "disk full" {
 		t.Errorf("got %v, want disk full", err)
 	}
-	rec := []metrics.Record{{Kind: metrics.KindBestEffort, End: 10, Nodes: 1, Hosts: []string{"h"}}}
+	rec := []metrics.Record{{Kind: model.LeaseBestEffort, End: 10, Nodes: 1, Hosts: []string{"h"}}}
 	if err := GanttSVG(failWriter{}, rec, GanttOptions{}); err == nil || err.Error() != "disk full" {
 		t.Errorf("got %v, want disk full", err)
 	}

@@ -1,6 +1,7 @@
 package plot
 
 import (
+	"vgrid/internal/model"
 	"vgrid/internal/testenv"
 
 	"bytes"
@@ -46,7 +47,7 @@ func toySchedule(leases []trace.Lease, hosts int) []metrics.Record {
 			return 0
 		})
 		chosen := idx[:l.Nodes]
-		if l.Kind == trace.KindReservation {
+		if l.Kind == model.LeaseReservation {
 			r.Accepted = free[chosen[l.Nodes-1]] <= l.Start && l.Start >= l.Submit
 			r.Rejected = !r.Accepted
 			if r.Rejected {

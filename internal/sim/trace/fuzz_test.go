@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"vgrid/internal/model"
 )
 
 // The seed corpora live in testdata/fuzz/<FuzzName>; the f.Add calls below
@@ -76,7 +77,7 @@ func FuzzReadInjection(f *testing.F) {
 
 func fuzzInvariants(t *testing.T, leases []Lease) {
 	t.Helper()
-	kinds := map[string]bool{KindBestEffort: true, KindReservation: true, KindImmediate: true, KindDeadline: true}
+	kinds := map[model.LeaseKind]bool{model.LeaseBestEffort: true, model.LeaseReservation: true, model.LeaseImmediate: true, model.LeaseDeadline: true}
 	for i, l := range leases {
 		if l.Submit < 0 || l.Duration <= 0 || l.RealDuration < 0 || l.RealDuration > l.Duration ||
 			l.Nodes < 1 || !(l.CPUs >= 0) || l.MemoryMiB < 0 || l.DiskMiB < 0 || l.ImageSizeMiB < 0 ||

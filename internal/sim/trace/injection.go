@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"time"
+	"vgrid/internal/model"
 )
 
 // injFields names the ten fields of Haizea's injection format.
@@ -88,7 +89,7 @@ func ReadInjection(r io.Reader) ([]Lease, error) {
 		l := Lease{
 			ID:           strconv.Itoa(len(leases) + 1),
 			Submit:       max(t[0], 0),
-			Kind:         KindReservation,
+			Kind:         model.LeaseReservation,
 			Start:        t[1],
 			Duration:     t[2],
 			RealDuration: min(t[3], t[2]),
@@ -100,7 +101,7 @@ func ReadInjection(r io.Reader) ([]Lease, error) {
 			ImageSizeMiB: c[9],
 		}
 		if v[1] == -1 {
-			l.Kind, l.Start, l.Preemptible = KindBestEffort, 0, true
+			l.Kind, l.Start, l.Preemptible = model.LeaseBestEffort, 0, true
 		}
 		leases = append(leases, l)
 	}

@@ -4,12 +4,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vgrid/internal/model"
 )
 
 func TestReadInjection(t *testing.T) {
 	const s = time.Second
 	ar := func(id string, submit, start, dur, real time.Duration, nodes int) Lease {
-		return Lease{ID: id, Submit: submit, Kind: KindReservation, Start: start, Duration: dur, RealDuration: real,
+		return Lease{ID: id, Submit: submit, Kind: model.LeaseReservation, Start: start, Duration: dur, RealDuration: real,
 			Nodes: nodes, CPUs: 1, MemoryMiB: 1024, Image: "NONE.img", ImageSizeMiB: 600}
 	}
 	tests := []struct {
@@ -39,7 +40,7 @@ func TestReadInjection(t *testing.T) {
 				ar("2", 0, 85351*s, 5389*s, 5389*s, 2),
 				ar("3", 0, -1205*s, 7342*s, 7342*s, 9),
 				ar("4", 5*s, 20*s, 10*s, 10*s, 1), // real duration capped
-				{ID: "1", Submit: 10 * s, Kind: KindBestEffort, Duration: 100 * s, RealDuration: 50 * s, Nodes: 2,
+				{ID: "1", Submit: 10 * s, Kind: model.LeaseBestEffort, Duration: 100 * s, RealDuration: 50 * s, Nodes: 2,
 					CPUs: 0.5, MemoryMiB: 512, DiskMiB: 20, Image: "img", ImageSizeMiB: 300, Preemptible: true},
 			},
 		},

@@ -11,14 +11,7 @@ import (
 	"slices"
 	"strings"
 	"time"
-)
-
-// Lease kinds.
-const (
-	KindBestEffort  = "best-effort"
-	KindReservation = "reservation"
-	KindImmediate   = "immediate"
-	KindDeadline    = "deadline"
+	"vgrid/internal/model"
 )
 
 // Lease is one lease request of a trace, independent of the trace format.
@@ -27,7 +20,7 @@ type Lease struct {
 	// Submit is when the request arrives, as an offset from the trace start.
 	Submit time.Duration
 	// Kind is one of the Kind constants.
-	Kind string
+	Kind model.LeaseKind
 	// Start is the requested start of a reservation (and the earliest start
 	// of a deadline lease that names one), as an offset from the trace start;
 	// 0 for other kinds. It may be negative when the trace asks for a start

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"vgrid/internal/model"
 )
 
 // The LWF 1.0 elements this reader understands. Unknown elements and
@@ -172,23 +173,23 @@ func (req *lwfRequest) lease(pos int) (Lease, error) {
 	if err := x.resources(&l); err != nil {
 		return l, fmt.Errorf("lease %s: %w", l.ID, err)
 	}
-	l.Kind = KindBestEffort
+	l.Kind = model.LeaseBestEffort
 	if x.Start != nil {
 		switch {
 		case x.Start.Exact != nil:
 			if l.Start, err = x.Start.Exact.get(); err != nil {
 				return l, fmt.Errorf("lease %s: start: exact: %w", l.ID, err)
 			}
-			l.Kind = KindReservation
+			l.Kind = model.LeaseReservation
 		case x.Start.Now != nil:
-			l.Kind = KindImmediate
+			l.Kind = model.LeaseImmediate
 		}
 	}
 	if x.Deadline != nil {
 		if l.Deadline, err = x.Deadline.get(); err != nil {
 			return l, fmt.Errorf("lease %s: deadline: %w", l.ID, err)
 		}
-		l.Kind = KindDeadline
+		l.Kind = model.LeaseDeadline
 	}
 	if x.Duration == nil {
 		return l, fmt.Errorf("lease %s: missing <duration>", l.ID)

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vgrid/internal/model"
 )
 
 // lwfDoc wraps lease-request elements in a workload document.
@@ -51,16 +52,16 @@ func TestReadLWF(t *testing.T) {
 			),
 			want: []Lease{
 				with(func(l *Lease) {
-					l.ID, l.Kind, l.Duration, l.RealDuration, l.Preemptible = "1", KindBestEffort, 60*m, 15*m, true
+					l.ID, l.Kind, l.Duration, l.RealDuration, l.Preemptible = "1", model.LeaseBestEffort, 60*m, 15*m, true
 				}),
 				with(func(l *Lease) {
-					l.ID, l.Submit, l.Kind, l.Start, l.Duration = "2", 15*m, KindReservation, 30*m, 30*m
+					l.ID, l.Submit, l.Kind, l.Start, l.Duration = "2", 15*m, model.LeaseReservation, 30*m, 30*m
 				}),
 				with(func(l *Lease) {
-					l.ID, l.Submit, l.Kind, l.Duration, l.Image, l.ImageSizeMiB = "3", 20*m, KindImmediate, 10*m, "", 0
+					l.ID, l.Submit, l.Kind, l.Duration, l.Image, l.ImageSizeMiB = "3", 20*m, model.LeaseImmediate, 10*m, "", 0
 				}),
 				with(func(l *Lease) {
-					l.ID, l.Submit, l.Kind, l.Start, l.Deadline, l.Duration, l.Preemptible = "4", 25*m, KindDeadline, 60*m, 24*time.Hour, 10*m, true
+					l.ID, l.Submit, l.Kind, l.Start, l.Deadline, l.Duration, l.Preemptible = "4", 25*m, model.LeaseDeadline, 60*m, 24*time.Hour, 10*m, true
 				}),
 			},
 		},
@@ -75,14 +76,14 @@ func TestReadLWF(t *testing.T) {
 				lwfReq("00:05:00", ``, `<start/><duration time="00:01:00"/>`),
 			),
 			want: []Lease{
-				{ID: "2", Submit: 5 * m, Kind: KindBestEffort, Duration: m, Nodes: 2, CPUs: 1, MemoryMiB: 1024},
-				{ID: "1", Submit: 10 * m, Kind: KindBestEffort, Duration: 60 * m, RealDuration: 60 * m, Nodes: 4, CPUs: 2, MemoryMiB: 512, DiskMiB: 10, Preemptible: true},
+				{ID: "2", Submit: 5 * m, Kind: model.LeaseBestEffort, Duration: m, Nodes: 2, CPUs: 1, MemoryMiB: 1024},
+				{ID: "1", Submit: 10 * m, Kind: model.LeaseBestEffort, Duration: 60 * m, RealDuration: 60 * m, Nodes: 4, CPUs: 2, MemoryMiB: 512, DiskMiB: 10, Preemptible: true},
 			},
 		},
 		{
 			name: "negative arrival clamped to 0",
 			in:   lwfDoc(lwfReq("-00:05:00", `id="a"`, `<start/><duration time="00:01:00"/>`)),
-			want: []Lease{{ID: "a", Kind: KindBestEffort, Duration: m, Nodes: 2, CPUs: 1, MemoryMiB: 1024}},
+			want: []Lease{{ID: "a", Kind: model.LeaseBestEffort, Duration: m, Nodes: 2, CPUs: 1, MemoryMiB: 1024}},
 		},
 		{
 			name: "commented-out requests and no requests",

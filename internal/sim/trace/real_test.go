@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"vgrid/internal/model"
 	"vgrid/internal/testenv"
 
 	"bytes"
@@ -83,7 +84,7 @@ func TestRealKTHFirstJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	// "1 0 964980 97225 56 -1 -1 56 210000 -1 1 1 1 -1 -1 -1 -1 -1"
-	want := Lease{ID: "1", Kind: KindBestEffort, Duration: 210000 * time.Second, RealDuration: 97225 * time.Second,
+	want := Lease{ID: "1", Kind: model.LeaseBestEffort, Duration: 210000 * time.Second, RealDuration: 97225 * time.Second,
 		Nodes: 56, CPUs: 1, MemoryMiB: 1024, Image: "NONE.img", ImageSizeMiB: 600, Preemptible: true, Project: "u1"}
 	if f != FormatSWF || leases[0] != want {
 		t.Errorf("got %s %+v, want swf %+v", f, leases[0], want)
@@ -121,25 +122,25 @@ func TestRealLWF(t *testing.T) {
 	}
 	// The two leases of sample.lwf, which the file itself comments out.
 	sample := []Lease{
-		img(Lease{ID: "1", Kind: KindBestEffort, Duration: 60 * m, Nodes: 1, Preemptible: true}),
-		img(Lease{ID: "2", Submit: 15 * m, Kind: KindReservation, Start: 30 * m, Duration: 30 * m, Nodes: 4}),
+		img(Lease{ID: "1", Kind: model.LeaseBestEffort, Duration: 60 * m, Nodes: 1, Preemptible: true}),
+		img(Lease{ID: "2", Submit: 15 * m, Kind: model.LeaseReservation, Start: 30 * m, Duration: 30 * m, Nodes: 4}),
 	}
 	tests := []struct {
 		path       string
 		wantFormat Format
 		wantCount  int
-		wantKinds  map[string]int
+		wantKinds  map[model.LeaseKind]int
 		wantFirst  *Lease
 	}{
 		{path: filepath.Join(dir, "sample.lwf"), wantFormat: FormatLWF, wantCount: 0},
-		{path: filepath.Join("testdata", "sample-uncommented.lwf"), wantFormat: FormatLWF, wantCount: 2, wantKinds: map[string]int{KindBestEffort: 1, KindReservation: 1}},
-		{path: filepath.Join(dir, "multi__inj1.lwf"), wantFormat: FormatLWF, wantCount: 13, wantKinds: map[string]int{KindReservation: 13},
-			wantFirst: ptr(img(Lease{ID: "1", Submit: 60 * m, Kind: KindReservation, Start: 75 * m, Duration: 7*m + 30*time.Second, Nodes: 2}))},
-		{path: filepath.Join(dir, "multi__withprematureend.lwf"), wantFormat: FormatLWF, wantCount: 139, wantKinds: map[string]int{KindBestEffort: 139},
-			wantFirst: ptr(img(Lease{ID: "1", Kind: KindBestEffort, Duration: 60 * m, RealDuration: 15 * m, Nodes: 1, Preemptible: true}))},
-		{path: filepath.Join(dir, "multi__withoutprematureend.lwf"), wantFormat: FormatLWF, wantCount: 139, wantKinds: map[string]int{KindBestEffort: 139}},
+		{path: filepath.Join("testdata", "sample-uncommented.lwf"), wantFormat: FormatLWF, wantCount: 2, wantKinds: map[model.LeaseKind]int{model.LeaseBestEffort: 1, model.LeaseReservation: 1}},
+		{path: filepath.Join(dir, "multi__inj1.lwf"), wantFormat: FormatLWF, wantCount: 13, wantKinds: map[model.LeaseKind]int{model.LeaseReservation: 13},
+			wantFirst: ptr(img(Lease{ID: "1", Submit: 60 * m, Kind: model.LeaseReservation, Start: 75 * m, Duration: 7*m + 30*time.Second, Nodes: 2}))},
+		{path: filepath.Join(dir, "multi__withprematureend.lwf"), wantFormat: FormatLWF, wantCount: 139, wantKinds: map[model.LeaseKind]int{model.LeaseBestEffort: 139},
+			wantFirst: ptr(img(Lease{ID: "1", Kind: model.LeaseBestEffort, Duration: 60 * m, RealDuration: 15 * m, Nodes: 1, Preemptible: true}))},
+		{path: filepath.Join(dir, "multi__withoutprematureend.lwf"), wantFormat: FormatLWF, wantCount: 139, wantKinds: map[model.LeaseKind]int{model.LeaseBestEffort: 139}},
 		// Despite its name, generated.lwf is in the injection format.
-		{path: filepath.Join(dir, "undocumented__generated.lwf"), wantFormat: FormatInjection, wantCount: 42, wantKinds: map[string]int{KindReservation: 42}},
+		{path: filepath.Join(dir, "undocumented__generated.lwf"), wantFormat: FormatInjection, wantCount: 42, wantKinds: map[model.LeaseKind]int{model.LeaseReservation: 42}},
 	}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.path), func(t *testing.T) {
@@ -151,7 +152,7 @@ func TestRealLWF(t *testing.T) {
 				t.Fatalf("got %s with %d leases, want %s with %d", f, len(leases), tt.wantFormat, tt.wantCount)
 			}
 			checkInvariants(t, leases)
-			kinds := map[string]int{}
+			kinds := map[model.LeaseKind]int{}
 			for _, l := range leases {
 				kinds[l.Kind]++
 			}
@@ -199,7 +200,7 @@ func TestRealInjection(t *testing.T) {
 		}
 		checkInvariants(t, leases)
 		for _, l := range leases {
-			if l.Kind != KindReservation || l.Nodes > 72 || l.CPUs != 1 || l.MemoryMiB != 1024 || l.Image != "NONE.img" || l.ImageSizeMiB != 600 {
+			if l.Kind != model.LeaseReservation || l.Nodes > 72 || l.CPUs != 1 || l.MemoryMiB != 1024 || l.Image != "NONE.img" || l.ImageSizeMiB != 600 {
 				t.Fatalf("%s: unexpected lease %+v", p, l)
 			}
 			if l.Start < l.Submit {
@@ -227,8 +228,8 @@ func TestRealInjection(t *testing.T) {
 	}
 	s := time.Second
 	want := []Lease{
-		{ID: "1", Kind: KindReservation, Start: 86400 * s, Duration: 6829 * s, RealDuration: 6829 * s, Nodes: 21, CPUs: 1, MemoryMiB: 1024, Image: "NONE.img", ImageSizeMiB: 600},
-		{ID: "2", Submit: 3280 * s, Kind: KindReservation, Start: 89680 * s, Duration: 8652 * s, RealDuration: 8652 * s, Nodes: 1, CPUs: 1, MemoryMiB: 1024, Image: "NONE.img", ImageSizeMiB: 600},
+		{ID: "1", Kind: model.LeaseReservation, Start: 86400 * s, Duration: 6829 * s, RealDuration: 6829 * s, Nodes: 21, CPUs: 1, MemoryMiB: 1024, Image: "NONE.img", ImageSizeMiB: 600},
+		{ID: "2", Submit: 3280 * s, Kind: model.LeaseReservation, Start: 89680 * s, Duration: 8652 * s, RealDuration: 8652 * s, Nodes: 1, CPUs: 1, MemoryMiB: 1024, Image: "NONE.img", ImageSizeMiB: 600},
 	}
 	checkLeases(t, leases[:2], want)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"time"
+	"vgrid/internal/model"
 )
 
 // SWFOptions says how SWF jobs become leases. The zero value is Haizea's
@@ -225,7 +226,7 @@ func ReadSWFStats(r io.Reader, opt SWFOptions) ([]Lease, SWFStats, error) {
 		l := Lease{
 			ID:           string(fields[0]),
 			Submit:       submit,
-			Kind:         KindBestEffort,
+			Kind:         model.LeaseBestEffort,
 			Duration:     req,
 			RealDuration: real,
 			CancelAfter:  cancelAfter,

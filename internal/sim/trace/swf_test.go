@@ -4,12 +4,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vgrid/internal/model"
 )
 
 // be returns the best-effort lease ReadSWF makes with default options, for
 // tests to adjust.
 func be(id string, submit, req, real time.Duration, nodes int, project string) Lease {
-	return Lease{ID: id, Submit: submit, Kind: KindBestEffort, Duration: req, RealDuration: real,
+	return Lease{ID: id, Submit: submit, Kind: model.LeaseBestEffort, Duration: req, RealDuration: real,
 		Nodes: nodes, CPUs: 1, MemoryMiB: 1024, Image: "NONE.img", ImageSizeMiB: 600,
 		Preemptible: true, Project: project}
 }
@@ -70,7 +71,7 @@ func TestReadSWF(t *testing.T) {
 			name: "procs per node rounds up, custom VM size",
 			in:   "1 0 0 10 -1 -1 -1 9 200 -1 1 7 3 -1 -1 -1 -1 -1\n",
 			opt:  SWFOptions{ProcsPerNode: 8, CPUsPerNode: 8, MemoryMiB: 2048, Image: "x.img", ImageSizeMiB: 4096, NotPreemptible: true},
-			want: []Lease{{ID: "1", Kind: KindBestEffort, Duration: 200 * s, RealDuration: 10 * s, Nodes: 2,
+			want: []Lease{{ID: "1", Kind: model.LeaseBestEffort, Duration: 200 * s, RealDuration: 10 * s, Nodes: 2,
 				CPUs: 8, MemoryMiB: 2048, Image: "x.img", ImageSizeMiB: 4096, Project: "u7"}},
 			wantStats: SWFStats{Jobs: 1, Leases: 1},
 		},

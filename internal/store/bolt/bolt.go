@@ -20,7 +20,7 @@ import (
 
 // Defaults.
 const (
-	DefaultHistory     = 10_000 // changes kept for Watch replay
+	DefaultHistory     = 10_000 // revisions kept for Watch replay
 	DefaultWatchBuffer = 10_000 // events a watcher may lag before it is dropped
 	DefaultLockTimeout = time.Second
 )
@@ -53,9 +53,9 @@ type options struct {
 	lockTimeout time.Duration
 }
 
-// WithHistory sets how many recent changes the store keeps on disk to serve
-// Watch from an earlier revision. 0 keeps none: Watch then only works from
-// the current revision on.
+// WithHistory sets how many recent revisions the store keeps the changes of
+// on disk to serve Watch from an earlier revision. 0 keeps none: Watch then
+// only works from the current revision on.
 func WithHistory(n int) Option {
 	return func(o *options) { o.history = max(n, 0) }
 }
@@ -238,6 +238,49 @@ func (s *Store) List(ctx context.Context, prefix string) ([]store.KV, error) {
 	return kvs, nil
 }
 
+// ListPage returns at most limit keys with the prefix after the key after,
+// in key order, and whether more follow. It seeks to the first key and
+// reads one key past the page.
+func (s *Store) ListPage(ctx context.Context, prefix, after string, limit int) ([]store.KV, bool, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, false, err
+	}
+	defer s.closeMu.RUnlock()
+	var kvs []store.KV
+	more := false
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(dataBucket).Cursor()
+		p := []byte(prefix)
+		start := p
+		if after > prefix {
+			start = []byte(after)
+		}
+		k, v := c.Seek(start)
+		if k != nil && after != "" && string(k) == after {
+			k, v = c.Next()
+		}
+		for ; k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			if limit > 0 && len(kvs) == limit {
+				more = true
+				return nil
+			}
+			rev, val, err := decodeValue(v)
+			if err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+			if kvs == nil && limit > 0 {
+				kvs = make([]store.KV, 0, min(limit, 1024))
+			}
+			kvs = append(kvs, store.KV{Key: string(k), Value: bytes.Clone(val), Revision: rev})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, dbErr(err)
+	}
+	return kvs, more, nil
+}
+
 // Revision returns the store's current revision.
 func (s *Store) Revision(ctx context.Context) (int64, error) {
 	if err := s.begin(ctx); err != nil {
@@ -313,12 +356,28 @@ func put(b *bbolt.Bucket, key string, value []byte, rev int64) (store.Event, err
 	return store.Event{Type: store.EventPut, KV: store.KV{Key: key, Value: val, Revision: rev}}, nil
 }
 
-// write runs one change in one transaction at the next revision, logs it,
-// commits, and hands it to the watchers.
+// write runs one change of one key; see commit.
 func (s *Store) write(ctx context.Context, key string, change func(b *bbolt.Bucket, rev int64) (store.Event, error)) (int64, error) {
 	if err := checkKey(key); err != nil {
 		return 0, err
 	}
+	return s.commit(ctx, func(b *bbolt.Bucket, rev int64) ([]store.Event, error) {
+		ev, err := change(b, rev)
+		if err != nil {
+			return nil, err
+		}
+		return []store.Event{ev}, nil
+	})
+}
+
+// errNoChange rolls back a transaction whose change changed nothing.
+var errNoChange = errors.New("no change")
+
+// commit runs a change in one transaction at the next revision, logs the
+// events it returns under that revision, commits (with fsync), and hands
+// them to the watchers. A change that returns no events leaves the store
+// and its revision as they are; commit then returns the current revision.
+func (s *Store) commit(ctx context.Context, change func(b *bbolt.Bucket, rev int64) ([]store.Event, error)) (int64, error) {
 	if err := s.begin(ctx); err != nil {
 		return 0, err
 	}
@@ -326,12 +385,16 @@ func (s *Store) write(ctx context.Context, key string, change func(b *bbolt.Buck
 
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	rev := s.rev.Load() + 1
-	var ev store.Event
+	cur := s.rev.Load()
+	rev := cur + 1
+	var evs []store.Event
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		var err error
-		if ev, err = change(tx.Bucket(dataBucket), rev); err != nil {
+		if evs, err = change(tx.Bucket(dataBucket), rev); err != nil {
 			return err
+		}
+		if len(evs) == 0 {
+			return errNoChange
 		}
 		if err := tx.Bucket(metaBucket).Put(revKey, revBytes(rev)); err != nil {
 			return err
@@ -340,16 +403,21 @@ func (s *Store) write(ctx context.Context, key string, change func(b *bbolt.Buck
 			return nil
 		}
 		lb := tx.Bucket(logBucket)
-		if err := lb.Put(revBytes(rev), encodeEvent(ev)); err != nil {
+		if err := lb.Put(revBytes(rev), encodeLog(evs)); err != nil {
 			return err
 		}
 		return trimLog(lb, rev, s.opts.history)
 	})
+	if errors.Is(err, errNoChange) {
+		return cur, nil
+	}
 	if err != nil {
 		return 0, dbErr(err)
 	}
 	s.rev.Store(rev)
-	s.publish(ev)
+	for _, ev := range evs {
+		s.publish(ev)
+	}
 	return rev, nil
 }
 
@@ -367,13 +435,100 @@ func trimLog(lb *bbolt.Bucket, rev int64, history int) error {
 	}
 }
 
-// A log entry is: type (1 byte), key length (uvarint), key, value.
+// The log holds one entry per revision. The entry of a single change is:
+// type (1 byte), key length (uvarint), key, value. A Txn that changes
+// several keys at one revision is logged as a batch: logBatch (1 byte),
+// count (uvarint), then per change: type (1 byte), key length (uvarint),
+// key, value length (uvarint), value.
+const logBatch = 3
+
+func encodeLog(evs []store.Event) []byte {
+	if len(evs) == 1 {
+		return encodeEvent(evs[0])
+	}
+	size := 1 + binary.MaxVarintLen64
+	for _, ev := range evs {
+		size += 1 + 2*binary.MaxVarintLen64 + len(ev.KV.Key) + len(ev.KV.Value)
+	}
+	buf := make([]byte, 0, size)
+	buf = append(buf, logBatch)
+	buf = binary.AppendUvarint(buf, uint64(len(evs)))
+	for _, ev := range evs {
+		buf = append(buf, byte(ev.Type))
+		buf = binary.AppendUvarint(buf, uint64(len(ev.KV.Key)))
+		buf = append(buf, ev.KV.Key...)
+		buf = binary.AppendUvarint(buf, uint64(len(ev.KV.Value)))
+		buf = append(buf, ev.KV.Value...)
+	}
+	return buf
+}
+
 func encodeEvent(ev store.Event) []byte {
 	buf := make([]byte, 0, 1+binary.MaxVarintLen64+len(ev.KV.Key)+len(ev.KV.Value))
 	buf = append(buf, byte(ev.Type))
 	buf = binary.AppendUvarint(buf, uint64(len(ev.KV.Key)))
 	buf = append(buf, ev.KV.Key...)
 	return append(buf, ev.KV.Value...)
+}
+
+// decodeLog returns the events of the log entry of revision rev.
+func decodeLog(rev int64, b []byte) ([]store.Event, error) {
+	if len(b) == 0 || b[0] != logBatch {
+		ev, err := decodeEvent(rev, b)
+		if err != nil {
+			return nil, err
+		}
+		return []store.Event{ev}, nil
+	}
+	evs, ok := decodeBatch(rev, b[1:])
+	if !ok {
+		return nil, fmt.Errorf("corrupt log entry at revision %d", rev)
+	}
+	return evs, nil
+}
+
+// decodeBatch decodes a batch entry after its first byte.
+func decodeBatch(rev int64, b []byte) ([]store.Event, bool) {
+	field := func() ([]byte, bool) { // a length-prefixed field at the start of b
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			return nil, false
+		}
+		f := b[w : w+int(n)]
+		b = b[w+int(n):]
+		return f, true
+	}
+	count, w := binary.Uvarint(b)
+	if w <= 0 || count > uint64(len(b)) {
+		return nil, false
+	}
+	b = b[w:]
+	evs := make([]store.Event, 0, count)
+	for range count {
+		if len(b) == 0 {
+			return nil, false
+		}
+		typ := store.EventType(b[0])
+		b = b[1:]
+		key, ok := field()
+		if !ok {
+			return nil, false
+		}
+		val, ok := field()
+		if !ok {
+			return nil, false
+		}
+		ev := store.Event{Type: typ, KV: store.KV{Key: string(key), Revision: rev}}
+		switch typ {
+		case store.EventPut:
+			ev.KV.Value = append([]byte{}, val...)
+		case store.EventDelete:
+		default:
+			return nil, false
+		}
+		evs = append(evs, ev)
+	}
+	return evs, len(b) == 0
 }
 
 func decodeEvent(rev int64, b []byte) (store.Event, error) {
@@ -427,12 +582,14 @@ func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64) (<-chan
 			}
 			p := []byte(prefix)
 			for k, v := c.Seek(revBytes(fromRev + 1)); k != nil; k, v = c.Next() {
-				ev, err := decodeEvent(int64(binary.BigEndian.Uint64(k)), v)
+				evs, err := decodeLog(int64(binary.BigEndian.Uint64(k)), v)
 				if err != nil {
 					return err
 				}
-				if bytes.HasPrefix([]byte(ev.KV.Key), p) {
-					replay = append(replay, ev)
+				for _, ev := range evs {
+					if bytes.HasPrefix([]byte(ev.KV.Key), p) {
+						replay = append(replay, ev)
+					}
 				}
 			}
 			return nil

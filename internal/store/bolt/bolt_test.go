@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -264,5 +265,53 @@ func TestWatchersReleased(t *testing.T) {
 	s.wmu.Unlock()
 	if left != 0 {
 		t.Fatalf("watchers after cancel: got %d, want 0", left)
+	}
+}
+
+func TestLogEntries(t *testing.T) {
+	put := func(k, v string) store.Event {
+		return store.Event{Type: store.EventPut, KV: store.KV{Key: k, Value: []byte(v), Revision: 7}}
+	}
+	del := func(k string) store.Event {
+		return store.Event{Type: store.EventDelete, KV: store.KV{Key: k, Revision: 7}}
+	}
+	tests := [][]store.Event{
+		{put("a", "1")},
+		{del("a")},
+		{put("a", ""), del("b"), put("c", strings.Repeat("x", 300))},
+		{del("a"), del("b")},
+	}
+	for _, evs := range tests {
+		b := encodeLog(evs)
+		got, err := decodeLog(7, b)
+		if err != nil {
+			t.Fatalf("decodeLog(encodeLog(%v)): got error %v, want none", evs, err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(evs) {
+			t.Fatalf("decodeLog(encodeLog(%v)): got %v", evs, got)
+		}
+		for _, ev := range got {
+			if (ev.Type == store.EventPut) != (ev.KV.Value != nil) {
+				t.Fatalf("decodeLog: got %v, want a non-nil value for puts only", ev)
+			}
+		}
+		if len(evs) == 1 {
+			continue // a single change: the format from before Txn
+		}
+		// Every truncation and a few corruptions are errors, not panics.
+		for n := range len(b) {
+			if _, err := decodeLog(7, b[:n]); err == nil {
+				t.Fatalf("decodeLog of %d of the %d bytes: got no error, want one", n, len(b))
+			}
+		}
+		for _, bad := range [][]byte{
+			append(bytes.Clone(b), 0),                             // trailing byte
+			append([]byte{logBatch, 0xff, 0xff, 0x7f}, b[2:]...),  // huge count
+			append([]byte{logBatch, byte(len(evs)), 9}, b[3:]...), // unknown type
+		} {
+			if _, err := decodeLog(7, bad); err == nil {
+				t.Fatalf("decodeLog(%q): got no error, want one", bad)
+			}
+		}
 	}
 }

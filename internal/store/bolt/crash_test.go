@@ -14,6 +14,8 @@ import (
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+
+	"vgrid/internal/store"
 )
 
 // crashChildEnv, when set, makes TestCrashRecovery act as the child: it
@@ -30,9 +32,33 @@ func crashValue(round, i int) []byte {
 
 func crashKey(round, i int) string { return fmt.Sprintf("crash/%d/k%06d", round, i) }
 
+// crashTxnKeys is how many keys each crash Txn creates.
+const crashTxnKeys = 5
+
+// crashTxnKey is key j of the Txn i of a round; key j = crashTxnKeys is
+// the one that the next Txn deletes.
+func crashTxnKey(round, i, j int) string { return fmt.Sprintf("crash/%d/t%06d/%d", round, i, j) }
+
+// crashTxn is the Txn i of a round: it creates crashTxnKeys keys of varied
+// sizes and one to be deleted by the next, deletes the previous Txn's (made
+// at revision prev), and moves a "tlast" marker.
+func crashTxn(round, i int, prev int64) []store.Op {
+	var ops []store.Op
+	for j := range crashTxnKeys {
+		ops = append(ops, store.Op{Key: crashTxnKey(round, i, j), Value: crashValue(round, 1_000_000+i*crashTxnKeys+j), Rev: store.OpMustNotExist})
+	}
+	ops = append(ops,
+		store.Op{Key: crashTxnKey(round, i, crashTxnKeys), Value: []byte("next deletes me"), Rev: store.OpMustNotExist},
+		store.Op{Key: fmt.Sprintf("crash/%d/tlast", round), Value: []byte(strconv.Itoa(i))})
+	if i > 0 {
+		ops = append(ops, store.Op{Key: crashTxnKey(round, i-1, crashTxnKeys), Delete: true, Rev: prev})
+	}
+	return ops
+}
+
 // crashChild writes key k0, k1, ... of the round, and after each write
-// also moves a "last" marker; it prints the index once both are
-// acknowledged.
+// also moves a "last" marker and writes Txn i; it prints the index once
+// all three are acknowledged.
 func crashChild(path string, round int) {
 	s, err := Open(path)
 	if err != nil {
@@ -41,12 +67,17 @@ func crashChild(path string, round int) {
 	}
 	ctx := context.Background()
 	out := bufio.NewWriter(os.Stdout)
+	var prev int64 // the revision of the last Txn
 	for i := 0; ; i++ {
 		if _, err := s.Create(ctx, crashKey(round, i), crashValue(round, i)); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(2)
 		}
 		if _, err := s.Update(ctx, fmt.Sprintf("crash/%d/last", round), []byte(strconv.Itoa(i)), 0); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(2)
+		}
+		if prev, err = s.Txn(ctx, crashTxn(round, i, prev)); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(2)
 		}
@@ -145,6 +176,7 @@ func TestCrashRecovery(t *testing.T) {
 		if n, _ := strconv.Atoi(string(last.Value)); n < lastAck || n >= len(kvs) {
 			t.Fatalf("round %d: marker at %d, want between %d and %d", round, n, lastAck, len(kvs)-1)
 		}
+		checkCrashTxns(t, s, round, lastAck, len(kvs))
 		// The store keeps working after the crash, at higher revisions.
 		rev, err := s.Revision(ctx)
 		if err != nil {
@@ -184,4 +216,56 @@ func checkFile(t *testing.T, path string) {
 	if err != nil {
 		t.Fatalf("check %s: %v", path, err)
 	}
+}
+
+// checkCrashTxns checks that every Txn of the round is either all there or
+// not at all: Txns 0..n-1 survived whole, for n between the acknowledged
+// count and the number of surviving single-key writes.
+func checkCrashTxns(t *testing.T, s *Store, round, lastAck, keys int) {
+	t.Helper()
+	ctx := context.Background()
+	kvs, err := s.List(ctx, fmt.Sprintf("crash/%d/t", round))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]store.KV{}
+	for _, kv := range kvs {
+		got[kv.Key] = kv
+	}
+	tlast, hasLast := got[fmt.Sprintf("crash/%d/tlast", round)]
+	delete(got, tlast.Key)
+	n := 0 // Txns that survived
+	for ; ; n++ {
+		kv, ok := got[crashTxnKey(round, n, 0)]
+		if !ok {
+			break
+		}
+		for j := range crashTxnKeys {
+			k := crashTxnKey(round, n, j)
+			if got[k].Revision != kv.Revision || !bytes.Equal(got[k].Value, crashValue(round, 1_000_000+n*crashTxnKeys+j)) {
+				t.Fatalf("round %d: Txn %d: key %d is %d bytes at revision %d, want the bytes written at revision %d with its other keys",
+					round, n, j, len(got[k].Value), got[k].Revision, kv.Revision)
+			}
+			delete(got, k)
+		}
+	}
+	if n < lastAck+1 || n > keys {
+		t.Fatalf("round %d: %d Txns survived, want between %d acknowledged and %d (one per surviving Create)", round, n, lastAck+1, keys)
+	}
+	// Only the last Txn's to-be-deleted key is left: each Txn deleted the
+	// one of the Txn before it.
+	if n > 0 {
+		k := crashTxnKey(round, n-1, crashTxnKeys)
+		if kv, ok := got[k]; !ok || kv.Revision != tlast.Revision {
+			t.Fatalf("round %d: %s: got revision %d (present %v), want it at the last Txn's revision %d", round, k, kv.Revision, ok, tlast.Revision)
+		}
+		delete(got, k)
+		if m, _ := strconv.Atoi(string(tlast.Value)); !hasLast || m != n-1 {
+			t.Fatalf("round %d: Txn marker at %q (present %v), want %d", round, tlast.Value, hasLast, n-1)
+		}
+	}
+	for k := range got {
+		t.Fatalf("round %d: key %s of a partial Txn survived (%d whole Txns)", round, k, n)
+	}
+	t.Logf("round %d: %d whole Txns survived, %d acknowledged", round, n, lastAck+1)
 }

@@ -47,6 +47,20 @@ func Run(t *testing.T, open Open) {
 		{"Closed", testClosed},
 		{"ValuesCopied", testValuesCopied},
 		{"CanceledContext", testCanceledContext},
+		{"TxnAtomic", testTxnAtomic},
+		{"TxnFailure", testTxnFailure},
+		{"TxnCreateConflict", testTxnCreateConflict},
+		{"TxnRevMismatch", testTxnRevMismatch},
+		{"TxnDelete", testTxnDelete},
+		{"TxnNoChange", testTxnNoChange},
+		{"TxnInvalid", testTxnInvalid},
+		{"TxnWatch", testTxnWatch},
+		{"TxnConcurrent", testTxnConcurrent},
+		{"TxnValuesCopied", testTxnValuesCopied},
+		{"TxnPersistence", testTxnPersistence},
+		{"ListPageWalk", testListPageWalk},
+		{"ListPageAfter", testListPageAfter},
+		{"ListPageChanges", testListPageChanges},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
@@ -590,6 +604,12 @@ func testClosed(t *testing.T, open Open) {
 	wantErr(t, "Watch after Close", err, store.ErrClosed)
 	_, err = s.Revision(ctx)
 	wantErr(t, "Revision after Close", err, store.ErrClosed)
+	_, err = s.Txn(ctx, []store.Op{{Key: "k2"}})
+	wantErr(t, "Txn after Close", err, store.ErrClosed)
+	_, err = s.Txn(ctx, nil)
+	wantErr(t, "empty Txn after Close", err, store.ErrClosed)
+	_, _, err = s.ListPage(ctx, "", "", 10)
+	wantErr(t, "ListPage after Close", err, store.ErrClosed)
 	if err := s.Close(); err != nil && !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("second Close: got error %v, want nil or ErrClosed", err)
 	}
@@ -647,6 +667,10 @@ func testCanceledContext(t *testing.T, open Open) {
 	wantErr(t, "Get with a canceled context", err, context.Canceled)
 	_, err = s.Create(ctx, "k", []byte("v"))
 	wantErr(t, "Create with a canceled context", err, context.Canceled)
+	_, err = s.Txn(ctx, []store.Op{{Key: "k", Value: []byte("v")}})
+	wantErr(t, "Txn with a canceled context", err, context.Canceled)
+	_, _, err = s.ListPage(ctx, "", "", 10)
+	wantErr(t, "ListPage with a canceled context", err, context.Canceled)
 	_, err = s.Get(context.Background(), "k")
-	wantErr(t, "Get after a canceled Create", err, store.ErrNotFound)
+	wantErr(t, "Get after a canceled Create and Txn", err, store.ErrNotFound)
 }

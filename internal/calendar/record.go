@@ -1,0 +1,324 @@
+package calendar
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"vgrid/internal/model"
+)
+
+// A calendar's state is a set of lease records and project usages
+// (model.LeaseRecord, model.ProjectUsage) plus its clock. The control plane
+// stores them before it acts on what the calendar decided, and Restore
+// builds the same calendar from them after a restart: reservations keep
+// their windows and kinds, queued leases their order, suspended leases
+// their remaining time, projects their fair-share history.
+//
+// Changes returns what changed since it was last called, so that the
+// caller writes only that.
+
+// Snapshot is a calendar's whole durable state.
+type Snapshot struct {
+	// Now is the calendar's clock.
+	Now time.Time
+	// Pass says the queue is due to be looked at again at Now.
+	Pass bool
+	// Removed names the hosts taken away with RemoveHost; leases may
+	// still name them.
+	Removed  []string
+	Leases   []model.LeaseRecord
+	Projects []model.ProjectUsage
+}
+
+// mark records that l's durable state changed.
+func (c *Calendar) mark(l *lease) {
+	if c.dirty == nil {
+		c.dirty = map[*lease]struct{}{}
+	}
+	c.dirty[l] = struct{}{}
+}
+
+// markProject records that p's durable state changed.
+func (c *Calendar) markProject(p *project) {
+	if c.dirtyProj == nil {
+		c.dirtyProj = map[*project]struct{}{}
+	}
+	c.dirtyProj[p] = struct{}{}
+}
+
+// setReason changes a lease's reason, marking it only if it differs.
+func (c *Calendar) setReason(l *lease, r string) {
+	if l.reason != r {
+		l.reason = r
+		c.mark(l)
+	}
+}
+
+// Changes returns the records of the leases and projects whose durable
+// state changed since the last call (or since New or Restore), by ID, and
+// forgets them.
+func (c *Calendar) Changes() ([]model.LeaseRecord, []model.ProjectUsage) {
+	ls := make([]*lease, 0, len(c.dirty))
+	for l := range c.dirty {
+		ls = append(ls, l)
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i].ID < ls[j].ID })
+	recs := make([]model.LeaseRecord, len(ls))
+	for i, l := range ls {
+		recs[i] = c.record(l)
+	}
+	ps := make([]*project, 0, len(c.dirtyProj))
+	for p := range c.dirtyProj {
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].name < ps[j].name })
+	us := make([]model.ProjectUsage, len(ps))
+	for i, p := range ps {
+		us[i] = usageOf(p)
+	}
+	clear(c.dirty)
+	clear(c.dirtyProj)
+	return recs, us
+}
+
+// Record returns the durable state of one lease.
+func (c *Calendar) Record(id string) (model.LeaseRecord, bool) {
+	l := c.leases[id]
+	if l == nil {
+		return model.LeaseRecord{}, false
+	}
+	return c.record(l), true
+}
+
+// Snapshot returns the whole durable state: every lease (those that are
+// over too: they draw the chart's past), every project, and the clock.
+func (c *Calendar) Snapshot() Snapshot {
+	s := Snapshot{Now: c.Now(), Pass: c.needPass}
+	for _, h := range c.hosts {
+		if h.down {
+			s.Removed = append(s.Removed, h.Name)
+		}
+	}
+	sort.Strings(s.Removed)
+	for _, l := range c.sortedLeases() {
+		s.Leases = append(s.Leases, c.record(l))
+	}
+	names := make([]string, 0, len(c.projects))
+	for n := range c.projects {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		s.Projects = append(s.Projects, usageOf(c.projects[n]))
+	}
+	return s
+}
+
+func usageOf(p *project) model.ProjectUsage {
+	u := model.ProjectUsage{Project: p.name, DecayedCoreSeconds: p.usage, ChargedCoreSeconds: p.charged}
+	if p.at != 0 {
+		u.At = tm(p.at)
+	}
+	return u
+}
+
+func tmz(n int64) time.Time {
+	if n == 0 || n == math.MinInt64 {
+		return time.Time{}
+	}
+	return tm(n)
+}
+
+func tickz(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return tick(t)
+}
+
+var fateNames = map[fate]string{fateEnd: "", fateSuspend: "suspend", fateRequeue: "requeue"}
+
+func (c *Calendar) record(l *lease) model.LeaseRecord {
+	r := model.LeaseRecord{
+		ID: l.ID, Project: l.Project, Kind: l.Kind,
+		Start: l.Start, Deadline: l.Deadline, Duration: model.Duration(l.run),
+		Preempt: string(l.Preempt), Image: l.Image.Name, ImageBytes: l.Image.Size,
+		Submitted: tm(l.submitted), Arrival: tm(l.arrival), State: l.st,
+		Remaining: model.Duration(l.remaining), Queued: l.queued,
+		SavedOn: names(l.savedOn), Suspensions: l.suspensions, Requeues: l.requeues,
+		ChargedCoreSeconds: l.charged, Reason: l.reason,
+	}
+	r.Members = make([]model.LeaseMember, len(l.Members))
+	for i, m := range l.Members {
+		r.Members[i] = model.LeaseMember{Workspace: m.Workspace, Resources: m.Resources, Labels: cloneLabels(m.Labels)}
+	}
+	if l.held {
+		r.Hold = &model.LeaseHold{
+			Hosts: names(l.hosts), From: tm(l.holdFrom), Start: tm(l.T), RunEnd: tm(l.runTo), To: tm(l.to),
+			Pre: model.Duration(l.pre), Resume: l.resume, Fate: fateNames[l.fate], Cause: l.cause,
+			Staged: l.staged, Started: l.started, SuspendSent: l.suspendSent, Holding: l.holding,
+		}
+	}
+	for _, s := range l.segs {
+		r.Segments = append(r.Segments, model.LeaseSegment{Host: s.h.Name, From: tm(s.from),
+			OverheadFrom: tm(s.ovFrom), RunFrom: tm(s.runFrom), RunTo: tm(s.runTo), To: tm(s.to)})
+	}
+	return r
+}
+
+// Restore builds a calendar of hosts under policy p from a snapshot, as it
+// was when the snapshot was taken: its clock is the snapshot's, so the next
+// Advance carries out what fell due since. A record that names a host the
+// calendar does not have, or is inconsistent, is an error wrapping
+// ErrInvalid that names the lease.
+func Restore(hosts []Host, p Policy, s Snapshot) (*Calendar, error) {
+	c, err := New(hosts, p)
+	if err != nil {
+		return nil, err
+	}
+	if !s.Now.IsZero() {
+		c.now = tick(s.Now)
+	}
+	// Removed hosts are kept, down, so that records may name them.
+	c.all = map[string]*host{}
+	for _, h := range c.hosts {
+		c.all[h.Name] = h
+	}
+	for _, name := range s.Removed {
+		h := c.all[name]
+		if h == nil {
+			if err := c.addHost(Host{Name: name}); err != nil {
+				return nil, err
+			}
+			h = c.hosts[len(c.hosts)-1]
+			c.all[name] = h
+		}
+		h.down = true
+		delete(c.byName, name)
+	}
+	for _, u := range s.Projects {
+		pr := c.project(u.Project)
+		pr.usage, pr.at, pr.charged = u.DecayedCoreSeconds, tickz(u.At), u.ChargedCoreSeconds
+	}
+	recs := append([]model.LeaseRecord(nil), s.Leases...)
+	sort.Slice(recs, func(i, j int) bool { return recs[i].ID < recs[j].ID })
+	for i := range recs {
+		if err := c.restoreLease(&recs[i]); err != nil {
+			return nil, fmt.Errorf("restore lease %s: %w", recs[i].ID, err)
+		}
+	}
+	c.all = nil
+	c.reindex()
+	c.needPass = s.Pass
+	clear(c.dirty)
+	clear(c.dirtyProj)
+	return c, nil
+}
+
+func (c *Calendar) hostsNamed(ns []string) ([]*host, error) {
+	if ns == nil {
+		return nil, nil
+	}
+	out := make([]*host, len(ns))
+	for i, n := range ns {
+		h := c.all[n]
+		if h == nil {
+			return nil, fmt.Errorf("unknown host %q: %w", n, ErrInvalid)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
+	in := Lease{ID: r.ID, Project: r.Project, Kind: r.Kind, Start: r.Start, Deadline: r.Deadline,
+		Duration: r.Duration.D(), Preempt: Preempt(r.Preempt), Submitted: r.Submitted,
+		Image: Image{Name: r.Image, Size: r.ImageBytes}}
+	for _, m := range r.Members {
+		in.Members = append(in.Members, Request{Resources: m.Resources, Labels: m.Labels, Workspace: m.Workspace})
+	}
+	if err := validate(&in); err != nil {
+		return err
+	}
+	if c.leases[r.ID] != nil {
+		return fmt.Errorf("listed twice: %w", ErrExists)
+	}
+	l := c.newLease(in, tick(r.Arrival))
+	l.submitted = tick(r.Submitted)
+	l.st, l.remaining, l.reason = r.State, int64(r.Remaining), r.Reason
+	l.suspensions, l.requeues, l.charged = r.Suspensions, r.Requeues, r.ChargedCoreSeconds
+	var err error
+	if l.savedOn, err = c.hostsNamed(r.SavedOn); err != nil {
+		return err
+	}
+	if l.savedOn != nil && len(l.savedOn) != len(l.Members) {
+		return fmt.Errorf("saved on %d hosts for %d members: %w", len(l.savedOn), len(l.Members), ErrInvalid)
+	}
+	for _, s := range r.Segments {
+		h := c.all[s.Host]
+		if h == nil {
+			return fmt.Errorf("segment on unknown host %q: %w", s.Host, ErrInvalid)
+		}
+		l.segs = append(l.segs, seg{h: h, from: tick(s.From), ovFrom: tick(s.OverheadFrom),
+			runFrom: tick(s.RunFrom), runTo: tick(s.RunTo), to: tick(s.To)})
+	}
+	c.leases[l.ID] = l
+	if h := r.Hold; h != nil {
+		hosts, err := c.hostsNamed(h.Hosts)
+		if err != nil {
+			return err
+		}
+		if len(hosts) != len(l.Members) {
+			return fmt.Errorf("hold on %d hosts for %d members: %w", len(hosts), len(l.Members), ErrInvalid)
+		}
+		from, T, runTo, to := tick(h.From), tick(h.Start), tick(h.RunEnd), tick(h.To)
+		if !(from <= T-int64(h.Pre) && runTo <= to && from <= to) {
+			return fmt.Errorf("hold window [%s, %s) run [%s, %s) out of order: %w", fmtT(h.From), fmtT(h.To), fmtT(h.Start), fmtT(h.RunEnd), ErrInvalid)
+		}
+		l.held, l.resume, l.hosts = true, h.Resume, hosts
+		l.holdFrom, l.T, l.runTo, l.to, l.pre = from, T, runTo, to, int64(h.Pre)
+		switch h.Fate {
+		case "":
+			l.fate = fateEnd
+		case "suspend":
+			l.fate = fateSuspend
+		case "requeue":
+			l.fate = fateRequeue
+		default:
+			return fmt.Errorf("unknown fate %q: %w", h.Fate, ErrInvalid)
+		}
+		l.cause = h.Cause
+		l.staged, l.started, l.suspendSent = h.Staged, h.Started, h.SuspendSent
+		for _, hv := range perHost(l, hosts) {
+			a := &alloc{l: l, h: hv.h, v: hv.v, from: from, to: to}
+			l.allocs = append(l.allocs, a)
+			if to > from {
+				hv.h.tl.add(from, to, a.v)
+			}
+			hv.h.allocs = append(hv.h.allocs, a)
+		}
+		// The chart's record of the current hold is the last segments;
+		// an old record without them gets them back.
+		if len(l.segs) < len(l.allocs) {
+			l.segs = l.segs[:0]
+			for _, a := range l.allocs {
+				l.segs = append(l.segs, seg{h: a.h, from: from, ovFrom: T - l.pre, runFrom: T, runTo: runTo, to: to})
+			}
+		}
+		p := c.project(l.Project)
+		if p.quota != nil && to > from {
+			p.qtl.add(from, to, l.total)
+		}
+		if h.Holding {
+			p.runMilli += l.total[dCPU]
+			l.holding = true
+		}
+		c.schedule(l)
+	}
+	if r.Queued {
+		c.enqueue(l)
+	}
+	return nil
+}

@@ -1,0 +1,133 @@
+package model
+
+import "time"
+
+// LeaseKind says how a lease wants its time. The spec, the calendar, the
+// control plane and the simulator all use this one type.
+type LeaseKind string
+
+// Lease kinds.
+const (
+	LeaseImmediate   LeaseKind = "immediate"   // start now or refuse (the default)
+	LeaseBestEffort  LeaseKind = "best-effort" // queue until capacity allows; preemptible by default
+	LeaseReservation LeaseKind = "reservation" // a guaranteed window from Start for the duration
+	LeaseDeadline    LeaseKind = "deadline"    // the earliest start that ends by Deadline, or refuse
+)
+
+// LeaseState is where a lease is in its life.
+type LeaseState string
+
+// Lease states.
+const (
+	LeaseQueued    LeaseState = "queued"    // best effort, waiting (never ran, or requeued)
+	LeaseScheduled LeaseState = "scheduled" // has slots that begin later (or is staging)
+	LeaseRunning   LeaseState = "running"   // its workspaces run (or resume, or suspend)
+	LeaseSuspended LeaseState = "suspended" // saved to disk, waiting to resume
+	LeaseDone      LeaseState = "done"
+	LeaseCancelled LeaseState = "cancelled"
+	LeaseRefused   LeaseState = "refused"
+	LeaseFailed    LeaseState = "failed" // a host it needed went away
+)
+
+// Over reports whether a lease in this state holds and will hold nothing.
+func (s LeaseState) Over() bool {
+	switch s {
+	case LeaseDone, LeaseCancelled, LeaseRefused, LeaseFailed:
+		return true
+	}
+	return false
+}
+
+// LeaseMember is one workspace of a lease: what it needs and the host
+// labels it must find.
+type LeaseMember struct {
+	// Workspace names the member's workspace (in the lease's project); the
+	// calendar itself does not use it.
+	Workspace string            `json:"workspace,omitempty"`
+	Resources Resources         `json:"resources"`
+	Labels    map[string]string `json:"labels,omitempty"`
+}
+
+// LeaseHold is a lease's current hold of slots: [From, To) on Hosts
+// (member i on Hosts[i]); its run is [Start, RunEnd) after Pre of staging
+// or resuming; a hold whose Fate is "suspend" is suspending from RunEnd to
+// To. The flags say which of its steps were already carried out.
+type LeaseHold struct {
+	Hosts  []string  `json:"hosts"`
+	From   time.Time `json:"from"`
+	Start  time.Time `json:"start"`
+	RunEnd time.Time `json:"run_end"`
+	To     time.Time `json:"to"`
+	Pre    Duration  `json:"pre,omitempty"`
+	Resume bool      `json:"resume,omitempty"`
+	// Fate is how the hold ends: "" (the lease ends), "suspend" or "requeue".
+	Fate        string `json:"fate,omitempty"`
+	Cause       string `json:"cause,omitempty"`
+	Staged      bool   `json:"staged,omitempty"`
+	Started     bool   `json:"started,omitempty"`
+	SuspendSent bool   `json:"suspend_sent,omitempty"`
+	// Holding says the run is counted in its project's fair-share usage.
+	Holding bool `json:"holding,omitempty"`
+}
+
+// LeaseSegment is one stretch of a hold on one host, for charts:
+// [From, To) held, [OverheadFrom, RunFrom) staging or resuming, [RunFrom,
+// RunTo) running, [RunTo, To) suspending.
+type LeaseSegment struct {
+	Host         string    `json:"host"`
+	From         time.Time `json:"from"`
+	OverheadFrom time.Time `json:"overhead_from"`
+	RunFrom      time.Time `json:"run_from"`
+	RunTo        time.Time `json:"run_to"`
+	To           time.Time `json:"to"`
+}
+
+// LeaseRecord is what the lease calendar needs to restore a lease exactly
+// as it was: the request, and where the calendar has got with it. The
+// control plane stores it (inside Lease) before it acts on it.
+type LeaseRecord struct {
+	ID      string        `json:"id"`
+	Project string        `json:"project"`
+	Kind    LeaseKind     `json:"kind"`
+	Members []LeaseMember `json:"members"`
+	// Start is the reservation's requested start; Deadline the deadline
+	// lease's; Duration the run length asked for (extensions included).
+	Start    time.Time `json:"start,omitzero"`
+	Deadline time.Time `json:"deadline,omitzero"`
+	Duration Duration  `json:"duration"`
+	// Preempt is "" (suspend), "requeue" or "never" (best effort only).
+	Preempt    string   `json:"preempt,omitempty"`
+	Image      string   `json:"image,omitempty"`
+	ImageBytes ByteSize `json:"image_bytes,omitempty"`
+	// Submitted orders the queue; Arrival is when it was submitted.
+	Submitted time.Time  `json:"submitted"`
+	Arrival   time.Time  `json:"arrival"`
+	State     LeaseState `json:"state"`
+	// Remaining is the run time still owed when the current hold's run
+	// begins (or when it is next started).
+	Remaining Duration   `json:"remaining"`
+	Hold      *LeaseHold `json:"hold,omitempty"`
+	// Queued says it waits in the queue.
+	Queued bool `json:"queued,omitempty"`
+	// SavedOn is where a suspended lease's memory is (member i's on
+	// SavedOn[i]).
+	SavedOn     []string `json:"saved_on,omitempty"`
+	Suspensions int      `json:"suspensions,omitempty"`
+	Requeues    int      `json:"requeues,omitempty"`
+	// ChargedCoreSeconds is what the lease counts against its project's
+	// core-hour quota.
+	ChargedCoreSeconds float64        `json:"charged_core_seconds,omitempty"`
+	Reason             string         `json:"reason,omitempty"`
+	Segments           []LeaseSegment `json:"segments,omitempty"`
+}
+
+// ProjectUsage is a project's fair-share and quota state in the calendar.
+type ProjectUsage struct {
+	Project string `json:"project"`
+	// DecayedCoreSeconds is the fair-share usage as of At.
+	DecayedCoreSeconds float64   `json:"decayed_core_seconds"`
+	At                 time.Time `json:"at"`
+	// ChargedCoreSeconds is what admitted leases count against the
+	// project's core-hour quota.
+	ChargedCoreSeconds float64 `json:"charged_core_seconds"`
+}
