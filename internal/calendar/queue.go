@@ -210,7 +210,19 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 	}
 	var T int64
 	var hosts []*host
-	if T1, ok := c.replan(l, last, t, pre); ok {
+	if c.pol.ResumeInPlace && l.savedOn != nil {
+		// Only where its memory is: the earliest time it fits there.
+		pre = c.resumeInPlace(l)
+		T1 := t + pre
+		for !c.fitsOn(l, l.savedOn, T1-pre, T1+l.remaining) {
+			nx, ok := nextFree(l.savedOn, T1-pre)
+			if !ok {
+				return tentRec{}, false
+			}
+			T1 = nx + pre
+		}
+		T, hosts = T1, l.savedOn
+	} else if T1, ok := c.replan(l, last, t, pre); ok {
 		T = T1
 	} else if last != nil && !c.noMemo && len(l.groups) == 1 && last.T >= t+pre && c.fitsOn(l, last.hosts, last.T-pre, last.T+l.remaining) {
 		// The old start is still possible: only an earlier one needs
@@ -349,6 +361,9 @@ func (c *Calendar) startNow(l *lease, t int64) bool {
 			c.commit(l, l.savedOn, t, t+pre, to, pre, true)
 			return true
 		}
+		if c.pol.ResumeInPlace {
+			return false
+		}
 	}
 	pre := c.preFor(l)
 	to := t + pre + l.remaining
@@ -383,4 +398,16 @@ func (c *Calendar) fitsOn(l *lease, hosts []*host, from, to int64) bool {
 		i = j
 	}
 	return true
+}
+
+// nextFree is the next time after t at which the slot table of any of hs
+// changes (a hold ends or begins); false if none does.
+func nextFree(hs []*host, t int64) (int64, bool) {
+	best, ok := int64(math.MaxInt64), false
+	for _, h := range hs {
+		if n, found := h.tl.next(t); found && n < best {
+			best, ok = n, true
+		}
+	}
+	return best, ok
 }

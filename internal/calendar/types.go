@@ -140,6 +140,10 @@ type Policy struct {
 	Placement Placement
 	// Suspend lets preemption suspend leases; when false they are requeued.
 	Suspend bool
+	// ResumeInPlace keeps a suspended lease on the hosts that hold its
+	// saved memory (and its disks) until it resumes there: for a caller
+	// that cannot move them.
+	ResumeInPlace bool
 	// FairShare, when set, orders the queue by project usage; nil is FIFO.
 	FairShare *FairShare
 	Quotas    map[string]Quota

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -17,9 +16,9 @@ import (
 )
 
 // The lease calendar is owned by the server and guarded by placeMu. It is
-// built from the registered nodes and the stored workspaces on first use
-// (see buildCalendar for what a restart loses), hosts registering later are
-// added to it, and the reconciler advances it and carries out its actions.
+// restored from the stored lease records on first use (persist.go), hosts
+// registering later are added to it, and the reconciler advances it and
+// carries out its actions.
 
 // hostLabel pins a lease to one host (a restarted workspace's disk lives on
 // its host). Every calendar host carries it.
@@ -31,7 +30,7 @@ func (s *Server) calendarLocked(ctx context.Context) (*calendar.Calendar, error)
 	if s.cal != nil {
 		return s.cal, nil
 	}
-	if err := s.buildCalendar(ctx); err != nil {
+	if err := s.loadCalendar(ctx); err != nil {
 		return nil, err
 	}
 	return s.cal, nil
@@ -46,8 +45,8 @@ func calHost(n model.Node) calendar.Host {
 	return calendar.Host{Name: n.Name, Capacity: n.Capacity, Labels: labels}
 }
 
-// buildCalendar makes the calendar from the nodes and re-submits the stored
-// leases: first the workspaces that hold a host (as immediate leases pinned
+// buildCalendar makes the calendar of a store written before lease
+// records were stored: from the nodes, re-submitting the workspaces' leases: first the workspaces that hold a host (as immediate leases pinned
 // to it, for what is left of their time), then the others in creation
 // order (queued best-effort leases keep their submit time; reservations and
 // deadline leases are admitted again for their window). Lost across a
@@ -57,21 +56,11 @@ func calHost(n model.Node) calendar.Host {
 // history. A waiting lease that is refused now has its workspace stopped
 // with the reason.
 func (s *Server) buildCalendar(ctx context.Context) error {
-	nodes, err := s.nodes(ctx)
+	hosts, err := s.calendarHosts(ctx)
 	if err != nil {
 		return err
 	}
-	hosts := make([]calendar.Host, 0, len(nodes))
-	s.calHosts = map[string]bool{}
-	for _, n := range nodes {
-		hosts = append(hosts, calHost(n))
-		s.calHosts[n.Name] = true
-	}
-	policy := calendar.DefaultPolicy()
-	if s.cfg.Policy != nil {
-		policy = *s.cfg.Policy
-	}
-	c, err := calendar.New(hosts, policy)
+	c, err := calendar.New(hosts, s.policy())
 	if err != nil {
 		return err
 	}
@@ -149,23 +138,11 @@ func refOfLease(id string) (project, name string, ok bool) {
 	return strings.Cut(id, "/")
 }
 
-func kindOf(sp model.WorkspaceSpec) calendar.Kind {
-	switch sp.LeaseKind() {
-	case model.LeaseBestEffort:
-		return calendar.BestEffort
-	case model.LeaseReservation:
-		return calendar.Reservation
-	case model.LeaseDeadline:
-		return calendar.Deadline
-	}
-	return calendar.Immediate
-}
-
 // leaseOf is the calendar lease of a workspace: one member, its quantum.
 func leaseOf(ws model.Workspace, img model.Image) calendar.Lease {
 	l := calendar.Lease{
-		ID: leaseID(ws), Project: ws.Project, Kind: kindOf(ws.Spec),
-		Members:  []calendar.Request{{Resources: resourcesOf(ws.Spec)}},
+		ID: leaseID(ws), Project: ws.Project, Kind: ws.Spec.LeaseKind(),
+		Members:  []calendar.Request{{Workspace: ws.Spec.Name, Resources: resourcesOf(ws.Spec)}},
 		Duration: ws.Spec.Duration.D(),
 		Image:    calendar.Image{Name: ws.Spec.Image, Size: model.ByteSize(img.Disk.Size)},
 	}
@@ -244,129 +221,15 @@ func (s *Server) advanceCalendar(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.applyActions(ctx, c.Advance(s.now()))
-	return nil
+	return s.commitLocked(ctx, c.Advance(s.now()), nil)
 }
 
-// applyActions carries out the calendar's actions on the stored
-// workspaces; the agents then converge. placeMu must be held.
+// applyActions stores the calendar's decisions and carries out its actions
+// on the stored workspaces; the agents then converge. placeMu must be held.
 func (s *Server) applyActions(ctx context.Context, acts []calendar.Action) {
-	for _, a := range acts {
-		if err := s.applyAction(ctx, a); err != nil && !errors.Is(err, errSkip) {
-			s.log.Warn("calendar action", "action", a.Kind, "lease", a.Lease, "err", err)
-		}
+	if err := s.commitLocked(ctx, acts, nil); err != nil {
+		s.log.Warn("calendar: store decisions", "err", err)
 	}
-}
-
-func (s *Server) applyAction(ctx context.Context, a calendar.Action) error {
-	project, name, ok := refOfLease(a.Lease)
-	if !ok {
-		return fmt.Errorf("lease %q names no workspace", a.Lease)
-	}
-	now := s.now()
-	var end time.Time
-	if v, ok := s.cal.Get(a.Lease); ok {
-		end = v.End
-	}
-	host := ""
-	if len(a.Hosts) > 0 {
-		host = a.Hosts[0]
-	}
-	var typ, msg string
-	ws, err := s.mutateWS(ctx, project, name, func(ws *model.Workspace) error {
-		if leaseID(*ws) != a.Lease || ws.Desired == model.DesiredDeleted {
-			return errSkip // an earlier lease of the workspace, or going away
-		}
-		st := &ws.Status
-		resume := func() error {
-			if host != st.Node {
-				// Moving a suspended guest's memory and disk to another
-				// host is not done yet: it stays suspended until the
-				// calendar resumes it where it is.
-				s.log.Warn("calendar resumes a lease on another host; keeping it suspended", "lease", a.Lease, "host", host, "on", st.Node)
-				typ, msg = "held", fmt.Sprintf("the calendar would resume it on %s, but its memory is saved on %s; kept suspended", host, st.Node)
-				return nil
-			}
-			ws.Desired = model.DesiredRunning
-			st.Reason = ""
-			if !end.IsZero() {
-				st.ExpiresAt = end
-			}
-			typ, msg = "resuming", fmt.Sprintf("resumed on %s until %s", host, end.UTC().Format(time.RFC3339))
-			return nil
-		}
-		switch a.Kind {
-		case calendar.ActStart:
-			if st.State == model.StateSuspended || ws.Desired == model.DesiredSuspended {
-				return resume()
-			}
-			if ws.Desired != model.DesiredRunning && ws.Desired != model.DesiredStopped {
-				return errSkip
-			}
-			if ws.Desired == model.DesiredRunning && st.Node == host && (st.State == model.StatePending || st.State == model.StateStarting || st.State == model.StateRunning) {
-				return errSkip // placed at admission (immediate lease)
-			}
-			if ws.Desired == model.DesiredStopped && st.Reason != "" && !strings.HasPrefix(st.Reason, "requeued") {
-				return errSkip
-			}
-			if !st.StartedAt.IsZero() || !st.Timings.ProcessStarted.IsZero() {
-				st.Generation++ // requeued: it boots again
-			}
-			ws.Desired = model.DesiredRunning
-			st.Node, st.State, st.Reason = host, model.StatePending, ""
-			st.StartedAt, st.ExpiresAt, st.PID, st.Guest = time.Time{}, time.Time{}, 0, nil
-			created := st.Timings.Created
-			st.Timings = model.Timings{Created: created, Scheduled: now}
-			typ, msg = "scheduled", fmt.Sprintf("started by the lease calendar on %s", host)
-		case calendar.ActResume:
-			return resume()
-		case calendar.ActSuspend:
-			if ws.Desired != model.DesiredRunning {
-				return errSkip
-			}
-			ws.Desired = model.DesiredSuspended
-			st.Reason = a.Reason
-			st.Suspensions++
-			typ, msg = "suspending", a.Reason
-		case calendar.ActRequeue:
-			ws.Desired = model.DesiredStopped
-			st.Reason = "requeued: " + a.Reason
-			if st.State == model.StatePending {
-				st.State = model.StateQueued
-			} else if st.State == model.StateStarting || st.State == model.StateRunning {
-				st.State = model.StateStopping
-			}
-			typ, msg = "requeued", a.Reason
-		case calendar.ActEnd:
-			if ws.Desired == model.DesiredStopped {
-				return errSkip
-			}
-			reason := fmt.Sprintf("lease ended at %s after %s", a.At.UTC().Format(time.RFC3339), ws.Spec.Duration)
-			if a.Reason != "" && a.Reason != "cancelled" {
-				reason += " (" + a.Reason + ")"
-			}
-			ws.Desired = model.DesiredStopped
-			st.Reason = reason
-			switch st.State {
-			case model.StatePending, model.StateQueued, model.StateScheduled:
-				st.State = model.StateStopped
-			case model.StateStarting, model.StateRunning:
-				st.State = model.StateStopping
-			}
-			typ, msg = "stopping", reason
-		default: // stage: the agent fetches images when it starts
-			return errSkip
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if typ != "" {
-		s.event(ctx, ws, typ, msg)
-		s.log.Info("lease "+string(a.Kind), "workspace", ref(ws), "host", host, "reason", a.Reason)
-	}
-	return nil
 }
 
 func viewInfo(v calendar.LeaseView) api.Lease {
@@ -465,10 +328,12 @@ func (s *Server) deleteLease(w http.ResponseWriter, r *http.Request) error {
 		}
 	} else {
 		s.placeMu.Lock()
-		if _, err := c.Cancel(v.ID, s.now()); err != nil {
+		acts, err := c.Cancel(v.ID, s.now())
+		if err != nil {
 			s.placeMu.Unlock()
 			return conflict(err.Error())
 		}
+		s.applyActions(ctx, acts)
 		s.placeMu.Unlock()
 	}
 	s.placeMu.Lock()

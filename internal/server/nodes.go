@@ -237,8 +237,7 @@ func (s *Server) putNodeWorkspaceStatus(w http.ResponseWriter, r *http.Request) 
 			st.Guest = rep.Guest
 		}
 		if !rep.StartedAt.IsZero() && (st.StartedAt.IsZero() || st.Timings.ProcessStarted.IsZero()) {
-			st.StartedAt = rep.StartedAt
-			st.ExpiresAt = rep.StartedAt.Add(ws.Spec.Duration.D())
+			st.StartedAt = rep.StartedAt // the lease's end (ExpiresAt) is the calendar's
 		}
 		t := &st.Timings
 		setOnce(&t.AgentReceived, rep.AgentReceived)

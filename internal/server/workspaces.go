@@ -122,6 +122,9 @@ func (s *Server) postWorkspaces(w http.ResponseWriter, r *http.Request) error {
 		if a.Lease == ws.Status.Lease && a.Kind == calendar.ActStart {
 			ws.Status.Node = a.Hosts[0]
 			ws.Status.Timings.Scheduled = s.now()
+			if v, ok := c.Get(a.Lease); ok {
+				ws.Status.ExpiresAt = v.End
+			}
 			continue
 		}
 		rest = append(rest, a)
@@ -132,18 +135,19 @@ func (s *Server) postWorkspaces(w http.ResponseWriter, r *http.Request) error {
 			ws.Status.State = model.StateQueued
 		}
 	}
+	// The workspace, its lease and whatever the admission displaced are
+	// stored in one transaction before the answer.
 	b, _ := json.Marshal(ws)
-	rev, err := s.store.Create(ctx, wsKey(p.Project, sp.Name), b)
-	if err != nil {
-		s.applyActions(ctx, append(rest, cancelLease(c, ws.Status.Lease, now)...))
-	}
+	err = s.commitLocked(ctx, rest, []store.Op{{Key: wsKey(p.Project, sp.Name), Value: b, Rev: store.OpMustNotExist}})
 	if errors.Is(err, store.ErrExists) {
 		return badRequest("invalid workspace spec", api.FieldError{Field: "name", Reason: "already exists"})
 	}
 	if err != nil {
 		return err
 	}
-	ws.Revision = rev
+	if kv, err := s.store.Get(ctx, wsKey(p.Project, sp.Name)); err == nil {
+		ws.Revision = kv.Revision
+	}
 	what := fmt.Sprintf("(%d vCPU, %.2f cores, %s memory, %s disk) for %s",
 		sp.Quantum.VCPUs, sp.Quantum.CPUCores(), sp.Quantum.Memory, sp.Quantum.Disk, sp.Duration)
 	switch {
@@ -158,7 +162,6 @@ func (s *Server) postWorkspaces(w http.ResponseWriter, r *http.Request) error {
 	for _, v := range adm.Victims {
 		s.log.Info("lease admission preempts", "lease", ws.Status.Lease, "victim", v.Lease, "how", v.Kind, "at", v.At)
 	}
-	s.applyActions(ctx, rest)
 	s.log.Info("workspace created", "project", p.Project, "workspace", sp.Name, "id", ws.ID, "node", ws.Status.Node, "state", ws.Status.State)
 	writeJSON(w, http.StatusCreated, ws)
 	return nil
@@ -329,29 +332,33 @@ func (s *Server) postWorkspaceStart(w http.ResponseWriter, r *http.Request) erro
 		}
 		rest = append(rest, a)
 	}
-	ws, err := s.mutateWS(ctx, p.Project, name, func(ws *model.Workspace) error {
-		if ws.Desired != cur.Desired || ws.Status.State == model.StateStopping {
-			return conflict(fmt.Sprintf("workspace %q changed meanwhile; try again", name))
-		}
-		now := s.now()
-		ws.Desired = model.DesiredRunning
-		ws.Status.State = model.StatePending
-		ws.Status.Node = host
-		ws.Status.Lease = l.ID
-		ws.Status.Reason = ""
-		ws.Status.Generation++
-		ws.Status.ExpiresAt = now.Add(ws.Spec.Duration.D())
-		ws.Status.StartedAt = now
-		ws.Status.Guest = nil
-		ws.Status.PID = 0
-		ws.Status.Timings = model.Timings{Created: now, Scheduled: now}
-		return nil
-	})
+	ws := cur
+	ws.Desired = model.DesiredRunning
+	ws.Status.State = model.StatePending
+	ws.Status.Node = host
+	ws.Status.Lease = l.ID
+	ws.Status.Reason = ""
+	ws.Status.Generation++
+	ws.Status.ExpiresAt = now.Add(ws.Spec.Duration.D())
+	if v, ok := c.Get(l.ID); ok {
+		ws.Status.ExpiresAt = v.End
+	}
+	ws.Status.StartedAt = now
+	ws.Status.Guest = nil
+	ws.Status.PID = 0
+	ws.Status.Timings = model.Timings{Created: now, Scheduled: now}
+	ws.Revision = 0
+	b, _ := json.Marshal(ws)
+	err = s.commitLocked(ctx, rest, []store.Op{{Key: wsKey(p.Project, name), Value: b, Rev: cur.Revision}})
+	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+		return conflict(fmt.Sprintf("workspace %q changed meanwhile; try again", name))
+	}
 	if err != nil {
-		s.applyActions(ctx, append(rest, cancelLease(c, l.ID, now)...))
 		return err
 	}
-	s.applyActions(ctx, rest)
+	if kv, err := s.store.Get(ctx, wsKey(p.Project, name)); err == nil {
+		ws.Revision = kv.Revision
+	}
 	s.event(ctx, ws, "starting", fmt.Sprintf("start requested, new lease of %s", ws.Spec.Duration))
 	writeJSON(w, http.StatusAccepted, ws)
 	return nil

@@ -1,0 +1,269 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"vgrid/internal/calendar"
+	"vgrid/internal/model"
+	"vgrid/internal/store"
+)
+
+// The lease calendar's state is stored, and stored before it is acted on:
+//
+//	leases/<project>/<name>[#gen]   model.LeaseRecord (the lease ID is the key's rest)
+//	usage/<project>                 model.ProjectUsage (fair share, charged core-hours)
+//	calendar/state                  calendarState (the clock, removed hosts)
+//
+// Every calendar decision is written in one transaction together with what
+// it does to the workspaces (see commitLocked), so that a crash at any
+// moment leaves either the decision and its effects or neither. At start
+// the calendar is restored from these records (calendar.Restore), exactly
+// as it was.
+
+const calendarStateKey = "calendar/state"
+
+func leaseKey(id string) string { return "leases/" + id }
+
+// calendarState is the calendar's own stored state besides its leases and
+// projects.
+type calendarState struct {
+	Now     time.Time `json:"now"`
+	Pass    bool      `json:"pass,omitempty"`
+	Removed []string  `json:"removed,omitempty"`
+}
+
+// loadCalendar restores the calendar from its stored records, or, for a
+// store written before leases were stored, builds it from the workspaces
+// and stores what it built.
+func (s *Server) loadCalendar(ctx context.Context) error {
+	kv, err := s.store.Get(ctx, calendarStateKey)
+	if errors.Is(err, store.ErrNotFound) {
+		if err := s.buildCalendar(ctx); err != nil {
+			return err
+		}
+		if err := s.commitLocked(ctx, nil, nil); err != nil {
+			s.cal = nil
+			return err
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var cs calendarState
+	if err := json.Unmarshal(kv.Value, &cs); err != nil {
+		return fmt.Errorf("decode %s: %w", calendarStateKey, err)
+	}
+	snap := calendar.Snapshot{Now: cs.Now, Pass: cs.Pass, Removed: cs.Removed}
+	kvs, err := s.store.List(ctx, "leases/")
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		var r model.LeaseRecord
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		snap.Leases = append(snap.Leases, r)
+	}
+	if kvs, err = s.store.List(ctx, "usage/"); err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		var u model.ProjectUsage
+		if err := json.Unmarshal(kv.Value, &u); err != nil {
+			return fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		snap.Projects = append(snap.Projects, u)
+	}
+	hosts, err := s.calendarHosts(ctx)
+	if err != nil {
+		return err
+	}
+	c, err := calendar.Restore(hosts, s.policy(), snap)
+	if err != nil {
+		return fmt.Errorf("restore the lease calendar: %w", err)
+	}
+	s.cal = c
+	s.log.Info("lease calendar restored", "leases", len(snap.Leases), "projects", len(snap.Projects), "clock", cs.Now)
+	return nil
+}
+
+// policy is the configured calendar policy; suspended leases resume only
+// where their memory and disk are, since moving them is not done yet.
+func (s *Server) policy() calendar.Policy {
+	p := calendar.DefaultPolicy()
+	if s.cfg.Policy != nil {
+		p = *s.cfg.Policy
+	}
+	p.ResumeInPlace = true
+	return p
+}
+
+// calendarHosts are the registered nodes as calendar hosts; it records
+// them as known to the calendar.
+func (s *Server) calendarHosts(ctx context.Context) ([]calendar.Host, error) {
+	nodes, err := s.nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hosts := make([]calendar.Host, 0, len(nodes))
+	s.calHosts = map[string]bool{}
+	for _, n := range nodes {
+		hosts = append(hosts, calHost(n))
+		s.calHosts[n.Name] = true
+	}
+	return hosts, nil
+}
+
+// commitLocked stores what the calendar changed (lease records, project
+// usage, its clock) together with the effects of acts on the workspaces
+// and the extra ops, in one transaction. It retries when an agent's report
+// changed a workspace meanwhile. If it cannot write, the calendar is
+// dropped, to be restored from the store at its next use: memory is never
+// ahead of what is stored. Events are recorded after the write. placeMu
+// must be held.
+func (s *Server) commitLocked(ctx context.Context, acts []calendar.Action, extra []store.Op) error {
+	c := s.cal
+	if c == nil {
+		return errors.New("no lease calendar")
+	}
+	recs, projs := c.Changes()
+	var base []store.Op
+	for _, r := range recs {
+		if r.State == calendar.StateRefused {
+			continue // never admitted: nothing to keep
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			s.cal = nil
+			return err
+		}
+		base = append(base, store.Op{Key: leaseKey(r.ID), Value: b})
+	}
+	for _, u := range projs {
+		b, _ := json.Marshal(u)
+		base = append(base, store.Op{Key: "usage/" + u.Project, Value: b})
+	}
+	snap := calendarState{Now: c.Now(), Removed: removedHosts(c)}
+	b, _ := json.Marshal(snap)
+	base = append(base, store.Op{Key: calendarStateKey, Value: b})
+	base = append(base, extra...)
+	now := s.now()
+	mine := map[string]bool{}
+	for _, op := range extra {
+		mine[op.Key] = true
+	}
+	for attempt := 0; ; attempt++ {
+		ops := append([]store.Op(nil), base...)
+		changes, wsOps, err := s.effects(ctx, acts, now, mine)
+		if err != nil {
+			s.cal = nil
+			return err
+		}
+		ops = append(ops, wsOps...)
+		_, err = s.store.Txn(ctx, ops)
+		var ce *store.ConflictError
+		if errors.As(err, &ce) && isWSKey(ce.Key) && !mine[ce.Key] && attempt < 50 {
+			continue // an agent's report: read again and redo the effects
+		}
+		if err != nil {
+			s.cal = nil
+			return fmt.Errorf("store the lease calendar's decisions: %w", err)
+		}
+		for _, ch := range changes {
+			s.event(ctx, ch.WS, ch.Type, ch.Message)
+			s.log.Info("lease "+ch.Type, "workspace", ref(ch.WS), "host", ch.WS.Status.Node)
+		}
+		return nil
+	}
+}
+
+func isWSKey(k string) bool { return len(k) > 3 && k[:3] == "ws/" }
+
+func removedHosts(c *calendar.Calendar) []string {
+	return c.Snapshot().Removed
+}
+
+// effects computes what acts do to the stored workspaces: their new
+// values as conditional writes, and the changes to record as events.
+func (s *Server) effects(ctx context.Context, acts []calendar.Action, now time.Time, skip map[string]bool) ([]Change, []store.Op, error) {
+	cur := map[string]model.Workspace{}
+	changed := map[string]bool{}
+	var order []string
+	var changes []Change
+	for _, a := range acts {
+		project, name, ok := refOfLease(a.Lease)
+		if !ok {
+			continue
+		}
+		k := wsKey(project, name)
+		if skip[k] {
+			continue // the caller writes it
+		}
+		ws, seen := cur[k]
+		if !seen {
+			kv, err := s.store.Get(ctx, k)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			if ws, err = decodeWS(kv); err != nil {
+				return nil, nil, err
+			}
+			order = append(order, k)
+		}
+		var end time.Time
+		if v, ok := s.cal.Get(a.Lease); ok {
+			end = v.End
+		}
+		ch := transition(a, ws, end, now)
+		cur[k] = ch.WS
+		if ch.Type != "" {
+			changes = append(changes, ch)
+			changed[k] = true
+		}
+	}
+	sort.Strings(order)
+	var ops []store.Op
+	for _, k := range order {
+		if !changed[k] {
+			continue
+		}
+		ws := cur[k]
+		rev := ws.Revision
+		ws.Revision = 0
+		b, err := json.Marshal(ws)
+		if err != nil {
+			return nil, nil, err
+		}
+		ops = append(ops, store.Op{Key: k, Value: b, Rev: rev})
+	}
+	return changes, ops, nil
+}
+
+// leaseRecord reads a stored lease of project by ID.
+func (s *Server) leaseRecord(ctx context.Context, project, id string) (model.LeaseRecord, error) {
+	var r model.LeaseRecord
+	kv, err := s.store.Get(ctx, leaseKey(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return r, notFound(fmt.Sprintf("lease %q", id))
+	}
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(kv.Value, &r); err != nil {
+		return r, fmt.Errorf("decode %s: %w", kv.Key, err)
+	}
+	if r.Project != project {
+		return model.LeaseRecord{}, notFound(fmt.Sprintf("lease %q", id))
+	}
+	return r, nil
+}

@@ -1,0 +1,117 @@
+package server
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"vgrid/internal/calendar"
+	"vgrid/internal/model"
+)
+
+// Change is what a calendar action does to a workspace: its new value
+// and the event to record. A zero Type means nothing changes.
+type Change struct {
+	WS      model.Workspace
+	Type    string
+	Message string
+}
+
+// transition applies a calendar action to the workspace of its lease. It is
+// pure: end is the lease's run end as the calendar has it (zero if
+// unknown), now the time of the decision. The workspace is unchanged (and
+// Type empty) when the action is not for its current lease, when it is
+// being deleted, or when the action is already carried out.
+func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Change {
+	same := Change{WS: ws}
+	if leaseID(ws) != a.Lease || ws.Desired == model.DesiredDeleted {
+		return same // an earlier lease of the workspace, or going away
+	}
+	host := ""
+	if len(a.Hosts) > 0 {
+		host = a.Hosts[0]
+	}
+	st := &ws.Status
+	resume := func() Change {
+		if host != st.Node {
+			// The calendar is told that a suspended lease stays on its
+			// host (see pinSuspended); should it still pick another, the
+			// workspace stays suspended.
+			return Change{WS: ws, Type: "held", Message: fmt.Sprintf("the calendar would resume it on %s, but its memory is saved on %s; kept suspended", host, st.Node)}
+		}
+		if ws.Desired == model.DesiredRunning && st.State != model.StateSuspended {
+			return same
+		}
+		ws.Desired = model.DesiredRunning
+		st.Reason = ""
+		if !end.IsZero() {
+			st.ExpiresAt = end
+		}
+		return Change{WS: ws, Type: "resuming", Message: fmt.Sprintf("resumed on %s until %s", host, end.UTC().Format(time.RFC3339))}
+	}
+	switch a.Kind {
+	case calendar.ActStart:
+		if st.State == model.StateSuspended || ws.Desired == model.DesiredSuspended {
+			return resume()
+		}
+		if ws.Desired != model.DesiredRunning && ws.Desired != model.DesiredStopped {
+			return same
+		}
+		if ws.Desired == model.DesiredRunning && st.Node == host && (st.State == model.StatePending || st.State == model.StateStarting || st.State == model.StateRunning) {
+			return same // placed at admission (immediate lease), or already started
+		}
+		if ws.Desired == model.DesiredStopped && st.Reason != "" && !strings.HasPrefix(st.Reason, "requeued") {
+			return same // stopped by the user or its lease's end
+		}
+		if !st.StartedAt.IsZero() || !st.Timings.ProcessStarted.IsZero() {
+			st.Generation++ // requeued: it boots again
+		}
+		ws.Desired = model.DesiredRunning
+		st.Node, st.State, st.Reason = host, model.StatePending, ""
+		st.StartedAt, st.ExpiresAt, st.PID, st.Guest = time.Time{}, end, 0, nil
+		created := st.Timings.Created
+		st.Timings = model.Timings{Created: created, Scheduled: now}
+		return Change{WS: ws, Type: "scheduled", Message: fmt.Sprintf("started by the lease calendar on %s", host)}
+	case calendar.ActResume:
+		return resume()
+	case calendar.ActSuspend:
+		if ws.Desired != model.DesiredRunning {
+			return same
+		}
+		ws.Desired = model.DesiredSuspended
+		st.Reason = a.Reason
+		st.Suspensions++
+		return Change{WS: ws, Type: "suspending", Message: a.Reason}
+	case calendar.ActRequeue:
+		if ws.Desired == model.DesiredStopped && strings.HasPrefix(st.Reason, "requeued") {
+			return same
+		}
+		ws.Desired = model.DesiredStopped
+		st.Reason = "requeued: " + a.Reason
+		switch st.State {
+		case model.StatePending:
+			st.State = model.StateQueued
+		case model.StateStarting, model.StateRunning:
+			st.State = model.StateStopping
+		}
+		return Change{WS: ws, Type: "requeued", Message: a.Reason}
+	case calendar.ActEnd:
+		if ws.Desired == model.DesiredStopped {
+			return same
+		}
+		reason := fmt.Sprintf("lease ended at %s after %s", a.At.UTC().Format(time.RFC3339), ws.Spec.Duration)
+		if a.Reason != "" && a.Reason != "cancelled" {
+			reason += " (" + a.Reason + ")"
+		}
+		ws.Desired = model.DesiredStopped
+		st.Reason = reason
+		switch st.State {
+		case model.StatePending, model.StateQueued, model.StateScheduled:
+			st.State = model.StateStopped
+		case model.StateStarting, model.StateRunning:
+			st.State = model.StateStopping
+		}
+		return Change{WS: ws, Type: "stopping", Message: reason}
+	}
+	return same // stage: the agent fetches images when it starts
+}
