@@ -68,7 +68,7 @@ fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## test: vet, gofmt, every test (real QEMU guests under TCG here), race detector on the concurrent packages
-test: vet fmt
+test: deps vet fmt
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -race -timeout 20m ./internal/store/... ./internal/server/... ./internal/agent/... ./internal/client/... ./internal/cgroup/... ./internal/hypervisor/... ./internal/guest/agent/...
 

@@ -56,10 +56,19 @@ const (
 	CodeInternal     = "internal"
 )
 
-// WorkspaceList is the answer of GET /workspaces.
+// WorkspaceList is the answer of GET /workspaces: one page. Continue,
+// when set, is passed back as ?continue= for the next page.
 type WorkspaceList struct {
 	Workspaces []model.Workspace `json:"workspaces"`
+	Continue   string            `json:"continue,omitempty"`
 }
+
+// Page sizes of the list calls: ?limit= is at most MaxPage, and
+// DefaultPage when absent.
+const (
+	DefaultPage = 500
+	MaxPage     = 1000
+)
 
 // EventList is the answer of GET /workspaces/{name}/events.
 type EventList struct {
@@ -142,6 +151,12 @@ type AgentReport struct {
 	SuspendBytes int64          `json:"suspend_bytes,omitempty"`
 	Resumed      time.Time      `json:"resumed,omitempty"`
 	ResumeTook   model.Duration `json:"resume_took,omitempty"`
+	// CPUSeconds is the CPU time the workspace's current QEMU process has
+	// used (its cgroup's counter): it only grows during a run and starts
+	// again from 0 with each new process (start or resume; tell them apart
+	// by PID and StartedAt). A Stopped or Suspended report carries the
+	// final value of the process that ended. Omitted when unknown.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 }
 
 // Lease is one lease of the control plane's calendar.
@@ -162,7 +177,8 @@ type Lease struct {
 	Reason      string         `json:"reason,omitempty"`
 }
 
-// LeaseList is the answer to GET /leases.
+// LeaseList is the answer to GET /leases: one page (see WorkspaceList).
 type LeaseList struct {
-	Leases []Lease `json:"leases"`
+	Leases   []Lease `json:"leases"`
+	Continue string  `json:"continue,omitempty"`
 }

@@ -35,6 +35,12 @@ type Config struct {
 	Resync time.Duration
 	// StopTimeout is how long a guest gets to power off before it is killed.
 	StopTimeout time.Duration
+	// UsageEvery is the least time between two reports of a workspace that
+	// differ only in its CPU counter (default 30 s: each report is a store write that wakes the hosts' long polls): a running workspace's
+	// counter is refreshed on the resync after UsageEvery has passed, if
+	// it moved by more than usageMinDelta. A report sent for another
+	// reason always carries the counter's current value.
+	UsageEvery time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -54,7 +60,9 @@ type Agent struct {
 	assigned map[string]model.Workspace // by workspace ID
 	busy     map[string]bool            // an operation runs for this ID
 	received map[string]time.Time       // when the agent first saw each ID's current generation
-	sent     map[string]string          // last report sent, as JSON, by ID
+	sent     map[string]sentReport      // last report sent, by ID
+	sending  map[string]*sync.Mutex     // held while a report is sent, by ID
+	cpuRead  map[string]cpuRead         // last CPU counter read of a running process, by ID
 	console  map[string]uint64          // hash of the last console upload, by ID
 	saved    map[string]time.Time       // when the agent suspended each ID (for reports)
 	wg       sync.WaitGroup
@@ -77,6 +85,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.StopTimeout == 0 {
 		cfg.StopTimeout = 20 * time.Second
 	}
+	if cfg.UsageEvery == 0 {
+		cfg.UsageEvery = 30 * time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -91,7 +102,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("node", n.Name), drv: cfg.Driver, now: cfg.Now, node: n.Name,
 		assigned: map[string]model.Workspace{}, busy: map[string]bool{}, received: map[string]time.Time{},
-		sent: map[string]string{}, console: map[string]uint64{}, saved: map[string]time.Time{},
+		sent: map[string]sentReport{}, sending: map[string]*sync.Mutex{}, cpuRead: map[string]cpuRead{}, console: map[string]uint64{}, saved: map[string]time.Time{},
 	}
 	a.images = &imageCache{dir: filepath.Join(cfg.DataDir, "images"), log: a.log}
 	return a, nil

@@ -37,6 +37,11 @@ type rig struct {
 	drv      *fake.Driver
 	cancel   context.CancelFunc
 	done     chan struct{}
+	// reports has every report the agent sent; agentCfg, if set, adjusts
+	// the agent's configuration; agent is the one running.
+	reports  *reportLog
+	agentCfg func(*Config)
+	agent    *Agent
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -46,6 +51,12 @@ func newRig(t testing.TB) *rig { t.Helper(); return newRigWith(t, nil) }
 // newRigWith lets a test adjust the control plane's configuration (e.g. its
 // clock) before it starts.
 func newRigWith(t testing.TB, adjust func(*server.Config)) *rig {
+	t.Helper()
+	return newRigAgent(t, adjust, nil)
+}
+
+// newRigAgent also lets a test adjust the agent's configuration.
+func newRigAgent(t testing.TB, adjust func(*server.Config), agentCfg func(*Config)) *rig {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"))
 	if err != nil {
@@ -59,7 +70,8 @@ func newRigWith(t testing.TB, adjust func(*server.Config)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewTLSServer(srv.Handler())
+	reports := &reportLog{}
+	hs := httptest.NewTLSServer(reports.wrap(srv.Handler()))
 	t.Cleanup(func() { hs.Close(); st.Close() })
 	ctx := context.Background()
 	admin, err := srv.Bootstrap(ctx, "default")
@@ -75,7 +87,8 @@ func newRigWith(t testing.TB, adjust func(*server.Config)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, srv: srv, hs: hs, user: user, join: join, ca: ca, dataDir: t.TempDir(), stateDir: t.TempDir()}
+	r := &rig{t: t, srv: srv, hs: hs, user: user, join: join, ca: ca, dataDir: t.TempDir(), stateDir: t.TempDir(),
+		reports: reports, agentCfg: agentCfg}
 	r.addImage()
 	r.drv = fake.New(r.stateDir)
 	r.startAgent()
@@ -100,15 +113,20 @@ func (r *rig) addImage() {
 }
 
 func (r *rig) startAgent() {
-	a, err := New(Config{
+	cfg := Config{
 		Server:  client.Config{Server: r.hs.URL, Token: r.join, CACert: r.ca},
 		DataDir: r.dataDir,
 		Node:    model.Node{Name: "h1", Accel: "tcg", Capacity: model.Resources{MilliCPU: 4000, Memory: 8 * model.GiB, Disk: 100 * model.GiB}},
 		Driver:  r.drv, Logger: quiet(), Resync: 200 * time.Millisecond, Heartbeat: time.Second,
-	})
+	}
+	if r.agentCfg != nil {
+		r.agentCfg(&cfg)
+	}
+	a, err := New(cfg)
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	r.agent = a
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan struct{})
 	go func() { defer close(r.done); _ = a.Run(ctx) }()

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"vgrid/api"
@@ -170,6 +171,8 @@ func (a *Agent) delete(ctx context.Context, w model.Workspace) {
 	}
 	a.mu.Lock()
 	delete(a.sent, w.ID)
+	delete(a.sending, w.ID)
+	delete(a.cpuRead, w.ID)
 	delete(a.console, w.ID)
 	delete(a.saved, w.ID)
 	a.mu.Unlock()
@@ -224,28 +227,81 @@ func (a *Agent) report(ctx context.Context, w model.Workspace, inst hypervisor.I
 			r.GuestReady = a.now()
 		}
 	}
+	r.CPUSeconds = a.cpuSeconds(w.ID, inst, r.State)
 	a.send(ctx, w, r)
 }
 
-// send posts a report unless it says what the last one said.
-func (a *Agent) send(ctx context.Context, w model.Workspace, r api.AgentReport) {
-	b, _ := json.Marshal(r)
-	key := string(b)
-	if r.State == model.StateRunning {
-		// The guest's uptime changes with every report; don't count it.
+// cpuRead is a CPU counter read of one process of a workspace.
+type cpuRead struct {
+	started time.Time // the process's StartedAt
+	seconds float64
+}
+
+// cpuSeconds is the CPU counter a report in state st carries: a running
+// process's current one, or the final one of the process that ended. Should
+// the driver not know the final one, the last one read of the same process
+// stands in (a little short of it).
+func (a *Agent) cpuSeconds(id string, inst hypervisor.Instance, st model.State) float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st != model.StateStopped && st != model.StateSuspended {
+		if inst.CPUSeconds > 0 {
+			a.cpuRead[id] = cpuRead{started: inst.StartedAt, seconds: inst.CPUSeconds}
+		}
+		return inst.CPUSeconds
+	}
+	if inst.FinalCPUSeconds > 0 {
+		return inst.FinalCPUSeconds
+	}
+	if last, ok := a.cpuRead[id]; ok && !inst.StartedAt.IsZero() && last.started.Equal(inst.StartedAt) {
+		return last.seconds
+	}
+	return 0
+}
+
+// usageMinDelta is how far (in CPU seconds) a counter must have moved for a
+// report to be sent for it alone.
+const usageMinDelta = 0.05
+
+// sentReport is the last report sent for a workspace.
+type sentReport struct {
+	key string    // the report as JSON, less what changes all the time
+	cpu float64   // its CPU counter
+	at  time.Time // when it was sent
+}
+
+// reportKey is r as JSON without what changes all the time: the guest's
+// uptime and the CPU counter (sent on their own at most every UsageEvery).
+func reportKey(r api.AgentReport) string {
+	r.CPUSeconds = 0
+	if r.State == model.StateRunning && r.Guest != nil {
 		g := *r.Guest
 		g.UptimeS = 0
-		cp := r
-		cp.Guest = &g
-		cp.GuestReady = time.Time{}
-		kb, _ := json.Marshal(cp)
-		key = string(kb)
+		r.Guest = &g
+		r.GuestReady = time.Time{}
 	}
+	b, _ := json.Marshal(r)
+	return string(b)
+}
+
+// send posts a report unless it says what the last one said, or differs
+// from it only by a CPU counter that moved less than usageMinDelta or was
+// sent less than UsageEvery ago. Every report is sent at most once per
+// resync or driver change, so a running workspace whose only news is its
+// CPU counter gets one report per UsageEvery (rounded up to the resync).
+// Reports of one workspace are sent one at a time: each report wakes the
+// agent's watch of its assignments, whose reconcile must see that the
+// report it would send is on its way.
+func (a *Agent) send(ctx context.Context, w model.Workspace, r api.AgentReport) {
+	defer a.sendLock(w.ID)()
+	key := reportKey(r)
+	now := a.now()
 	a.mu.Lock()
-	same := a.sent[w.ID] == key
+	last, ok := a.sent[w.ID]
 	a.mu.Unlock()
+	cpuDue := r.CPUSeconds-last.cpu > usageMinDelta && now.Sub(last.at) >= a.cfg.UsageEvery
 	// Resend when the server's record disagrees (e.g. after a restart of the server).
-	if same && string(w.Status.State) == string(r.State) {
+	if ok && last.key == key && string(w.Status.State) == string(r.State) && !cpuDue {
 		return
 	}
 	if err := a.client().Report(ctx, a.node, w, r); err != nil {
@@ -255,8 +311,21 @@ func (a *Agent) send(ctx context.Context, w model.Workspace, r api.AgentReport) 
 		return
 	}
 	a.mu.Lock()
-	a.sent[w.ID] = key
+	a.sent[w.ID] = sentReport{key: key, cpu: r.CPUSeconds, at: now}
 	a.mu.Unlock()
+}
+
+// sendLock locks the sending of id's reports and returns the unlock.
+func (a *Agent) sendLock(id string) func() {
+	a.mu.Lock()
+	m := a.sending[id]
+	if m == nil {
+		m = &sync.Mutex{}
+		a.sending[id] = m
+	}
+	a.mu.Unlock()
+	m.Lock()
+	return m.Unlock
 }
 
 // pushConsoles uploads console tails that grew.

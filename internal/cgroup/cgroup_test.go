@@ -335,3 +335,63 @@ func TestDeleteFake(t *testing.T) {
 		t.Errorf("group dir still there: %v", err)
 	}
 }
+
+func TestCPUSeconds(t *testing.T) {
+	v1 := func(t *testing.T) (*Hierarchy, string) { return fakeV1(t, false) }
+	v2 := func(t *testing.T) (*Hierarchy, string) { return fakeV2(t, false) }
+	const v1File, v2File = "cpuacct/vgrid/ws1/cpuacct.usage", "vgrid/ws1/cpu.stat"
+	tests := []struct {
+		name    string
+		tree    func(*testing.T) (*Hierarchy, string)
+		file    string // relative to the tree's root; "" keeps fakeV1/fakeV2's
+		content string
+		remove  bool // remove file instead
+		want    float64
+		wantErr bool
+	}{
+		{"v1 as laid out", v1, "", "", false, 2.499, false},
+		{"v1 zero", v1, v1File, "0\n", false, 0, false},
+		{"v1 nanoseconds", v1, v1File, "123456789012\n", false, 123.456789012, false},
+		{"v1 no newline", v1, v1File, "1500000000", false, 1.5, false},
+		{"v1 garbage", v1, v1File, "lots\n", false, 0, true},
+		{"v1 missing", v1, v1File, "", true, 0, true},
+		{"v2 as laid out", v2, "", "", false, 2.5, false},
+		{"v2 usage not first", v2, v2File, "nr_periods 3\nusage_usec 7250001\nuser_usec 7000000\n", false, 7.250001, false},
+		{"v2 zero", v2, v2File, "usage_usec 0\nuser_usec 0\nsystem_usec 0\n", false, 0, false},
+		{"v2 no usage_usec", v2, v2File, "user_usec 1\nsystem_usec 2\n", false, 0, true},
+		{"v2 garbage", v2, v2File, "usage_usec many\n", false, 0, true},
+		{"v2 missing", v2, v2File, "", true, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, root := tt.tree(t)
+			g, err := h.Load("vgrid", "ws1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.file != "" {
+				f := filepath.Join(root, filepath.FromSlash(tt.file))
+				if tt.remove {
+					if err := os.Remove(f); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					fakeFile(t, f, tt.content)
+				}
+			}
+			got, err := g.CPUSeconds()
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("got %v, want an error", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := got - tt.want; d > 1e-9 || d < -1e-9 {
+				t.Errorf("got %v s, want %v s", got, tt.want)
+			}
+		})
+	}
+}

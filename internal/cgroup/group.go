@@ -264,6 +264,18 @@ func (g *Group) CPUUsage() (time.Duration, error) {
 	return time.Duration(v), err
 }
 
+// CPUSeconds returns the CPU time the group's tasks have used in total, in
+// seconds: v1 cpuacct.usage (nanoseconds), v2 usage_usec of cpu.stat. The
+// counter includes tasks that have exited and only grows while the group
+// exists; it is gone with the group, so read it before Delete.
+func (g *Group) CPUSeconds() (float64, error) {
+	u, err := g.CPUUsage()
+	if err != nil {
+		return 0, err
+	}
+	return u.Seconds(), nil
+}
+
 // Throttled returns how many CFS periods have elapsed with runnable tasks
 // and in how many of them the group was throttled by its quota.
 func (g *Group) Throttled() (periods, throttled int64, err error) {

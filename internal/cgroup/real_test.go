@@ -108,3 +108,49 @@ func TestHostCPUCap(t *testing.T) {
 		t.Errorf("cpu dir still there: %v", err)
 	}
 }
+
+// TestHostCPUSeconds runs a capped busy loop in a group and checks that the
+// group's counter grows while it runs, outlives the task, and agrees with
+// the CPU time the kernel accounted to the task itself (its rusage).
+func TestHostCPUSeconds(t *testing.T) {
+	g := hostGroup(t, Limits{CPUCores: 0.5, MemoryBytes: 64 << 20})
+	if s, err := g.CPUSeconds(); err != nil || s != 0 {
+		t.Errorf("new group: got %v s, %v, want 0", s, err)
+	}
+	args := append([]string{"-c", `for f; do echo $$ > "$f"; done; exec sh -c 'while :; do :; done'`, "join"}, g.ProcsFiles()...)
+	cmd := exec.Command("/bin/sh", args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	time.Sleep(500 * time.Millisecond)
+	s0, err := g.CPUSeconds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	s1, err := g.CPUSeconds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s0 <= 0 || s1 <= s0 {
+		t.Errorf("while spinning: got %v s then %v s, want a growing counter", s0, s1)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	task := (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	final, err := g.CPUSeconds()
+	if err != nil {
+		t.Fatalf("after the task exited: %v", err)
+	}
+	t.Logf("group counter %.3f s after the task exited; the task's own rusage %.3f s", final, task)
+	if final < s1 {
+		t.Errorf("counter went back from %v s to %v s", s1, final)
+	}
+	if d := final - task; d > 0.1*task+0.02 || d < -0.1*task-0.02 {
+		t.Errorf("group counter %.3f s, task rusage %.3f s: more than 10%% apart", final, task)
+	}
+	if u, _ := g.CPUUsage(); u.Seconds() != final {
+		t.Errorf("CPUUsage %v disagrees with CPUSeconds %v", u, final)
+	}
+}

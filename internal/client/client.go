@@ -146,10 +146,38 @@ func (c *Client) CreateWorkspace(ctx context.Context, spec []byte) (model.Worksp
 	return w, c.Do(ctx, "POST", "/workspaces", spec, &w)
 }
 
-// ListWorkspaces lists the caller's project's workspaces.
+// ListWorkspaces lists the caller's project's workspaces, every page.
 func (c *Client) ListWorkspaces(ctx context.Context) ([]model.Workspace, error) {
+	var out []model.Workspace
+	cont := ""
+	for {
+		l, err := c.ListWorkspacesPage(ctx, 0, cont)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, l.Workspaces...)
+		if cont = l.Continue; cont == "" {
+			return out, nil
+		}
+	}
+}
+
+// ListWorkspacesPage returns one page of at most limit workspaces (0: the
+// server's default) after the continue token cont ("" for the first).
+func (c *Client) ListWorkspacesPage(ctx context.Context, limit int, cont string) (api.WorkspaceList, error) {
 	var l api.WorkspaceList
-	return l.Workspaces, c.Do(ctx, "GET", "/workspaces", nil, &l)
+	return l, c.Do(ctx, "GET", "/workspaces?"+pageQuery(limit, cont), nil, &l)
+}
+
+func pageQuery(limit int, cont string) string {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if cont != "" {
+		q.Set("continue", cont)
+	}
+	return q.Encode()
 }
 
 // GetWorkspace returns one workspace.
@@ -275,10 +303,20 @@ func (c *Client) RegisterImage(ctx context.Context, img model.Image) (model.Imag
 	return out, c.Do(ctx, "POST", "/images", img, &out)
 }
 
-// Leases lists the caller's project's leases.
+// Leases lists the caller's project's leases, every page.
 func (c *Client) Leases(ctx context.Context) ([]api.Lease, error) {
-	var out api.LeaseList
-	return out.Leases, c.Do(ctx, "GET", "/leases", nil, &out)
+	var out []api.Lease
+	cont := ""
+	for {
+		var l api.LeaseList
+		if err := c.Do(ctx, "GET", "/leases?"+pageQuery(0, cont), nil, &l); err != nil {
+			return out, err
+		}
+		out = append(out, l.Leases...)
+		if cont = l.Continue; cont == "" {
+			return out, nil
+		}
+	}
 }
 
 // GetLease returns a lease by workspace name or lease ID.
@@ -306,3 +344,6 @@ func (c *Client) Calendar(ctx context.Context, from, to time.Time, width int) (s
 	err := c.Do(ctx, "GET", "/calendar?"+q.Encode(), nil, &b)
 	return string(b), err
 }
+
+// Token returns the secret the client authenticates with.
+func (c *Client) Token() string { return c.token }

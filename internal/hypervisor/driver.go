@@ -80,6 +80,16 @@ type Instance struct {
 	// LastResume is set when the running process was resumed from a
 	// saved state rather than booted.
 	LastResume *SuspendResult
+	// CPUSeconds is the CPU time the instance's current process has used,
+	// as its cgroup counts it (cumulative since the process started; a
+	// resume is a new process and starts again from 0). 0 when no process
+	// runs (stopped or suspended).
+	CPUSeconds float64
+	// FinalCPUSeconds is, for a stopped or suspended instance, what
+	// CPUSeconds was when its last process ended: the counter read after
+	// the process was gone and before its cgroup was removed. 0 while a
+	// process runs, and when the driver did not see the end.
+	FinalCPUSeconds float64
 }
 
 // Driver runs guests on one host. Every method is safe for concurrent use

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
@@ -249,26 +250,51 @@ func visible(ctx context.Context, v calendar.LeaseView) bool {
 	return v.Project == who(ctx).Project
 }
 
+// getLeases answers one page of the caller's project's stored leases
+// (?limit=, ?continue=).
 func (s *Server) getLeases(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	s.placeMu.Lock()
-	c, err := s.calendarLocked(ctx)
-	var vs []calendar.LeaseView
-	if err == nil {
-		vs = c.Leases()
-	}
-	s.placeMu.Unlock()
+	kvs, next, err := s.page(r, "leases/"+who(ctx).Project+"/")
 	if err != nil {
 		return err
 	}
-	out := api.LeaseList{Leases: []api.Lease{}}
-	for _, v := range vs {
-		if visible(ctx, v) {
-			out.Leases = append(out.Leases, viewInfo(v))
+	out := api.LeaseList{Leases: make([]api.Lease, 0, len(kvs)), Continue: next}
+	now := s.now()
+	for _, kv := range kvs {
+		var rec model.LeaseRecord
+		if err := json.Unmarshal(kv.Value, &rec); err != nil {
+			return fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
+		out.Leases = append(out.Leases, recordInfo(rec, now))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// recordInfo is a stored lease as the API shows it: its current (or last)
+// run and what is left of it at now.
+func recordInfo(r model.LeaseRecord, now time.Time) api.Lease {
+	out := api.Lease{ID: r.ID, Project: r.Project, Kind: string(r.Kind), State: string(r.State),
+		Hosts: []string{}, Remaining: r.Remaining, Suspensions: r.Suspensions, Requeues: r.Requeues, Reason: r.Reason}
+	switch {
+	case r.Hold != nil:
+		out.Start, out.End, out.Hosts = r.Hold.Start, r.Hold.RunEnd, r.Hold.Hosts
+		if r.Hold.Started && now.After(r.Hold.Start) {
+			upto := now
+			if upto.After(r.Hold.RunEnd) {
+				upto = r.Hold.RunEnd
+			}
+			ran := upto.Sub(r.Hold.Start)
+			out.Remaining = model.Duration(max(r.Remaining.D()-ran, 0))
+		}
+	case r.State.Over():
+		out.Remaining = 0
+		if n := len(r.Segments); n > 0 {
+			out.Start, out.End = r.Segments[n-1].RunFrom, r.Segments[n-1].RunTo
+			out.Hosts = []string{r.Segments[n-1].Host}
+		}
+	}
+	return out
 }
 
 // leaseByName finds a lease of the caller's project by workspace name (its

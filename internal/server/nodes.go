@@ -233,6 +233,9 @@ func (s *Server) putNodeWorkspaceStatus(w http.ResponseWriter, r *http.Request) 
 			st.Reason = rep.Reason
 		}
 		st.PID, st.Accel, st.Cgroup = rep.PID, rep.Accel, rep.Cgroup
+		if rep.CPUSeconds > 0 {
+			st.CPUSeconds = rep.CPUSeconds
+		}
 		if rep.Guest != nil {
 			st.Guest = rep.Guest
 		}

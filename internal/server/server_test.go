@@ -35,7 +35,7 @@ func (c *clock) Add(d time.Duration) {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *Server
 	hs    *httptest.Server
 	clk   *clock
@@ -44,7 +44,7 @@ type env struct {
 	st    *bolt.Store
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"))
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -167,14 +168,57 @@ func (s *Server) postWorkspaces(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// getWorkspaces answers one page of the caller's project's workspaces
+// (?limit=, ?continue=), reading only that page from the store.
 func (s *Server) getWorkspaces(w http.ResponseWriter, r *http.Request) error {
 	p := who(r.Context())
-	list, err := s.listWS(r.Context(), "ws/"+p.Project+"/")
+	prefix := "ws/" + p.Project + "/"
+	kvs, next, err := s.page(r, prefix)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, api.WorkspaceList{Workspaces: list})
+	out := api.WorkspaceList{Workspaces: make([]model.Workspace, 0, len(kvs)), Continue: next}
+	for _, kv := range kvs {
+		ws, err := decodeWS(kv)
+		if err != nil {
+			return err
+		}
+		out.Workspaces = append(out.Workspaces, ws)
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// page reads one page of keys under prefix as the request asks: ?limit=
+// (default api.DefaultPage, at most api.MaxPage) after ?continue= (the
+// last key of the previous page, without the prefix). It returns the next
+// continue token, "" after the last page.
+func (s *Server) page(r *http.Request, prefix string) ([]store.KV, string, error) {
+	q := r.URL.Query()
+	limit := api.DefaultPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > api.MaxPage {
+			return nil, "", badRequest(fmt.Sprintf("limit: want 1 to %d", api.MaxPage))
+		}
+		limit = n
+	}
+	after := ""
+	if c := q.Get("continue"); c != "" {
+		if strings.ContainsAny(c, "\x00") || len(c) > 512 {
+			return nil, "", badRequest("continue: not a token this server gave")
+		}
+		after = prefix + c
+	}
+	kvs, more, err := s.store.ListPage(r.Context(), prefix, after, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if more && len(kvs) > 0 {
+		next = strings.TrimPrefix(kvs[len(kvs)-1].Key, prefix)
+	}
+	return kvs, next, nil
 }
 
 func (s *Server) getWorkspace(w http.ResponseWriter, r *http.Request) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -52,6 +53,9 @@ type instance struct {
 	upBefore   time.Duration
 	saved      *hypervisor.SuspendResult // while suspended
 	lastResume *hypervisor.SuspendResult // this process was resumed
+	// cpu is the current process's CPU counter (SetCPUSeconds); finalCPU
+	// what it was when the last process ended.
+	cpu, finalCPU float64
 }
 
 // Simulated suspend and resume costs: the saved state is a quarter of the
@@ -157,6 +161,7 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hyper
 	in.spec, in.state, in.pid, in.exitReason = spec, hypervisor.InstanceRunning, h.nextPID, ""
 	in.startedAt = now
 	in.upBefore, in.saved, in.lastResume = 0, nil, nil
+	in.cpu, in.finalCPU = 0, 0
 	in.readyAt = time.Time{}
 	if !f.NoGuest {
 		in.readyAt = now.Add(f.GuestDelay)
@@ -219,6 +224,7 @@ func (d *Driver) end(id, reason string, fault error) error {
 	}
 	in.state, in.pid, in.exitReason = hypervisor.InstanceStopped, 0, reason
 	in.lastResume = nil
+	in.finalCPU, in.cpu = in.cpu, 0
 	in.console = append(in.console, "reboot: Power down\n"...)
 	h.mu.Unlock()
 	h.notifyAll(id)
@@ -306,6 +312,30 @@ func (d *Driver) Resize(ctx context.Context, id string, q model.Quantum) error {
 	return nil
 }
 
+// SetCPUSeconds sets the CPU counter of a running instance's process, as
+// its cgroup would count it: Get and List report it as CPUSeconds, and when
+// the process ends (Stop, Crash, Suspend) as FinalCPUSeconds. A new process
+// (Start, resume) starts from 0. It does not notify Changes: a real
+// driver does not either. A real counter never goes back; the fake takes
+// whatever it is given, so that tests can misbehave.
+func (d *Driver) SetCPUSeconds(id string, s float64) error {
+	if s < 0 || math.IsNaN(s) || math.IsInf(s, 0) {
+		return fmt.Errorf("set cpu seconds of %s: %v: %w", id, s, hypervisor.ErrInvalid)
+	}
+	h := d.host
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	in := h.insts[id]
+	switch {
+	case in == nil:
+		return fmt.Errorf("set cpu seconds of %q: %w", id, hypervisor.ErrNotFound)
+	case in.state == hypervisor.InstanceStopped || in.state == hypervisor.InstanceSuspended:
+		return fmt.Errorf("set cpu seconds of %s: %w", id, hypervisor.ErrNotRunning)
+	}
+	in.cpu = s
+	return nil
+}
+
 // Quantum returns the quantum an instance has now (after any Resize).
 func (d *Driver) Quantum(id string) (model.Quantum, bool) {
 	h := d.host
@@ -384,6 +414,7 @@ func (d *Driver) Suspend(ctx context.Context, id string) (hypervisor.SuspendResu
 	in.upBefore += now.Sub(in.startedAt)
 	in.state, in.pid, in.exitReason = hypervisor.InstanceSuspended, 0, "suspended"
 	in.saved, in.lastResume = &res, nil
+	in.finalCPU, in.cpu = in.cpu, 0
 	h.mu.Unlock()
 	h.notifyAll(id)
 	return res, nil
@@ -405,6 +436,7 @@ func (d *Driver) resume(in *instance, spec hypervisor.InstanceSpec, f Faults) (h
 		in.readyAt = now
 	}
 	in.lastResume, in.saved = in.saved, nil
+	in.cpu, in.finalCPU = 0, 0
 	in.console = append(in.console, "(resumed)\n"...)
 	return in.view(now), nil
 }
@@ -421,12 +453,15 @@ func (in *instance) view(now time.Time) hypervisor.Instance {
 	}
 	switch in.state {
 	case hypervisor.InstanceStopped:
+		out.FinalCPUSeconds = in.finalCPU
 		return out
 	case hypervisor.InstanceSuspended:
 		out.Saved = copyResult(in.saved)
+		out.FinalCPUSeconds = in.finalCPU
 		return out
 	}
 	out.LastResume = copyResult(in.lastResume)
+	out.CPUSeconds = in.cpu
 	out.Cgroup = map[string]string{"cpu": "/fake/vgrid/" + in.spec.ID, "memory": "/fake/vgrid/" + in.spec.ID}
 	if !in.readyAt.IsZero() && !now.Before(in.readyAt) {
 		out.Guest = guestInfo(in.spec)

@@ -3,6 +3,7 @@ package fake
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -106,4 +107,73 @@ func TestSuspendFault(t *testing.T) {
 	if err != nil || res.Bytes != int64(spec.Quantum.Memory/4) {
 		t.Errorf("Suspend: got %+v, %v", res, err)
 	}
+}
+
+func TestSetCPUSeconds(t *testing.T) {
+	ctx := context.Background()
+	d := New(t.TempDir())
+	defer d.Close()
+	spec := hypervisortest.Spec("cpu-1", img)
+	get := func() hypervisor.Instance {
+		t.Helper()
+		in, err := d.Get(ctx, spec.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	check := func(what string, in hypervisor.Instance, cpu, final float64) {
+		t.Helper()
+		if in.CPUSeconds != cpu || in.FinalCPUSeconds != final {
+			t.Errorf("%s: got CPUSeconds %v, FinalCPUSeconds %v, want %v, %v", what, in.CPUSeconds, in.FinalCPUSeconds, cpu, final)
+		}
+	}
+	if err := d.SetCPUSeconds(spec.ID, 1); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("unknown instance: got %v, want ErrNotFound", err)
+	}
+	in, err := d.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("started", in, 0, 0)
+	for _, bad := range []float64{-1, math.NaN(), math.Inf(1)} {
+		if err := d.SetCPUSeconds(spec.ID, bad); !errors.Is(err, hypervisor.ErrInvalid) {
+			t.Errorf("SetCPUSeconds(%v): got %v, want ErrInvalid", bad, err)
+		}
+	}
+	if err := d.SetCPUSeconds(spec.ID, 1.5); err != nil {
+		t.Fatal(err)
+	}
+	check("running", get(), 1.5, 0)
+	if insts, err := d.List(ctx); err != nil || len(insts) != 1 {
+		t.Fatalf("List: %v, %v", insts, err)
+	} else {
+		check("listed", insts[0], 1.5, 0)
+	}
+	if err := d.Stop(ctx, spec.ID, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	check("stopped", get(), 0, 1.5)
+	if err := d.SetCPUSeconds(spec.ID, 2); !errors.Is(err, hypervisor.ErrNotRunning) {
+		t.Errorf("stopped instance: got %v, want ErrNotRunning", err)
+	}
+
+	if in, err = d.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	check("restarted", in, 0, 0)
+	_ = d.SetCPUSeconds(spec.ID, 3)
+	if _, err := d.Suspend(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("suspended", get(), 0, 3)
+	if in, err = d.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	check("resumed", in, 0, 0)
+	_ = d.SetCPUSeconds(spec.ID, 0.25)
+	if err := d.Crash(spec.ID, "boom"); err != nil {
+		t.Fatal(err)
+	}
+	check("crashed", get(), 0, 0.25)
 }

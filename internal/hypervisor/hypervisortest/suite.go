@@ -32,7 +32,10 @@ type NewDriver func(t *testing.T, stateDir string) hypervisor.Driver
 //   - Delete removes StateDir/<id> (a driver that keeps no files has none);
 //   - Suspend of an unknown ID returns ErrNotFound, of a stopped one
 //     ErrNotRunning; a resumed guest reports again, with an uptime that
-//     went on from before (it did not reboot).
+//     went on from before (it did not reboot);
+//   - a running instance's CPUSeconds is >= 0 and never decreases from one
+//     Get or List to the next; a stopped or suspended one has CPUSeconds 0
+//     and a FinalCPUSeconds no less than the last CPUSeconds seen.
 func Run(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, opts ...Option) {
 	var c config
 	for _, o := range opts {
@@ -174,6 +177,7 @@ func testLifecycle(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage,
 
 	in = WaitGuest(t, d, spec.ID)
 	checkGuest(t, in, spec)
+	cpu := checkCPUSeconds(t, d, spec.ID, in.CPUSeconds)
 
 	again, err := d.Start(ctx, spec)
 	if err != nil || again.PID != in.PID || again.State != hypervisor.InstanceRunning {
@@ -204,6 +208,7 @@ func testLifecycle(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage,
 		t.Errorf("after Stop: got %+v, %v, want stopped, no PID or guest, a reason", st, err)
 	}
 	t.Logf("exit reason: %s", st.ExitReason)
+	checkFinalCPU(t, st, cpu)
 	if c.realPIDs && !processGone(in.PID) {
 		t.Errorf("process %d still runs after Stop", in.PID)
 	}
@@ -327,6 +332,7 @@ func testSuspend(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c
 	}
 	before := WaitGuest(t, d, spec.ID)
 	time.Sleep(uptimeRun)
+	cpu := checkCPUSeconds(t, d, spec.ID, before.CPUSeconds)
 
 	seen.reset()
 	res := suspend(t, d, spec.ID)
@@ -336,6 +342,7 @@ func testSuspend(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c
 		t.Fatal(err)
 	}
 	suspendedWell(t, got, res)
+	checkFinalCPU(t, got, cpu)
 	if c.realPIDs && !processGone(before.PID) {
 		t.Errorf("process %d still runs after Suspend", before.PID)
 	}
@@ -451,6 +458,69 @@ func WaitGuest(t *testing.T, d hypervisor.Driver, id string) hypervisor.Instance
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// cpuReadGap separates checkCPUSeconds' reads, so that a counter that is
+// read at all has time to move.
+const cpuReadGap = 200 * time.Millisecond
+
+// checkCPUSeconds reads a running instance's CPU counter through Get,
+// Get again and List, and checks that it is >= 0 and never below the
+// read before (starting from prev, an earlier read of the same process).
+// It returns the last value.
+func checkCPUSeconds(t *testing.T, d hypervisor.Driver, id string, prev float64) float64 {
+	t.Helper()
+	ctx := context.Background()
+	if prev < 0 {
+		t.Errorf("CPUSeconds of running %s: got %v, want >= 0", id, prev)
+	}
+	reads := []float64{prev}
+	for i := 0; i < 3; i++ {
+		time.Sleep(cpuReadGap)
+		var in hypervisor.Instance
+		if i < 2 {
+			var err error
+			if in, err = d.Get(ctx, id); err != nil {
+				t.Fatalf("Get: %v", err)
+			}
+		} else {
+			insts, err := d.List(ctx)
+			if err != nil {
+				t.Fatalf("List: %v", err)
+			}
+			for _, x := range insts {
+				if x.ID == id {
+					in = x
+				}
+			}
+		}
+		if in.State != hypervisor.InstanceRunning {
+			t.Fatalf("%s: got %+v, want running", id, in)
+		}
+		if in.FinalCPUSeconds != 0 {
+			t.Errorf("running %s: got FinalCPUSeconds %v, want 0", id, in.FinalCPUSeconds)
+		}
+		last := reads[len(reads)-1]
+		if in.CPUSeconds < 0 || in.CPUSeconds < last {
+			t.Errorf("CPUSeconds of running %s: got %v after %v, want >= 0 and non-decreasing", id, in.CPUSeconds, last)
+		}
+		reads = append(reads, in.CPUSeconds)
+	}
+	t.Logf("%s: CPUSeconds over reads %s apart: %v", id, cpuReadGap, reads)
+	return reads[len(reads)-1]
+}
+
+// checkFinalCPU checks a stopped or suspended instance's CPU figures
+// against the last CPUSeconds its process had.
+func checkFinalCPU(t *testing.T, in hypervisor.Instance, last float64) {
+	t.Helper()
+	if in.CPUSeconds != 0 {
+		t.Errorf("%s %s: got CPUSeconds %v, want 0", in.State, in.ID, in.CPUSeconds)
+	}
+	if in.FinalCPUSeconds < last {
+		t.Errorf("%s %s: got FinalCPUSeconds %v, want at least the %v it had used before", in.State, in.ID, in.FinalCPUSeconds, last)
+	}
+	t.Logf("%s %s: its process used %.3f s of CPU", in.State, in.ID, in.FinalCPUSeconds)
 }
 
 // checkGuest compares a guest report with the spec: the vCPU count, and

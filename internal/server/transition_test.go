@@ -1,0 +1,136 @@
+package server
+
+import (
+	"testing"
+	"time"
+
+	"vgrid/internal/calendar"
+	"vgrid/internal/model"
+)
+
+// Every calendar action against every workspace state (with the desired
+// state the server gives it in that state): the resulting desired state,
+// observed state, host and the event.
+func TestTransitionEveryActionEveryState(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	end := now.Add(time.Hour)
+	type want struct {
+		desired model.Desired
+		state   model.State
+		node    string
+		event   string
+	}
+	type row struct {
+		state   model.State
+		desired model.Desired
+		node    string
+		reason  string
+	}
+	rows := []row{
+		{model.StateQueued, model.DesiredRunning, "", ""},
+		{model.StateScheduled, model.DesiredRunning, "", ""},
+		{model.StatePending, model.DesiredRunning, "n1", ""},
+		{model.StateStarting, model.DesiredRunning, "n1", ""},
+		{model.StateRunning, model.DesiredRunning, "n1", ""},
+		{model.StateStopping, model.DesiredStopped, "n1", "stopped by user"},
+		{model.StateStopped, model.DesiredStopped, "n1", "stopped by user"},
+		{model.StateStopped, model.DesiredStopped, "n1", "requeued: preempted by x"},
+		{model.StateSuspended, model.DesiredSuspended, "n1", "preempted by x"},
+		{model.StateFailed, model.DesiredStopped, "n1", "crashed"},
+	}
+	// What each action does from each row, in row order.
+	wants := map[calendar.ActionKind][]want{
+		calendar.ActStart: {
+			{model.DesiredRunning, model.StatePending, "n1", "scheduled"},
+			{model.DesiredRunning, model.StatePending, "n1", "scheduled"},
+			{model.DesiredRunning, model.StatePending, "n1", ""}, // placed at admission
+			{model.DesiredRunning, model.StateStarting, "n1", ""},
+			{model.DesiredRunning, model.StateRunning, "n1", ""},
+			{model.DesiredStopped, model.StateStopping, "n1", ""}, // the user stopped it
+			{model.DesiredStopped, model.StateStopped, "n1", ""},
+			{model.DesiredRunning, model.StatePending, "n1", "scheduled"}, // requeued: boots again
+			{model.DesiredRunning, model.StateSuspended, "n1", "resuming"},
+			{model.DesiredStopped, model.StateFailed, "n1", ""},
+		},
+		calendar.ActResume: {
+			{model.DesiredRunning, model.StateQueued, "", "held"},
+			{model.DesiredRunning, model.StateScheduled, "", "held"},
+			{model.DesiredRunning, model.StatePending, "n1", ""},
+			{model.DesiredRunning, model.StateStarting, "n1", ""},
+			{model.DesiredRunning, model.StateRunning, "n1", ""},
+			{model.DesiredRunning, model.StateStopping, "n1", "resuming"},
+			{model.DesiredRunning, model.StateStopped, "n1", "resuming"},
+			{model.DesiredRunning, model.StateStopped, "n1", "resuming"},
+			{model.DesiredRunning, model.StateSuspended, "n1", "resuming"},
+			{model.DesiredRunning, model.StateFailed, "n1", "resuming"},
+		},
+		calendar.ActSuspend: {
+			{model.DesiredSuspended, model.StateQueued, "", "suspending"},
+			{model.DesiredSuspended, model.StateScheduled, "", "suspending"},
+			{model.DesiredSuspended, model.StatePending, "n1", "suspending"},
+			{model.DesiredSuspended, model.StateStarting, "n1", "suspending"},
+			{model.DesiredSuspended, model.StateRunning, "n1", "suspending"},
+			{model.DesiredStopped, model.StateStopping, "n1", ""},
+			{model.DesiredStopped, model.StateStopped, "n1", ""},
+			{model.DesiredStopped, model.StateStopped, "n1", ""},
+			{model.DesiredSuspended, model.StateSuspended, "n1", ""},
+			{model.DesiredStopped, model.StateFailed, "n1", ""},
+		},
+		calendar.ActRequeue: {
+			{model.DesiredStopped, model.StateQueued, "", "requeued"},
+			{model.DesiredStopped, model.StateScheduled, "", "requeued"},
+			{model.DesiredStopped, model.StateQueued, "n1", "requeued"},
+			{model.DesiredStopped, model.StateStopping, "n1", "requeued"},
+			{model.DesiredStopped, model.StateStopping, "n1", "requeued"},
+			{model.DesiredStopped, model.StateStopping, "n1", "requeued"},
+			{model.DesiredStopped, model.StateStopped, "n1", "requeued"},
+			{model.DesiredStopped, model.StateStopped, "n1", ""},
+			{model.DesiredStopped, model.StateSuspended, "n1", "requeued"},
+			{model.DesiredStopped, model.StateFailed, "n1", "requeued"},
+		},
+		calendar.ActEnd: {
+			{model.DesiredStopped, model.StateStopped, "", "stopping"},
+			{model.DesiredStopped, model.StateStopped, "", "stopping"},
+			{model.DesiredStopped, model.StateStopped, "n1", "stopping"},
+			{model.DesiredStopped, model.StateStopping, "n1", "stopping"},
+			{model.DesiredStopped, model.StateStopping, "n1", "stopping"},
+			{model.DesiredStopped, model.StateStopping, "n1", ""},
+			{model.DesiredStopped, model.StateStopped, "n1", ""},
+			{model.DesiredStopped, model.StateStopped, "n1", ""},
+			{model.DesiredStopped, model.StateSuspended, "n1", "stopping"},
+			{model.DesiredStopped, model.StateFailed, "n1", ""},
+		},
+	}
+	wants[calendar.ActStage] = nil // nothing, from every state
+	for kind, ws := range wants {
+		for i, r := range rows {
+			w := model.Workspace{ID: "w1", Project: "p", Spec: model.WorkspaceSpec{Name: "a", Duration: model.Duration(time.Hour)},
+				Desired: r.desired, Status: model.WorkspaceStatus{State: r.state, Node: r.node, Reason: r.reason, Lease: "p/a", Generation: 1}}
+			if r.state == model.StateRunning || r.state == model.StateStopped {
+				w.Status.StartedAt = now.Add(-time.Minute)
+			}
+			a := calendar.Action{At: now, Kind: kind, Lease: "p/a", Hosts: []string{"n1"}, Reason: "preempted by x"}
+			got := transition(a, w, end, now)
+			exp := want{r.desired, r.state, r.node, ""}
+			if ws != nil {
+				exp = ws[i]
+			}
+			g := want{got.WS.Desired, got.WS.Status.State, got.WS.Status.Node, got.Type}
+			if g != exp {
+				t.Errorf("%s on %s/%s (%q): got %+v, want %+v", kind, r.state, r.desired, r.reason, g, exp)
+			}
+			// An action for another lease, or on a workspace being
+			// deleted, changes nothing.
+			other := a
+			other.Lease = "p/a#2"
+			if ch := transition(other, w, end, now); ch.Type != "" || ch.WS.Desired != w.Desired || ch.WS.Status.State != w.Status.State {
+				t.Errorf("%s of another lease on %s changed it: %+v", kind, r.state, ch)
+			}
+			del := w
+			del.Desired = model.DesiredDeleted
+			if ch := transition(a, del, end, now); ch.Type != "" || ch.WS.Desired != model.DesiredDeleted {
+				t.Errorf("%s on a deleted workspace changed it: %+v", kind, ch)
+			}
+		}
+	}
+}
