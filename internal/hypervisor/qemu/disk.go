@@ -1,15 +1,10 @@
 package qemu
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"vgrid/internal/hypervisor"
 )
@@ -18,7 +13,7 @@ import (
 // unless it exists: a restarted instance boots from the disk it had. Its
 // virtual size is the larger of the quantum's disk and the image's MinDisk
 // (0 keeps the base disk's size).
-func (d *Driver) ensureDisk(ctx context.Context, spec hypervisor.InstanceSpec, p Paths) error {
+func (d *Driver) ensureDisk(spec hypervisor.InstanceSpec, p Paths) error {
 	if _, err := os.Stat(p.Disk); err == nil {
 		return nil
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -32,31 +27,16 @@ func (d *Driver) ensureDisk(ctx context.Context, spec hypervisor.InstanceSpec, p
 		return fmt.Errorf("image disk: %w", err)
 	}
 	tmp := p.Disk + ".tmp"
-	args := []string{"create", "-q", "-f", "qcow2", "-b", base, "-F", spec.Image.DiskFormat, tmp}
-	if size := max(spec.Quantum.Disk, spec.Image.MinDisk); size > 0 {
-		args = append(args, strconv.FormatInt(int64(size), 10))
-	}
-	if err := run(ctx, d.opts.QEMUImgPath, args...); err != nil {
-		os.Remove(tmp)
+	os.Remove(tmp) // left by a start that crashed
+	// Written in Go (qcow2.go) rather than by qemu-img create, which took
+	// about 30 ms a start; the image is the same.
+	size := int64(max(spec.Quantum.Disk, spec.Image.MinDisk))
+	if err := writeQcow2Overlay(tmp, base, spec.Image.DiskFormat, size); err != nil {
 		return fmt.Errorf("create disk: %w", err)
 	}
 	if err := os.Rename(tmp, p.Disk); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("create disk: %w", err)
-	}
-	return nil
-}
-
-// run runs a helper program and returns its stderr in the error.
-func run(ctx context.Context, prog string, args ...string) error {
-	cmd := exec.CommandContext(ctx, prog, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		if msg := strings.TrimSpace(out.String()); msg != "" {
-			return fmt.Errorf("%s: %w: %s", filepath.Base(prog), err, msg)
-		}
-		return fmt.Errorf("%s: %w", filepath.Base(prog), err)
 	}
 	return nil
 }

@@ -52,13 +52,11 @@ func New(opts Options) (*Driver, error) {
 	if err := opts.fill(); err != nil {
 		return nil, fmt.Errorf("qemu driver: %w", err)
 	}
-	for _, prog := range []*string{&opts.QEMUPath, &opts.QEMUImgPath, &opts.GenISOImagePath} {
-		path, err := exec.LookPath(*prog)
-		if err != nil {
-			return nil, fmt.Errorf("qemu driver: %w", err)
-		}
-		*prog = path
+	path, err := exec.LookPath(opts.QEMUPath)
+	if err != nil {
+		return nil, fmt.Errorf("qemu driver: %w", err)
 	}
+	opts.QEMUPath = path
 	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("qemu driver: %w", err)
 	}
@@ -172,10 +170,10 @@ func (d *Driver) start(ctx context.Context, spec hypervisor.InstanceSpec, p Path
 		return hypervisor.Instance{}, err
 	}
 	accel := d.accelFor(spec)
-	if err := d.ensureDisk(ctx, spec, p); err != nil {
+	if err := d.ensureDisk(spec, p); err != nil {
 		return hypervisor.Instance{}, err
 	}
-	if err := d.writeSeed(ctx, spec, p); err != nil {
+	if err := d.writeSeed(spec, p); err != nil {
 		return hypervisor.Instance{}, err
 	}
 	d.discardSaved(spec.ID, p) // a state saved before a crash, never recorded
@@ -391,6 +389,7 @@ func (d *Driver) inspect(id string) (hypervisor.Instance, error) {
 		}
 		if g, err := d.cg.Load(d.opts.CgroupParent, id); err == nil {
 			in.Cgroup = g.Paths()
+			in.CPUSeconds = d.groupCPUSeconds(id, g)
 		}
 		return in, nil
 	}
@@ -400,7 +399,7 @@ func (d *Driver) inspect(id string) (hypervisor.Instance, error) {
 			return hypervisor.Instance{}, err
 		}
 	}
-	in.ExitReason = st.ExitReason
+	in.ExitReason, in.FinalCPUSeconds = st.ExitReason, st.CPUSeconds
 	if st, ok := suspendedState(p); ok {
 		in.State, in.Saved = hypervisor.InstanceSuspended, st.Suspended.result()
 	}
@@ -544,6 +543,8 @@ func (d *Driver) finish(v *vm) {
 			st.StoppedAt = st.StartedAt.Add(time.Nanosecond)
 		}
 		st.ExitReason = d.exitReason(v)
+		// The counter is gone with the cgroup, removed below.
+		st.CPUSeconds = d.finalCPUSeconds(v)
 		if err := writeJSON(v.p.State, st); err != nil {
 			v.log.Error("record exit", "err", err)
 		}

@@ -25,6 +25,9 @@ type runState struct {
 	Suspended *savedState `json:"suspended,omitempty"`
 	// LastResume is set when this run was resumed from a saved state.
 	LastResume *savedState `json:"last_resume,omitempty"`
+	// CPUSeconds is the CPU time the run's process used, read from its
+	// cgroup when its exit was recorded (usage.go).
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 }
 
 // exitRecorded reports whether the last run's end has been written down.

@@ -108,7 +108,9 @@ func checkCap(t *testing.T, g *cgroup.Group, capCores float64, d time.Duration) 
 }
 
 // TestCPUCap checks that a guest spinning on its one vCPU gets the CPU
-// cap of its quantum, before and after a Resize.
+// cap of its quantum, before and after a Resize, and that the driver
+// reports the CPU time its process used (Instance.CPUSeconds, and
+// FinalCPUSeconds once stopped) as its cgroup counts it.
 func TestCPUCap(t *testing.T) {
 	_, d, img := hostSetup(t)
 	ctx := context.Background()
@@ -147,6 +149,11 @@ func TestCPUCap(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	checkCap(t, g, 0.25, 3*time.Second)
+
+	// CPU accounting: what the driver reports is the cgroup's counter,
+	// and what the process used in all is kept when it ends.
+	cpu := checkCPUSeconds(t, d, spec.ID, g)
+	checkFinalCPUSeconds(t, d, spec.ID, 0.25, cpu)
 }
 
 // TestHelperProcess is not a test: TestSurvivesAgentKill runs the test

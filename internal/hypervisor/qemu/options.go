@@ -17,10 +17,10 @@ type Options struct {
 	// RunDir holds socket directories for instances whose StateDir path is
 	// too long for a unix socket address. Default /run/vgrid.
 	RunDir string
-	// Programs; defaults are looked up in PATH.
-	QEMUPath        string // qemu-system-x86_64
-	QEMUImgPath     string // qemu-img
-	GenISOImagePath string // genisoimage
+	// QEMUPath is qemu-system-x86_64, looked up in PATH by default. The
+	// driver spawns no other program: it writes the qcow2 overlay
+	// (qcow2.go) and the seed ISO (iso9660.go) itself.
+	QEMUPath string
 	// Accel is "auto" (default: DetectAccel), "kvm" or "tcg". A spec's
 	// own Accel overrides it.
 	Accel string
@@ -79,12 +79,6 @@ func (o *Options) fill() error {
 	}
 	if o.QEMUPath == "" {
 		o.QEMUPath = "qemu-system-x86_64"
-	}
-	if o.QEMUImgPath == "" {
-		o.QEMUImgPath = "qemu-img"
-	}
-	if o.GenISOImagePath == "" {
-		o.GenISOImagePath = "genisoimage"
 	}
 	switch o.Accel {
 	case "":

@@ -2,13 +2,12 @@ package qemu
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"vgrid/internal/guest/proto"
 	"vgrid/internal/hypervisor"
@@ -201,26 +200,17 @@ func yamlString(s string) string {
 }
 
 // writeSeed (re)writes the cidata ISO; the context may differ between
-// starts, so it is made on every start.
-func (d *Driver) writeSeed(ctx context.Context, spec hypervisor.InstanceSpec, p Paths) error {
-	dir, err := os.MkdirTemp(p.Dir, ".seed")
-	if err != nil {
-		return fmt.Errorf("write seed: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	for name, data := range SeedFiles(spec) {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			return fmt.Errorf("write seed: %w", err)
-		}
-	}
+// starts, so it is made on every start. It is written in Go (iso9660.go)
+// rather than by genisoimage -V cidata -J -r, which took about 15 ms a
+// start; the guest sees the same label, names and contents.
+func (d *Driver) writeSeed(spec hypervisor.InstanceSpec, p Paths) error {
 	tmp := p.Seed + ".tmp"
-	// -V cidata is the NoCloud label; -J and -r (Joliet, Rock Ridge) keep
-	// the file names as they are.
-	if err := run(ctx, d.opts.GenISOImagePath, "-quiet", "-V", proto.SeedLabel, "-J", "-r", "-o", tmp, dir); err != nil {
+	if err := writeISOFile(tmp, proto.SeedLabel, SeedFiles(spec), time.Now()); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write seed: %w", err)
 	}
 	if err := os.Rename(tmp, p.Seed); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("write seed: %w", err)
 	}
 	return nil

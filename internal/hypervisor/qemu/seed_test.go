@@ -1,7 +1,7 @@
 package qemu
 
 import (
-	"context"
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +10,6 @@ import (
 
 	"vgrid/internal/guest/agent"
 	"vgrid/internal/guest/proto"
-	"vgrid/internal/hypervisor"
 	"vgrid/internal/model"
 )
 
@@ -72,16 +71,15 @@ func TestSeedFiles(t *testing.T) {
 }
 
 func TestWriteSeedISO(t *testing.T) {
-	if _, err := exec.LookPath("genisoimage"); err != nil {
-		t.Skip("genisoimage is not installed")
-	}
 	dir := t.TempDir()
-	d := &Driver{opts: Options{GenISOImagePath: "genisoimage"}}
+	d := &Driver{}
 	p := instancePaths(dir, DefaultRunDir)
 	spec := testSpec()
 	spec.Context = &model.Context{Env: map[string]string{"A": "1"}}
-	if err := d.writeSeed(context.Background(), spec, p); err != nil {
-		t.Fatal(err)
+	for range 2 { // written on every start: the second replaces the first
+		if err := d.writeSeed(spec, p); err != nil {
+			t.Fatal(err)
+		}
 	}
 	b, err := os.ReadFile(p.Seed)
 	if err != nil {
@@ -93,8 +91,18 @@ func TestWriteSeedISO(t *testing.T) {
 	if label, ok := agent.ISOVolumeLabel(b[32768 : 32768+2048]); !ok || label != proto.SeedLabel {
 		t.Errorf("iso label: got %q, %v, want %q", label, ok, proto.SeedLabel)
 	}
-	if left, _ := filepath.Glob(filepath.Join(dir, ".seed*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.tmp")); len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
-	var _ hypervisor.InstanceSpec = spec
+	if _, err := exec.LookPath("isoinfo"); err != nil {
+		return
+	}
+	for name, data := range SeedFiles(spec) {
+		for _, ext := range []string{"-J", "-R"} {
+			got, err := exec.Command("isoinfo", ext, "-i", p.Seed, "-x", "/"+name).Output()
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("isoinfo %s -x /%s: got %q, %v; want %q", ext, name, got, err, data)
+			}
+		}
+	}
 }
