@@ -83,7 +83,7 @@ test-short:
 
 ## bench: benchmarks (see docs/benchmarks.md)
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/sched/ ./internal/store/...
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/calendar/ ./internal/store/...
 	$(GO) run ./bench/startlatency -n 50
 
 ## fuzz: a minute of fuzzing on the spec parser

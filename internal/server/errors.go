@@ -7,7 +7,7 @@ import (
 	"net/http"
 
 	"vgrid/api"
-	"vgrid/internal/sched"
+	"vgrid/internal/control"
 	"vgrid/internal/spec"
 	"vgrid/internal/store"
 )
@@ -47,12 +47,12 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	status := http.StatusInternalServerError
 	var he *httpError
 	var fe *spec.FieldErrors
-	var nf *sched.NoFitError
-	var rf *refusalError
+	var ce *control.Error
+	var rf *control.RefusalError
 	switch {
 	case errors.As(err, &rf):
 		status, body.Code = http.StatusConflict, api.CodeCapacity
-		r := rf.r
+		r := rf.Refusal
 		if r.Resource != "" && r.Resource != "core-hours" {
 			body.Shortfalls = []api.Shortfall{{Resource: r.Resource, Requested: int64(r.Requested), Free: int64(r.Free), Host: r.Host}}
 		}
@@ -67,18 +67,20 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 		for _, f := range fe.Fields() {
 			body.Fields = append(body.Fields, api.FieldError{Field: f.Field, Reason: f.Reason})
 		}
-	case errors.As(err, &nf):
-		status, body.Code = http.StatusConflict, api.CodeCapacity
-		if nf.NoHosts {
-			status = http.StatusServiceUnavailable
+	case errors.As(err, &ce):
+		body.Fields = ce.Fields
+		switch ce.Kind {
+		case control.KindInvalid:
+			status, body.Code = http.StatusBadRequest, api.CodeInvalid
+		case control.KindNotFound:
+			status, body.Code = http.StatusNotFound, api.CodeNotFound
+		case control.KindGone:
+			status, body.Code = http.StatusGone, api.CodeNotFound
+		default:
+			status, body.Code = http.StatusConflict, api.CodeConflict
 		}
-		for _, s := range nf.Shortfalls {
-			body.Shortfalls = append(body.Shortfalls, api.Shortfall(s))
-		}
-		if !nf.FreesAt.IsZero() {
-			t := nf.FreesAt
-			body.FreesAt = &t
-		}
+	case errors.Is(err, control.ErrNoReadyHost):
+		status, body.Code = http.StatusServiceUnavailable, api.CodeCapacity
 	case errors.Is(err, errUnauthorized):
 		status, body.Code = http.StatusUnauthorized, api.CodeUnauthorized
 	case errors.Is(err, errForbidden):

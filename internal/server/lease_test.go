@@ -34,7 +34,7 @@ func (e *env) get(name string) model.Workspace {
 func (e *env) reconcileAt(d time.Duration) {
 	e.t.Helper()
 	e.clk.Add(d)
-	if err := e.srv.reconcile(context.Background()); err != nil {
+	if err := e.srv.ctl.Reconcile(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -224,7 +224,7 @@ func TestLeaseCancelAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.clk.Add(2 * time.Hour)
-	if err := srv2.reconcile(ctx); err != nil {
+	if err := srv2.ctl.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if w := e.get("next"); w.Status.Node != "n1" || w.Status.State != model.StatePending {
@@ -294,10 +294,7 @@ func TestPolicyQuotaRefusesThroughTheAPI(t *testing.T) {
 	ctx := context.Background()
 	p := calendar.DefaultPolicy()
 	p.Quotas = map[string]calendar.Quota{"default": {Workspaces: 1}}
-	e.srv.placeMu.Lock()
-	e.srv.cfg.Policy = &p
-	e.srv.cal = nil // rebuilt with the policy on next use
-	e.srv.placeMu.Unlock()
+	e.srv.ctl.SetPolicy(&p)
 	if _, err := e.admin.CreateWorkspace(ctx, []byte(goodSpec)); err != nil {
 		t.Fatal(err)
 	}

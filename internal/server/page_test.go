@@ -17,7 +17,7 @@ func (e *env) seedWorkspaces(tb testing.TB, p string, n int) {
 	for i := 0; i < n; i++ {
 		w := model.Workspace{ID: fmt.Sprintf("w%05d", i), Project: p, Spec: model.WorkspaceSpec{Name: fmt.Sprintf("ws-%05d", i)}}
 		b, _ := json.Marshal(w)
-		if _, err := e.st.Update(context.Background(), wsKey(p, w.Spec.Name), b, 0); err != nil {
+		if _, err := e.st.Update(context.Background(), "ws/"+p+"/"+w.Spec.Name, b, 0); err != nil {
 			tb.Fatal(err)
 		}
 	}

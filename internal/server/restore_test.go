@@ -20,9 +20,7 @@ func (e *env) restarted() *Server {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	srv.placeMu.Lock()
-	defer srv.placeMu.Unlock()
-	if _, err := srv.calendarLocked(context.Background()); err != nil {
+	if _, err := srv.ctl.CalendarSnapshot(context.Background()); err != nil {
 		e.t.Fatalf("restore: %v", err)
 	}
 	return srv
@@ -30,13 +28,10 @@ func (e *env) restarted() *Server {
 
 func snapshotJSON(t *testing.T, s *Server) string {
 	t.Helper()
-	s.placeMu.Lock()
-	defer s.placeMu.Unlock()
-	c, err := s.calendarLocked(context.Background())
+	snap, err := s.ctl.CalendarSnapshot(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap := c.Snapshot()
 	// Refused leases are never stored: they hold nothing.
 	var ls []model.LeaseRecord
 	for _, l := range snap.Leases {
@@ -99,15 +94,15 @@ func TestCalendarRestoredFieldByFieldAfterRestart(t *testing.T) {
 
 	// The restarted control plane takes over from here.
 	e.srv = e.restarted()
-	lv, err := e.srv.leaseRecord(ctx, "default", "default/batch")
+	lv, err := e.srv.ctl.Lease(ctx, "default", "default/batch")
 	if err != nil || lv.State != calendar.StateRunning && lv.State != calendar.StateSuspended {
 		t.Fatalf("batch after restart: %+v %v", lv, err)
 	}
 	e.clk.Add(time.Hour)
-	if err := e.srv.reconcile(ctx); err != nil {
+	if err := e.srv.ctl.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r, err := e.srv.leaseRecord(ctx, "default", "default/booked")
+	r, err := e.srv.ctl.Lease(ctx, "default", "default/booked")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,10 +115,10 @@ func TestCalendarRestoredFieldByFieldAfterRestart(t *testing.T) {
 	// The deadline lease runs next (14:00-14:30), then the suspended one
 	// resumes before the queued one, which was submitted after it.
 	e.clk.Add(30 * time.Minute)
-	if err := e.srv.reconcile(ctx); err != nil {
+	if err := e.srv.ctl.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b, err := e.srv.leaseRecord(ctx, "default", "default/batch")
+	b, err := e.srv.ctl.Lease(ctx, "default", "default/batch")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,46 +7,25 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"vgrid/api"
-	"vgrid/internal/calendar"
+	"vgrid/internal/control"
 	"vgrid/internal/model"
 	"vgrid/internal/store"
 )
 
-// Config configures a control plane.
-type Config struct {
-	Store  store.Store
-	Logger *slog.Logger
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
-	// NodeTimeout is how long a host may go without a heartbeat before it is
-	// no longer offered new workspaces.
-	NodeTimeout time.Duration
-	// ReconcileEvery is the period of the lease and node checks.
-	ReconcileEvery time.Duration
-	// Policy is the lease calendar's policy (backfilling, placement,
-	// suspension, fair share, quotas); nil means calendar.DefaultPolicy.
-	Policy *calendar.Policy
-}
+// Config configures a control plane: the controller's configuration.
+type Config = control.Config
 
-// Server is the control plane. Create it with New, serve Handler, and call
-// Run for the background reconciler.
+// Server is the control plane's HTTP face over a control.Controller.
+// Create it with New, serve Handler, and call Run for the calendar's
+// actions.
 type Server struct {
-	store store.Store
+	ctl   *control.Controller
+	store store.Store // tokens and projects
 	log   *slog.Logger
 	now   func() time.Time
-	cfg   Config
-
-	// placeMu serialises placement decisions with the writes that commit
-	// them, so two requests never take the same free capacity.
-	placeMu sync.Mutex
-	// cal is the lease calendar (guarded by placeMu), built on first use;
-	// calHosts are the hosts it knows.
-	cal      *calendar.Calendar
-	calHosts map[string]bool
 }
 
 // New returns a server over cfg.Store.
@@ -60,14 +39,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.NodeTimeout == 0 {
-		cfg.NodeTimeout = 30 * time.Second
+	ctl, err := control.New(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.ReconcileEvery == 0 {
-		cfg.ReconcileEvery = time.Second
-	}
-	return &Server{store: cfg.Store, log: cfg.Logger, now: cfg.Now, cfg: cfg}, nil
+	return &Server{ctl: ctl, store: cfg.Store, log: cfg.Logger, now: cfg.Now}, nil
 }
+
+// Controller is the core the server serves.
+func (s *Server) Controller() *control.Controller { return s.ctl }
 
 // endpoint is one API route, declared as data so that the OpenAPI
 // document can be checked against the routes.
@@ -176,7 +156,7 @@ func (s *Server) getWhoami(w http.ResponseWriter, r *http.Request) error {
 // returns the secret of a token it created, or "" if one already existed
 // (its secret is not recoverable: the store keeps hashes only).
 func (s *Server) Bootstrap(ctx context.Context, project string) (admin string, err error) {
-	if err := s.ensureProject(ctx, project); err != nil {
+	if err := s.ctl.EnsureProject(ctx, project); err != nil {
 		return "", err
 	}
 	kvs, err := s.store.List(ctx, "tokens/")
@@ -194,7 +174,7 @@ func (s *Server) Bootstrap(ctx context.Context, project string) (admin string, e
 
 // CreateToken creates a token (for vgrid up and tests).
 func (s *Server) CreateToken(ctx context.Context, project, role string) (string, error) {
-	if err := s.ensureProject(ctx, project); err != nil {
+	if err := s.ctl.EnsureProject(ctx, project); err != nil {
 		return "", err
 	}
 	return s.createToken(ctx, Token{Project: project, Role: role})
@@ -203,26 +183,8 @@ func (s *Server) CreateToken(ctx context.Context, project, role string) (string,
 // RegisterImage stores an image record (its files stay where they are and
 // are served to agents from there).
 func (s *Server) RegisterImage(ctx context.Context, img model.Image) error {
-	if img.CreatedAt.IsZero() {
-		img.CreatedAt = s.now()
-	}
-	b, _ := json.Marshal(img)
-	_, err := s.store.Update(ctx, "images/"+img.Name, b, 0)
-	return err
+	return s.ctl.RegisterImage(ctx, img, false)
 }
 
-// Run runs the reconciler until ctx ends.
-func (s *Server) Run(ctx context.Context) error {
-	t := time.NewTicker(s.cfg.ReconcileEvery)
-	defer t.Stop()
-	for {
-		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("reconcile", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
-}
+// Run carries out the calendar's actions at their time until ctx ends.
+func (s *Server) Run(ctx context.Context) error { return s.ctl.Run(ctx) }

@@ -363,14 +363,14 @@ func TestLeaseEndStopsWorkspace(t *testing.T) {
 	now := e.clk.Now()
 	e.report(w, api.AgentReport{State: model.StateStarting, PID: 1, StartedAt: now, ProcessStarted: now})
 	e.clk.Add(2*time.Hour - time.Second)
-	if err := e.srv.reconcile(ctx); err != nil {
+	if err := e.srv.ctl.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if w, _ = e.admin.GetWorkspace(ctx, "demo"); w.Desired != model.DesiredRunning {
 		t.Fatalf("stopped before the lease ended")
 	}
 	e.clk.Add(time.Second)
-	if err := e.srv.reconcile(ctx); err != nil {
+	if err := e.srv.ctl.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	w, _ = e.admin.GetWorkspace(ctx, "demo")

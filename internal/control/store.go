@@ -1,4 +1,4 @@
-package server
+package control
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"vgrid/internal/model"
-	"vgrid/internal/sched"
 	"vgrid/internal/store"
 )
 
@@ -32,17 +31,18 @@ func newID() string {
 	return "w" + hex.EncodeToString(b)
 }
 
-func (s *Server) ensureProject(ctx context.Context, name string) error {
-	b, _ := json.Marshal(map[string]any{"name": name, "created_at": s.now()})
-	_, err := s.store.Create(ctx, "projects/"+name, b)
+// EnsureProject creates a project record unless it exists.
+func (ctl *Controller) EnsureProject(ctx context.Context, name string) error {
+	b, _ := json.Marshal(map[string]any{"name": name, "created_at": ctl.now()})
+	_, err := ctl.store.Create(ctx, "projects/"+name, b)
 	if errors.Is(err, store.ErrExists) {
 		return nil
 	}
 	return err
 }
 
-func (s *Server) getWS(ctx context.Context, project, name string) (model.Workspace, error) {
-	kv, err := s.store.Get(ctx, wsKey(project, name))
+func (ctl *Controller) getWS(ctx context.Context, project, name string) (model.Workspace, error) {
+	kv, err := ctl.store.Get(ctx, wsKey(project, name))
 	if errors.Is(err, store.ErrNotFound) {
 		// The same answer whether it does not exist or belongs to another
 		// project: a caller learns nothing about other projects.
@@ -63,8 +63,8 @@ func decodeWS(kv store.KV) (model.Workspace, error) {
 	return w, nil
 }
 
-func (s *Server) listWS(ctx context.Context, prefix string) ([]model.Workspace, error) {
-	kvs, err := s.store.List(ctx, prefix)
+func (ctl *Controller) listWS(ctx context.Context, prefix string) ([]model.Workspace, error) {
+	kvs, err := ctl.store.List(ctx, prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -81,9 +81,9 @@ func (s *Server) listWS(ctx context.Context, prefix string) ([]model.Workspace, 
 
 // mutateWS applies fn to the stored workspace with optimistic concurrency,
 // retrying on conflicts. fn may return errSkip to write nothing.
-func (s *Server) mutateWS(ctx context.Context, project, name string, fn func(*model.Workspace) error) (model.Workspace, error) {
+func (ctl *Controller) mutateWS(ctx context.Context, project, name string, fn func(*model.Workspace) error) (model.Workspace, error) {
 	for attempt := 0; ; attempt++ {
-		w, err := s.getWS(ctx, project, name)
+		w, err := ctl.getWS(ctx, project, name)
 		if err != nil {
 			return w, err
 		}
@@ -96,7 +96,7 @@ func (s *Server) mutateWS(ctx context.Context, project, name string, fn func(*mo
 		rev := w.Revision
 		w.Revision = 0
 		b, _ := json.Marshal(w)
-		nrev, err := s.store.Update(ctx, wsKey(project, name), b, rev)
+		nrev, err := ctl.store.Update(ctx, wsKey(project, name), b, rev)
 		if errors.Is(err, store.ErrConflict) && attempt < 50 {
 			continue
 		}
@@ -108,15 +108,13 @@ func (s *Server) mutateWS(ctx context.Context, project, name string, fn func(*mo
 	}
 }
 
-var errSkip = errors.New("skip")
-
 // event appends to a workspace's history.
-func (s *Server) event(ctx context.Context, w model.Workspace, typ, msg string) {
-	e := model.Event{Time: s.now(), Type: typ, Message: msg}
+func (ctl *Controller) event(ctx context.Context, w model.Workspace, typ, msg string) {
+	e := model.Event{Time: ctl.now(), Type: typ, Message: msg}
 	b, _ := json.Marshal(e)
 	key := fmt.Sprintf("events/%s/%s/%s/%020d", w.Project, w.Spec.Name, w.ID, e.Time.UnixNano())
-	if _, err := s.store.Update(ctx, key, b, 0); err != nil {
-		s.log.Warn("record event", "workspace", w.Spec.Name, "err", err)
+	if _, err := ctl.store.Update(ctx, key, b, 0); err != nil {
+		ctl.log.Warn("record event", "workspace", w.Spec.Name, "err", err)
 	}
 }
 
@@ -132,8 +130,8 @@ func holds(w model.Workspace) bool {
 	return true
 }
 
-func (s *Server) nodes(ctx context.Context) ([]model.Node, error) {
-	kvs, err := s.store.List(ctx, "nodes/")
+func (ctl *Controller) nodes(ctx context.Context) ([]model.Node, error) {
+	kvs, err := ctl.store.List(ctx, "nodes/")
 	if err != nil {
 		return nil, err
 	}
@@ -148,45 +146,8 @@ func (s *Server) nodes(ctx context.Context) ([]model.Node, error) {
 	return out, nil
 }
 
-func (s *Server) nodeReady(n model.Node) bool {
-	return s.now().Sub(n.LastHeartbeat) < s.cfg.NodeTimeout
-}
-
-// snapshot builds the scheduler's view: hosts with their commitments.
-// skip names a workspace (project/name) whose own commitment is left out.
-func (s *Server) snapshot(ctx context.Context, skip string) ([]sched.Host, error) {
-	nodes, err := s.nodes(ctx)
-	if err != nil {
-		return nil, err
-	}
-	all, err := s.listWS(ctx, "ws/")
-	if err != nil {
-		return nil, err
-	}
-	idx := map[string]int{}
-	hosts := make([]sched.Host, len(nodes))
-	for i, n := range nodes {
-		hosts[i] = sched.Host{Name: n.Name, Capacity: n.Capacity, Labels: n.Labels, Ready: s.nodeReady(n)}
-		idx[n.Name] = i
-	}
-	for _, w := range all {
-		ref := w.Project + "/" + w.Spec.Name
-		if ref == skip || !holds(w) {
-			continue
-		}
-		i, ok := idx[w.Status.Node]
-		if !ok {
-			continue
-		}
-		until := w.Status.ExpiresAt
-		if until.IsZero() {
-			until = w.CreatedAt.Add(w.Spec.Duration.D())
-		}
-		hosts[i].Commitments = append(hosts[i].Commitments, sched.Commitment{
-			Workspace: ref, Resources: resourcesOf(w.Spec), Until: until,
-		})
-	}
-	return hosts, nil
+func (ctl *Controller) nodeReady(n model.Node) bool {
+	return ctl.now().Sub(n.LastHeartbeat) < ctl.cfg.NodeTimeout
 }
 
 // resourcesOf is what a workspace holds on its host.
@@ -194,8 +155,8 @@ func resourcesOf(sp model.WorkspaceSpec) model.Resources {
 	return sp.Quantum.Resources()
 }
 
-func (s *Server) images(ctx context.Context) (map[string]model.Image, error) {
-	kvs, err := s.store.List(ctx, "images/")
+func (ctl *Controller) images(ctx context.Context) (map[string]model.Image, error) {
+	kvs, err := ctl.store.List(ctx, "images/")
 	if err != nil {
 		return nil, err
 	}

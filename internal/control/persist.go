@@ -1,4 +1,4 @@
-package server
+package control
 
 import (
 	"context"
@@ -40,14 +40,14 @@ type calendarState struct {
 // loadCalendar restores the calendar from its stored records, or, for a
 // store written before leases were stored, builds it from the workspaces
 // and stores what it built.
-func (s *Server) loadCalendar(ctx context.Context) error {
-	kv, err := s.store.Get(ctx, calendarStateKey)
+func (ctl *Controller) loadCalendar(ctx context.Context) error {
+	kv, err := ctl.store.Get(ctx, calendarStateKey)
 	if errors.Is(err, store.ErrNotFound) {
-		if err := s.buildCalendar(ctx); err != nil {
+		if err := ctl.buildCalendar(ctx); err != nil {
 			return err
 		}
-		if err := s.commitLocked(ctx, nil, nil); err != nil {
-			s.cal = nil
+		if err := ctl.commitLocked(ctx, nil, nil); err != nil {
+			ctl.cal = nil
 			return err
 		}
 		return nil
@@ -60,7 +60,7 @@ func (s *Server) loadCalendar(ctx context.Context) error {
 		return fmt.Errorf("decode %s: %w", calendarStateKey, err)
 	}
 	snap := calendar.Snapshot{Now: cs.Now, Pass: cs.Pass, Removed: cs.Removed}
-	kvs, err := s.store.List(ctx, "leases/")
+	kvs, err := ctl.store.List(ctx, "leases/")
 	if err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func (s *Server) loadCalendar(ctx context.Context) error {
 		}
 		snap.Leases = append(snap.Leases, r)
 	}
-	if kvs, err = s.store.List(ctx, "usage/"); err != nil {
+	if kvs, err = ctl.store.List(ctx, "usage/"); err != nil {
 		return err
 	}
 	for _, kv := range kvs {
@@ -81,25 +81,25 @@ func (s *Server) loadCalendar(ctx context.Context) error {
 		}
 		snap.Projects = append(snap.Projects, u)
 	}
-	hosts, err := s.calendarHosts(ctx)
+	hosts, err := ctl.calendarHosts(ctx)
 	if err != nil {
 		return err
 	}
-	c, err := calendar.Restore(hosts, s.policy(), snap)
+	c, err := calendar.Restore(hosts, ctl.policy(), snap)
 	if err != nil {
 		return fmt.Errorf("restore the lease calendar: %w", err)
 	}
-	s.cal = c
-	s.log.Info("lease calendar restored", "leases", len(snap.Leases), "projects", len(snap.Projects), "clock", cs.Now)
+	ctl.cal = c
+	ctl.log.Info("lease calendar restored", "leases", len(snap.Leases), "projects", len(snap.Projects), "clock", cs.Now)
 	return nil
 }
 
 // policy is the configured calendar policy; suspended leases resume only
 // where their memory and disk are, since moving them is not done yet.
-func (s *Server) policy() calendar.Policy {
+func (ctl *Controller) policy() calendar.Policy {
 	p := calendar.DefaultPolicy()
-	if s.cfg.Policy != nil {
-		p = *s.cfg.Policy
+	if ctl.cfg.Policy != nil {
+		p = *ctl.cfg.Policy
 	}
 	p.ResumeInPlace = true
 	return p
@@ -107,16 +107,16 @@ func (s *Server) policy() calendar.Policy {
 
 // calendarHosts are the registered nodes as calendar hosts; it records
 // them as known to the calendar.
-func (s *Server) calendarHosts(ctx context.Context) ([]calendar.Host, error) {
-	nodes, err := s.nodes(ctx)
+func (ctl *Controller) calendarHosts(ctx context.Context) ([]calendar.Host, error) {
+	nodes, err := ctl.nodes(ctx)
 	if err != nil {
 		return nil, err
 	}
 	hosts := make([]calendar.Host, 0, len(nodes))
-	s.calHosts = map[string]bool{}
+	ctl.calHosts = map[string]bool{}
 	for _, n := range nodes {
 		hosts = append(hosts, calHost(n))
-		s.calHosts[n.Name] = true
+		ctl.calHosts[n.Name] = true
 	}
 	return hosts, nil
 }
@@ -128,8 +128,8 @@ func (s *Server) calendarHosts(ctx context.Context) ([]calendar.Host, error) {
 // dropped, to be restored from the store at its next use: memory is never
 // ahead of what is stored. Events are recorded after the write. placeMu
 // must be held.
-func (s *Server) commitLocked(ctx context.Context, acts []calendar.Action, extra []store.Op) error {
-	c := s.cal
+func (ctl *Controller) commitLocked(ctx context.Context, acts []calendar.Action, extra []store.Op) error {
+	c := ctl.cal
 	if c == nil {
 		return errors.New("no lease calendar")
 	}
@@ -141,7 +141,7 @@ func (s *Server) commitLocked(ctx context.Context, acts []calendar.Action, extra
 		}
 		b, err := json.Marshal(r)
 		if err != nil {
-			s.cal = nil
+			ctl.cal = nil
 			return err
 		}
 		base = append(base, store.Op{Key: leaseKey(r.ID), Value: b})
@@ -154,31 +154,31 @@ func (s *Server) commitLocked(ctx context.Context, acts []calendar.Action, extra
 	b, _ := json.Marshal(snap)
 	base = append(base, store.Op{Key: calendarStateKey, Value: b})
 	base = append(base, extra...)
-	now := s.now()
+	now := ctl.now()
 	mine := map[string]bool{}
 	for _, op := range extra {
 		mine[op.Key] = true
 	}
 	for attempt := 0; ; attempt++ {
 		ops := append([]store.Op(nil), base...)
-		changes, wsOps, err := s.effects(ctx, acts, now, mine)
+		changes, wsOps, err := ctl.effects(ctx, acts, now, mine)
 		if err != nil {
-			s.cal = nil
+			ctl.cal = nil
 			return err
 		}
 		ops = append(ops, wsOps...)
-		_, err = s.store.Txn(ctx, ops)
+		_, err = ctl.store.Txn(ctx, ops)
 		var ce *store.ConflictError
 		if errors.As(err, &ce) && isWSKey(ce.Key) && !mine[ce.Key] && attempt < 50 {
 			continue // an agent's report: read again and redo the effects
 		}
 		if err != nil {
-			s.cal = nil
+			ctl.cal = nil
 			return fmt.Errorf("store the lease calendar's decisions: %w", err)
 		}
 		for _, ch := range changes {
-			s.event(ctx, ch.WS, ch.Type, ch.Message)
-			s.log.Info("lease "+ch.Type, "workspace", ref(ch.WS), "host", ch.WS.Status.Node)
+			ctl.event(ctx, ch.WS, ch.Type, ch.Message)
+			ctl.log.Info("lease "+ch.Type, "workspace", ref(ch.WS), "host", ch.WS.Status.Node)
 		}
 		return nil
 	}
@@ -192,7 +192,7 @@ func removedHosts(c *calendar.Calendar) []string {
 
 // effects computes what acts do to the stored workspaces: their new
 // values as conditional writes, and the changes to record as events.
-func (s *Server) effects(ctx context.Context, acts []calendar.Action, now time.Time, skip map[string]bool) ([]Change, []store.Op, error) {
+func (ctl *Controller) effects(ctx context.Context, acts []calendar.Action, now time.Time, skip map[string]bool) ([]Change, []store.Op, error) {
 	cur := map[string]model.Workspace{}
 	changed := map[string]bool{}
 	var order []string
@@ -208,7 +208,7 @@ func (s *Server) effects(ctx context.Context, acts []calendar.Action, now time.T
 		}
 		ws, seen := cur[k]
 		if !seen {
-			kv, err := s.store.Get(ctx, k)
+			kv, err := ctl.store.Get(ctx, k)
 			if errors.Is(err, store.ErrNotFound) {
 				continue // deleted meanwhile
 			}
@@ -221,7 +221,7 @@ func (s *Server) effects(ctx context.Context, acts []calendar.Action, now time.T
 			order = append(order, k)
 		}
 		var end time.Time
-		if v, ok := s.cal.Get(a.Lease); ok {
+		if v, ok := ctl.cal.Get(a.Lease); ok {
 			end = v.End
 		}
 		ch := transition(a, ws, end, now)
@@ -250,9 +250,9 @@ func (s *Server) effects(ctx context.Context, acts []calendar.Action, now time.T
 }
 
 // leaseRecord reads a stored lease of project by ID.
-func (s *Server) leaseRecord(ctx context.Context, project, id string) (model.LeaseRecord, error) {
+func (ctl *Controller) leaseRecord(ctx context.Context, project, id string) (model.LeaseRecord, error) {
 	var r model.LeaseRecord
-	kv, err := s.store.Get(ctx, leaseKey(id))
+	kv, err := ctl.store.Get(ctx, leaseKey(id))
 	if errors.Is(err, store.ErrNotFound) {
 		return r, notFound(fmt.Sprintf("lease %q", id))
 	}

@@ -1,0 +1,254 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"vgrid/internal/calendar"
+	"vgrid/internal/model"
+)
+
+// The lease calendar is owned by the server and guarded by placeMu. It is
+// restored from the stored lease records on first use (persist.go), hosts
+// registering later are added to it, and the reconciler advances it and
+// carries out its actions.
+
+// hostLabel pins a lease to one host (a restarted workspace's disk lives on
+// its host). Every calendar host carries it.
+const hostLabel = "vgrid.io/host"
+
+// calendarLocked returns the calendar, building it on first use. placeMu
+// must be held.
+func (ctl *Controller) calendarLocked(ctx context.Context) (*calendar.Calendar, error) {
+	if ctl.cal != nil {
+		return ctl.cal, nil
+	}
+	if err := ctl.loadCalendar(ctx); err != nil {
+		return nil, err
+	}
+	return ctl.cal, nil
+}
+
+func calHost(n model.Node) calendar.Host {
+	labels := map[string]string{}
+	for k, v := range n.Labels {
+		labels[k] = v
+	}
+	labels[hostLabel] = n.Name
+	return calendar.Host{Name: n.Name, Capacity: n.Capacity, Labels: labels}
+}
+
+// buildCalendar makes the calendar of a store written before lease
+// records were stored: from the nodes, re-submitting the workspaces' leases: first the workspaces that hold a host (as immediate leases pinned
+// to it, for what is left of their time), then the others in creation
+// order (queued best-effort leases keep their submit time; reservations and
+// deadline leases are admitted again for their window). Lost across a
+// restart: a started lease's kind (it is no longer preemptible), a
+// suspended lease's remaining time (it is queued again for its whole
+// duration, pinned to its host), suspension counts and the fair-share
+// history. A waiting lease that is refused now has its workspace stopped
+// with the reason.
+func (ctl *Controller) buildCalendar(ctx context.Context) error {
+	hosts, err := ctl.calendarHosts(ctx)
+	if err != nil {
+		return err
+	}
+	c, err := calendar.New(hosts, ctl.policy())
+	if err != nil {
+		return err
+	}
+	all, err := ctl.listWS(ctx, "ws/")
+	if err != nil {
+		return err
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].CreatedAt.Before(all[j].CreatedAt) })
+	imgs, _ := ctl.images(ctx)
+	now := ctl.now()
+	var later []model.Workspace
+	for _, ws := range all {
+		if ws.Desired == model.DesiredDeleted || ws.Desired == model.DesiredStopped {
+			continue
+		}
+		if !holds(ws) {
+			switch {
+			case ws.Status.State == model.StateQueued, ws.Status.State == model.StateScheduled,
+				ws.Status.State == model.StateSuspended, ws.Desired == model.DesiredSuspended:
+				later = append(later, ws)
+			}
+			continue // e.g. Failed: it waits for the user
+		}
+		end := ws.Status.ExpiresAt
+		if end.IsZero() {
+			end = ws.CreatedAt.Add(ws.Spec.Duration.D())
+		}
+		left := end.Sub(now)
+		if left <= 0 {
+			reason := fmt.Sprintf("lease ended at %s after %s", end.UTC().Format(time.RFC3339), ws.Spec.Duration)
+			if _, err := ctl.stopRecord(ctx, ws.Project, ws.Spec.Name, reason); err != nil {
+				ctl.log.Warn("stop at lease end", "workspace", ref(ws), "err", err)
+			}
+			continue
+		}
+		l := leaseOf(ws, imgs[ws.Spec.Image])
+		l.Kind, l.Start, l.Deadline, l.Preempt, l.Duration = calendar.Immediate, time.Time{}, time.Time{}, calendar.PreemptNever, left
+		l.Members[0].Labels = map[string]string{hostLabel: ws.Status.Node}
+		if _, err := c.Submit(l, now); err != nil {
+			ctl.log.Warn("calendar: restore running lease", "workspace", ref(ws), "err", err)
+		}
+	}
+	for _, ws := range later {
+		l := leaseOf(ws, imgs[ws.Spec.Image])
+		l.Submitted = ws.CreatedAt
+		if ws.Status.State == model.StateSuspended || ws.Desired == model.DesiredSuspended {
+			l.Kind, l.Start, l.Deadline = calendar.BestEffort, time.Time{}, time.Time{}
+			l.Members[0].Labels = map[string]string{hostLabel: ws.Status.Node}
+		}
+		if _, err := c.Submit(l, now); err != nil {
+			ctl.log.Warn("calendar: restore lease", "workspace", ref(ws), "err", err)
+			if _, err := ctl.stopRecord(ctx, ws.Project, ws.Spec.Name, "lease refused after a restart of the control plane: "+err.Error()); err != nil {
+				ctl.log.Warn("stop workspace of a refused lease", "workspace", ref(ws), "err", err)
+			}
+		}
+	}
+	ctl.cal = c
+	return nil
+}
+
+// leaseID names a workspace's lease: project/name, then project/name#gen
+// for each restart by the user (and #<workspace id> appended when an
+// earlier workspace of the same name had that lease ID). The workspace is
+// what comes before the first '#'.
+func leaseID(ws model.Workspace) string {
+	if ws.Status.Lease != "" {
+		return ws.Status.Lease
+	}
+	return ref(ws)
+}
+
+// refOfLease is the workspace (project, name) of a lease ID.
+func refOfLease(id string) (project, name string, ok bool) {
+	id, _, _ = strings.Cut(id, "#")
+	return strings.Cut(id, "/")
+}
+
+// leaseOf is the calendar lease of a workspace: one member, its quantum.
+func leaseOf(ws model.Workspace, img model.Image) calendar.Lease {
+	l := calendar.Lease{
+		ID: leaseID(ws), Project: ws.Project, Kind: ws.Spec.LeaseKind(),
+		Members:  []calendar.Request{{Workspace: ws.Spec.Name, Resources: resourcesOf(ws.Spec)}},
+		Duration: ws.Spec.Duration.D(),
+		Image:    calendar.Image{Name: ws.Spec.Image, Size: model.ByteSize(img.Disk.Size)},
+	}
+	if ls := ws.Spec.Lease; ls != nil {
+		l.Start, l.Deadline = ls.Start, ls.Deadline
+		if l.Kind == calendar.BestEffort && ls.Preemptible != nil && !*ls.Preemptible {
+			l.Preempt = calendar.PreemptNever
+		}
+	}
+	if l.Kind != calendar.BestEffort {
+		l.Preempt = ""
+	}
+	return l
+}
+
+// release tells the calendar that a workspace's lease is over (stopped,
+// failed or deleted): a running lease finishes, a waiting one is
+// withdrawn. It takes placeMu.
+func (ctl *Controller) release(ctx context.Context, ws model.Workspace) {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	ctl.releaseLocked(ctx, ws)
+}
+
+func (ctl *Controller) releaseLocked(ctx context.Context, ws model.Workspace) {
+	c, err := ctl.calendarLocked(ctx)
+	if err != nil {
+		ctl.log.Warn("calendar", "err", err)
+		return
+	}
+	id := leaseID(ws)
+	v, ok := c.Get(id)
+	if !ok {
+		return
+	}
+	now := ctl.now()
+	var acts []calendar.Action
+	switch v.State {
+	case calendar.StateRunning:
+		acts, err = c.Finish(id, now)
+	case calendar.StateQueued, calendar.StateScheduled, calendar.StateSuspended:
+		acts, err = c.Cancel(id, now)
+	default:
+		return
+	}
+	if err != nil {
+		ctl.log.Warn("calendar: release lease", "lease", id, "err", err)
+	}
+	ctl.applyActions(ctx, acts)
+}
+
+// releaseIfRunning finishes a running lease whose workspace stopped or
+// failed by itself. A queued (requeued) or suspended lease is left alone.
+func (ctl *Controller) releaseIfRunning(ctx context.Context, ws model.Workspace) {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	c, err := ctl.calendarLocked(ctx)
+	if err != nil {
+		return
+	}
+	if v, ok := c.Get(leaseID(ws)); ok && v.State == calendar.StateRunning {
+		ctl.releaseLocked(ctx, ws)
+	}
+}
+
+// advanceCalendar carries the calendar to now and applies what is due.
+func (ctl *Controller) advanceCalendar(ctx context.Context) error {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	c, err := ctl.calendarLocked(ctx)
+	if err != nil {
+		return err
+	}
+	return ctl.commitLocked(ctx, c.Advance(ctl.now()), nil)
+}
+
+// applyActions stores the calendar's decisions and carries out its actions
+// on the stored workspaces; the agents then converge. placeMu must be held.
+func (ctl *Controller) applyActions(ctx context.Context, acts []calendar.Action) {
+	if err := ctl.commitLocked(ctx, acts, nil); err != nil {
+		ctl.log.Warn("calendar: store decisions", "err", err)
+	}
+}
+
+// cancelLease withdraws a lease, ignoring one that is already over.
+func cancelLease(c *calendar.Calendar, id string, now time.Time) []calendar.Action {
+	acts, _ := c.Cancel(id, now)
+	return acts
+}
+
+// readyHost refuses (503) when no host is ready: there is nowhere to run.
+func (ctl *Controller) readyHost(ctx context.Context) error {
+	nodes, err := ctl.nodes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if ctl.nodeReady(n) {
+			return nil
+		}
+	}
+	return ErrNoReadyHost
+}
+
+// freshLeaseID returns base, or base with the workspace's ID appended when
+// the calendar already has a lease of that name (from an earlier workspace
+// of the same name).
+func freshLeaseID(c *calendar.Calendar, base string, ws model.Workspace) string {
+	if v, ok := c.Get(base); !ok || v.State == calendar.StateRefused {
+		return base
+	}
+	return base + "#" + ws.ID
+}

@@ -1,0 +1,145 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"vgrid/internal/calendar"
+	"vgrid/internal/store"
+)
+
+// Config configures a controller.
+type Config struct {
+	Store  store.Store
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// NodeTimeout is how long a host may go without a heartbeat before it is
+	// no longer offered new workspaces.
+	NodeTimeout time.Duration
+	// ReconcileEvery bounds how long Run sleeps between two looks at the
+	// calendar; it wakes earlier for the calendar's next action.
+	ReconcileEvery time.Duration
+	// Policy is the lease calendar's policy (backfilling, placement,
+	// suspension, fair share, quotas); nil means calendar.DefaultPolicy.
+	Policy *calendar.Policy
+}
+
+// Controller is the control plane's core. Create it with New and call Run
+// for the calendar's actions.
+type Controller struct {
+	store store.Store
+	log   *slog.Logger
+	now   func() time.Time
+	cfg   Config
+
+	// mu serialises calendar decisions with the writes that store them, so
+	// two requests never take the same free capacity. It guards the
+	// fields below.
+	mu sync.Mutex
+	// cal is the lease calendar, restored from the store on first use (nil
+	// again after a failed write: it is restored at its next use);
+	// calHosts are the hosts it knows.
+	cal      *calendar.Calendar
+	calHosts map[string]bool
+
+	// kick wakes Run when a decision may have brought the calendar's next
+	// action nearer.
+	kick chan struct{}
+}
+
+// New returns a controller over cfg.Store.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("control: no store")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.NodeTimeout == 0 {
+		cfg.NodeTimeout = 30 * time.Second
+	}
+	if cfg.ReconcileEvery == 0 {
+		cfg.ReconcileEvery = time.Second
+	}
+	return &Controller{store: cfg.Store, log: cfg.Logger, now: cfg.Now, cfg: cfg, kick: make(chan struct{}, 1)}, nil
+}
+
+// Store is the controller's store (for the API layer's tokens and projects).
+func (ctl *Controller) Store() store.Store { return ctl.store }
+
+// Now is the controller's clock.
+func (ctl *Controller) Now() time.Time { return ctl.now() }
+
+// wake asks Run to look at the calendar's next action again.
+func (ctl *Controller) wake() {
+	select {
+	case ctl.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run carries out the calendar's actions at their time until ctx ends: it
+// sleeps until the calendar's next action (at most ReconcileEvery) or until
+// a decision wakes it.
+func (ctl *Controller) Run(ctx context.Context) error {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-ctl.kick:
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
+		}
+		if err := ctl.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			ctl.log.Warn("reconcile", "err", err)
+		}
+		t.Reset(ctl.untilNext())
+	}
+}
+
+// untilNext is how long Run may sleep: until the calendar's next action,
+// at most ReconcileEvery.
+func (ctl *Controller) untilNext() time.Duration {
+	d := ctl.cfg.ReconcileEvery
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	if ctl.cal == nil {
+		return d
+	}
+	if next, ok := ctl.cal.NextEvent(); ok {
+		if w := next.Sub(ctl.now()); w < d {
+			d = max(w, 0)
+		}
+	}
+	return d
+}
+
+// Reconcile advances the lease calendar to now and carries out its
+// actions (starts, suspensions, resumptions and ends due now). The
+// calendar is the only authority on when a lease ends.
+func (ctl *Controller) Reconcile(ctx context.Context) error {
+	return ctl.advanceCalendar(ctx)
+}
+
+// SetPolicy changes the calendar's policy: the calendar is restored from
+// the store under it at its next use.
+func (ctl *Controller) SetPolicy(p *calendar.Policy) {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	ctl.cfg.Policy = p
+	ctl.cal = nil
+}

@@ -1,0 +1,384 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"time"
+
+	"vgrid/api"
+	"vgrid/internal/model"
+)
+
+// NameRE is what names of hosts, projects and images must look like.
+var NameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+
+// RegisterNode stores a host (new or returning) and adds it to the
+// calendar if it does not know it.
+func (ctl *Controller) RegisterNode(ctx context.Context, n model.Node) (model.Node, error) {
+	if !NameRE.MatchString(n.Name) {
+		return n, invalid("invalid node", api.FieldError{Field: "node.name", Reason: "must be a lower-case host name"})
+	}
+	if n.Capacity.MilliCPU <= 0 || n.Capacity.Memory <= 0 {
+		return n, invalid("invalid node", api.FieldError{Field: "node.capacity", Reason: "cpu and memory must be positive"})
+	}
+	now := ctl.now()
+	n.RegisteredAt, n.LastHeartbeat = now, now
+	b, _ := json.Marshal(n)
+	if _, err := ctl.store.Update(ctx, "nodes/"+n.Name, b, 0); err != nil {
+		return n, err
+	}
+	ctl.mu.Lock()
+	if ctl.cal != nil && !ctl.calHosts[n.Name] {
+		// A host the calendar does not know yet. (A known host's new
+		// capacity is not taken into the calendar until a restart.)
+		if err := ctl.cal.AddHost(calHost(n), now); err != nil {
+			ctl.log.Warn("calendar: add host", "node", n.Name, "err", err)
+		} else {
+			ctl.calHosts[n.Name] = true
+		}
+	}
+	ctl.mu.Unlock()
+	ctl.wake()
+	ctl.log.Info("node registered", "node", n.Name, "cpu", n.Capacity.MilliCPU, "memory", n.Capacity.Memory.Human(), "accel", n.Accel)
+	return n, nil
+}
+
+// Heartbeat records that a host is alive, with its capacity and labels
+// when it sends them.
+func (ctl *Controller) Heartbeat(ctx context.Context, name string, hb model.Node) error {
+	kv, err := ctl.store.Get(ctx, "nodes/"+name)
+	if err != nil {
+		return err
+	}
+	var n model.Node
+	_ = json.Unmarshal(kv.Value, &n)
+	if hb.Capacity.MilliCPU > 0 {
+		n.Capacity = hb.Capacity
+	}
+	if hb.Labels != nil {
+		n.Labels = hb.Labels
+	}
+	n.LastHeartbeat = ctl.now()
+	b, _ := json.Marshal(n)
+	if _, err := ctl.store.Update(ctx, "nodes/"+name, b, 0); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Assignments returns the workspaces placed on node and the images they
+// use. With after > 0 it first waits (up to wait) until something under ws/
+// changed after that revision, so agents learn of new work at once.
+func (ctl *Controller) Assignments(ctx context.Context, name string, after int64, wait time.Duration) (api.Assignments, error) {
+	if after > 0 {
+		if err := ctl.waitChange(ctx, "ws/", after, wait); err != nil {
+			return api.Assignments{}, err
+		}
+	}
+	rev, err := ctl.store.Revision(ctx)
+	if err != nil {
+		return api.Assignments{}, err
+	}
+	all, err := ctl.listWS(ctx, "ws/")
+	if err != nil {
+		return api.Assignments{}, err
+	}
+	imgs, err := ctl.images(ctx)
+	if err != nil {
+		return api.Assignments{}, err
+	}
+	out := api.Assignments{Revision: rev, Workspaces: []model.Workspace{}}
+	used := map[string]bool{}
+	for _, ws := range all {
+		if ws.Status.Node == name {
+			out.Workspaces = append(out.Workspaces, ws)
+			if !used[ws.Spec.Image] {
+				used[ws.Spec.Image] = true
+				if img, ok := imgs[ws.Spec.Image]; ok {
+					out.Images = append(out.Images, img)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// waitChange blocks until a key under prefix changes after rev, the wait
+// passes, or the client goes away.
+func (ctl *Controller) waitChange(ctx context.Context, prefix string, rev int64, wait time.Duration) error {
+	cur, err := ctl.store.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	from := rev
+	if from > cur {
+		from = cur
+	}
+	ch, err := ctl.store.Watch(wctx, prefix, from)
+	if err != nil {
+		// Too old to replay: answer at once with the current state.
+		return nil
+	}
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok || ev.KV.Revision > rev {
+				return nil
+			}
+		case <-wctx.Done():
+			return nil
+		}
+	}
+}
+
+// Report merges an agent's report about one workspace on node. A
+// workspace that is not (or no longer) on the node is a KindGone error.
+func (ctl *Controller) Report(ctx context.Context, node, project, name string, rep api.AgentReport) (model.Workspace, error) {
+	var prev model.State
+	ws, err := ctl.mutateWS(ctx, project, name, func(ws *model.Workspace) error {
+		if ws.ID != rep.ID || ws.Status.Node != node {
+			return gone("no such workspace on this node")
+		}
+		if rep.Generation < ws.Status.Generation {
+			return errSkip // a report about an earlier start
+		}
+		prev = ws.Status.State
+		st := &ws.Status
+		next := rep.State
+		// The user's wish wins over a report that predates it: a stopping
+		// workspace does not flip back to Running.
+		// (A workspace being suspended keeps running until it is saved.)
+		if ws.Desired != model.DesiredRunning && ws.Desired != model.DesiredSuspended && (next == model.StateRunning || next == model.StateStarting) {
+			next = model.StateStopping
+		}
+		if ws.Desired == model.DesiredRunning && next == model.StateStopped && prev != model.StateStopped {
+			// It stopped without being asked: the guest powered off or crashed.
+			ws.Desired = model.DesiredStopped
+		}
+		st.State = next
+		if rep.Reason != "" || next == model.StateRunning {
+			st.Reason = rep.Reason
+		}
+		st.PID, st.Accel, st.Cgroup = rep.PID, rep.Accel, rep.Cgroup
+		if rep.CPUSeconds > 0 {
+			st.CPUSeconds = rep.CPUSeconds
+		}
+		if rep.Guest != nil {
+			st.Guest = rep.Guest
+		}
+		if !rep.StartedAt.IsZero() && (st.StartedAt.IsZero() || st.Timings.ProcessStarted.IsZero()) {
+			st.StartedAt = rep.StartedAt // the lease's end (ExpiresAt) is the calendar's
+		}
+		t := &st.Timings
+		setOnce(&t.AgentReceived, rep.AgentReceived)
+		setOnce(&t.ProcessStarted, rep.ProcessStarted)
+		setOnce(&t.GuestReady, rep.GuestReady)
+		if !rep.Suspended.IsZero() {
+			t.Suspended, t.SuspendTook, t.SuspendBytes = rep.Suspended, rep.SuspendTook, rep.SuspendBytes
+		}
+		if !rep.Resumed.IsZero() {
+			t.Resumed, t.ResumeTook = rep.Resumed, rep.ResumeTook
+		}
+		if next == prev && rep.Guest == nil {
+			return nil
+		}
+		return nil
+	})
+	if err != nil {
+		return ws, err
+	}
+	if ws.Status.State != prev {
+		msg := string(ws.Status.State)
+		switch ws.Status.State {
+		case model.StateStarting:
+			msg = fmt.Sprintf("QEMU pid %d started (%s), %s after the request", ws.Status.PID, ws.Status.Accel,
+				since(ws.Status.Timings.Created, ws.Status.Timings.ProcessStarted))
+		case model.StateRunning:
+			if g := ws.Status.Guest; g != nil {
+				msg = fmt.Sprintf("guest ready: %d vCPU, %d MiB, addresses %v", g.VCPUs, g.MemoryMiB, g.Addresses)
+			}
+		case model.StateStopped, model.StateFailed:
+			if ws.Status.Reason != "" {
+				msg += ": " + ws.Status.Reason
+			}
+		case model.StateSuspended:
+			t := ws.Status.Timings
+			msg = fmt.Sprintf("memory saved (%s) in %s", model.ByteSize(t.SuspendBytes), t.SuspendTook)
+		}
+		ctl.event(ctx, ws, lower(ws.Status.State), msg)
+		if ws.Status.State == model.StateStopped || ws.Status.State == model.StateFailed {
+			// It ended (by itself, or as asked): its slots are free.
+			ctl.releaseIfRunning(ctx, ws)
+		}
+	}
+	return ws, nil
+}
+
+func setOnce(dst *time.Time, v time.Time) {
+	if dst.IsZero() && !v.IsZero() {
+		*dst = v
+	}
+}
+
+func lower(s model.State) string {
+	b := []byte(s)
+	if len(b) > 0 && b[0] >= 'A' && b[0] <= 'Z' {
+		b[0] += 'a' - 'A'
+	}
+	return string(b)
+}
+
+// MaxConsole bounds the stored console tail.
+const MaxConsole = 64 << 10
+
+// Console stores the tail of a workspace's serial console.
+func (ctl *Controller) Console(ctx context.Context, node, project, name, id string, tail []byte) error {
+	ws, err := ctl.getWS(ctx, project, name)
+	if err != nil {
+		return err
+	}
+	if ws.Status.Node != node || ws.ID != id {
+		return gone("no such workspace on this node")
+	}
+	if len(tail) > MaxConsole {
+		tail = tail[len(tail)-MaxConsole:]
+	}
+	_, err = ctl.store.Update(ctx, "console/"+ws.ID, tail, 0)
+	return err
+}
+
+// Forgotten is the agent saying it has torn a workspace down: the record
+// goes.
+func (ctl *Controller) Forgotten(ctx context.Context, node, project, name, id string) error {
+	ws, err := ctl.getWS(ctx, project, name)
+	if err != nil {
+		return err
+	}
+	if ws.Status.Node != node || ws.ID != id {
+		return gone("no such workspace on this node")
+	}
+	if ws.Desired != model.DesiredDeleted {
+		return conflict("workspace is not being deleted")
+	}
+	return ctl.forget(ctx, ws)
+}
+
+// Nodes lists the hosts with what is committed on them.
+func (ctl *Controller) Nodes(ctx context.Context) ([]api.NodeInfo, error) {
+	nodes, err := ctl.nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := ctl.listWS(ctx, "ws/")
+	if err != nil {
+		return nil, err
+	}
+	out := api.NodeList{Nodes: []api.NodeInfo{}}
+	for _, n := range nodes {
+		ni := api.NodeInfo{Node: n, Ready: ctl.nodeReady(n)}
+		for _, ws := range all {
+			if ws.Status.Node == n.Name && holds(ws) {
+				ni.Allocated = ni.Allocated.Add(resourcesOf(ws.Spec))
+				ni.Workspaces++
+			}
+		}
+		out.Nodes = append(out.Nodes, ni)
+	}
+	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Name < out.Nodes[j].Name })
+	return out.Nodes, nil
+}
+
+// Images lists the registered images by name.
+func (ctl *Controller) Images(ctx context.Context) ([]model.Image, error) {
+	imgs, err := ctl.images(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []model.Image{}
+	for _, img := range imgs {
+		out = append(out, img)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// RegisterImage validates and stores an image record (its files stay where
+// they are and are served to agents from there).
+func (ctl *Controller) RegisterImage(ctx context.Context, img model.Image, check bool) error {
+	if check {
+		if err := validImage(img); err != nil {
+			return err
+		}
+	}
+	if img.CreatedAt.IsZero() {
+		img.CreatedAt = ctl.now()
+	}
+	b, _ := json.Marshal(img)
+	_, err := ctl.store.Update(ctx, "images/"+img.Name, b, 0)
+	return err
+}
+
+// ImageFile is one file of an image ("disk", "kernel" or "initrd").
+func (ctl *Controller) ImageFile(ctx context.Context, name, file string) (*model.ImageFile, error) {
+	imgs, err := ctl.images(ctx)
+	if err != nil {
+		return nil, err
+	}
+	img, ok := imgs[name]
+	if !ok {
+		return nil, notFound(fmt.Sprintf("image %q", name))
+	}
+	var f *model.ImageFile
+	switch file {
+	case "disk":
+		f = &img.Disk
+	case "kernel":
+		f = img.Kernel
+	case "initrd":
+		f = img.Initrd
+	}
+	if f == nil {
+		return nil, notFound(fmt.Sprintf("file %q of image %s", file, img.Name))
+	}
+	return f, nil
+}
+
+func validImage(img model.Image) error {
+	var fe []api.FieldError
+	if !NameRE.MatchString(img.Name) {
+		fe = append(fe, api.FieldError{Field: "name", Reason: "must be a lower-case name"})
+	}
+	if img.Boot != "direct" && img.Boot != "firmware" {
+		fe = append(fe, api.FieldError{Field: "boot", Reason: `want "direct" or "firmware"`})
+	}
+	if img.Boot == "direct" && img.Kernel == nil {
+		fe = append(fe, api.FieldError{Field: "kernel", Reason: "direct boot needs a kernel"})
+	}
+	if img.DiskFormat != "raw" && img.DiskFormat != "qcow2" {
+		fe = append(fe, api.FieldError{Field: "disk_format", Reason: `want "raw" or "qcow2"`})
+	}
+	for _, f := range []struct {
+		name string
+		f    *model.ImageFile
+	}{{"disk", &img.Disk}, {"kernel", img.Kernel}, {"initrd", img.Initrd}} {
+		if f.f == nil {
+			continue
+		}
+		if _, err := os.Stat(f.f.Path); err != nil {
+			fe = append(fe, api.FieldError{Field: f.name + ".path", Reason: "not readable on the control plane: " + err.Error()})
+		}
+		if len(f.f.SHA256) != 64 {
+			fe = append(fe, api.FieldError{Field: f.name + ".sha256", Reason: "want 64 hex digits"})
+		}
+	}
+	if len(fe) > 0 {
+		return invalid("invalid image", fe...)
+	}
+	return nil
+}

@@ -1,0 +1,353 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"vgrid/api"
+	"vgrid/internal/calendar"
+	"vgrid/internal/model"
+	"vgrid/internal/spec"
+	"vgrid/internal/store"
+)
+
+// CreateWorkspace validates a parsed spec for project, submits its lease
+// to the calendar and stores the workspace with its lease (and whatever
+// the admission displaced) in one transaction. Nothing is stored unless
+// all succeed. A refusal is a *RefusalError.
+func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp model.WorkspaceSpec) (model.Workspace, error) {
+	imgs, err := ctl.images(ctx)
+	if err != nil {
+		return model.Workspace{}, err
+	}
+	lookup := func(name string) (bool, []string) {
+		_, ok := imgs[name]
+		names := make([]string, 0, len(imgs))
+		for n := range imgs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return ok, names
+	}
+	if err := spec.Validate(sp, lookup); err != nil {
+		return model.Workspace{}, err
+	}
+	img := imgs[sp.Image]
+	if sp.Quantum.Disk == 0 {
+		sp.Quantum.Disk = max(img.MinDisk, model.GiB)
+	} else if sp.Quantum.Disk < img.MinDisk {
+		return model.Workspace{}, invalid("invalid workspace spec", api.FieldError{Field: "quantum.disk",
+			Reason: fmt.Sprintf("%s is smaller than image %s (%s)", sp.Quantum.Disk, img.Name, img.MinDisk)})
+	}
+
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	if _, err := ctl.store.Get(ctx, wsKey(project, sp.Name)); err == nil {
+		return model.Workspace{}, invalid("invalid workspace spec", api.FieldError{Field: "name",
+			Reason: fmt.Sprintf("a workspace named %q already exists in project %s", sp.Name, project)})
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return model.Workspace{}, err
+	}
+	now := ctl.now()
+	ws := model.Workspace{
+		ID: newID(), Project: project, Spec: sp, Desired: model.DesiredRunning, CreatedAt: now,
+		Status: model.WorkspaceStatus{State: model.StatePending, Generation: 1},
+	}
+	ws.Status.Timings.Created = now
+	ws.Status.Lease = ref(ws)
+	c, err := ctl.calendarLocked(ctx)
+	if err != nil {
+		return model.Workspace{}, err
+	}
+	if err := ctl.readyHost(ctx); err != nil {
+		return model.Workspace{}, err
+	}
+	// A lease left over from an earlier workspace of this name (deleted
+	// while its lease was still live) goes.
+	if v, ok := c.Get(ws.Status.Lease); ok {
+		switch v.State {
+		case calendar.StateRunning, calendar.StateQueued, calendar.StateScheduled, calendar.StateSuspended:
+			ctl.applyActions(ctx, cancelLease(c, v.ID, now))
+		}
+	}
+	ws.Status.Lease = freshLeaseID(c, ws.Status.Lease, ws)
+	adm, err := c.Submit(leaseOf(ws, img), now)
+	var rf *calendar.Refusal
+	switch {
+	case errors.As(err, &rf):
+		return model.Workspace{}, &RefusalError{rf}
+	case err != nil:
+		return model.Workspace{}, invalid("invalid workspace spec", api.FieldError{Field: "lease", Reason: err.Error()})
+	}
+	// The lease may start at once (an immediate lease, or a best-effort one
+	// that finds room); its own start is applied here, the others' (and
+	// any preemptions) once it is stored.
+	var rest []calendar.Action
+	for _, a := range c.Advance(now) {
+		if a.Lease == ws.Status.Lease && a.Kind == calendar.ActStart {
+			ws.Status.Node = a.Hosts[0]
+			ws.Status.Timings.Scheduled = ctl.now()
+			if v, ok := c.Get(a.Lease); ok {
+				ws.Status.ExpiresAt = v.End
+			}
+			continue
+		}
+		rest = append(rest, a)
+	}
+	if ws.Status.Node == "" {
+		ws.Status.State = model.StateScheduled
+		if adm.State == calendar.StateQueued {
+			ws.Status.State = model.StateQueued
+		}
+	}
+	// The workspace, its lease and whatever the admission displaced are
+	// stored in one transaction before the answer.
+	b, _ := json.Marshal(ws)
+	err = ctl.commitLocked(ctx, rest, []store.Op{{Key: wsKey(project, sp.Name), Value: b, Rev: store.OpMustNotExist}})
+	if errors.Is(err, store.ErrExists) {
+		return model.Workspace{}, invalid("invalid workspace spec", api.FieldError{Field: "name", Reason: "already exists"})
+	}
+	if err != nil {
+		return model.Workspace{}, err
+	}
+	if kv, err := ctl.store.Get(ctx, wsKey(project, sp.Name)); err == nil {
+		ws.Revision = kv.Revision
+	}
+	what := fmt.Sprintf("(%d vCPU, %.2f cores, %s memory, %s disk) for %s",
+		sp.Quantum.VCPUs, sp.Quantum.CPUCores(), sp.Quantum.Memory, sp.Quantum.Disk, sp.Duration)
+	switch {
+	case ws.Status.Node != "":
+		ctl.event(ctx, ws, "created", fmt.Sprintf("placed on %s %s", ws.Status.Node, what))
+	case adm.State == calendar.StateQueued:
+		ctl.event(ctx, ws, "created", fmt.Sprintf("queued (%s lease) %s", sp.LeaseKind(), what))
+	default:
+		ctl.event(ctx, ws, "created", fmt.Sprintf("scheduled (%s lease) on %v from %s to %s %s", sp.LeaseKind(), adm.Hosts,
+			adm.Start.UTC().Format(time.RFC3339), adm.End.UTC().Format(time.RFC3339), what))
+	}
+	for _, v := range adm.Victims {
+		ctl.log.Info("lease admission preempts", "lease", ws.Status.Lease, "victim", v.Lease, "how", v.Kind, "at", v.At)
+	}
+	ctl.log.Info("workspace created", "project", project, "workspace", sp.Name, "id", ws.ID, "node", ws.Status.Node, "state", ws.Status.State)
+	ctl.wake()
+	return ws, nil
+}
+
+// Workspace returns one workspace of project.
+func (ctl *Controller) Workspace(ctx context.Context, project, name string) (model.Workspace, error) {
+	return ctl.getWS(ctx, project, name)
+}
+
+// Workspaces returns one page of project's workspaces, reading only that
+// page from the store.
+func (ctl *Controller) Workspaces(ctx context.Context, project string, p Page) ([]model.Workspace, string, error) {
+	kvs, next, err := ctl.page(ctx, "ws/"+project+"/", p)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]model.Workspace, 0, len(kvs))
+	for _, kv := range kvs {
+		ws, err := decodeWS(kv)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, ws)
+	}
+	return out, next, nil
+}
+
+// DeleteWorkspace marks a workspace for deletion; the host's agent tears
+// it down and then the record goes (Forgotten). A workspace no host holds
+// goes at once.
+func (ctl *Controller) DeleteWorkspace(ctx context.Context, project, name string) (model.Workspace, error) {
+	ws, err := ctl.mutateWS(ctx, project, name, func(ws *model.Workspace) error {
+		if ws.Desired == model.DesiredDeleted {
+			return errSkip
+		}
+		ws.Desired = model.DesiredDeleted
+		if ws.Status.State == model.StateRunning || ws.Status.State == model.StateStarting {
+			ws.Status.State = model.StateStopping
+		}
+		return nil
+	})
+	if err != nil {
+		return ws, err
+	}
+	ctl.event(ctx, ws, "deleting", "delete requested")
+	ctl.release(ctx, ws)
+	if ws.Status.Node == "" {
+		if err := ctl.forget(ctx, ws); err != nil {
+			return ws, err
+		}
+	}
+	return ws, nil
+}
+
+// forget removes a workspace and everything kept about it.
+func (ctl *Controller) forget(ctx context.Context, ws model.Workspace) error {
+	if err := ctl.store.Delete(ctx, wsKey(ws.Project, ws.Spec.Name), 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	evs, _ := ctl.store.List(ctx, fmt.Sprintf("events/%s/%s/%s/", ws.Project, ws.Spec.Name, ws.ID))
+	for _, kv := range evs {
+		_ = ctl.store.Delete(ctx, kv.Key, 0)
+	}
+	_ = ctl.store.Delete(ctx, "console/"+ws.ID, 0)
+	ctl.log.Info("workspace deleted", "project", ws.Project, "workspace", ws.Spec.Name, "id", ws.ID)
+	return nil
+}
+
+// StopWorkspace stops a workspace and ends its lease in the calendar.
+func (ctl *Controller) StopWorkspace(ctx context.Context, project, name, reason string) (model.Workspace, error) {
+	ws, err := ctl.stopRecord(ctx, project, name, reason)
+	if err == nil {
+		ctl.release(ctx, ws)
+	}
+	return ws, err
+}
+
+// stopRecord sets desired stopped in the store (the calendar is not told).
+func (ctl *Controller) stopRecord(ctx context.Context, project, name, reason string) (model.Workspace, error) {
+	ws, err := ctl.mutateWS(ctx, project, name, func(ws *model.Workspace) error {
+		switch {
+		case ws.Desired == model.DesiredDeleted:
+			return conflict(fmt.Sprintf("workspace %q is being deleted", name))
+		case ws.Desired == model.DesiredStopped:
+			return errSkip
+		}
+		ws.Desired = model.DesiredStopped
+		ws.Status.Reason = reason
+		switch ws.Status.State {
+		case model.StatePending, model.StateQueued, model.StateScheduled:
+			ws.Status.State = model.StateStopped
+		case model.StateStarting, model.StateRunning:
+			ws.Status.State = model.StateStopping
+		}
+		return nil
+	})
+	if err == nil {
+		ctl.event(ctx, ws, "stopping", reason)
+	}
+	return ws, err
+}
+
+// StartWorkspace starts a stopped workspace again, on the host that holds
+// its disk, for a new lease of its duration.
+func (ctl *Controller) StartWorkspace(ctx context.Context, project, name string) (model.Workspace, error) {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	cur, err := ctl.getWS(ctx, project, name)
+	if err != nil {
+		return model.Workspace{}, err
+	}
+	if cur.Desired == model.DesiredRunning {
+		return cur, nil
+	}
+	if cur.Desired == model.DesiredDeleted {
+		return model.Workspace{}, conflict(fmt.Sprintf("workspace %q is being deleted", name))
+	}
+	if cur.Status.State == model.StateStopping {
+		return model.Workspace{}, conflict(fmt.Sprintf("workspace %q is still stopping; start it when it is Stopped", name))
+	}
+	// The disk lives on its host: only that host can start it (moving it is
+	// migration's job). The new run is an immediate lease pinned there.
+	c, err := ctl.calendarLocked(ctx)
+	if err != nil {
+		return model.Workspace{}, err
+	}
+	imgs, err := ctl.images(ctx)
+	if err != nil {
+		return model.Workspace{}, err
+	}
+	now := ctl.now()
+	old := leaseID(cur)
+	ctl.applyActions(ctx, cancelLease(c, old, now))
+	next := cur
+	next.Status.Lease = freshLeaseID(c, fmt.Sprintf("%s#%d", ref(cur), cur.Status.Generation+1), cur)
+	l := leaseOf(next, imgs[cur.Spec.Image])
+	l.Kind, l.Start, l.Deadline, l.Preempt = calendar.Immediate, time.Time{}, time.Time{}, ""
+	if cur.Status.Node != "" {
+		l.Members[0].Labels = map[string]string{hostLabel: cur.Status.Node}
+	}
+	if _, err := c.Submit(l, now); err != nil {
+		var rf *calendar.Refusal
+		if errors.As(err, &rf) {
+			return model.Workspace{}, &RefusalError{rf}
+		}
+		return model.Workspace{}, conflict(err.Error())
+	}
+	host := cur.Status.Node
+	var rest []calendar.Action
+	for _, a := range c.Advance(now) {
+		if a.Lease == l.ID && a.Kind == calendar.ActStart {
+			host = a.Hosts[0]
+			continue
+		}
+		rest = append(rest, a)
+	}
+	ws := cur
+	ws.Desired = model.DesiredRunning
+	ws.Status.State = model.StatePending
+	ws.Status.Node = host
+	ws.Status.Lease = l.ID
+	ws.Status.Reason = ""
+	ws.Status.Generation++
+	ws.Status.ExpiresAt = now.Add(ws.Spec.Duration.D())
+	if v, ok := c.Get(l.ID); ok {
+		ws.Status.ExpiresAt = v.End
+	}
+	ws.Status.StartedAt = now
+	ws.Status.Guest = nil
+	ws.Status.PID = 0
+	ws.Status.Timings = model.Timings{Created: now, Scheduled: now}
+	ws.Revision = 0
+	b, _ := json.Marshal(ws)
+	err = ctl.commitLocked(ctx, rest, []store.Op{{Key: wsKey(project, name), Value: b, Rev: cur.Revision}})
+	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+		return model.Workspace{}, conflict(fmt.Sprintf("workspace %q changed meanwhile; try again", name))
+	}
+	if err != nil {
+		return model.Workspace{}, err
+	}
+	if kv, err := ctl.store.Get(ctx, wsKey(project, name)); err == nil {
+		ws.Revision = kv.Revision
+	}
+	ctl.event(ctx, ws, "starting", fmt.Sprintf("start requested, new lease of %s", ws.Spec.Duration))
+	return ws, nil
+}
+
+// Logs returns the tail of a workspace's serial console.
+func (ctl *Controller) Logs(ctx context.Context, project, name string) ([]byte, error) {
+	ws, err := ctl.getWS(ctx, project, name)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := ctl.store.Get(ctx, "console/"+ws.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	return kv.Value, err
+}
+
+// Events returns a workspace's history.
+func (ctl *Controller) Events(ctx context.Context, project, name string) ([]model.Event, error) {
+	ws, err := ctl.getWS(ctx, project, name)
+	if err != nil {
+		return nil, err
+	}
+	kvs, err := ctl.store.List(ctx, fmt.Sprintf("events/%s/%s/%s/", ws.Project, ws.Spec.Name, ws.ID))
+	if err != nil {
+		return nil, err
+	}
+	out := []model.Event{}
+	for _, kv := range kvs {
+		var e model.Event
+		if json.Unmarshal(kv.Value, &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
