@@ -175,6 +175,30 @@ type Lease struct {
 	Suspensions int            `json:"suspensions,omitempty"`
 	Requeues    int            `json:"requeues,omitempty"`
 	Reason      string         `json:"reason,omitempty"`
+	// What the lease's slots held so far, and what its workspaces used
+	// (CPU time from their cgroups, as their hosts reported it).
+	ReservedCoreHours float64 `json:"reserved_core_hours"`
+	ReservedGiBHours  float64 `json:"reserved_gib_hours"`
+	UsedCPUSeconds    float64 `json:"used_cpu_seconds"`
+	UsedCoreHours     float64 `json:"used_core_hours"`
+}
+
+// ProjectUsage sums a project's leases: what they reserved and what they
+// used, and the fair-share usage the calendar orders its queue by.
+type ProjectUsage struct {
+	Project            string  `json:"project"`
+	Leases             int     `json:"leases"`
+	ReservedCoreHours  float64 `json:"reserved_core_hours"`
+	ReservedGiBHours   float64 `json:"reserved_gib_hours"`
+	UsedCPUSeconds     float64 `json:"used_cpu_seconds"`
+	UsedCoreHours      float64 `json:"used_core_hours"`
+	FairShareCoreHours float64 `json:"fair_share_core_hours"`
+}
+
+// UsageList is the answer to GET /usage.
+type UsageList struct {
+	Since    *time.Time     `json:"since,omitempty"`
+	Projects []ProjectUsage `json:"projects"`
 }
 
 // LeaseList is the answer to GET /leases: one page (see WorkspaceList).

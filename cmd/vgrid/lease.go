@@ -133,7 +133,59 @@ func printLease(out io.Writer, format string, l api.Lease) error {
 	if l.Suspensions > 0 || l.Requeues > 0 {
 		row("Preempted", fmt.Sprintf("%d suspensions, %d requeues", l.Suspensions, l.Requeues))
 	}
+	row("Reserved", fmt.Sprintf("%.3f core-hours, %.3f GiB-hours", l.ReservedCoreHours, l.ReservedGiBHours))
+	row("Used", fmt.Sprintf("%.1f CPU seconds (%.3f core-hours)", l.UsedCPUSeconds, l.UsedCoreHours))
 	return tw.Flush()
+}
+
+func newUsageCmd(g *globals) *cobra.Command {
+	var project, since string
+	var all bool
+	c := &cobra.Command{
+		Use:   "usage",
+		Short: "What projects reserved (core-hours, GiB-hours) and used (CPU time measured on the hosts)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var t time.Time
+			if since != "" {
+				var err error
+				if t, err = time.Parse(time.RFC3339, since); err != nil {
+					d, derr := time.ParseDuration(since)
+					if derr != nil || d < 0 {
+						return fmt.Errorf("--since: want an RFC 3339 time or a duration back from now (e.g. 24h)")
+					}
+					t = time.Now().Add(-d)
+				}
+			}
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			u, err := cl.Usage(cmd.Context(), project, all, t)
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), u)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PROJECT\tLEASES\tRESERVED CORE-H\tRESERVED GIB-H\tUSED CPU-S\tUSED CORE-H\tUSED/RESERVED\tFAIR-SHARE CORE-H")
+			for _, p := range u.Projects {
+				ratio := "-"
+				if p.ReservedCoreHours > 0 {
+					ratio = fmt.Sprintf("%.0f%%", 100*p.UsedCoreHours/p.ReservedCoreHours)
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%.3f\t%.3f\t%.1f\t%.3f\t%s\t%.3f\n", p.Project, p.Leases, p.ReservedCoreHours,
+					p.ReservedGiBHours, p.UsedCPUSeconds, p.UsedCoreHours, ratio, p.FairShareCoreHours)
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().StringVar(&project, "project", "", "a project (admins: any; default: your own)")
+	c.Flags().BoolVar(&all, "all", false, "every project (admins)")
+	c.Flags().StringVar(&since, "since", "", "from this time (RFC 3339) or this long ago (e.g. 24h)")
+	c.Flags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+	return c
 }
 
 func hostsOf(l api.Lease) string {

@@ -56,7 +56,7 @@ with 'vgrid workspace create -f examples/workspace.yaml'.`,
 	}
 	root.PersistentFlags().StringVar(&g.config, "config", client.DefaultConfigPath(), "client config (written by vgrid up); VGRID_ADDR and VGRID_TOKEN override it")
 	root.AddCommand(newUpCmd(), newDownCmd(), newServerCmd(), newAgentCmd(),
-		newWorkspaceCmd(g), newLeaseCmd(g), newCalendarCmd(g), newSimCmd(), newNodeCmd(g), newImageCmd(g), newProjectCmd(g), newTokenCmd(g))
+		newWorkspaceCmd(g), newLeaseCmd(g), newCalendarCmd(g), newUsageCmd(g), newSimCmd(), newNodeCmd(g), newImageCmd(g), newProjectCmd(g), newTokenCmd(g))
 	return root
 }
 

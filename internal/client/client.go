@@ -319,6 +319,24 @@ func (c *Client) Leases(ctx context.Context) ([]api.Lease, error) {
 	}
 }
 
+// Usage sums reserved and used resources per project: project "" is the
+// caller's own (all projects for an admin with all set); since zero is all
+// time.
+func (c *Client) Usage(ctx context.Context, project string, all bool, since time.Time) (api.UsageList, error) {
+	q := url.Values{}
+	if project != "" {
+		q.Set("project", project)
+	}
+	if all {
+		q.Set("all", "1")
+	}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339))
+	}
+	var out api.UsageList
+	return out, c.Do(ctx, "GET", "/usage?"+q.Encode(), nil, &out)
+}
+
 // GetLease returns a lease by workspace name or lease ID.
 func (c *Client) GetLease(ctx context.Context, name string) (api.Lease, error) {
 	var l api.Lease

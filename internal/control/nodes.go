@@ -141,13 +141,21 @@ func (ctl *Controller) waitChange(ctx context.Context, prefix string, rev int64,
 // workspace that is not (or no longer) on the node is a KindGone error.
 func (ctl *Controller) Report(ctx context.Context, node, project, name string, rep api.AgentReport) (model.Workspace, error) {
 	var prev model.State
-	ws, err := ctl.mutateWS(ctx, project, name, func(ws *model.Workspace) error {
+	ws, err := ctl.mutateWS(ctx, project, name, func(ws *model.Workspace) (err error) {
 		if ws.ID != rep.ID || ws.Status.Node != node {
 			return gone("no such workspace on this node")
 		}
 		if rep.Generation < ws.Status.Generation {
 			return errSkip // a report about an earlier start
 		}
+		before, _ := json.Marshal(ws)
+		defer func() {
+			// A report that changes nothing (a usage refresh) writes
+			// nothing: a write would wake every host's long poll.
+			if after, _ := json.Marshal(ws); err == nil && string(after) == string(before) {
+				err = errSkip
+			}
+		}()
 		prev = ws.Status.State
 		st := &ws.Status
 		next := rep.State
@@ -166,9 +174,6 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 			st.Reason = rep.Reason
 		}
 		st.PID, st.Accel, st.Cgroup = rep.PID, rep.Accel, rep.Cgroup
-		if rep.CPUSeconds > 0 {
-			st.CPUSeconds = rep.CPUSeconds
-		}
 		if rep.Guest != nil {
 			st.Guest = rep.Guest
 		}
@@ -185,13 +190,13 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 		if !rep.Resumed.IsZero() {
 			t.Resumed, t.ResumeTook = rep.Resumed, rep.ResumeTook
 		}
-		if next == prev && rep.Guest == nil {
-			return nil
-		}
 		return nil
 	})
 	if err != nil {
 		return ws, err
+	}
+	if rep.CPUSeconds > 0 && rep.Generation >= ws.Status.Generation {
+		ctl.recordUsage(ctx, ws, rep)
 	}
 	if ws.Status.State != prev {
 		msg := string(ws.Status.State)

@@ -131,3 +131,56 @@ type ProjectUsage struct {
 	// project's core-hour quota.
 	ChargedCoreSeconds float64 `json:"charged_core_seconds"`
 }
+
+// LeaseUsage is what a lease's workspaces used, as their hosts measured it:
+// the CPU time of each QEMU process run (a start, a resume) from its
+// cgroup. Stored apart from the workspace, so that a usage report wakes no
+// one.
+type LeaseUsage struct {
+	Lease   string     `json:"lease"`
+	Project string     `json:"project"`
+	Runs    []RunUsage `json:"runs,omitempty"`
+}
+
+// RunUsage is one process run's CPU time.
+type RunUsage struct {
+	Workspace  string    `json:"workspace"`
+	Started    time.Time `json:"started"`
+	CPUSeconds float64   `json:"cpu_seconds"`
+}
+
+// CPUSeconds is the lease's total CPU time.
+func (u LeaseUsage) CPUSeconds() float64 {
+	var s float64
+	for _, r := range u.Runs {
+		s += r.CPUSeconds
+	}
+	return s
+}
+
+// Reserved is what a lease's slots held up to now: core-seconds and
+// byte-seconds of memory, summed over its holds.
+func (r LeaseRecord) Reserved(now time.Time) (coreSeconds, memByteSeconds float64) {
+	var milli, mem float64
+	for _, m := range r.Members {
+		milli += float64(m.Resources.MilliCPU)
+		mem += float64(m.Resources.Memory)
+	}
+	seen := map[[2]int64]bool{}
+	for _, s := range r.Segments {
+		k := [2]int64{s.From.UnixNano(), s.To.UnixNano()}
+		if seen[k] {
+			continue // another host of the same hold
+		}
+		seen[k] = true
+		to := s.To
+		if now.Before(to) {
+			to = now
+		}
+		if d := to.Sub(s.From).Seconds(); d > 0 {
+			coreSeconds += milli / 1000 * d
+			memByteSeconds += mem * d
+		}
+	}
+	return coreSeconds, memByteSeconds
+}

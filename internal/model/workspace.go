@@ -164,9 +164,6 @@ type WorkspaceStatus struct {
 	Lease string `json:"lease,omitempty"`
 	// Suspensions counts how often the calendar suspended the workspace.
 	Suspensions int `json:"suspensions,omitempty"`
-	// CPUSeconds is the host CPU time the current (or last) QEMU process
-	// used, from its cgroup, as the agent last reported it.
-	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 }
 
 // Workspace is the stored object: spec plus desired state plus status.

@@ -24,7 +24,11 @@ func (s *Server) getLeases(w http.ResponseWriter, r *http.Request) error {
 	out := api.LeaseList{Leases: make([]api.Lease, 0, len(recs)), Continue: next}
 	now := s.now()
 	for _, rec := range recs {
-		out.Leases = append(out.Leases, recordInfo(rec, now))
+		u, err := s.ctl.LeaseUsage(r.Context(), rec.ID)
+		if err != nil {
+			return err
+		}
+		out.Leases = append(out.Leases, recordInfo(rec, u, now))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -36,7 +40,11 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, recordInfo(rec, s.now()))
+	u, err := s.ctl.LeaseUsage(r.Context(), rec.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, recordInfo(rec, u, s.now()))
 	return nil
 }
 
@@ -47,15 +55,23 @@ func (s *Server) deleteLease(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, recordInfo(rec, s.now()))
+	u, err := s.ctl.LeaseUsage(r.Context(), rec.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, recordInfo(rec, u, s.now()))
 	return nil
 }
 
 // recordInfo is a stored lease as the API shows it: its current (or last)
 // run and what is left of it at now.
-func recordInfo(r model.LeaseRecord, now time.Time) api.Lease {
+func recordInfo(r model.LeaseRecord, u model.LeaseUsage, now time.Time) api.Lease {
 	out := api.Lease{ID: r.ID, Project: r.Project, Kind: string(r.Kind), State: string(r.State),
 		Hosts: []string{}, Remaining: r.Remaining, Suspensions: r.Suspensions, Requeues: r.Requeues, Reason: r.Reason}
+	cs, ms := r.Reserved(now)
+	out.ReservedCoreHours, out.ReservedGiBHours = cs/3600, ms/float64(model.GiB)/3600
+	out.UsedCPUSeconds = u.CPUSeconds()
+	out.UsedCoreHours = out.UsedCPUSeconds / 3600
 	switch {
 	case r.Hold != nil:
 		out.Start, out.End, out.Hosts = r.Hold.Start, r.Hold.RunEnd, r.Hold.Hosts
@@ -170,4 +186,51 @@ func toLower(r rune) rune {
 		return r + 'a' - 'A'
 	}
 	return r
+}
+
+// getUsage sums reserved and used resources per project: ?project= (admins
+// may name any project or none for all; others see their own), ?since=
+// (RFC 3339, or a duration back from now such as 24h).
+func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) error {
+	p := who(r.Context())
+	q := r.URL.Query()
+	project := q.Get("project")
+	switch {
+	case p.Role != RoleAdmin && project != "" && project != p.Project:
+		return notFound(fmt.Sprintf("project %q", project))
+	case p.Role != RoleAdmin || project == "" && q.Get("all") == "":
+		if project == "" {
+			project = p.Project
+		}
+	}
+	if q.Get("all") != "" && p.Role == RoleAdmin {
+		project = ""
+	}
+	var since time.Time
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			d, derr := time.ParseDuration(v)
+			if derr != nil || d < 0 {
+				return badRequest("since: want an RFC 3339 time or a duration back from now (e.g. 24h)")
+			}
+			t = s.now().Add(-d)
+		}
+		since = t
+	}
+	us, err := s.ctl.Usage(r.Context(), project, since)
+	if err != nil {
+		return err
+	}
+	out := api.UsageList{Projects: []api.ProjectUsage{}}
+	if !since.IsZero() {
+		out.Since = &since
+	}
+	for _, u := range us {
+		out.Projects = append(out.Projects, api.ProjectUsage{Project: u.Project, Leases: u.Leases,
+			ReservedCoreHours: u.ReservedCoreSecond / 3600, ReservedGiBHours: u.ReservedMemByteSec / float64(model.GiB) / 3600,
+			UsedCPUSeconds: u.UsedCPUSeconds, UsedCoreHours: u.UsedCPUSeconds / 3600, FairShareCoreHours: u.FairShare / 3600})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
 }

@@ -129,3 +129,50 @@ func TestCalendarRestoredFieldByFieldAfterRestart(t *testing.T) {
 		t.Fatalf("best effort remaining %v, want %v (4h less the hour it ran)", got, want)
 	}
 }
+
+// Agents' CPU counters reach the lease (used) beside what it reserved, and
+// `GET /usage` sums them per project; a usage-only report writes no
+// workspace (no long poll wakes for it).
+func TestUsageReservedAndUsed(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	t0 := e.clk.Now()
+	ws, err := e.admin.CreateWorkspace(ctx, leaseSpec("burn", "2h", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws = e.report(ws, api.AgentReport{State: model.StateRunning, PID: 10, StartedAt: t0, ProcessStarted: t0, CPUSeconds: 10})
+	rev := ws.Revision
+	e.clk.Add(30 * time.Minute)
+	ws = e.report(ws, api.AgentReport{State: model.StateRunning, PID: 10, StartedAt: t0, CPUSeconds: 1800})
+	if ws.Revision != rev {
+		t.Fatalf("a usage-only report rewrote the workspace (revision %d -> %d)", rev, ws.Revision)
+	}
+	l, err := e.admin.GetLease(ctx, "burn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2 cores held for 30 minutes: 1 core-hour reserved; 1800 s used.
+	if l.UsedCPUSeconds != 1800 || l.ReservedCoreHours < 0.999 || l.ReservedCoreHours > 1.001 {
+		t.Fatalf("lease: used %v s, reserved %v core-h; want 1800 and 1", l.UsedCPUSeconds, l.ReservedCoreHours)
+	}
+	u, err := e.admin.Usage(ctx, "", false, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(u.Projects) != 1 || u.Projects[0].Project != "default" || u.Projects[0].UsedCPUSeconds != 1800 || u.Projects[0].Leases != 1 {
+		t.Fatalf("usage: %+v", u.Projects)
+	}
+	// Another project's user sees only its own, and not default's.
+	other, err := e.admin.CreateProject(ctx, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oc := e.admin.WithToken(other.Token)
+	if u, err := oc.Usage(ctx, "", false, time.Time{}); err != nil || len(u.Projects) != 1 || u.Projects[0].Project != "other" || u.Projects[0].Leases != 0 {
+		t.Fatalf("other project's usage: %+v %v", u.Projects, err)
+	}
+	if _, err := oc.Usage(ctx, "default", false, time.Time{}); apiErr(t, err).Status != 404 {
+		t.Fatalf("another project's usage: %v, want 404", err)
+	}
+}

@@ -74,6 +74,7 @@ var endpoints = []endpoint{
 	{"GET", "/leases/{name}", anyUser, (*Server).getLease},
 	{"DELETE", "/leases/{name}", anyUser, (*Server).deleteLease},
 	{"GET", "/calendar", anyUser, (*Server).getCalendar},
+	{"GET", "/usage", anyUser, (*Server).getUsage},
 	{"GET", "/images", anyUser, (*Server).getImages},
 	{"POST", "/images", []string{RoleAdmin}, (*Server).postImages},
 	{"GET", "/images/{name}/files/{file}", []string{RoleAdmin, RoleNode}, (*Server).getImageFile},
