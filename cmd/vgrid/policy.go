@@ -24,6 +24,7 @@ import (
 //	  weights: {physics: 2, biology: 1}
 //	quotas:
 //	  biology: {cpu: 4, memory: 8Gi, workspaces: 3, core_hours: 100}
+//	overcommit: {cpu: 4}        # promised/real capacity per resource (cpu, memory, disk, bandwidth), >= 1
 type policyFile struct {
 	Backfill  string `json:"backfill"`
 	Placement string `json:"placement"`
@@ -38,6 +39,12 @@ type policyFile struct {
 		Workspaces int            `json:"workspaces"`
 		CoreHours  float64        `json:"core_hours"`
 	} `json:"quotas"`
+	Overcommit *struct {
+		CPU       *float64 `json:"cpu"`
+		Memory    *float64 `json:"memory"`
+		Disk      *float64 `json:"disk"`
+		Bandwidth *float64 `json:"bandwidth"`
+	} `json:"overcommit"`
 }
 
 // loadPolicy reads a policy file; "" gives the default policy.
@@ -86,6 +93,26 @@ func loadPolicy(path string) (*calendar.Policy, error) {
 		p.Quotas = map[string]calendar.Quota{}
 		for proj, q := range f.Quotas {
 			p.Quotas[proj] = calendar.Quota{MilliCPU: int64(q.CPU*1000 + 0.5), Memory: q.Memory, Workspaces: q.Workspaces, CoreHours: q.CoreHours}
+		}
+	}
+	if o := f.Overcommit; o != nil {
+		for _, r := range []struct {
+			name string
+			v    *float64
+			to   *float64
+		}{
+			{"cpu", o.CPU, &p.Overcommit.CPU},
+			{"memory", o.Memory, &p.Overcommit.Memory},
+			{"disk", o.Disk, &p.Overcommit.Disk},
+			{"bandwidth", o.Bandwidth, &p.Overcommit.Bandwidth},
+		} {
+			if r.v == nil {
+				continue
+			}
+			if !(*r.v >= 1 && *r.v <= calendar.MaxOvercommit) {
+				return nil, fmt.Errorf("policy %s: overcommit.%s: %v, want a ratio from 1 (none) to %d", path, r.name, *r.v, calendar.MaxOvercommit)
+			}
+			*r.to = *r.v
 		}
 	}
 	// The calendar validates the rest (unknown backfill names, negative

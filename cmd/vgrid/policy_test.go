@@ -25,6 +25,7 @@ suspend: false
 fair_share: {half_life: 24h, weights: {physics: 2}}
 quotas:
   biology: {cpu: 4, memory: 8Gi, workspaces: 3, core_hours: 100}
+overcommit: {cpu: 4, memory: 1}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +39,16 @@ quotas:
 	if q := p.Quotas["biology"]; q.MilliCPU != 4000 || q.Memory != 8*model.GiB || q.Workspaces != 3 || q.CoreHours != 100 {
 		t.Errorf("quota %+v", q)
 	}
+	if o := p.Overcommit; o.CPU != 4 || o.Memory != 1 || o.Disk != 0 || o.Bandwidth != 0 {
+		t.Errorf("overcommit %+v", o)
+	}
 	for _, bad := range []struct{ src, want string }{
+		{"overcommit: {cpu: 0.5}\n", "overcommit.cpu: 0.5, want a ratio from 1 (none) to 1000"},
+		{"overcommit: {memory: 0}\n", "overcommit.memory: 0"},
+		{"overcommit: {disk: -2}\n", "overcommit.disk: -2"},
+		{"overcommit: {cpu: lots}\n", "overcommit.cpu"},
+		{"overcommit: {gpu: 2}\n", "gpu"},
+		{"overcommit: {bandwidth: 5000}\n", "overcommit.bandwidth: 5000"},
 		{"backfill: sometimes\n", "backfill"},
 		{"colour: red\n", "colour"},
 		{"quotas: {a: {memory: 1Zi}}\n", "Zi"},

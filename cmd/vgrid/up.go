@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,11 +18,9 @@ import (
 
 	"vgrid/internal/agent"
 	"vgrid/internal/client"
-	"vgrid/internal/guest/image"
+	"vgrid/internal/controlplane"
 	"vgrid/internal/hypervisor/qemu"
 	"vgrid/internal/model"
-	"vgrid/internal/server"
-	"vgrid/internal/store/bolt"
 )
 
 // defaultDataDir is $VGRID_DATA_DIR, else /var/lib/vgrid for root, else
@@ -93,11 +88,15 @@ func newLogger() *slog.Logger {
 // runUp is the all-in-one process.
 func runUp(ctx context.Context, o *upOptions) error {
 	log := newLogger()
-	cp, err := startControlPlane(ctx, log, o.dataDir, o.listen, o.policy, o.images, o.writeConfig)
+	policy, err := loadPolicy(o.policy)
 	if err != nil {
 		return err
 	}
-	defer cp.close()
+	cp, err := controlplane.Start(ctx, log, controlplane.Config{DataDir: o.dataDir, Listen: o.listen, Policy: policy, Images: o.images, WriteConfig: o.writeConfig})
+	if err != nil {
+		return err
+	}
+	defer cp.Close()
 
 	drv, err := qemu.New(qemu.Options{StateDir: filepath.Join(o.dataDir, "instances"), Accel: o.accel, Logger: log})
 	if err != nil {
@@ -105,7 +104,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	}
 	defer drv.Close()
 	ag, err := agent.New(agent.Config{
-		Server:  client.Config{Server: cp.url, Token: cp.joinToken, CACert: cp.caPEM},
+		Server:  client.Config{Server: cp.URL, Token: cp.JoinToken, CACert: cp.CAPEM},
 		DataDir: filepath.Join(o.dataDir, "agent"),
 		Node:    model.Node{Name: o.nodeName, Labels: o.labels, Accel: drv.Accel(), AgentVersion: version},
 		Driver:  drv,
@@ -118,169 +117,10 @@ func runUp(ctx context.Context, o *upOptions) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = ag.Run(ctx) }()
 	fmt.Fprintf(os.Stderr, "vgrid up: API at %s, data in %s, host %s (%s). Ctrl-C stops vgrid; workspaces keep running.\n",
-		cp.url, o.dataDir, ag.NodeName(), drv.Accel())
-	err = cp.wait(ctx)
+		cp.URL, o.dataDir, ag.NodeName(), drv.Accel())
+	err = cp.Wait(ctx)
 	wg.Wait()
 	return err
-}
-
-// controlPlane is a running server with its store and listener.
-type controlPlane struct {
-	srv       *server.Server
-	st        *bolt.Store
-	hs        *http.Server
-	url       string
-	caPEM     string
-	joinToken string
-	errc      chan error
-	log       *slog.Logger
-	wg        sync.WaitGroup
-}
-
-func startControlPlane(ctx context.Context, log *slog.Logger, dataDir, listen, policyPath string, images []string, writeConfig bool) (*controlPlane, error) {
-	policy, err := loadPolicy(policyPath)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	dataDir, _ = filepath.Abs(dataDir)
-	st, err := bolt.Open(filepath.Join(dataDir, "store.db"))
-	if err != nil {
-		return nil, err
-	}
-	srv, err := server.New(server.Config{Store: st, Logger: log, Policy: policy})
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("--listen %q: %w", listen, err)
-	}
-	files, err := server.EnsureTLS(filepath.Join(dataDir, "tls"), []string{host})
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	tlsCfg, err := server.ServerTLSConfig(files)
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	ca, err := os.ReadFile(files.CACert)
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("listen %s: %w (is another vgrid up running there? use --listen)", listen, err)
-	}
-	addr := ln.Addr().(*net.TCPAddr)
-	urlHost := host
-	if urlHost == "" || net.ParseIP(urlHost) != nil && net.ParseIP(urlHost).IsUnspecified() {
-		urlHost = "127.0.0.1"
-	}
-	cp := &controlPlane{srv: srv, st: st, url: "https://" + net.JoinHostPort(urlHost, strconv.Itoa(addr.Port)),
-		caPEM: string(ca), errc: make(chan error, 2), log: log}
-	if err := cp.bootstrap(ctx, dataDir, images, writeConfig); err != nil {
-		ln.Close()
-		st.Close()
-		return nil, err
-	}
-	cp.hs = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	cp.wg.Add(2)
-	go func() {
-		defer cp.wg.Done()
-		if err := cp.hs.Serve(tls.NewListener(ln, tlsCfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			cp.errc <- err
-		}
-	}()
-	go func() { defer cp.wg.Done(); _ = srv.Run(ctx) }()
-	if err := os.WriteFile(filepath.Join(dataDir, "vgrid.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		log.Warn("write pid file", "err", err)
-	}
-	return cp, nil
-}
-
-// bootstrap creates the default project, the admin client config and the
-// local join token, and registers the images in the data directory.
-func (cp *controlPlane) bootstrap(ctx context.Context, dataDir string, images []string, writeConfig bool) error {
-	cfgPath := filepath.Join(dataDir, "client.json")
-	cfg, _ := client.LoadConfigFile(cfgPath)
-	admin, err := cp.srv.Bootstrap(ctx, "default")
-	if err != nil {
-		return err
-	}
-	if admin == "" && (cfg.Token == "" || !cp.srv.TokenValid(ctx, cfg.Token)) {
-		// The admin secret is lost (hashes only are stored): make another.
-		if admin, err = cp.srv.CreateToken(ctx, "default", server.RoleAdmin); err != nil {
-			return err
-		}
-	}
-	if admin != "" {
-		cfg.Token = admin
-	}
-	cfg.Server, cfg.CACert, cfg.Project, cfg.DataDir = cp.url, cp.caPEM, "default", dataDir
-	if err := cfg.Save(cfgPath); err != nil {
-		return fmt.Errorf("write client config: %w", err)
-	}
-	if writeConfig {
-		if p := client.DefaultConfigPath(); p != cfgPath {
-			if err := cfg.Save(p); err != nil {
-				cp.log.Warn("write default client config", "path", p, "err", err)
-			}
-		}
-	}
-	joinPath := filepath.Join(dataDir, "join.token")
-	if b, err := os.ReadFile(joinPath); err == nil && cp.srv.TokenValid(ctx, strings.TrimSpace(string(b))) {
-		cp.joinToken = strings.TrimSpace(string(b))
-	} else {
-		if cp.joinToken, err = cp.srv.CreateToken(ctx, "default", server.RoleJoin); err != nil {
-			return err
-		}
-		if err := os.WriteFile(joinPath, []byte(cp.joinToken+"\n"), 0o600); err != nil {
-			return err
-		}
-	}
-	dirs, _ := filepath.Glob(filepath.Join(dataDir, "images", "*", "image.json"))
-	for i := range dirs {
-		dirs[i] = filepath.Dir(dirs[i])
-	}
-	for _, d := range append(dirs, images...) {
-		img, err := image.LoadManifest(d)
-		if err != nil {
-			return fmt.Errorf("image in %s: %w", d, err)
-		}
-		if err := cp.srv.RegisterImage(ctx, img); err != nil {
-			return err
-		}
-		cp.log.Info("image registered", "image", img.Name, "dir", d)
-	}
-	return nil
-}
-
-// wait serves until ctx ends or the listener fails, then shuts down.
-func (cp *controlPlane) wait(ctx context.Context) error {
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-cp.errc:
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_ = cp.hs.Shutdown(sctx)
-	return err
-}
-
-func (cp *controlPlane) close() {
-	cp.wg.Wait()
-	cp.st.Close()
 }
 
 func newServerCmd() *cobra.Command {
@@ -291,13 +131,17 @@ func newServerCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			cp, err := startControlPlane(ctx, newLogger(), dataDir, listen, policy, nil, true)
+			pol, err := loadPolicy(policy)
 			if err != nil {
 				return err
 			}
-			defer cp.close()
-			fmt.Fprintf(os.Stderr, "vgrid server: API at %s; join token for agents in %s\n", cp.url, filepath.Join(dataDir, "join.token"))
-			return cp.wait(ctx)
+			cp, err := controlplane.Start(ctx, newLogger(), controlplane.Config{DataDir: dataDir, Listen: listen, Policy: pol, WriteConfig: true})
+			if err != nil {
+				return err
+			}
+			defer cp.Close()
+			fmt.Fprintf(os.Stderr, "vgrid server: API at %s; join token for agents in %s\n", cp.URL, filepath.Join(dataDir, "join.token"))
+			return cp.Wait(ctx)
 		},
 	}
 	c.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "where the store and certificates live")

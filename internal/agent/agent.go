@@ -36,7 +36,7 @@ type Config struct {
 	// StopTimeout is how long a guest gets to power off before it is killed.
 	StopTimeout time.Duration
 	// UsageEvery is the least time between two reports of a workspace that
-	// differ only in its CPU counter (default 30 s: each report is a store write that wakes the hosts' long polls): a running workspace's
+	// differ only in its CPU counter (default 10 s): a running workspace's
 	// counter is refreshed on the resync after UsageEvery has passed, if
 	// it moved by more than usageMinDelta. A report sent for another
 	// reason always carries the counter's current value.
@@ -86,7 +86,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.StopTimeout = 20 * time.Second
 	}
 	if cfg.UsageEvery == 0 {
-		cfg.UsageEvery = 30 * time.Second
+		cfg.UsageEvery = 10 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

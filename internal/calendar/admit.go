@@ -190,6 +190,7 @@ func (c *Calendar) checkStatic(l *lease) *Refusal {
 		if need > 0 {
 			r := &Refusal{Lease: l.ID, Reason: ReasonTooLarge, Members: len(l.Members), Fit: fit, Host: best.Name}
 			r.Resource, r.Requested, r.Free = shortDim(best.cap, g.v)
+			c.noteHost(r, best)
 			if len(l.Members) > 1 {
 				// Totals explain it better: all members against all hosts.
 				var all vec
@@ -202,7 +203,7 @@ func (c *Calendar) checkStatic(l *lease) *Refusal {
 						}
 					}
 				}
-				r.Host = ""
+				r.Host, r.Capacity, r.Overcommit = "", 0, 0
 				r.Resource, r.Requested, r.Free = shortDim(all, l.total)
 			}
 			return r
@@ -408,6 +409,7 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 	cr := c.capacityRefusal(l, T0-pre, T0, T0+l.run, pre, nil)
 	r := refusal("")
 	r.Resource, r.Requested, r.Free, r.Host, r.Blocking = cr.Resource, cr.Requested, cr.Free, cr.Host, cr.Blocking
+	r.Capacity, r.Overcommit = cr.Capacity, cr.Overcommit
 	r.Members, r.Fit = cr.Members, cr.Fit
 	r.EarliestFit = cr.EarliestFit
 	if !cr.EarliestFit.IsZero() {
@@ -450,6 +452,7 @@ func (c *Calendar) capacityRefusal(l *lease, from, T, to, pre int64, unsusp []st
 	if best != nil {
 		r.Host = best.Name
 		r.Resource, r.Requested, r.Free = shortDim(best.cap.sub(best.tl.max(from, to)), g.v)
+		c.noteHost(r, best)
 		seen := map[string]bool{}
 		for _, a := range best.allocs {
 			if a.from < to && a.to > from && !seen[a.l.ID] {
@@ -463,6 +466,16 @@ func (c *Calendar) capacityRefusal(l *lease, from, T, to, pre int64, unsusp []st
 		r.EarliestFit = tm(E)
 	}
 	return r
+}
+
+// noteHost records h's capacity of r's short resource, and the
+// overcommit ratio behind it.
+func (c *Calendar) noteHost(r *Refusal, h *host) {
+	for d, name := range dimNames {
+		if name == r.Resource {
+			r.Capacity, r.Overcommit = float64(h.cap[d]), c.pol.Overcommit.ratios()[d]
+		}
+	}
 }
 
 // commit gives l slots on hosts (member i on hosts[i]) over [from, to),

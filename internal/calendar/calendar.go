@@ -226,7 +226,25 @@ func (p Policy) validate() error {
 			return fmt.Errorf("policy: negative quota for project %q: %w", name, ErrInvalid)
 		}
 	}
+	raw := [...]float64{p.Overcommit.CPU, p.Overcommit.Memory, p.Overcommit.Disk, p.Overcommit.Bandwidth}
+	for d, r := range raw {
+		if r != 0 && !(r >= 1 && r <= MaxOvercommit) {
+			return fmt.Errorf("policy: overcommit of %s is %v, want a ratio from 1 (none) to %d: %w", dimNames[d], r, MaxOvercommit, ErrInvalid)
+		}
+	}
 	return nil
+}
+
+// MaxOvercommit bounds the overcommit ratios, so that capacities stay far
+// from overflowing.
+const MaxOvercommit = 1000
+
+// overcommit is a real capacity v as the slot table counts it at ratio r.
+func overcommit(v int64, r float64) int64 {
+	if r <= 1 {
+		return v
+	}
+	return int64(math.Min(math.Floor(float64(v)*r), float64(unlimited)))
 }
 
 func (c *Calendar) addHost(h Host) error {
@@ -242,6 +260,9 @@ func (c *Calendar) addHost(h Host) error {
 	}
 	h.Labels = cloneLabels(h.Labels)
 	hh := &host{Host: h, id: len(c.hosts), cap: vecOf(h.Capacity)}
+	for d, r := range c.pol.Overcommit.ratios() {
+		hh.cap[d] = overcommit(hh.cap[d], r)
+	}
 	hh.cap[dWS] = hostWorkspaces
 	c.hosts = append(c.hosts, hh)
 	c.byName[h.Name] = hh

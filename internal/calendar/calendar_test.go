@@ -277,3 +277,30 @@ func TestBandwidth(t *testing.T) {
 		}
 	}
 }
+
+// A project's chart shows other projects' holds as '*', without their
+// names, and its own as letters.
+func TestMaskHidesOtherProjects(t *testing.T) {
+	c, err := New([]Host{{Name: "n1", Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB}}}, DefaultPolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := []Request{{Resources: model.Resources{MilliCPU: 1000, Memory: model.GiB}}}
+	for _, l := range []Lease{
+		{ID: "mine/x", Project: "mine", Kind: Immediate, Members: half, Duration: 2 * time.Hour},
+		{ID: "other/secret", Project: "other", Kind: Reservation, Start: epoch.Add(time.Hour), Members: half, Duration: time.Hour},
+	} {
+		if _, err := c.Submit(l, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Advance(epoch)
+	rows := Mask(c.GanttData(epoch, epoch.Add(4*time.Hour)), "mine")
+	got := RenderGantt(rows, epoch, epoch.Add(4*time.Hour), 4)
+	if strings.Contains(got, "secret") || strings.Contains(got, "other") && !strings.Contains(got, "*: other projects") {
+		t.Fatalf("another project's lease shows:\n%s", got)
+	}
+	if !strings.Contains(got, "n1 |aa..|") || !strings.Contains(got, "|.*..|") || !strings.Contains(got, "a=mine/x") {
+		t.Fatalf("got\n%s", got)
+	}
+}

@@ -8,7 +8,7 @@
 // The package is pure: no I/O, no wall clock, no goroutines, no randomness.
 // Time is an argument (now), and the same calls give the same answers, so
 // the server and the simulator run the same code. The caller feeds it
-// (Submit, Cancel, Finish, AddHost, RemoveHost) and carries out the
+// (Submit, Cancel, Finish, Extend, AddHost, RemoveHost) and carries out the
 // Actions that Advance returns (start, stage, suspend, resume, requeue,
 // end); NextEvent tells a virtual clock where to jump.
 //

@@ -34,6 +34,10 @@ const (
 	ReasonDeadline Reason = "deadline"
 	// ReasonTooSoon: a reservation starts before its image could be staged.
 	ReasonTooSoon Reason = "too-soon"
+	// ReasonExtend: a lease's run cannot be made longer (Extend): a host
+	// it holds, or its project's quota, has no room after its end. Host
+	// is empty when the quota is short (Detail says which).
+	ReasonExtend Reason = "extend"
 )
 
 // Refusal says why a lease was not admitted: which resource, on which host
@@ -63,12 +67,24 @@ type Refusal struct {
 	// EarliestFit is the earliest start at which the lease would fit as
 	// things stand (zero: never, or not known).
 	EarliestFit time.Time
-	// Detail is extra explanation (labels asked for, deadline, staging).
+	// Detail is extra explanation (labels asked for, deadline, staging,
+	// the quota an extension would exceed).
 	Detail string
+	// Capacity is Host's capacity of Resource as the slot table counts it
+	// (its real capacity times Overcommit), and Overcommit the policy's
+	// ratio for Resource (0 or 1: none); set when Host is.
+	Capacity, Overcommit float64
+	// Longest is, for an extension (ReasonExtend), the longest extension
+	// possible now, in whole seconds; From and To are the lease's current
+	// end and the end asked for.
+	Longest time.Duration
 }
 
 func (r *Refusal) Error() string {
 	var b strings.Builder
+	if r.Reason == ReasonExtend {
+		return r.extendError()
+	}
 	fmt.Fprintf(&b, "lease %s refused: ", r.Lease)
 	switch r.Reason {
 	case ReasonConstraint:
@@ -104,6 +120,9 @@ func (r *Refusal) Error() string {
 		}
 		if r.Reason == ReasonTooLarge {
 			fmt.Fprintf(&b, "the largest host (%s) has %s", r.Host, amount(r.Resource, r.Free))
+			if r.Overcommit > 1 {
+				fmt.Fprintf(&b, " (%s real, %s overcommit %gx)", amount(r.Resource, r.Free/r.Overcommit), r.Resource, r.Overcommit)
+			}
 		} else {
 			fmt.Fprintf(&b, "at most %s free", amount(r.Resource, r.Free))
 			if r.Host != "" {
@@ -115,6 +134,9 @@ func (r *Refusal) Error() string {
 		}
 		if len(r.Blocking) > 0 {
 			fmt.Fprintf(&b, " (held by %s)", strings.Join(r.Blocking, ", "))
+		}
+		if r.Reason != ReasonTooLarge {
+			b.WriteString(r.overcommitNote())
 		}
 	}
 	if len(r.Unsuspendable) > 0 {
@@ -128,6 +150,35 @@ func (r *Refusal) Error() string {
 	case r.Reason == ReasonCapacity:
 		b.WriteString("; no earliest fit known")
 	}
+	return b.String()
+}
+
+// overcommitNote says how much an overcommitted host has promised, so that
+// a refusal on a host with 2 cores that names 4 explains itself.
+func (r *Refusal) overcommitNote() string {
+	if r.Overcommit <= 1 || r.Host == "" {
+		return ""
+	}
+	return fmt.Sprintf("; %s allots %s of %s (%s real, %s overcommit %gx)", r.Host,
+		amount(r.Resource, r.Capacity-r.Free), amount(r.Resource, r.Capacity),
+		amount(r.Resource, r.Capacity/r.Overcommit), r.Resource, r.Overcommit)
+}
+
+func (r *Refusal) extendError() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "lease %s: extension to %s refused: ", r.Lease, fmtT(r.To))
+	switch {
+	case r.Host != "":
+		fmt.Fprintf(&b, "%s requested %s, at most %s free on host %s in [%s, %s)", r.Resource,
+			amount(r.Resource, r.Requested), amount(r.Resource, r.Free), r.Host, fmtT(r.From), fmtT(r.To))
+		if len(r.Blocking) > 0 {
+			fmt.Fprintf(&b, " (held by %s)", strings.Join(r.Blocking, ", "))
+		}
+		b.WriteString(r.overcommitNote())
+	default:
+		fmt.Fprintf(&b, "project quota: %s", r.Detail)
+	}
+	fmt.Fprintf(&b, "; longest extension possible now: %v", r.Longest)
 	return b.String()
 }
 

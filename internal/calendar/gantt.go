@@ -10,87 +10,125 @@ import (
 
 const ganttLetters = "abcdefghijklmnopqrstuvwxyz"
 
-// Gantt draws the slots held over [from, to) as text: one row per host
-// (more when leases share it), width cells wide, each lease as a letter,
-// lower case while it runs or holds its slots and upper case while it
-// stages, resumes or suspends; '.' is idle. A legend follows.
+// Bar is one hold of a lease on a host, for charts: [From, To) held,
+// [OverheadFrom, RunFrom) staging or resuming, [RunFrom, RunTo) running,
+// [RunTo, To) suspending.
+type Bar struct {
+	Lease, Project                         string
+	From, OverheadFrom, RunFrom, RunTo, To time.Time
+}
+
+// Row is one host of a chart with its bars, by start.
+type Row struct {
+	Host    string
+	Removed bool
+	Bars    []Bar
+}
+
+// GanttData returns the holds that overlap [from, to), one row per host
+// (removed hosts only if they have bars), hosts and bars in order.
+func (c *Calendar) GanttData(from, to time.Time) []Row {
+	f, t := tick(from), tick(to)
+	byHost := map[*host][]Bar{}
+	for _, l := range c.leases {
+		for _, s := range l.segs {
+			if s.from < t && s.to > f && s.to > s.from {
+				byHost[s.h] = append(byHost[s.h], Bar{Lease: l.ID, Project: l.Project,
+					From: tm(s.from), OverheadFrom: tm(s.ovFrom), RunFrom: tm(s.runFrom), RunTo: tm(s.runTo), To: tm(s.to)})
+			}
+		}
+	}
+	hosts := append([]*host(nil), c.hosts...)
+	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
+	var rows []Row
+	for _, h := range hosts {
+		bars := byHost[h]
+		if h.down && len(bars) == 0 {
+			continue
+		}
+		sort.Slice(bars, func(i, j int) bool {
+			if !bars[i].From.Equal(bars[j].From) {
+				return bars[i].From.Before(bars[j].From)
+			}
+			return bars[i].Lease < bars[j].Lease
+		})
+		rows = append(rows, Row{Host: h.Name, Removed: h.down, Bars: bars})
+	}
+	return rows
+}
+
+// Gantt draws the slots held over [from, to) as text (see RenderGantt).
 func (c *Calendar) Gantt(from, to time.Time, width int) string {
+	return RenderGantt(c.GanttData(from, to), from, to, width)
+}
+
+// RenderGantt draws rows over [from, to) as text: one line per host (more
+// when holds overlap), width cells wide, each lease as a letter, lower
+// case while it runs or holds its slots and upper case while it stages,
+// resumes or suspends; '.' is idle; a bar whose Lease is "*" (hidden) is
+// drawn as '*'. A legend follows.
+func RenderGantt(rows []Row, from, to time.Time, width int) string {
 	f, t := tick(from), tick(to)
 	if width <= 0 || t <= f {
 		return ""
 	}
 	cell := float64(t-f) / float64(width)
-	type hseg struct {
-		seg
-		l *lease
-	}
-	byHost := map[*host][]hseg{}
-	inWindow := map[*lease]bool{}
-	for _, l := range c.leases {
-		for _, s := range l.segs {
-			if s.from < t && s.to > f && s.to > s.from {
-				byHost[s.h] = append(byHost[s.h], hseg{s, l})
-				inWindow[l] = true
+	seen := map[string]bool{}
+	var ids []string
+	hidden := false
+	for _, r := range rows {
+		for _, b := range r.Bars {
+			if b.Lease == "*" {
+				hidden = true
+				continue
+			}
+			if !seen[b.Lease] {
+				seen[b.Lease] = true
+				ids = append(ids, b.Lease)
 			}
 		}
 	}
-	ls := make([]*lease, 0, len(inWindow))
-	for l := range inWindow {
-		ls = append(ls, l)
-	}
-	sort.Slice(ls, func(i, j int) bool { return ls[i].ID < ls[j].ID })
-	letter := map[*lease]rune{}
-	for i, l := range ls {
+	sort.Strings(ids)
+	letter := map[string]rune{"*": '*'}
+	for i, id := range ids {
 		r := '#'
 		if i < len(ganttLetters) {
 			r = rune(ganttLetters[i])
 		} else if i < len(ganttLetters)+10 {
 			r = rune('0' + i - len(ganttLetters))
 		}
-		letter[l] = r
+		letter[id] = r
 	}
-	hosts := append([]*host(nil), c.hosts...)
-	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
 	wname := 0
-	for _, h := range hosts {
-		wname = max(wname, len(h.Name))
+	for _, r := range rows {
+		wname = max(wname, len(r.Host))
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s .. %s, %v per cell\n", strings.Repeat(" ", wname), fmtT(from), fmtT(to), time.Duration(cell).Round(time.Second))
-	for _, h := range hosts {
-		segs := byHost[h]
-		if h.down && len(segs) == 0 {
-			continue
-		}
-		sort.Slice(segs, func(i, j int) bool {
-			if segs[i].from != segs[j].from {
-				return segs[i].from < segs[j].from
-			}
-			return segs[i].l.ID < segs[j].l.ID
-		})
+	for _, r := range rows {
 		// Interval partitioning: each hold keeps one lane.
-		var lanes [][]hseg
-		var ends []int64
-		for _, s := range segs {
+		var lanes [][]Bar
+		var ends []time.Time
+		for _, s := range r.Bars {
 			placed := false
 			for i := range lanes {
-				if ends[i] <= s.from {
+				if !ends[i].After(s.From) {
 					lanes[i] = append(lanes[i], s)
-					ends[i] = s.to
+					ends[i] = s.To
 					placed = true
 					break
 				}
 			}
 			if !placed {
-				lanes = append(lanes, []hseg{s})
-				ends = append(ends, s.to)
+				lanes = append(lanes, []Bar{s})
+				ends = append(ends, s.To)
 			}
 		}
 		if len(lanes) == 0 {
 			lanes = append(lanes, nil)
 		}
 		for li, lane := range lanes {
-			name := h.Name
+			name := r.Host
 			if li > 0 {
 				name = ""
 			}
@@ -101,12 +139,12 @@ func (c *Calendar) Gantt(from, to time.Time, width int) string {
 				ch := '.'
 				var best int64
 				for _, s := range lane {
-					o0, o1 := max(s.from, c0), min(s.to, c1)
+					o0, o1 := max(tick(s.From), c0), min(tick(s.To), c1)
 					if o1-o0 > best {
 						best = o1 - o0
-						ch = letter[s.l]
+						ch = letter[s.Lease]
 						mid := o0 + (o1-o0)/2
-						if mid >= s.ovFrom && mid < s.runFrom || mid >= s.runTo && mid < s.to {
+						if mid >= tick(s.OverheadFrom) && mid < tick(s.RunFrom) || mid >= tick(s.RunTo) && mid < tick(s.To) {
 							ch = unicode.ToUpper(ch)
 						}
 					}
@@ -114,18 +152,38 @@ func (c *Calendar) Gantt(from, to time.Time, width int) string {
 				b.WriteRune(ch)
 			}
 			b.WriteString("|")
-			if li == 0 && h.down {
+			if li == 0 && r.Removed {
 				b.WriteString(" (removed)")
 			}
 			b.WriteString("\n")
 		}
 	}
-	if len(ls) > 0 {
+	if len(ids) > 0 || hidden {
 		b.WriteString("legend:")
-		for _, l := range ls {
-			fmt.Fprintf(&b, " %c=%s", letter[l], l.ID)
+		for _, id := range ids {
+			fmt.Fprintf(&b, " %c=%s", letter[id], id)
+		}
+		if hidden {
+			b.WriteString("; *: other projects")
 		}
 		b.WriteString("; upper case: staging, resuming or suspending\n")
 	}
 	return b.String()
+}
+
+// Mask hides the bars of projects other than project: their lease becomes
+// "*" (and their project ""), so that a chart shows when capacity is taken
+// but not by whom.
+func Mask(rows []Row, project string) []Row {
+	out := make([]Row, len(rows))
+	for i, r := range rows {
+		out[i] = Row{Host: r.Host, Removed: r.Removed, Bars: make([]Bar, len(r.Bars))}
+		for k, b := range r.Bars {
+			if b.Project != project {
+				b.Lease, b.Project = "*", ""
+			}
+			out[i].Bars[k] = b
+		}
+	}
+	return out
 }

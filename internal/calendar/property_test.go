@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -150,6 +151,9 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 	}
 	if pick(3) == 0 {
 		pol.Quotas = map[string]Quota{"b": {MilliCPU: 8000, Workspaces: 4, CoreHours: 200}}
+	}
+	if pick(4) == 0 {
+		pol.Overcommit = Overcommit{CPU: 1.5}
 	}
 	var hosts []Host
 	nh := 2 + pick(5)
@@ -331,7 +335,52 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 				ended[id] = true
 				fmt.Fprintf(&log, "cancel %s\n", id)
 			}
-		case op < 80 && removed < 2 && nh-removed > 1:
+		case op < 78+6:
+			// Extend or shorten a live lease by up to 2h either way.
+			var live []string
+			for _, v := range c.Leases() {
+				switch v.State {
+				case StateQueued, StateScheduled, StateRunning, StateSuspended:
+					live = append(live, v.ID)
+				}
+			}
+			if len(live) == 0 {
+				break
+			}
+			id := live[pick(len(live))]
+			d := time.Duration(pick(240)-120) * time.Minute
+			// Advance first (as Extend would), so that a refusal can be
+			// checked to change nothing.
+			as = c.Advance(now)
+			before, _ := c.Record(id)
+			var more []Action
+			more, err = c.Extend(id, d, now)
+			as = append(as, more...)
+			var r *Refusal
+			switch {
+			case err == nil:
+				v, _ := c.Get(id)
+				fmt.Fprintf(&log, "extend %s %v %s %s-%s\n", id, d, v.State, rel(v.Start), rel(v.End))
+				if ar, ok := ars[id]; ok && (v.State == StateScheduled || v.State == StateRunning) {
+					ars[id] = arInfo{ar.start, v.End}
+				}
+				if dl, ok := deadlines[id]; ok && v.End.After(dl) {
+					t.Fatalf("seed %d: deadline lease %s extended to %s, after %s", seed, id, rel(v.End), rel(dl))
+				}
+			case errors.As(err, &r):
+				fmt.Fprintf(&log, "extend %s %v refused %s\n", id, d, r.Reason)
+				if r.Reason != ReasonExtend || d <= 0 || r.Longest < 0 || r.Longest >= d {
+					t.Fatalf("seed %d: extend %s by %v: bad refusal %+v", seed, id, d, r)
+				}
+				if after, _ := c.Record(id); !reflect.DeepEqual(before, after) {
+					t.Fatalf("seed %d: refused extension of %s changed it:\n%+v\n%+v", seed, id, before, after)
+				}
+			case errors.Is(err, ErrInvalid) || errors.Is(err, ErrFinished): // too short, past a deadline, zero, or over meanwhile
+				fmt.Fprintf(&log, "extend %s %v invalid\n", id, d)
+			default:
+				t.Fatalf("seed %d: extend %s by %v: %v", seed, id, d, err)
+			}
+		case op < 86 && removed < 2 && nh-removed > 1:
 			removed++
 			name := fmt.Sprintf("h%d", removed)
 			as, err = c.RemoveHost(name, now)
@@ -344,7 +393,7 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 				}
 			}
 			fmt.Fprintf(&log, "remove %s\n", name)
-		case op < 81:
+		case op < 87:
 			name := fmt.Sprintf("x%d", step)
 			if err := c.AddHost(Host{Name: name, Capacity: model.Resources{MilliCPU: 4000, Memory: 16 * model.GiB}}, now); err != nil {
 				t.Fatal(err)

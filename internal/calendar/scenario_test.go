@@ -25,13 +25,14 @@ var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 //
 // Commands (times are durations from time zero: 0, 90m, 2h30m):
 //
-//	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false weights=a:2,b:1 halflife=1h
+//	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false weights=a:2,b:1 halflife=1h overcommit=cpu:2,memory:1
 //	quota project=a cpu=4 mem=8Gi workspaces=2 core-hours=10
 //	hosts n=2 cpu=4 mem=8Gi [disk= bw= labels=gpu:true prefix=h suspend-rate=1Gi resume-rate= stage-rate=]
 //	submit id= kind= project= at= dur= cpu= mem= [n= disk= bw= start= deadline= preempt= image=name:size labels= submitted=]
 //	advance to=
 //	finish id= at=
 //	cancel id= at=
+//	extend id= by= at=        (by < 0 shortens; or to= for the end asked for, "until")
 //	remove-host name= at=
 //	gantt from= to= width=
 //	leases
@@ -252,6 +253,27 @@ func (e *scenarioEnv) do(line string) []string {
 				e.pol.FairShare.Weights[k] = f
 			}
 		}
+		if v, ok := a["overcommit"]; ok {
+			for _, kv := range strings.Split(v, ",") {
+				k, r, _ := strings.Cut(kv, ":")
+				f, err := strconv.ParseFloat(r, 64)
+				if err != nil {
+					t.Fatalf("overcommit %q: %v", kv, err)
+				}
+				switch k {
+				case "cpu":
+					e.pol.Overcommit.CPU = f
+				case "memory":
+					e.pol.Overcommit.Memory = f
+				case "disk":
+					e.pol.Overcommit.Disk = f
+				case "bandwidth":
+					e.pol.Overcommit.Bandwidth = f
+				default:
+					t.Fatalf("overcommit: unknown resource %q", k)
+				}
+			}
+		}
 		if v, ok := a["halflife"]; ok {
 			if e.pol.FairShare == nil {
 				e.pol.FairShare = &FairShare{}
@@ -356,6 +378,35 @@ func (e *scenarioEnv) do(line string) []string {
 			out = append(out, "error: "+err.Error())
 		}
 		return out
+	case "extend":
+		c := e.calendar()
+		var as []Action
+		var err error
+		if v, ok := a["to"]; ok {
+			as, err = c.ExtendTo(a["id"], e.at(v), e.at(a["at"]))
+		} else {
+			as, err = c.Extend(a["id"], e.dur(a["by"]), e.at(a["at"]))
+		}
+		var out []string
+		var r *Refusal
+		switch {
+		case errors.As(err, &r):
+			out = append(out, "refused: "+r.Error())
+		case err != nil:
+			out = append(out, "error: "+err.Error())
+		default:
+			v, _ := c.Get(a["id"])
+			s := fmt.Sprintf("granted: %s %s", v.ID, v.State)
+			if !v.Start.IsZero() {
+				word := ""
+				if v.Planned {
+					word = " planned"
+				}
+				s += fmt.Sprintf("%s %s-%s on %s", word, rel(v.Start), rel(v.End), strings.Join(v.Hosts, ","))
+			}
+			out = append(out, s+fmt.Sprintf(" remaining %v", v.Remaining))
+		}
+		return append(out, fmtActions(as)...)
 	case "gantt":
 		g := e.calendar().Gantt(e.at(a["from"]), e.at(a["to"]), e.num(a["width"], 48))
 		return strings.Split(strings.TrimRight(g, "\n"), "\n")

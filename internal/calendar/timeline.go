@@ -200,3 +200,23 @@ func (tl *timeline) next(t int64) (int64, bool) {
 	}
 	return 0, false
 }
+
+// firstOver returns the first instant of [from, to) at which the use plus v
+// exceeds limit in some dimension, walking the points in the window; ok is
+// false if there is none (v fits over the whole window).
+func (tl *timeline) firstOver(from, to int64, v, limit vec) (int64, bool) {
+	i := tl.idx(from)
+	var cur vec
+	if i >= 0 {
+		cur = tl.pts[i].v
+	}
+	if from < to && !cur.add(v).le(limit) {
+		return from, true
+	}
+	for k := i + 1; k < len(tl.pts) && tl.pts[k].t < to; k++ {
+		if !tl.pts[k].v.add(v).le(limit) {
+			return tl.pts[k].t, true
+		}
+	}
+	return 0, false
+}

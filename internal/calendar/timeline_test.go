@@ -121,6 +121,21 @@ func TestTimelineRandom(t *testing.T) {
 			if got := tl.max(a, b)[dCPU]; got != m {
 				t.Fatalf("round %d: max(%d, %d): got %d, want %d", round, a, b, got, m)
 			}
+			// firstOver: the first instant of [a, b) at which one more
+			// exceeds the limit.
+			for lim := int64(0); lim < 8; lim++ {
+				want, wantOK := int64(0), false
+				for k := a; k < b; k++ {
+					if k < span && ref[k]+1 > lim || k >= span && 1 > lim {
+						want, wantOK = k, true
+						break
+					}
+				}
+				limit := vec{lim, unlimited, unlimited, unlimited, unlimited}
+				if got, ok := tl.firstOver(a, b, v1(1), limit); ok != wantOK || got != want {
+					t.Fatalf("round %d: firstOver(%d, %d, limit %d): got %d %v, want %d %v", round, a, b, lim, got, ok, want, wantOK)
+				}
+			}
 			for i := 1; i < len(tl.pts); i++ {
 				if tl.pts[i].t <= tl.pts[i-1].t || tl.pts[i].v == tl.pts[i-1].v {
 					t.Fatalf("round %d: not strictly sorted and merged: %v", round, tl.pts)

@@ -147,6 +147,40 @@ type Policy struct {
 	// FairShare, when set, orders the queue by project usage; nil is FIFO.
 	FairShare *FairShare
 	Quotas    map[string]Quota
+	// Overcommit lets the slot table promise more than the hosts have: a
+	// host's capacity of each resource counts as its real capacity times
+	// the ratio. The zero value is no overcommit.
+	Overcommit Overcommit
+}
+
+// Overcommit holds the ratio of promised to real capacity per resource; a
+// ratio must be 1 or more, and 0 means 1 (none). With CPU 2, a host with 2
+// cores takes four 1-core workspaces at once: they share the cores and run
+// slower when all are busy.
+//
+// Memory overcommit is dangerous with QEMU guests: a guest's RAM is its
+// process's memory, which the guest fills (page cache) and rarely gives
+// back, so guests that together use more than the host has make the host
+// swap or its OOM killer kill a guest. Keep Memory at 1 unless the guests'
+// working sets are known to be small. Disk overcommit counts on thin
+// (copy-on-write) disks not filling up; bandwidth overcommit on guests not
+// all sending at once.
+type Overcommit struct {
+	CPU       float64
+	Memory    float64
+	Disk      float64
+	Bandwidth float64
+}
+
+// ratios lists the ratio of each slot-table dimension (1 for none).
+func (o Overcommit) ratios() [nd]float64 {
+	r := [nd]float64{o.CPU, o.Memory, o.Disk, o.Bandwidth, 1}
+	for d := range r {
+		if r[d] == 0 {
+			r[d] = 1
+		}
+	}
+	return r
 }
 
 // DefaultPolicy is aggressive backfilling, first fit, suspension allowed,

@@ -113,14 +113,22 @@ func (ctl *Controller) CancelLease(ctx context.Context, project, name string) (m
 }
 
 // Gantt draws the calendar over [from, to) as text, width cells wide.
-func (ctl *Controller) Gantt(ctx context.Context, from, to time.Time, width int) (string, error) {
+// Unless all is set, other projects' leases than project are drawn as '*'.
+func (ctl *Controller) Gantt(ctx context.Context, from, to time.Time, width int, project string, all bool) (string, error) {
 	ctl.mu.Lock()
-	defer ctl.mu.Unlock()
 	c, err := ctl.calendarLocked(ctx)
+	var rows []calendar.Row
+	if err == nil {
+		rows = c.GanttData(from, to)
+	}
+	ctl.mu.Unlock()
 	if err != nil {
 		return "", err
 	}
-	return c.Gantt(from, to, width), nil
+	if !all {
+		rows = calendar.Mask(rows, project)
+	}
+	return calendar.RenderGantt(rows, from, to, width), nil
 }
 
 // CalendarSnapshot is the calendar's whole durable state as it is now in

@@ -279,16 +279,6 @@ func TestLeaseIDsOfRecreatedAndRestartedWorkspaces(t *testing.T) {
 	}
 }
 
-func TestOwnGanttHidesOtherProjects(t *testing.T) {
-	in := "   2026-11-24T12:00:00Z .. 2026-11-24T14:00:00Z, 30m0s per cell\n" +
-		"n1 |aaBb|\n" +
-		"legend: a=default/x b=other/y; upper case: staging, resuming or suspending\n"
-	got := ownGantt(in, "default")
-	if !strings.Contains(got, "n1 |aa**|") || strings.Contains(got, "other/y") || !strings.Contains(got, "a=default/x") {
-		t.Fatalf("got\n%s", got)
-	}
-}
-
 func TestPolicyQuotaRefusesThroughTheAPI(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"vgrid/api"
@@ -130,62 +129,13 @@ func (s *Server) getCalendar(w http.ResponseWriter, r *http.Request) error {
 			return badRequest("width: want 1 to 1000 cells")
 		}
 	}
-	text, err := s.ctl.Gantt(ctx, from, to, width)
+	text, err := s.ctl.Gantt(ctx, from, to, width, who(ctx).Project, who(ctx).Role == RoleAdmin)
 	if err != nil {
 		return err
-	}
-	if who(ctx).Role != RoleAdmin {
-		text = ownGantt(text, who(ctx).Project)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, err = w.Write([]byte(text))
 	return err
-}
-
-// ownGantt hides other projects' leases in a Gantt text: their letters
-// become '*' and they leave the legend.
-func ownGantt(text, project string) string {
-	lines := strings.Split(text, "\n")
-	hide := map[rune]bool{}
-	for i, ln := range lines {
-		rest, ok := strings.CutPrefix(ln, "legend:")
-		if !ok {
-			continue
-		}
-		main, tail, _ := strings.Cut(rest, ";")
-		var keep []string
-		for _, f := range strings.Fields(main) {
-			letter, id, ok := strings.Cut(f, "=")
-			if ok && !strings.HasPrefix(id, project+"/") {
-				for _, r := range letter {
-					hide[r] = true
-				}
-				continue
-			}
-			keep = append(keep, f)
-		}
-		lines[i] = "legend: " + strings.Join(keep, " ") + "; *: other projects;" + tail
-	}
-	for i, ln := range lines {
-		pre, body, ok := strings.Cut(ln, "|")
-		if !ok || strings.HasPrefix(ln, "legend:") {
-			continue
-		}
-		lines[i] = pre + "|" + strings.Map(func(r rune) rune {
-			if hide[r] || hide[toLower(r)] {
-				return '*'
-			}
-			return r
-		}, body)
-	}
-	return strings.Join(lines, "\n")
-}
-
-func toLower(r rune) rune {
-	if r >= 'A' && r <= 'Z' {
-		return r + 'a' - 'A'
-	}
-	return r
 }
 
 // getUsage sums reserved and used resources per project: ?project= (admins

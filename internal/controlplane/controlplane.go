@@ -1,0 +1,200 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"vgrid/internal/calendar"
+	"vgrid/internal/client"
+	"vgrid/internal/guest/image"
+	"vgrid/internal/server"
+	"vgrid/internal/store/bolt"
+)
+
+// ControlPlane is a running control plane: its store, its HTTPS listener
+// and its controller.
+type ControlPlane struct {
+	srv *server.Server
+	st  *bolt.Store
+	hs  *http.Server
+	// URL is the API address; CAPEM the CA that signed its certificate;
+	// JoinToken lets a host agent register.
+	URL       string
+	CAPEM     string
+	JoinToken string
+	errc      chan error
+	log       *slog.Logger
+	wg        sync.WaitGroup
+}
+
+// Config says where a control plane keeps its data and listens.
+type Config struct {
+	DataDir string
+	Listen  string // host:port; port 0 picks a free one
+	Policy  *calendar.Policy
+	// Images are image directories (with image.json) to register besides
+	// those under DataDir/images.
+	Images []string
+	// WriteConfig also writes the admin client config to the user's
+	// default client config path.
+	WriteConfig bool
+}
+
+// Start opens the store in cfg.DataDir, makes or loads the TLS material,
+// bootstraps the default project, the admin client config and the local
+// join token, registers images, and serves the API on cfg.Listen until ctx
+// ends (Wait) . The calendar's actions run in the background.
+func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, error) {
+	dataDir, listen, policy, images, writeConfig := cfg.DataDir, cfg.Listen, cfg.Policy, cfg.Images, cfg.WriteConfig
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	dataDir, _ = filepath.Abs(dataDir)
+	st, err := bolt.Open(filepath.Join(dataDir, "store.db"))
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(server.Config{Store: st, Logger: log, Policy: policy})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	files, err := server.EnsureTLS(filepath.Join(dataDir, "tls"), []string{host})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	tlsCfg, err := server.ServerTLSConfig(files)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	ca, err := os.ReadFile(files.CACert)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("listen %s: %w (is another vgrid up running there? use --listen)", listen, err)
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	urlHost := host
+	if urlHost == "" || net.ParseIP(urlHost) != nil && net.ParseIP(urlHost).IsUnspecified() {
+		urlHost = "127.0.0.1"
+	}
+	cp := &ControlPlane{srv: srv, st: st, URL: "https://" + net.JoinHostPort(urlHost, strconv.Itoa(addr.Port)),
+		CAPEM: string(ca), errc: make(chan error, 2), log: log}
+	if err := cp.bootstrap(ctx, dataDir, images, writeConfig); err != nil {
+		ln.Close()
+		st.Close()
+		return nil, err
+	}
+	cp.hs = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	cp.wg.Add(2)
+	go func() {
+		defer cp.wg.Done()
+		if err := cp.hs.Serve(tls.NewListener(ln, tlsCfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cp.errc <- err
+		}
+	}()
+	go func() { defer cp.wg.Done(); _ = srv.Run(ctx) }()
+	if err := os.WriteFile(filepath.Join(dataDir, "vgrid.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		log.Warn("write pid file", "err", err)
+	}
+	return cp, nil
+}
+
+// bootstrap creates the default project, the admin client config and the
+// local join token, and registers the images in the data directory.
+func (cp *ControlPlane) bootstrap(ctx context.Context, dataDir string, images []string, writeConfig bool) error {
+	cfgPath := filepath.Join(dataDir, "client.json")
+	cfg, _ := client.LoadConfigFile(cfgPath)
+	admin, err := cp.srv.Bootstrap(ctx, "default")
+	if err != nil {
+		return err
+	}
+	if admin == "" && (cfg.Token == "" || !cp.srv.TokenValid(ctx, cfg.Token)) {
+		// The admin secret is lost (hashes only are stored): make another.
+		if admin, err = cp.srv.CreateToken(ctx, "default", server.RoleAdmin); err != nil {
+			return err
+		}
+	}
+	if admin != "" {
+		cfg.Token = admin
+	}
+	cfg.Server, cfg.CACert, cfg.Project, cfg.DataDir = cp.URL, cp.CAPEM, "default", dataDir
+	if err := cfg.Save(cfgPath); err != nil {
+		return fmt.Errorf("write client config: %w", err)
+	}
+	if writeConfig {
+		if p := client.DefaultConfigPath(); p != cfgPath {
+			if err := cfg.Save(p); err != nil {
+				cp.log.Warn("write default client config", "path", p, "err", err)
+			}
+		}
+	}
+	joinPath := filepath.Join(dataDir, "join.token")
+	if b, err := os.ReadFile(joinPath); err == nil && cp.srv.TokenValid(ctx, strings.TrimSpace(string(b))) {
+		cp.JoinToken = strings.TrimSpace(string(b))
+	} else {
+		if cp.JoinToken, err = cp.srv.CreateToken(ctx, "default", server.RoleJoin); err != nil {
+			return err
+		}
+		if err := os.WriteFile(joinPath, []byte(cp.JoinToken+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(dataDir, "images", "*", "image.json"))
+	for i := range dirs {
+		dirs[i] = filepath.Dir(dirs[i])
+	}
+	for _, d := range append(dirs, images...) {
+		img, err := image.LoadManifest(d)
+		if err != nil {
+			return fmt.Errorf("image in %s: %w", d, err)
+		}
+		if err := cp.srv.RegisterImage(ctx, img); err != nil {
+			return err
+		}
+		cp.log.Info("image registered", "image", img.Name, "dir", d)
+	}
+	return nil
+}
+
+// Wait serves until ctx ends or the listener fails, then shuts down.
+func (cp *ControlPlane) Wait(ctx context.Context) error {
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-cp.errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = cp.hs.Shutdown(sctx)
+	return err
+}
+
+// Close waits for the background work and closes the store.
+func (cp *ControlPlane) Close() {
+	cp.wg.Wait()
+	cp.st.Close()
+}
