@@ -29,6 +29,10 @@ type ErrorBody struct {
 	// Shortfalls and FreesAt come with insufficient_capacity.
 	Shortfalls []Shortfall `json:"shortfalls,omitempty"`
 	FreesAt    *time.Time  `json:"frees_at,omitempty"`
+	// Blocking names the leases in the way; Longest, for a refused lease
+	// extension, is the longest extension possible now.
+	Blocking []string        `json:"blocking,omitempty"`
+	Longest  *model.Duration `json:"longest,omitempty"`
 }
 
 // FieldError names one bad field of a request and why.
@@ -199,6 +203,13 @@ type ProjectUsage struct {
 type UsageList struct {
 	Since    *time.Time     `json:"since,omitempty"`
 	Projects []ProjectUsage `json:"projects"`
+}
+
+// LeaseExtend asks for a longer (or, with a negative By, shorter) lease:
+// By a duration, or Until a new end. Exactly one is set.
+type LeaseExtend struct {
+	By    model.Duration `json:"by,omitempty"`
+	Until time.Time      `json:"until,omitzero"`
 }
 
 // LeaseList is the answer to GET /leases: one page (see WorkspaceList).

@@ -19,6 +19,7 @@ func newLeaseCmd(g *globals) *cobra.Command {
 		Short:   "List, inspect and cancel the project's leases",
 	}
 	c.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+	c.AddCommand(newLeaseExtendCmd(g))
 	c.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "List the project's leases (one per workspace run)",
@@ -211,4 +212,45 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func newLeaseExtendCmd(g *globals) *cobra.Command {
+	var by time.Duration
+	var until string
+	c := &cobra.Command{
+		Use:   "extend NAME (--by DURATION | --until TIME)",
+		Short: "Lengthen a lease (--by 2h), shorten it (--by -30m) or move its end (--until 2026-12-01T18:00:00Z)",
+		Long: `Lengthen a lease, or shorten it, while it waits or runs. A longer lease is
+granted when its hosts can hold the longer window without breaking any
+admitted reservation; otherwise the answer names the lease in the way and
+the longest extension possible now. Shortening gives the time back to the
+queue at once.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var t time.Time
+			switch {
+			case until != "" && by != 0:
+				return fmt.Errorf("give --by or --until, not both")
+			case until != "":
+				var err error
+				if t, err = time.Parse(time.RFC3339, until); err != nil {
+					return fmt.Errorf("--until: want an RFC 3339 time such as 2026-12-01T18:00:00Z")
+				}
+			case by == 0:
+				return fmt.Errorf("give --by DURATION (negative to shorten) or --until TIME")
+			}
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			l, err := cl.ExtendLease(cmd.Context(), args[0], by, t)
+			if err != nil {
+				return err
+			}
+			return printLease(cmd.OutOrStdout(), g.output, l)
+		},
+	}
+	c.Flags().DurationVar(&by, "by", 0, "how much longer (negative: shorter)")
+	c.Flags().StringVar(&until, "until", "", "the new end (RFC 3339)")
+	return c
 }

@@ -328,7 +328,7 @@ func (c *Calendar) admitted(l *lease, vs []victim) Admission {
 }
 
 func (c *Calendar) admitImmediate(l *lease, t int64) (Admission, *Refusal) {
-	pre := c.preFor(l)
+	pre, boot := c.overheads(l)
 	T := t + pre
 	if why, over := c.quotaOver(l, t, T+l.run); over {
 		return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
@@ -337,19 +337,25 @@ func (c *Calendar) admitImmediate(l *lease, t int64) (Admission, *Refusal) {
 	if !ok {
 		return Admission{}, c.capacityRefusal(l, t, T, T+l.run, pre, nil)
 	}
-	c.commit(l, hosts, t, T, T+l.run, pre, false)
+	c.commit(l, hosts, t, T, T+l.run, pre, boot, false)
 	return c.admitted(l, nil), nil
 }
 
 func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
-	pre := c.preFor(l)
+	pre, boot := c.overheads(l)
 	S := tick(l.Start)
 	from, to := S-pre, S+l.run
 	if from < t {
 		r := &Refusal{Lease: l.ID, Reason: ReasonTooSoon, From: tm(from), To: tm(to)}
 		if pre > 0 {
-			r.Detail = fmt.Sprintf("staging image %s (%s) takes %v, from %s, before now (%s)",
-				l.Image.Name, l.Image.Size, time.Duration(pre), fmtT(tm(from)), fmtT(tm(t)))
+			var takes []string
+			if stage := pre - boot; stage > 0 {
+				takes = append(takes, fmt.Sprintf("staging image %s (%s) takes %v", l.Image.Name, l.Image.Size, time.Duration(stage)))
+			}
+			if boot > 0 {
+				takes = append(takes, fmt.Sprintf("booting takes %v", time.Duration(boot)))
+			}
+			r.Detail = fmt.Sprintf("%s, from %s, before now (%s)", strings.Join(takes, " and "), fmtT(tm(from)), fmtT(tm(t)))
 		} else {
 			r.Detail = fmt.Sprintf("start %s is before now (%s)", fmtT(tm(S)), fmtT(tm(t)))
 		}
@@ -362,7 +368,7 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 		return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
 	}
 	if hosts, ok := c.placeAt(l, from, to, false); ok {
-		c.commit(l, hosts, from, S, to, pre, false)
+		c.commit(l, hosts, from, S, to, pre, boot, false)
 		return c.admitted(l, nil), nil
 	}
 	hosts, vs, ok := c.preemptFor(l, from, to, t)
@@ -370,12 +376,12 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 		return Admission{}, c.capacityRefusal(l, from, S, to, pre, c.unsuspendable(l, from, to, t))
 	}
 	c.applyVictims(l, vs, from)
-	c.commit(l, hosts, from, S, to, pre, false)
+	c.commit(l, hosts, from, S, to, pre, boot, false)
 	return c.admitted(l, vs), nil
 }
 
 func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
-	pre := c.preFor(l)
+	pre, boot := c.overheads(l)
 	T0 := t + pre
 	dl := tick(l.Deadline)
 	Tmax := dl - l.run
@@ -390,7 +396,7 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 			return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
 		}
 		hosts, _ := c.placeAt(l, T-pre, T+l.run, T-pre == c.now)
-		c.commit(l, hosts, T-pre, T, T+l.run, pre, false)
+		c.commit(l, hosts, T-pre, T, T+l.run, pre, boot, false)
 		return c.admitted(l, nil), nil
 	}
 	// Not without preemption: try the times at which non-preemptible holds
@@ -402,7 +408,7 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 		}
 		if hosts, vs, ok := c.preemptFor(l, from, to, t); ok {
 			c.applyVictims(l, vs, from)
-			c.commit(l, hosts, from, T, to, pre, false)
+			c.commit(l, hosts, from, T, to, pre, boot, false)
 			return c.admitted(l, vs), nil
 		}
 	}
@@ -479,12 +485,13 @@ func (c *Calendar) noteHost(r *Refusal, h *host) {
 }
 
 // commit gives l slots on hosts (member i on hosts[i]) over [from, to),
-// its run starting at T after pre of overhead, and schedules its events.
-func (c *Calendar) commit(l *lease, hosts []*host, from, T, to, pre int64, resume bool) {
+// its run starting at T after pre of overhead, the last boot of which is
+// booting (a fresh start), and schedules its events.
+func (c *Calendar) commit(l *lease, hosts []*host, from, T, to, pre, boot int64, resume bool) {
 	c.commits++
 	l.held, l.resume = true, resume
 	l.hosts = hosts
-	l.holdFrom, l.T, l.runTo, l.to, l.pre = from, T, to, to, pre
+	l.holdFrom, l.T, l.runTo, l.to, l.pre, l.boot = from, T, to, to, pre, boot
 	l.fate, l.cause = fateEnd, ""
 	l.staged, l.started, l.suspendSent = false, false, false
 	l.planned, l.planHosts = false, nil

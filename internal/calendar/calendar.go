@@ -23,7 +23,7 @@ type Calendar struct {
 	elig    map[string][]*host // live hosts matching a label constraint, in name order
 	mask    map[string][]bool  // the same by position
 	index   scoreIndex         // hosts by allocation, for pack and spread
-	hostVer uint64             // bumped when hosts come or go
+	hostVer uint64             // bumped when hosts come or go, or their times change
 
 	leases   map[string]*lease
 	projects map[string]*project
@@ -90,8 +90,8 @@ type alloc struct {
 }
 
 // seg is one hold, kept for the Gantt chart: the slots are held over
-// [from, to); [ovFrom, runFrom) is staging or resuming, [runFrom, runTo) the
-// run, [runTo, to) suspending.
+// [from, to); [ovFrom, runFrom) is staging and booting, or resuming,
+// [runFrom, runTo) the run, [runTo, to) suspending.
 type seg struct {
 	h                                *host
 	from, ovFrom, runFrom, runTo, to int64
@@ -127,11 +127,13 @@ type lease struct {
 	remaining int64 // run time still owed when the current hold's run begins
 
 	// The current hold, when held is true: slots [holdFrom, to), overhead
-	// (staging or resuming) [T-pre, T), run [T, runTo), then suspending
-	// until to when the fate is fateSuspend.
+	// [T-pre, T) (staging then booting, the last boot of it, for a fresh
+	// start; resuming for a resume), run [T, runTo), then suspending until
+	// to when the fate is fateSuspend.
 	held                         bool
 	resume                       bool // the hold resumes a suspended run
 	holdFrom, T, runTo, to, pre  int64
+	boot                         int64
 	fate                         fate
 	cause                        string
 	hosts                        []*host // member -> host
@@ -156,7 +158,8 @@ type lease struct {
 	suspensions int
 	requeues    int
 	charged     float64 // core-seconds counted against CoreHours
-	preCache    int64
+	preCache    int64   // preFor, valid while preVer is hostVer+1
+	bootCache   int64   // the boot part of preCache
 	preVer      uint64
 
 	segs []seg
@@ -257,6 +260,8 @@ func (c *Calendar) addHost(h Host) error {
 		return fmt.Errorf("add host %s: negative capacity: %w", h.Name, ErrInvalid)
 	case h.SuspendRate < 0 || h.ResumeRate < 0 || h.StageRate < 0:
 		return fmt.Errorf("add host %s: negative rate: %w", h.Name, ErrInvalid)
+	case h.BootTime < 0 || h.BootTime > MaxBootTime:
+		return fmt.Errorf("add host %s: boot time %v, want 0 to %v: %w", h.Name, h.BootTime, MaxBootTime, ErrInvalid)
 	}
 	h.Labels = cloneLabels(h.Labels)
 	hh := &host{Host: h, id: len(c.hosts), cap: vecOf(h.Capacity)}
@@ -375,9 +380,51 @@ func (c *Calendar) AddHost(h Host, now time.Time) error {
 	return nil
 }
 
+// SetHostTimes changes what the calendar knows of a live host's guests'
+// times, as the host measured them: boot is how long a guest takes from
+// its start to ready, suspendRate and resumeRate the bytes/s of saving and
+// restoring a guest's memory (zero: not modelled). The host keeps its
+// holds.
+//
+// Only what is planned afterwards uses the new values: the overheads of
+// holds committed afterwards (admissions, starts and resumes from the
+// queue, re-placements after RemoveHost) and the suspensions planned
+// afterwards. Holds already committed keep their windows and the times
+// of their actions, and suspensions already planned keep theirs: a
+// reservation admitted when the host booted faster still starts its
+// guests when planned, and they may be ready late. The lease records do
+// not change; the queue is looked at again at the next Advance. Values
+// equal to the current ones change nothing. An unknown (or removed) host
+// is an error wrapping ErrNotFound; a negative rate or a boot time outside
+// [0, MaxBootTime] one wrapping ErrInvalid.
+func (c *Calendar) SetHostTimes(name string, boot time.Duration, suspendRate, resumeRate int64, now time.Time) error {
+	c.clamp(now)
+	h := c.byName[name]
+	switch {
+	case h == nil:
+		return fmt.Errorf("set host times %s: %w", name, ErrNotFound)
+	case suspendRate < 0 || resumeRate < 0:
+		return fmt.Errorf("set host times %s: negative rate: %w", name, ErrInvalid)
+	case boot < 0 || boot > MaxBootTime:
+		return fmt.Errorf("set host times %s: boot time %v, want 0 to %v: %w", name, boot, MaxBootTime, ErrInvalid)
+	}
+	if h.BootTime == boot && h.SuspendRate == suspendRate && h.ResumeRate == resumeRate {
+		return nil
+	}
+	h.BootTime, h.SuspendRate, h.ResumeRate = boot, suspendRate, resumeRate
+	// Overheads computed before (preFor) are stale, and so are the pass's
+	// memos and plans, which assumed them.
+	c.hostVer++
+	c.released(nil)
+	c.needPass = true
+	return nil
+}
+
 // RemoveHost takes a host away (it is down or drained). Best-effort leases
-// on it are requeued; reservations that have not begun are placed again at
-// the same time if they can be, else they fail, as do running ones.
+// on it are requeued; reservations that have not begun are placed again
+// with the same run window if they can be (their overheads, staging and
+// boot, as the hosts now are, if they can still begin in time; else as
+// admitted), else they fail, as do running ones.
 // Suspended leases whose memory image was on the host start again from
 // scratch. It advances the calendar to now and returns what is due.
 func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
@@ -429,15 +476,20 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 			l.st, l.reason = StateFailed, why
 			c.unholdKeep(l)
 		default:
-			// Not begun: the same window elsewhere, if there is room.
-			from, T, to, pre := l.holdFrom, l.T, l.to, l.pre
+			// Not begun: the same run window elsewhere, if there is
+			// room, with the overheads of the hosts left if it can still
+			// begin in time.
+			from, T, to, pre, boot := l.holdFrom, l.T, l.to, l.pre, l.boot
 			c.cut(l, l.holdFrom)
 			c.unhold(l)
+			if p, b := c.overheads(l); T-p >= t {
+				from, pre, boot = T-p, p, b
+			}
 			if hosts, ok := c.placeAt(l, from, to, false); ok {
-				c.commit(l, hosts, from, T, to, pre, false)
+				c.commit(l, hosts, from, T, to, pre, boot, false)
 			} else if hosts, vs, ok := c.preemptFor(l, from, to, t); ok {
 				c.applyVictims(l, vs, from)
-				c.commit(l, hosts, from, T, to, pre, false)
+				c.commit(l, hosts, from, T, to, pre, boot, false)
 			} else {
 				c.refund(l, t)
 				l.st, l.reason = StateFailed, why+"; no room elsewhere in the same window"

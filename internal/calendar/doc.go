@@ -18,4 +18,28 @@
 // to stage their image and to suspend the best-effort leases that must
 // make room; once admitted, their window never moves. See README.md for the
 // flow and the data structures.
+//
+// # Ready at the start
+//
+// A lease's run is the time its guests are ready, not booting. For every
+// fresh start (not a resume), of every kind, the hold begins with staging
+// the image, then the start action, then the guests' boot time
+// (Host.BootTime), and only then the run: slots [T-stage-boot, end), a
+// stage action at T-stage-boot, the start action at T-boot, the run
+// [T, T+duration). A reservation's and a deadline lease's T is the start
+// they were given, so they are ready at it and end when admitted (their
+// hold just begins earlier, and preempted leases are gone by then). An
+// immediate or best-effort lease starts at once (its start action when the
+// image is staged) and its run counts from when its guests are ready,
+// T = now+stage+boot: the user gets the whole duration asked for, and the
+// slot table holds the host for the boot, as the host is really busy then.
+// A resume has no boot (restoring a guest's memory is ResumeRate's time).
+//
+// Stage and boot times are the worst over the lease's eligible hosts,
+// since the window must be known before hosts are chosen (the start
+// search and the victims' deadline depend on it): on a host that boots
+// faster the guests are ready early. Boot times count in whole seconds,
+// rounded up, and the hold's boot is durable (model.LeaseHold.Boot), so
+// that a restored calendar acts at the same times. SetHostTimes feeds new
+// measurements; they apply to what is planned afterwards only.
 package calendar

@@ -111,11 +111,13 @@ func (c *Calendar) schedule(l *lease) {
 	c.mark(l)
 	l.gen++
 	if !l.resume {
-		if l.pre > 0 && !l.staged {
+		// Staging [T-pre, T-boot), booting [T-boot, T): the guests are
+		// ready when the run starts.
+		if l.pre > l.boot && !l.staged {
 			c.push(l.T-l.pre, evStage, l)
 		}
 		if !l.started {
-			c.push(l.T, evStart, l)
+			c.push(l.T-l.boot, evStart, l)
 		}
 	} else if !l.started {
 		c.push(l.T-l.pre, evResume, l)

@@ -11,8 +11,8 @@ import (
 const ganttLetters = "abcdefghijklmnopqrstuvwxyz"
 
 // Bar is one hold of a lease on a host, for charts: [From, To) held,
-// [OverheadFrom, RunFrom) staging or resuming, [RunFrom, RunTo) running,
-// [RunTo, To) suspending.
+// [OverheadFrom, RunFrom) staging and booting, or resuming, [RunFrom,
+// RunTo) running, [RunTo, To) suspending.
 type Bar struct {
 	Lease, Project                         string
 	From, OverheadFrom, RunFrom, RunTo, To time.Time
@@ -65,8 +65,8 @@ func (c *Calendar) Gantt(from, to time.Time, width int) string {
 // RenderGantt draws rows over [from, to) as text: one line per host (more
 // when holds overlap), width cells wide, each lease as a letter, lower
 // case while it runs or holds its slots and upper case while it stages,
-// resumes or suspends; '.' is idle; a bar whose Lease is "*" (hidden) is
-// drawn as '*'. A legend follows.
+// boots, resumes or suspends; '.' is idle; a bar whose Lease is "*"
+// (hidden) is drawn as '*'. A legend follows.
 func RenderGantt(rows []Row, from, to time.Time, width int) string {
 	f, t := tick(from), tick(to)
 	if width <= 0 || t <= f {
@@ -166,7 +166,7 @@ func RenderGantt(rows []Row, from, to time.Time, width int) string {
 		if hidden {
 			b.WriteString("; *: other projects")
 		}
-		b.WriteString("; upper case: staging, resuming or suspending\n")
+		b.WriteString("; upper case: staging, booting, resuming or suspending\n")
 	}
 	return b.String()
 }

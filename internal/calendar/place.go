@@ -2,6 +2,7 @@ package calendar
 
 import (
 	"math"
+	"time"
 )
 
 // cand is a host that may take members, with its placement score.
@@ -386,16 +387,20 @@ func xfer(size, rate int64) int64 {
 	return s * 1e9
 }
 
-// pre is the overhead before l's run starts: staging its image for a fresh
-// start, or restoring its memory (moved from where it was saved) for a
-// resume. It is the worst over eligible hosts.
+// preFor is the overhead before l's run starts: for a fresh start, staging
+// its image and then booting its guests, so that they are ready when the
+// run starts; for a resume, restoring its memory (moved from where it was
+// saved). It is the worst over eligible hosts, since it must be known
+// before the hosts are chosen (the window searched and the victims' time
+// to be gone depend on it); on a faster host the guests are ready early.
 func (c *Calendar) preFor(l *lease) int64 {
 	if l.preVer == c.hostVer+1 {
 		return l.preCache
 	}
-	var p int64
+	var p, b int64
 	if l.savedOn == nil {
-		p = c.stageTime(l)
+		b = c.bootTime(l)
+		p = c.stageTime(l) + b
 	} else {
 		mem := maxMemPerHost(l, l.savedOn)
 		for gi := range l.groups {
@@ -406,8 +411,26 @@ func (c *Calendar) preFor(l *lease) int64 {
 			}
 		}
 	}
-	l.preCache, l.preVer = p, c.hostVer+1
+	l.preCache, l.bootCache, l.preVer = p, b, c.hostVer+1
 	return p
+}
+
+// overheads is preFor and the part of it that is booting (0 for a resume).
+func (c *Calendar) overheads(l *lease) (pre, boot int64) {
+	pre = c.preFor(l)
+	return pre, l.bootCache
+}
+
+// bootTime is how long l's guests take to boot: the longest boot time of
+// its eligible hosts, in whole seconds rounded up.
+func (c *Calendar) bootTime(l *lease) int64 {
+	var worst time.Duration
+	for gi := range l.groups {
+		for _, h := range c.eligible(&l.groups[gi]) {
+			worst = max(worst, h.BootTime)
+		}
+	}
+	return int64((worst + time.Second - 1) / time.Second * time.Second)
 }
 
 // resumeInPlace is the time to resume l on the hosts its image is on.

@@ -91,14 +91,18 @@ func containsAlloc(as []*alloc, a *alloc) bool {
 	return false
 }
 
-// TestRandomWorkloads drives random workloads (fixed seeds) and checks,
-// after every step: the invariants above; reservations start exactly at
-// their start and end exactly at start+duration; all members of a lease
-// start and resume together; deadline leases end by their deadline;
-// best-effort leases are only suspended or requeued for a reservation, a
-// deadline lease or a host going away; actions come in time order. Each
-// seed runs twice and must give the same log, and a third time with the
-// pass's shortcuts (memos, reused plans) off, which must not change it.
+// TestRandomWorkloads drives random workloads (fixed seeds; a third of
+// the hosts boot guests in 1-3s, and hosts measure new boot times and
+// rates as it runs) and checks, after every step: the invariants above;
+// reservations get their start action exactly their hold's boot time
+// before their start (a boot time no shorter than any of their hosts'
+// when placed), so that they are ready at their start, and end exactly
+// at start+duration; all members of a lease start and resume together;
+// deadline leases end by their deadline; best-effort leases are only
+// suspended or requeued for a reservation, a deadline lease or a host
+// going away; actions come in time order. Each seed runs twice and must
+// give the same log, and a third time with the pass's shortcuts (memos,
+// reused plans) off, which must not change it.
 func TestRandomWorkloads(t *testing.T) {
 	seeds := 120
 	if testing.Short() {
@@ -166,7 +170,14 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 		if pick(2) == 0 {
 			h.StageRate = 100 * int64(model.MiB)
 		}
+		if pick(3) == 0 {
+			h.BootTime = time.Duration(1000+pick(2000)) * time.Millisecond
+		}
 		hosts = append(hosts, h)
+	}
+	live := map[string]bool{}
+	for _, h := range hosts {
+		live[h.Name] = true
 	}
 	c, err := New(hosts, pol)
 	if err != nil {
@@ -177,7 +188,12 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 	now := epoch
 	last := epoch
 	ids := 0
-	type arInfo struct{ start, end time.Time }
+	// boot is the reservation's hold's boot time: its start action comes
+	// that much before its start.
+	type arInfo struct {
+		start, end time.Time
+		boot       time.Duration
+	}
 	ars := map[string]arInfo{}
 	deadlines := map[string]time.Time{}
 	ended := map[string]bool{} // cancelled, finished or failed early: no end check
@@ -195,8 +211,8 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 				t.Fatalf("seed %d: %s %s on %v: all %d members must start together", seed, a.Kind, a.Lease, a.Hosts, members[a.Lease])
 			}
 			if ar, ok := ars[a.Lease]; ok && !ended[a.Lease] {
-				if a.Kind == ActStart && !a.At.Equal(ar.start) {
-					t.Fatalf("seed %d: reservation %s started at %s, want %s", seed, a.Lease, rel(a.At), rel(ar.start))
+				if a.Kind == ActStart && !a.At.Equal(ar.start.Add(-ar.boot)) {
+					t.Fatalf("seed %d: reservation %s started at %s, want %s (boot %v before %s)", seed, a.Lease, rel(a.At), rel(ar.start.Add(-ar.boot)), ar.boot, rel(ar.start))
 				}
 				if a.Kind == ActEnd && !a.At.Equal(ar.end) && !strings.Contains(a.Reason, "removed") {
 					t.Fatalf("seed %d: reservation %s ended at %s, want %s", seed, a.Lease, rel(a.At), rel(ar.end))
@@ -225,6 +241,27 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 			r.Labels = map[string]string{"gpu": "true"}
 		}
 		return r
+	}
+	// hold checks that a lease's hold, just committed, is placed so that
+	// its guests are ready at its run's start: its boot time is no shorter
+	// than any of its hosts' (unless only its overheads' order is to be
+	// checked), and it returns the boot time.
+	hold := func(id string, strict bool) time.Duration {
+		t.Helper()
+		r, _ := c.Record(id)
+		h := r.Hold
+		if h == nil {
+			t.Fatalf("seed %d: lease %s holds nothing", seed, id)
+		}
+		if h.Resume && h.Boot != 0 || h.Boot > h.Pre || !h.From.Equal(h.Start.Add(-h.Pre.D())) && !h.Resume {
+			t.Fatalf("seed %d: lease %s: hold %+v: overheads out of order", seed, id, h)
+		}
+		for _, name := range h.Hosts {
+			if hb := c.byName[name].BootTime; strict && !h.Resume && h.Boot.D() < hb {
+				t.Fatalf("seed %d: lease %s boots in %v on %s, which takes %v", seed, id, h.Boot.D(), name, hb)
+			}
+		}
+		return h.Boot.D()
 	}
 	removed := 0
 	var prev map[string]model.LeaseRecord
@@ -286,7 +323,9 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 					fmt.Fprintf(&log, "victim %s %s\n", v.Lease, v.Kind)
 				}
 				if l.Kind == Reservation {
-					ars[l.ID] = arInfo{l.Start, l.Start.Add(l.Duration)}
+					ars[l.ID] = arInfo{l.Start, l.Start.Add(l.Duration), hold(l.ID, true)}
+				} else if l.Kind != BestEffort {
+					hold(l.ID, true)
 				}
 				if l.Kind == Deadline {
 					deadlines[l.ID] = l.Deadline
@@ -362,7 +401,7 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 				v, _ := c.Get(id)
 				fmt.Fprintf(&log, "extend %s %v %s %s-%s\n", id, d, v.State, rel(v.Start), rel(v.End))
 				if ar, ok := ars[id]; ok && (v.State == StateScheduled || v.State == StateRunning) {
-					ars[id] = arInfo{ar.start, v.End}
+					ars[id] = arInfo{ar.start, v.End, ar.boot}
 				}
 				if dl, ok := deadlines[id]; ok && v.End.After(dl) {
 					t.Fatalf("seed %d: deadline lease %s extended to %s, after %s", seed, id, rel(v.End), rel(dl))
@@ -387,18 +426,50 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 			if err != nil {
 				t.Fatal(err)
 			}
+			delete(live, name)
 			for _, v := range c.Leases() {
 				if v.State == StateFailed {
 					ended[v.ID] = true
+				}
+				// A reservation placed again may boot for another time
+				// (or keep its old one if it is too late for the new).
+				if ar, ok := ars[v.ID]; ok && v.State == StateScheduled {
+					if r, _ := c.Record(v.ID); !r.Hold.Started {
+						ar.boot = hold(v.ID, false)
+						ars[v.ID] = ar
+					}
 				}
 			}
 			fmt.Fprintf(&log, "remove %s\n", name)
 		case op < 87:
 			name := fmt.Sprintf("x%d", step)
-			if err := c.AddHost(Host{Name: name, Capacity: model.Resources{MilliCPU: 4000, Memory: 16 * model.GiB}}, now); err != nil {
+			h := Host{Name: name, Capacity: model.Resources{MilliCPU: 4000, Memory: 16 * model.GiB}}
+			if pick(2) == 0 {
+				h.BootTime = time.Duration(500+pick(3000)) * time.Millisecond
+			}
+			if err := c.AddHost(h, now); err != nil {
 				t.Fatal(err)
 			}
+			live[name] = true
 			fmt.Fprintf(&log, "add %s\n", name)
+		case op < 90:
+			// The host measured its guests' times again: only what is
+			// planned from now on uses them.
+			names := make([]string, 0, len(live))
+			for n := range live {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			name := names[pick(len(names))]
+			var boot time.Duration
+			if pick(3) != 0 {
+				boot = time.Duration(pick(4000)) * time.Millisecond
+			}
+			sus, res := int64(model.GiB)/int64(1+pick(4)), int64(model.GiB)/int64(1+pick(3))
+			if err := c.SetHostTimes(name, boot, sus, res, now); err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&log, "times %s %v %d %d\n", name, boot, sus, res)
 		}
 		check(step, as)
 		check(step, c.Advance(now))

@@ -358,20 +358,20 @@ func (c *Calendar) startNow(l *lease, t int64) bool {
 	if l.savedOn != nil {
 		pre := c.resumeInPlace(l)
 		if to := t + pre + l.remaining; c.fitsOn(l, l.savedOn, t, to) {
-			c.commit(l, l.savedOn, t, t+pre, to, pre, true)
+			c.commit(l, l.savedOn, t, t+pre, to, pre, 0, true)
 			return true
 		}
 		if c.pol.ResumeInPlace {
 			return false
 		}
 	}
-	pre := c.preFor(l)
+	pre, boot := c.overheads(l)
 	to := t + pre + l.remaining
 	hosts, ok := c.placeAt(l, t, to, true)
 	if !ok {
 		return false
 	}
-	c.commit(l, hosts, t, t+pre, to, pre, l.savedOn != nil)
+	c.commit(l, hosts, t, t+pre, to, pre, boot, l.savedOn != nil)
 	return true
 }
 

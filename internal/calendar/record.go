@@ -157,7 +157,7 @@ func (c *Calendar) record(l *lease) model.LeaseRecord {
 	if l.held {
 		r.Hold = &model.LeaseHold{
 			Hosts: names(l.hosts), From: tm(l.holdFrom), Start: tm(l.T), RunEnd: tm(l.runTo), To: tm(l.to),
-			Pre: model.Duration(l.pre), Resume: l.resume, Fate: fateNames[l.fate], Cause: l.cause,
+			Pre: model.Duration(l.pre), Boot: model.Duration(l.boot), Resume: l.resume, Fate: fateNames[l.fate], Cause: l.cause,
 			Staged: l.staged, Started: l.started, SuspendSent: l.suspendSent, Holding: l.holding,
 		}
 	}
@@ -277,8 +277,11 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 		if !(from <= T-int64(h.Pre) && runTo <= to && from <= to) {
 			return fmt.Errorf("hold window [%s, %s) run [%s, %s) out of order: %w", fmtT(h.From), fmtT(h.To), fmtT(h.Start), fmtT(h.RunEnd), ErrInvalid)
 		}
+		if h.Boot < 0 || h.Boot > h.Pre || h.Boot > 0 && h.Resume {
+			return fmt.Errorf("hold boot %v out of overhead %v (resume %v): %w", h.Boot.D(), h.Pre.D(), h.Resume, ErrInvalid)
+		}
 		l.held, l.resume, l.hosts = true, h.Resume, hosts
-		l.holdFrom, l.T, l.runTo, l.to, l.pre = from, T, runTo, to, int64(h.Pre)
+		l.holdFrom, l.T, l.runTo, l.to, l.pre, l.boot = from, T, runTo, to, int64(h.Pre), int64(h.Boot)
 		switch h.Fate {
 		case "":
 			l.fate = fateEnd

@@ -2,8 +2,11 @@ package calendar
 
 import (
 	"encoding/json"
+	"errors"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"vgrid/internal/model"
 )
@@ -88,4 +91,37 @@ func js(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestRestoreBoot: a hold's boot time is part of its record, so that a
+// restored calendar starts the guests as early as the one saved would; a
+// record whose boot does not fit in its overhead is refused.
+func TestRestoreBoot(t *testing.T) {
+	hosts := []Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 4000, Memory: 8 * model.GiB}, StageRate: 10 * int64(model.MiB), BootTime: 2500 * time.Millisecond}}
+	c, err := New(hosts, DefaultPolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Lease{ID: "ar", Kind: Reservation, Members: []Request{member(2, model.GiB)}, Start: at(time.Hour), Duration: time.Hour,
+		Image: Image{Name: "img", Size: 100 * model.MiB}}
+	if _, err := c.Submit(l, epoch); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := c.Record("ar")
+	if h := r.Hold; h.Boot.D() != 3*time.Second || h.Pre.D() != 13*time.Second || !h.From.Equal(at(time.Hour-13*time.Second)) {
+		t.Fatalf("hold %+v: want 3s of boot (2.5s rounded up) after 10s of staging", h)
+	}
+	c = restoreCheck(t, c, 0, 0)
+	var got []string
+	for _, a := range c.Advance(at(3 * time.Hour)) {
+		got = append(got, rel(a.At)+" "+string(a.Kind))
+	}
+	if want := "00:59:47 stage,00:59:57 start,02:00:00 end"; strings.Join(got, ",") != want {
+		t.Errorf("actions %v, want %s", got, want)
+	}
+	snap := Snapshot{Now: epoch, Leases: []model.LeaseRecord{r}}
+	snap.Leases[0].Hold.Boot = snap.Leases[0].Hold.Pre + model.Duration(time.Second)
+	if _, err := Restore(hosts, DefaultPolicy(), snap); !errors.Is(err, ErrInvalid) {
+		t.Errorf("boot longer than the overhead: got %v, want ErrInvalid", err)
+	}
 }

@@ -27,7 +27,8 @@ var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 //
 //	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false weights=a:2,b:1 halflife=1h overcommit=cpu:2,memory:1
 //	quota project=a cpu=4 mem=8Gi workspaces=2 core-hours=10
-//	hosts n=2 cpu=4 mem=8Gi [disk= bw= labels=gpu:true prefix=h suspend-rate=1Gi resume-rate= stage-rate=]
+//	hosts n=2 cpu=4 mem=8Gi [disk= bw= labels=gpu:true prefix=h suspend-rate=1Gi resume-rate= stage-rate= boot=2s]
+//	host-times name= boot= suspend-rate= resume-rate= at=   (SetHostTimes; an omitted value is zero)
 //	submit id= kind= project= at= dur= cpu= mem= [n= disk= bw= start= deadline= preempt= image=name:size labels= submitted=]
 //	advance to=
 //	finish id= at=
@@ -308,6 +309,7 @@ func (e *scenarioEnv) do(line string) []string {
 				SuspendRate: int64(e.size(a["suspend-rate"])),
 				ResumeRate:  int64(e.size(a["resume-rate"])),
 				StageRate:   int64(e.size(a["stage-rate"])),
+				BootTime:    e.dur(a["boot"]),
 			}
 			if e.cal != nil {
 				if err := e.cal.AddHost(h, e.at(a["at"])); err != nil {
@@ -318,6 +320,13 @@ func (e *scenarioEnv) do(line string) []string {
 			}
 		}
 		return out
+	case "host-times":
+		err := e.calendar().SetHostTimes(a["name"], e.dur(a["boot"]), int64(e.size(a["suspend-rate"])),
+			int64(e.size(a["resume-rate"])), e.at(a["at"]))
+		if err != nil {
+			return []string{"error: " + err.Error()}
+		}
+		return nil
 	case "submit":
 		c := e.calendar()
 		n := e.num(a["n"], 1)

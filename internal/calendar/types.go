@@ -75,7 +75,10 @@ type Lease struct {
 
 // Host is a physical host as the calendar sees it. The rates model the time
 // to suspend (memory to disk), resume and stage an image; zero means
-// instantaneous.
+// instantaneous. BootTime is how long a guest takes from its start (the
+// process) to ready (its agent answers), as measured on the host; zero
+// means not modelled. SetHostTimes changes the measured values of a live
+// host.
 type Host struct {
 	Name        string
 	Capacity    model.Resources
@@ -83,7 +86,14 @@ type Host struct {
 	SuspendRate int64 // bytes/s written when suspending
 	ResumeRate  int64 // bytes/s read when resuming
 	StageRate   int64 // bytes/s of image staging (and of moving a suspended image)
+	// BootTime is counted in whole seconds, rounded up, at most
+	// MaxBootTime.
+	BootTime time.Duration
 }
+
+// MaxBootTime bounds Host.BootTime: a longer measurement is an error, not
+// a reason to hold every fresh start's slots that much longer.
+const MaxBootTime = time.Hour
 
 // Backfill selects how the best-effort queue may be overtaken.
 type Backfill string
@@ -196,7 +206,7 @@ type State = model.LeaseState
 const (
 	StateQueued    = model.LeaseQueued    // best effort, waiting (never ran, or requeued)
 	StateScheduled = model.LeaseScheduled // has slots that begin later (or is staging)
-	StateRunning   = model.LeaseRunning   // its workspaces run (or resume, or suspend)
+	StateRunning   = model.LeaseRunning   // its workspaces run (or boot, resume, or suspend)
 	StateSuspended = model.LeaseSuspended // saved to disk, waiting to resume
 	StateDone      = model.LeaseDone
 	StateCancelled = model.LeaseCancelled
@@ -214,7 +224,7 @@ const (
 	ActSuspend ActionKind = "suspend" // save the workspaces' memory to disk and stop them
 	ActStage   ActionKind = "stage"   // copy the lease's image to Hosts
 	ActResume  ActionKind = "resume"  // restore the saved workspaces on Hosts
-	ActStart   ActionKind = "start"   // boot the workspaces on Hosts
+	ActStart   ActionKind = "start"   // boot the workspaces on Hosts (the boot time before their run)
 )
 
 // Action is one thing to carry out at At.
@@ -240,8 +250,9 @@ type Victim struct {
 type Admission struct {
 	Lease string
 	State State // StateQueued (best effort) or StateScheduled
-	// Start and End bound the run of a scheduled lease; Hosts is its
-	// placement (member i on Hosts[i]).
+	// Start and End bound the run of a scheduled lease (its guests are
+	// ready at Start: a fresh start's start action comes its boot time
+	// before); Hosts is its placement (member i on Hosts[i]).
 	Start, End time.Time
 	Hosts      []string
 	Victims    []Victim

@@ -337,6 +337,13 @@ func (c *Client) Usage(ctx context.Context, project string, all bool, since time
 	return out, c.Do(ctx, "GET", "/usage?"+q.Encode(), nil, &out)
 }
 
+// ExtendLease lengthens a lease by a duration (negative shortens) or moves
+// its end to until (when by is 0).
+func (c *Client) ExtendLease(ctx context.Context, name string, by time.Duration, until time.Time) (api.Lease, error) {
+	var l api.Lease
+	return l, c.Do(ctx, "POST", "/leases/"+url.PathEscape(name)+"/extend", api.LeaseExtend{By: model.Duration(by), Until: until}, &l)
+}
+
 // GetLease returns a lease by workspace name or lease ID.
 func (c *Client) GetLease(ctx context.Context, name string) (api.Lease, error) {
 	var l api.Lease

@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"vgrid/api"
 	"vgrid/internal/calendar"
@@ -43,6 +44,12 @@ func gone(msg string) error { return &Error{Kind: KindGone, Msg: msg} }
 type RefusalError struct{ Refusal *calendar.Refusal }
 
 func (e *RefusalError) Error() string { return e.Refusal.Error() }
+
+// Longest is, for a refused lease extension, the longest extension
+// possible now.
+func (e *RefusalError) Longest() (time.Duration, bool) {
+	return e.Refusal.Longest, e.Refusal.Reason == calendar.ReasonExtend
+}
 
 // ErrNoReadyHost says no host agent is ready: there is nowhere to run.
 var ErrNoReadyHost = errors.New("no ready host: start a host agent (vgrid agent) or wait for one to register")

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"vgrid/api"
 	"vgrid/internal/calendar"
 	"vgrid/internal/model"
 	"vgrid/internal/store"
@@ -141,4 +142,82 @@ func (ctl *Controller) CalendarSnapshot(ctx context.Context) (calendar.Snapshot,
 		return calendar.Snapshot{}, err
 	}
 	return c.Snapshot(), nil
+}
+
+// ExtendLease lengthens (by > 0) or shortens (by < 0) a lease's run, or
+// moves its end to until. It is granted when the calendar can hold the
+// longer window on the same hosts without breaking any admitted lease;
+// otherwise the *RefusalError names the lease in the way and the longest
+// extension possible now. Shortening gives capacity back to the queue.
+func (ctl *Controller) ExtendLease(ctx context.Context, project, name string, by time.Duration, until time.Time) (model.LeaseRecord, error) {
+	r, err := ctl.Lease(ctx, project, name)
+	if err != nil {
+		return r, err
+	}
+	ctl.mu.Lock()
+	c, err := ctl.calendarLocked(ctx)
+	if err != nil {
+		ctl.mu.Unlock()
+		return r, err
+	}
+	var acts []calendar.Action
+	if until.IsZero() {
+		acts, err = c.Extend(r.ID, by, ctl.now())
+	} else {
+		acts, err = c.ExtendTo(r.ID, until, ctl.now())
+	}
+	if err != nil {
+		// A refusal or a bad request changes nothing in the calendar, but
+		// Extend first carried it to now: store what that did.
+		if cerr := ctl.commitLocked(ctx, acts, nil); cerr != nil {
+			ctl.log.Warn("calendar: store decisions", "err", cerr)
+		}
+		ctl.mu.Unlock()
+		var rf *calendar.Refusal
+		switch {
+		case errors.As(err, &rf):
+			return r, &RefusalError{rf}
+		case errors.Is(err, calendar.ErrFinished):
+			return r, conflict(err.Error())
+		case errors.Is(err, calendar.ErrNotFound):
+			return r, notFound(fmt.Sprintf("lease %q", name))
+		}
+		return r, invalid(err.Error(), api.FieldError{Field: extendField(until), Reason: err.Error()})
+	}
+	var end time.Time
+	if v, ok := c.Get(r.ID); ok {
+		end = v.End
+	}
+	err = ctl.commitLocked(ctx, acts, nil)
+	ctl.mu.Unlock()
+	if err != nil {
+		return r, err
+	}
+	ctl.wake()
+	// The workspace shows the new end (the calendar is the authority).
+	wsProject, wsName, _ := refOfLease(r.ID)
+	if ws, err := ctl.mutateWS(ctx, wsProject, wsName, func(ws *model.Workspace) error {
+		if leaseID(*ws) != r.ID || end.IsZero() || ws.Status.ExpiresAt.IsZero() || ws.Status.ExpiresAt.Equal(end) {
+			return errSkip
+		}
+		ws.Status.ExpiresAt = end
+		return nil
+	}); err == nil {
+		what := fmt.Sprintf("lease extended by %s", by)
+		if by < 0 {
+			what = fmt.Sprintf("lease shortened by %s", -by)
+		}
+		if !until.IsZero() {
+			what = "lease end moved to " + until.UTC().Format(time.RFC3339)
+		}
+		ctl.event(ctx, ws, "lease", what)
+	}
+	return ctl.leaseRecord(ctx, project, r.ID)
+}
+
+func extendField(until time.Time) string {
+	if until.IsZero() {
+		return "by"
+	}
+	return "until"
 }

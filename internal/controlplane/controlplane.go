@@ -198,3 +198,6 @@ func (cp *ControlPlane) Close() {
 	cp.wg.Wait()
 	cp.st.Close()
 }
+
+// Server is the running HTTP server (for tests and wiring).
+func (cp *ControlPlane) Server() *server.Server { return cp.srv }

@@ -49,9 +49,10 @@ type LeaseMember struct {
 }
 
 // LeaseHold is a lease's current hold of slots: [From, To) on Hosts
-// (member i on Hosts[i]); its run is [Start, RunEnd) after Pre of staging
-// or resuming; a hold whose Fate is "suspend" is suspending from RunEnd to
-// To. The flags say which of its steps were already carried out.
+// (member i on Hosts[i]); its run is [Start, RunEnd) after Pre of overhead
+// (staging, then Boot of booting, for a fresh start; resuming for a
+// resume); a hold whose Fate is "suspend" is suspending from RunEnd to To.
+// The flags say which of its steps were already carried out.
 type LeaseHold struct {
 	Hosts  []string  `json:"hosts"`
 	From   time.Time `json:"from"`
@@ -60,6 +61,10 @@ type LeaseHold struct {
 	To     time.Time `json:"to"`
 	Pre    Duration  `json:"pre,omitempty"`
 	Resume bool      `json:"resume,omitempty"`
+	// Boot is the part of Pre in which the guests boot: a fresh start's
+	// start action comes at Start-Boot, so that they are ready at Start.
+	// Zero for a resume, and in records written before boot was modelled.
+	Boot Duration `json:"boot,omitempty"`
 	// Fate is how the hold ends: "" (the lease ends), "suspend" or "requeue".
 	Fate        string `json:"fate,omitempty"`
 	Cause       string `json:"cause,omitempty"`
@@ -71,8 +76,8 @@ type LeaseHold struct {
 }
 
 // LeaseSegment is one stretch of a hold on one host, for charts:
-// [From, To) held, [OverheadFrom, RunFrom) staging or resuming, [RunFrom,
-// RunTo) running, [RunTo, To) suspending.
+// [From, To) held, [OverheadFrom, RunFrom) staging and booting, or
+// resuming, [RunFrom, RunTo) running, [RunTo, To) suspending.
 type LeaseSegment struct {
 	Host         string    `json:"host"`
 	From         time.Time `json:"from"`

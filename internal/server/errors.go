@@ -8,6 +8,7 @@ import (
 
 	"vgrid/api"
 	"vgrid/internal/control"
+	"vgrid/internal/model"
 	"vgrid/internal/spec"
 	"vgrid/internal/store"
 )
@@ -59,6 +60,11 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 		if !r.EarliestFit.IsZero() {
 			t := r.EarliestFit
 			body.FreesAt = &t
+		}
+		body.Blocking = r.Blocking
+		if l, ok := rf.Longest(); ok {
+			d := model.Duration(l)
+			body.Longest = &d
 		}
 	case errors.As(err, &he):
 		status, body.Code, body.Fields = he.status, he.code, he.fields

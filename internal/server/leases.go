@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -182,5 +184,36 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) error {
 			UsedCPUSeconds: u.UsedCPUSeconds, UsedCoreHours: u.UsedCPUSeconds / 3600, FairShareCoreHours: u.FairShare / 3600})
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// postLeaseExtend lengthens or shortens a lease: {"by": "2h"} (negative
+// shortens) or {"until": RFC 3339}.
+func (s *Server) postLeaseExtend(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var req api.LeaseExtend
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return badRequest("lease extension: " + err.Error())
+	}
+	switch {
+	case req.By == 0 && req.Until.IsZero():
+		return badRequest("invalid lease extension", api.FieldError{Field: "by", Reason: "give by (a duration, negative to shorten) or until (a time)"})
+	case req.By != 0 && !req.Until.IsZero():
+		return badRequest("invalid lease extension", api.FieldError{Field: "until", Reason: "give by or until, not both"})
+	}
+	rec, err := s.ctl.ExtendLease(r.Context(), who(r.Context()).Project, r.PathValue("name"), req.By.D(), req.Until)
+	if err != nil {
+		return err
+	}
+	u, err := s.ctl.LeaseUsage(r.Context(), rec.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, recordInfo(rec, u, s.now()))
 	return nil
 }

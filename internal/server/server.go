@@ -73,6 +73,7 @@ var endpoints = []endpoint{
 	{"GET", "/leases", anyUser, (*Server).getLeases},
 	{"GET", "/leases/{name}", anyUser, (*Server).getLease},
 	{"DELETE", "/leases/{name}", anyUser, (*Server).deleteLease},
+	{"POST", "/leases/{name}/extend", anyUser, (*Server).postLeaseExtend},
 	{"GET", "/calendar", anyUser, (*Server).getCalendar},
 	{"GET", "/usage", anyUser, (*Server).getUsage},
 	{"GET", "/images", anyUser, (*Server).getImages},
