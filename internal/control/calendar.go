@@ -38,7 +38,8 @@ func calHost(n model.Node) calendar.Host {
 		labels[k] = v
 	}
 	labels[hostLabel] = n.Name
-	return calendar.Host{Name: n.Name, Capacity: n.Capacity, Labels: labels}
+	return calendar.Host{Name: n.Name, Capacity: n.Capacity, Labels: labels,
+		BootTime: n.Measured.BootTime(), SuspendRate: n.Measured.SuspendRate(), ResumeRate: n.Measured.ResumeRate()}
 }
 
 // buildCalendar makes the calendar of a store written before lease

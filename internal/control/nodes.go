@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 
 	"vgrid/api"
 	"vgrid/internal/model"
+	"vgrid/internal/store"
 )
 
 // NameRE is what names of hosts, projects and images must look like.
@@ -199,6 +201,7 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 		ctl.recordUsage(ctx, ws, rep)
 	}
 	if ws.Status.State != prev {
+		ctl.learnHostTimes(ctx, node, ws)
 		msg := string(ws.Status.State)
 		switch ws.Status.State {
 		case model.StateStarting:
@@ -386,4 +389,75 @@ func validImage(img model.Image) error {
 		return invalid("invalid image", fe...)
 	}
 	return nil
+}
+
+// learnHostTimes takes a host's speed from a workspace that just became
+// Running (its boot time, or its restore rate after a resume) or Suspended
+// (its save rate), keeps it with the node, and gives the calendar the
+// slowest recent figures, so that reservations are planned to be ready at
+// their start.
+func (ctl *Controller) learnHostTimes(ctx context.Context, node string, ws model.Workspace) {
+	t := ws.Status.Timings
+	var add func(*model.HostTimes)
+	switch ws.Status.State {
+	case model.StateRunning:
+		switch {
+		case !t.Resumed.IsZero() && t.ResumeTook > 0 && t.SuspendBytes > 0:
+			rate := int64(float64(t.SuspendBytes) / t.ResumeTook.D().Seconds())
+			add = func(h *model.HostTimes) { h.Resume = model.AddSample(h.Resume, rate) }
+		case t.Resumed.IsZero() && !t.ProcessStarted.IsZero() && t.GuestReady.After(t.ProcessStarted):
+			boot := t.GuestReady.Sub(t.ProcessStarted)
+			if boot > 10*time.Minute {
+				return // not a boot: the agent was away
+			}
+			add = func(h *model.HostTimes) { h.Boot = model.AddSample(h.Boot, model.Duration(boot)) }
+		}
+	case model.StateSuspended:
+		if t.SuspendBytes > 0 && t.SuspendTook > 0 {
+			rate := int64(float64(t.SuspendBytes) / t.SuspendTook.D().Seconds())
+			add = func(h *model.HostTimes) { h.Suspend = model.AddSample(h.Suspend, rate) }
+		}
+	}
+	if add == nil {
+		return
+	}
+	var n model.Node
+	for attempt := 0; ; attempt++ {
+		kv, err := ctl.store.Get(ctx, "nodes/"+node)
+		if err != nil {
+			return
+		}
+		n = model.Node{}
+		if err := json.Unmarshal(kv.Value, &n); err != nil {
+			return
+		}
+		if n.Measured == nil {
+			n.Measured = &model.HostTimes{}
+		}
+		add(n.Measured)
+		b, _ := json.Marshal(n)
+		_, err = ctl.store.Update(ctx, "nodes/"+node, b, kv.Revision)
+		if errors.Is(err, store.ErrConflict) && attempt < 20 {
+			continue
+		}
+		if err != nil {
+			ctl.log.Warn("record host times", "node", node, "err", err)
+			return
+		}
+		break
+	}
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	if ctl.cal == nil || !ctl.calHosts[node] {
+		return // restored from the node record at its next use
+	}
+	h := calHost(n)
+	if err := ctl.cal.SetHostTimes(node, h.BootTime, h.SuspendRate, h.ResumeRate, ctl.now()); err != nil {
+		ctl.log.Warn("calendar: host times", "node", node, "err", err)
+		return
+	}
+	if err := ctl.commitLocked(ctx, nil, nil); err != nil {
+		ctl.log.Warn("calendar: store decisions", "err", err)
+	}
+	ctl.log.Info("host times", "node", node, "boot", h.BootTime, "suspend_rate", model.ByteSize(h.SuspendRate), "resume_rate", model.ByteSize(h.ResumeRate))
 }

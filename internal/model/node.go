@@ -40,6 +40,65 @@ type Node struct {
 	AgentVersion  string    `json:"agent_version,omitempty"`
 	RegisteredAt  time.Time `json:"registered_at"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
+	// Measured is what the host's guests showed of its speed; the lease
+	// calendar plans boots, suspensions and resumptions with it.
+	Measured *HostTimes `json:"measured,omitempty"`
+}
+
+// HostTimes are recent measurements on a host: boot time (QEMU started to
+// guest agent ready) of fresh starts, and the rates of saving a guest's
+// memory to disk and restoring it. The last MaxSamples of each are kept;
+// the calendar is given the slowest.
+type HostTimes struct {
+	Boot    []Duration `json:"boot,omitempty"`
+	Suspend []int64    `json:"suspend_rates,omitempty"` // bytes/s
+	Resume  []int64    `json:"resume_rates,omitempty"`  // bytes/s
+}
+
+// MaxSamples bounds each list of HostTimes.
+const MaxSamples = 8
+
+// BootTime is the slowest recent boot (0: none measured).
+func (h *HostTimes) BootTime() time.Duration {
+	var m Duration
+	if h != nil {
+		for _, d := range h.Boot {
+			m = max(m, d)
+		}
+	}
+	return m.D()
+}
+
+// SuspendRate is the slowest recent save rate (0: none measured).
+func (h *HostTimes) SuspendRate() int64 {
+	return slowest(h, func(h *HostTimes) []int64 { return h.Suspend })
+}
+
+// ResumeRate is the slowest recent restore rate (0: none measured).
+func (h *HostTimes) ResumeRate() int64 {
+	return slowest(h, func(h *HostTimes) []int64 { return h.Resume })
+}
+
+func slowest(h *HostTimes, f func(*HostTimes) []int64) int64 {
+	var m int64
+	if h == nil {
+		return 0
+	}
+	for _, r := range f(h) {
+		if r > 0 && (m == 0 || r < m) {
+			m = r
+		}
+	}
+	return m
+}
+
+// AddSample appends v to a list of samples, keeping the last MaxSamples.
+func AddSample[T any](list []T, v T) []T {
+	list = append(list, v)
+	if len(list) > MaxSamples {
+		list = append(list[:0:0], list[len(list)-MaxSamples:]...)
+	}
+	return list
 }
 
 // Image is a bootable environment that workspaces are built from.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"vgrid/api"
 	"vgrid/internal/model"
 )
 
@@ -66,5 +67,41 @@ func TestLeaseExtendThroughTheAPI(t *testing.T) {
 	e.reconcileAt(time.Minute)
 	if w := e.get("later"); w.Status.Node != "n1" {
 		t.Fatalf("queued lease after the shortening: %s on %q", w.Status.State, w.Status.Node)
+	}
+}
+
+// The host's measured boot time reaches the calendar: a reservation
+// admitted afterwards is started that much before its start, so that its
+// guest is ready at the start.
+func TestReservationStartsEarlyByMeasuredBootTime(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	t0 := e.clk.Now()
+	be, err := e.admin.CreateWorkspace(ctx, leaseSpec("first", "30m", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	be = e.report(be, api.AgentReport{State: model.StateStarting, PID: 10, StartedAt: t0, ProcessStarted: t0})
+	e.report(be, api.AgentReport{State: model.StateRunning, PID: 10, GuestReady: t0.Add(1500 * time.Millisecond), Guest: &model.GuestInfo{VCPUs: 2}})
+	nodes, err := e.admin.Nodes(ctx)
+	if err != nil || len(nodes) != 1 || nodes[0].Measured.BootTime() != 1500*time.Millisecond {
+		t.Fatalf("node's measured boot time: %+v %v", nodes, err)
+	}
+	start := t0.Add(time.Hour)
+	if _, err := e.admin.CreateWorkspace(ctx, leaseSpec("booked", "1h", fmt.Sprintf("{kind: reservation, start: %q}", start.Format(time.RFC3339)))); err != nil {
+		t.Fatal(err)
+	}
+	// The calendar counts boot in whole seconds: 2 s early.
+	e.reconcileAt(time.Hour - 3*time.Second)
+	if w := e.get("booked"); w.Status.Node != "" {
+		t.Fatalf("reservation placed 3 s early on %q", w.Status.Node)
+	}
+	e.reconcileAt(time.Second)
+	if w := e.get("booked"); w.Status.Node != "n1" || w.Status.State != model.StatePending || !w.Status.ExpiresAt.Equal(start.Add(time.Hour)) {
+		t.Fatalf("reservation 2 s before its start: %s on %q until %s, want Pending on n1 until %s", w.Status.State, w.Status.Node, w.Status.ExpiresAt, start.Add(time.Hour))
+	}
+	l, err := e.admin.GetLease(ctx, "booked")
+	if err != nil || !l.Start.Equal(start) || !l.End.Equal(start.Add(time.Hour)) {
+		t.Fatalf("lease window %s..%s, want %s..%s (%v)", l.Start, l.End, start, start.Add(time.Hour), err)
 	}
 }

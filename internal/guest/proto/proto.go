@@ -13,7 +13,7 @@ import "vgrid/internal/model"
 const PortName = "vgrid.agent"
 
 // The workspace context reaches the guest as a NoCloud seed: an iso9660
-// disk (genisoimage -V cidata -J -r) attached as a second virtio-blk disk.
+// disk (an ISO 9660 image with Rock Ridge and Joliet, label cidata) attached as a second virtio-blk disk.
 // meta-data holds "key: value" lines (instance-id, local-hostname) and a
 // "public-keys:" list of "  - <ssh key>" lines; user-data is run once per
 // instance-id when it starts with "#!"; vgrid-env holds KEY=VALUE lines.

@@ -5,7 +5,9 @@
 // Files. An instance lives in StateDir/<id>/: spec.json (the spec it was
 // last started with), state.json (accelerator, StartedAt, and when and why
 // the last run stopped), disk.qcow2 (an overlay on the image's disk, kept
-// across stops), cidata.iso (the NoCloud seed, rewritten on every start),
+// across stops), cidata.iso (the NoCloud seed, rewritten on every start;
+// both written by the driver itself, qcow2.go and iso9660.go, without
+// spawning qemu-img or genisoimage),
 // console.log (serial console), qemu.pid, qemu.log (QEMU's stderr, also after it
 // daemonizes: -D), and the sockets qmp.sock and agent.sock. When those socket
 // paths would exceed the 107 bytes a unix socket address holds, the sockets

@@ -47,6 +47,7 @@ const (
 	isoMaxNameLen  = 64 // Joliet allows 64 UCS-2 characters
 	isoMaxLabelLen = 32 // the primary volume identifier; Joliet keeps 16
 	isoFirstDir    = 23
+	isoMaxData     = 256 << 20
 )
 
 // Rock Ridge file modes (POSIX st_mode) and the RR entry's flags.
@@ -89,9 +90,14 @@ func buildISO(label string, files map[string][]byte, t time.Time) (isoImage, err
 		return isoImage{}, fmt.Errorf("iso9660: volume label %q: want 1 to %d printable ASCII characters", label, isoMaxLabelLen)
 	}
 	ents := make([]*isoEntry, 0, len(files))
+	total := 0
 	for name, data := range files {
 		if err := checkISOName(name); err != nil {
 			return isoImage{}, err
+		}
+		// The image is built in memory; a seed is a few KiB.
+		if total += len(data); total > isoMaxData {
+			return isoImage{}, fmt.Errorf("iso9660: more than %d bytes of files", isoMaxData)
 		}
 		ents = append(ents, &isoEntry{name: name, joliet: utf16.Encode([]rune(name)), data: data})
 	}
@@ -131,7 +137,6 @@ func buildISO(label string, files map[string][]byte, t time.Time) (isoImage, err
 			e.extent = next // as genisoimage does: the sector after the data
 		}
 	}
-	total := next + isoPadSectors
 	img := make([]byte, int(next)*isoSector)
 
 	// Again, now with the extents (the sizes stay the same).
@@ -152,16 +157,17 @@ func buildISO(label string, files map[string][]byte, t time.Time) (isoImage, err
 	pathTable(img[22*isoSector:], lay.jolRoot, binary.BigEndian)
 
 	pvd := img[16*isoSector : 17*isoSector]
-	volumeDescriptor(pvd, 1, label, total, pathTableLen, 19, 20,
+	sectors := next + isoPadSectors
+	volumeDescriptor(pvd, 1, label, sectors, pathTableLen, 19, 20,
 		dirRecord(nil, []byte{0}, lay.primRoot, uint32(len(prim)), true, t, nil), t, false)
 	svd := img[17*isoSector : 18*isoSector]
-	volumeDescriptor(svd, 2, label, total, pathTableLen, 21, 22,
+	volumeDescriptor(svd, 2, label, sectors, pathTableLen, 21, 22,
 		dirRecord(nil, []byte{0}, lay.jolRoot, uint32(len(jol)), true, t, nil), t, true)
 	term := img[18*isoSector : 19*isoSector]
 	term[0] = 255
 	copy(term[1:], "CD001")
 	term[6] = 1
-	return isoImage{head: img, size: int64(total) * isoSector}, nil
+	return isoImage{head: img, size: int64(sectors) * isoSector}, nil
 }
 
 // writeFile writes the image to path (created or truncated).

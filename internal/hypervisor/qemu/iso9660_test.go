@@ -80,6 +80,10 @@ func TestBuildISOErrors(t *testing.T) {
 	if _, err := buildISO("cidata", map[string][]byte{strings.Repeat("x", 64): nil}, isoTime); err != nil {
 		t.Errorf("name of 64 bytes: %v", err)
 	}
+	big := map[string][]byte{"a": make([]byte, isoMaxData/2), "b": make([]byte, isoMaxData/2+1)}
+	if _, err := buildISO("cidata", big, isoTime); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("files of more than %d bytes: got %v", isoMaxData, err)
+	}
 	if _, err := buildISO("cidata", nil, time.Date(1899, 1, 1, 0, 0, 0, 0, time.UTC)); err == nil {
 		t.Error("a time before 1900: no error")
 	}
@@ -390,6 +394,18 @@ func BenchmarkSeedISO(b *testing.B) {
 	spec.Context = &model.Context{Hostname: "h", Env: map[string]string{"A": "1", "B": "2"}, SSHKeys: []string{"ssh-ed25519 AAAA u@h"}}
 	for b.Loop() {
 		if err := d.writeSeed(spec, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBuildISO is BenchmarkSeedISO without the file system.
+func BenchmarkBuildISO(b *testing.B) {
+	spec := testSpec()
+	spec.Context = &model.Context{Hostname: "h", Env: map[string]string{"A": "1", "B": "2"}, SSHKeys: []string{"ssh-ed25519 AAAA u@h"}}
+	files := SeedFiles(spec)
+	for b.Loop() {
+		if _, err := buildISO(proto.SeedLabel, files, isoTime); err != nil {
 			b.Fatal(err)
 		}
 	}
