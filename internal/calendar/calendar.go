@@ -218,6 +218,11 @@ func (p Policy) validate() error {
 		if p.FairShare.HalfLife < 0 {
 			return fmt.Errorf("policy: negative fair-share half-life: %w", ErrInvalid)
 		}
+		switch p.FairShare.Basis {
+		case "", BasisReserved, BasisUsed:
+		default:
+			return fmt.Errorf("policy: unknown fair-share basis %q (want reserved or used): %w", p.FairShare.Basis, ErrInvalid)
+		}
 		for name, w := range p.FairShare.Weights {
 			if !(w > 0) || math.IsInf(w, 0) {
 				return fmt.Errorf("policy: weight of project %q is %v, want > 0: %w", name, w, ErrInvalid)

@@ -306,6 +306,9 @@ func (c *Calendar) accrue(p *project, t int64) {
 	c.markProject(p)
 	dt := float64(t-p.at) / 1e9
 	cores := float64(p.runMilli) / 1000
+	if c.pol.FairShare != nil && c.pol.FairShare.Basis == BasisUsed {
+		cores = 0 // usage comes from AddUsage
+	}
 	hl := 0.0
 	if c.pol.FairShare != nil {
 		hl = c.pol.FairShare.HalfLife.Seconds()
@@ -376,4 +379,25 @@ func (c *Calendar) Cancel(id string, now time.Time) ([]Action, error) {
 	c.needPass = true
 	c.advance(t)
 	return c.take(), nil
+}
+
+// AddUsage adds CPU time a project's workspaces were measured to use
+// (core-seconds) to its fair-share usage at now; it counts only under
+// FairShare.Basis BasisUsed (and is ignored otherwise). The queue is
+// looked at again.
+func (c *Calendar) AddUsage(project string, coreSeconds float64, now time.Time) {
+	if c.pol.FairShare == nil || c.pol.FairShare.Basis != BasisUsed || !(coreSeconds > 0) || math.IsInf(coreSeconds, 0) {
+		return
+	}
+	t := c.clamp(now)
+	p := c.project(project)
+	c.accrue(p, t)
+	if p.at < t {
+		p.at = t
+	}
+	p.usage += coreSeconds
+	c.markProject(p)
+	if c.queued > 0 {
+		c.needPass = true
+	}
 }

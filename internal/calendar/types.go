@@ -130,7 +130,21 @@ type FairShare struct {
 	// HalfLife is how fast past usage (core-seconds) is forgotten; zero
 	// means never.
 	HalfLife time.Duration
+	// Basis is what counts as usage: BasisReserved (the default) counts
+	// the cores a project's running leases hold; BasisUsed counts only the
+	// CPU time its workspaces were measured to use, which the caller adds
+	// with AddUsage.
+	Basis Basis
 }
+
+// Basis says what fair share counts.
+type Basis string
+
+// Fair-share bases.
+const (
+	BasisReserved Basis = "reserved" // held cores × time (the default, also "")
+	BasisUsed     Basis = "used"     // measured CPU time, fed by AddUsage
+)
 
 // Quota caps what a project may hold. A zero field is no limit.
 type Quota struct {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"vgrid/api"
+	"vgrid/internal/calendar"
 	"vgrid/internal/model"
 	"vgrid/internal/store"
 )
@@ -38,7 +39,8 @@ func (ctl *Controller) recordUsage(ctx context.Context, ws model.Workspace, rep 
 			ctl.log.Warn("usage record", "lease", id, "err", err)
 			return
 		}
-		if !addRun(&u, ws.Spec.Name, rep.StartedAt, rep.CPUSeconds) {
+		added := addRun(&u, ws.Spec.Name, rep.StartedAt, rep.CPUSeconds)
+		if added == 0 {
 			return
 		}
 		b, _ := json.Marshal(u)
@@ -48,14 +50,32 @@ func (ctl *Controller) recordUsage(ctx context.Context, ws model.Workspace, rep 
 		}
 		if err != nil {
 			ctl.log.Warn("usage record", "lease", id, "err", err)
+			return
 		}
+		ctl.countUsage(ctx, ws.Project, added)
 		return
 	}
 }
 
-// addRun folds one counter reading into u; false if it changes nothing.
-// Counters only grow: a smaller reading of the same run is an older one.
-func addRun(u *model.LeaseUsage, workspace string, started time.Time, cpu float64) bool {
+// countUsage gives measured CPU time to the calendar's fair share (it
+// counts only when the policy's fair-share basis is "used").
+func (ctl *Controller) countUsage(ctx context.Context, project string, cpuSeconds float64) {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	p := ctl.cfg.Policy
+	if ctl.cal == nil || p == nil || p.FairShare == nil || p.FairShare.Basis != calendar.BasisUsed {
+		return
+	}
+	ctl.cal.AddUsage(project, cpuSeconds, ctl.now())
+	if err := ctl.commitLocked(ctx, nil, nil); err != nil {
+		ctl.log.Warn("calendar: store decisions", "err", err)
+	}
+}
+
+// addRun folds one counter reading into u and returns how much it added
+// (0: nothing). Counters only grow: a smaller reading of the same run is an
+// older one.
+func addRun(u *model.LeaseUsage, workspace string, started time.Time, cpu float64) float64 {
 	i := -1
 	if started.IsZero() {
 		// The final reading: the latest run of the workspace.
@@ -85,10 +105,11 @@ func addRun(u *model.LeaseUsage, workspace string, started time.Time, cpu float6
 		}
 	}
 	if cpu <= u.Runs[i].CPUSeconds {
-		return false
+		return 0
 	}
+	added := cpu - u.Runs[i].CPUSeconds
 	u.Runs[i].CPUSeconds = cpu
-	return true
+	return added
 }
 
 // LeaseUsage returns what a lease's workspaces used (zero if nothing was

@@ -16,22 +16,22 @@ func TestAddRun(t *testing.T) {
 		ws      string
 		started time.Time
 		cpu     float64
-		changed bool
+		added   float64
 	}
 	steps := []reading{
-		{"a", t0, 1.5, true},
-		{"a", t0, 1.2, false}, // an older reading of the same run
-		{"a", t0, 4, true},
-		{"a", time.Time{}, 5, true}, // final reading at suspension
-		{"a", time.Time{}, 5, false},
-		{"a", t1, 0.5, true}, // resumed: a new process, a new counter
-		{"b", time.Time{}, 2, true},
-		{"a", time.Time{}, 3, true}, // final of the second run
+		{"a", t0, 1.5, 1.5},
+		{"a", t0, 1.2, 0}, // an older reading of the same run
+		{"a", t0, 4, 2.5},
+		{"a", time.Time{}, 5, 1}, // final reading at suspension
+		{"a", time.Time{}, 5, 0},
+		{"a", t1, 0.5, 0.5}, // resumed: a new process, a new counter
+		{"b", time.Time{}, 2, 2},
+		{"a", time.Time{}, 3, 2.5}, // final of the second run
 	}
 	var u model.LeaseUsage
 	for i, s := range steps {
-		if got := addRun(&u, s.ws, s.started, s.cpu); got != s.changed {
-			t.Fatalf("step %d: changed %v, want %v (%+v)", i, got, s.changed, u.Runs)
+		if got := addRun(&u, s.ws, s.started, s.cpu); got != s.added {
+			t.Fatalf("step %d: added %v, want %v (%+v)", i, got, s.added, u.Runs)
 		}
 	}
 	if got, want := u.CPUSeconds(), 5.0+3+2; got != want {

@@ -98,7 +98,7 @@ func TestReservationSuspendsAndResumesGuest(t *testing.T) {
 	}
 	ran := suspendedAt.Sub(ready0).Seconds()
 	g := be.Status.Guest
-	if g == nil || g.UptimeS < up0+ran*3/4 {
+	if g == nil || g.UptimeS < up0+ran/2 { // a guest clock under TCG lags on a busy host
 		t.Fatalf("resumed guest's uptime %+v, want at least %.1fs + about %.1fs it ran before the suspension (rebooted?)", g, up0, ran)
 	}
 	t.Logf("uptime %.1fs when first ready, ran %.1fs, %.1fs after the resume (restore took %s)", up0, ran, g.UptimeS, be.Status.Timings.ResumeTook)

@@ -1,0 +1,57 @@
+package calendar
+
+import (
+	"testing"
+	"time"
+
+	"vgrid/internal/model"
+)
+
+// Fair share on the basis of what was used: a project that held a host
+// for hours but used little CPU goes before one that held it for less time
+// but used all of it; on the basis of what was reserved it is the other
+// way round.
+func TestFairShareBasis(t *testing.T) {
+	for _, tc := range []struct {
+		basis Basis
+		first string
+	}{{BasisReserved, "heavy/q"}, {BasisUsed, "light/q"}} {
+		p := DefaultPolicy()
+		p.FairShare = &FairShare{Basis: tc.basis}
+		c, err := New([]Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB}}}, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := []Request{{Resources: model.Resources{MilliCPU: 2000, Memory: model.GiB}}}
+		submit := func(id, project string, d time.Duration, at time.Time) {
+			t.Helper()
+			if _, err := c.Submit(Lease{ID: id, Project: project, Kind: BestEffort, Members: all, Duration: d}, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// "light" holds the host for 2 h but uses 0.1 core; "heavy" holds
+		// it for 1 h and uses both cores.
+		submit("light/a", "light", 2*time.Hour, epoch)
+		c.Advance(epoch)
+		c.AddUsage("light", 0.1*7200, epoch.Add(2*time.Hour))
+		c.Advance(epoch.Add(2 * time.Hour))
+		submit("heavy/a", "heavy", time.Hour, epoch.Add(2*time.Hour))
+		c.Advance(epoch.Add(2 * time.Hour))
+		c.AddUsage("heavy", 2*3600, epoch.Add(3*time.Hour))
+		// Both queue while a reservation holds the host; then one starts.
+		submit("heavy/q", "heavy", time.Hour, epoch.Add(150*time.Minute))
+		submit("light/q", "light", time.Hour, epoch.Add(150*time.Minute))
+		var first string
+		for _, a := range c.Advance(epoch.Add(3 * time.Hour)) {
+			if a.Kind == ActStart && first == "" {
+				first = a.Lease
+			}
+		}
+		if first != tc.first {
+			t.Errorf("basis %s: %s started first, want %s", tc.basis, first, tc.first)
+		}
+	}
+	if _, err := New(nil, Policy{FairShare: &FairShare{Basis: "vibes"}}); err == nil {
+		t.Error("unknown basis accepted")
+	}
+}
