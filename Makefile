@@ -86,9 +86,10 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/calendar/ ./internal/store/...
 	$(GO) run ./bench/startlatency -n 50
 
-## fuzz: a minute of fuzzing on the spec parser
+## fuzz: a minute of fuzzing on each parser: specs, policy files, traces
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/spec
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/policyfile
 
 clean:
 	rm -rf $(BIN)

@@ -21,6 +21,7 @@ import (
 	"vgrid/internal/controlplane"
 	"vgrid/internal/hypervisor/qemu"
 	"vgrid/internal/model"
+	"vgrid/internal/policyfile"
 )
 
 // defaultDataDir is $VGRID_DATA_DIR, else /var/lib/vgrid for root, else
@@ -44,6 +45,7 @@ type upOptions struct {
 	detach                                   bool
 	writeConfig                              bool
 	labels                                   map[string]string
+	usageEvery                               time.Duration
 }
 
 func newUpCmd() *cobra.Command {
@@ -78,6 +80,7 @@ adopted again when it starts.`,
 	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background (log in <data-dir>/vgrid.log) and return when ready")
 	f.StringVar(&o.policy, "policy", "", "lease calendar policy file (YAML: backfill, placement, suspend, fair_share, quotas; see docs/cli.md)")
 	f.BoolVar(&o.writeConfig, "write-config", true, "write the client config to the default client config path too")
+	f.DurationVar(&o.usageEvery, "usage-every", 10*time.Second, "how often the local agent reports a running workspace's CPU time")
 	return c
 }
 
@@ -88,7 +91,7 @@ func newLogger() *slog.Logger {
 // runUp is the all-in-one process.
 func runUp(ctx context.Context, o *upOptions) error {
 	log := newLogger()
-	policy, err := loadPolicy(o.policy)
+	policy, err := policyfile.Load(o.policy)
 	if err != nil {
 		return err
 	}
@@ -104,11 +107,12 @@ func runUp(ctx context.Context, o *upOptions) error {
 	}
 	defer drv.Close()
 	ag, err := agent.New(agent.Config{
-		Server:  client.Config{Server: cp.URL, Token: cp.JoinToken, CACert: cp.CAPEM},
-		DataDir: filepath.Join(o.dataDir, "agent"),
-		Node:    model.Node{Name: o.nodeName, Labels: o.labels, Accel: drv.Accel(), AgentVersion: version},
-		Driver:  drv,
-		Logger:  log,
+		Server:     client.Config{Server: cp.URL, Token: cp.JoinToken, CACert: cp.CAPEM},
+		DataDir:    filepath.Join(o.dataDir, "agent"),
+		Node:       model.Node{Name: o.nodeName, Labels: o.labels, Accel: drv.Accel(), AgentVersion: version},
+		Driver:     drv,
+		Logger:     log,
+		UsageEvery: o.usageEvery,
 	})
 	if err != nil {
 		return err
@@ -131,7 +135,7 @@ func newServerCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			pol, err := loadPolicy(policy)
+			pol, err := policyfile.Load(policy)
 			if err != nil {
 				return err
 			}
@@ -211,7 +215,7 @@ func detach(ctx context.Context, o *upOptions) error {
 		return err
 	}
 	args := []string{"up", "--data-dir", o.dataDir, "--listen", o.listen, "--accel", o.accel,
-		"--write-config=" + strconv.FormatBool(o.writeConfig)}
+		"--write-config=" + strconv.FormatBool(o.writeConfig), "--usage-every", o.usageEvery.String()}
 	if o.nodeName != "" {
 		args = append(args, "--node-name", o.nodeName)
 	}

@@ -44,11 +44,12 @@ type up struct {
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
 	cfg     string
+	extra   []string // more flags for vgrid up
 }
 
-func startUp(t *testing.T, bin, dataDir, imgDir string) *up {
+func startUp(t *testing.T, bin, dataDir, imgDir string, extra ...string) *up {
 	t.Helper()
-	u := &up{t: t, bin: bin, dataDir: dataDir, imgDir: imgDir, cfg: filepath.Join(dataDir, "client.json")}
+	u := &up{t: t, bin: bin, dataDir: dataDir, imgDir: imgDir, cfg: filepath.Join(dataDir, "client.json"), extra: extra}
 	u.start()
 	return u
 }
@@ -57,8 +58,8 @@ func (u *up) start() {
 	u.t.Helper()
 	_ = os.Remove(u.cfg)
 	u.log = &bytes.Buffer{}
-	u.cmd = exec.Command(u.bin, "up", "--data-dir", u.dataDir, "--listen", "127.0.0.1:0",
-		"--write-config=false", "--image", u.imgDir, "--node-name", "e2e-host")
+	u.cmd = exec.Command(u.bin, append([]string{"up", "--data-dir", u.dataDir, "--listen", "127.0.0.1:0",
+		"--write-config=false", "--image", u.imgDir, "--node-name", "e2e-host"}, u.extra...)...)
 	u.cmd.Stdout, u.cmd.Stderr = u.log, u.log
 	u.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := u.cmd.Start(); err != nil {
