@@ -544,6 +544,9 @@ func (c *Calendar) cut(l *lease, t int64) {
 	}
 	l.to = t
 	l.runTo = min(l.runTo, t)
+	// A hold cut before its run began keeps no run: [t, t). Its start is
+	// not scheduled any more (see schedule), and what it used is nothing.
+	l.T = min(l.T, t)
 	// Fix up the chart's record of the hold.
 	k := len(l.segs) - len(l.allocs)
 	for i := range l.allocs {

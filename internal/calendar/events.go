@@ -110,16 +110,18 @@ func (c *Calendar) peek() (event, bool) {
 func (c *Calendar) schedule(l *lease) {
 	c.mark(l)
 	l.gen++
+	// A hold cut before its run began has no run left: nothing starts.
+	run := l.runTo > l.T
 	if !l.resume {
 		// Staging [T-pre, T-boot), booting [T-boot, T): the guests are
 		// ready when the run starts.
-		if l.pre > l.boot && !l.staged {
+		if l.pre > l.boot && !l.staged && run {
 			c.push(l.T-l.pre, evStage, l)
 		}
-		if !l.started {
+		if !l.started && run {
 			c.push(l.T-l.boot, evStart, l)
 		}
-	} else if !l.started {
+	} else if !l.started && run {
 		c.push(l.T-l.pre, evResume, l)
 	}
 	switch l.fate {

@@ -274,7 +274,10 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 			return fmt.Errorf("hold on %d hosts for %d members: %w", len(hosts), len(l.Members), ErrInvalid)
 		}
 		from, T, runTo, to := tick(h.From), tick(h.Start), tick(h.RunEnd), tick(h.To)
-		if !(from <= T-int64(h.Pre) && runTo <= to && from <= to) {
+		// A hold cut before its run began has an empty run [T, T) that may
+		// start inside its overhead.
+		cutEarly := runTo == T && from <= T
+		if !((from <= T-int64(h.Pre) || cutEarly) && T <= runTo && runTo <= to && from <= to) {
 			return fmt.Errorf("hold window [%s, %s) run [%s, %s) out of order: %w", fmtT(h.From), fmtT(h.To), fmtT(h.Start), fmtT(h.RunEnd), ErrInvalid)
 		}
 		if h.Boot < 0 || h.Boot > h.Pre || h.Boot > 0 && h.Resume {

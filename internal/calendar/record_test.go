@@ -125,3 +125,33 @@ func TestRestoreBoot(t *testing.T) {
 		t.Errorf("boot longer than the overhead: got %v, want ErrInvalid", err)
 	}
 }
+
+// A best-effort lease still booting when a reservation requeues it keeps
+// no run in its record (start and end at the cut), and nothing starts it.
+func TestRequeueWhileBooting(t *testing.T) {
+	c, err := New([]Host{{Name: "h1", BootTime: 5 * time.Second, Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB}}}, Policy{Suspend: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := []Request{{Resources: model.Resources{MilliCPU: 2000, Memory: model.GiB}}}
+	if _, err := c.Submit(Lease{ID: "be", Kind: BestEffort, Members: all, Duration: time.Hour}, epoch); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(epoch)
+	at := epoch.Add(500 * time.Millisecond)
+	if _, err := c.Submit(Lease{ID: "ar", Kind: Reservation, Start: epoch.Add(7 * time.Second), Members: all, Duration: time.Minute}, at); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := c.Record("be")
+	if r.Hold == nil || r.Hold.Start.After(r.Hold.RunEnd) || r.Hold.Fate != "requeue" {
+		t.Fatalf("requeued while booting: hold %+v", r.Hold)
+	}
+	for _, a := range c.Advance(epoch.Add(3 * time.Second)) {
+		if a.Lease == "be" && a.Kind == ActStart {
+			t.Fatalf("a requeued lease with no run left started: %+v", a)
+		}
+	}
+	if _, err := Restore([]Host{{Name: "h1", BootTime: 5 * time.Second, Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB}}}, Policy{Suspend: false}, c.Snapshot()); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+}

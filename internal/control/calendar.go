@@ -2,6 +2,8 @@ package control
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -9,6 +11,7 @@ import (
 
 	"vgrid/internal/calendar"
 	"vgrid/internal/model"
+	"vgrid/internal/store"
 )
 
 // The lease calendar is owned by the server and guarded by placeMu. It is
@@ -165,30 +168,80 @@ func (ctl *Controller) release(ctx context.Context, ws model.Workspace) {
 }
 
 func (ctl *Controller) releaseLocked(ctx context.Context, ws model.Workspace) {
+	acts, err := ctl.releaseActsLocked(ctx, ws)
+	if err != nil {
+		ctl.log.Warn("calendar: release lease", "lease", leaseID(ws), "err", err)
+	}
+	ctl.applyActions(ctx, acts)
+}
+
+// releaseActsLocked ends a workspace's lease in the calendar (Finish when
+// it runs, Cancel when it waits) and returns what that makes due; the
+// caller stores it. mu must be held.
+func (ctl *Controller) releaseActsLocked(ctx context.Context, ws model.Workspace) ([]calendar.Action, error) {
 	c, err := ctl.calendarLocked(ctx)
 	if err != nil {
-		ctl.log.Warn("calendar", "err", err)
-		return
+		return nil, err
 	}
 	id := leaseID(ws)
 	v, ok := c.Get(id)
 	if !ok {
-		return
+		return nil, nil
 	}
 	now := ctl.now()
-	var acts []calendar.Action
 	switch v.State {
 	case calendar.StateRunning:
-		acts, err = c.Finish(id, now)
+		return c.Finish(id, now)
 	case calendar.StateQueued, calendar.StateScheduled, calendar.StateSuspended:
-		acts, err = c.Cancel(id, now)
-	default:
-		return
+		return c.Cancel(id, now)
 	}
-	if err != nil {
-		ctl.log.Warn("calendar: release lease", "lease", id, "err", err)
+	return nil, nil
+}
+
+// changeAndRelease applies change to a stored workspace and ends its lease
+// in the calendar, storing both (and what the release makes due) in one
+// transaction: a crash leaves both or neither. remove deletes the
+// workspace record instead of writing it. change may return errSkip.
+func (ctl *Controller) changeAndRelease(ctx context.Context, project, name string, change func(*model.Workspace) error, remove func(model.Workspace) bool) (model.Workspace, error) {
+	for attempt := 0; ; attempt++ {
+		ws, err := ctl.getWS(ctx, project, name)
+		if err != nil {
+			return ws, err
+		}
+		next := ws
+		if err := change(&next); err != nil {
+			if errors.Is(err, errSkip) {
+				return ws, nil
+			}
+			return ws, err
+		}
+		op := store.Op{Key: wsKey(project, name), Rev: ws.Revision}
+		if remove != nil && remove(next) {
+			op.Delete = true
+		} else {
+			next.Revision = 0
+			if op.Value, err = json.Marshal(next); err != nil {
+				return ws, err
+			}
+		}
+		ctl.mu.Lock()
+		acts, err := ctl.releaseActsLocked(ctx, ws)
+		if err == nil {
+			err = ctl.commitLocked(ctx, acts, []store.Op{op})
+		}
+		ctl.mu.Unlock()
+		if (errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound)) && attempt < 20 {
+			continue // an agent's report came between: read it again
+		}
+		if err != nil {
+			return ws, err
+		}
+		ctl.wake()
+		if kv, err := ctl.store.Get(ctx, op.Key); err == nil {
+			next.Revision = kv.Revision
+		}
+		return next, nil
 	}
-	ctl.applyActions(ctx, acts)
 }
 
 // releaseIfRunning finishes a running lease whose workspace stopped or

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"vgrid/internal/calendar"
@@ -91,7 +92,54 @@ func (ctl *Controller) loadCalendar(ctx context.Context) error {
 	}
 	ctl.cal = c
 	ctl.log.Info("lease calendar restored", "leases", len(snap.Leases), "projects", len(snap.Projects), "clock", cs.Now)
-	return nil
+	return ctl.releaseOrphans(ctx)
+}
+
+// releaseOrphans ends the live leases whose workspace no longer wants them:
+// gone, on another lease, or stopped (not by a requeue) — as when an
+// agent's report that a guest stopped by itself was stored and the
+// control plane died before it told the calendar. mu must be held.
+func (ctl *Controller) releaseOrphans(ctx context.Context) error {
+	now := ctl.now()
+	var acts []calendar.Action
+	released := 0
+	for _, v := range ctl.cal.Leases() {
+		if v.State.Over() || v.State == calendar.StateRefused {
+			continue
+		}
+		project, name, ok := refOfLease(v.ID)
+		if !ok {
+			continue
+		}
+		ws, err := ctl.getWS(ctx, project, name)
+		orphan := isNotFound(err)
+		if err == nil {
+			orphan = leaseID(ws) != v.ID || ws.Desired == model.DesiredDeleted ||
+				ws.Desired == model.DesiredStopped && !strings.HasPrefix(ws.Status.Reason, "requeued")
+		} else if !orphan {
+			return err
+		}
+		if !orphan {
+			continue
+		}
+		var a []calendar.Action
+		if v.State == calendar.StateRunning {
+			a, err = ctl.cal.Finish(v.ID, now)
+		} else {
+			a, err = ctl.cal.Cancel(v.ID, now)
+		}
+		if err != nil {
+			ctl.log.Warn("calendar: release orphaned lease", "lease", v.ID, "err", err)
+			continue
+		}
+		ctl.log.Info("calendar: lease released, its workspace no longer wants it", "lease", v.ID)
+		acts = append(acts, a...)
+		released++
+	}
+	if released == 0 {
+		return nil
+	}
+	return ctl.commitLocked(ctx, acts, nil)
 }
 
 // policy is the configured calendar policy; suspended leases resume only

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -131,6 +132,38 @@ func TestTransitionEveryActionEveryState(t *testing.T) {
 			if ch := transition(a, del, end, now); ch.Type != "" || ch.WS.Desired != model.DesiredDeleted {
 				t.Errorf("%s on a deleted workspace changed it: %+v", kind, ch)
 			}
+		}
+	}
+}
+
+// A stop: from every state, with the user's reason; a requeued workspace
+// (stopped by the calendar, its lease waiting) is stopped again so that its
+// lease ends; a stopped or deleted one is refused or skipped.
+func TestStopped(t *testing.T) {
+	for _, tc := range []struct {
+		state   model.State
+		desired model.Desired
+		reason  string
+		want    model.State
+		err     string
+	}{
+		{model.StateQueued, model.DesiredRunning, "", model.StateStopped, ""},
+		{model.StateScheduled, model.DesiredRunning, "", model.StateStopped, ""},
+		{model.StatePending, model.DesiredRunning, "", model.StateStopped, ""},
+		{model.StateStarting, model.DesiredRunning, "", model.StateStopping, ""},
+		{model.StateRunning, model.DesiredRunning, "", model.StateStopping, ""},
+		{model.StateSuspended, model.DesiredSuspended, "preempted by x", model.StateSuspended, ""},
+		{model.StateQueued, model.DesiredStopped, "requeued: preempted by x", model.StateStopped, ""},
+		{model.StateStopped, model.DesiredStopped, "stopped by user", model.StateStopped, "skip"},
+		{model.StateStopping, model.DesiredDeleted, "", model.StateStopping, "being deleted"},
+	} {
+		ws := model.Workspace{Spec: model.WorkspaceSpec{Name: "a"}, Desired: tc.desired, Status: model.WorkspaceStatus{State: tc.state, Reason: tc.reason}}
+		err := stopped(&ws, "stopped by user")
+		switch {
+		case tc.err == "" && err != nil, tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s/%s %q: error %v, want %q", tc.state, tc.desired, tc.reason, err, tc.err)
+		case tc.err == "" && (ws.Desired != model.DesiredStopped || ws.Status.State != tc.want || ws.Status.Reason != "stopped by user"):
+			t.Errorf("%s/%s %q: got %s/%s %q, want %s/stopped", tc.state, tc.desired, tc.reason, ws.Status.State, ws.Desired, ws.Status.Reason, tc.want)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"vgrid/api"
@@ -163,26 +164,32 @@ func (ctl *Controller) Workspaces(ctx context.Context, project string, p Page) (
 // it down and then the record goes (Forgotten). A workspace no host holds
 // goes at once.
 func (ctl *Controller) DeleteWorkspace(ctx context.Context, project, name string) (model.Workspace, error) {
-	ws, err := ctl.mutateWS(ctx, project, name, func(ws *model.Workspace) error {
+	var changed bool
+	ws, err := ctl.changeAndRelease(ctx, project, name, func(ws *model.Workspace) error {
 		if ws.Desired == model.DesiredDeleted {
 			return errSkip
 		}
+		changed = true
 		ws.Desired = model.DesiredDeleted
 		if ws.Status.State == model.StateRunning || ws.Status.State == model.StateStarting {
 			ws.Status.State = model.StateStopping
 		}
 		return nil
-	})
+	}, func(ws model.Workspace) bool { return ws.Status.Node == "" })
 	if err != nil {
 		return ws, err
 	}
-	ctl.event(ctx, ws, "deleting", "delete requested")
-	ctl.release(ctx, ws)
+	if !changed {
+		return ws, nil
+	}
 	if ws.Status.Node == "" {
+		// No host holds it: the record went in the same transaction.
 		if err := ctl.forget(ctx, ws); err != nil {
 			return ws, err
 		}
+		return ws, nil
 	}
+	ctl.event(ctx, ws, "deleting", "delete requested")
 	return ws, nil
 }
 
@@ -200,34 +207,47 @@ func (ctl *Controller) forget(ctx context.Context, ws model.Workspace) error {
 	return nil
 }
 
-// StopWorkspace stops a workspace and ends its lease in the calendar.
+// StopWorkspace stops a workspace and ends its lease in the calendar, in
+// one transaction.
 func (ctl *Controller) StopWorkspace(ctx context.Context, project, name, reason string) (model.Workspace, error) {
-	ws, err := ctl.stopRecord(ctx, project, name, reason)
-	if err == nil {
-		ctl.release(ctx, ws)
+	var changed bool
+	ws, err := ctl.changeAndRelease(ctx, project, name, func(ws *model.Workspace) error {
+		if err := stopped(ws, reason); err != nil {
+			return err
+		}
+		changed = true
+		return nil
+	}, nil)
+	if err == nil && changed {
+		ctl.event(ctx, ws, "stopping", reason)
 	}
 	return ws, err
 }
 
-// stopRecord sets desired stopped in the store (the calendar is not told).
+// stopped is the stop of a workspace: desired stopped, with the reason.
+func stopped(ws *model.Workspace, reason string) error {
+	switch {
+	case ws.Desired == model.DesiredDeleted:
+		return conflict(fmt.Sprintf("workspace %q is being deleted", ws.Spec.Name))
+	case ws.Desired == model.DesiredStopped && !strings.HasPrefix(ws.Status.Reason, "requeued"):
+		return errSkip // a requeued one still has a lease waiting: stop ends it
+	}
+	ws.Desired = model.DesiredStopped
+	ws.Status.Reason = reason
+	switch ws.Status.State {
+	case model.StatePending, model.StateQueued, model.StateScheduled:
+		ws.Status.State = model.StateStopped
+	case model.StateStarting, model.StateRunning:
+		ws.Status.State = model.StateStopping
+	}
+	return nil
+}
+
+// stopRecord sets desired stopped in the store; the calendar is not told
+// (for the rebuild of a calendar from workspaces, which has no lease of
+// it).
 func (ctl *Controller) stopRecord(ctx context.Context, project, name, reason string) (model.Workspace, error) {
-	ws, err := ctl.mutateWS(ctx, project, name, func(ws *model.Workspace) error {
-		switch {
-		case ws.Desired == model.DesiredDeleted:
-			return conflict(fmt.Sprintf("workspace %q is being deleted", name))
-		case ws.Desired == model.DesiredStopped:
-			return errSkip
-		}
-		ws.Desired = model.DesiredStopped
-		ws.Status.Reason = reason
-		switch ws.Status.State {
-		case model.StatePending, model.StateQueued, model.StateScheduled:
-			ws.Status.State = model.StateStopped
-		case model.StateStarting, model.StateRunning:
-			ws.Status.State = model.StateStopping
-		}
-		return nil
-	})
+	ws, err := ctl.mutateWS(ctx, project, name, func(ws *model.Workspace) error { return stopped(ws, reason) })
 	if err == nil {
 		ctl.event(ctx, ws, "stopping", reason)
 	}

@@ -1,0 +1,7 @@
+//go:build race
+
+package fault
+
+// raceEnabled builds the server with the race detector too when the suite
+// itself runs under it.
+const raceEnabled = true
