@@ -537,21 +537,26 @@ func (d *Driver) finish(v *vm) {
 	if err != nil {
 		v.log.Error("read state", "err", err)
 	}
-	if err == nil && !st.exitRecorded() {
+	record := err == nil && !st.exitRecorded()
+	if record {
 		st.StoppedAt = time.Now()
 		if !st.StoppedAt.After(st.StartedAt) {
 			st.StoppedAt = st.StartedAt.Add(time.Nanosecond)
 		}
+		// Both read the cgroup, which goes next.
 		st.ExitReason = d.exitReason(v)
-		// The counter is gone with the cgroup, removed below.
 		st.CPUSeconds = d.finalCPUSeconds(v)
+	}
+	// The cgroup goes before the exit is recorded: whoever sees the
+	// instance stopped finds nothing of it left on the host.
+	if err := d.removeCgroup(v.id); err != nil {
+		v.log.Warn("remove cgroup", "err", err)
+	}
+	if record {
 		if err := writeJSON(v.p.State, st); err != nil {
 			v.log.Error("record exit", "err", err)
 		}
 		v.log.Info("instance stopped", "reason", st.ExitReason)
-	}
-	if err := d.removeCgroup(v.id); err != nil {
-		v.log.Warn("remove cgroup", "err", err)
 	}
 	d.mu.Lock()
 	if d.vms[v.id] == v {
