@@ -541,6 +541,7 @@ type apiCheck struct {
 	preFrom, preTo   time.Time // GET /leases before the kill: sent, answered
 	post             map[string]api.Lease
 	postFrom, postTo time.Time
+	usageTo          time.Time                   // when GET /usage answered
 	wsPost           map[string]model.Workspace  // GET /workspaces after the restart
 	usagePost        map[string]api.ProjectUsage // GET /usage?all after the restart
 	tr               *tracker
@@ -577,7 +578,9 @@ func checkAPI(c apiCheck) *report {
 	pend := pendingRelease(st)
 	moved := len(pend) > 0 // something may be released after the restart
 	for _, rec := range st.leases {
-		if eventIn(rec, st.clock, c.postTo) {
+		// Until the usage was read: an event after the lease listing
+		// still moves it.
+		if eventIn(rec, st.clock, c.postTo) || c.usageTo.After(c.postTo) && eventIn(rec, st.clock, c.usageTo) {
 			moved = true
 		}
 	}

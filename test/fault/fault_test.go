@@ -319,6 +319,7 @@ func TestKillRestart(t *testing.T) {
 		uctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		usage, err := cls["default"].Usage(uctx, "", true, time.Time{})
 		cancel()
+		usageTo := time.Now()
 		if err != nil {
 			failed = true
 			t.Fatalf("kill %d: GET /usage after the restart: %v", kills, err)
@@ -327,7 +328,7 @@ func TestKillRestart(t *testing.T) {
 		for _, u := range usage.Projects {
 			usagePost[u.Project] = u
 		}
-		ac := apiCheck{st: prev, post: post, postFrom: postFrom, postTo: postTo, wsPost: wsPost, usagePost: usagePost, tr: tr}
+		ac := apiCheck{st: prev, post: post, postFrom: postFrom, postTo: postTo, usageTo: usageTo, wsPost: wsPost, usagePost: usagePost, tr: tr}
 		if preErr == nil {
 			ac.pre, ac.preFrom, ac.preTo = pre, preFrom, preTo
 		}
