@@ -129,6 +129,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 
 func newServerCmd() *cobra.Command {
 	var dataDir, listen, policy string
+	writeConfig := true
 	c := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane only (agents on hosts join it with a join token)",
@@ -139,7 +140,7 @@ func newServerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cp, err := controlplane.Start(ctx, newLogger(), controlplane.Config{DataDir: dataDir, Listen: listen, Policy: pol, WriteConfig: true})
+			cp, err := controlplane.Start(ctx, newLogger(), controlplane.Config{DataDir: dataDir, Listen: listen, Policy: pol, WriteConfig: writeConfig})
 			if err != nil {
 				return err
 			}
@@ -151,6 +152,7 @@ func newServerCmd() *cobra.Command {
 	c.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "where the store and certificates live")
 	c.Flags().StringVar(&listen, "listen", defaultListen, "HTTPS listen address")
 	c.Flags().StringVar(&policy, "policy", "", "lease calendar policy file (see vgrid up --help)")
+	c.Flags().BoolVar(&writeConfig, "write-config", true, "write the admin client config to the default client config path too")
 	return c
 }
 

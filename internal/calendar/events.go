@@ -403,3 +403,30 @@ func (c *Calendar) AddUsage(project string, coreSeconds float64, now time.Time) 
 		c.needPass = true
 	}
 }
+
+// FairShareUsage is a project's decayed fair-share usage (core-seconds) as
+// of now, counting the leases it runs until now; it changes nothing.
+func (c *Calendar) FairShareUsage(project string, now time.Time) float64 {
+	p := c.projects[project]
+	if p == nil {
+		return 0
+	}
+	t := tick(now)
+	if t <= p.at {
+		return p.usage
+	}
+	dt := float64(t-p.at) / 1e9
+	cores := float64(p.runMilli) / 1000
+	hl := 0.0
+	if c.pol.FairShare != nil {
+		hl = c.pol.FairShare.HalfLife.Seconds()
+		if c.pol.FairShare.Basis == BasisUsed {
+			cores = 0
+		}
+	}
+	if hl <= 0 {
+		return p.usage + cores*dt
+	}
+	f := math.Exp2(-dt / hl)
+	return p.usage*f + cores*hl/math.Ln2*(1-f)
+}

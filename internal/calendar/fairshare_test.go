@@ -55,3 +55,23 @@ func TestFairShareBasis(t *testing.T) {
 		t.Error("unknown basis accepted")
 	}
 }
+
+// FairShareUsage reads the usage as of a time without changing the
+// calendar: two cores for an hour are 7,200 core-seconds.
+func TestFairShareUsageReadOnly(t *testing.T) {
+	c, err := New([]Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB}}}, DefaultPolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Submit(Lease{ID: "a/x", Project: "a", Kind: Immediate, Members: []Request{{Resources: model.Resources{MilliCPU: 2000}}}, Duration: 3 * time.Hour}, epoch); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(epoch)
+	c.Changes()
+	if got := c.FairShareUsage("a", epoch.Add(time.Hour)); got != 7200 {
+		t.Fatalf("usage after 1h: %v, want 7200", got)
+	}
+	if recs, projs := c.Changes(); len(recs)+len(projs) != 0 {
+		t.Fatalf("reading the usage changed %d leases and %d projects", len(recs), len(projs))
+	}
+}

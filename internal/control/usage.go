@@ -201,6 +201,15 @@ func (ctl *Controller) Usage(ctx context.Context, project string, since time.Tim
 			}
 		}
 	}
+	// The calendar knows the usage as of now (the store has it as of the
+	// last lease that began or ended).
+	ctl.mu.Lock()
+	if c, err := ctl.calendarLocked(ctx); err == nil {
+		for p, pu := range by {
+			pu.FairShare = c.FairShareUsage(p, now)
+		}
+	}
+	ctl.mu.Unlock()
 	out := make([]ProjectUsage, 0, len(by))
 	for _, pu := range by {
 		out = append(out, *pu)

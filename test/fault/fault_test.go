@@ -317,6 +317,7 @@ func TestKillRestart(t *testing.T) {
 			}
 		}
 		uctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		usageFrom := time.Now()
 		usage, err := cls["default"].Usage(uctx, "", true, time.Time{})
 		cancel()
 		usageTo := time.Now()
@@ -328,7 +329,7 @@ func TestKillRestart(t *testing.T) {
 		for _, u := range usage.Projects {
 			usagePost[u.Project] = u
 		}
-		ac := apiCheck{st: prev, post: post, postFrom: postFrom, postTo: postTo, usageTo: usageTo, wsPost: wsPost, usagePost: usagePost, tr: tr}
+		ac := apiCheck{st: prev, post: post, postFrom: postFrom, postTo: postTo, usageFrom: usageFrom, usageTo: usageTo, halfLife: halfLife, wsPost: wsPost, usagePost: usagePost, tr: tr}
 		if preErr == nil {
 			ac.pre, ac.preFrom, ac.preTo = pre, preFrom, preTo
 		}
