@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"vgrid/internal/model"
 )
 
 // Submit admits a lease at now or refuses it. Best-effort leases are queued
@@ -68,6 +70,13 @@ func validate(l *Lease) error {
 		return fmt.Errorf("duration %v, want > 0: %w", l.Duration, ErrInvalid)
 	case l.Image.Size < 0:
 		return fmt.Errorf("negative image size: %w", ErrInvalid)
+	case l.Duration > MaxDuration:
+		return fmt.Errorf("duration %v, want at most %v: %w", l.Duration, MaxDuration, ErrInvalid)
+	}
+	for _, t := range []time.Time{l.Start, l.Deadline, l.Submitted} {
+		if !t.IsZero() && !model.LeaseTimeOK(t) {
+			return fmt.Errorf("time %s outside %d..%d: %w", fmtT(t), model.MinLeaseTime.Year(), model.MaxLeaseTime.Year(), ErrInvalid)
+		}
 	}
 	switch l.Kind {
 	case Immediate, BestEffort:

@@ -88,6 +88,9 @@ func (c *Calendar) extend(l *lease, d, t int64) (*Refusal, error) {
 	if d == 0 {
 		return nil, fmt.Errorf("extension by 0: %w", ErrInvalid)
 	}
+	if d > int64(MaxDuration) || d < -int64(MaxDuration) || l.run+d > int64(MaxDuration) {
+		return nil, fmt.Errorf("extension by %v: a lease runs at most %v: %w", time.Duration(d), MaxDuration, ErrInvalid)
+	}
 	if !l.held {
 		// Waiting: only the run time owed changes.
 		if l.remaining+d <= 0 {

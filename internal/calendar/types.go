@@ -6,6 +6,11 @@ import (
 	"vgrid/internal/model"
 )
 
+// MaxDuration bounds a lease's run, so that no time the calendar computes
+// leaves the range model.LeaseTimeOK allows by much (nanoseconds since
+// 1970 end in 2262).
+const MaxDuration = 50 * 366 * 24 * time.Hour
+
 // Kind says how a lease wants its time: the model's one vocabulary.
 type Kind = model.LeaseKind
 

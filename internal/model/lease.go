@@ -2,6 +2,19 @@ package model
 
 import "time"
 
+// The times a lease may name: outside them the calendar's arithmetic (in
+// nanoseconds since 1970, which ends in 2262) would be at risk, and no one
+// books that far.
+var (
+	MinLeaseTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	MaxLeaseTime = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// LeaseTimeOK reports whether t is a time a lease may name.
+func LeaseTimeOK(t time.Time) bool {
+	return !t.Before(MinLeaseTime) && t.Before(MaxLeaseTime)
+}
+
 // LeaseKind says how a lease wants its time. The spec, the calendar, the
 // control plane and the simulator all use this one type.
 type LeaseKind string

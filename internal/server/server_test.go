@@ -172,6 +172,7 @@ func TestBadSpecsAreRefusedAndNothingStored(t *testing.T) {
 		{"bad characters in name", "name: My_VM!\nimage: vgrid-guest\nquantum: {vcpus: 1, memory: 256Mi}\nduration: 1h\n", "name"},
 		{"unknown unit", "name: a\nimage: vgrid-guest\nquantum: {vcpus: 1, memory: 256Zi}\nduration: 1h\n", "quantum.memory"},
 		{"duplicate name", goodSpec, "name"},
+		{"reservation in 2611", "name: a\nimage: vgrid-guest\nquantum: {vcpus: 1, memory: 256Mi}\nduration: 1h\nlease: {kind: reservation, start: \"2611-01-01T00:00:00Z\"}\n", "lease.start"},
 		{"malformed yaml", "name: a\n  image: [vgrid-guest\nquantum: {vcpus: 1", ""},
 		{"disk below image", "name: a\nimage: vgrid-guest\nquantum: {vcpus: 1, memory: 256Mi, disk: 100Mi}\nduration: 1h\n", "quantum.disk"},
 	}

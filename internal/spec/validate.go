@@ -264,6 +264,14 @@ func validateLease(errs *FieldErrors, l *model.LeaseSpec) {
 	case kind != model.LeaseDeadline && !l.Deadline.IsZero():
 		errs.add("lease.deadline", fmt.Sprintf("only a deadline lease has a deadline, not a lease of kind %s", kind))
 	}
+	for _, f := range []struct {
+		name string
+		t    time.Time
+	}{{"lease.start", l.Start}, {"lease.deadline", l.Deadline}} {
+		if !f.t.IsZero() && !model.LeaseTimeOK(f.t) {
+			errs.add(f.name, fmt.Sprintf("%s is outside %d..%d", f.t.UTC().Format(time.RFC3339), model.MinLeaseTime.Year(), model.MaxLeaseTime.Year()))
+		}
+	}
 	if l.Preemptible != nil && *l.Preemptible && kind != model.LeaseBestEffort {
 		errs.add("lease.preemptible", fmt.Sprintf("only best-effort leases can be preempted, not a lease of kind %s", kind))
 	}
