@@ -3,6 +3,8 @@ package control
 import (
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"vgrid/api"
@@ -57,10 +59,48 @@ var ErrNoReadyHost = errors.New("no ready host: start a host agent (vgrid agent)
 // errSkip tells mutateWS to write nothing.
 var errSkip = errors.New("skip")
 
-func refusalOr(err error, field string) error {
-	var rf *calendar.Refusal
-	if errors.As(err, &rf) {
-		return &RefusalError{rf}
+// refused is a calendar refusal as project's caller may see it: leases of
+// other projects in the way are counted, not named.
+func refused(rf *calendar.Refusal, project string) *RefusalError {
+	r := *rf
+	var hidden []string
+	mask := func(ids []string) []string {
+		var own []string
+		others := 0
+		for _, id := range ids {
+			if strings.HasPrefix(id, project+"/") {
+				own = append(own, id)
+				continue
+			}
+			others++
+			hidden = append(hidden, id)
+		}
+		switch others {
+		case 0:
+		case 1:
+			own = append(own, "1 lease of another project")
+		default:
+			own = append(own, fmt.Sprintf("%d leases of other projects", others))
+		}
+		return own
 	}
-	return invalid("invalid workspace spec", api.FieldError{Field: field, Reason: fmt.Sprint(err)})
+	r.Blocking = mask(rf.Blocking)
+	r.Unsuspendable = mask(rf.Unsuspendable)
+	// Longest IDs first, so that one ID that begins another is not half
+	// replaced.
+	sort.Slice(hidden, func(i, j int) bool { return len(hidden[i]) > len(hidden[j]) })
+	for _, id := range hidden {
+		r.Detail = strings.ReplaceAll(r.Detail, id, "a lease of another project")
+	}
+	return &RefusalError{&r}
+}
+
+// MaskReason hides the lease named in a calendar reason ("preempted by
+// p/x") when it is not project's: a caller learns only about its own
+// project's objects.
+func MaskReason(reason, project string) string {
+	if by, ok := strings.CutPrefix(reason, "preempted by "); ok && !strings.HasPrefix(by, project+"/") {
+		return "preempted by a lease of another project"
+	}
+	return reason
 }

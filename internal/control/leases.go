@@ -176,7 +176,7 @@ func (ctl *Controller) ExtendLease(ctx context.Context, project, name string, by
 		var rf *calendar.Refusal
 		switch {
 		case errors.As(err, &rf):
-			return r, &RefusalError{rf}
+			return r, refused(rf, project)
 		case errors.Is(err, calendar.ErrFinished):
 			return r, conflict(err.Error())
 		case errors.Is(err, calendar.ErrNotFound):

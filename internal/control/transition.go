@@ -32,6 +32,8 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		host = a.Hosts[0]
 	}
 	st := &ws.Status
+	// The lease that displaced it may be another project's: not named.
+	a.Reason = MaskReason(a.Reason, ws.Project)
 	resume := func() Change {
 		if host != st.Node {
 			// The calendar is told that a suspended lease stays on its

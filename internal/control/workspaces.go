@@ -80,7 +80,7 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 	var rf *calendar.Refusal
 	switch {
 	case errors.As(err, &rf):
-		return model.Workspace{}, &RefusalError{rf}
+		return model.Workspace{}, refused(rf, project)
 	case err != nil:
 		return model.Workspace{}, invalid("invalid workspace spec", api.FieldError{Field: "lease", Reason: err.Error()})
 	}
@@ -295,7 +295,7 @@ func (ctl *Controller) StartWorkspace(ctx context.Context, project, name string)
 	if _, err := c.Submit(l, now); err != nil {
 		var rf *calendar.Refusal
 		if errors.As(err, &rf) {
-			return model.Workspace{}, &RefusalError{rf}
+			return model.Workspace{}, refused(rf, project)
 		}
 		return model.Workspace{}, conflict(err.Error())
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"vgrid/api"
+	"vgrid/internal/control"
 	"vgrid/internal/model"
 )
 
@@ -68,7 +69,7 @@ func (s *Server) deleteLease(w http.ResponseWriter, r *http.Request) error {
 // run and what is left of it at now.
 func recordInfo(r model.LeaseRecord, u model.LeaseUsage, now time.Time) api.Lease {
 	out := api.Lease{ID: r.ID, Project: r.Project, Kind: string(r.Kind), State: string(r.State),
-		Hosts: []string{}, Remaining: r.Remaining, Suspensions: r.Suspensions, Requeues: r.Requeues, Reason: r.Reason}
+		Hosts: []string{}, Remaining: r.Remaining, Suspensions: r.Suspensions, Requeues: r.Requeues, Reason: control.MaskReason(r.Reason, r.Project)}
 	cs, ms := r.Reserved(now)
 	out.ReservedCoreHours, out.ReservedGiBHours = cs/3600, ms/float64(model.GiB)/3600
 	out.UsedCPUSeconds = u.CPUSeconds()

@@ -11,6 +11,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"vgrid/api"
+	"vgrid/internal/control"
 	"vgrid/internal/model"
 )
 
@@ -116,7 +117,7 @@ func wsOfLease(id string) string {
 // can be compared with the record the dead server left.
 func recordView(r model.LeaseRecord, now time.Time) api.Lease {
 	out := api.Lease{ID: r.ID, Project: r.Project, Kind: string(r.Kind), State: string(r.State),
-		Hosts: []string{}, Remaining: r.Remaining, Suspensions: r.Suspensions, Requeues: r.Requeues, Reason: r.Reason}
+		Hosts: []string{}, Remaining: r.Remaining, Suspensions: r.Suspensions, Requeues: r.Requeues, Reason: control.MaskReason(r.Reason, r.Project)}
 	switch {
 	case r.Hold != nil:
 		out.Start, out.End, out.Hosts = r.Hold.Start, r.Hold.RunEnd, r.Hold.Hosts
