@@ -124,8 +124,10 @@ func (a *Agent) credPath() string { return filepath.Join(a.cfg.DataDir, "node.js
 // it, else a new one through the join token.
 func (a *Agent) register(ctx context.Context) error {
 	var cred credential
-	if b, err := os.ReadFile(a.credPath()); err == nil && json.Unmarshal(b, &cred) == nil &&
-		cred.Server == a.cfg.Server.Server && cred.Node == a.node {
+	// The saved token is tried even if the control plane's address
+	// changed (a vgrid up on a new port): a join token cannot register a
+	// known host again.
+	if b, err := os.ReadFile(a.credPath()); err == nil && json.Unmarshal(b, &cred) == nil && cred.Node == a.node {
 		cfg := a.cfg.Server
 		cfg.Token = cred.Token
 		cl, err := client.New(cfg)

@@ -119,3 +119,21 @@ func (s *Server) TokenValid(ctx context.Context, secret string) bool {
 	_, err := s.store.Get(ctx, tokenKey(hashToken(secret)))
 	return err == nil
 }
+
+// revokeNodeTokens deletes every node token of a host.
+func (s *Server) revokeNodeTokens(ctx context.Context, node string) error {
+	kvs, err := s.store.List(ctx, "tokens/")
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		var t Token
+		if json.Unmarshal(kv.Value, &t) == nil && t.Role == RoleNode && t.Node == node {
+			if err := s.store.Delete(ctx, kv.Key, kv.Revision); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			s.log.Info("node token revoked", "node", node)
+		}
+	}
+	return nil
+}

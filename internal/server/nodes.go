@@ -26,6 +26,20 @@ func (s *Server) postNodes(w http.ResponseWriter, r *http.Request) error {
 	if err := json.Unmarshal(body, &req); err != nil {
 		return badRequest("node: " + err.Error())
 	}
+	// A join token registers new hosts only: with one, anyone could
+	// otherwise take over a host and read its workspaces' context. A
+	// restarted agent keeps its node token; an admin may re-register a
+	// host, which revokes the node tokens it had.
+	if _, err := s.store.Get(ctx, "nodes/"+req.Node.Name); err == nil {
+		if who(ctx).Role != RoleAdmin {
+			return conflict(fmt.Sprintf("host %q is registered already: its agent keeps its node token in its data directory; to replace the host, an admin registers it again", req.Node.Name))
+		}
+		if err := s.revokeNodeTokens(ctx, req.Node.Name); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	n, err := s.ctl.RegisterNode(ctx, req.Node)
 	if err != nil {
 		return err
