@@ -510,6 +510,13 @@ func cleanRestart(t *testing.T, srv *vgridServer) {
 			busy[r.Project], anyDue = true, true
 		}
 	}
+	// What falls due may let a waiting lease start, which counts in its
+	// project's usage too.
+	for _, r := range a.leases {
+		if anyDue && (r.Queued || r.State == model.LeaseScheduled) {
+			busy[r.Project] = true
+		}
+	}
 	same, skipped := 0, 0
 	for id, raw := range a.leaseRaw {
 		r := a.leases[id]
