@@ -92,16 +92,22 @@ func (c *Calendar) Record(id string) (model.LeaseRecord, bool) {
 	return c.record(l), true
 }
 
+// Removed names the hosts taken away with RemoveHost, in order.
+func (c *Calendar) Removed() []string {
+	var out []string
+	for _, h := range c.hosts {
+		if h.down {
+			out = append(out, h.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Snapshot returns the whole durable state: every lease (those that are
 // over too: they draw the chart's past), every project, and the clock.
 func (c *Calendar) Snapshot() Snapshot {
-	s := Snapshot{Now: c.Now(), Pass: c.needPass}
-	for _, h := range c.hosts {
-		if h.down {
-			s.Removed = append(s.Removed, h.Name)
-		}
-	}
-	sort.Strings(s.Removed)
+	s := Snapshot{Now: c.Now(), Pass: c.needPass, Removed: c.Removed()}
 	for _, l := range c.sortedLeases() {
 		s.Leases = append(s.Leases, c.record(l))
 	}

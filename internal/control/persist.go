@@ -198,7 +198,7 @@ func (ctl *Controller) commitLocked(ctx context.Context, acts []calendar.Action,
 		b, _ := json.Marshal(u)
 		base = append(base, store.Op{Key: "usage/" + u.Project, Value: b})
 	}
-	snap := calendarState{Now: c.Now(), Removed: removedHosts(c)}
+	snap := calendarState{Now: c.Now(), Removed: c.Removed()}
 	b, _ := json.Marshal(snap)
 	base = append(base, store.Op{Key: calendarStateKey, Value: b})
 	base = append(base, extra...)
@@ -233,10 +233,6 @@ func (ctl *Controller) commitLocked(ctx context.Context, acts []calendar.Action,
 }
 
 func isWSKey(k string) bool { return len(k) > 3 && k[:3] == "ws/" }
-
-func removedHosts(c *calendar.Calendar) []string {
-	return c.Snapshot().Removed
-}
 
 // effects computes what acts do to the stored workspaces: their new
 // values as conditional writes, and the changes to record as events.

@@ -42,12 +42,7 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	u, err := s.ctl.LeaseUsage(r.Context(), rec.ID)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, recordInfo(rec, u, s.now()))
-	return nil
+	return s.writeLease(w, r, rec)
 }
 
 // deleteLease cancels a lease: its workspace is stopped (a waiting one
@@ -57,12 +52,7 @@ func (s *Server) deleteLease(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	u, err := s.ctl.LeaseUsage(r.Context(), rec.ID)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, recordInfo(rec, u, s.now()))
-	return nil
+	return s.writeLease(w, r, rec)
 }
 
 // recordInfo is a stored lease as the API shows it: its current (or last)
@@ -211,6 +201,11 @@ func (s *Server) postLeaseExtend(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	return s.writeLease(w, r, rec)
+}
+
+// writeLease answers with a lease as the API shows it, with its usage.
+func (s *Server) writeLease(w http.ResponseWriter, r *http.Request, rec model.LeaseRecord) error {
 	u, err := s.ctl.LeaseUsage(r.Context(), rec.ID)
 	if err != nil {
 		return err
