@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +32,7 @@ var (
 	metaBucket = []byte("meta")
 	logBucket  = []byte("log")
 	revKey     = []byte("revision")
+	idKey      = []byte("id")
 )
 
 // ErrLocked is what Open's error matches (errors.Is) when another process
@@ -89,11 +92,24 @@ type Store struct {
 	// that watchers see changes in revision order; it also guards watchers.
 	wmu      sync.Mutex
 	watchers map[*watcher]struct{}
+
+	id     string // see ID
+	report Report // Open's check of the file
 }
 
 var _ store.Store = (*Store)(nil)
 
-// Open opens or creates the store file at path (and its directory).
+// Open opens the store file at path, or creates it (and its directory) if
+// there is no file there. A new file is made complete under a temporary
+// name and then linked into place, so that a crash never leaves an empty
+// or half-made store file behind; an empty (0-byte) file is therefore
+// damage, never a new store.
+//
+// Before bbolt reads the file, Open checks it page by page (see Check): a
+// damaged file is an error wrapping ErrDamaged (a *DamagedError naming the
+// file and what to do), never a panic. Open writes nothing to a sound
+// store unless it lacks the store's buckets or ID, or its watch log is
+// longer than the history kept.
 func Open(path string, opts ...Option) (*Store, error) {
 	o := options{history: DefaultHistory, watchBuffer: DefaultWatchBuffer, lockTimeout: DefaultLockTimeout}
 	for _, opt := range opts {
@@ -102,35 +118,115 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: o.lockTimeout})
-	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, &lockedError{path: path}
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		if err := create(path); err != nil {
+			return nil, fmt.Errorf("open store %s: create: %w", path, err)
 		}
-		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, opts: o, watchers: map[*watcher]struct{}{}}
-	var rev int64
-	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{dataBucket, metaBucket, logBucket} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
-		}
-		if v := tx.Bucket(metaBucket).Get(revKey); v != nil {
-			if len(v) != 8 {
-				return fmt.Errorf("corrupt revision counter (%d bytes)", len(v))
-			}
-			rev = int64(binary.BigEndian.Uint64(v))
-		}
-		return trimLog(tx.Bucket(logBucket), rev, o.history)
-	})
+	db, f, rep, err := openChecked("open", path, false, o.lockTimeout)
 	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, path: path, opts: o, watchers: map[*watcher]struct{}{}, report: rep}
+	if err := s.prepare(); err != nil {
+		var pe *panicError
+		if errors.As(err, &pe) {
+			// bbolt may hold its locks after a panic: give the file up
+			// (which releases the lock) without closing the database.
+			_ = f.Close()
+			rep.problem("bbolt failed reading the file: %v", pe.v)
+			return nil, damaged("open", path, &rep)
+		}
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s.rev.Store(rev)
 	return s, nil
+}
+
+// prepare reads the revision and ID, and makes what a sound file may lack
+// (the buckets, the ID) and trims the log, writing only if there is need.
+func (s *Store) prepare() error {
+	var rev int64
+	var id string
+	need := false
+	err := guard(func() error {
+		return s.db.View(func(tx *bbolt.Tx) error {
+			mb, lb := tx.Bucket(metaBucket), tx.Bucket(logBucket)
+			if tx.Bucket(dataBucket) == nil || mb == nil || lb == nil {
+				need = true
+				return nil
+			}
+			if v := mb.Get(revKey); v != nil {
+				if len(v) != 8 {
+					return fmt.Errorf("corrupt revision counter (%d bytes)", len(v))
+				}
+				rev = int64(binary.BigEndian.Uint64(v))
+			}
+			id = string(mb.Get(idKey))
+			k, _ := lb.Cursor().First()
+			need = id == "" || k != nil && int64(binary.BigEndian.Uint64(k)) <= rev-int64(s.opts.history)
+			return nil
+		})
+	})
+	if err == nil && need {
+		err = guard(func() error {
+			return s.db.Update(func(tx *bbolt.Tx) error {
+				var err error
+				rev, id, err = initBuckets(tx)
+				if err != nil {
+					return err
+				}
+				return trimLog(tx.Bucket(logBucket), rev, s.opts.history)
+			})
+		})
+	}
+	if err != nil {
+		return err
+	}
+	s.rev.Store(rev)
+	s.id = id
+	s.report.ID, s.report.Revision = id, rev
+	return nil
+}
+
+// initBuckets makes the store's buckets and ID where missing, and returns
+// the revision and the ID.
+func initBuckets(tx *bbolt.Tx) (int64, string, error) {
+	for _, name := range [][]byte{dataBucket, metaBucket, logBucket} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return 0, "", err
+		}
+	}
+	mb := tx.Bucket(metaBucket)
+	var rev int64
+	if v := mb.Get(revKey); v != nil {
+		if len(v) != 8 {
+			return 0, "", fmt.Errorf("corrupt revision counter (%d bytes)", len(v))
+		}
+		rev = int64(binary.BigEndian.Uint64(v))
+	}
+	id := string(mb.Get(idKey))
+	if id == "" {
+		id = newID()
+		if err := mb.Put(idKey, []byte(id)); err != nil {
+			return 0, "", err
+		}
+	}
+	return rev, id, nil
+}
+
+// ID returns the store's identity: a random ID made with the store and
+// kept in it, so that a copy (a backup) has its original's ID and another
+// store has another.
+func (s *Store) ID() string { return s.id }
+
+// Report returns what Open's check of the file found (its warnings
+// included), with the revision and ID as opened.
+func (s *Store) Report() Report {
+	r := s.report
+	r.Problems = slices.Clone(r.Problems)
+	r.Warnings = slices.Clone(r.Warnings)
+	return r
 }
 
 // Path returns the file the store is kept in.
@@ -419,136 +515,6 @@ func (s *Store) commit(ctx context.Context, change func(b *bbolt.Bucket, rev int
 		s.publish(ev)
 	}
 	return rev, nil
-}
-
-// trimLog deletes log entries at or below rev-history.
-func trimLog(lb *bbolt.Bucket, rev int64, history int) error {
-	cutoff := rev - int64(history)
-	for {
-		k, _ := lb.Cursor().First()
-		if k == nil || int64(binary.BigEndian.Uint64(k)) > cutoff {
-			return nil
-		}
-		if err := lb.Delete(k); err != nil {
-			return err
-		}
-	}
-}
-
-// The log holds one entry per revision. The entry of a single change is:
-// type (1 byte), key length (uvarint), key, value. A Txn that changes
-// several keys at one revision is logged as a batch: logBatch (1 byte),
-// count (uvarint), then per change: type (1 byte), key length (uvarint),
-// key, value length (uvarint), value.
-const logBatch = 3
-
-func encodeLog(evs []store.Event) []byte {
-	if len(evs) == 1 {
-		return encodeEvent(evs[0])
-	}
-	size := 1 + binary.MaxVarintLen64
-	for _, ev := range evs {
-		size += 1 + 2*binary.MaxVarintLen64 + len(ev.KV.Key) + len(ev.KV.Value)
-	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, logBatch)
-	buf = binary.AppendUvarint(buf, uint64(len(evs)))
-	for _, ev := range evs {
-		buf = append(buf, byte(ev.Type))
-		buf = binary.AppendUvarint(buf, uint64(len(ev.KV.Key)))
-		buf = append(buf, ev.KV.Key...)
-		buf = binary.AppendUvarint(buf, uint64(len(ev.KV.Value)))
-		buf = append(buf, ev.KV.Value...)
-	}
-	return buf
-}
-
-func encodeEvent(ev store.Event) []byte {
-	buf := make([]byte, 0, 1+binary.MaxVarintLen64+len(ev.KV.Key)+len(ev.KV.Value))
-	buf = append(buf, byte(ev.Type))
-	buf = binary.AppendUvarint(buf, uint64(len(ev.KV.Key)))
-	buf = append(buf, ev.KV.Key...)
-	return append(buf, ev.KV.Value...)
-}
-
-// decodeLog returns the events of the log entry of revision rev.
-func decodeLog(rev int64, b []byte) ([]store.Event, error) {
-	if len(b) == 0 || b[0] != logBatch {
-		ev, err := decodeEvent(rev, b)
-		if err != nil {
-			return nil, err
-		}
-		return []store.Event{ev}, nil
-	}
-	evs, ok := decodeBatch(rev, b[1:])
-	if !ok {
-		return nil, fmt.Errorf("corrupt log entry at revision %d", rev)
-	}
-	return evs, nil
-}
-
-// decodeBatch decodes a batch entry after its first byte.
-func decodeBatch(rev int64, b []byte) ([]store.Event, bool) {
-	field := func() ([]byte, bool) { // a length-prefixed field at the start of b
-		n, w := binary.Uvarint(b)
-		if w <= 0 || uint64(len(b)-w) < n {
-			return nil, false
-		}
-		f := b[w : w+int(n)]
-		b = b[w+int(n):]
-		return f, true
-	}
-	count, w := binary.Uvarint(b)
-	if w <= 0 || count > uint64(len(b)) {
-		return nil, false
-	}
-	b = b[w:]
-	evs := make([]store.Event, 0, count)
-	for range count {
-		if len(b) == 0 {
-			return nil, false
-		}
-		typ := store.EventType(b[0])
-		b = b[1:]
-		key, ok := field()
-		if !ok {
-			return nil, false
-		}
-		val, ok := field()
-		if !ok {
-			return nil, false
-		}
-		ev := store.Event{Type: typ, KV: store.KV{Key: string(key), Revision: rev}}
-		switch typ {
-		case store.EventPut:
-			ev.KV.Value = append([]byte{}, val...)
-		case store.EventDelete:
-		default:
-			return nil, false
-		}
-		evs = append(evs, ev)
-	}
-	return evs, len(b) == 0
-}
-
-func decodeEvent(rev int64, b []byte) (store.Event, error) {
-	if len(b) < 2 {
-		return store.Event{}, fmt.Errorf("corrupt log entry at revision %d", rev)
-	}
-	typ := store.EventType(b[0])
-	n, w := binary.Uvarint(b[1:])
-	if w <= 0 || uint64(len(b)-1-w) < n || (typ != store.EventPut && typ != store.EventDelete) {
-		return store.Event{}, fmt.Errorf("corrupt log entry at revision %d", rev)
-	}
-	key := string(b[1+w : 1+w+int(n)])
-	ev := store.Event{Type: typ, KV: store.KV{Key: key, Revision: rev}}
-	if typ == store.EventPut {
-		ev.KV.Value = bytes.Clone(b[1+w+int(n):])
-		if ev.KV.Value == nil {
-			ev.KV.Value = []byte{}
-		}
-	}
-	return ev, nil
 }
 
 // Watch delivers every change to keys with the prefix after fromRev (0: from

@@ -21,4 +21,26 @@
 //
 // The file is locked while open: a second process (or a second Open in the
 // same process) fails after a second with an error wrapping ErrLocked.
+//
+// Damage. bbolt trusts its file: a damaged page can make it panic, fault
+// outside its memory map or loop. So Open and Check first read the whole
+// file themselves (check.go), bounds-checking every offset: the meta pages
+// (one invalid meta page, as an interrupted write leaves it, is a warning:
+// bbolt uses the other), truncation, every page the tree reaches (type,
+// id, overflow, elements, key order, each page referred to once), the
+// freelist against the pages in use, and every key, value and log entry
+// decoded as the store does. Only a sound file is handed to bbolt, under
+// recover with faults turned into panics as a second guard. A damaged file
+// is an error wrapping ErrDamaged (a *DamagedError naming the file and the
+// way out), never a panic, and Open leaves it as it is. An empty (0-byte)
+// file is damage: Open makes a new file whole under a temporary name and
+// links it into place, so it never leaves an empty one. Each store has an
+// ID (ID), kept in it and so in its copies.
+//
+// Backups. Backup and BackupTo write a consistent copy (bbolt's copy in a
+// read transaction) while writers go on; BackupTo writes a temporary file,
+// syncs and checks it, then renames it. BackupFile copies a store no
+// process has open; Restore checks a backup and puts a copy of it in place,
+// keeping the old file aside; Reset sets the file aside for a new, empty
+// store. Restore and Reset refuse while a process has the store open.
 package bolt
