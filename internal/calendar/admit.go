@@ -321,10 +321,14 @@ func (c *Calendar) quotaOver(l *lease, from, to int64) (string, bool) {
 	return "", false
 }
 
+// refuse turns a lease away. It is not kept: a refusal holds nothing,
+// and a caller submitting refused leases in a loop must not grow the
+// calendar. (An earlier lease of the same ID, refused, was replaced.)
 func (c *Calendar) refuse(l *lease, r *Refusal) (Admission, error) {
 	l.st = StateRefused
 	l.reason = r.Error()
-	c.mark(l)
+	delete(c.leases, l.ID)
+	delete(c.dirty, l)
 	return Admission{}, r
 }
 
