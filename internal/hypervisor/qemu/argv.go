@@ -34,9 +34,11 @@ func Argv(spec hypervisor.InstanceSpec, p Paths, accel string, tscKHz int64) []s
 	var a []string
 	add := func(args ...string) { a = append(a, args...) }
 
-	// The instance ID names the QEMU process (ps, top) and the VM (QMP
-	// query-name).
-	add("-name", spec.ID+",process=vgrid-"+spec.ID)
+	// The VM's name (QMP query-name) says whose it is: vgrid, which
+	// StateDir (a hash of it) and which instance, so that the driver finds
+	// its processes by their command lines alone (proc.go). The process
+	// name (ps, top; at most 15 bytes) is vgrid-<id>.
+	add("-name", "guest="+guestName(p)+",process=vgrid-"+spec.ID)
 	if firmware {
 		// Ordinary cloud images boot from their disk through SeaBIOS; q35
 		// is the modern PC with PCIe.

@@ -24,7 +24,7 @@ func TestArgvDirectTCG(t *testing.T) {
 	p := instancePaths("/var/lib/vgrid/ws-1", DefaultRunDir)
 	got := Argv(testSpec(), p, AccelTCG, 2596134)
 	want := []string{
-		"-name", "ws-1,process=vgrid-ws-1",
+		"-name", "guest=vgrid:" + rootHash("/var/lib/vgrid") + ":ws-1,process=vgrid-ws-1",
 		"-machine", "microvm",
 		"-accel", "tcg,tb-size=64",
 		"-smp", "2", "-m", "512",

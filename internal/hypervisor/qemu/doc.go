@@ -26,6 +26,15 @@
 // instances whose process died meanwhile get "qemu exited while no driver
 // was watching" (or the OOM killer, if their cgroup counted a kill).
 //
+// Identity. Every QEMU carries -name guest=vgrid:<8 hex digits of
+// sha256(StateDir)>:<id> (process name vgrid-<id>), so the driver finds its
+// processes in /proc by their command lines alone, apart from those of
+// other agents' StateDirs (proc.go). A process of an ID whose directory is
+// gone (an orphan) is listed by List, not found by Get, killed by Delete,
+// and killed by Start before it starts the instance afresh: Start never
+// runs a second QEMU for an ID. An orphan is not adopted: its disk is an
+// unlinked file and its pidfile and sockets are gone.
+//
 // Acceleration. KVM is used only with a hardware KVM module and vmx/svm
 // (see DetectAccel); otherwise TCG, with a warning naming the reason, and
 // direct-boot guests get tsc_early_khz=<host TSC> on their kernel command
@@ -44,5 +53,8 @@
 // StateDir/<id>/memory.state (through a file descriptor passed over QMP)
 // and ends the process; state.json records it once the process is gone.
 // Start resumes it: the same command line plus -incoming defer, the file
-// loaded, cont, the file deleted. See suspend.go.
+// loaded, cont, the file deleted. See suspend.go. Both write an intent
+// (intent.json) first, so that a driver taking over from one that died
+// midway undoes or finishes the operation and removes partial files;
+// a guest found paused with no operation under way is continued (intent.go).
 package qemu

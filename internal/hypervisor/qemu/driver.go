@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -46,8 +47,12 @@ type Driver struct {
 }
 
 // New makes a driver on opts.StateDir and adopts the instances found
-// there: running ones are watched again (QMP and guest agent reconnected,
-// guest facts asked for), dead ones get their exit recorded.
+// there: suspends and resumes that an earlier driver left half-done are
+// settled and guests left paused continued (intent.go); running ones are
+// watched again (QMP and guest agent reconnected, guest facts asked for),
+// dead ones get their exit recorded. QEMU processes of this StateDir whose
+// instance directory is gone are left alone but listed (List), for the
+// agent to delete.
 func New(opts Options) (*Driver, error) {
 	if err := opts.fill(); err != nil {
 		return nil, fmt.Errorf("qemu driver: %w", err)
@@ -83,12 +88,17 @@ func New(opts Options) (*Driver, error) {
 	d.tscKHz = tsc
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.changes = hypervisor.NewNotifier()
+	d.adopt()
 	insts, err := d.List(d.ctx)
 	if err != nil {
 		d.Close()
 		return nil, fmt.Errorf("qemu driver: adopt: %w", err)
 	}
 	for _, in := range insts {
+		if d.orphan(in.ID) {
+			d.log.Warn("found a qemu process whose instance directory is gone", "instance", in.ID, "pid", in.PID)
+			continue
+		}
 		switch in.State {
 		case hypervisor.InstanceStopped:
 		case hypervisor.InstanceSuspended:
@@ -141,7 +151,19 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hyper
 	id := spec.ID
 	defer d.locks.Lock(id)()
 	p := d.paths(id)
-	if pid := readPID(p.PIDFile); alive(pid, marker(p)) {
+	// A half-done suspend or resume is settled, a paused guest continued.
+	d.recoverOp(ctx, id, p, true)
+	pid := readPID(p.PIDFile)
+	if !alive(pid, marker(p)) {
+		pid = 0
+	}
+	// Only the process the instance's files name may run: any other QEMU
+	// of this ID (its directory was removed, the pidfile lost) is killed
+	// rather than a second one started beside it.
+	if err := d.killStrays(id, p, pid); err != nil {
+		return hypervisor.Instance{}, fmt.Errorf("start %s: %w", id, err)
+	}
+	if pid > 0 {
 		d.watchPID(id, p, pid)
 		return d.inspect(id)
 	}
@@ -222,6 +244,8 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 	if _, err := os.Stat(p.Spec); err != nil {
 		return fmt.Errorf("stop %s: %w", id, hypervisor.ErrNotFound)
 	}
+	// A paused guest would not hear the power button.
+	d.recoverOp(ctx, id, p, true)
 	return d.stop(ctx, id, p, timeout)
 }
 
@@ -292,7 +316,8 @@ func (d *Driver) stop(ctx context.Context, id string, p Paths, timeout time.Dura
 	return nil
 }
 
-// Delete implements hypervisor.Driver. An unknown ID is a no-op.
+// Delete implements hypervisor.Driver. An unknown ID is a no-op, except
+// that QEMU processes of the ID are killed even when its directory is gone.
 func (d *Driver) Delete(ctx context.Context, id string) error {
 	if !hypervisor.ValidID(id) {
 		return nil
@@ -309,6 +334,15 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 		if err := os.RemoveAll(p.Dir); err != nil {
 			return fmt.Errorf("delete %s: %w", id, err)
 		}
+	}
+	if err := d.killStrays(id, p, 0); err != nil {
+		return fmt.Errorf("delete %s: %w", id, err)
+	}
+	d.mu.Lock()
+	_, watched := d.vms[id]
+	d.mu.Unlock()
+	if watched {
+		d.settle(id, p)
 	}
 	if p.SockDir != p.Dir {
 		_ = os.RemoveAll(p.SockDir)
@@ -332,7 +366,11 @@ func (d *Driver) Get(ctx context.Context, id string) (hypervisor.Instance, error
 }
 
 // List implements hypervisor.Driver: every directory in StateDir with a
-// spec.json is an instance.
+// spec.json is an instance. So is an orphan: a live QEMU of this StateDir
+// (proc.go) whose instance has no spec.json, its directory removed. It is
+// listed running, with its PID, so that the agent can delete it; Get does
+// not find it (the driver can do nothing with it but kill it), and Start
+// kills it before it starts the instance afresh.
 func (d *Driver) List(ctx context.Context) ([]hypervisor.Instance, error) {
 	if d.closed() {
 		return nil, ErrClosed
@@ -357,7 +395,53 @@ func (d *Driver) List(ctx context.Context) ([]hypervisor.Instance, error) {
 		}
 		out = append(out, in)
 	}
+	procs, err := findProcs(d.opts.StateDir)
+	if err != nil {
+		d.log.Warn("look for orphan qemu processes", "err", err)
+	}
+	for _, pr := range procs {
+		if slices.ContainsFunc(out, func(in hypervisor.Instance) bool { return in.ID == pr.ID }) {
+			continue
+		}
+		if _, err := os.Stat(d.paths(pr.ID).Spec); err == nil {
+			continue // started since the directory was read
+		}
+		out = append(out, hypervisor.Instance{ID: pr.ID, State: hypervisor.InstanceRunning, PID: pr.PID})
+	}
 	return out, nil
+}
+
+// orphan reports whether id has no spec.json (List's orphans).
+func (d *Driver) orphan(id string) bool {
+	_, err := os.Stat(d.paths(id).Spec)
+	return errors.Is(err, os.ErrNotExist)
+}
+
+// killStrays kills the QEMU processes of id other than keep (0: all), found
+// by their command lines (proc.go), and waits until they are gone. The
+// caller holds the instance's lock. A stray cannot be adopted: without its
+// directory the driver has neither its pidfile nor its disk (the file
+// QEMU has open is unlinked), and adopting a process that a recreated
+// directory's files do not describe would hide what runs.
+func (d *Driver) killStrays(id string, p Paths, keep int) error {
+	procs, err := findProcs(d.opts.StateDir)
+	if err != nil {
+		return err
+	}
+	m := marker(p)
+	for _, pr := range procs {
+		if pr.ID != id || pr.PID == keep {
+			continue
+		}
+		d.log.Warn("killing a qemu of the instance that its files do not name", "instance", id, "pid", pr.PID)
+		if err := kill(pr.PID, m); err != nil {
+			return fmt.Errorf("kill qemu %d: %w", pr.PID, err)
+		}
+		if !waitGone(pr.PID, m, 5*time.Second, nil) {
+			return fmt.Errorf("qemu %d survived SIGKILL", pr.PID)
+		}
+	}
+	return nil
 }
 
 // inspect reads an instance's files and process. A live process is

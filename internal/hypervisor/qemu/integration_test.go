@@ -67,6 +67,10 @@ func newTestDriver(t *testing.T, stateDir string) *Driver {
 const testCgroupParent = "vgrid-test"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(crashAtEnv) != "" {
+		// This binary runs as an agent that a crash test kills.
+		os.Exit(crashChild())
+	}
 	code := m.Run()
 	if h, err := cgroup.Detect(); err == nil {
 		for _, mnt := range h.Mounts() {

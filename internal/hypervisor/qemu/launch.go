@@ -52,7 +52,7 @@ func (d *Driver) launch(ctx context.Context, spec hypervisor.InstanceSpec, p Pat
 	}
 	defer logf.Close()
 
-	args := []string{"-c", joinScript, "vgrid-join"}
+	args := []string{"-c", joinScript, joinName}
 	args = append(args, cg.ProcsFiles()...)
 	args = append(args, "--", d.opts.QEMUPath)
 	args = append(args, Argv(spec, p, accel, d.tscKHz)...)

@@ -17,7 +17,8 @@ const (
 	logFile     = "qemu.log"
 	qmpSock     = "qmp.sock"
 	agentSock   = "agent.sock"
-	runLink     = "run" // symlink to the socket directory when it is not Dir
+	runLink     = "run"         // symlink to the socket directory when it is not Dir
+	intentFile  = "intent.json" // a suspend or resume under way (intent.go)
 )
 
 // maxSockPath is the longest path a unix socket address holds
@@ -34,6 +35,7 @@ type Paths struct {
 	Console string // serial console output
 	PIDFile string // written by QEMU after it daemonizes
 	Log     string // QEMU's stderr, before and (-D) after it daemonizes
+	Intent  string // written while a suspend or resume is under way
 	// SockDir holds the sockets: Dir, unless Dir's socket paths would not
 	// fit in a unix socket address; then a short directory under the run
 	// directory named by a hash of Dir (so it is found again after a
@@ -54,6 +56,7 @@ func instancePaths(dir, runDir string) Paths {
 		Console: filepath.Join(dir, consoleFile),
 		PIDFile: filepath.Join(dir, pidFile),
 		Log:     filepath.Join(dir, logFile),
+		Intent:  filepath.Join(dir, intentFile),
 		SockDir: dir,
 	}
 	if len(filepath.Join(dir, agentSock)) > maxSockPath || len(filepath.Join(dir, qmpSock)) > maxSockPath {

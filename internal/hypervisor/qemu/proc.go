@@ -2,12 +2,18 @@ package qemu
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
+	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"vgrid/internal/hypervisor"
 )
 
 // readPID reads a pidfile; 0 when there is none.
@@ -32,21 +38,10 @@ func alive(pid int, marker string) bool {
 	if pid <= 0 {
 		return false
 	}
-	proc := "/proc/" + strconv.Itoa(pid)
-	stat, err := os.ReadFile(proc + "/stat")
-	if err != nil {
+	if !running(pid) {
 		return false
 	}
-	// "pid (comm) S ...": comm may hold spaces and parentheses, so the
-	// state is the first field after the last ')'.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 || i+2 >= len(stat) {
-		return false
-	}
-	if s := stat[i+2]; s == 'Z' || s == 'X' || s == 'x' {
-		return false
-	}
-	cmdline, err := os.ReadFile(proc + "/cmdline")
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil {
 		return false
 	}
@@ -81,4 +76,105 @@ func kill(pid int, marker string) error {
 		return nil
 	}
 	return err
+}
+
+// Process identity. Every QEMU the driver starts says whose it is on its
+// own command line: -name guest=vgrid:<root tag>:<id>, where the root tag
+// is a short hash of the driver's StateDir (several agents on one machine
+// each have their own StateDir, and must not take each other's guests).
+// So the driver finds its QEMU processes by scanning /proc, even when an
+// instance's directory (pidfile and all) is gone. Processes started before
+// the tag existed are recognised by their -pidfile StateDir/<id>/qemu.pid.
+
+// joinName is argv[0] of the shell that puts QEMU in its cgroup and execs
+// it (launch.go); until it execs, its command line holds QEMU's arguments.
+const joinName = "vgrid-join"
+
+// rootTag is the prefix of the -name of every QEMU of the instances under
+// root, followed by the instance ID.
+func rootTag(root string) string {
+	h := sha256.Sum256([]byte(filepath.Clean(root)))
+	return "vgrid:" + hex.EncodeToString(h[:4]) + ":"
+}
+
+// guestName is QEMU's -name guest= for the instance at p.
+func guestName(p Paths) string {
+	return rootTag(filepath.Dir(p.Dir)) + filepath.Base(p.Dir)
+}
+
+// instanceOf returns the ID of root's instance whose QEMU has command line
+// args, or "" if args are not such a QEMU's.
+func instanceOf(args []string, root string) string {
+	if len(args) > 3 && args[3] == joinName {
+		return ""
+	}
+	tag := rootTag(root)
+	pidPrefix := filepath.Clean(root) + string(filepath.Separator)
+	for i := 1; i+1 < len(args); i++ {
+		switch args[i] {
+		case "-name":
+			for _, opt := range strings.Split(args[i+1], ",") {
+				if id, ok := strings.CutPrefix(strings.TrimPrefix(opt, "guest="), tag); ok && hypervisor.ValidID(id) {
+					return id
+				}
+			}
+		case "-pidfile":
+			f := args[i+1]
+			if id, ok := strings.CutPrefix(f, pidPrefix); ok && filepath.Base(f) == pidFile {
+				if id = filepath.Dir(id); hypervisor.ValidID(id) {
+					return id
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// qemuProc is a live QEMU process of one of a driver's instances.
+type qemuProc struct {
+	PID int
+	ID  string
+}
+
+// findProcs returns the live (not zombie) QEMU processes of the instances
+// under root, found by their command lines, in PID order.
+func findProcs(root string) ([]qemuProc, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	tag, dir := []byte(rootTag(root)), []byte(filepath.Clean(root)+string(filepath.Separator))
+	var out []qemuProc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || (!bytes.Contains(cmdline, tag) && !bytes.Contains(cmdline, dir)) {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+		if id := instanceOf(args, root); id != "" && running(pid) {
+			out = append(out, qemuProc{PID: pid, ID: id})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out, nil
+}
+
+// running reports whether pid is a process that is not a zombie.
+func running(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// "pid (comm) S ...": comm may hold spaces and parentheses, so the
+	// state is the first field after the last ')'.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 || i+2 >= len(stat) {
+		return false
+	}
+	s := stat[i+2]
+	return s != 'Z' && s != 'X' && s != 'x'
 }

@@ -22,14 +22,20 @@ import (
 // says completed, and the driver fsyncs and renames the file into place.
 // The migration's completion also flushes the disk, so disk and state
 // agree. Only once the process is gone is the suspension written to
-// state.json: a crash in between leaves an instance that is merely
-// stopped, whose disk is consistent.
+// state.json. Before the first QMP command that changes anything, an
+// intent (intent.json) is written and it is removed at the end: should
+// the agent die in between, the next driver undoes the suspend (the guest
+// continues) or, if QEMU already quit after the save, finishes it
+// (intent.go).
 //
 // Resume launches QEMU like a boot, same argv (it must describe the same
 // machine), plus "-incoming defer", then hands it the file the same way
 // (getfd, migrate-incoming "fd:"), waits for the status to leave
 // inmigrate (paused: the guest was stopped when saved) and sends cont.
-// The saved state is deleted once the guest runs. The guest agent sends
+// The saved state is deleted once the guest runs. A resume writes an
+// intent too: a driver that died before cont leaves an instance that the
+// next one makes suspended again, one after cont a running guest whose
+// resume it finishes (intent.go). The guest agent sends
 // "ready" only at boot; the driver's watcher connects to the new
 // process's agent socket and asks for facts, so Guest is reported again,
 // with an uptime that continues from before the suspension.
@@ -94,6 +100,7 @@ func (d *Driver) Suspend(ctx context.Context, id string) (hypervisor.SuspendResu
 	if _, err := os.Stat(p.Spec); err != nil {
 		return hypervisor.SuspendResult{}, fmt.Errorf("suspend %s: %w", id, hypervisor.ErrNotFound)
 	}
+	d.recoverOp(ctx, id, p, false)
 	pid := readPID(p.PIDFile)
 	if !alive(pid, marker(p)) {
 		d.settle(id, p)
@@ -127,6 +134,12 @@ func (d *Driver) suspend(ctx context.Context, id string, p Paths, pid int) (hype
 	if err := c.Execute(ctx, "query-status", nil, &status); err != nil {
 		return hypervisor.SuspendResult{}, err
 	}
+	// From here a driver that finds the intent knows this driver died
+	// mid-suspend (intent.go).
+	if err := writeIntent(p, &intent{Op: opSuspend, At: start, PID: pid, Spec: &spec}); err != nil {
+		return hypervisor.SuspendResult{}, err
+	}
+	defer d.clearIntent(id, p)
 	path := memStatePath(p)
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -167,7 +180,11 @@ func (d *Driver) suspend(ctx context.Context, id string, p Paths, pid int) (hype
 	}
 	var migrated time.Duration
 	if err == nil {
+		atPoint("suspend-migrating")
 		migrated, err = waitMigrated(ctx, c, pid, m)
+	}
+	if err == nil {
+		atPoint("suspend-migrated")
 	}
 	synced := time.Now()
 	if err == nil {
@@ -190,6 +207,7 @@ func (d *Driver) suspend(ctx context.Context, id string, p Paths, pid int) (hype
 	saved = true
 	syncDir(p.Dir)
 	saveTime := time.Since(start)
+	atPoint("suspend-saved")
 
 	// The state is saved and the disk flushed: end the process.
 	v.setStopReason("suspended")
@@ -206,6 +224,7 @@ func (d *Driver) suspend(ctx context.Context, id string, p Paths, pid int) (hype
 	}
 	d.finish(v)
 	<-v.done
+	atPoint("suspend-exited")
 
 	rec := &savedState{At: time.Now(), Bytes: fi.Size(), Duration: time.Since(start), Spec: &spec}
 	d.exitMu.Lock()
@@ -291,9 +310,23 @@ func (d *Driver) resume(ctx context.Context, spec hypervisor.InstanceSpec, p Pat
 	if err := resumable(old, spec, accel); err != nil {
 		return hypervisor.Instance{}, fmt.Errorf("resume %s: %w", id, err)
 	}
-	rec, err := d.restore(ctx, spec, p, accel)
+	// A driver that finds the intent knows this one died mid-resume
+	// (intent.go).
+	it := &intent{Op: opResume, At: time.Now(), Saved: st.Suspended}
+	if err := writeIntent(p, it); err != nil {
+		return hypervisor.Instance{}, fmt.Errorf("resume %s: %w", id, err)
+	}
+	defer d.clearIntent(id, p)
+	rec, spent, err := d.restore(ctx, spec, p, accel, it)
 	if err != nil {
 		st.ExitReason = "resume failed: " + err.Error()
+		if spent {
+			// The guest may have run: its disk no longer matches the
+			// saved memory.
+			d.remove(id, memStatePath(p))
+			st.Suspended = nil
+			st.ExitReason = "resume failed after cont, so the saved state was discarded: " + err.Error()
+		}
 		d.exitMu.Lock()
 		if werr := writeJSON(p.State, st); werr != nil {
 			d.log.Error("record failed resume", "instance", id, "err", werr)
@@ -311,32 +344,34 @@ func (d *Driver) resume(ctx context.Context, spec hypervisor.InstanceSpec, p Pat
 	return in, nil
 }
 
-// restore runs a new QEMU process on the saved state.
-func (d *Driver) restore(ctx context.Context, spec hypervisor.InstanceSpec, p Paths, accel string) (*savedState, error) {
+// restore runs a new QEMU process on the saved state. spent says, with an
+// error, that cont may have been carried out: the saved state no longer
+// matches the disk.
+func (d *Driver) restore(ctx context.Context, spec hypervisor.InstanceSpec, p Paths, accel string, it *intent) (rec *savedState, spent bool, err error) {
 	start := time.Now()
 	id := spec.ID
 	for _, f := range []string{p.Disk, p.Seed} {
 		// A new disk would not be the one the saved guest had mounted.
 		if _, err := os.Stat(f); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	f, err := os.Open(memStatePath(p))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// The CPU cap and I/O limits may have changed; the machine has not.
 	if err := writeJSON(p.Spec, spec); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	cg, err := d.cg.New(d.opts.CgroupParent, id, d.limits(accel, spec.Quantum))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	pid, startedAt, err := d.launch(ctx, spec, p, accel, cg, "-incoming", "defer")
 	launched := time.Now()
@@ -344,23 +379,25 @@ func (d *Driver) restore(ctx context.Context, spec hypervisor.InstanceSpec, p Pa
 		if derr := cg.Delete(); derr != nil {
 			d.log.Warn("remove cgroup", "instance", id, "err", derr)
 		}
-		return nil, err
+		return nil, false, err
 	}
 	// From here until cont the state file is not spent: should the driver
-	// die now, the instance is merely stopped (and boots from its disk).
+	// die now, the next one finds the intent, kills this process and
+	// records the instance suspended again (intent.go).
 	if err := writeJSON(p.State, runState{Accel: accel, PID: pid, StartedAt: startedAt}); err != nil {
 		d.log.Error("record start", "instance", id, "err", err)
 	}
 	m := marker(p)
 	v := d.watchPID(id, p, pid)
-	fail := func(err error) (*savedState, error) {
+	fail := func(err error) (*savedState, bool, error) {
 		v.setStopReason("resume failed")
 		_ = kill(pid, m)
 		waitGone(pid, m, 5*time.Second, nil)
 		d.finish(v)
 		<-v.done
-		return nil, err
+		return nil, spent, err
 	}
+	atPoint("resume-launched")
 	c, err := v.qmpClient(ctx)
 	if err != nil {
 		return fail(err)
@@ -373,12 +410,21 @@ func (d *Driver) restore(ctx context.Context, spec hypervisor.InstanceSpec, p Pa
 		err = waitIncoming(ctx, c, pid, m, p)
 	}
 	if err == nil {
-		err = c.Execute(ctx, "cont", nil, nil)
+		atPoint("resume-loaded")
+		it.Phase = phaseCont
+		err = writeIntent(p, it)
 	}
 	if err != nil {
 		return fail(err)
 	}
-	rec := &savedState{At: time.Now(), Bytes: fi.Size(), Duration: time.Since(start)}
+	if err := c.Execute(ctx, "cont", nil, nil); err != nil {
+		// An error reply means cont was refused; anything else (a lost
+		// connection, a timeout) leaves it unknown.
+		var qe *qmpError
+		spent = !errors.As(err, &qe)
+		return fail(err)
+	}
+	rec = &savedState{At: time.Now(), Bytes: fi.Size(), Duration: time.Since(start)}
 	v.log.Info("restored", "launch", launched.Sub(start).Round(time.Millisecond), "load_and_cont", time.Since(launched).Round(time.Millisecond))
 	d.exitMu.Lock()
 	st, err := readState(p)
@@ -394,7 +440,7 @@ func (d *Driver) restore(ctx context.Context, spec hypervisor.InstanceSpec, p Pa
 	if err := os.Remove(memStatePath(p)); err != nil {
 		d.log.Warn("remove saved state", "instance", id, "err", err)
 	}
-	return rec, nil
+	return rec, false, nil
 }
 
 // waitIncoming polls query-status until the incoming migration is loaded.

@@ -130,7 +130,9 @@ func (v *vm) qmpClient(ctx context.Context) (*qmpClient, error) {
 	}
 	v.mu.Lock()
 	v.qmp = c
-	v.paused = st.Status == "paused"
+	// Not only "paused": after a save the status is "postmigrate", while
+	// a resume loads "inmigrate"; in every one the guest does not run.
+	v.paused = st.Status != "running"
 	v.mu.Unlock()
 	return c, nil
 }
