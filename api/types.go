@@ -57,6 +57,8 @@ const (
 	CodeNotFound     = "not_found"
 	CodeConflict     = "conflict"
 	CodeCapacity     = "insufficient_capacity"
+	CodeLimit        = "limit_exceeded" // a project's object limit
+	CodeRateLimited  = "rate_limited"   // 429: too many requests from one token; see Retry-After
 	CodeInternal     = "internal"
 )
 
@@ -103,17 +105,76 @@ type ProjectsPost struct {
 }
 
 // TokensPost creates a token. Role is "user" (default), "admin" or "join"
-// (a token hosts use once to register their agent).
+// (a token hosts use to register their agent: each host name once).
+// TTL is the token's lifetime: for a join token 24h when absent, at most
+// 720h (a join token always expires); for user and admin tokens none when
+// absent (they do not expire). MaxHosts, for a join token, bounds how many
+// hosts it registers (0: no bound but its TTL).
 type TokensPost struct {
-	Project string `json:"project"`
-	Role    string `json:"role,omitempty"`
+	Project  string         `json:"project"`
+	Role     string         `json:"role,omitempty"`
+	TTL      model.Duration `json:"ttl,omitempty"`
+	MaxHosts int            `json:"max_hosts,omitempty"`
 }
 
-// TokenCreated carries a new secret token; it is shown once.
+// TokenCreated carries a new secret token; it is shown once. ID names it
+// in token lists and revocations.
 type TokenCreated struct {
-	Project string `json:"project"`
-	Role    string `json:"role"`
-	Token   string `json:"token"`
+	Project   string    `json:"project"`
+	Role      string    `json:"role"`
+	Token     string    `json:"token"`
+	ID        string    `json:"id,omitempty"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// TokenInfo is what GET /tokens shows of a token: never its secret nor its
+// hash. ExpiresAt zero is never; Hosts are the host names a join token
+// registered; Current marks the caller's own token.
+type TokenInfo struct {
+	ID        string    `json:"id"`
+	Project   string    `json:"project"`
+	Role      string    `json:"role"`
+	Node      string    `json:"node,omitempty"`
+	Hosts     []string  `json:"hosts,omitempty"`
+	MaxHosts  int       `json:"max_hosts,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	Expired   bool      `json:"expired,omitempty"`
+	Current   bool      `json:"current,omitempty"`
+}
+
+// TokenList is the answer of GET /tokens.
+type TokenList struct {
+	Tokens []TokenInfo `json:"tokens"`
+}
+
+// Whoami is the answer of GET /whoami: the caller's token. ExpiresAt zero
+// is never.
+type Whoami struct {
+	Project   string    `json:"project"`
+	Role      string    `json:"role"`
+	Node      string    `json:"node"`
+	TokenID   string    `json:"token_id"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// NodeToken is a node's fresh credential: the answer of POST
+// /nodes/{node}/token (rotation), where PreviousExpiresAt is when the
+// token that asked stops working.
+type NodeToken struct {
+	Node              string    `json:"node"`
+	Token             string    `json:"token"`
+	ID                string    `json:"id"`
+	IssuedAt          time.Time `json:"issued_at"`
+	ExpiresAt         time.Time `json:"expires_at"`
+	PreviousExpiresAt time.Time `json:"previous_expires_at,omitzero"`
+}
+
+// NodeRevoked is the answer of POST /nodes/{node}/revoke.
+type NodeRevoked struct {
+	Node          string `json:"node"`
+	TokensRevoked int    `json:"tokens_revoked"`
 }
 
 // NodesPost registers a host (with a join token) or refreshes it.
@@ -121,10 +182,14 @@ type NodesPost struct {
 	Node model.Node `json:"node"`
 }
 
-// NodeRegistered carries the node's own credential.
+// NodeRegistered carries the node's own credential: its agent rotates it
+// (POST /nodes/{node}/token) once half of its lifetime has passed.
 type NodeRegistered struct {
-	Node  model.Node `json:"node"`
-	Token string     `json:"token"`
+	Node      model.Node `json:"node"`
+	Token     string     `json:"token"`
+	ID        string     `json:"id,omitempty"`
+	IssuedAt  time.Time  `json:"issued_at,omitzero"`
+	ExpiresAt time.Time  `json:"expires_at,omitzero"`
 }
 
 // Assignments is what a node's agent must run: every workspace placed on it.

@@ -57,6 +57,9 @@ type Agent struct {
 	// mu guards the fields below.
 	mu       sync.Mutex
 	cl       *client.Client             // with the node token
+	cred     Credential                 // the node token cl uses
+	unsaved  bool                       // cred is not in node.json yet
+	rotateAt time.Time                  // no rotation attempt before (after a failure)
 	assigned map[string]model.Workspace // by workspace ID
 	busy     map[string]bool            // an operation runs for this ID
 	received map[string]time.Time       // when the agent first saw each ID's current generation
@@ -111,23 +114,78 @@ func New(cfg Config) (*Agent, error) {
 // NodeName is the name the agent registers under.
 func (a *Agent) NodeName() string { return a.node }
 
-// credential is the node token kept across agent restarts.
-type credential struct {
-	Server string `json:"server"`
-	Node   string `json:"node"`
-	Token  string `json:"token"`
+// Credential is the node token an agent keeps in its data directory
+// (node.json) across restarts, with its lifetime as the control plane
+// gave it (zero ExpiresAt: not known, and rotated at once).
+type Credential struct {
+	Server    string    `json:"server"`
+	Node      string    `json:"node"`
+	Token     string    `json:"token"`
+	ID        string    `json:"id,omitempty"`
+	IssuedAt  time.Time `json:"issued_at,omitzero"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
-func (a *Agent) credPath() string { return filepath.Join(a.cfg.DataDir, "node.json") }
+// CredentialFile is where an agent with data directory dir keeps its
+// Credential.
+func CredentialFile(dir string) string { return filepath.Join(dir, "node.json") }
+
+// LoadCredential reads the credential saved in data directory dir.
+func LoadCredential(dir string) (Credential, error) {
+	var c Credential
+	b, err := os.ReadFile(CredentialFile(dir))
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("%s: %w", CredentialFile(dir), err)
+	}
+	return c, nil
+}
+
+// SaveCredential writes c to data directory dir atomically: a crash leaves
+// the old file or the new one, never a torn one.
+func SaveCredential(dir string, c Credential) error {
+	b, _ := json.Marshal(c)
+	f, err := os.CreateTemp(dir, ".node.json.*")
+	if err != nil {
+		return fmt.Errorf("save node credential: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, CredentialFile(dir))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("save node credential: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // the rename itself
+		d.Close()
+	}
+	return nil
+}
 
 // register obtains a node token: the saved one if the server still knows
-// it, else a new one through the join token.
+// it, else a new one through the join token. (A join token cannot
+// register a known host again: an agent whose saved token expired or was
+// revoked joins again only after an admin ran `vgrid node revoke`, with a
+// join token that has not registered this name yet.)
 func (a *Agent) register(ctx context.Context) error {
-	var cred credential
 	// The saved token is tried even if the control plane's address
 	// changed (a vgrid up on a new port): a join token cannot register a
 	// known host again.
-	if b, err := os.ReadFile(a.credPath()); err == nil && json.Unmarshal(b, &cred) == nil && cred.Node == a.node {
+	if cred, err := LoadCredential(a.cfg.DataDir); err == nil && cred.Node == a.node {
 		cfg := a.cfg.Server
 		cfg.Token = cred.Token
 		cl, err := client.New(cfg)
@@ -135,11 +193,18 @@ func (a *Agent) register(ctx context.Context) error {
 			return err
 		}
 		if err := cl.Heartbeat(ctx, a.cfg.Node); err == nil {
-			a.setClient(cl)
-			a.log.Info("agent resumed with saved node credential")
+			// The control plane's word on the token's lifetime; without
+			// it, the saved one.
+			if me, err := cl.Whoami(ctx); err == nil {
+				cred.ID, cred.IssuedAt, cred.ExpiresAt = me.TokenID, me.CreatedAt, me.ExpiresAt
+			}
+			a.setCred(cl, cred, false)
+			a.log.Info("agent resumed with saved node credential", "token_id", cred.ID, "expires_at", cred.ExpiresAt)
 			return nil
 		} else if !isAuth(err) {
 			return err
+		} else {
+			a.log.Warn("saved node credential refused; registering with the join token", "token_id", cred.ID, "err", err)
 		}
 	}
 	join, err := client.New(a.cfg.Server)
@@ -150,14 +215,80 @@ func (a *Agent) register(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("register node %s: %w", a.node, err)
 	}
-	cred = credential{Server: a.cfg.Server.Server, Node: a.node, Token: reg.Token}
-	b, _ := json.Marshal(cred)
-	if err := os.WriteFile(a.credPath(), b, 0o600); err != nil {
-		return fmt.Errorf("save node credential: %w", err)
+	cred := Credential{Server: a.cfg.Server.Server, Node: a.node, Token: reg.Token, ID: reg.ID, IssuedAt: reg.IssuedAt, ExpiresAt: reg.ExpiresAt}
+	if err := SaveCredential(a.cfg.DataDir, cred); err != nil {
+		return err
 	}
-	a.setClient(join.WithToken(reg.Token))
-	a.log.Info("agent registered", "cpu_millis", a.cfg.Node.Capacity.MilliCPU, "memory", a.cfg.Node.Capacity.Memory.Human(), "accel", a.cfg.Node.Accel)
+	a.setCred(join.WithToken(reg.Token), cred, false)
+	a.log.Info("agent registered", "cpu_millis", a.cfg.Node.Capacity.MilliCPU, "memory", a.cfg.Node.Capacity.Memory.Human(), "accel", a.cfg.Node.Accel,
+		"token_id", reg.ID, "expires_at", reg.ExpiresAt)
 	return nil
+}
+
+// rotateDue reports whether the node token should be rotated: half of its
+// lifetime has passed, or its lifetime is unknown (a token from before
+// node tokens expired).
+func (a *Agent) rotateDue() bool {
+	now := a.now()
+	a.mu.Lock()
+	c, next := a.cred, a.rotateAt
+	a.mu.Unlock()
+	if now.Before(next) {
+		return false
+	}
+	if c.ExpiresAt.IsZero() || c.IssuedAt.IsZero() || !c.IssuedAt.Before(c.ExpiresAt) {
+		return true
+	}
+	half := c.IssuedAt.Add(c.ExpiresAt.Sub(c.IssuedAt) / 2)
+	return !now.Before(half)
+}
+
+// rotateRetry is how long the agent waits after a failed rotation.
+const rotateRetry = time.Minute
+
+// rotate trades the node token for a new one, saves the new one and then
+// switches to it. The old one keeps working for a grace period, so
+// requests in flight finish. If the new token cannot be saved the agent
+// uses it anyway (the old one is about to stop working) and tries to save
+// it again at each heartbeat.
+func (a *Agent) rotate(ctx context.Context) error {
+	cl := a.client()
+	nt, err := cl.RotateNodeToken(ctx, a.node)
+	if err != nil {
+		a.mu.Lock()
+		a.rotateAt = a.now().Add(rotateRetry)
+		a.mu.Unlock()
+		return fmt.Errorf("rotate node token: %w", err)
+	}
+	cred := Credential{Server: a.cfg.Server.Server, Node: a.node, Token: nt.Token, ID: nt.ID, IssuedAt: nt.IssuedAt, ExpiresAt: nt.ExpiresAt}
+	serr := SaveCredential(a.cfg.DataDir, cred)
+	a.setCred(cl.WithToken(nt.Token), cred, serr != nil)
+	if serr != nil {
+		return fmt.Errorf("node token rotated (%s) but not saved; the agent uses it and saves it at the next heartbeat: %w", nt.ID, serr)
+	}
+	a.log.Info("node token rotated", "token_id", nt.ID, "expires_at", nt.ExpiresAt, "previous_expires_at", nt.PreviousExpiresAt)
+	return nil
+}
+
+// saveIfUnsaved retries saving a rotated credential that could not be
+// saved.
+func (a *Agent) saveIfUnsaved() {
+	a.mu.Lock()
+	c, unsaved := a.cred, a.unsaved
+	a.mu.Unlock()
+	if !unsaved {
+		return
+	}
+	if err := SaveCredential(a.cfg.DataDir, c); err != nil {
+		a.log.Error("node credential still not saved", "err", err)
+		return
+	}
+	a.mu.Lock()
+	if a.cred.Token == c.Token {
+		a.unsaved = false
+	}
+	a.mu.Unlock()
+	a.log.Info("node credential saved", "token_id", c.ID)
 }
 
 func isAuth(err error) bool {
@@ -165,9 +296,9 @@ func isAuth(err error) bool {
 	return errors.As(err, &e) && (e.Status == 401 || e.Status == 403 || e.Status == 404)
 }
 
-func (a *Agent) setClient(cl *client.Client) {
+func (a *Agent) setCred(cl *client.Client, c Credential, unsaved bool) {
 	a.mu.Lock()
-	a.cl = cl
+	a.cl, a.cred, a.unsaved, a.rotateAt = cl, c, unsaved, time.Time{}
 	a.mu.Unlock()
 }
 
@@ -208,6 +339,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		a.reconcileAll(ctx)
+		a.sweepOrphans(ctx)
 		a.pushConsoles(ctx)
 	}
 }
@@ -221,10 +353,19 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := a.client().Heartbeat(ctx, a.cfg.Node); err != nil && ctx.Err() == nil {
-			a.log.Warn("heartbeat", "err", err)
-			if isAuth(err) {
-				_ = a.register(ctx)
+		if err := a.client().Heartbeat(ctx, a.cfg.Node); err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("heartbeat", "err", err)
+				if isAuth(err) {
+					_ = a.register(ctx)
+				}
+			}
+			continue
+		}
+		a.saveIfUnsaved()
+		if a.rotateDue() {
+			if err := a.rotate(ctx); err != nil && ctx.Err() == nil {
+				a.log.Warn("node token", "err", err)
 			}
 		}
 	}

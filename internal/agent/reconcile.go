@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,8 +37,16 @@ func (a *Agent) reconcile(ctx context.Context, w model.Workspace) {
 	switch w.Desired {
 	case model.DesiredRunning:
 		switch {
+		case exists && inst.State == hypervisor.InstancePaused:
+			// A guest left paused (by a suspend whose agent died): Start
+			// continues it.
+			a.async(ctx, w, a.start)
 		case running:
 			a.report(ctx, w, inst, "")
+		case w.Status.Hold != "":
+			// The control plane holds it back: guests still up on this
+			// host leave no room for it yet.
+			a.log.Debug("start held back", "workspace", w.Spec.Name, "why", w.Status.Hold)
 		case suspended:
 			// Start resumes a suspended guest from its saved memory.
 			a.async(ctx, w, a.start)
@@ -379,4 +388,109 @@ func (a *Agent) setStartedGeneration(id string, g int64) error {
 		return err
 	}
 	return os.WriteFile(a.genPath(id), []byte(strconv.FormatInt(g, 10)), 0o600)
+}
+
+// sweepOrphans ends what the driver has on this host and no workspace
+// wants: it stops the guest of an instance of no workspace assigned here
+// (keeping its disk), kills a QEMU process whose instance directory is
+// gone (List reports it), and a process
+// of a workspace that wants none, left without instance files (Get does
+// not find it, so reconcile cannot stop it). The assignments the agent
+// holds may be older than the instances (a workspace just placed here),
+// so unknown IDs are checked against a fresh answer of the control plane
+// before anything is deleted; nothing is deleted while it cannot be asked.
+func (a *Agent) sweepOrphans(ctx context.Context) {
+	insts, err := a.drv.List(ctx)
+	if err != nil {
+		return
+	}
+	a.mu.Lock()
+	assigned := make(map[string]model.Workspace, len(a.assigned))
+	for id, w := range a.assigned {
+		assigned[id] = w
+	}
+	a.mu.Unlock()
+	var unknown []string
+	for _, in := range insts {
+		if a.isBusy(in.ID) {
+			continue
+		}
+		w, ok := assigned[in.ID]
+		if !ok {
+			unknown = append(unknown, in.ID)
+			continue
+		}
+		if in.PID > 0 && (w.Desired == model.DesiredStopped || w.Desired == model.DesiredSuspended) {
+			if _, err := a.drv.Get(ctx, in.ID); errors.Is(err, hypervisor.ErrNotFound) {
+				a.async(ctx, w, a.deleteOrphan)
+			}
+		}
+	}
+	if len(unknown) == 0 {
+		return
+	}
+	cl := a.client()
+	if cl == nil {
+		return
+	}
+	as, err := cl.Assignments(ctx, a.node, 0, 0)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("assignments, to check instances no workspace wants", "err", err)
+		}
+		return
+	}
+	wanted := map[string]bool{}
+	for _, w := range as.Workspaces {
+		wanted[w.ID] = true
+	}
+	for _, in := range insts {
+		if !slices.Contains(unknown, in.ID) || wanted[in.ID] {
+			continue
+		}
+		// A guest no workspace here wants must not run (it would hold no
+		// lease), but its disk is kept: the control plane may have been
+		// restored from an older backup that does not know it yet.
+		if _, err := a.drv.Get(ctx, in.ID); errors.Is(err, hypervisor.ErrNotFound) {
+			a.async(ctx, model.Workspace{ID: in.ID}, a.deleteOrphan) // only a stray process: no files
+		} else if in.PID > 0 {
+			a.async(ctx, model.Workspace{ID: in.ID}, a.stopOrphan)
+		}
+	}
+}
+
+// stopOrphan stops the guest of an instance no workspace assigned here
+// wants; its files stay.
+func (a *Agent) stopOrphan(ctx context.Context, w model.Workspace) {
+	if err := a.drv.Stop(ctx, w.ID, a.cfg.StopTimeout); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+		if ctx.Err() == nil {
+			a.log.Warn("stop a guest no workspace wants", "id", w.ID, "err", err)
+		}
+		return
+	}
+	a.log.Warn("stopped a guest that no workspace assigned to this host wants; its disk is kept in the instance directory", "id", w.ID)
+}
+
+// deleteOrphan deletes an instance that no workspace wants (w has only its
+// ID), or the stray process of one that wants none.
+func (a *Agent) deleteOrphan(ctx context.Context, w model.Workspace) {
+	if err := a.drv.Delete(ctx, w.ID); err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("delete an instance no workspace wants", "id", w.ID, "err", err)
+		}
+		return
+	}
+	if w.Spec.Name == "" {
+		_ = os.Remove(a.genPath(w.ID))
+		a.mu.Lock()
+		delete(a.sent, w.ID)
+		delete(a.sending, w.ID)
+		delete(a.cpuRead, w.ID)
+		delete(a.console, w.ID)
+		delete(a.saved, w.ID)
+		a.mu.Unlock()
+		a.log.Warn("deleted an instance that no workspace assigned to this host wants", "id", w.ID)
+		return
+	}
+	a.log.Warn("killed a guest process left without its instance files", "workspace", w.Project+"/"+w.Spec.Name, "id", w.ID)
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -58,6 +59,11 @@ func New(cfg Config) (*Client, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("server address %q: want https://host:port", cfg.Server)
 	}
+	if u.Scheme == "http" && !cfg.Insecure && !loopback(u.Hostname()) {
+		// Every call carries the bearer token: in the clear, anyone on
+		// the path could take it.
+		return nil, fmt.Errorf("server address %q: plain http would send the token unencrypted; use https://, or pass --insecure to allow it", cfg.Server)
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 16
 	if cfg.CACert != "" {
@@ -68,6 +74,16 @@ func New(cfg Config) (*Client, error) {
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return &Client{base: strings.TrimRight(cfg.Server, "/") + api.Prefix, token: cfg.Token, hc: &http.Client{Transport: tr}}, nil
+}
+
+// loopback says whether host is this machine by name or loopback address:
+// plain http to it leaves the machine only through a root user's proxy.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // WithToken returns a copy that authenticates with another token.
@@ -245,7 +261,46 @@ func (c *Client) CreateToken(ctx context.Context, project, role string) (api.Tok
 	return t, c.Do(ctx, "POST", "/tokens", api.TokensPost{Project: project, Role: role}, &t)
 }
 
+// CreateTokenWith creates a token with a TTL or a host bound (see
+// api.TokensPost).
+func (c *Client) CreateTokenWith(ctx context.Context, req api.TokensPost) (api.TokenCreated, error) {
+	var t api.TokenCreated
+	return t, c.Do(ctx, "POST", "/tokens", req, &t)
+}
+
+// Tokens lists the tokens (admin): IDs, roles, expiries, never secrets.
+func (c *Client) Tokens(ctx context.Context) ([]api.TokenInfo, error) {
+	var l api.TokenList
+	return l.Tokens, c.Do(ctx, "GET", "/tokens", nil, &l)
+}
+
+// RevokeToken revokes a token by its ID (admin).
+func (c *Client) RevokeToken(ctx context.Context, id string) (api.TokenInfo, error) {
+	var t api.TokenInfo
+	return t, c.Do(ctx, "DELETE", "/tokens/"+url.PathEscape(id), nil, &t)
+}
+
+// RevokeNode revokes every node token of a host (admin); the host may then
+// join again with a new join token.
+func (c *Client) RevokeNode(ctx context.Context, node string) (api.NodeRevoked, error) {
+	var out api.NodeRevoked
+	return out, c.Do(ctx, "POST", "/nodes/"+url.PathEscape(node)+"/revoke", nil, &out)
+}
+
+// Whoami describes the caller's token.
+func (c *Client) Whoami(ctx context.Context) (api.Whoami, error) {
+	var out api.Whoami
+	return out, c.Do(ctx, "GET", "/whoami", nil, &out)
+}
+
 // The agent protocol.
+
+// RotateNodeToken trades the caller's node token for a new one; the old
+// one keeps working for a grace period.
+func (c *Client) RotateNodeToken(ctx context.Context, node string) (api.NodeToken, error) {
+	var out api.NodeToken
+	return out, c.Do(ctx, "POST", "/nodes/"+url.PathEscape(node)+"/token", nil, &out)
+}
 
 // RegisterNode registers a host with a join token.
 func (c *Client) RegisterNode(ctx context.Context, n model.Node) (api.NodeRegistered, error) {

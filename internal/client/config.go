@@ -15,6 +15,10 @@ type Config struct {
 	CACert  string `json:"ca_cert,omitempty"`  // PEM
 	Project string `json:"project,omitempty"`  // for display only
 	DataDir string `json:"data_dir,omitempty"` // of the vgrid up that wrote it
+	// Insecure allows a plain http:// server address other than this
+	// machine's (the token then crosses the network in the clear). Only
+	// the --insecure flag sets it: no config file or variable does.
+	Insecure bool `json:"-"`
 }
 
 // DefaultConfigPath is where vgrid up writes the client config and where

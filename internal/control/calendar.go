@@ -158,15 +158,6 @@ func leaseOf(ws model.Workspace, img model.Image) calendar.Lease {
 	return l
 }
 
-// release tells the calendar that a workspace's lease is over (stopped,
-// failed or deleted): a running lease finishes, a waiting one is
-// withdrawn. It takes placeMu.
-func (ctl *Controller) release(ctx context.Context, ws model.Workspace) {
-	ctl.mu.Lock()
-	defer ctl.mu.Unlock()
-	ctl.releaseLocked(ctx, ws)
-}
-
 func (ctl *Controller) releaseLocked(ctx context.Context, ws model.Workspace) {
 	acts, err := ctl.releaseActsLocked(ctx, ws)
 	if err != nil {
@@ -225,7 +216,12 @@ func (ctl *Controller) changeAndRelease(ctx context.Context, project, name strin
 			}
 		}
 		ctl.mu.Lock()
-		acts, err := ctl.releaseActsLocked(ctx, ws)
+		var acts []calendar.Action
+		if !guestUp(ws) {
+			// A guest that may be up keeps its lease's room until the
+			// agent reports it gone (guestGone; see guard.go).
+			acts, err = ctl.releaseActsLocked(ctx, ws)
+		}
 		if err == nil {
 			err = ctl.commitLocked(ctx, acts, []store.Op{op})
 		}
@@ -244,9 +240,10 @@ func (ctl *Controller) changeAndRelease(ctx context.Context, project, name strin
 	}
 }
 
-// releaseIfRunning finishes a running lease whose workspace stopped or
-// failed by itself. A queued (requeued) or suspended lease is left alone.
-func (ctl *Controller) releaseIfRunning(ctx context.Context, ws model.Workspace) {
+// guestGone finishes the running lease of a workspace whose guest the
+// agent reported gone (stopped, failed or torn down): only now is its room
+// given back. A queued (requeued) or suspended lease is left alone.
+func (ctl *Controller) guestGone(ctx context.Context, ws model.Workspace) {
 	ctl.mu.Lock()
 	defer ctl.mu.Unlock()
 	c, err := ctl.calendarLocked(ctx)

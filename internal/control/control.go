@@ -26,6 +26,15 @@ type Config struct {
 	// Policy is the lease calendar's policy (backfilling, placement,
 	// suspension, fair share, quotas); nil means calendar.DefaultPolicy.
 	Policy *calendar.Policy
+	// ImageDirs are the only directories POST /images may register files
+	// from, and image files are served from (symbolic links followed):
+	// <data-dir>/images and the --image directories. None: POST /images
+	// registers nothing, and each file is served only from its own
+	// directory.
+	ImageDirs []string
+	// Limits bound each project's objects (site defaults; a project's own
+	// limits, set by an admin, override them).
+	Limits Limits
 }
 
 // Controller is the control plane's core. Create it with New and call Run
@@ -49,6 +58,8 @@ type Controller struct {
 	// kick wakes Run when a decision may have brought the calendar's next
 	// action nearer.
 	kick chan struct{}
+	// waker wakes the agents' long polls (wake.go).
+	waker nodeWaker
 }
 
 // New returns a controller over cfg.Store.

@@ -20,6 +20,7 @@ const (
 	KindNotFound                 // no such object in the caller's project (404)
 	KindConflict                 // the object's state does not allow it now (409)
 	KindGone                     // an agent reports on a workspace no longer on its host (410)
+	KindLimit                    // the project is at an object limit (409)
 )
 
 // Error is a refusal of a request, for its caller.

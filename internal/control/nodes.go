@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"sort"
 	"time"
@@ -21,11 +20,8 @@ var NameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
 // RegisterNode stores a host (new or returning) and adds it to the
 // calendar if it does not know it.
 func (ctl *Controller) RegisterNode(ctx context.Context, n model.Node) (model.Node, error) {
-	if !NameRE.MatchString(n.Name) {
-		return n, invalid("invalid node", api.FieldError{Field: "node.name", Reason: "must be a lower-case host name"})
-	}
-	if n.Capacity.MilliCPU <= 0 || n.Capacity.Memory <= 0 {
-		return n, invalid("invalid node", api.FieldError{Field: "node.capacity", Reason: "cpu and memory must be positive"})
+	if fe := validRegistration(n, ctl.now()); len(fe) > 0 {
+		return n, invalid("invalid node", fe...)
 	}
 	now := ctl.now()
 	n.RegisteredAt, n.LastHeartbeat = now, now
@@ -52,6 +48,9 @@ func (ctl *Controller) RegisterNode(ctx context.Context, n model.Node) (model.No
 // Heartbeat records that a host is alive, with its capacity and labels
 // when it sends them.
 func (ctl *Controller) Heartbeat(ctx context.Context, name string, hb model.Node) error {
+	if fe := validHeartbeat(name, hb, ctl.now()); len(fe) > 0 {
+		return invalid("invalid heartbeat", fe...)
+	}
 	kv, err := ctl.store.Get(ctx, "nodes/"+name)
 	if err != nil {
 		return err
@@ -73,11 +72,12 @@ func (ctl *Controller) Heartbeat(ctx context.Context, name string, hb model.Node
 }
 
 // Assignments returns the workspaces placed on node and the images they
-// use. With after > 0 it first waits (up to wait) until something under ws/
-// changed after that revision, so agents learn of new work at once.
+// use. With after > 0 it first waits (up to wait) until a workspace placed
+// on node (before or after the change) changed after that revision, so
+// agents learn of new work at once and other hosts' changes wake nobody.
 func (ctl *Controller) Assignments(ctx context.Context, name string, after int64, wait time.Duration) (api.Assignments, error) {
 	if after > 0 {
-		if err := ctl.waitChange(ctx, "ws/", after, wait); err != nil {
+		if err := ctl.waitChange(ctx, name, after, wait); err != nil {
 			return api.Assignments{}, err
 		}
 	}
@@ -95,9 +95,10 @@ func (ctl *Controller) Assignments(ctx context.Context, name string, after int64
 	}
 	out := api.Assignments{Revision: rev, Workspaces: []model.Workspace{}}
 	used := map[string]bool{}
+	var mine []model.Workspace
 	for _, ws := range all {
 		if ws.Status.Node == name {
-			out.Workspaces = append(out.Workspaces, ws)
+			mine = append(mine, ws)
 			if !used[ws.Spec.Image] {
 				used[ws.Spec.Image] = true
 				if img, ok := imgs[ws.Spec.Image]; ok {
@@ -106,34 +107,62 @@ func (ctl *Controller) Assignments(ctx context.Context, name string, after int64
 			}
 		}
 	}
+	if len(mine) > 0 {
+		if out.Workspaces, err = ctl.guarded(ctx, name, mine); err != nil {
+			return api.Assignments{}, err
+		}
+	}
 	return out, nil
 }
 
-// waitChange blocks until a key under prefix changes after rev, the wait
-// passes, or the client goes away.
-func (ctl *Controller) waitChange(ctx context.Context, prefix string, rev int64, wait time.Duration) error {
+// guarded passes a host's workspaces through guard (see guard.go), with
+// the calendar's lease states and the host's capacity.
+func (ctl *Controller) guarded(ctx context.Context, node string, wss []model.Workspace) ([]model.Workspace, error) {
+	kv, err := ctl.store.Get(ctx, "nodes/"+node)
+	if err != nil {
+		return nil, err
+	}
+	var n model.Node
+	if err := json.Unmarshal(kv.Value, &n); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+	}
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	c, err := ctl.calendarLocked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	states := func(id string) (model.LeaseState, bool) {
+		v, ok := c.Get(id)
+		return v.State, ok
+	}
+	return guard(wss, states, guardCapacity(n, ctl.policy().Overcommit)), nil
+}
+
+// waitChange blocks until a workspace placed on node, before or after the
+// change, changes after rev; or the wait passes, or the client goes away.
+// It returns at once when rev is not a revision of this store (ahead of
+// it) or older than what the shared watch knows (see nodeWaker).
+func (ctl *Controller) waitChange(ctx context.Context, node string, rev int64, wait time.Duration) error {
 	cur, err := ctl.store.Revision(ctx)
 	if err != nil {
 		return err
 	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	from := rev
-	if from > cur {
-		from = cur
-	}
-	ch, err := ctl.store.Watch(wctx, prefix, from)
-	if err != nil {
-		// Too old to replay: answer at once with the current state.
+	if rev > cur {
 		return nil
 	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	for {
+		ch, done := ctl.waker.check(ctl.store, node, rev)
+		if done {
+			return nil
+		}
 		select {
-		case ev, ok := <-ch:
-			if !ok || ev.KV.Revision > rev {
-				return nil
-			}
-		case <-wctx.Done():
+		case <-ch:
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
 			return nil
 		}
 	}
@@ -142,6 +171,9 @@ func (ctl *Controller) waitChange(ctx context.Context, prefix string, rev int64,
 // Report merges an agent's report about one workspace on node. A
 // workspace that is not (or no longer) on the node is a KindGone error.
 func (ctl *Controller) Report(ctx context.Context, node, project, name string, rep api.AgentReport) (model.Workspace, error) {
+	if fe := ValidateReport(rep, ctl.now()); len(fe) > 0 {
+		return model.Workspace{}, invalid("invalid report", fe...)
+	}
 	var prev model.State
 	ws, err := ctl.mutateWS(ctx, project, name, func(ws *model.Workspace) (err error) {
 		if ws.ID != rep.ID || ws.Status.Node != node {
@@ -167,8 +199,15 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 		if ws.Desired != model.DesiredRunning && ws.Desired != model.DesiredSuspended && (next == model.StateRunning || next == model.StateStarting) {
 			next = model.StateStopping
 		}
-		if ws.Desired == model.DesiredRunning && next == model.StateStopped && prev != model.StateStopped {
-			// It stopped without being asked: the guest powered off or crashed.
+		if prev == model.StateFailed && next == model.StateStopped {
+			// The agent confirming that nothing runs: it stays Failed, with
+			// its reason, until it is started again.
+			next = model.StateFailed
+		}
+		if ws.Desired == model.DesiredRunning && (next == model.StateStopped || next == model.StateFailed) && prev != next {
+			// It stopped without being asked (the guest powered off or
+			// crashed) or could not start: its lease ends, and it stays
+			// stopped until the user starts it again.
 			ws.Desired = model.DesiredStopped
 		}
 		st.State = next
@@ -221,8 +260,8 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 		}
 		ctl.event(ctx, ws, lower(ws.Status.State), msg)
 		if ws.Status.State == model.StateStopped || ws.Status.State == model.StateFailed {
-			// It ended (by itself, or as asked): its slots are free.
-			ctl.releaseIfRunning(ctx, ws)
+			// Its guest is gone (by itself, or as asked): its room is free.
+			ctl.guestGone(ctx, ws)
 		}
 	}
 	return ws, nil
@@ -274,6 +313,7 @@ func (ctl *Controller) Forgotten(ctx context.Context, node, project, name, id st
 	if ws.Desired != model.DesiredDeleted {
 		return conflict("workspace is not being deleted")
 	}
+	ctl.guestGone(ctx, ws)
 	return ctl.forget(ctx, ws)
 }
 
@@ -320,7 +360,7 @@ func (ctl *Controller) Images(ctx context.Context) ([]model.Image, error) {
 // they are and are served to agents from there).
 func (ctl *Controller) RegisterImage(ctx context.Context, img model.Image, check bool) error {
 	if check {
-		if err := validImage(img); err != nil {
+		if err := validImage(img, ctl.imageRoots(), ctl.now()); err != nil {
 			return err
 		}
 	}
@@ -354,35 +394,47 @@ func (ctl *Controller) ImageFile(ctx context.Context, name, file string) (*model
 	if f == nil {
 		return nil, notFound(fmt.Sprintf("file %q of image %s", file, img.Name))
 	}
-	return f, nil
+	// Again at each download: a file swapped for a symlink to elsewhere
+	// since it was registered is not served. Without image directories (an
+	// embedded controller), each file stays in its own directory.
+	roots := ctl.imageRoots()
+	if len(ctl.cfg.ImageDirs) == 0 {
+		roots = fileDirRoot(f.Path)
+	}
+	real, _, err := resolveImageFile(f.Path, roots)
+	if err != nil {
+		ctl.log.Warn("image file refused", "image", img.Name, "file", file, "path", f.Path, "err", err)
+		return nil, conflict(fmt.Sprintf("file %q of image %s is not served: it is no longer a regular file inside the image directories", file, img.Name))
+	}
+	out := *f
+	out.Path = real
+	return &out, nil
 }
 
-func validImage(img model.Image) error {
-	var fe []api.FieldError
-	if !NameRE.MatchString(img.Name) {
-		fe = append(fe, api.FieldError{Field: "name", Reason: "must be a lower-case name"})
+// validImage checks an image registered through the API: ValidateImage,
+// then each file: it must resolve (symbolic links followed) to a regular
+// file inside one of roots, the image directories, of the size given.
+func validImage(img model.Image, roots []string, now time.Time) error {
+	fe := ValidateImage(img, now)
+	bad := map[string]bool{}
+	for _, f := range fe {
+		bad[f.Field] = true
 	}
-	if img.Boot != "direct" && img.Boot != "firmware" {
-		fe = append(fe, api.FieldError{Field: "boot", Reason: `want "direct" or "firmware"`})
-	}
-	if img.Boot == "direct" && img.Kernel == nil {
-		fe = append(fe, api.FieldError{Field: "kernel", Reason: "direct boot needs a kernel"})
-	}
-	if img.DiskFormat != "raw" && img.DiskFormat != "qcow2" {
-		fe = append(fe, api.FieldError{Field: "disk_format", Reason: `want "raw" or "qcow2"`})
-	}
-	for _, f := range []struct {
-		name string
-		f    *model.ImageFile
-	}{{"disk", &img.Disk}, {"kernel", img.Kernel}, {"initrd", img.Initrd}} {
-		if f.f == nil {
+	for _, f := range imageFiles(img) {
+		if f.f == nil || bad[f.name+".path"] {
 			continue
 		}
-		if _, err := os.Stat(f.f.Path); err != nil {
-			fe = append(fe, api.FieldError{Field: f.name + ".path", Reason: "not readable on the control plane: " + err.Error()})
+		if len(roots) == 0 {
+			fe = append(fe, api.FieldError{Field: f.name + ".path", Reason: "the control plane has no image directory: images are registered from <data-dir>/images or --image directories only"})
+			continue
 		}
-		if len(f.f.SHA256) != 64 {
-			fe = append(fe, api.FieldError{Field: f.name + ".sha256", Reason: "want 64 hex digits"})
+		_, st, err := resolveImageFile(f.f.Path, roots)
+		if err != nil {
+			fe = append(fe, api.FieldError{Field: f.name + ".path", Reason: err.Error()})
+			continue
+		}
+		if !bad[f.name+".size"] && st.Size() != f.f.Size {
+			fe = append(fe, api.FieldError{Field: f.name + ".size", Reason: fmt.Sprintf("the file has %d bytes, not %d", st.Size(), f.f.Size)})
 		}
 	}
 	if len(fe) > 0 {

@@ -114,8 +114,10 @@ func (ctl *Controller) releaseOrphans(ctx context.Context) error {
 		ws, err := ctl.getWS(ctx, project, name)
 		orphan := isNotFound(err)
 		if err == nil {
-			orphan = leaseID(ws) != v.ID || ws.Desired == model.DesiredDeleted ||
-				ws.Desired == model.DesiredStopped && !strings.HasPrefix(ws.Status.Reason, "requeued")
+			// A guest still up keeps its lease until the agent reports it
+			// gone (guard.go).
+			orphan = leaseID(ws) != v.ID || !guestUp(ws) && (ws.Desired == model.DesiredDeleted ||
+				ws.Desired == model.DesiredStopped && !strings.HasPrefix(ws.Status.Reason, "requeued"))
 		} else if !orphan {
 			return err
 		}

@@ -53,6 +53,9 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return model.Workspace{}, err
 	}
+	if err := ctl.checkWorkspaceLimit(ctx, project); err != nil {
+		return model.Workspace{}, err
+	}
 	now := ctl.now()
 	ws := model.Workspace{
 		ID: newID(), Project: project, Spec: sp, Desired: model.DesiredRunning, CreatedAt: now,

@@ -164,6 +164,9 @@ type WorkspaceStatus struct {
 	Lease string `json:"lease,omitempty"`
 	// Suspensions counts how often the calendar suspended the workspace.
 	Suspensions int `json:"suspensions,omitempty"`
+	// Hold, in what an agent is sent only, says why it must not start the
+	// guest yet: the guests still up on its host leave no room for it.
+	Hold string `json:"hold,omitempty"`
 }
 
 // Workspace is the stored object: spec plus desired state plus status.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -44,6 +45,11 @@ func conflict(msg string) error {
 
 // writeError maps any error to a status and the api.Error shape, in one place.
 func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
+	if clientGone(err) {
+		// Nobody is there to read an answer, and it is no fault of ours.
+		log.Debug("client went away", "err", err)
+		return
+	}
 	body := api.ErrorBody{Message: err.Error()}
 	status := http.StatusInternalServerError
 	var he *httpError
@@ -82,6 +88,8 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 			status, body.Code = http.StatusNotFound, api.CodeNotFound
 		case control.KindGone:
 			status, body.Code = http.StatusGone, api.CodeNotFound
+		case control.KindLimit:
+			status, body.Code = http.StatusConflict, api.CodeLimit
 		default:
 			status, body.Code = http.StatusConflict, api.CodeConflict
 		}
@@ -108,4 +116,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// clientGone says whether err is the request's end rather than a failure:
+// its context was canceled because the client disconnected (or the
+// server is shutting down). A connection reset is not taken for one: it
+// may be the store's connection, and that is a failure.
+func clientGone(err error) bool {
+	return errors.Is(err, context.Canceled)
 }

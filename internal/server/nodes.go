@@ -23,32 +23,61 @@ func (s *Server) postNodes(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req api.NodesPost
-	if err := json.Unmarshal(body, &req); err != nil {
-		return badRequest("node: " + err.Error())
+	if err := decodeStrict("", body, &req); err != nil {
+		return err
+	}
+	p := who(ctx)
+	name := req.Node.Name
+	if !control.NameRE.MatchString(name) {
+		return badRequest("invalid node", api.FieldError{Field: "node.name", Reason: "must be a lower-case host name"})
 	}
 	// A join token registers new hosts only: with one, anyone could
 	// otherwise take over a host and read its workspaces' context. A
 	// restarted agent keeps its node token; an admin may re-register a
-	// host, which revokes the node tokens it had.
-	if _, err := s.store.Get(ctx, "nodes/"+req.Node.Name); err == nil {
-		if who(ctx).Role != RoleAdmin {
-			return conflict(fmt.Sprintf("host %q is registered already: its agent keeps its node token in its data directory; to replace the host, an admin registers it again", req.Node.Name))
-		}
-		if err := s.revokeNodeTokens(ctx, req.Node.Name); err != nil {
+	// host, which revokes the node tokens it had; a host an admin revoked
+	// may join again with a join token that has not registered its name.
+	_, err = s.store.Get(ctx, "nodes/"+name)
+	known := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if known && p.Role != RoleAdmin {
+		revoked, err := s.nodeRevoked(ctx, name)
+		if err != nil {
 			return err
 		}
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return err
+		if !revoked {
+			return conflict(fmt.Sprintf("host %q is registered already: its agent keeps its node token in its data directory; if that is lost or expired, an admin runs `vgrid node revoke %s` and the agent joins again with a new join token", name, name))
+		}
+	}
+	if p.Role == RoleJoin {
+		// Each host name once per join token, even after a revocation.
+		if err := s.useJoinToken(ctx, p.hash, name); err != nil {
+			return err
+		}
+	}
+	if known {
+		if _, err := s.revokeNodeTokens(ctx, name); err != nil {
+			return err
+		}
 	}
 	n, err := s.ctl.RegisterNode(ctx, req.Node)
 	if err != nil {
+		if p.Role == RoleJoin {
+			s.unuseJoinToken(ctx, p.hash, name)
+		}
 		return err
 	}
-	tok, err := s.createToken(ctx, Token{Project: who(ctx).Project, Role: RoleNode, Node: n.Name})
+	if err := s.clearNodeRevoked(ctx, name); err != nil {
+		return err
+	}
+	tok, t, err := s.issueToken(ctx, Token{Project: p.Project, Role: RoleNode, Node: n.Name})
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, api.NodeRegistered{Node: n, Token: tok})
+	s.log.Info("node token issued", "node", n.Name, "token_id", tokenID(hashToken(tok)), "by", p.id(), "by_role", p.Role)
+	writeJSON(w, http.StatusCreated, api.NodeRegistered{Node: n, Token: tok, ID: tokenID(hashToken(tok)),
+		IssuedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt})
 	return nil
 }
 
@@ -72,8 +101,8 @@ func (s *Server) putNodeHeartbeat(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	var req api.NodesPost
-	if err := json.Unmarshal(body, &req); err != nil {
-		return badRequest("node: " + err.Error())
+	if err := decodeStrict("", body, &req); err != nil {
+		return err
 	}
 	if err := s.ctl.Heartbeat(ctx, name, req.Node); err != nil {
 		return err
@@ -123,8 +152,8 @@ func (s *Server) putNodeWorkspaceStatus(w http.ResponseWriter, r *http.Request) 
 		return err
 	}
 	var rep api.AgentReport
-	if err := json.Unmarshal(body, &rep); err != nil {
-		return badRequest("report: " + err.Error())
+	if err := decodeStrict("report", body, &rep); err != nil {
+		return err
 	}
 	ws, err := s.ctl.Report(ctx, node, r.PathValue("project"), r.PathValue("name"), rep)
 	if err != nil {
@@ -139,11 +168,15 @@ func (s *Server) putNodeWorkspaceConsole(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	body, err := readBody(r)
+	id := r.URL.Query().Get("id")
+	if reason := control.CheckWorkspaceID(id); reason != "" {
+		return badRequest("id: "+reason, api.FieldError{Field: "id", Reason: reason})
+	}
+	body, err := readConsole(r)
 	if err != nil {
 		return err
 	}
-	if err := s.ctl.Console(r.Context(), node, r.PathValue("project"), r.PathValue("name"), r.URL.Query().Get("id"), body); err != nil {
+	if err := s.ctl.Console(r.Context(), node, r.PathValue("project"), r.PathValue("name"), id, body); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -156,7 +189,11 @@ func (s *Server) deleteNodeWorkspace(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	if err := s.ctl.Forgotten(r.Context(), node, r.PathValue("project"), r.PathValue("name"), r.URL.Query().Get("id")); err != nil {
+	id := r.URL.Query().Get("id")
+	if reason := control.CheckWorkspaceID(id); reason != "" {
+		return badRequest("id: "+reason, api.FieldError{Field: "id", Reason: reason})
+	}
+	if err := s.ctl.Forgotten(r.Context(), node, r.PathValue("project"), r.PathValue("name"), id); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -198,11 +235,11 @@ func (s *Server) postProjects(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req api.ProjectsPost
-	if err := json.Unmarshal(body, &req); err != nil {
-		return badRequest("project: " + err.Error())
+	if err := decodeStrict("", body, &req); err != nil {
+		return err
 	}
-	if !control.NameRE.MatchString(req.Name) {
-		return badRequest("invalid project", api.FieldError{Field: "name", Reason: "must be a lower-case name"})
+	if fe := control.ValidateProjectsPost(req); len(fe) > 0 {
+		return badRequest("invalid project", fe...)
 	}
 	ctx := r.Context()
 	if _, err := s.store.Get(ctx, "projects/"+req.Name); err == nil {
@@ -237,8 +274,11 @@ func (s *Server) postTokens(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req api.TokensPost
-	if err := json.Unmarshal(body, &req); err != nil {
-		return badRequest("token: " + err.Error())
+	if err := decodeStrict("", body, &req); err != nil {
+		return err
+	}
+	if fe := control.ValidateTokensPost(req); len(fe) > 0 {
+		return badRequest("invalid token request", fe...)
 	}
 	if req.Role == "" {
 		req.Role = RoleUser
@@ -249,10 +289,34 @@ func (s *Server) postTokens(w http.ResponseWriter, r *http.Request) error {
 	if !control.NameRE.MatchString(req.Project) {
 		return badRequest("invalid token request", api.FieldError{Field: "project", Reason: "must be a lower-case name"})
 	}
-	tok, err := s.CreateToken(r.Context(), req.Project, req.Role)
+	// A join token always expires (DefaultJoinTTL unless given, at most
+	// MaxJoinTTL); user and admin tokens expire only if given a TTL.
+	ttl := req.TTL.D()
+	switch {
+	case ttl < 0:
+		return badRequest("invalid token request", api.FieldError{Field: "ttl", Reason: "must be positive"})
+	case req.Role == RoleJoin && ttl == 0:
+		ttl = DefaultJoinTTL
+	case req.Role == RoleJoin && ttl > MaxJoinTTL:
+		return badRequest("invalid token request", api.FieldError{Field: "ttl", Reason: fmt.Sprintf("a join token lives at most %s", MaxJoinTTL)})
+	}
+	if req.MaxHosts < 0 || req.MaxHosts > 0 && req.Role != RoleJoin {
+		return badRequest("invalid token request", api.FieldError{Field: "max_hosts", Reason: "a positive number, for join tokens only"})
+	}
+	ctx := r.Context()
+	t := Token{Project: req.Project, Role: req.Role, MaxHosts: req.MaxHosts}
+	if ttl > 0 {
+		t.ExpiresAt = s.now().Add(ttl)
+	}
+	if err := s.ctl.EnsureProject(ctx, req.Project); err != nil {
+		return err
+	}
+	tok, t, err := s.issueToken(ctx, t)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, api.TokenCreated{Project: req.Project, Role: req.Role, Token: tok})
+	id := tokenID(hashToken(tok))
+	s.log.Info("token created", "token_id", id, "project", t.Project, "role", t.Role, "expires_at", t.ExpiresAt, "by", who(ctx).id())
+	writeJSON(w, http.StatusCreated, api.TokenCreated{Project: req.Project, Role: req.Role, Token: tok, ID: id, ExpiresAt: t.ExpiresAt})
 	return nil
 }

@@ -26,6 +26,8 @@ type Server struct {
 	store store.Store // tokens and projects
 	log   *slog.Logger
 	now   func() time.Time
+	// limits is the per-token request rate limit (ratelimit.go).
+	limits rateLimiter
 }
 
 // New returns a server over cfg.Store.
@@ -82,10 +84,15 @@ var endpoints = []endpoint{
 	{"GET", "/nodes", anyUser, (*Server).getNodes},
 	{"POST", "/projects", []string{RoleAdmin}, (*Server).postProjects},
 	{"GET", "/projects", []string{RoleAdmin}, (*Server).getProjects},
+	{"PUT", "/projects/{name}/limits", []string{RoleAdmin}, (*Server).putProjectLimits},
 	{"POST", "/tokens", []string{RoleAdmin}, (*Server).postTokens},
+	{"GET", "/tokens", []string{RoleAdmin}, (*Server).getTokens},
+	{"DELETE", "/tokens/{id}", []string{RoleAdmin}, (*Server).deleteToken},
+	{"POST", "/nodes/{node}/revoke", []string{RoleAdmin}, (*Server).postNodeRevoke},
 	// The agent protocol.
 	{"POST", "/nodes", []string{RoleJoin, RoleAdmin}, (*Server).postNodes},
 	{"PUT", "/nodes/{node}/heartbeat", []string{RoleNode}, (*Server).putNodeHeartbeat},
+	{"POST", "/nodes/{node}/token", []string{RoleNode}, (*Server).postNodeToken},
 	{"GET", "/nodes/{node}/assignments", []string{RoleNode}, (*Server).getNodeAssignments},
 	{"PUT", "/nodes/{node}/workspaces/{project}/{name}/status", []string{RoleNode}, (*Server).putNodeWorkspaceStatus},
 	{"PUT", "/nodes/{node}/workspaces/{project}/{name}/console", []string{RoleNode}, (*Server).putNodeWorkspaceConsole},
@@ -129,6 +136,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e endpoint) {
 		writeError(w, s.log, err)
 		return
 	}
+	if s.rateLimited(w, p, e) {
+		return
+	}
 	ctx := context.WithValue(r.Context(), ctxKey{}, p)
 	r = r.WithContext(ctx)
 	if e.roles != nil {
@@ -150,7 +160,7 @@ func (s *Server) getOpenAPI(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) getWhoami(w http.ResponseWriter, r *http.Request) error {
 	p := who(r.Context())
-	writeJSON(w, http.StatusOK, map[string]string{"project": p.Project, "role": p.Role, "node": p.Node})
+	writeJSON(w, http.StatusOK, whoami(p))
 	return nil
 }
 

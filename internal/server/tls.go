@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -21,27 +22,84 @@ import (
 // and the server's certificate signed by it.
 type TLSFiles struct {
 	CACert, ServerCert, ServerKey string
+	// CAKey is the CA's private key, kept (owner-only, beside the server's
+	// key) so that the server's certificate can be reissued by the CA that
+	// agents and clients already trust.
+	CAKey string
 }
 
+// renewBefore is how long before its end a server certificate is reissued.
+const renewBefore = 30 * 24 * time.Hour
+
 // EnsureTLS creates a CA and a server certificate in dir unless they exist,
-// valid for the given host names and addresses plus localhost.
+// valid for the given host names and addresses plus localhost. An existing
+// server certificate that does not cover them (--listen names a new
+// address), ends within 30 days, or does not match its key or the CA is
+// reissued by the same CA: agents and clients keep trusting the server.
+// The hosts it covered before stay covered.
 func EnsureTLS(dir string, hosts []string) (TLSFiles, error) {
+	return ensureTLS(dir, hosts, time.Now())
+}
+
+func ensureTLS(dir string, hosts []string, now time.Time) (TLSFiles, error) {
 	f := TLSFiles{
 		CACert:     filepath.Join(dir, "ca.crt"),
+		CAKey:      filepath.Join(dir, "ca.key"),
 		ServerCert: filepath.Join(dir, "server.crt"),
 		ServerKey:  filepath.Join(dir, "server.key"),
-	}
-	if _, err := os.Stat(f.ServerKey); err == nil {
-		return f, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return f, fmt.Errorf("tls dir: %w", err)
 	}
+	ca, caKey, caErr := f.loadCA()
+	if _, err := os.Stat(f.ServerKey); err == nil {
+		why, old := f.reissueReason(hosts, now)
+		if why == "" {
+			return f, nil
+		}
+		if caErr != nil {
+			if old != nil && now.Before(old.NotAfter) && strings.HasPrefix(why, endsOn) {
+				// Still valid, and nothing to reissue it with: keep it.
+				return f, nil
+			}
+			return f, fmt.Errorf("tls: the server certificate in %s %s, and the CA key that would reissue it is missing (%v): "+
+				"remove %s to make a new CA, then give agents and clients the new ca.crt", dir, why, caErr, dir)
+		}
+		var keep []string
+		if old != nil {
+			keep = append(keep, old.DNSNames...)
+			for _, ip := range old.IPAddresses {
+				keep = append(keep, ip.String())
+			}
+		}
+		return f, f.issue(ca, caKey, append(keep, hosts...), now)
+	}
+	if caErr != nil {
+		// A new set (or one whose CA was lost before its server key was
+		// written): a new CA. Its key goes first, its certificate second.
+		var err error
+		if ca, caKey, err = newCA(now); err != nil {
+			return f, err
+		}
+		keyDER, err := x509.MarshalECPrivateKey(caKey)
+		if err != nil {
+			return f, err
+		}
+		if err := writePEM(f.CAKey, "EC PRIVATE KEY", keyDER, 0o600); err != nil {
+			return f, err
+		}
+		if err := writePEM(f.CACert, "CERTIFICATE", ca.Raw, 0o644); err != nil {
+			return f, err
+		}
+	}
+	return f, f.issue(ca, caKey, hosts, now)
+}
+
+func newCA(now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return f, err
+		return nil, nil, err
 	}
-	now := time.Now()
 	caTmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: "vgrid CA", Organization: []string{"vgrid"}},
@@ -53,51 +111,132 @@ func EnsureTLS(dir string, hosts []string) (TLSFiles, error) {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		return f, fmt.Errorf("create ca: %w", err)
+		return nil, nil, fmt.Errorf("create ca: %w", err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
+	ca, err := x509.ParseCertificate(caDER)
+	return ca, caKey, err
+}
+
+// loadCA reads the CA's certificate and key.
+func (f TLSFiles) loadCA() (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	pair, err := tls.LoadX509KeyPair(f.CACert, f.CAKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	ca, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok || !ca.IsCA {
+		return nil, nil, fmt.Errorf("%s: not a vgrid CA", f.CACert)
+	}
+	return ca, key, nil
+}
+
+// reissueReason says why the server certificate must be reissued ("" if
+// it need not be), and returns it when it could be read.
+func (f TLSFiles) reissueReason(hosts []string, now time.Time) (string, *x509.Certificate) {
+	b, err := os.ReadFile(f.ServerCert)
+	if err != nil {
+		return "cannot be read", nil
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return "cannot be read", nil
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return "cannot be read", nil
+	}
+	if _, err := tls.LoadX509KeyPair(f.ServerCert, f.ServerKey); err != nil {
+		// The hosts it covered are kept when it is reissued.
+		return "does not match its key", cert
+	}
+	for _, h := range requiredHosts(hosts) {
+		if cert.VerifyHostname(h) != nil {
+			return "does not cover " + h, cert
+		}
+	}
+	if now.Add(renewBefore).After(cert.NotAfter) {
+		return endsOn + cert.NotAfter.Format(time.DateOnly), cert
+	}
+	if b, err := os.ReadFile(f.CACert); err == nil {
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(b)
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			return "is not signed by " + f.CACert, cert
+		}
+	}
+	return "", cert
+}
+
+const endsOn = "ends on "
+
+// requiredHosts are the names and addresses a server certificate must
+// cover: the given ones (but unspecified addresses) and localhost.
+func requiredHosts(hosts []string) []string {
+	out := []string{"localhost", "127.0.0.1", "::1"}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); h == "" || ip != nil && ip.IsUnspecified() {
+			continue
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// issue writes a new server key and a certificate for it signed by the CA,
+// valid for hosts, localhost and this machine's name; the key goes last,
+// its presence meaning the set is complete.
+func (f TLSFiles) issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, hosts []string, now time.Time) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return f, err
+		return err
+	}
+	notAfter := now.AddDate(5, 0, 0)
+	if notAfter.After(ca.NotAfter) {
+		notAfter = ca.NotAfter
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: "vgrid server"},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(5, 0, 0),
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
 	if h, err := os.Hostname(); err == nil {
-		tmpl.DNSNames = append(tmpl.DNSNames, h)
+		hosts = append(hosts, h)
 	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			if !ip.IsUnspecified() {
-				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-			}
-		} else if h != "" {
+	seen := map[string]bool{}
+	for _, h := range requiredHosts(hosts) {
+		ip := net.ParseIP(h)
+		if ip != nil {
+			h = ip.String()
+		}
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		if ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
-		return f, fmt.Errorf("create server cert: %w", err)
+		return fmt.Errorf("create server cert: %w", err)
 	}
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return f, err
-	}
-	if err := writePEM(f.CACert, "CERTIFICATE", caDER, 0o644); err != nil {
-		return f, err
+		return err
 	}
 	if err := writePEM(f.ServerCert, "CERTIFICATE", der, 0o644); err != nil {
-		return f, err
+		return err
 	}
-	// The key goes last: its presence means the set is complete.
-	return f, writePEM(f.ServerKey, "EC PRIVATE KEY", keyDER, 0o600)
+	return writePEM(f.ServerKey, "EC PRIVATE KEY", keyDER, 0o600)
 }
 
 func serial() *big.Int {

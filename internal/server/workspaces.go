@@ -1,13 +1,11 @@
 package server
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"vgrid/api"
 	"vgrid/internal/control"
@@ -18,15 +16,32 @@ import (
 // maxBody bounds request bodies; a spec with 64 KiB of user data fits.
 const maxBody = 1 << 20
 
+// readBody reads a request body of at most maxBody bytes. A body declared
+// larger is refused (413) before a byte of it is read: with "Expect:
+// 100-continue" the client is then never told to send it and gets the
+// answer, where reading first and stopping at the limit would leave it
+// sending into a connection about to be closed (a reset, not a 413).
 func readBody(r *http.Request) ([]byte, error) {
+	if r.ContentLength > maxBody {
+		return nil, tooLarge(r.ContentLength)
+	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
 		return nil, badRequest("read body: " + err.Error())
 	}
 	if len(b) > maxBody {
-		return nil, badRequest(fmt.Sprintf("body: larger than %d bytes", maxBody))
+		// A body of unknown length (chunked) found too long while read.
+		return nil, tooLarge(-1)
 	}
 	return b, nil
+}
+
+func tooLarge(n int64) error {
+	msg := fmt.Sprintf("body: larger than %d bytes", maxBody)
+	if n > 0 {
+		msg = fmt.Sprintf("body: %d bytes, larger than %d", n, maxBody)
+	}
+	return &httpError{http.StatusRequestEntityTooLarge, api.CodeInvalid, msg, nil}
 }
 
 // pageOf reads ?limit= (default api.DefaultPage, at most api.MaxPage) and
@@ -152,10 +167,8 @@ func (s *Server) postImages(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var img model.Image
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&img); err != nil {
-		return badRequest("image: " + err.Error())
+	if err := decodeStrict("", body, &img); err != nil {
+		return err
 	}
 	if err := s.ctl.RegisterImage(r.Context(), img, true); err != nil {
 		return err

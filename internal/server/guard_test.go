@@ -1,0 +1,140 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"vgrid/api"
+	"vgrid/internal/model"
+)
+
+// assigned is workspace name as host n1's agent is told of it.
+func (e *env) assigned(name string) model.Workspace {
+	e.t.Helper()
+	as, err := e.node.Assignments(context.Background(), "n1", 0, 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, w := range as.Workspaces {
+		if w.Spec.Name == name {
+			return w
+		}
+	}
+	e.t.Fatalf("%s is not assigned to n1", name)
+	return model.Workspace{}
+}
+
+func (e *env) up(w model.Workspace) model.Workspace {
+	now := e.clk.Now()
+	return e.report(w, api.AgentReport{State: model.StateRunning, PID: 7, StartedAt: now, ProcessStarted: now, GuestReady: now})
+}
+
+// Issue 7, item 3: a guest runs only while its lease is held, and a
+// lease's room is given back only when its guest is gone.
+func TestGuestRunsOnlyWhileItsLeaseIsHeld(t *testing.T) {
+	ctx := context.Background()
+	full := func(name string) []byte { return leaseSpec(name, "1h", "") } // 2 cores: the whole host
+
+	t.Run("a failed guest is not started again", func(t *testing.T) {
+		e := newEnv(t)
+		w, err := e.admin.CreateWorkspace(ctx, full("a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w = e.report(w, api.AgentReport{State: model.StateFailed, Reason: "start: qemu exited"})
+		if w.Desired != model.DesiredStopped {
+			t.Errorf("after Failed: desired %s, want stopped (its lease ended)", w.Desired)
+		}
+		if a := e.assigned("a"); a.Desired == model.DesiredRunning {
+			t.Errorf("the agent is told to run a workspace whose lease is over")
+		}
+		// Its room is free: another workspace gets the host.
+		if _, err := e.admin.CreateWorkspace(ctx, full("b")); err != nil {
+			t.Fatalf("the failed workspace's room was not given back: %v", err)
+		}
+	})
+
+	t.Run("a stop keeps the room until the guest is gone", func(t *testing.T) {
+		e := newEnv(t)
+		w, err := e.admin.CreateWorkspace(ctx, full("a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w = e.up(w)
+		if w, err = e.admin.StopWorkspace(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.admin.CreateWorkspace(ctx, full("b"))
+		if ce := apiErr(t, err); ce.Status != http.StatusConflict {
+			t.Fatalf("while a's guest powers off, b got %d, want 409", ce.Status)
+		}
+		e.report(w, api.AgentReport{State: model.StateStopped})
+		if _, err := e.admin.CreateWorkspace(ctx, full("b")); err != nil {
+			t.Fatalf("after a's guest stopped, b: %v", err)
+		}
+	})
+
+	t.Run("a delete keeps the room until the host tore it down", func(t *testing.T) {
+		e := newEnv(t)
+		w, err := e.admin.CreateWorkspace(ctx, full("a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w = e.up(w)
+		if err := e.admin.DeleteWorkspace(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.admin.CreateWorkspace(ctx, full("b")); err == nil {
+			t.Fatalf("b admitted while a's guest is still up")
+		}
+		if err := e.node.Deleted(ctx, "n1", w); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.admin.CreateWorkspace(ctx, full("b")); err != nil {
+			t.Fatalf("after a was torn down, b: %v", err)
+		}
+	})
+
+	t.Run("a lease's end holds the next guest until the old one is gone", func(t *testing.T) {
+		e := newEnv(t)
+		w, err := e.admin.CreateWorkspace(ctx, full("a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w = e.up(w)
+		if _, err := e.admin.CreateWorkspace(ctx, leaseSpec("b", "1h", "{kind: reservation, start: \""+e.at(time.Hour)+"\"}")); err != nil {
+			t.Fatal(err)
+		}
+		e.reconcileAt(time.Hour)
+		if a := e.get("a"); a.Desired != model.DesiredStopped || a.Status.State != model.StateStopping {
+			t.Fatalf("a after its lease: %s/%s", a.Desired, a.Status.State)
+		}
+		b := e.assigned("b")
+		if b.Desired != model.DesiredRunning || !strings.Contains(b.Status.Hold, "waiting for room") {
+			t.Fatalf("b while a powers off: desired %s hold %q; want held", b.Desired, b.Status.Hold)
+		}
+		e.report(e.get("a"), api.AgentReport{State: model.StateStopped})
+		if b := e.assigned("b"); b.Status.Hold != "" {
+			t.Fatalf("b still held after a stopped: %q", b.Status.Hold)
+		}
+	})
+
+	t.Run("a restart keeps a stopping guest's room", func(t *testing.T) {
+		e := newEnv(t)
+		w, err := e.admin.CreateWorkspace(ctx, full("a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.up(w)
+		if _, err := e.admin.StopWorkspace(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		srv := e.restarted()
+		if r, err := srv.ctl.Lease(ctx, "default", "a"); err != nil || r.State != model.LeaseRunning {
+			t.Fatalf("after a restart the stopping guest's lease is %v (%v), want running", r.State, err)
+		}
+	})
+}
