@@ -3,10 +3,13 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"vgrid/api"
 	"vgrid/internal/guest/image"
 	"vgrid/internal/model"
 )
@@ -34,6 +37,28 @@ func newNodeCmd(g *globals) *cobra.Command {
 					n.Allocated.Memory.Human(), n.Capacity.Memory.Human(), n.Allocated.Disk.Human(), n.Capacity.Disk.Human(), n.Workspaces)
 			}
 			return tw.Flush()
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Revoke a host (admin): its node tokens stop working at once",
+		Long: `Revoke every node token of a host at once. The host may then join again
+with a join token that has not registered its name before (vgrid token
+create --role join; vgrid agent --join-token-file ...). The host's record
+and the workspaces placed on it stay as they are: a host registering
+again under that name is given them.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			out, err := cl.RevokeNode(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s revoked (%d node token(s)); it may join again with a new join token\n", out.Node, out.TokensRevoked)
+			return nil
 		},
 	})
 	return c
@@ -113,31 +138,135 @@ func newProjectCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	})
+	var workspaces int
+	limits := &cobra.Command{
+		Use:   "limits NAME --workspaces N",
+		Short: "Set a project's own object limits (0: the site default)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			var got map[string]any
+			if err := cl.Do(cmd.Context(), "PUT", "/projects/"+args[0]+"/limits", map[string]int{"workspaces": workspaces}, &got); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "project %s: at most %d workspaces (0: the site default)\n", args[0], workspaces)
+			return nil
+		},
+	}
+	limits.Flags().IntVar(&workspaces, "workspaces", 0, "most workspace objects the project may have (0: the site default)")
+	c.AddCommand(limits)
 	return c
 }
 
 func newTokenCmd(g *globals) *cobra.Command {
 	var project, role string
-	c := &cobra.Command{Use: "token", Short: "Manage tokens (admin)"}
+	var ttl time.Duration
+	var maxHosts int
+	c := &cobra.Command{Use: "token", Aliases: []string{"tokens"}, Short: "Create, list and revoke tokens (admin)"}
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create a token and print it (shown once)",
+		Long: `Create a token and print its secret on standard output (shown once; its
+ID and expiry go to standard error).
+
+A join token registers host agents: each host name once, a name that is
+registered already never (unless an admin revoked that host), and it
+expires: --ttl, 24h by default, at most 720h. User and admin tokens do
+not expire unless given a --ttl.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			t, err := cl.CreateTokenWith(cmd.Context(), api.TokensPost{Project: project, Role: role, TTL: model.Duration(ttl), MaxHosts: maxHosts})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
+			fmt.Fprintf(cmd.ErrOrStderr(), "token %s (%s, project %s) expires %s\n", t.ID, t.Role, t.Project, expiresText(t.ExpiresAt))
+			return nil
+		},
+	}
+	create.Flags().StringVar(&project, "project", "default", "project")
+	create.Flags().StringVar(&role, "role", "user", "user, admin, or join (for registering host agents)")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (default: 24h for a join token, at most 720h; none for user and admin)")
+	create.Flags().IntVar(&maxHosts, "max-hosts", 0, "join tokens: how many hosts it may register (0: any number within its TTL)")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List tokens: ID, project, role, node, created, expires (never secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := g.dial()
 			if err != nil {
 				return err
 			}
-			t, err := cl.CreateToken(cmd.Context(), project, role)
+			toks, err := cl.Tokens(cmd.Context())
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), api.TokenList{Tokens: toks})
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID	PROJECT	ROLE	NODE/HOSTS	CREATED	EXPIRES")
+			for _, t := range toks {
+				id := t.ID
+				if t.Current {
+					id += " (this)"
+				}
+				nodes := t.Node
+				if t.Role == "join" {
+					nodes = strings.Join(t.Hosts, ",")
+					if t.MaxHosts > 0 {
+						nodes = fmt.Sprintf("%s (%d/%d)", nodes, len(t.Hosts), t.MaxHosts)
+					}
+				}
+				exp := expiresText(t.ExpiresAt)
+				if t.Expired {
+					exp = "expired " + t.ExpiresAt.Local().Format(time.DateTime)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", id, t.Project, t.Role, dash(nodes), t.CreatedAt.Local().Format(time.DateTime), exp)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a token by the ID vgrid token list shows: its next request is refused",
+		Long: `Revoke a token by its ID (vgrid token list). Its next request is refused
+with 401. Revoking a host's node token does not let the host join again
+with a join token: vgrid node revoke NAME does.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			t, err := cl.RevokeToken(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			what := t.Role + " token"
+			if t.Node != "" {
+				what += " of node " + t.Node
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked (%s, project %s)\n", t.ID, what, t.Project)
 			return nil
 		},
 	}
-	create.Flags().StringVar(&project, "project", "default", "project")
-	create.Flags().StringVar(&role, "role", "user", "user, admin, or join (for registering a host agent)")
-	c.AddCommand(create)
+	c.AddCommand(create, list, revoke)
 	return c
+}
+
+// expiresText says when a token expires: "never" for zero.
+func expiresText(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.Local().Format(time.DateTime)
 }

@@ -22,8 +22,13 @@ func newImageImportCmd(g *globals) *cobra.Command {
 	var disk, format, kernel, initrd, cmdline string
 	c := &cobra.Command{
 		Use:   "import NAME --disk FILE",
-		Short: "Register a disk image (e.g. a cloud image with cloud-init) from a file on the control plane's host",
-		Args:  cobra.ExactArgs(1),
+		Short: "Register a disk image (e.g. a cloud image with cloud-init) from a file in the control plane's image directories",
+		Long: `Register a disk image (e.g. a cloud image with cloud-init) booted by firmware,
+or by --kernel. Its files must be on the control plane's host, inside one of its
+image directories: <data-dir>/images/<name>/ or a directory given to vgrid up or
+vgrid server with --image. The control plane refuses any other path: a file
+registered as an image can be downloaded by every host agent.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if disk == "" {
 				return fmt.Errorf("--disk is required")

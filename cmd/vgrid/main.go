@@ -1,6 +1,7 @@
 // Command vgrid is the one binary of vgrid: the all-in-one `up`, the
-// control plane (`server`), the host agent (`agent`), and the client verbs
-// (`workspace`, `node`, `image`, `project`, `token`).
+// control plane (`server`), the host agent (`agent`), the client verbs
+// (`workspace`, `node`, `image`, `project`, `token`), and the upkeep of
+// the control plane's store (`store`: check, backup, restore).
 package main
 
 import (
@@ -35,8 +36,9 @@ func main() {
 
 // globals are the flags every client verb shares.
 type globals struct {
-	config string
-	output string
+	config   string
+	output   string
+	insecure bool // allow a plain http:// server address
 }
 
 func newRoot() *cobra.Command {
@@ -55,8 +57,10 @@ with 'vgrid workspace create -f examples/workspace.yaml'.`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.config, "config", client.DefaultConfigPath(), "client config (written by vgrid up); VGRID_ADDR and VGRID_TOKEN override it")
+	root.PersistentFlags().BoolVar(&g.insecure, "insecure", false, "allow a plain http:// server address that is not this machine's (the token is then sent unencrypted)")
 	root.AddCommand(newUpCmd(), newDownCmd(), newServerCmd(), newAgentCmd(),
-		newWorkspaceCmd(g), newLeaseCmd(g), newCalendarCmd(g), newUsageCmd(g), newSimCmd(), newNodeCmd(g), newImageCmd(g), newProjectCmd(g), newTokenCmd(g))
+		newWorkspaceCmd(g), newLeaseCmd(g), newCalendarCmd(g), newUsageCmd(g), newSimCmd(), newNodeCmd(g), newImageCmd(g), newProjectCmd(g), newTokenCmd(g),
+		newStoreCmd())
 	return root
 }
 
@@ -69,5 +73,6 @@ func (g *globals) dial() (*client.Client, error) {
 	if cfg.Token == "" {
 		return nil, fmt.Errorf("no token: run `vgrid up` (it writes %s), or set VGRID_ADDR and VGRID_TOKEN", g.config)
 	}
+	cfg.Insecure = g.insecure
 	return client.New(cfg)
 }

@@ -46,6 +46,7 @@ type upOptions struct {
 	writeConfig                              bool
 	labels                                   map[string]string
 	usageEvery                               time.Duration
+	site                                     siteLimits
 }
 
 func newUpCmd() *cobra.Command {
@@ -81,6 +82,7 @@ adopted again when it starts.`,
 	f.StringVar(&o.policy, "policy", "", "lease calendar policy file (YAML: backfill, placement, suspend, fair_share, quotas; see docs/cli.md)")
 	f.BoolVar(&o.writeConfig, "write-config", true, "write the client config to the default client config path too")
 	f.DurationVar(&o.usageEvery, "usage-every", 10*time.Second, "how often the local agent reports a running workspace's CPU time")
+	o.site.register(f)
 	return c
 }
 
@@ -95,7 +97,8 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err != nil {
 		return err
 	}
-	cp, err := controlplane.Start(ctx, log, controlplane.Config{DataDir: o.dataDir, Listen: o.listen, Policy: policy, Images: o.images, WriteConfig: o.writeConfig})
+	cp, err := controlplane.Start(ctx, log, controlplane.Config{DataDir: o.dataDir, Listen: o.listen, Policy: policy, Images: o.images, WriteConfig: o.writeConfig,
+		Limits: o.site.limits(), RateLimit: o.site.rateLimit()})
 	if err != nil {
 		return err
 	}
@@ -129,6 +132,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 
 func newServerCmd() *cobra.Command {
 	var dataDir, listen, policy string
+	var site siteLimits
 	writeConfig := true
 	c := &cobra.Command{
 		Use:   "server",
@@ -140,7 +144,8 @@ func newServerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cp, err := controlplane.Start(ctx, newLogger(), controlplane.Config{DataDir: dataDir, Listen: listen, Policy: pol, WriteConfig: writeConfig})
+			cp, err := controlplane.Start(ctx, newLogger(), controlplane.Config{DataDir: dataDir, Listen: listen, Policy: pol, WriteConfig: writeConfig,
+				Limits: site.limits(), RateLimit: site.rateLimit()})
 			if err != nil {
 				return err
 			}
@@ -153,6 +158,7 @@ func newServerCmd() *cobra.Command {
 	c.Flags().StringVar(&listen, "listen", defaultListen, "HTTPS listen address")
 	c.Flags().StringVar(&policy, "policy", "", "lease calendar policy file (see vgrid up --help)")
 	c.Flags().BoolVar(&writeConfig, "write-config", true, "write the admin client config to the default client config path too")
+	site.register(c.Flags())
 	return c
 }
 
@@ -218,6 +224,7 @@ func detach(ctx context.Context, o *upOptions) error {
 	}
 	args := []string{"up", "--data-dir", o.dataDir, "--listen", o.listen, "--accel", o.accel,
 		"--write-config=" + strconv.FormatBool(o.writeConfig), "--usage-every", o.usageEvery.String()}
+	args = append(args, o.site.args()...)
 	if o.nodeName != "" {
 		args = append(args, "--node-name", o.nodeName)
 	}

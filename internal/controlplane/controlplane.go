@@ -15,10 +15,13 @@ import (
 	"sync"
 	"time"
 
+	"vgrid/internal/agent"
 	"vgrid/internal/calendar"
 	"vgrid/internal/client"
+	"vgrid/internal/control"
 	"vgrid/internal/guest/image"
 	"vgrid/internal/server"
+	"vgrid/internal/store"
 	"vgrid/internal/store/bolt"
 )
 
@@ -49,6 +52,17 @@ type Config struct {
 	// WriteConfig also writes the admin client config to the user's
 	// default client config path.
 	WriteConfig bool
+	// AllowFreshStore lets Start begin with a new, empty store where it
+	// would otherwise refuse: the store file is missing from a data
+	// directory where vgrid ran before, damaged (it is then set aside as
+	// store.db.reset-<time>, not overwritten), or not the store recorded
+	// in store.id. Without it Start refuses, naming the file and the way
+	// out. `vgrid store reset` is the operator's way to the same end.
+	AllowFreshStore bool
+	// Limits are the site's per-project object limits (zero: defaults).
+	Limits control.Limits
+	// RateLimit is the per-token request rate limit (zero: the default).
+	RateLimit server.RateLimit
 }
 
 // Start opens the store in cfg.DataDir, makes or loads the TLS material,
@@ -61,14 +75,22 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	dataDir, _ = filepath.Abs(dataDir)
-	st, err := bolt.Open(filepath.Join(dataDir, "store.db"))
+	// The store is checked, refused if damaged or missing where there was
+	// one, and backed up before anything writes to it (storefile.go).
+	st, err := openStore(ctx, log, dataDir, cfg.AllowFreshStore)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := server.New(server.Config{Store: st, Logger: log, Policy: policy})
+	// Images are registered (POST /images) and served only from the image
+	// directories: <data-dir>/images and the --image directories.
+	imageDirs := append([]string{filepath.Join(dataDir, "images")}, images...)
+	srv, err := server.New(server.Config{Store: st, Logger: log, Policy: policy, ImageDirs: imageDirs, Limits: cfg.Limits})
 	if err != nil {
 		st.Close()
 		return nil, err
+	}
+	if cfg.RateLimit != (server.RateLimit{}) {
+		srv.SetRateLimit(cfg.RateLimit)
 	}
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
@@ -120,6 +142,7 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 	if err := os.WriteFile(filepath.Join(dataDir, "vgrid.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		log.Warn("write pid file", "err", err)
 	}
+	cp.serveBackups(ctx, dataDir)
 	return cp, nil
 }
 
@@ -152,8 +175,11 @@ func (cp *ControlPlane) bootstrap(ctx context.Context, dataDir string, images []
 			}
 		}
 	}
+	// The local join token expires like any join token: it is kept while
+	// at least half of its lifetime is left, else replaced. vgrid up's own
+	// agent needs it only to register the first time.
 	joinPath := filepath.Join(dataDir, "join.token")
-	if b, err := os.ReadFile(joinPath); err == nil && cp.srv.TokenValid(ctx, strings.TrimSpace(string(b))) {
+	if b, err := os.ReadFile(joinPath); err == nil && cp.joinTokenFresh(ctx, strings.TrimSpace(string(b))) {
 		cp.JoinToken = strings.TrimSpace(string(b))
 	} else {
 		if cp.JoinToken, err = cp.srv.CreateToken(ctx, "default", server.RoleJoin); err != nil {
@@ -162,6 +188,9 @@ func (cp *ControlPlane) bootstrap(ctx context.Context, dataDir string, images []
 		if err := os.WriteFile(joinPath, []byte(cp.JoinToken+"\n"), 0o600); err != nil {
 			return err
 		}
+	}
+	if err := cp.renewLocalAgent(ctx, filepath.Join(dataDir, "agent")); err != nil {
+		return err
 	}
 	dirs, _ := filepath.Glob(filepath.Join(dataDir, "images", "*", "image.json"))
 	for i := range dirs {
@@ -177,6 +206,43 @@ func (cp *ControlPlane) bootstrap(ctx context.Context, dataDir string, images []
 		}
 		cp.log.Info("image registered", "image", img.Name, "dir", d)
 	}
+	return nil
+}
+
+// joinTokenFresh reports whether the local join token works and has at
+// least half of a join token's default lifetime left.
+func (cp *ControlPlane) joinTokenFresh(ctx context.Context, tok string) bool {
+	exp, ok := cp.srv.TokenExpiry(ctx, tok)
+	return ok && (exp.IsZero() || exp.Sub(cp.srv.Controller().Now()) >= server.DefaultJoinTTL/2)
+}
+
+// renewLocalAgent gives vgrid up's own agent (data directory
+// <data-dir>/agent: cmd/vgrid/up.go) a new node token if the one it saved
+// no longer works or is about to stop: it expired while vgrid up was
+// down, or an admin revoked this host. A join token cannot register a
+// known host again, but the control plane has admin rights in-process. An
+// agent that never registered, or a host the store does not know, is left
+// to register with the join token.
+func (cp *ControlPlane) renewLocalAgent(ctx context.Context, agentDir string) error {
+	cred, err := agent.LoadCredential(agentDir)
+	if err != nil || cred.Node == "" {
+		return nil
+	}
+	if exp, ok := cp.srv.TokenExpiry(ctx, cred.Token); ok && (exp.IsZero() || exp.Sub(cp.srv.Controller().Now()) > 10*time.Minute) {
+		return nil
+	}
+	nt, err := cp.srv.IssueNodeToken(ctx, "default", cred.Node)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("renew the local agent's node token: %w", err)
+	}
+	cred.Server, cred.Token, cred.ID, cred.IssuedAt, cred.ExpiresAt = cp.URL, nt.Token, nt.ID, nt.IssuedAt, nt.ExpiresAt
+	if err := agent.SaveCredential(agentDir, cred); err != nil {
+		return err
+	}
+	cp.log.Info("local agent's node token renewed", "node", cred.Node, "token_id", nt.ID, "expires_at", nt.ExpiresAt)
 	return nil
 }
 

@@ -17,14 +17,11 @@
 //
 //	VGRID_FAULT_SEED=N        replay a run's choices (the seed is printed)
 //	VGRID_FAULT_KILLS=N       kills in the run (default 24; 6 with -short)
-//	VGRID_FAULT_ALLOW=a,b     report these findings without failing (both
+//	VGRID_FAULT_ALLOW=a,b     report these findings without failing (all
 //	                          were found by this suite and are fixed):
 //	                          stop-release (a stop or delete stored, its
 //	                          lease not released), requeue-hold (a hold
-//	                          whose run begins after it ends), failed-retry
-//	                          (a workspace reported Failed is started again
-//	                          with its lease over: open, issue 7 item 3;
-//	                          make test allows it)
+//	                          whose run begins after it ends)
 //	VGRID_FAULT_KEEP_GOING=1  report failed checks and carry on
 //
 // Under the race detector the server is built with it too, and any report

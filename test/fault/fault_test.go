@@ -137,7 +137,8 @@ func TestKillRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	img := writeImage(t, filepath.Join(dir, "image"))
+	// Images are registered from the data directory's images/ only.
+	img := writeImage(t, filepath.Join(srv.dataDir, "images", imageName))
 	if _, err := admin.RegisterImage(ctx, img); err != nil {
 		t.Fatalf("register image: %v", err)
 	}
