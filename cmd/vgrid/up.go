@@ -257,6 +257,9 @@ func detach(ctx context.Context, o *upOptions) error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-done:
+			if why := lastError(logPath); why != "" {
+				return fmt.Errorf("vgrid up exited (%v): %s\n(log: %s)", err, why, logPath)
+			}
 			return fmt.Errorf("vgrid up exited (%v); see %s", err, logPath)
 		case <-ctx.Done():
 			return ctx.Err()
@@ -322,4 +325,23 @@ func newDownCmd() *cobra.Command {
 	}
 	c.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "data directory of the vgrid up to stop")
 	return c
+}
+
+// lastError is the last "error: " line of a vgrid up log (what made it
+// exit), without the prefix; "" if there is none.
+func lastError(logPath string) string {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return ""
+	}
+	if len(b) > 64<<10 {
+		b = b[len(b)-64<<10:]
+	}
+	why := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "error: "); ok {
+			why = rest
+		}
+	}
+	return why
 }
