@@ -199,6 +199,12 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 		if ws.Desired != model.DesiredRunning && ws.Desired != model.DesiredSuspended && (next == model.StateRunning || next == model.StateStarting) {
 			next = model.StateStopping
 		}
+		if prev == model.StateRunning && next == model.StateStarting && rep.PID != 0 && rep.PID == st.PID {
+			// An agent that restarted adopts the same QEMU process before
+			// its guest agent has answered again: still running, not a
+			// new boot (which would be an event and a boot-time sample).
+			next = model.StateRunning
+		}
 		if prev == model.StateFailed && next == model.StateStopped {
 			// The agent confirming that nothing runs: it stays Failed, with
 			// its reason, until it is started again.

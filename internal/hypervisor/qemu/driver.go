@@ -203,6 +203,12 @@ func (d *Driver) start(ctx context.Context, spec hypervisor.InstanceSpec, p Path
 	if err != nil {
 		return hypervisor.Instance{}, err
 	}
+	// This run is written down before QEMU exists: an agent killed while
+	// QEMU daemonizes must find the new run's start (and no record of the
+	// previous run's end), not the previous run's.
+	if err := writeJSON(p.State, runState{Accel: accel, StartedAt: time.Now()}); err != nil {
+		d.log.Error("record start", "instance", spec.ID, "err", err)
+	}
 	pid, startedAt, err := d.launch(ctx, spec, p, accel, cg)
 	if err != nil {
 		if derr := cg.Delete(); derr != nil {
