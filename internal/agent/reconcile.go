@@ -178,14 +178,19 @@ func (a *Agent) delete(ctx context.Context, w model.Workspace) {
 		a.log.Warn("report deletion", "workspace", w.Spec.Name, "err", err)
 		return
 	}
-	a.mu.Lock()
-	delete(a.sent, w.ID)
-	delete(a.sending, w.ID)
-	delete(a.cpuRead, w.ID)
-	delete(a.console, w.ID)
-	delete(a.saved, w.ID)
-	a.mu.Unlock()
+	a.forgetInstance(w.ID)
 	a.log.Info("workspace deleted", "workspace", w.Project+"/"+w.Spec.Name, "id", w.ID)
+}
+
+// forgetInstance drops what the agent keeps about a torn-down instance.
+func (a *Agent) forgetInstance(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.sent, id)
+	delete(a.sending, id)
+	delete(a.cpuRead, id)
+	delete(a.console, id)
+	delete(a.saved, id)
 }
 
 func (a *Agent) fail(ctx context.Context, w model.Workspace, reason string) {
@@ -482,13 +487,7 @@ func (a *Agent) deleteOrphan(ctx context.Context, w model.Workspace) {
 	}
 	if w.Spec.Name == "" {
 		_ = os.Remove(a.genPath(w.ID))
-		a.mu.Lock()
-		delete(a.sent, w.ID)
-		delete(a.sending, w.ID)
-		delete(a.cpuRead, w.ID)
-		delete(a.console, w.ID)
-		delete(a.saved, w.ID)
-		a.mu.Unlock()
+		a.forgetInstance(w.ID)
 		a.log.Warn("deleted an instance that no workspace assigned to this host wants", "id", w.ID)
 		return
 	}
