@@ -240,9 +240,11 @@ func (ctl *Controller) changeAndRelease(ctx context.Context, project, name strin
 	}
 }
 
-// guestGone finishes the running lease of a workspace whose guest the
-// agent reported gone (stopped, failed or torn down): only now is its room
-// given back. A queued (requeued) or suspended lease is left alone.
+// guestGone ends the lease of a workspace whose guest the agent reported
+// gone (stopped, failed or torn down): only now is its room given back. A
+// running lease finishes; a waiting or suspended one (the calendar moved
+// it while the guest powered off) is withdrawn if the workspace no longer
+// wants it, and left alone if it does (a requeued workspace).
 func (ctl *Controller) guestGone(ctx context.Context, ws model.Workspace) {
 	ctl.mu.Lock()
 	defer ctl.mu.Unlock()
@@ -250,7 +252,7 @@ func (ctl *Controller) guestGone(ctx context.Context, ws model.Workspace) {
 	if err != nil {
 		return
 	}
-	if v, ok := c.Get(leaseID(ws)); ok && v.State == calendar.StateRunning {
+	if v, ok := c.Get(leaseID(ws)); ok && !v.State.Over() && (v.State == calendar.StateRunning || !wantsLease(ws)) {
 		ctl.releaseLocked(ctx, ws)
 	}
 }

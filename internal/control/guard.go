@@ -3,6 +3,7 @@ package control
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"vgrid/internal/calendar"
 	"vgrid/internal/model"
@@ -37,6 +38,19 @@ func guestUp(ws model.Workspace) bool {
 		return true
 	}
 	return false
+}
+
+// wantsLease reports whether ws still wants its lease: not being deleted,
+// and not stopped (a requeued workspace is stopped but waits for its lease
+// to start again).
+func wantsLease(ws model.Workspace) bool {
+	switch ws.Desired {
+	case model.DesiredDeleted:
+		return false
+	case model.DesiredStopped:
+		return strings.HasPrefix(ws.Status.Reason, "requeued")
+	}
+	return true
 }
 
 // leaseStateFunc tells a lease's state in the calendar; ok is false when

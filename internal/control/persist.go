@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"vgrid/internal/calendar"
@@ -116,8 +115,7 @@ func (ctl *Controller) releaseOrphans(ctx context.Context) error {
 		if err == nil {
 			// A guest still up keeps its lease until the agent reports it
 			// gone (guard.go).
-			orphan = leaseID(ws) != v.ID || !guestUp(ws) && (ws.Desired == model.DesiredDeleted ||
-				ws.Desired == model.DesiredStopped && !strings.HasPrefix(ws.Status.Reason, "requeued"))
+			orphan = leaseID(ws) != v.ID || !guestUp(ws) && !wantsLease(ws)
 		} else if !orphan {
 			return err
 		}

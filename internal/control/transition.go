@@ -85,7 +85,10 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		st.Suspensions++
 		return Change{WS: ws, Type: "suspending", Message: a.Reason}
 	case calendar.ActRequeue:
-		if ws.Desired == model.DesiredStopped && strings.HasPrefix(st.Reason, "requeued") {
+		if ws.Desired == model.DesiredStopped {
+			// Requeued already, or stopped by its user while its guest
+			// powers off: its lease is withdrawn when the guest is gone
+			// (guestGone), never started again.
 			return same
 		}
 		ws.Desired = model.DesiredStopped

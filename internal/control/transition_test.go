@@ -83,11 +83,13 @@ func TestTransitionEveryActionEveryState(t *testing.T) {
 			{model.DesiredStopped, model.StateQueued, "n1", "requeued"},
 			{model.DesiredStopped, model.StateStopping, "n1", "requeued"},
 			{model.DesiredStopped, model.StateStopping, "n1", "requeued"},
-			{model.DesiredStopped, model.StateStopping, "n1", "requeued"},
-			{model.DesiredStopped, model.StateStopped, "n1", "requeued"},
+			// Stopped by its user (or failed): never requeued, its lease
+			// is withdrawn when the guest is gone.
+			{model.DesiredStopped, model.StateStopping, "n1", ""},
+			{model.DesiredStopped, model.StateStopped, "n1", ""},
 			{model.DesiredStopped, model.StateStopped, "n1", ""},
 			{model.DesiredStopped, model.StateSuspended, "n1", "requeued"},
-			{model.DesiredStopped, model.StateFailed, "n1", "requeued"},
+			{model.DesiredStopped, model.StateFailed, "n1", ""},
 		},
 		calendar.ActEnd: {
 			{model.DesiredStopped, model.StateStopped, "", "stopping"},

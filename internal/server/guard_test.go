@@ -122,6 +122,35 @@ func TestGuestRunsOnlyWhileItsLeaseIsHeld(t *testing.T) {
 		}
 	})
 
+	t.Run("a stopping guest's lease preempted meanwhile is withdrawn when it is gone", func(t *testing.T) {
+		// Found by the fault suite: the lease was suspended while the guest
+		// powered off, and stayed suspended (to resume later) after it.
+		e := newEnv(t)
+		w, err := e.admin.CreateWorkspace(ctx, leaseSpec("batch", "4h", "{kind: best-effort}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w = e.up(w)
+		if _, err := e.admin.CreateWorkspace(ctx, leaseSpec("booked", "1h", "{kind: reservation, start: \""+e.at(time.Hour)+"\"}")); err != nil {
+			t.Fatal(err)
+		}
+		if w, err = e.admin.StopWorkspace(ctx, "batch"); err != nil {
+			t.Fatal(err)
+		}
+		e.reconcileAt(time.Hour) // the reservation preempts batch, still powering off
+		e.report(e.get("batch"), api.AgentReport{State: model.StateStopped})
+		l, err := e.admin.GetLease(ctx, "batch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !model.LeaseState(l.State).Over() {
+			t.Fatalf("the stopped workspace's lease is %s, want over", l.State)
+		}
+		if b := e.get("batch"); b.Desired != model.DesiredStopped {
+			t.Fatalf("the stopped workspace is desired %s", b.Desired)
+		}
+	})
+
 	t.Run("a restart keeps a stopping guest's room", func(t *testing.T) {
 		e := newEnv(t)
 		w, err := e.admin.CreateWorkspace(ctx, full("a"))
