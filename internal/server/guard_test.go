@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"vgrid/api"
+	"vgrid/internal/client"
 	"vgrid/internal/model"
 )
 
@@ -148,6 +150,35 @@ func TestGuestRunsOnlyWhileItsLeaseIsHeld(t *testing.T) {
 		}
 		if b := e.get("batch"); b.Desired != model.DesiredStopped {
 			t.Fatalf("the stopped workspace is desired %s", b.Desired)
+		}
+	})
+
+	t.Run("a host that shrank across a restart keeps its guests and their leases, and takes no more", func(t *testing.T) {
+		e := newEnv(t)
+		w, err := e.admin.CreateWorkspace(ctx, full("a")) // 2 cores
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.up(w)
+		// The host comes back with one core.
+		if err := e.node.Heartbeat(ctx, model.Node{Name: "n1", Accel: "tcg",
+			Capacity: model.Resources{MilliCPU: 1000, Memory: 8 * model.GiB, Disk: 100 * model.GiB}}); err != nil {
+			t.Fatal(err)
+		}
+		srv := e.restarted()
+		r, err := srv.ctl.Lease(ctx, "default", "a")
+		if err != nil || r.State != model.LeaseRunning {
+			t.Fatalf("the running guest's lease after the restart: %v (%v), want running", r.State, err)
+		}
+		hs := httptest.NewServer(srv.Handler())
+		defer hs.Close()
+		admin, err := client.New(client.Config{Server: hs.URL, Token: e.admin.Token()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = admin.CreateWorkspace(ctx, []byte(strings.Replace(string(leaseSpec("b", "1h", "")), "cpu: 2", "cpu: 0.5", 1)))
+		if ce := apiErr(t, err); ce.Status != http.StatusConflict || ce.Body.Code != api.CodeCapacity {
+			t.Fatalf("a shrunk host full of guests, another create: %d %s, want 409 %s", ce.Status, ce.Body.Code, api.CodeCapacity)
 		}
 	})
 
