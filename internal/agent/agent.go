@@ -331,15 +331,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	t := time.NewTicker(a.cfg.Resync)
 	defer t.Stop()
 	for {
+		tick := false
 		select {
 		case <-ctx.Done():
 			a.wg.Wait()
 			return nil
 		case <-kick:
 		case <-t.C:
+			tick = true
 		}
 		a.reconcileAll(ctx)
-		a.sweepOrphans(ctx)
+		if tick {
+			// Instances no workspace wants are looked for at the resync
+			// pace, not at every change of the assignments: it scans the
+			// host's processes.
+			a.sweepOrphans(ctx)
+		}
 		a.pushConsoles(ctx)
 	}
 }

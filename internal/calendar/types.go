@@ -201,6 +201,14 @@ type Overcommit struct {
 	Bandwidth float64
 }
 
+// Capacity is what the calendar lets a host of real capacity r hold: each
+// resource times its ratio.
+func (o Overcommit) Capacity(r model.Resources) model.Resources {
+	rs := o.ratios()
+	return model.Resources{MilliCPU: overcommit(r.MilliCPU, rs[dCPU]), Memory: model.ByteSize(overcommit(int64(r.Memory), rs[dMem])),
+		Disk: model.ByteSize(overcommit(int64(r.Disk), rs[dDisk])), Bandwidth: model.ByteSize(overcommit(int64(r.Bandwidth), rs[dBW]))}
+}
+
 // ratios lists the ratio of each slot-table dimension (1 for none).
 func (o Overcommit) ratios() [nd]float64 {
 	r := [nd]float64{o.CPU, o.Memory, o.Disk, o.Bandwidth, 1}

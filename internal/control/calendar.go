@@ -300,7 +300,7 @@ func (ctl *Controller) readyHost(ctx context.Context) error {
 // the calendar already has a lease of that name (from an earlier workspace
 // of the same name).
 func freshLeaseID(c *calendar.Calendar, base string, ws model.Workspace) string {
-	if v, ok := c.Get(base); !ok || v.State == calendar.StateRefused {
+	if _, ok := c.Get(base); !ok {
 		return base
 	}
 	return base + "#" + ws.ID

@@ -5,7 +5,6 @@ import (
 	"sort"
 	"strings"
 
-	"vgrid/internal/calendar"
 	"vgrid/internal/model"
 )
 
@@ -75,7 +74,7 @@ func guard(wss []model.Workspace, lease leaseStateFunc, capacity model.Resources
 		case model.DesiredRunning:
 			switch {
 			case ok && st == model.LeaseRunning:
-			case ok && !st.Over() && st != model.LeaseRefused && !guestUp(*ws):
+			case ok && !st.Over() && !guestUp(*ws):
 				// Its lease waits: not yet, but not stopped either.
 				ws.Status.Hold = fmt.Sprintf("waiting for its lease (%s) to start", st)
 				continue
@@ -84,7 +83,7 @@ func guard(wss []model.Workspace, lease leaseStateFunc, capacity model.Resources
 				ws.Status.Reason = noLeaseReason(st, ok)
 			}
 		case model.DesiredSuspended:
-			if !ok || st.Over() || st == model.LeaseRefused {
+			if !ok || st.Over() {
 				ws.Desired = model.DesiredStopped
 				ws.Status.Reason = noLeaseReason(st, ok)
 			}
@@ -125,22 +124,4 @@ func noLeaseReason(st model.LeaseState, ok bool) string {
 
 func describe(r model.Resources) string {
 	return fmt.Sprintf("%.3g cores, %s memory", float64(r.MilliCPU)/1000, r.Memory.Human())
-}
-
-// guardCapacity is what guard lets run on a host: its capacity times the
-// policy's overcommit ratios, as the calendar counts it.
-func guardCapacity(n model.Node, o calendar.Overcommit) model.Resources {
-	scale := func(v int64, ratio float64) int64 {
-		if ratio <= 1 {
-			return v
-		}
-		return int64(float64(v) * ratio)
-	}
-	c := n.Capacity
-	return model.Resources{
-		MilliCPU:  scale(c.MilliCPU, o.CPU),
-		Memory:    model.ByteSize(scale(int64(c.Memory), o.Memory)),
-		Disk:      model.ByteSize(scale(int64(c.Disk), o.Disk)),
-		Bandwidth: model.ByteSize(scale(int64(c.Bandwidth), o.Bandwidth)),
-	}
 }

@@ -24,11 +24,9 @@ type Limits struct {
 // MaxLimit bounds what an admin may set a project's limit to.
 const MaxLimit = 1_000_000
 
-// projectRecord is what the store keeps of a project.
+// projectRecord is the part of a stored project that limits read: its own
+// limits, which override the site's.
 type projectRecord struct {
-	Name      string `json:"name"`
-	CreatedAt any    `json:"created_at,omitempty"`
-	// Limits override the site's for this project.
 	Limits *Limits `json:"limits,omitempty"`
 }
 

@@ -136,7 +136,7 @@ func (ctl *Controller) guarded(ctx context.Context, node string, wss []model.Wor
 		v, ok := c.Get(id)
 		return v.State, ok
 	}
-	return guard(wss, states, guardCapacity(n, ctl.policy().Overcommit)), nil
+	return guard(wss, states, ctl.policy().Overcommit.Capacity(n.Capacity)), nil
 }
 
 // waitChange blocks until a workspace placed on node, before or after the

@@ -103,7 +103,7 @@ func (ctl *Controller) releaseOrphans(ctx context.Context) error {
 	var acts []calendar.Action
 	released := 0
 	for _, v := range ctl.cal.Leases() {
-		if v.State.Over() || v.State == calendar.StateRefused {
+		if v.State.Over() {
 			continue
 		}
 		project, name, ok := refOfLease(v.ID)

@@ -16,6 +16,7 @@ import (
 
 	"vgrid/api"
 	"vgrid/internal/model"
+	"vgrid/internal/spec"
 )
 
 // What agents and admins send is checked like what users send: every field
@@ -91,21 +92,7 @@ var (
 	idRE         = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	controllerRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
 	sha256RE     = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	plainKeyRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
-
-// FieldPath joins a JSON path and a key as the spec's errors do:
-// "node.labels.zone", or node.labels["vgrid.io/host"] for a key that is
-// not a plain identifier.
-func FieldPath(path, key string) string {
-	if !plainKeyRE.MatchString(key) {
-		return path + "[" + strconv.Quote(key) + "]"
-	}
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
 
 // maxFieldErrors bounds the problems one body reports.
 const maxFieldErrors = 50
@@ -216,7 +203,7 @@ func checkLabels(f *fieldErrs, field string, labels map[string]string) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		v := labels[k]
-		path := FieldPath(field, k)
+		path := spec.FieldPath(field, k)
 		switch {
 		case len(k) > MaxLabelLen || !labelKeyRE.MatchString(k):
 			f.add(path, "a key is 1-%d characters of letters, digits, '.', '_', '-' and '/', starting and ending with a letter or digit", MaxLabelLen)
@@ -289,7 +276,7 @@ func ValidateReport(r api.AgentReport, now time.Time) []api.FieldError {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			path := FieldPath("report.cgroup", k)
+			path := spec.FieldPath("report.cgroup", k)
 			if !controllerRE.MatchString(k) {
 				f.add(path, "a controller name is 1-32 characters of a-z, 0-9 and '_', starting with a letter")
 			} else if reason := checkAbsPath(r.Cgroup[k]); reason != "" {

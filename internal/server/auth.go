@@ -208,25 +208,47 @@ func (s *Server) lookupToken(ctx context.Context, secret string) (Token, bool) {
 	return t, true
 }
 
+// storedToken is a token as listed from the store.
+type storedToken struct {
+	Token
+	hash string
+	rev  int64
+}
+
+// listTokens returns every stored token (records that do not decode are
+// left out).
+func (s *Server) listTokens(ctx context.Context) ([]storedToken, error) {
+	kvs, err := s.store.List(ctx, "tokens/")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]storedToken, 0, len(kvs))
+	for _, kv := range kvs {
+		var t Token
+		if json.Unmarshal(kv.Value, &t) == nil {
+			out = append(out, storedToken{Token: t, hash: strings.TrimPrefix(kv.Key, "tokens/"), rev: kv.Revision})
+		}
+	}
+	return out, nil
+}
+
 // revokeNodeTokens deletes every node token of a host but those whose
 // hashes are in keep, and returns how many it deleted.
 func (s *Server) revokeNodeTokens(ctx context.Context, node string, keep ...string) (int, error) {
-	kvs, err := s.store.List(ctx, "tokens/")
+	ts, err := s.listTokens(ctx)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	for _, kv := range kvs {
-		var t Token
-		hash := strings.TrimPrefix(kv.Key, "tokens/")
-		if json.Unmarshal(kv.Value, &t) != nil || t.Role != RoleNode || t.Node != node || slices.Contains(keep, hash) {
+	for _, t := range ts {
+		if t.Role != RoleNode || t.Node != node || slices.Contains(keep, t.hash) {
 			continue
 		}
-		if err := s.store.Delete(ctx, kv.Key, kv.Revision); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := s.store.Delete(ctx, tokenKey(t.hash), t.rev); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return n, err
 		}
 		n++
-		s.log.Info("node token revoked", "node", node, "token_id", tokenID(hash))
+		s.log.Info("node token revoked", "node", node, "token_id", tokenID(t.hash))
 	}
 	return n, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"vgrid/api"
 	"vgrid/internal/control"
+	"vgrid/internal/spec"
 )
 
 // Strict decoding of the agent protocol's and the admin API's JSON bodies.
@@ -185,7 +186,7 @@ func (d *strictDecoder) object(path string, raw json.RawMessage, v reflect.Value
 	fields := fieldsOf(v.Type())
 	seen := make(map[string]bool, len(keys))
 	for i, key := range keys {
-		child := control.FieldPath(path, key)
+		child := spec.FieldPath(path, key)
 		if seen[key] {
 			d.fail(child, "given twice")
 			continue
@@ -212,7 +213,7 @@ func (d *strictDecoder) mapping(path string, raw json.RawMessage, v reflect.Valu
 	}
 	m := reflect.MakeMapWithSize(t, len(keys))
 	for i, key := range keys {
-		child := control.FieldPath(path, key)
+		child := spec.FieldPath(path, key)
 		k := reflect.ValueOf(key).Convert(t.Key())
 		if m.MapIndex(k).IsValid() {
 			d.fail(child, "given twice")

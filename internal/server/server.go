@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -171,13 +170,12 @@ func (s *Server) Bootstrap(ctx context.Context, project string) (admin string, e
 	if err := s.ctl.EnsureProject(ctx, project); err != nil {
 		return "", err
 	}
-	kvs, err := s.store.List(ctx, "tokens/")
+	ts, err := s.listTokens(ctx)
 	if err != nil {
 		return "", err
 	}
-	for _, kv := range kvs {
-		var t Token
-		if json.Unmarshal(kv.Value, &t) == nil && t.Role == RoleAdmin {
+	for _, t := range ts {
+		if t.Role == RoleAdmin {
 			return "", nil
 		}
 	}

@@ -126,19 +126,18 @@ func (s *Server) unuseJoinToken(ctx context.Context, hash, host string) {
 // purgeExpiredTokens deletes the tokens that expired more than expiredKeep
 // ago. Errors are logged only: the purge is housekeeping.
 func (s *Server) purgeExpiredTokens(ctx context.Context) {
-	kvs, err := s.store.List(ctx, "tokens/")
+	ts, err := s.listTokens(ctx)
 	if err != nil {
 		s.log.Warn("purge expired tokens", "err", err)
 		return
 	}
 	cutoff := s.now().Add(-expiredKeep)
-	for _, kv := range kvs {
-		var t Token
-		if json.Unmarshal(kv.Value, &t) != nil || !t.expired(cutoff) {
+	for _, t := range ts {
+		if !t.expired(cutoff) {
 			continue
 		}
-		if err := s.store.Delete(ctx, kv.Key, kv.Revision); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
-			s.log.Warn("purge expired token", "token_id", tokenID(strings.TrimPrefix(kv.Key, "tokens/")), "err", err)
+		if err := s.store.Delete(ctx, tokenKey(t.hash), t.rev); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
+			s.log.Warn("purge expired token", "token_id", tokenID(t.hash), "err", err)
 		}
 	}
 }
@@ -155,17 +154,13 @@ func (s *Server) tokenInfo(hash string, t Token, caller string) api.TokenInfo {
 // ?project=, ?role= or ?node=.
 func (s *Server) getTokens(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	kvs, err := s.store.List(ctx, "tokens/")
+	ts, err := s.listTokens(ctx)
 	if err != nil {
 		return err
 	}
 	q := r.URL.Query()
 	out := api.TokenList{Tokens: []api.TokenInfo{}}
-	for _, kv := range kvs {
-		var t Token
-		if json.Unmarshal(kv.Value, &t) != nil {
-			continue
-		}
+	for _, t := range ts {
 		if p := q.Get("project"); p != "" && t.Project != p {
 			continue
 		}
@@ -175,7 +170,7 @@ func (s *Server) getTokens(w http.ResponseWriter, r *http.Request) error {
 		if n := q.Get("node"); n != "" && t.Node != n {
 			continue
 		}
-		out.Tokens = append(out.Tokens, s.tokenInfo(strings.TrimPrefix(kv.Key, "tokens/"), t, who(ctx).hash))
+		out.Tokens = append(out.Tokens, s.tokenInfo(t.hash, t.Token, who(ctx).hash))
 	}
 	sort.SliceStable(out.Tokens, func(i, j int) bool {
 		a, b := out.Tokens[i], out.Tokens[j]

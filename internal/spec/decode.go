@@ -143,7 +143,7 @@ func (d *decoder) object(path string, n *node, v reflect.Value) {
 	}
 	fi := fieldsOf(v.Type())
 	for i, key := range n.keys {
-		child := joinPath(path, key)
+		child := FieldPath(path, key)
 		idx, ok := fi.names[key]
 		if !ok {
 			d.fail(child, "unknown field")
@@ -169,7 +169,7 @@ func (d *decoder) mapping(path string, n *node, v reflect.Value) {
 	m := reflect.MakeMapWithSize(v.Type(), len(n.keys))
 	for i, key := range n.keys {
 		elem := reflect.New(v.Type().Elem()).Elem()
-		d.value(joinPath(path, key), n.vals[i], elem)
+		d.value(FieldPath(path, key), n.vals[i], elem)
 		m.SetMapIndex(reflect.ValueOf(key).Convert(v.Type().Key()), elem)
 	}
 	v.Set(m)

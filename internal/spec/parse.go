@@ -217,7 +217,7 @@ func (p *jsonParser) value(path string, depth int) (*node, error) {
 				if !ok { // the decoder reports this as a syntax error first
 					return nil, fmt.Errorf("parse spec: json: line %d: object key is not a string", lineAt(p.data, keyOff))
 				}
-				child := joinPath(path, key)
+				child := FieldPath(path, key)
 				if seen[key] {
 					return nil, &FieldErrors{list: []FieldError{{
 						Field:  child,
@@ -342,7 +342,7 @@ func findDuplicates(v any, path string, out *[]string, depth int) {
 		seen := map[string]bool{}
 		for _, item := range t {
 			id := fmt.Sprintf("%T:%v", item.Key, item.Key)
-			child := joinPath(path, fmt.Sprint(item.Key))
+			child := FieldPath(path, fmt.Sprint(item.Key))
 			if seen[id] {
 				*out = append(*out, child)
 			}
@@ -415,7 +415,7 @@ func fromYAML(v any, path string, depth int) (*node, error) {
 		sort.Strings(keys)
 		n := &node{kind: kindObject}
 		for _, k := range keys {
-			c, err := fromYAML(byKey[k], joinPath(path, k), depth+1)
+			c, err := fromYAML(byKey[k], FieldPath(path, k), depth+1)
 			if err != nil {
 				return nil, err
 			}
@@ -431,9 +431,9 @@ func fromYAML(v any, path string, depth int) (*node, error) {
 
 var plainKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// joinPath appends key to a field path: "a.b" for plain keys, `a["x y"]`
-// for others.
-func joinPath(path, key string) string {
+// FieldPath appends key to a field path: "a.b" for plain keys, `a["x y"]`
+// for others. Every field error of the API names its field this way.
+func FieldPath(path, key string) string {
 	if !plainKey.MatchString(key) {
 		return path + "[" + strconv.Quote(key) + "]"
 	}

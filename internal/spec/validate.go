@@ -192,7 +192,7 @@ func validateContext(errs *FieldErrors, c *model.Context) {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			field := joinPath("context.env", k)
+			field := FieldPath("context.env", k)
 			v := c.Env[k]
 			switch {
 			case !envName.MatchString(k):
