@@ -158,14 +158,6 @@ func leaseOf(ws model.Workspace, img model.Image) calendar.Lease {
 	return l
 }
 
-func (ctl *Controller) releaseLocked(ctx context.Context, ws model.Workspace) {
-	acts, err := ctl.releaseActsLocked(ctx, ws)
-	if err != nil {
-		ctl.log.Warn("calendar: release lease", "lease", leaseID(ws), "err", err)
-	}
-	ctl.applyActions(ctx, acts)
-}
-
 // releaseActsLocked ends a workspace's lease in the calendar (Finish when
 // it runs, Cancel when it waits) and returns what that makes due; the
 // caller stores it. mu must be held.
@@ -216,14 +208,20 @@ func (ctl *Controller) changeAndRelease(ctx context.Context, project, name strin
 			}
 		}
 		ctl.mu.Lock()
-		var acts []calendar.Action
-		if !guestUp(ws) {
-			// A guest that may be up keeps its lease's room until the
-			// agent reports it gone (guestGone; see guard.go).
-			acts, err = ctl.releaseActsLocked(ctx, ws)
-		}
-		if err == nil {
-			err = ctl.commitLocked(ctx, acts, []store.Op{op})
+		var release bool
+		var rev int64
+		if release, err = ctl.releasesLocked(ctx, next); err == nil {
+			if release {
+				// Finish and Cancel carry the calendar to now first: their
+				// actions are stored even should they then refuse.
+				acts, rerr := ctl.releaseActsLocked(ctx, next)
+				if rerr != nil {
+					ctl.log.Warn("calendar: release lease", "lease", leaseID(next), "err", rerr)
+				}
+				err = ctl.commitLocked(ctx, acts, []store.Op{op})
+			} else {
+				rev, err = ctl.store.Txn(ctx, []store.Op{op})
+			}
 		}
 		ctl.mu.Unlock()
 		if (errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound)) && attempt < 20 {
@@ -232,29 +230,45 @@ func (ctl *Controller) changeAndRelease(ctx context.Context, project, name strin
 		if err != nil {
 			return ws, err
 		}
-		ctl.wake()
-		if kv, err := ctl.store.Get(ctx, op.Key); err == nil {
-			next.Revision = kv.Revision
+		next.Revision = rev
+		if release {
+			ctl.wake() // the freed room may let a waiting lease start
+			if kv, err := ctl.store.Get(ctx, op.Key); err == nil {
+				next.Revision = kv.Revision
+			}
 		}
 		return next, nil
 	}
 }
 
-// guestGone ends the lease of a workspace whose guest the agent reported
-// gone (stopped, failed or torn down): only now is its room given back. A
-// running lease finishes; a waiting or suspended one (the calendar moved
+// releasesLocked decides whether writing ws, as it is to be stored, ends
+// its lease in the same transaction. A guest that may be up keeps its
+// lease's room until the agent reports it gone (see guard.go). Once no
+// guest is up, a running lease finishes if the workspace stopped (as asked,
+// by itself, or failing); a waiting or suspended one (the calendar moved
 // it while the guest powered off) is withdrawn if the workspace no longer
-// wants it, and left alone if it does (a requeued workspace).
-func (ctl *Controller) guestGone(ctx context.Context, ws model.Workspace) {
-	ctl.mu.Lock()
-	defer ctl.mu.Unlock()
+// wants it, and left alone if it does (a requeued workspace). mu must be
+// held.
+func (ctl *Controller) releasesLocked(ctx context.Context, ws model.Workspace) (bool, error) {
+	if guestUp(ws) {
+		return false, nil
+	}
 	c, err := ctl.calendarLocked(ctx)
 	if err != nil {
-		return
+		return false, err
 	}
-	if v, ok := c.Get(leaseID(ws)); ok && !v.State.Over() && (v.State == calendar.StateRunning || !wantsLease(ws)) {
-		ctl.releaseLocked(ctx, ws)
+	v, ok := c.Get(leaseID(ws))
+	if !ok || v.State.Over() {
+		return false, nil
 	}
+	if !wantsLease(ws) {
+		return true, nil
+	}
+	// Still wanted (a suspension that ended the guest instead): a running
+	// lease whose guest stopped or failed ends; one starting or queued
+	// does not.
+	stopped := ws.Status.State == model.StateStopped || ws.Status.State == model.StateFailed
+	return v.State == calendar.StateRunning && stopped, nil
 }
 
 // advanceCalendar carries the calendar to now and applies what is due.

@@ -18,9 +18,10 @@ import (
 //     delete or cancel of a workspace whose guest may be up leaves its
 //     lease running in the calendar; the lease is finished when the agent
 //     reports the guest Stopped or Failed, or the workspace torn down
-//     (guestGone). Where the calendar moved on without waiting (a lease's
-//     end, a requeue, a suspension), guard holds back new guests on the
-//     host until the guests still up there leave room for them.
+//     (in the same transaction as that report: releasesLocked). Where the
+//     calendar moved on without waiting (a lease's end, a requeue, a
+//     suspension), guard holds back new guests on the host until the
+//     guests still up there leave room for them.
 //
 // So the QEMU processes on a host never take more than its capacity, and
 // none runs without a lease, whatever the order of stops, reports and

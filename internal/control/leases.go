@@ -100,9 +100,11 @@ func (ctl *Controller) CancelLease(ctx context.Context, project, name string) (m
 		ctl.mu.Lock()
 		c, err := ctl.calendarLocked(ctx)
 		if err == nil {
-			var acts []calendar.Action
-			if acts, err = c.Cancel(r.ID, ctl.now()); err == nil {
-				err = ctl.commitLocked(ctx, acts, nil)
+			// Cancel carries the calendar to now first, even when it then
+			// refuses: what that did is stored either way.
+			acts, cerr := c.Cancel(r.ID, ctl.now())
+			if err = ctl.commitLocked(ctx, acts, nil); err == nil {
+				err = cerr
 			}
 		}
 		ctl.mu.Unlock()

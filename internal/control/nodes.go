@@ -175,7 +175,9 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 		return model.Workspace{}, invalid("invalid report", fe...)
 	}
 	var prev model.State
-	ws, err := ctl.mutateWS(ctx, project, name, func(ws *model.Workspace) (err error) {
+	// Written with the end of its lease when the report says its guest is
+	// gone (changeAndRelease).
+	ws, err := ctl.changeAndRelease(ctx, project, name, func(ws *model.Workspace) (err error) {
 		if ws.ID != rep.ID || ws.Status.Node != node {
 			return gone("no such workspace on this node")
 		}
@@ -238,7 +240,7 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 			t.Resumed, t.ResumeTook = rep.Resumed, rep.ResumeTook
 		}
 		return nil
-	})
+	}, nil)
 	if err != nil {
 		return ws, err
 	}
@@ -265,10 +267,6 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 			msg = fmt.Sprintf("memory saved (%s) in %s", model.ByteSize(t.SuspendBytes), t.SuspendTook)
 		}
 		ctl.event(ctx, ws, lower(ws.Status.State), msg)
-		if ws.Status.State == model.StateStopped || ws.Status.State == model.StateFailed {
-			// Its guest is gone (by itself, or as asked): its room is free.
-			ctl.guestGone(ctx, ws)
-		}
 	}
 	return ws, nil
 }
@@ -319,8 +317,21 @@ func (ctl *Controller) Forgotten(ctx context.Context, node, project, name, id st
 	if ws.Desired != model.DesiredDeleted {
 		return conflict("workspace is not being deleted")
 	}
-	ctl.guestGone(ctx, ws)
-	return ctl.forget(ctx, ws)
+	// The record goes with the end of its lease, in one transaction: the
+	// guest is gone.
+	removed := false
+	gone, err := ctl.changeAndRelease(ctx, project, name, func(w *model.Workspace) error {
+		if w.ID != id {
+			return errSkip // another workspace of the name meanwhile
+		}
+		w.Status.State, w.Status.PID = model.StateStopped, 0
+		removed = true
+		return nil
+	}, func(model.Workspace) bool { return true })
+	if err != nil || !removed {
+		return err
+	}
+	return ctl.forget(ctx, gone)
 }
 
 // Nodes lists the hosts with what is committed on them.

@@ -128,15 +128,15 @@ func (ctl *Controller) releaseOrphans(ctx context.Context) error {
 		} else {
 			a, err = ctl.cal.Cancel(v.ID, now)
 		}
+		acts = append(acts, a...) // what carrying the calendar to now did, even on an error
 		if err != nil {
 			ctl.log.Warn("calendar: release orphaned lease", "lease", v.ID, "err", err)
 			continue
 		}
 		ctl.log.Info("calendar: lease released, its workspace no longer wants it", "lease", v.ID)
-		acts = append(acts, a...)
 		released++
 	}
-	if released == 0 {
+	if released == 0 && len(acts) == 0 {
 		return nil
 	}
 	return ctl.commitLocked(ctx, acts, nil)

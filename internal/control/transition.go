@@ -44,6 +44,12 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		if ws.Desired == model.DesiredRunning && st.State != model.StateSuspended {
 			return same
 		}
+		if !wantsLease(ws) {
+			// Stopped by its user while the calendar held it suspended
+			// (its guest maybe still saving): never resumed; its lease is
+			// withdrawn when the guest is gone (releasesLocked).
+			return same
+		}
 		ws.Desired = model.DesiredRunning
 		st.Reason = ""
 		if !end.IsZero() {
@@ -88,7 +94,7 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		if ws.Desired == model.DesiredStopped {
 			// Requeued already, or stopped by its user while its guest
 			// powers off: its lease is withdrawn when the guest is gone
-			// (guestGone), never started again.
+			// (releasesLocked), never started again.
 			return same
 		}
 		ws.Desired = model.DesiredStopped

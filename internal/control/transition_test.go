@@ -59,11 +59,13 @@ func TestTransitionEveryActionEveryState(t *testing.T) {
 			{model.DesiredRunning, model.StatePending, "n1", ""},
 			{model.DesiredRunning, model.StateStarting, "n1", ""},
 			{model.DesiredRunning, model.StateRunning, "n1", ""},
-			{model.DesiredRunning, model.StateStopping, "n1", "resuming"},
-			{model.DesiredRunning, model.StateStopped, "n1", "resuming"},
+			// Stopped by its user (or failed): never resumed; its lease is
+			// withdrawn when the guest is gone.
+			{model.DesiredStopped, model.StateStopping, "n1", ""},
+			{model.DesiredStopped, model.StateStopped, "n1", ""},
 			{model.DesiredRunning, model.StateStopped, "n1", "resuming"},
 			{model.DesiredRunning, model.StateSuspended, "n1", "resuming"},
-			{model.DesiredRunning, model.StateFailed, "n1", "resuming"},
+			{model.DesiredStopped, model.StateFailed, "n1", ""},
 		},
 		calendar.ActSuspend: {
 			{model.DesiredSuspended, model.StateQueued, "", "suspending"},

@@ -128,7 +128,7 @@ func checkObjects(st *storeState, c storeCheck, r *report) {
 					// A guest still up keeps its lease's room until its
 					// host tears it down.
 					if wsOfLease(id) == key && !rec.State.Over() &&
-						!(present && rec.State == model.LeaseRunning && id == ws.Status.Lease && guestUp(ws)) {
+						!(present && id == ws.Status.Lease && guestUp(ws)) {
 						r.failf("(a) lease %s is %s after the acknowledged delete of its workspace (%s)", id, rec.State, w.last)
 					}
 				}
@@ -175,9 +175,9 @@ func checkObjects(st *storeState, c storeCheck, r *report) {
 			if ws.Desired != model.DesiredStopped {
 				r.failf("(a) workspace %s is desired %s after the acknowledged %s", key, ws.Desired, o)
 			}
-			// Its room is given back when its guest is gone: a lease may
-			// run on while the guest stops.
-			if ok && !rec.State.Over() && !(rec.State == model.LeaseRunning && guestUp(ws)) {
+			// Its lease ends when its guest is gone: it may run on (or be
+			// suspended or requeued by the calendar) while the guest stops.
+			if ok && !rec.State.Over() && !guestUp(ws) {
 				r.failf("(a) lease %s is %s after the acknowledged %s", cur, rec.State, o)
 			}
 		}
@@ -202,7 +202,7 @@ func pendingRelease(st *storeState) map[string]string {
 	for key, ws := range st.ws {
 		rec, ok := st.leases[ws.Status.Lease]
 		if !ok || rec.State.Over() || ws.Desired != model.DesiredStopped && ws.Desired != model.DesiredDeleted ||
-			strings.HasPrefix(ws.Status.Reason, "requeued") || rec.State == model.LeaseRunning && guestUp(ws) {
+			strings.HasPrefix(ws.Status.Reason, "requeued") || guestUp(ws) {
 			continue
 		}
 		out[key] = fmt.Sprintf("workspace %s desired %s (%s, %q) while its lease %s is %s", key, ws.Desired, ws.Status.State, ws.Status.Reason, rec.ID, rec.State)
@@ -730,15 +730,15 @@ func guestUp(ws model.Workspace) bool {
 	return false
 }
 
-// drainingLeases are the running leases whose workspace was stopped or
-// deleted while its guest was up: the lease keeps its room until the
-// agent reports the guest gone, which an agent may do at any moment, so
-// its end is not the store's.
+// drainingLeases are the live leases whose workspace was stopped or
+// deleted while its guest was up: the lease ends when the agent reports
+// the guest gone, which an agent may do at any moment, so its end is not
+// the store's.
 func drainingLeases(st *storeState) map[string]bool {
 	out := map[string]bool{}
 	for _, ws := range st.ws {
 		rec, ok := st.leases[ws.Status.Lease]
-		if ok && rec.State == model.LeaseRunning && guestUp(ws) &&
+		if ok && !rec.State.Over() && guestUp(ws) &&
 			(ws.Desired == model.DesiredStopped || ws.Desired == model.DesiredDeleted) {
 			out[rec.ID] = true
 		}
