@@ -19,11 +19,12 @@ type Calendar struct {
 	order  []*host          // live hosts in name order
 	free   []vec            // free capacity at the clock, by position in order
 	// freeSum is the sum of free; a lease larger than it cannot start now.
-	freeSum vec
-	elig    map[string][]*host // live hosts matching a label constraint, in name order
-	mask    map[string][]bool  // the same by position
-	index   scoreIndex         // hosts by allocation, for pack and spread
-	hostVer uint64             // bumped when hosts come or go, or their times change
+	freeSum  vec
+	elig     map[string][]*host // live hosts matching a label constraint, in name order
+	mask     map[string][]bool  // the same by position
+	cordoned int                // live hosts cordoned (SetCordon)
+	index    scoreIndex         // hosts by allocation, for pack and spread
+	hostVer  uint64             // bumped when hosts come or go, or their times change
 
 	leases   map[string]*lease
 	projects map[string]*project
@@ -299,6 +300,7 @@ func (c *Calendar) reindex() {
 	}
 	c.elig = map[string][]*host{}
 	c.mask = map[string][]bool{}
+	c.countCordoned()
 	c.hostVer++
 	c.released(nil)
 	c.needPass = true
@@ -425,6 +427,41 @@ func (c *Calendar) SetHostTimes(name string, boot time.Duration, suspendRate, re
 	return nil
 }
 
+// SetCordon cordons a live host (on) or lifts its cordon: a cordoned host
+// keeps its holds and what they plan (starts, resumes, suspensions, ends)
+// but gets no new hold: no admission, start from the queue, resume or
+// re-placement picks it. Lifting the cordon lets waiting leases start on
+// it. It advances the calendar to now and returns what is due. An unknown (or removed) host is an error
+// wrapping ErrNotFound.
+func (c *Calendar) SetCordon(name string, on bool, now time.Time) ([]Action, error) {
+	t := c.clamp(now)
+	c.advance(t)
+	h := c.byName[name]
+	if h == nil {
+		return c.take(), fmt.Errorf("cordon %s: %w", name, ErrNotFound)
+	}
+	if h.Cordoned != on {
+		h.Cordoned = on
+		c.countCordoned()
+		c.elig = map[string][]*host{}
+		c.mask = map[string][]bool{}
+		c.hostVer++
+		c.released(nil)
+		c.needPass = true
+		c.advance(t)
+	}
+	return c.take(), nil
+}
+
+func (c *Calendar) countCordoned() {
+	c.cordoned = 0
+	for _, h := range c.order {
+		if h.Cordoned {
+			c.cordoned++
+		}
+	}
+}
+
 // RemoveHost takes a host away (it is down or drained). Best-effort leases
 // on it are requeued; reservations that have not begun are placed again
 // with the same run window if they can be (their overheads, staging and
@@ -474,12 +511,30 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 			c.unhold(l)
 			c.enqueue(l)
 		case begun:
-			c.refund(l, t)
+			// Begun: restarted elsewhere for the rest of its window (its
+			// guests boot again, from a fresh disk, since the old one is
+			// on the lost host; the run still ends when it was to), if
+			// there is room now; else it fails.
+			end := l.runTo
 			c.cut(l, t)
-			c.emit(t, ActEnd, l, why)
 			c.endHold(l, t)
-			l.st, l.reason = StateFailed, why
-			c.unholdKeep(l)
+			hosts := l.hosts
+			c.unhold(l)
+			pre, boot := c.overheads(l)
+			if end > t+pre {
+				// Where there is room now; it displaces no one (a
+				// restart that preempted others is not done yet).
+				if placed, ok := c.placeAt(l, t, end, true); ok {
+					l.st = StateScheduled
+					c.commit(l, placed, t, t+pre, end, pre, boot, false)
+					l.reason = why + "; restarted on " + strings.Join(names(placed), ",") + " for the rest of its window"
+					break
+				}
+			}
+			c.refund(l, t)
+			l.hosts = hosts
+			c.emit(t, ActEnd, l, why)
+			l.st, l.reason = StateFailed, why+"; no room elsewhere for the rest of its window"
 		default:
 			// Not begun: the same run window elsewhere, if there is
 			// room, with the overheads of the hosts left if it can still
@@ -573,9 +628,10 @@ func labelKey(m map[string]string) string {
 	return b.String()
 }
 
-// eligible returns the live hosts whose labels satisfy g's constraint.
+// eligible returns the live hosts, not cordoned, whose labels satisfy g's
+// constraint.
 func (c *Calendar) eligible(g *group) []*host {
-	if g.key == "" {
+	if g.key == "" && c.cordoned == 0 {
 		return c.order
 	}
 	if hs, ok := c.elig[g.key]; ok {
@@ -583,7 +639,7 @@ func (c *Calendar) eligible(g *group) []*host {
 	}
 	var hs []*host
 	for _, h := range c.order {
-		if matches(h, g.labels) {
+		if !h.Cordoned && matches(h, g.labels) {
 			hs = append(hs, h)
 		}
 	}

@@ -64,7 +64,7 @@ func (c *Calendar) rescore(h *host) {
 
 // eligMask says, by position, which hosts match g's labels (nil: all).
 func (c *Calendar) eligMask(g *group) []bool {
-	if g.key == "" {
+	if g.key == "" && c.cordoned == 0 {
 		return nil
 	}
 	if m, ok := c.mask[g.key]; ok {

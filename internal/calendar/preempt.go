@@ -4,8 +4,10 @@ package calendar
 // suspension or requeue, and in time to make room.
 
 import (
+	"fmt"
 	"math"
 	"sort"
+	"time"
 )
 
 // victim is a lease an admission displaces, and how.
@@ -308,4 +310,46 @@ func (c *Calendar) preemptStarts(l *lease, T0, Tmax, pre int64) []int64 {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
+}
+
+// Evict displaces a best-effort lease now, as a preemption would: a
+// running one is suspended at once (its memory saved where it runs) and
+// resumes where the calendar finds room, or is requeued if it may not be
+// suspended; a waiting one on its hosts goes back to the queue. Drain uses
+// it on a cordoned host, so the lease resumes elsewhere. why is the
+// reason its actions carry. A lease that is not best-effort, not
+// preemptible, or not holding slots is an error wrapping ErrInvalid; one
+// already being suspended changes nothing. It advances the calendar to
+// now and returns what is due.
+func (c *Calendar) Evict(id, why string, now time.Time) ([]Action, error) {
+	t := c.clamp(now)
+	c.advance(t)
+	l := c.leases[id]
+	switch {
+	case l == nil:
+		return c.take(), fmt.Errorf("evict %s: %w", id, ErrNotFound)
+	case l.Kind != BestEffort || l.Preempt == PreemptNever:
+		return c.take(), fmt.Errorf("evict %s: only preemptible best-effort leases are displaced, not this %s one: %w", id, l.Kind, ErrInvalid)
+	case !l.held:
+		return c.take(), fmt.Errorf("evict %s: it holds no slots (%s): %w", id, l.st, ErrInvalid)
+	case l.fate != fateEnd:
+		return c.take(), nil // being suspended or requeued already
+	}
+	rel := t
+	if l.T <= t && c.pol.Suspend && l.Preempt == PreemptSuspend {
+		rel = t + suspendTime(l) // its run has begun: saved from now
+	}
+	v, ok := c.canPreempt(l, rel, t)
+	if !ok {
+		return c.take(), fmt.Errorf("evict %s: it cannot be displaced now (still resuming): %w", id, ErrInvalid)
+	}
+	c.applyVictims(l, []victim{v}, t)
+	l.cause = why
+	if l.st == StateQueued {
+		l.reason = why
+	}
+	c.released(nil)
+	c.needPass = true
+	c.advance(t)
+	return c.take(), nil
 }

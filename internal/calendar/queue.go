@@ -355,7 +355,7 @@ func (c *Calendar) startNow(l *lease, t int64) bool {
 	if !c.mayStartNow(l) {
 		return false
 	}
-	if l.savedOn != nil {
+	if l.savedOn != nil && !anyCordoned(l.savedOn) {
 		pre := c.resumeInPlace(l)
 		if to := t + pre + l.remaining; c.fitsOn(l, l.savedOn, t, to) {
 			c.commit(l, l.savedOn, t, t+pre, to, pre, 0, true)
@@ -410,4 +410,14 @@ func nextFree(hs []*host, t int64) (int64, bool) {
 		}
 	}
 	return best, ok
+}
+
+// anyCordoned says whether one of hosts is cordoned (or gone).
+func anyCordoned(hosts []*host) bool {
+	for _, h := range hosts {
+		if h.Cordoned || h.down {
+			return true
+		}
+	}
+	return false
 }

@@ -3,6 +3,7 @@ package calendar
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -96,7 +97,8 @@ func (c *Calendar) Record(id string) (model.LeaseRecord, bool) {
 func (c *Calendar) Removed() []string {
 	var out []string
 	for _, h := range c.hosts {
-		if h.down {
+		// A host brought back under the same name (AddHost) is live.
+		if h.down && c.byName[h.Name] == nil && !slices.Contains(out, h.Name) {
 			out = append(out, h.Name)
 		}
 	}

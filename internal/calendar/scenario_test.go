@@ -310,6 +310,7 @@ func (e *scenarioEnv) do(line string) []string {
 				ResumeRate:  int64(e.size(a["resume-rate"])),
 				StageRate:   int64(e.size(a["stage-rate"])),
 				BootTime:    e.dur(a["boot"]),
+				Cordoned:    a["cordoned"] == "true",
 			}
 			if e.cal != nil {
 				if err := e.cal.AddHost(h, e.at(a["at"])); err != nil {
@@ -318,6 +319,20 @@ func (e *scenarioEnv) do(line string) []string {
 			} else {
 				e.hosts = append(e.hosts, h)
 			}
+		}
+		return out
+	case "evict":
+		as, err := e.calendar().Evict(a["id"], "host draining", e.at(a["at"]))
+		out := fmtActions(as)
+		if err != nil {
+			out = append(out, "error: "+err.Error())
+		}
+		return out
+	case "cordon":
+		as, err := e.calendar().SetCordon(a["name"], a["on"] != "false", e.at(a["at"]))
+		out := fmtActions(as)
+		if err != nil {
+			out = append(out, "error: "+err.Error())
 		}
 		return out
 	case "host-times":

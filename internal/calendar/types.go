@@ -94,6 +94,9 @@ type Host struct {
 	// BootTime is counted in whole seconds, rounded up, at most
 	// MaxBootTime.
 	BootTime time.Duration
+	// Cordoned hosts keep their holds but are given no new ones
+	// (SetCordon).
+	Cordoned bool
 }
 
 // MaxBootTime bounds Host.BootTime: a longer measurement is an error, not
