@@ -427,6 +427,45 @@ func (c *Calendar) SetHostTimes(name string, boot time.Duration, suspendRate, re
 	return nil
 }
 
+// UpdateHost changes what the calendar knows of a live host, as its agent
+// describes it now: capacity, labels and times (its cordon is SetCordon's).
+// The host keeps its holds, even where a smaller capacity no longer has
+// room for them: only what is placed afterwards sees the new host (and a
+// waiting lease may start on one that grew). It advances the calendar to
+// now and returns what is due. An unknown (or removed) host is an error
+// wrapping ErrNotFound; a negative capacity or rate, or a boot time outside
+// [0, MaxBootTime], one wrapping ErrInvalid.
+func (c *Calendar) UpdateHost(h Host, now time.Time) ([]Action, error) {
+	t := c.clamp(now)
+	c.advance(t)
+	old := c.byName[h.Name]
+	switch {
+	case old == nil:
+		return c.take(), fmt.Errorf("update host %s: %w", h.Name, ErrNotFound)
+	case h.Capacity.MilliCPU < 0 || h.Capacity.Memory < 0 || h.Capacity.Disk < 0 || h.Capacity.Bandwidth < 0:
+		return c.take(), fmt.Errorf("update host %s: negative capacity: %w", h.Name, ErrInvalid)
+	case h.SuspendRate < 0 || h.ResumeRate < 0 || h.StageRate < 0:
+		return c.take(), fmt.Errorf("update host %s: negative rate: %w", h.Name, ErrInvalid)
+	case h.BootTime < 0 || h.BootTime > MaxBootTime:
+		return c.take(), fmt.Errorf("update host %s: boot time %v, want 0 to %v: %w", h.Name, h.BootTime, MaxBootTime, ErrInvalid)
+	}
+	h.Cordoned = old.Cordoned
+	h.Labels = cloneLabels(h.Labels)
+	cp := vecOf(h.Capacity)
+	for d, r := range c.pol.Overcommit.ratios() {
+		cp[d] = overcommit(cp[d], r)
+	}
+	cp[dWS] = hostWorkspaces
+	if cp == old.cap && labelKey(h.Labels) == labelKey(old.Labels) && h.SuspendRate == old.SuspendRate &&
+		h.ResumeRate == old.ResumeRate && h.StageRate == old.StageRate && h.BootTime == old.BootTime {
+		return c.take(), nil
+	}
+	old.Host, old.cap = h, cp
+	c.reindex()
+	c.advance(t)
+	return c.take(), nil
+}
+
 // SetCordon cordons a live host (on) or lifts its cordon: a cordoned host
 // keeps its holds and what they plan (starts, resumes, suspensions, ends)
 // but gets no new hold: no admission, start from the queue, resume or

@@ -328,6 +328,15 @@ func (e *scenarioEnv) do(line string) []string {
 			out = append(out, "error: "+err.Error())
 		}
 		return out
+	case "update-host":
+		as, err := e.calendar().UpdateHost(Host{Name: a["name"],
+			Capacity: model.Resources{MilliCPU: e.cores(a["cpu"]), Memory: e.size(a["mem"])},
+			Labels:   labels(a["labels"]), StageRate: int64(e.size(a["stage-rate"]))}, e.at(a["at"]))
+		out := fmtActions(as)
+		if err != nil {
+			out = append(out, "error: "+err.Error())
+		}
+		return out
 	case "cordon":
 		as, err := e.calendar().SetCordon(a["name"], a["on"] != "false", e.at(a["at"]))
 		out := fmtActions(as)
