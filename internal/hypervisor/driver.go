@@ -15,7 +15,26 @@ var (
 	// ErrNotRunning is returned by Suspend for an instance that has no
 	// guest to suspend (it is stopped).
 	ErrNotRunning = errors.New("instance not running")
+	// ErrRunning is returned by Portable for an instance whose process
+	// runs: only a stopped or suspended instance can move.
+	ErrRunning = errors.New("instance running")
+	// ErrExists is returned by Adopt when this host already has an
+	// instance of that ID.
+	ErrExists = errors.New("instance exists")
 )
+
+// PortableFile is one file that carries a stopped or suspended instance
+// to another host (Driver.Portable).
+type PortableFile struct {
+	// Name is the file's name relative to the instance, slash-separated,
+	// without ".." (e.g. "disk.qcow2"): Adopt looks for it under this
+	// name in the directory it is given.
+	Name string
+	// Path is the file on this host (absolute).
+	Path string
+	// Size is its length in bytes when Portable looked.
+	Size int64
+}
 
 // InstanceState is what the driver sees of a guest process.
 type InstanceState string
@@ -125,6 +144,28 @@ type Driver interface {
 	Resize(ctx context.Context, id string, q model.Quantum) error
 	// ConsoleLog returns up to max bytes of the end of the serial console.
 	ConsoleLog(ctx context.Context, id string, max int) ([]byte, error)
+	// Portable lists the files that must move for a stopped or suspended
+	// instance to continue on another host: its disk (the overlay; never
+	// the image's base disk, which the other host has in its own image
+	// cache), and for a suspended one its saved state and whatever else
+	// its resume needs. The instance stays as it is; the caller copies the
+	// files (they do not change while the instance is neither started nor
+	// deleted) and, once the other host has adopted them, deletes it
+	// here (Delete removes every file listed). A running or paused
+	// instance returns ErrRunning, an unknown one ErrNotFound.
+	Portable(ctx context.Context, id string) ([]PortableFile, error)
+	// Adopt makes the files another host's Portable listed, copied into
+	// dir under their Names, this host's instance spec.ID, stopped or
+	// suspended as it was there. The files are moved out of dir (which
+	// may then be removed). spec is the instance's spec on this host: its
+	// image is the same image in this host's cache (the disk is rebased
+	// onto spec.Image.Disk); for a suspended instance it must describe the
+	// machine that was saved (vCPUs, memory, image, accelerator), else
+	// ErrInvalid. A following Start boots a stopped instance from the disk
+	// it brought, or resumes a suspended one (its guest goes on, uptime
+	// and all). An ID this host already has returns ErrExists. Adopt is
+	// safe to call again with the same dir after it failed.
+	Adopt(ctx context.Context, spec InstanceSpec, dir string) (Instance, error)
 	// Changes delivers an instance ID whenever its state or guest report
 	// changes, so the agent can report without polling. Never closed before Close.
 	Changes() <-chan string

@@ -215,4 +215,3 @@ func fetchCtx(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
-

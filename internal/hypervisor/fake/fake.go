@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -34,6 +35,8 @@ type Faults struct {
 
 // host is a simulated machine: its instances outlive the Drivers on it.
 type host struct {
+	dir string // the stateDir it was made for: where Portable writes files
+
 	mu      sync.Mutex // guards the fields below
 	insts   map[string]*instance
 	nextPID int
@@ -56,6 +59,11 @@ type instance struct {
 	// cpu is the current process's CPU counter (SetCPUSeconds); finalCPU
 	// what it was when the last process ended.
 	cpu, finalCPU float64
+	// disk is what the guest wrote to its disk (WriteDisk); it stays
+	// through stops and resumes and moves with the instance. backing is
+	// the image disk it is an overlay on.
+	disk    []byte
+	backing string
 }
 
 // Simulated suspend and resume costs: the saved state is a quarter of the
@@ -84,7 +92,7 @@ func New(stateDir string) *Driver {
 	hostsMu.Lock()
 	h := hosts[stateDir]
 	if h == nil {
-		h = &host{insts: map[string]*instance{}, nextPID: 1000, drivers: map[*Driver]bool{}}
+		h = &host{dir: stateDir, insts: map[string]*instance{}, nextPID: 1000, drivers: map[*Driver]bool{}}
 		hosts[stateDir] = h
 	}
 	hostsMu.Unlock()
@@ -153,7 +161,7 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hyper
 		return out, nil
 	}
 	if in == nil {
-		in = &instance{}
+		in = &instance{backing: spec.Image.Disk}
 		h.insts[spec.ID] = in
 	}
 	now := time.Now()
@@ -244,9 +252,16 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	h.mu.Lock()
 	_, ok := h.insts[id]
 	delete(h.insts, id)
+	var err error
+	if dir := h.instanceDir(id); dir != "" {
+		err = os.RemoveAll(dir) // the files Portable wrote
+	}
 	h.mu.Unlock()
 	if ok {
 		h.notifyAll(id)
+	}
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", id, err)
 	}
 	return nil
 }

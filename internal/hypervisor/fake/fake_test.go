@@ -20,7 +20,21 @@ func newDriver(t *testing.T, stateDir string) hypervisor.Driver {
 }
 
 func TestConformance(t *testing.T) {
-	hypervisortest.Run(t, newDriver, img)
+	hypervisortest.Run(t, newDriver, img, hypervisortest.WithDiskProbe(hypervisortest.DiskProbe{
+		Prepare: func(spec hypervisor.InstanceSpec, _ string) hypervisor.InstanceSpec { return spec },
+		Write: func(t *testing.T, d hypervisor.Driver, id, token string) {
+			if err := d.(*Driver).WriteDisk(id, []byte(token)); err != nil {
+				t.Fatal(err)
+			}
+		},
+		Read: func(t *testing.T, d hypervisor.Driver, id string) string {
+			b, err := d.(*Driver).ReadDisk(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(b)
+		},
+	}))
 }
 
 func TestFaults(t *testing.T) {

@@ -35,7 +35,17 @@ type NewDriver func(t *testing.T, stateDir string) hypervisor.Driver
 //     went on from before (it did not reboot);
 //   - a running instance's CPUSeconds is >= 0 and never decreases from one
 //     Get or List to the next; a stopped or suspended one has CPUSeconds 0
-//     and a FinalCPUSeconds no less than the last CPUSeconds seen.
+//     and a FinalCPUSeconds no less than the last CPUSeconds seen;
+//   - Portable of an unknown ID returns ErrNotFound, of a running one
+//     ErrRunning; its names are clean relative paths, its paths absolute
+//     files of the sizes given, none of them the image's;
+//   - a stopped or suspended instance moves: its Portable files, copied
+//     into a directory, are adopted by a driver on another state
+//     directory whose image has its files elsewhere (the first host's
+//     image and instance are then removed), stopped or suspended as it
+//     was; adopting it again is ErrExists; there a stopped one boots and a
+//     suspended one resumes (its guest goes on), and with WithDiskProbe
+//     the guest finds on its disk what it wrote on the first host.
 func Run(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, opts ...Option) {
 	var c config
 	for _, o := range opts {
@@ -47,6 +57,8 @@ func Run(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, opts ...O
 	t.Run("Adoption", func(t *testing.T) { testAdoption(t, newDriver, img) })
 	t.Run("SuspendResume", func(t *testing.T) { testSuspend(t, newDriver, img, c) })
 	t.Run("SuspendAdoption", func(t *testing.T) { testSuspendAdoption(t, newDriver, img) })
+	t.Run("MoveStopped", func(t *testing.T) { testMove(t, newDriver, img, c, false) })
+	t.Run("MoveSuspended", func(t *testing.T) { testMove(t, newDriver, img, c, true) })
 }
 
 // Option adjusts what Run checks.
@@ -54,6 +66,7 @@ type Option func(*config)
 
 type config struct {
 	realPIDs bool
+	probe    *DiskProbe
 }
 
 // RealPIDs says that Instance.PID is a process on this host, so that the

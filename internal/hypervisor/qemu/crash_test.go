@@ -208,7 +208,9 @@ func TestAgentKilledMidSuspend(t *testing.T) {
 		{"suspend-migrating", hypervisor.InstanceRunning}, // QEMU still saving, or done
 		{"suspend-migrated", hypervisor.InstanceRunning},  // saved in the temporary file, guest postmigrate
 		{"suspend-saved", hypervisor.InstanceRunning},     // renamed into place, not recorded, QEMU alive
-		{"suspend-exited", hypervisor.InstanceSuspended},  // QEMU gone, not recorded
+		{"suspend-quit", hypervisor.InstanceSuspended},    // QEMU gone, not recorded (unless the watcher did)
+		{"resume-loaded", hypervisor.InstanceRunning},     // state loaded, guest not continued
+		{"suspend-exited", hypervisor.InstanceSuspended},  // QEMU gone, recorded, the file maybe not yet fsynced
 		{"resume-launched", hypervisor.InstanceSuspended}, // QEMU waits for its state
 		{"resume-loaded", hypervisor.InstanceRunning},     // state loaded, guest not continued
 	}

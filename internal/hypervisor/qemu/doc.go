@@ -57,4 +57,9 @@
 // (intent.json) first, so that a driver taking over from one that died
 // midway undoes or finishes the operation and removes partial files;
 // a guest found paused with no operation under way is continued (intent.go).
+//
+// Moving. Portable lists the files of a stopped or suspended instance
+// that another host needs; Adopt takes them in, rebases the disk onto
+// this host's copy of the image (in Go, qcow2.go) and makes the instance
+// appear whole (move.go).
 package qemu

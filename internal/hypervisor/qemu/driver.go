@@ -42,8 +42,11 @@ type Driver struct {
 
 	exitMu sync.Mutex // serializes recording an instance's exit
 
-	mu  sync.Mutex // guards vms
-	vms map[string]*vm
+	bootID string // this boot of the host (savedTrusted)
+
+	mu      sync.Mutex // guards vms and syncing
+	vms     map[string]*vm
+	syncing map[string]*syncJob // instances whose saved state syncSaved will fsync
 }
 
 // New makes a driver on opts.StateDir and adopts the instances found
@@ -72,7 +75,8 @@ func New(opts Options) (*Driver, error) {
 			return nil, fmt.Errorf("qemu driver: %w", err)
 		}
 	}
-	d := &Driver{opts: opts, cg: cg, log: opts.Logger, vms: map[string]*vm{}}
+	d := &Driver{opts: opts, cg: cg, log: opts.Logger, vms: map[string]*vm{}, syncing: map[string]*syncJob{}}
+	d.bootID = bootID()
 	d.accel = opts.Accel
 	if d.accel == "auto" {
 		var reason string
@@ -177,7 +181,9 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hyper
 		if _, serr := os.Stat(p.Spec); serr == nil {
 			// Say why in Get and List, not only to this caller.
 			st := runState{Accel: d.accelFor(spec), StoppedAt: time.Now(), ExitReason: err.Error()}
+			d.exitMu.Lock()
 			_ = writeJSON(p.State, st)
+			d.exitMu.Unlock()
 		}
 		return hypervisor.Instance{}, err
 	}
@@ -206,7 +212,10 @@ func (d *Driver) start(ctx context.Context, spec hypervisor.InstanceSpec, p Path
 	// This run is written down before QEMU exists: an agent killed while
 	// QEMU daemonizes must find the new run's start (and no record of the
 	// previous run's end), not the previous run's.
-	if err := writeJSON(p.State, runState{Accel: accel, StartedAt: time.Now()}); err != nil {
+	d.exitMu.Lock()
+	err = writeJSON(p.State, runState{Accel: accel, StartedAt: time.Now()})
+	d.exitMu.Unlock()
+	if err != nil {
 		d.log.Error("record start", "instance", spec.ID, "err", err)
 	}
 	pid, startedAt, err := d.launch(ctx, spec, p, accel, cg)
@@ -216,7 +225,10 @@ func (d *Driver) start(ctx context.Context, spec hypervisor.InstanceSpec, p Path
 		}
 		return hypervisor.Instance{}, err
 	}
-	if err := writeJSON(p.State, runState{Accel: accel, PID: pid, StartedAt: startedAt}); err != nil {
+	d.exitMu.Lock()
+	err = writeJSON(p.State, runState{Accel: accel, PID: pid, StartedAt: startedAt})
+	d.exitMu.Unlock()
+	if err != nil {
 		d.log.Error("record start", "instance", spec.ID, "err", err)
 	}
 	d.log.Info("started", "instance", spec.ID, "pid", pid, "accel", accel)
@@ -333,6 +345,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	}
 	defer d.locks.Lock(id)()
 	p := d.paths(id)
+	d.cancelSync(id)
 	if _, err := os.Stat(p.Dir); err == nil {
 		if err := d.stop(ctx, id, p, deleteStopTimeout); err != nil {
 			return fmt.Errorf("delete %s: %w", id, err)
@@ -621,6 +634,11 @@ func (d *Driver) finish(v *vm) {
 	if !v.finished.CompareAndSwap(false, true) {
 		return
 	}
+	if v.pid > 0 {
+		// Its threads leave the cgroup (and stop counting CPU) a little
+		// after the process is seen gone.
+		waitThreads(v.pid, time.Now().Add(time.Second))
+	}
 	d.exitMu.Lock()
 	defer d.exitMu.Unlock()
 	st, err := readState(v.p)
@@ -636,6 +654,13 @@ func (d *Driver) finish(v *vm) {
 		// Both read the cgroup, which goes next.
 		st.ExitReason = d.exitReason(v)
 		st.CPUSeconds = d.finalCPUSeconds(v)
+		v.mu.Lock()
+		if v.suspended != nil {
+			rec := *v.suspended
+			rec.At, rec.Duration = st.StoppedAt, st.StoppedAt.Sub(v.suspendStart)
+			st.Suspended = &rec
+		}
+		v.mu.Unlock()
 	}
 	// The cgroup goes before the exit is recorded: whoever sees the
 	// instance stopped finds nothing of it left on the host.

@@ -1,10 +1,13 @@
 package qemu
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
+	"time"
 
 	"vgrid/internal/cgroup"
 	"vgrid/internal/guest/guesttest"
@@ -83,5 +86,60 @@ func TestMain(m *testing.M) {
 func TestConformance(t *testing.T) {
 	requireHost(t)
 	img := localImage(guesttest.Image(t))
-	hypervisortest.Run(t, func(t *testing.T, dir string) hypervisor.Driver { return newTestDriver(t, dir) }, img, hypervisortest.RealPIDs())
+	hypervisortest.Run(t, func(t *testing.T, dir string) hypervisor.Driver { return newTestDriver(t, dir) }, img,
+		hypervisortest.RealPIDs(), hypervisortest.WithDiskProbe(diskProbe))
+}
+
+// diskProbe writes a token to the guest's disk with user-data, which also
+// makes every boot print what the disk holds (a line added to rcS) and
+// keeps printing it while the guest runs (so a resumed guest prints it
+// too); both are read from the serial console.
+var diskProbe = hypervisortest.DiskProbe{
+	Prepare: func(spec hypervisor.InstanceSpec, token string) hypervisor.InstanceSpec {
+		ctx := model.Context{}
+		if spec.Context != nil {
+			ctx = *spec.Context
+		}
+		ctx.UserData = "#!/bin/sh\n" +
+			"echo " + token + " > /root/probe; sync\n" +
+			"echo 'echo PROBE-FOUND $(cat /root/probe) > /dev/ttyS0' >> /etc/init.d/rcS; sync\n" +
+			"echo PROBE-WRITTEN $(cat /root/probe) > /dev/ttyS0\n" +
+			"while :; do echo PROBE-FOUND $(cat /root/probe) > /dev/ttyS0; sleep 1; done\n"
+		spec.Context = &ctx
+		return spec
+	},
+	Write: func(t *testing.T, d hypervisor.Driver, id, token string) {
+		t.Helper()
+		if got := consoleMatch(t, d, id, probeWrittenRE); got != token {
+			t.Fatalf("the guest wrote %q, want %q", got, token)
+		}
+	},
+	Read: func(t *testing.T, d hypervisor.Driver, id string) string {
+		t.Helper()
+		return consoleMatch(t, d, id, probeFoundRE)
+	},
+}
+
+var (
+	probeWrittenRE = regexp.MustCompile(`(?m)^PROBE-WRITTEN (\S*)\r?$`)
+	probeFoundRE   = regexp.MustCompile(`(?m)^PROBE-FOUND (\S*)\r?$`)
+)
+
+// consoleMatch waits for re on id's console and returns its first group.
+func consoleMatch(t *testing.T, d hypervisor.Driver, id string, re *regexp.Regexp) string {
+	t.Helper()
+	deadline := time.Now().Add(hypervisortest.GuestTimeout)
+	for {
+		log, err := d.ConsoleLog(context.Background(), id, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := re.FindSubmatch(log); m != nil {
+			return string(m[1])
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no %s on the console within %s:\n%s", id, re, hypervisortest.GuestTimeout, log[max(0, len(log)-2048):])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

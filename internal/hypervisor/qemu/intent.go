@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"vgrid/internal/hypervisor"
@@ -32,10 +33,18 @@ import (
 //     finishing would need a completed migration, and redoing the fsync,
 //     the rename and the quit of a driver that died at an unknown point.
 //   - suspending, QEMU gone: if memory.state is there, the save was
-//     complete (it is renamed into place only after QEMU said completed and
-//     the file was fsynced) and the guest was not continued after it (only
-//     quit follows the rename): the suspension is recorded, finished.
-//     Otherwise the instance is stopped, with its disk.
+//     complete (it is renamed into place only after QEMU said completed)
+//     and the guest was not continued after it (only quit follows the
+//     rename): the suspension is recorded, finished. Otherwise the
+//     instance is stopped, with its disk.
+//
+// The state file is fsynced after Suspend returns (syncSaved), not before
+// the rename: an agent's death leaves the page cache, and the file in
+// it, whole. A host crash does not: a recorded suspension carries the
+// boot it was saved on, and one that was neither fsynced nor saved on
+// this boot is discarded (checkSaved, run by recoverOp whenever no
+// process runs): the instance is stopped, with its disk, which stop
+// flushed before the save.
 //   - resuming, QEMU alive and still inmigrate (the state not loaded): it
 //     is killed (it never ran the guest, and opened the disk inactive), and
 //     the instance is suspended again, on the same file.
@@ -71,6 +80,10 @@ type intent struct {
 	// Saved is the suspension being resumed (resuming), to record again
 	// if the resume is undone.
 	Saved *savedState `json:"saved,omitempty"`
+	// BootID is the host's boot when a suspend began (suspending): the
+	// state file it renames into place is fsynced only afterwards, so on
+	// another boot it is not trusted (savedTrusted).
+	BootID string `json:"boot_id,omitempty"`
 }
 
 // readIntent returns the instance's intent; nil when there is none.
@@ -129,7 +142,11 @@ func (d *Driver) adopt() {
 		id := e.Name()
 		ctx, cancel := context.WithTimeout(d.ctx, adoptTimeout)
 		unlock := d.locks.Lock(id)
-		d.recoverOp(ctx, id, d.paths(id), true)
+		p := d.paths(id)
+		d.recoverOp(ctx, id, p, true)
+		// A spent state whose background removal (removeSpent) died
+		// with the driver.
+		d.remove(id, filepath.Join(p.Dir, spentFile))
 		unlock()
 		cancel()
 	}
@@ -137,9 +154,17 @@ func (d *Driver) adopt() {
 
 // recoverOp settles an operation an earlier driver left half-done (see
 // above), and with unpause continues a live guest that is not running.
-// The caller holds the instance's lock. Failures are logged; the intent
-// stays for the next try.
+// An instance without a process whose saved state is not known to be on
+// disk is checked (checkSaved). The caller holds the instance's lock.
+// Failures are logged; the intent stays for the next try.
 func (d *Driver) recoverOp(ctx context.Context, id string, p Paths, unpause bool) {
+	d.recoverIntent(ctx, id, p, unpause)
+	if !alive(readPID(p.PIDFile), marker(p)) {
+		d.checkSaved(id, p)
+	}
+}
+
+func (d *Driver) recoverIntent(ctx context.Context, id string, p Paths, unpause bool) {
 	// No save is under way: a partial one is left over.
 	d.remove(id, memStatePath(p)+".tmp")
 	it, err := readIntent(p)
@@ -276,7 +301,9 @@ func (d *Driver) recoverSuspend(ctx context.Context, id string, p Paths, it *int
 	case st.Suspended != nil:
 		// Recorded before the driver died.
 	case ferr == nil:
-		st.Suspended = &savedState{At: fi.ModTime(), Bytes: fi.Size(), Duration: max(0, fi.ModTime().Sub(it.At)), Spec: it.Spec}
+		// Renamed into place once complete, fsynced later: on another
+		// boot than it.BootID, checkSaved discards it.
+		st.Suspended = &savedState{At: fi.ModTime(), Bytes: fi.Size(), Duration: max(0, fi.ModTime().Sub(it.At)), Spec: it.Spec, BootID: it.BootID}
 		st.ExitReason = "suspended"
 		if err = writeJSON(p.State, st); err != nil {
 			d.log.Error("record an interrupted suspend", "instance", id, "err", err)

@@ -67,3 +67,7 @@ func instancePaths(dir, runDir string) Paths {
 	p.Agent = filepath.Join(p.SockDir, agentSock)
 	return p
 }
+
+// Paths returns the files of instance id on this driver's host (for tools
+// and benchmarks that look at or drive an instance's QEMU themselves).
+func (d *Driver) Paths(id string) Paths { return d.paths(id) }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"vgrid/internal/hypervisor"
 )
 
@@ -48,23 +50,99 @@ func alive(pid int, marker string) bool {
 	return bytes.Contains(cmdline, []byte(marker))
 }
 
-// waitGone polls until the process is gone or d has passed.
+// waitGone waits until the process is gone or d has passed, and reports
+// whether it is gone. It waits on a pidfd, which becomes readable the
+// moment the process exits (QEMU is not our child after -daemonize, so it
+// cannot be waited for otherwise); where pidfd_open is missing (Linux
+// before 5.3) it polls /proc every goneWaitPoll.
 func waitGone(pid int, marker string, d time.Duration, cancel <-chan struct{}) bool {
+	if !alive(pid, marker) {
+		return true
+	}
 	deadline := time.Now().Add(d)
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		defer unix.Close(fd)
+		// The pidfd names whatever process had pid when it was opened:
+		// make sure that was still the instance's QEMU.
+		if !alive(pid, marker) {
+			return true
+		}
+		if exited, ok := waitPidfd(fd, deadline, cancel); ok {
+			if exited {
+				waitThreads(pid, deadline)
+				return true
+			}
+			return !alive(pid, marker)
+		}
+	}
 	for {
 		if !alive(pid, marker) {
 			return true
 		}
-		if time.Now().After(deadline) {
+		left := time.Until(deadline)
+		if left <= 0 {
 			return false
 		}
 		select {
 		case <-cancel:
 			return !alive(pid, marker)
-		case <-time.After(25 * time.Millisecond):
+		case <-time.After(min(left, goneWaitPoll)):
 		}
 	}
 }
+
+// waitThreads waits, until deadline at the latest, for the other threads
+// of the exited process pid to be gone: the pidfd says the process exited
+// once its main thread has, while QEMU's other threads may still be on
+// their way out for some milliseconds, in its cgroup, which cannot be
+// removed until they are. (A zombie's /proc/<pid>/task lists the threads
+// that are left, itself included.)
+func waitThreads(pid int, deadline time.Time) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	for {
+		ents, err := os.ReadDir(dir)
+		if err != nil || len(ents) <= 1 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(threadsPoll)
+	}
+}
+
+// threadsPoll is how often waitThreads looks.
+const threadsPoll = 500 * time.Microsecond
+
+// waitPidfd waits until the process of pidfd fd exits (exited true), the
+// deadline passes or cancel is closed. ok is false if poll failed.
+func waitPidfd(fd int, deadline time.Time, cancel <-chan struct{}) (exited, ok bool) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false, true
+		}
+		// In slices, to look at cancel; an exit wakes poll at once.
+		ms := int((min(left, goneCancelPoll) + time.Millisecond - 1) / time.Millisecond)
+		n, err := unix.Poll(fds, ms)
+		switch {
+		case err == nil && n > 0:
+			return true, true
+		case err != nil && !errors.Is(err, unix.EINTR):
+			return false, false
+		}
+		select {
+		case <-cancel:
+			return false, true
+		default:
+		}
+	}
+}
+
+// How waitGone checks: without a pidfd, /proc every goneWaitPoll; with
+// one, cancel every goneCancelPoll.
+const (
+	goneWaitPoll   = 25 * time.Millisecond
+	goneCancelPoll = 50 * time.Millisecond
+)
 
 // kill sends SIGKILL to pid if it is still the process marker names.
 func kill(pid int, marker string) error {
@@ -177,4 +255,15 @@ func running(pid int) bool {
 	}
 	s := stat[i+2]
 	return s != 'Z' && s != 'X' && s != 'x'
+}
+
+// bootID returns the host's boot ID ("" if unknown): it changes when the
+// host restarts, so a driver tells an agent's restart (the page cache
+// kept) from a host's.
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -212,3 +212,122 @@ func imageVirtualSize(path, format string) (int64, error) {
 	}
 	return 0, fmt.Errorf("%s: format %q: want raw or qcow2", path, format)
 }
+
+// qcow2 feature bits (header offset 72, incompatible features) that
+// setQcow2Backing refuses: an image marked corrupt, or one whose data is
+// in an external file (its backing rules differ).
+const (
+	qcow2IncompatCorrupt      = 1 << 1
+	qcow2IncompatExternalData = 1 << 2
+)
+
+// setQcow2Backing points the qcow2 image at path to another backing file,
+// backing (written as given), of backingFormat, and changes nothing else:
+// what
+//
+//	qemu-img rebase -u -b BACKING -F FORMAT FILE
+//
+// does ("unsafe" rebase: the new backing file must have the same contents
+// as the old, e.g. the same image in another host's cache). The header
+// extensions other than the backing format are kept; they, the new backing
+// format extension and the name are written after the header, within the
+// first cluster, where QEMU wants them. The rewrite is one write of the
+// start of the file, then fsync.
+func setQcow2Backing(path, backing, backingFormat string) error {
+	switch {
+	case backing == "":
+		return errors.New("qcow2: no backing file")
+	case len(backing) > qcow2MaxBackingName:
+		return fmt.Errorf("qcow2: backing file name of %d bytes (at most %d)", len(backing), qcow2MaxBackingName)
+	case backingFormat != "raw" && backingFormat != "qcow2":
+		return fmt.Errorf("qcow2: backing format %q: want raw or qcow2", backingFormat)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	be := binary.BigEndian
+	var h [qcow2HeaderLen]byte
+	if _, err := io.ReadFull(f, h[:72]); err != nil {
+		return fmt.Errorf("%s: qcow2 header: %w", path, err)
+	}
+	if be.Uint32(h[0:]) != qcow2Magic {
+		return fmt.Errorf("%s: not a qcow2 image", path)
+	}
+	version := be.Uint32(h[4:])
+	hdrLen := uint32(72)
+	switch version {
+	case 2:
+	case 3:
+		if _, err := io.ReadFull(f, h[72:]); err != nil {
+			return fmt.Errorf("%s: qcow2 header: %w", path, err)
+		}
+		hdrLen = be.Uint32(h[100:])
+		if incompat := be.Uint64(h[72:]); incompat&(qcow2IncompatCorrupt|qcow2IncompatExternalData) != 0 {
+			return fmt.Errorf("%s: qcow2 incompatible features %#x (corrupt or external data): not rebased", path, incompat)
+		}
+	default:
+		return fmt.Errorf("%s: qcow2 version %d", path, version)
+	}
+	clusterBits := be.Uint32(h[20:])
+	if clusterBits < 9 || clusterBits > 21 {
+		return fmt.Errorf("%s: qcow2 cluster bits %d", path, clusterBits)
+	}
+	cluster := 1 << clusterBits
+	if hdrLen < 72 || int(hdrLen) > cluster {
+		return fmt.Errorf("%s: qcow2 header length %d", path, hdrLen)
+	}
+	first := make([]byte, cluster)
+	n, err := f.ReadAt(first, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	first = first[:n]
+	if n < int(hdrLen) {
+		return fmt.Errorf("%s: qcow2 header: short file", path)
+	}
+	// The extensions, as they are; the end of what is in use.
+	out := append([]byte(nil), first[:hdrLen]...)
+	used := int(hdrLen)
+	for off := int(hdrLen); ; {
+		if off+8 > len(first) {
+			return fmt.Errorf("%s: qcow2 header extensions run past the first cluster", path)
+		}
+		typ, l := be.Uint32(first[off:]), int(be.Uint32(first[off+4:]))
+		end := off + 8 + (l+7)&^7
+		if end > len(first) {
+			return fmt.Errorf("%s: qcow2 header extension %#x runs past the first cluster", path, typ)
+		}
+		if typ == qcow2ExtEnd {
+			used = max(used, off+8)
+			break
+		}
+		if typ != qcow2ExtBackingFormat {
+			out = append(out, first[off:end]...)
+		}
+		off, used = end, end
+	}
+	if oldOff, oldLen := be.Uint64(first[8:]), be.Uint32(first[16:]); oldOff != 0 {
+		if oldOff+uint64(oldLen) > uint64(len(first)) {
+			return fmt.Errorf("%s: qcow2 backing file name past the first cluster", path)
+		}
+		used = max(used, int(oldOff)+int(oldLen))
+	}
+	out = qcow2Ext(out, qcow2ExtBackingFormat, []byte(backingFormat))
+	out = qcow2Ext(out, qcow2ExtEnd, nil)
+	be.PutUint64(out[8:], uint64(len(out)))
+	be.PutUint32(out[16:], uint32(len(backing)))
+	out = append(out, backing...)
+	if len(out) > cluster {
+		return fmt.Errorf("%s: qcow2 header, extensions and a backing file name of %d bytes do not fit in a cluster", path, len(backing))
+	}
+	// Zero what the old extensions and name used beyond the new end.
+	for len(out) < used {
+		out = append(out, 0)
+	}
+	if _, err := f.WriteAt(out, 0); err != nil {
+		return err
+	}
+	return f.Sync()
+}

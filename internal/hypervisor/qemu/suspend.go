@@ -14,31 +14,40 @@ import (
 // Suspend and resume.
 //
 // Suspend saves a guest with QEMU's migration into a file: QMP stop, the
-// bandwidth cap lifted, getfd hands QEMU an open memory.state.tmp (over
-// the QMP socket, SCM_RIGHTS), migrate to "fd:", query-migrate polled
-// until completed, then quit. QEMU 7.2 has no "file:" migration URI, and
-// "exec:cat > FILE" could report completion while cat still writes the
-// last bytes; with the file descriptor, QEMU's own writes are done when it
-// says completed, and the driver fsyncs and renames the file into place.
-// The migration's completion also flushes the disk, so disk and state
-// agree. Only once the process is gone is the suspension written to
-// state.json. Before the first QMP command that changes anything, an
-// intent (intent.json) is written and it is removed at the end: should
-// the agent die in between, the next driver undoes the suspend (the guest
-// continues) or, if QEMU already quit after the save, finishes it
-// (intent.go).
+// bandwidth cap lifted, MIGRATION events asked for, getfd hands QEMU an
+// open memory.state.tmp (over the QMP socket, SCM_RIGHTS), migrate to
+// "fd:", query-migrate asked at each MIGRATION event until completed,
+// then quit. QEMU 7.2 has no "file:" migration URI, and "exec:cat > FILE"
+// could report completion while cat still writes the last bytes; with the
+// file descriptor, QEMU's own writes are done when it says completed, and
+// the driver renames the file into place. The migration's completion also
+// flushes the disk, so disk and state agree. Only once the process is gone
+// is the suspension written to state.json (with the exit, by finish).
+// Suspend returns then: the state file is fsynced later, in the background
+// (syncSaved), and not at all if a resume spends it first; a host that
+// restarts before is told by its boot ID and discards the state (intent.go).
+// Before the first QMP command that changes anything, an intent
+// (intent.json) is written and it is removed at the end: should the agent
+// die in between, the next driver undoes the suspend (the guest continues)
+// or, if QEMU already quit after the save, finishes it (intent.go).
 //
 // Resume launches QEMU like a boot, same argv (it must describe the same
 // machine), plus "-incoming defer", then hands it the file the same way
 // (getfd, migrate-incoming "fd:"), waits for the status to leave
-// inmigrate (paused: the guest was stopped when saved) and sends cont.
-// The saved state is deleted once the guest runs. A resume writes an
+// inmigrate (paused: the guest was stopped when saved; QEMU's MIGRATION
+// event "completed" comes once it has) and sends cont. The spent state is
+// then renamed aside and removed in the background. A resume writes an
 // intent too: a driver that died before cont leaves an instance that the
 // next one makes suspended again, one after cont a running guest whose
 // resume it finishes (intent.go). The guest agent sends
 // "ready" only at boot; the driver's watcher connects to the new
 // process's agent socket and asks for facts, so Guest is reported again,
 // with an uptime that continues from before the suspension.
+//
+// Where the time goes (bench/suspendresume, docs/benchmarks.md): the
+// migration itself and QEMU's start; the driver adds no fixed waits: the
+// process's end is seen through a pidfd (then its last threads, which must
+// leave the cgroup before it goes), the migration's through its events.
 
 const (
 	memStateFile = "memory.state"
@@ -48,8 +57,12 @@ const (
 	// default in QEMU 7.2): the guest is stopped, so the save may go as
 	// fast as the disk takes it.
 	suspendBandwidth = 64 << 30 // bytes/s
-	// migratePoll is how often query-migrate and query-status are polled.
+	// migratePoll is how often query-migrate is polled after a
+	// migrate_cancel (intent.go).
 	migratePoll = 10 * time.Millisecond
+	// migrateFallbackPoll is how often a save or a restore asks QEMU how
+	// it goes if no MIGRATION event came.
+	migrateFallbackPoll = 100 * time.Millisecond
 	// quitTimeout is how long QEMU has to exit after quit.
 	quitTimeout = 10 * time.Second
 )
@@ -63,6 +76,12 @@ type savedState struct {
 	// Spec is what the saved guest was started with: a resume needs the
 	// same machine, whatever Resize wrote into spec.json since.
 	Spec *hypervisor.InstanceSpec `json:"spec,omitempty"`
+	// BootID is the host's boot (/proc/sys/kernel/random/boot_id) when
+	// the state was saved, and Synced says that the file has since been
+	// fsynced (syncSaved). An unsynced file of another boot may have lost
+	// its tail in a host crash: it is not resumed from (checkSaved).
+	BootID string `json:"boot_id,omitempty"`
+	Synced bool   `json:"synced,omitempty"`
 }
 
 func (s *savedState) result() *hypervisor.SuspendResult {
@@ -136,7 +155,7 @@ func (d *Driver) suspend(ctx context.Context, id string, p Paths, pid int) (hype
 	}
 	// From here a driver that finds the intent knows this driver died
 	// mid-suspend (intent.go).
-	if err := writeIntent(p, &intent{Op: opSuspend, At: start, PID: pid, Spec: &spec}); err != nil {
+	if err := writeIntent(p, &intent{Op: opSuspend, At: start, PID: pid, Spec: &spec, BootID: d.bootID}); err != nil {
 		return hypervisor.SuspendResult{}, err
 	}
 	defer d.clearIntent(id, p)
@@ -146,9 +165,11 @@ func (d *Driver) suspend(ctx context.Context, id string, p Paths, pid int) (hype
 	if err != nil {
 		return hypervisor.SuspendResult{}, err
 	}
-	saved := false
+	saved, syncing := false, false
 	defer func() {
-		f.Close()
+		if !syncing {
+			f.Close()
+		}
 		if !saved {
 			os.Remove(tmp)
 		}
@@ -171,6 +192,7 @@ func (d *Driver) suspend(ctx context.Context, id string, p Paths, pid int) (hype
 			}
 		}
 	}
+	wake := v.migrationEvents(ctx, c)
 	err = c.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(suspendBandwidth)}, nil)
 	if err == nil {
 		err = c.ExecuteFD(ctx, "getfd", map[string]any{"fdname": stateFDName}, nil, int(f.Fd()))
@@ -181,36 +203,40 @@ func (d *Driver) suspend(ctx context.Context, id string, p Paths, pid int) (hype
 	var migrated time.Duration
 	if err == nil {
 		atPoint("suspend-migrating")
-		migrated, err = waitMigrated(ctx, c, pid, m)
+		migrated, err = waitMigrated(ctx, c, pid, m, wake)
 	}
 	if err == nil {
 		atPoint("suspend-migrated")
 	}
-	synced := time.Now()
+	var fi os.FileInfo
 	if err == nil {
+		fi, err = f.Stat()
+	}
+	// QEMU's writes are done: the file is complete (in the page cache).
+	// It is renamed into place now and fsynced later (syncSaved): a
+	// driver that dies from here on finds memory.state and, on the same
+	// boot, finishes the suspension (intent.go).
+	if err == nil && d.bootID == "" {
+		// Without a boot ID a host's restart cannot be told from an
+		// agent's: the file is made durable before it counts.
 		err = f.Sync()
 	}
-	fsync := time.Since(synced)
-	if err != nil {
-		undo()
-		return hypervisor.SuspendResult{}, err
+	if err == nil {
+		err = os.Rename(tmp, path)
 	}
-	fi, err := f.Stat()
 	if err != nil {
-		undo()
-		return hypervisor.SuspendResult{}, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
 		undo()
 		return hypervisor.SuspendResult{}, err
 	}
 	saved = true
-	syncDir(p.Dir)
 	saveTime := time.Since(start)
 	atPoint("suspend-saved")
 
-	// The state is saved and the disk flushed: end the process.
+	// The state is saved and the disk flushed: end the process. Whoever
+	// records its end (finish, here or in the watcher) records the
+	// suspension with it.
 	v.setStopReason("suspended")
+	v.setSuspended(&savedState{Bytes: fi.Size(), Spec: &spec, BootID: d.bootID}, start)
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	_ = c.Execute(qctx, "quit", nil, nil) // the reply may be lost as QEMU exits
 	cancel()
@@ -222,32 +248,34 @@ func (d *Driver) suspend(ctx context.Context, id string, p Paths, pid int) (hype
 			return hypervisor.SuspendResult{}, fmt.Errorf("qemu %d survived SIGKILL", pid)
 		}
 	}
+	exited := time.Since(start)
+	atPoint("suspend-quit")
 	d.finish(v)
 	<-v.done
 	atPoint("suspend-exited")
-
-	rec := &savedState{At: time.Now(), Bytes: fi.Size(), Duration: time.Since(start), Spec: &spec}
-	d.exitMu.Lock()
 	st, err := readState(p)
-	if err == nil {
-		st.Suspended = rec
-		err = writeJSON(p.State, st)
+	if err == nil && (st.Suspended == nil || st.PID != pid) {
+		err = errors.New("qemu's end was recorded without it")
 	}
-	d.exitMu.Unlock()
 	if err != nil {
 		// Unrecorded, the file would never be resumed from.
 		os.Remove(path)
 		return hypervisor.SuspendResult{}, fmt.Errorf("record suspension: %w", err)
 	}
-	v.log.Info("suspended", "bytes", rec.Bytes, "stop", stopped.Round(time.Millisecond), "migration", migrated, "fsync", fsync.Round(time.Millisecond),
-		"saved_after", saveTime.Round(time.Millisecond), "total", rec.Duration.Round(time.Millisecond))
+	syncing = true
+	d.syncSaved(id, p, f, st.Suspended.At)
+	v.log.Info("suspended", "bytes", st.Suspended.Bytes, "stop", stopped.Round(time.Millisecond), "migration", migrated,
+		"saved_after", saveTime.Round(time.Millisecond), "exited_after", exited.Round(time.Millisecond),
+		"total", st.Suspended.Duration.Round(time.Millisecond))
 	d.changes.Notify(id)
-	return *rec.result(), nil
+	return *st.Suspended.result(), nil
 }
 
-// waitMigrated polls query-migrate until the outgoing migration
-// completed, and returns how long QEMU says it took.
-func waitMigrated(ctx context.Context, c *qmpClient, pid int, m string) (time.Duration, error) {
+// waitMigrated waits until the outgoing migration completed, and returns
+// how long QEMU says it took. It asks query-migrate whenever QEMU sends a
+// MIGRATION event (wake; migrationEvents) and, in case one is missed,
+// every migrateFallbackPoll.
+func waitMigrated(ctx context.Context, c *qmpClient, pid int, m string, wake <-chan struct{}) (time.Duration, error) {
 	for {
 		var info struct {
 			Status    string `json:"status"`
@@ -269,10 +297,177 @@ func waitMigrated(ctx context.Context, c *qmpClient, pid int, m string) (time.Du
 		if !alive(pid, m) {
 			return 0, errors.New("qemu exited while saving")
 		}
+		if err := waitEvent(ctx, wake); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// waitEvent waits for a MIGRATION event, at most migrateFallbackPoll.
+func waitEvent(ctx context.Context, wake <-chan struct{}) error {
+	t := time.NewTimer(migrateFallbackPoll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-wake:
+	case <-t.C:
+	}
+	return nil
+}
+
+// syncSaved makes a suspension's state file durable, in the background:
+// savedSyncDelay after the suspension, fsync of the file (f, which it
+// closes) and of the directory (its rename), then
+// runState.Suspended.Synced is set if the suspension at is still the one
+// recorded. Until then the file is complete in the page cache only:
+// should the host restart first, the next driver finds the suspension
+// unsynced and of another boot, and discards it (checkSaved). Suspend
+// does not wait for this, and a resume in the meantime cancels it
+// (cancelSync): the state it spends need never reach the disk, and the
+// writeback would slow the resume (every metadata change on the file
+// system waits for the journal commit the fsync forces). Close does not
+// cancel it but has it done at once.
+func (d *Driver) syncSaved(id string, p Paths, f *os.File, at time.Time) {
+	d.mu.Lock()
+	if d.syncing[id] != nil {
+		d.mu.Unlock()
+		f.Close()
+		return
+	}
+	job := &syncJob{cancel: make(chan struct{})}
+	d.syncing[id] = job
+	// Under d.mu, as in watchPID: no Add once Close waits.
+	if d.ctx.Err() != nil {
+		delete(d.syncing, id)
+		d.mu.Unlock()
+		if err := f.Sync(); err == nil {
+			syncDir(p.Dir)
+		}
+		f.Close()
+		return
+	}
+	d.wg.Add(1)
+	d.mu.Unlock()
+	go func() {
+		defer d.wg.Done()
+		defer f.Close()
+		defer func() {
+			d.mu.Lock()
+			if d.syncing[id] == job {
+				delete(d.syncing, id)
+			}
+			d.mu.Unlock()
+		}()
+		t := time.NewTimer(savedSyncDelay)
+		defer t.Stop()
 		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(migratePoll):
+		case <-job.cancel:
+			return
+		case <-t.C:
+		case <-d.ctx.Done():
+		}
+		start := time.Now()
+		err := f.Sync()
+		if err != nil {
+			// Left unsynced: a driver on the same boot tries again.
+			d.log.Error("fsync the saved state", "instance", id, "err", err)
+			return
+		}
+		syncDir(p.Dir)
+		d.exitMu.Lock()
+		st, err := readState(p)
+		if err == nil && st.Suspended != nil && st.Suspended.At.Equal(at) && !st.Suspended.Synced {
+			st.Suspended.Synced = true
+			err = writeJSON(p.State, st)
+		}
+		d.exitMu.Unlock()
+		if err != nil {
+			d.log.Error("record the saved state synced", "instance", id, "err", err)
+			return
+		}
+		d.log.Debug("saved state on disk", "instance", id, "fsync", time.Since(start).Round(time.Millisecond))
+	}()
+}
+
+// savedSyncDelay is how long after a suspension its state is fsynced.
+const savedSyncDelay = 2 * time.Second
+
+// syncJob is a pending syncSaved.
+type syncJob struct {
+	cancel chan struct{}
+}
+
+// cancelSync cancels the pending syncSaved of id, if it has not begun to
+// fsync (the caller holds the instance's lock: its saved state is about
+// to be spent or discarded).
+func (d *Driver) cancelSync(id string) {
+	d.mu.Lock()
+	if job := d.syncing[id]; job != nil {
+		close(job.cancel)
+		delete(d.syncing, id)
+	}
+	d.mu.Unlock()
+}
+
+// savedTrusted says whether a recorded suspension's file can be resumed
+// from: it was fsynced, or it was saved on this boot (the page cache
+// still holds whatever was not written back), or by a driver that
+// fsynced before it recorded (no BootID).
+func (d *Driver) savedTrusted(s *savedState) bool {
+	return s.Synced || s.BootID == "" || s.BootID == d.bootID
+}
+
+// checkSaved settles a recorded suspension whose file is not known to be
+// on disk (the caller holds the instance's lock, no process runs): saved
+// on another boot, it is discarded (the host restarted before it was
+// written back; the disk, flushed by stop, is kept and boots); saved on
+// this one, it is fsynced in the background unless that is under way.
+func (d *Driver) checkSaved(id string, p Paths) {
+	st, ok := suspendedState(p)
+	if !ok || st.Suspended.Synced {
+		return
+	}
+	if !d.savedTrusted(st.Suspended) {
+		d.remove(id, memStatePath(p))
+		d.exitMu.Lock()
+		if st, err := readState(p); err == nil && st.Suspended != nil {
+			st.Suspended = nil
+			st.ExitReason = "the host restarted before the saved state reached the disk: it was discarded (the disk is kept)"
+			if err := writeJSON(p.State, st); err != nil {
+				d.log.Error("record a lost saved state", "instance", id, "err", err)
+			}
+		}
+		d.exitMu.Unlock()
+		d.log.Warn("discarded a saved state that a host restart may have lost", "instance", id)
+		d.changes.Notify(id)
+		return
+	}
+	if st.Suspended.BootID == "" {
+		return
+	}
+	f, err := os.Open(memStatePath(p))
+	if err != nil {
+		return
+	}
+	d.syncSaved(id, p, f, st.Suspended.At)
+}
+
+// migrationEvents asks QEMU for MIGRATION events (the "events"
+// migration capability) and returns the channel they wake, emptied.
+// Without them the waits fall back to polling.
+func (v *vm) migrationEvents(ctx context.Context, c *qmpClient) <-chan struct{} {
+	ch := v.migrationWake()
+	err := c.Execute(ctx, "migrate-set-capabilities", map[string]any{
+		"capabilities": []map[string]any{{"capability": "events", "state": true}}}, nil)
+	if err != nil {
+		v.log.Debug("no migration events; polling", "err", err)
+	}
+	for {
+		select {
+		case <-ch:
+		default:
+			return ch
 		}
 	}
 }
@@ -310,6 +505,8 @@ func (d *Driver) resume(ctx context.Context, spec hypervisor.InstanceSpec, p Pat
 	if err := resumable(old, spec, accel); err != nil {
 		return hypervisor.Instance{}, fmt.Errorf("resume %s: %w", id, err)
 	}
+	// The state is about to be spent: it need not reach the disk.
+	d.cancelSync(id)
 	// A driver that finds the intent knows this one died mid-resume
 	// (intent.go).
 	it := &intent{Op: opResume, At: time.Now(), Saved: st.Suspended}
@@ -332,6 +529,9 @@ func (d *Driver) resume(ctx context.Context, spec hypervisor.InstanceSpec, p Pat
 			d.log.Error("record failed resume", "instance", id, "err", werr)
 		}
 		d.exitMu.Unlock()
+		if !spent {
+			d.checkSaved(id, p) // still suspended: its sync was cancelled
+		}
 		d.changes.Notify(id)
 		return hypervisor.Instance{}, fmt.Errorf("resume %s: %w", id, err)
 	}
@@ -384,7 +584,10 @@ func (d *Driver) restore(ctx context.Context, spec hypervisor.InstanceSpec, p Pa
 	// From here until cont the state file is not spent: should the driver
 	// die now, the next one finds the intent, kills this process and
 	// records the instance suspended again (intent.go).
-	if err := writeJSON(p.State, runState{Accel: accel, PID: pid, StartedAt: startedAt}); err != nil {
+	d.exitMu.Lock()
+	err = writeJSON(p.State, runState{Accel: accel, PID: pid, StartedAt: startedAt})
+	d.exitMu.Unlock()
+	if err != nil {
 		d.log.Error("record start", "instance", id, "err", err)
 	}
 	m := marker(p)
@@ -402,12 +605,13 @@ func (d *Driver) restore(ctx context.Context, spec hypervisor.InstanceSpec, p Pa
 	if err != nil {
 		return fail(err)
 	}
+	wake := v.migrationEvents(ctx, c)
 	err = c.ExecuteFD(ctx, "getfd", map[string]any{"fdname": stateFDName}, nil, int(f.Fd()))
 	if err == nil {
 		err = c.Execute(ctx, "migrate-incoming", map[string]any{"uri": "fd:" + stateFDName}, nil)
 	}
 	if err == nil {
-		err = waitIncoming(ctx, c, pid, m, p)
+		err = waitIncoming(ctx, c, pid, m, p, wake)
 	}
 	if err == nil {
 		atPoint("resume-loaded")
@@ -436,16 +640,19 @@ func (d *Driver) restore(ctx context.Context, spec hypervisor.InstanceSpec, p Pa
 	if err != nil {
 		d.log.Error("record resume", "instance", id, "err", err)
 	}
-	// The guest runs on: its saved state is spent.
-	if err := os.Remove(memStatePath(p)); err != nil {
-		d.log.Warn("remove saved state", "instance", id, "err", err)
-	}
+	// The guest runs on: its saved state is spent. Unlinking it can take
+	// tens of milliseconds (its pages may still be under writeback), so
+	// it is renamed aside and removed in the background; a leftover is
+	// removed by recoverOp.
+	d.removeSpent(id, p)
 	return rec, false, nil
 }
 
-// waitIncoming polls query-status until the incoming migration is loaded.
+// waitIncoming waits until the incoming migration is loaded: it asks
+// query-status whenever a MIGRATION event comes (QEMU sends "completed"
+// once the run state is set) and at least every migrateFallbackPoll.
 // QEMU exits if the state cannot be loaded.
-func waitIncoming(ctx context.Context, c *qmpClient, pid int, m string, p Paths) error {
+func waitIncoming(ctx context.Context, c *qmpClient, pid int, m string, p Paths, wake <-chan struct{}) error {
 	for {
 		if !alive(pid, m) {
 			return fmt.Errorf("qemu exited while loading the saved state%s", logTail(p.Log))
@@ -464,17 +671,43 @@ func waitIncoming(ctx context.Context, c *qmpClient, pid int, m string, p Paths)
 		default:
 			return fmt.Errorf("loading the saved state left qemu %s", status.Status)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(migratePoll):
+		if err := waitEvent(ctx, wake); err != nil {
+			return err
 		}
 	}
+}
+
+// spentFile is where a resumed guest's spent state goes until removed.
+const spentFile = memStateFile + ".spent"
+
+// removeSpent renames the instance's spent memory.state aside and removes
+// it in the background.
+func (d *Driver) removeSpent(id string, p Paths) {
+	spent := filepath.Join(p.Dir, spentFile)
+	if err := os.Rename(memStatePath(p), spent); err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			d.log.Warn("remove saved state", "instance", id, "err", err)
+		}
+		return
+	}
+	d.mu.Lock()
+	if d.ctx.Err() != nil {
+		d.mu.Unlock()
+		d.remove(id, spent)
+		return
+	}
+	d.wg.Add(1)
+	d.mu.Unlock()
+	go func() {
+		defer d.wg.Done()
+		d.remove(id, spent)
+	}()
 }
 
 // discardSaved forgets the saved state of an instance without a process
 // (Stop of a suspended instance), and removes state files left over.
 func (d *Driver) discardSaved(id string, p Paths) {
+	d.cancelSync(id)
 	path := memStatePath(p)
 	for _, f := range []string{path, path + ".tmp"} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {

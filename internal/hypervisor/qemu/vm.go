@@ -45,6 +45,28 @@ type vm struct {
 	paused     bool
 	stopReason string // set by Stop: why the process is going away
 	shutdown   string // reason of QMP's SHUTDOWN event
+	// suspended is set by Suspend once the state is saved: finish records
+	// it with the exit. suspendStart is when that Suspend began.
+	suspended    *savedState
+	suspendStart time.Time
+	migration    chan struct{} // MIGRATION events (migrationWake)
+}
+
+// setSuspended makes the recording of the process's end record rec.
+func (v *vm) setSuspended(rec *savedState, start time.Time) {
+	v.mu.Lock()
+	v.suspended, v.suspendStart = rec, start
+	v.mu.Unlock()
+}
+
+// migrationWake returns the channel a MIGRATION event wakes.
+func (v *vm) migrationWake() chan struct{} {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.migration == nil {
+		v.migration = make(chan struct{}, 1)
+	}
+	return v.migration
 }
 
 func (v *vm) marker() string { return marker(v.p) }
@@ -115,6 +137,12 @@ func (v *vm) qmpClient(ctx context.Context) (*qmpClient, error) {
 		v.mu.Unlock()
 		if name == "STOP" || name == "RESUME" {
 			v.notify()
+		}
+		if name == "MIGRATION" {
+			select {
+			case v.migrationWake() <- struct{}{}:
+			default:
+			}
 		}
 	}
 	c, err := dialQMP(ctx, v.p.QMP, onEvent)
