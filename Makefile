@@ -86,13 +86,14 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/calendar/ ./internal/store/...
 	$(GO) run ./bench/startlatency -n 50
 
-## fuzz: a minute of fuzzing on each parser: specs, policy files, agent and admin bodies, lease times, store files
+## fuzz: a minute of fuzzing on each parser: specs, policy files, agent and admin bodies, hosts' certificate requests, lease times, store files
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/spec
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/policyfile
 	$(GO) test -run '^$$' -fuzz FuzzDecodeAgentReport -fuzztime 60s ./internal/server
 	$(GO) test -run '^$$' -fuzz FuzzDecodeNode -fuzztime 60s ./internal/server
 	$(GO) test -run '^$$' -fuzz FuzzDecodeAdminBody -fuzztime 60s ./internal/server
+	$(GO) test -run '^$$' -fuzz FuzzCSR -fuzztime 60s ./internal/server
 	$(GO) test -run '^$$' -fuzz FuzzLeaseTimes -fuzztime 60s ./internal/calendar
 	$(GO) test -run '^$$' -fuzz FuzzCheck -fuzztime 60s -fuzzminimizetime 10s ./internal/store/bolt
 	$(GO) test -run '^$$' -fuzz FuzzDecodeLog -fuzztime 60s ./internal/store/bolt

@@ -91,7 +91,25 @@ type NodeInfo struct {
 	model.Node
 	Ready      bool            `json:"ready"`
 	Allocated  model.Resources `json:"allocated"`
+	Free       model.Resources `json:"free"`
 	Workspaces int             `json:"workspaces"`
+}
+
+// NodeDrained is the answer of POST /nodes/{node}/drain: what was done with
+// each workspace on the host, and what could not be moved.
+type NodeDrained struct {
+	Node  string       `json:"node"`
+	Moves []DrainEntry `json:"moves"`
+}
+
+// DrainEntry is one workspace of a drained host.
+type DrainEntry struct {
+	Project   string `json:"project"`
+	Workspace string `json:"workspace"`
+	// Action: suspended (to resume elsewhere), moved (its files, while
+	// stopped), left (not moved; Reason says why).
+	Action string `json:"action"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // ImageList is the answer of GET /images.
@@ -175,21 +193,52 @@ type NodeToken struct {
 type NodeRevoked struct {
 	Node          string `json:"node"`
 	TokensRevoked int    `json:"tokens_revoked"`
+	// CertificatesRevoked is how many of the host's client certificates
+	// stopped being accepted.
+	CertificatesRevoked int `json:"certificates_revoked"`
 }
 
-// NodesPost registers a host (with a join token) or refreshes it.
+// NodesPost registers a host (with a join token) or refreshes it. CSR is
+// required when registering: a PEM certificate request (CN = the host's
+// name; key ECDSA P-256 or RSA of 2048 bits or more) that the control
+// plane's CA signs into the host's client certificate. A heartbeat sends
+// none.
 type NodesPost struct {
 	Node model.Node `json:"node"`
+	CSR  string     `json:"csr,omitempty"`
 }
 
-// NodeRegistered carries the node's own credential: its agent rotates it
-// (POST /nodes/{node}/token) once half of its lifetime has passed.
+// NodeRegistered carries the node's own credentials: a node token, which
+// its agent rotates (POST /nodes/{node}/token), and a client certificate
+// (PEM, signed by the control plane's CA), which it renews (POST
+// /nodes/{node}/certificate), each once half of its lifetime has passed.
+// Every request of a node needs both.
 type NodeRegistered struct {
-	Node      model.Node `json:"node"`
-	Token     string     `json:"token"`
-	ID        string     `json:"id,omitempty"`
-	IssuedAt  time.Time  `json:"issued_at,omitzero"`
-	ExpiresAt time.Time  `json:"expires_at,omitzero"`
+	Node                 model.Node `json:"node"`
+	Token                string     `json:"token"`
+	ID                   string     `json:"id,omitempty"`
+	IssuedAt             time.Time  `json:"issued_at,omitzero"`
+	ExpiresAt            time.Time  `json:"expires_at,omitzero"`
+	Certificate          string     `json:"certificate,omitempty"`
+	CertificateExpiresAt time.Time  `json:"certificate_expires_at,omitzero"`
+}
+
+// NodeCertificatePost asks for a new client certificate (POST
+// /nodes/{node}/certificate): CSR as in NodesPost.
+type NodeCertificatePost struct {
+	CSR string `json:"csr"`
+}
+
+// NodeCertificate is the answer of POST /nodes/{node}/certificate: the
+// host's new client certificate (PEM). PreviousExpiresAt is when the
+// certificate that asked stops being accepted (a grace period, so that
+// requests in flight with it finish).
+type NodeCertificate struct {
+	Node                 string    `json:"node"`
+	Certificate          string    `json:"certificate"`
+	CertificateExpiresAt time.Time `json:"certificate_expires_at"`
+	Serial               string    `json:"serial"`
+	PreviousExpiresAt    time.Time `json:"previous_expires_at,omitzero"`
 }
 
 // Assignments is what a node's agent must run: every workspace placed on it.
@@ -197,6 +246,18 @@ type Assignments struct {
 	Revision   int64             `json:"revision"` // pass back as ?after= to wait for changes
 	Workspaces []model.Workspace `json:"workspaces"`
 	Images     []model.Image     `json:"images"` // the images those workspaces use
+	// Outgoing are workspaces moving off this host: their files stay,
+	// served to the host each is moving to, until that host has them.
+	Outgoing []Outgoing `json:"outgoing,omitempty"`
+}
+
+// Outgoing is a workspace whose files a host serves to another.
+type Outgoing struct {
+	ID      string `json:"id"`
+	Project string `json:"project"`
+	Name    string `json:"name"`
+	To      string `json:"to"`
+	Memory  bool   `json:"memory,omitempty"`
 }
 
 // AgentReport is what an agent observed of one workspace on its host.
@@ -226,6 +287,12 @@ type AgentReport struct {
 	// by PID and StartedAt). A Stopped or Suspended report carries the
 	// final value of the process that ended. Omitted when unknown.
 	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+	// MoveBytes and MoveDone are the progress of copying the workspace's
+	// files from the host it moves from; Moved says they are all here
+	// (checked), so the source may drop its copy.
+	MoveBytes int64 `json:"move_bytes,omitempty"`
+	MoveDone  int64 `json:"move_done,omitempty"`
+	Moved     bool  `json:"moved,omitempty"`
 }
 
 // Lease is one lease of the control plane's calendar.

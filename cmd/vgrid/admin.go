@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,10 +17,11 @@ import (
 )
 
 func newNodeCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{Use: "node", Aliases: []string{"nodes"}, Short: "Inspect hosts"}
+	c := &cobra.Command{Use: "node", Aliases: []string{"nodes"}, Short: "Inspect and administer hosts"}
+	c.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 	c.AddCommand(&cobra.Command{
 		Use:   "list",
-		Short: "List hosts with capacity and allocation",
+		Short: "List hosts: state, capacity, allocated, free, agent version, last heartbeat, certificate expiry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := g.dial()
@@ -29,12 +32,84 @@ func newNodeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), api.NodeList{Nodes: nodes})
+			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tREADY\tACCEL\tCPU (used/total)\tMEMORY (used/total)\tDISK (used/total)\tWORKSPACES")
+			fmt.Fprintln(tw, "NAME\tSTATE\tACCEL\tCPU (used/total)\tMEMORY (used/total)\tFREE CPU/MEM\tWORKSPACES\tAGENT\tHEARTBEAT\tCERT EXPIRES")
 			for _, n := range nodes {
-				fmt.Fprintf(tw, "%s\t%v\t%s\t%.2f/%.2f\t%s/%s\t%s/%s\t%d\n", n.Name, n.Ready, n.Accel,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f/%.2f\t%s/%s\t%.2f/%s\t%d\t%s\t%s ago\t%s\n", n.Name, nodeState(n), n.Accel,
 					float64(n.Allocated.MilliCPU)/1000, float64(n.Capacity.MilliCPU)/1000,
-					n.Allocated.Memory.Human(), n.Capacity.Memory.Human(), n.Allocated.Disk.Human(), n.Capacity.Disk.Human(), n.Workspaces)
+					n.Allocated.Memory.Human(), n.Capacity.Memory.Human(), float64(n.Free.MilliCPU)/1000, n.Free.Memory.Human(), n.Workspaces,
+					dash(n.AgentVersion), time.Since(n.LastHeartbeat).Round(time.Second), certExpiry(n.CertificateExpiresAt))
+			}
+			return tw.Flush()
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use:   "get NAME",
+		Short: "Show one host",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			n, err := cl.Node(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printNode(cmd.OutOrStdout(), g.output, n)
+		},
+	})
+	for _, on := range []bool{true, false} {
+		use, short := "cordon NAME", "Cordon a host (admin): it keeps what it runs but is given nothing new"
+		if !on {
+			use, short = "uncordon NAME", "Lift a host's cordon (admin)"
+		}
+		c.AddCommand(&cobra.Command{
+			Use: use, Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				cl, err := g.dial()
+				if err != nil {
+					return err
+				}
+				n, err := cl.CordonNode(cmd.Context(), args[0], on)
+				if err != nil {
+					return err
+				}
+				return printNode(cmd.OutOrStdout(), g.output, n)
+			},
+		})
+	}
+	c.AddCommand(&cobra.Command{
+		Use:   "drain NAME",
+		Short: "Drain a host (admin): cordon it and move its workspaces to other hosts",
+		Long: `Cordon the host and move every workspace off it with the means there
+are: a running best-effort workspace is suspended and resumes on another
+host (its disk and saved memory copied there) as soon as the calendar finds
+room; a suspended one resumes elsewhere likewise. Running leases of other
+kinds are left (moving them needs live migration), and so are stopped
+workspaces (their disk moves when they are started again). The answer says
+what was done with each one.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			out, err := cl.DrainNode(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s cordoned; %d workspace(s) on it\n", out.Node, len(out.Moves))
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PROJECT\tWORKSPACE\tACTION\tWHY")
+			for _, m := range out.Moves {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Project, m.Workspace, m.Action, m.Reason)
 			}
 			return tw.Flush()
 		},
@@ -269,4 +344,50 @@ func expiresText(t time.Time) string {
 		return "never"
 	}
 	return t.Local().Format(time.DateTime)
+}
+
+func nodeState(n api.NodeInfo) string {
+	st := string(n.State)
+	if st == "" {
+		st = "Ready"
+		if !n.Ready {
+			st = "NotReady"
+		}
+	}
+	if n.Cordoned {
+		st += ",Cordoned"
+	}
+	return st
+}
+
+func certExpiry(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format(time.DateTime)
+}
+
+func printNode(w io.Writer, output string, n api.NodeInfo) error {
+	if output == "json" {
+		return printJSON(w, n)
+	}
+	fmt.Fprintf(w, "name:          %s\nstate:         %s\naddress:       %s\naccel:         %s (%s, cgroup %s)\n", n.Name, nodeState(n), dash(n.Address), n.Accel, dash(n.Hypervisor), dash(n.Cgroup))
+	fmt.Fprintf(w, "capacity:      %.2f CPU, %s memory, %s disk\n", float64(n.Capacity.MilliCPU)/1000, n.Capacity.Memory.Human(), n.Capacity.Disk.Human())
+	fmt.Fprintf(w, "allocated:     %.2f CPU, %s memory, %s disk (%d workspaces)\n", float64(n.Allocated.MilliCPU)/1000, n.Allocated.Memory.Human(), n.Allocated.Disk.Human(), n.Workspaces)
+	fmt.Fprintf(w, "free:          %.2f CPU, %s memory, %s disk\n", float64(n.Free.MilliCPU)/1000, n.Free.Memory.Human(), n.Free.Disk.Human())
+	keys := make([]string, 0, len(n.Labels))
+	for k := range n.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var ls []string
+	for _, k := range keys {
+		ls = append(ls, k+"="+n.Labels[k])
+	}
+	fmt.Fprintf(w, "labels:        %s\nagent:         %s\ntransfer:      %s\n", dash(strings.Join(ls, ",")), dash(n.AgentVersion), dash(n.Transfer))
+	fmt.Fprintf(w, "heartbeat:     %s (%s ago)\ncert expires:  %s\n", n.LastHeartbeat.Local().Format(time.DateTime), time.Since(n.LastHeartbeat).Round(time.Second), certExpiry(n.CertificateExpiresAt))
+	if !n.LostAt.IsZero() {
+		fmt.Fprintf(w, "lost at:       %s\n", n.LostAt.Local().Format(time.DateTime))
+	}
+	return nil
 }

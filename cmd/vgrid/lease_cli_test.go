@@ -48,8 +48,9 @@ func TestLeaseExtendCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, csr := hostCSR(t, "n1")
 	if _, err := admin.WithToken(cp.JoinToken).RegisterNode(ctx, model.Node{Name: "n1",
-		Capacity: model.Resources{MilliCPU: 2000, Memory: 8 * model.GiB, Disk: 100 * model.GiB}}); err != nil {
+		Capacity: model.Resources{MilliCPU: 2000, Memory: 8 * model.GiB, Disk: 100 * model.GiB}}, csr); err != nil {
 		t.Fatal(err)
 	}
 	img := model.Image{Name: "vgrid-guest", Boot: "direct", DiskFormat: "raw", Disk: model.ImageFile{Path: "/dev/null", Size: 1}}

@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"os"
@@ -24,6 +28,20 @@ func startCP(t *testing.T, ctx context.Context, dir string) (*controlplane.Contr
 		t.Fatal(err)
 	}
 	return cp, func() { cancel(); _ = cp.Wait(cctx); cp.Close() }
+}
+
+// hostCSR is a certificate request for host node with a new key.
+func hostCSR(t *testing.T, node string) (*ecdsa.PrivateKey, string) {
+	t.Helper()
+	key, err := agent.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := client.NewCertificateRequest(key, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, csr
 }
 
 func httpStatus(err error) int {
@@ -64,13 +82,17 @@ func TestTokenAndNodeRevokeCLI(t *testing.T) {
 		t.Fatalf("a join token of 1000h: %v, want a refusal naming ttl", err)
 	}
 	// The local agent's registration, as vgrid up's agent makes it.
+	key, csr := hostCSR(t, "local")
 	reg, err := admin.WithToken(cp.JoinToken).RegisterNode(ctx, model.Node{Name: "local",
-		Capacity: model.Resources{MilliCPU: 2000, Memory: 8 * model.GiB, Disk: 100 * model.GiB}})
+		Capacity: model.Resources{MilliCPU: 2000, Memory: 8 * model.GiB, Disk: 100 * model.GiB}}, csr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	agentDir := filepath.Join(dir, "agent")
 	if err := os.MkdirAll(agentDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.SaveKeyAndCertificate(agentDir, key, reg.Certificate); err != nil {
 		t.Fatal(err)
 	}
 	if err := agent.SaveCredential(agentDir, agent.Credential{Server: cp.URL, Node: "local", Token: reg.Token, ID: reg.ID,
@@ -106,7 +128,8 @@ func TestTokenAndNodeRevokeCLI(t *testing.T) {
 	if out, err := cli(t, cfg, "token", "revoke", joinID); err != nil || !strings.Contains(out, "revoked") {
 		t.Fatalf("token revoke: %v\n%s", err, out)
 	}
-	if _, err := admin.WithToken(join).RegisterNode(ctx, model.Node{Name: "n9", Capacity: model.Resources{MilliCPU: 1000, Memory: model.GiB}}); httpStatus(err) != http.StatusUnauthorized {
+	_, csr9 := hostCSR(t, "n9")
+	if _, err := admin.WithToken(join).RegisterNode(ctx, model.Node{Name: "n9", Capacity: model.Resources{MilliCPU: 1000, Memory: model.GiB}}, csr9); httpStatus(err) != http.StatusUnauthorized {
 		t.Fatalf("a revoked join token: %v, want 401", err)
 	}
 
@@ -140,7 +163,6 @@ func TestTokenAndNodeRevokeCLI(t *testing.T) {
 
 	// The next start renews the local agent's credential in place.
 	cp, stop = startCP(t, ctx, dir)
-	defer stop()
 	if cp.JoinToken != localJoin {
 		t.Fatal("a fresh local join token was replaced at restart")
 	}
@@ -152,9 +174,47 @@ func TestTokenAndNodeRevokeCLI(t *testing.T) {
 		t.Fatalf("local agent credential after the restart: node %q server %q expires %s (same token: %v)",
 			cred.Node, cred.Server, cred.ExpiresAt, cred.Token == reg.Token)
 	}
-	cc, _ = client.LoadConfigFile(cfg)
-	admin, _ = client.New(cc)
-	if err := admin.WithToken(cred.Token).Heartbeat(ctx, model.Node{Name: "local"}); err != nil {
-		t.Fatalf("the renewed local agent token: %v", err)
+	// Its certificate was revoked with the host: it has a new one too,
+	// for the key it had.
+	pair, err := agent.LoadCertificate(agentDir)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if pair.Leaf.Subject.CommonName != "local" || pair.Leaf.Equal(parseCert(t, reg.Certificate)) || !pair.Leaf.PublicKey.(*ecdsa.PublicKey).Equal(key.Public()) {
+		t.Fatalf("local agent certificate after the restart: CN %q, the same as before: %v", pair.Leaf.Subject.CommonName, pair.Leaf.Equal(parseCert(t, reg.Certificate)))
+	}
+	cc, _ = client.LoadConfigFile(cfg)
+	hc := cc
+	hc.Token = cred.Token
+	hc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
+	host, err := client.New(hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Heartbeat(ctx, model.Node{Name: "local"}); err != nil {
+		t.Fatalf("the renewed local agent token and certificate: %v", err)
+	}
+	// A restart with both still good changes neither.
+	stop()
+	_, stop = startCP(t, ctx, dir)
+	defer stop()
+	if c, err := agent.LoadCredential(agentDir); err != nil || c.Token != cred.Token {
+		t.Fatalf("the token after a second restart: %v (changed: %v)", err, c.Token != cred.Token)
+	}
+	if p2, err := agent.LoadCertificate(agentDir); err != nil || !p2.Leaf.Equal(pair.Leaf) {
+		t.Fatalf("the certificate after a second restart: %v", err)
+	}
+}
+
+func parseCert(t *testing.T, s string) *x509.Certificate {
+	t.Helper()
+	blk, _ := pem.Decode([]byte(s))
+	if blk == nil {
+		t.Fatal("not PEM")
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

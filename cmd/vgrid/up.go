@@ -47,6 +47,7 @@ type upOptions struct {
 	labels                                   map[string]string
 	usageEvery                               time.Duration
 	site                                     siteLimits
+	grid                                     gridFlags // --hosts N: a namespace grid (grid.go)
 }
 
 func newUpCmd() *cobra.Command {
@@ -83,6 +84,7 @@ adopted again when it starts.`,
 	f.BoolVar(&o.writeConfig, "write-config", true, "write the client config to the default client config path too")
 	f.DurationVar(&o.usageEvery, "usage-every", 10*time.Second, "how often the local agent reports a running workspace's CPU time")
 	o.site.register(f)
+	o.grid.register(f)
 	return c
 }
 
@@ -97,37 +99,67 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err != nil {
 		return err
 	}
+	if again, err := gridOfDataDir(o); err != nil {
+		return err
+	} else if again {
+		fmt.Fprintf(os.Stderr, "vgrid up: %s ran a grid of %d hosts (grid.json): starting it again\n", o.dataDir, o.grid.hosts)
+	}
+	if o.grid.hosts > 0 {
+		return runGrid(ctx, log, o, policy)
+	}
 	cp, err := controlplane.Start(ctx, log, controlplane.Config{DataDir: o.dataDir, Listen: o.listen, Policy: policy, Images: o.images, WriteConfig: o.writeConfig,
-		Limits: o.site.limits(), RateLimit: o.site.rateLimit()})
+		Limits: o.site.limits(), RateLimit: o.site.rateLimit(), NodeTimeout: o.site.nodeTimeout, NodeLostAfter: o.site.nodeLost})
 	if err != nil {
 		return err
 	}
 	defer cp.Close()
 
-	drv, err := qemu.New(qemu.Options{StateDir: filepath.Join(o.dataDir, "instances"), Accel: o.accel, Logger: log})
+	ag, stop, err := startLocalAgent(ctx, log, o, cp, "")
 	if err != nil {
 		return err
 	}
-	defer drv.Close()
+	fmt.Fprintf(os.Stderr, "vgrid up: API at %s, data in %s, host %s (%s). Ctrl-C stops vgrid; workspaces keep running.\n",
+		cp.URL, o.dataDir, ag.NodeName(), ag.Accel())
+	err = cp.Wait(ctx)
+	stop()
+	return err
+}
+
+// localAgent is the agent vgrid up runs in its own process for this
+// machine.
+type localAgent struct {
+	*agent.Agent
+	accel string
+}
+
+// Accel is the acceleration its guests use.
+func (l localAgent) Accel() string { return l.accel }
+
+// startLocalAgent runs this machine's agent in this process (its guests'
+// instances in <data-dir>/instances), serving transfers on transferListen
+// if given; stop waits for it to end after ctx.
+func startLocalAgent(ctx context.Context, log *slog.Logger, o *upOptions, cp *controlplane.ControlPlane, transferListen string) (localAgent, func(), error) {
+	drv, err := qemu.New(qemu.Options{StateDir: filepath.Join(o.dataDir, "instances"), Accel: o.accel, Logger: log})
+	if err != nil {
+		return localAgent{}, nil, err
+	}
 	ag, err := agent.New(agent.Config{
-		Server:     client.Config{Server: cp.URL, Token: cp.JoinToken, CACert: cp.CAPEM},
-		DataDir:    filepath.Join(o.dataDir, "agent"),
-		Node:       model.Node{Name: o.nodeName, Labels: o.labels, Accel: drv.Accel(), AgentVersion: version},
-		Driver:     drv,
-		Logger:     log,
-		UsageEvery: o.usageEvery,
+		Server:         client.Config{Server: cp.URL, Token: cp.JoinToken, CACert: cp.CAPEM},
+		DataDir:        filepath.Join(o.dataDir, "agent"),
+		Node:           model.Node{Name: o.nodeName, Labels: o.labels, Accel: drv.Accel(), AgentVersion: version},
+		Driver:         drv,
+		Logger:         log,
+		UsageEvery:     o.usageEvery,
+		TransferListen: transferListen,
 	})
 	if err != nil {
-		return err
+		drv.Close()
+		return localAgent{}, nil, err
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = ag.Run(ctx) }()
-	fmt.Fprintf(os.Stderr, "vgrid up: API at %s, data in %s, host %s (%s). Ctrl-C stops vgrid; workspaces keep running.\n",
-		cp.URL, o.dataDir, ag.NodeName(), drv.Accel())
-	err = cp.Wait(ctx)
-	wg.Wait()
-	return err
+	return localAgent{ag, drv.Accel()}, func() { wg.Wait(); drv.Close() }, nil
 }
 
 func newServerCmd() *cobra.Command {
@@ -145,7 +177,7 @@ func newServerCmd() *cobra.Command {
 				return err
 			}
 			cp, err := controlplane.Start(ctx, newLogger(), controlplane.Config{DataDir: dataDir, Listen: listen, Policy: pol, WriteConfig: writeConfig,
-				Limits: site.limits(), RateLimit: site.rateLimit()})
+				Limits: site.limits(), RateLimit: site.rateLimit(), NodeTimeout: site.nodeTimeout, NodeLostAfter: site.nodeLost})
 			if err != nil {
 				return err
 			}
@@ -163,8 +195,9 @@ func newServerCmd() *cobra.Command {
 }
 
 func newAgentCmd() *cobra.Command {
-	var dataDir, srvURL, joinFile, caFile, accel, nodeName string
+	var dataDir, srvURL, joinFile, caFile, accel, nodeName, transferListen, transferAddr string
 	var labels map[string]string
+	var capFlags capacityFlags
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a host agent that joins a control plane",
@@ -178,6 +211,10 @@ func newAgentCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--ca: %w", err)
 			}
+			capacity, err := capFlags.resources()
+			if err != nil {
+				return err
+			}
 			log := newLogger()
 			drv, err := qemu.New(qemu.Options{StateDir: filepath.Join(dataDir, "instances"), Accel: accel, Logger: log})
 			if err != nil {
@@ -187,8 +224,10 @@ func newAgentCmd() *cobra.Command {
 			ag, err := agent.New(agent.Config{
 				Server:  client.Config{Server: srvURL, Token: strings.TrimSpace(string(join)), CACert: string(ca)},
 				DataDir: filepath.Join(dataDir, "agent"),
-				Node:    model.Node{Name: nodeName, Labels: labels, Accel: drv.Accel(), AgentVersion: version},
-				Driver:  drv, Logger: log,
+				Node: model.Node{Name: nodeName, Address: capFlags.address, Labels: labels, Capacity: capacity,
+					Accel: drv.Accel(), AgentVersion: version},
+				Driver: drv, Logger: log,
+				TransferListen: transferListen, TransferAddress: transferAddr,
 			})
 			if err != nil {
 				return err
@@ -201,15 +240,21 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&srvURL, "server", "https://"+defaultListen, "control plane URL")
 	f.StringVar(&joinFile, "join-token-file", "", "file holding a join token (vgrid token create --role join)")
 	f.StringVar(&caFile, "ca", "", "the control plane's CA certificate (<server data dir>/tls/ca.crt)")
+	f.StringVar(&transferListen, "transfer-listen", "", "host:port to serve the files of workspaces moving to other hosts (mutual TLS with host certificates; empty: none, and workspaces cannot move off this host)")
+	f.StringVar(&transferAddr, "transfer-address", "", "host:port other hosts dial for those files (default: --transfer-listen, or --address with its port)")
 	f.StringVar(&accel, "accel", "auto", "auto, kvm or tcg")
 	f.StringVar(&nodeName, "node-name", "", "name of this host (default: the host name)")
 	f.StringToStringVar(&labels, "label", nil, "host labels, key=value")
+	capFlags.register(f)
 	return c
 }
 
 // detach starts `vgrid up` in the background and waits until its API answers.
 func detach(ctx context.Context, o *upOptions) error {
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return err
+	}
+	if _, err := gridOfDataDir(o); err != nil {
 		return err
 	}
 	logPath := filepath.Join(o.dataDir, "vgrid.log")
@@ -241,6 +286,7 @@ func detach(ctx context.Context, o *upOptions) error {
 	for k, v := range o.labels {
 		args = append(args, "--label", k+"="+v)
 	}
+	args = append(args, o.grid.args()...)
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -278,6 +324,16 @@ func detach(ctx context.Context, o *upOptions) error {
 			w.status("waiting for the API")
 			continue
 		}
+		if o.grid.hosts > 0 {
+			if ready := readyNodes(nodes); len(ready) >= o.grid.hosts {
+				w.done()
+				fmt.Fprintf(os.Stderr, "vgrid up running in the background (pid %d): API %s, %d hosts (%s), log %s\n",
+					pid, cfg.Server, len(ready), strings.Join(ready, ", "), logPath)
+				return nil
+			}
+			w.status(fmt.Sprintf("waiting for the grid's agents to register (%d of %d ready)", len(readyNodes(nodes)), o.grid.hosts))
+			continue
+		}
 		for _, n := range nodes {
 			if n.Ready {
 				w.done()
@@ -293,38 +349,53 @@ func detach(ctx context.Context, o *upOptions) error {
 
 func newDownCmd() *cobra.Command {
 	var dataDir string
+	var destroyHosts bool
 	c := &cobra.Command{
 		Use:   "down",
 		Short: "Stop a vgrid up running in the background (workspaces keep running)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			b, err := os.ReadFile(filepath.Join(dataDir, "vgrid.pid"))
-			if err != nil {
-				return fmt.Errorf("no vgrid up in %s: %w", dataDir, err)
-			}
-			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-			if err != nil {
-				return fmt.Errorf("pid file: %w", err)
-			}
-			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-				if errors.Is(err, syscall.ESRCH) {
-					fmt.Fprintln(os.Stderr, "vgrid up was not running")
-					return nil
-				}
+			if err := stopUp(dataDir); err != nil {
 				return err
 			}
-			for i := 0; i < 100; i++ {
-				if syscall.Kill(pid, 0) != nil {
-					fmt.Fprintf(os.Stderr, "vgrid up (pid %d) stopped; workspaces keep running and are adopted at the next vgrid up\n", pid)
-					return nil
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			return fmt.Errorf("vgrid up (pid %d) did not stop in 10s", pid)
+			return downGrid(dataDir, destroyHosts)
 		},
 	}
 	c.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "data directory of the vgrid up to stop")
+	c.Flags().BoolVar(&destroyHosts, "destroy-hosts", false, "also remove the network namespaces and bridge of a vgrid up --hosts grid (refused while guests run in them)")
 	return c
+}
+
+// stopUp stops the vgrid up whose pid file is in dataDir (with its grid
+// agents, which it stops itself).
+func stopUp(dataDir string) error {
+	b, err := os.ReadFile(filepath.Join(dataDir, "vgrid.pid"))
+	if err != nil {
+		if _, gerr := os.Stat(gridFilePath(dataDir)); gerr == nil {
+			return nil // a grid's agents may be left over: downGrid
+		}
+		return fmt.Errorf("no vgrid up in %s: %w", dataDir, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("pid file: %w", err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			fmt.Fprintln(os.Stderr, "vgrid up was not running")
+			return nil
+		}
+		return err
+	}
+	// A grid's vgrid up stops its agents first (up to 15 s, in parallel).
+	for i := 0; i < 300; i++ {
+		if syscall.Kill(pid, 0) != nil {
+			fmt.Fprintf(os.Stderr, "vgrid up (pid %d) stopped; workspaces keep running and are adopted at the next vgrid up\n", pid)
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("vgrid up (pid %d) did not stop in 30s", pid)
 }
 
 // lastError is the last "error: " line of a vgrid up log (what made it

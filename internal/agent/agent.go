@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"vgrid/api"
@@ -43,6 +45,13 @@ type Config struct {
 	UsageEvery time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// TransferListen is the address (host:port) where the agent serves the
+	// files of workspaces moving to other hosts, with its host
+	// certificate; empty: it serves none (and its workspaces cannot move
+	// off it). TransferAddress is that address as other hosts reach it
+	// (default: TransferListen, its host replaced by Node.Address when it
+	// listens on all addresses).
+	TransferListen, TransferAddress string
 }
 
 // Agent runs workspaces on one host.
@@ -54,21 +63,30 @@ type Agent struct {
 	images *imageCache
 	node   string
 
+	// cert is the host's client certificate (certs.go), nil before the
+	// agent has one; cl's connections present it.
+	cert atomic.Pointer[tls.Certificate]
+
 	// mu guards the fields below.
-	mu       sync.Mutex
-	cl       *client.Client             // with the node token
-	cred     Credential                 // the node token cl uses
-	unsaved  bool                       // cred is not in node.json yet
-	rotateAt time.Time                  // no rotation attempt before (after a failure)
-	assigned map[string]model.Workspace // by workspace ID
-	busy     map[string]bool            // an operation runs for this ID
-	received map[string]time.Time       // when the agent first saw each ID's current generation
-	sent     map[string]sentReport      // last report sent, by ID
-	sending  map[string]*sync.Mutex     // held while a report is sent, by ID
-	cpuRead  map[string]cpuRead         // last CPU counter read of a running process, by ID
-	console  map[string]uint64          // hash of the last console upload, by ID
-	saved    map[string]time.Time       // when the agent suspended each ID (for reports)
-	wg       sync.WaitGroup
+	mu          sync.Mutex
+	cl          *client.Client             // with the node token and the host certificate
+	cred        Credential                 // the node token cl uses
+	unsaved     bool                       // cred is not in node.json yet
+	rotateAt    time.Time                  // no rotation attempt before (after a failure)
+	renewAt     time.Time                  // no certificate renewal attempt before (after a failure)
+	certUnsaved *unsavedCert               // a renewed certificate not in node.crt/node.key yet
+	assigned    map[string]model.Workspace // by workspace ID
+	busy        map[string]bool            // an operation runs for this ID
+	received    map[string]time.Time       // when the agent first saw each ID's current generation
+	sent        map[string]sentReport      // last report sent, by ID
+	sending     map[string]*sync.Mutex     // held while a report is sent, by ID
+	cpuRead     map[string]cpuRead         // last CPU counter read of a running process, by ID
+	console     map[string]uint64          // hash of the last console upload, by ID
+	saved       map[string]time.Time       // when the agent suspended each ID (for reports)
+	outgoing    map[string]api.Outgoing    // workspaces moving off this host, by ID
+	moveAt      map[string]time.Time       // no fetch of a moving workspace before (after a failure)
+	moveBytes   map[string]int64           // bytes fetched of a moved workspace, until reported
+	wg          sync.WaitGroup
 }
 
 // New returns an agent; Run starts it.
@@ -101,13 +119,19 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.TransferListen != "" {
+		if n.Transfer, err = transferAddress(cfg.TransferListen, cfg.TransferAddress, n.Address); err != nil {
+			return nil, err
+		}
+	}
 	cfg.Node = n
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("node", n.Name), drv: cfg.Driver, now: cfg.Now, node: n.Name,
 		assigned: map[string]model.Workspace{}, busy: map[string]bool{}, received: map[string]time.Time{},
 		sent: map[string]sentReport{}, sending: map[string]*sync.Mutex{}, cpuRead: map[string]cpuRead{}, console: map[string]uint64{}, saved: map[string]time.Time{},
+		outgoing: map[string]api.Outgoing{}, moveAt: map[string]time.Time{}, moveBytes: map[string]int64{},
 	}
-	a.images = &imageCache{dir: filepath.Join(cfg.DataDir, "images"), log: a.log}
+	a.images = &imageCache{dir: filepath.Join(cfg.DataDir, "images"), log: a.log, rate: a.stageSample}
 	return a, nil
 }
 
@@ -147,52 +171,33 @@ func LoadCredential(dir string) (Credential, error) {
 // the old file or the new one, never a torn one.
 func SaveCredential(dir string, c Credential) error {
 	b, _ := json.Marshal(c)
-	f, err := os.CreateTemp(dir, ".node.json.*")
-	if err != nil {
+	if err := writeFileAtomic(CredentialFile(dir), b, 0o600); err != nil {
 		return fmt.Errorf("save node credential: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, CredentialFile(dir))
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("save node credential: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // the rename itself
-		d.Close()
 	}
 	return nil
 }
 
-// register obtains a node token: the saved one if the server still knows
-// it, else a new one through the join token. (A join token cannot
-// register a known host again: an agent whose saved token expired or was
-// revoked joins again only after an admin ran `vgrid node revoke`, with a
-// join token that has not registered this name yet.)
+// register obtains a node token and a host certificate: the saved ones if
+// the server still accepts them, else new ones through the join token.
+// (A join token cannot register a known host again: an agent whose saved
+// token or certificate expired or was revoked joins again only after an
+// admin ran `vgrid node revoke`, with a join token that has not
+// registered this name yet.)
 func (a *Agent) register(ctx context.Context) error {
 	// The saved token is tried even if the control plane's address
 	// changed (a vgrid up on a new port): a join token cannot register a
 	// known host again.
 	if cred, err := LoadCredential(a.cfg.DataDir); err == nil && cred.Node == a.node {
-		cfg := a.cfg.Server
-		cfg.Token = cred.Token
-		cl, err := client.New(cfg)
+		if pair, err := LoadCertificate(a.cfg.DataDir); err == nil {
+			a.cert.Store(&pair)
+		} else {
+			a.log.Warn("no saved host certificate; the saved node token alone will be refused", "err", err)
+		}
+		cl, err := a.nodeClient(cred.Token)
 		if err != nil {
 			return err
 		}
-		if err := cl.Heartbeat(ctx, a.cfg.Node); err == nil {
+		if err := cl.Heartbeat(ctx, a.heartbeatNode()); err == nil {
 			// The control plane's word on the token's lifetime; without
 			// it, the saved one.
 			if me, err := cl.Whoami(ctx); err == nil {
@@ -207,21 +212,41 @@ func (a *Agent) register(ctx context.Context) error {
 			a.log.Warn("saved node credential refused; registering with the join token", "token_id", cred.ID, "err", err)
 		}
 	}
-	join, err := client.New(a.cfg.Server)
+	join, err := a.joinClient()
 	if err != nil {
 		return err
 	}
-	reg, err := join.RegisterNode(ctx, a.cfg.Node)
+	key, csr, err := a.certificateRequest()
+	if err != nil {
+		return err
+	}
+	reg, err := join.RegisterNode(ctx, a.heartbeatNode(), csr)
 	if err != nil {
 		return fmt.Errorf("register node %s: %w", a.node, err)
+	}
+	pair, err := pairOf(key, reg.Certificate)
+	if err != nil {
+		return fmt.Errorf("register node %s: the host certificate: %w", a.node, err)
+	}
+	if err := SaveKeyAndCertificate(a.cfg.DataDir, key, reg.Certificate); err != nil {
+		return err
 	}
 	cred := Credential{Server: a.cfg.Server.Server, Node: a.node, Token: reg.Token, ID: reg.ID, IssuedAt: reg.IssuedAt, ExpiresAt: reg.ExpiresAt}
 	if err := SaveCredential(a.cfg.DataDir, cred); err != nil {
 		return err
 	}
-	a.setCred(join.WithToken(reg.Token), cred, false)
+	a.cert.Store(&pair)
+	cl, err := a.nodeClient(reg.Token)
+	if err != nil {
+		return err
+	}
+	a.setCred(cl, cred, false)
+	a.mu.Lock()
+	a.renewAt, a.certUnsaved = time.Time{}, nil
+	a.mu.Unlock()
+	join.CloseIdleConnections()
 	a.log.Info("agent registered", "cpu_millis", a.cfg.Node.Capacity.MilliCPU, "memory", a.cfg.Node.Capacity.Memory.Human(), "accel", a.cfg.Node.Accel,
-		"token_id", reg.ID, "expires_at", reg.ExpiresAt)
+		"token_id", reg.ID, "expires_at", reg.ExpiresAt, "certificate_expires_at", reg.CertificateExpiresAt)
 	return nil
 }
 
@@ -323,6 +348,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-time.After(2 * time.Second):
 		}
 	}
+	if a.cfg.TransferListen != "" {
+		ln, err := a.listenTransfers()
+		if err != nil {
+			return fmt.Errorf("transfer listener %s: %w", a.cfg.TransferListen, err)
+		}
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.serveTransfers(ctx, ln) }()
+		a.log.Info("serving workspace transfers", "listen", a.cfg.TransferListen, "address", a.cfg.Node.Transfer)
+	}
 	kick := make(chan struct{}, 1)
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.heartbeatLoop(ctx) }()
@@ -360,7 +394,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := a.client().Heartbeat(ctx, a.cfg.Node); err != nil {
+		if err := a.client().Heartbeat(ctx, a.heartbeatNode()); err != nil {
 			if ctx.Err() == nil {
 				a.log.Warn("heartbeat", "err", err)
 				if isAuth(err) {
@@ -370,9 +404,15 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			continue
 		}
 		a.saveIfUnsaved()
+		a.saveCertIfUnsaved()
 		if a.rotateDue() {
 			if err := a.rotate(ctx); err != nil && ctx.Err() == nil {
 				a.log.Warn("node token", "err", err)
+			}
+		}
+		if a.renewDue() {
+			if err := a.renewCert(ctx); err != nil && ctx.Err() == nil {
+				a.log.Warn("host certificate", "err", err)
 			}
 		}
 	}
@@ -395,6 +435,9 @@ func (a *Agent) watchLoop(ctx context.Context, kick chan<- struct{}) {
 		}
 		rev = as.Revision
 		a.setAssigned(as)
+		for _, id := range a.setOutgoing(as.Outgoing) {
+			a.async(ctx, model.Workspace{ID: id}, a.dropMoved)
+		}
 		a.reconcileAll(ctx)
 		select {
 		case kick <- struct{}{}:

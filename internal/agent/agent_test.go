@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
@@ -58,6 +57,13 @@ func newRigWith(t testing.TB, adjust func(*server.Config)) *rig {
 // newRigAgent also lets a test adjust the agent's configuration.
 func newRigAgent(t testing.TB, adjust func(*server.Config), agentCfg func(*Config)) *rig {
 	t.Helper()
+	return newRigCerts(t, adjust, agentCfg, 0)
+}
+
+// newRigCerts also sets the lifetime of the hosts' certificates (0: the
+// default).
+func newRigCerts(t testing.TB, adjust func(*server.Config), agentCfg func(*Config), certTTL time.Duration) *rig {
+	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -70,8 +76,25 @@ func newRigAgent(t testing.TB, adjust func(*server.Config), agentCfg func(*Confi
 	if err != nil {
 		t.Fatal(err)
 	}
+	// TLS as the control plane has it: its CA signs the server's and the
+	// hosts' certificates, and the listener asks for client certificates
+	// (verified at the server's clock).
+	files, err := server.EnsureTLS(t.TempDir(), []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SetNodeCA(files, certTTL); err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := server.ServerTLSConfig(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg.Time = cfg.Now
 	reports := &reportLog{}
-	hs := httptest.NewTLSServer(reports.wrap(srv.Handler()))
+	hs := httptest.NewUnstartedServer(reports.wrap(srv.Handler()))
+	hs.TLS = tlsCfg
+	hs.StartTLS()
 	t.Cleanup(func() { hs.Close(); st.Close() })
 	ctx := context.Background()
 	admin, err := srv.Bootstrap(ctx, "default")
@@ -82,7 +105,11 @@ func newRigAgent(t testing.TB, adjust func(*server.Config), agentCfg func(*Confi
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw}))
+	caPEM, err := os.ReadFile(files.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := string(caPEM)
 	user, err := client.New(client.Config{Server: hs.URL, Token: admin, CACert: ca})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"vgrid/internal/client"
 	"vgrid/internal/hypervisor"
@@ -22,6 +23,8 @@ import (
 type imageCache struct {
 	dir string
 	log *slog.Logger
+	// rate, if set, is told the rate of each file received (bytes/s).
+	rate func(int64)
 
 	// mu guards the fields below; fetch serialises downloads.
 	mu     sync.Mutex
@@ -92,9 +95,14 @@ func (c *imageCache) file(ctx context.Context, cl *client.Client, image, which s
 	}
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(tmp, h), rc); err != nil {
+	t0 := time.Now()
+	n, err := io.Copy(io.MultiWriter(tmp, h), rc)
+	if err != nil {
 		tmp.Close()
 		return "", fmt.Errorf("download %s of %s: %w", which, image, err)
+	}
+	if took := time.Since(t0); c.rate != nil && n >= 1<<20 && took > 0 {
+		c.rate(int64(float64(n) / took.Seconds()))
 	}
 	if err := tmp.Close(); err != nil {
 		return "", err

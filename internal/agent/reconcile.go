@@ -26,6 +26,9 @@ func (a *Agent) reconcile(ctx context.Context, w model.Workspace) {
 	if a.isBusy(w.ID) {
 		return
 	}
+	if w.Status.Move != nil && a.incoming(ctx, w) {
+		return // its files are on their way here
+	}
 	inst, err := a.drv.Get(ctx, w.ID)
 	exists := err == nil
 	if err != nil && !errors.Is(err, hypervisor.ErrNotFound) {

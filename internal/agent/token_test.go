@@ -75,7 +75,7 @@ func TestAgentRotatesNodeTokenAndSurvivesRestart(t *testing.T) {
 	if tmp, _ := filepath.Glob(filepath.Join(r.dataDir, ".node.json.*")); len(tmp) != 0 {
 		t.Fatalf("temporary files left: %v", tmp)
 	}
-	old := r.user.WithToken(first.Token)
+	old := r.asHost(first.Token)
 	if _, err := old.Whoami(ctx); err != nil {
 		t.Fatalf("the old token within the grace period: %v", err)
 	}
@@ -127,7 +127,15 @@ func TestAgentWithExpiredTokenJoinsAgainAfterRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.user.WithToken(join).RegisterNode(ctx, model.Node{Name: "h1", Capacity: model.Resources{MilliCPU: 1000, Memory: model.GiB}}); status(err) != http.StatusConflict {
+	key, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := client.NewCertificateRequest(key, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.user.WithToken(join).RegisterNode(ctx, model.Node{Name: "h1", Capacity: model.Resources{MilliCPU: 1000, Memory: model.GiB}}, csr); status(err) != http.StatusConflict {
 		t.Fatalf("a join token for the known host: %v, want 409", err)
 	}
 	if _, err := r.user.RevokeNode(ctx, "h1"); err != nil {
@@ -140,7 +148,7 @@ func TestAgentWithExpiredTokenJoinsAgainAfterRevoke(t *testing.T) {
 		return err == nil && c.Token != first.Token
 	})
 	c := credOf(t, r.dataDir)
-	if _, err := r.user.WithToken(c.Token).Whoami(ctx); err != nil {
+	if _, err := r.asHost(c.Token).Whoami(ctx); err != nil {
 		t.Fatalf("the new node token: %v", err)
 	}
 	if fi, err := os.Stat(CredentialFile(r.dataDir)); err != nil || fi.Mode().Perm() != 0o600 {

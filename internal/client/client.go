@@ -3,9 +3,13 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -73,7 +77,57 @@ func New(cfg Config) (*Client, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
+	getCert := cfg.GetClientCertificate
+	if cfg.ClientCert != "" || cfg.ClientKey != "" {
+		if getCert != nil {
+			return nil, errors.New("client certificate: give its PEM or GetClientCertificate, not both")
+		}
+		pair, err := tls.X509KeyPair([]byte(cfg.ClientCert), []byte(cfg.ClientKey))
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		getCert = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
+	}
+	if getCert != nil {
+		if tr.TLSClientConfig == nil {
+			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		tr.TLSClientConfig.GetClientCertificate = getCert
+	}
 	return &Client{base: strings.TrimRight(cfg.Server, "/") + api.Prefix, token: cfg.Token, hc: &http.Client{Transport: tr}}, nil
+}
+
+// CloseIdleConnections closes the client's idle connections: the next
+// requests connect anew, presenting the client certificate of that
+// moment.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
+// NewCertificateRequest returns a PEM certificate request for key with
+// common name node: what a host sends when it registers or renews its
+// certificate.
+func NewCertificateRequest(key crypto.Signer, node string) (string, error) {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}}, key)
+	if err != nil {
+		return "", fmt.Errorf("certificate request: %w", err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), nil
+}
+
+// certRefused says whether err is the server refusing the client's
+// certificate in the TLS handshake: none where one is required, an
+// expired one, or one signed by another CA. The alert reaches the client
+// as a "remote error" when it reads the answer.
+func certRefused(err error) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return false
+	}
+	switch op.Err.Error() {
+	case "tls: bad certificate", "tls: expired certificate", "tls: unknown certificate authority",
+		"tls: certificate required", "tls: revoked certificate", "tls: unsupported certificate", "tls: unknown certificate":
+		return true
+	}
+	return false
 }
 
 // loopback says whether host is this machine by name or loopback address:
@@ -142,6 +196,11 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		if certRefused(err) {
+			// The same as the server answering 401, one layer down.
+			return nil, &Error{Status: http.StatusUnauthorized, Body: api.ErrorBody{Code: api.CodeUnauthorized,
+				Message: fmt.Sprintf("%s %s: the server refused the client certificate in the TLS handshake (%v)", method, path, err)}}
+		}
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
@@ -302,10 +361,19 @@ func (c *Client) RotateNodeToken(ctx context.Context, node string) (api.NodeToke
 	return out, c.Do(ctx, "POST", "/nodes/"+url.PathEscape(node)+"/token", nil, &out)
 }
 
-// RegisterNode registers a host with a join token.
-func (c *Client) RegisterNode(ctx context.Context, n model.Node) (api.NodeRegistered, error) {
+// RegisterNode registers a host with a join token; csr is the host's PEM
+// certificate request (NewCertificateRequest), which the control plane
+// signs into the host's client certificate.
+func (c *Client) RegisterNode(ctx context.Context, n model.Node, csr string) (api.NodeRegistered, error) {
 	var out api.NodeRegistered
-	return out, c.Do(ctx, "POST", "/nodes", api.NodesPost{Node: n}, &out)
+	return out, c.Do(ctx, "POST", "/nodes", api.NodesPost{Node: n, CSR: csr}, &out)
+}
+
+// RenewCertificate trades the caller's host certificate for a new one
+// signed from csr; the old one keeps being accepted for a grace period.
+func (c *Client) RenewCertificate(ctx context.Context, node, csr string) (api.NodeCertificate, error) {
+	var out api.NodeCertificate
+	return out, c.Do(ctx, "POST", "/nodes/"+url.PathEscape(node)+"/certificate", api.NodeCertificatePost{CSR: csr}, &out)
 }
 
 // Heartbeat refreshes a node's record.

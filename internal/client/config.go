@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -19,6 +20,16 @@ type Config struct {
 	// machine's (the token then crosses the network in the clear). Only
 	// the --insecure flag sets it: no config file or variable does.
 	Insecure bool `json:"-"`
+	// ClientCert and ClientKey (PEM), or GetClientCertificate, are the
+	// client certificate presented to the server: a host's agent
+	// authenticates with its certificate as well as with its node token.
+	// GetClientCertificate is asked at each new connection, so that a
+	// renewed certificate is used without a new client; it may return an
+	// empty certificate (none is sent then). Neither is ever saved in a
+	// config file.
+	ClientCert           string                                                      `json:"-"`
+	ClientKey            string                                                      `json:"-"`
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error) `json:"-"`
 }
 
 // DefaultConfigPath is where vgrid up writes the client config and where

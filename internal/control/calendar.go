@@ -41,8 +41,9 @@ func calHost(n model.Node) calendar.Host {
 		labels[k] = v
 	}
 	labels[hostLabel] = n.Name
-	return calendar.Host{Name: n.Name, Capacity: n.Capacity, Labels: labels,
-		BootTime: n.Measured.BootTime(), SuspendRate: n.Measured.SuspendRate(), ResumeRate: n.Measured.ResumeRate()}
+	return calendar.Host{Name: n.Name, Capacity: n.Capacity, Labels: labels, Cordoned: n.Cordoned,
+		BootTime: n.Measured.BootTime(), SuspendRate: n.Measured.SuspendRate(), ResumeRate: n.Measured.ResumeRate(),
+		StageRate: n.Measured.StageRate()}
 }
 
 // buildCalendar makes the calendar of a store written before lease
@@ -303,7 +304,7 @@ func (ctl *Controller) readyHost(ctx context.Context) error {
 		return err
 	}
 	for _, n := range nodes {
-		if ctl.nodeReady(n) {
+		if hostState(n, ctl.now(), ctl.cfg.NodeTimeout, ctl.cfg.NodeLostAfter) == model.NodeReady {
 			return nil
 		}
 	}

@@ -18,8 +18,14 @@ type Config struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// NodeTimeout is how long a host may go without a heartbeat before it is
-	// no longer offered new workspaces.
+	// NotReady: no longer offered new work (default 20 s).
 	NodeTimeout time.Duration
+	// NodeLostAfter is how long a host may go without a heartbeat before it
+	// is Lost: out of the calendar, its leases handled elsewhere (at least
+	// NodeTimeout). Zero turns host health off: no host is cordoned for
+	// late heartbeats nor declared Lost (embedded controllers, tests on a
+	// frozen clock); the control plane sets it (DefaultNodeLostAfter).
+	NodeLostAfter time.Duration
 	// ReconcileEvery bounds how long Run sleeps between two looks at the
 	// calendar; it wakes earlier for the calendar's next action.
 	ReconcileEvery time.Duration
@@ -36,6 +42,12 @@ type Config struct {
 	// limits, set by an admin, override them).
 	Limits Limits
 }
+
+// Defaults of the control plane's host health (see Config).
+const (
+	DefaultNodeTimeout   = 15 * time.Second
+	DefaultNodeLostAfter = 60 * time.Second
+)
 
 // Controller is the control plane's core. Create it with New and call Run
 // for the calendar's actions.
@@ -54,6 +66,9 @@ type Controller struct {
 	// calHosts are the hosts it knows.
 	cal      *calendar.Calendar
 	calHosts map[string]bool
+	// lateHosts are the hosts cordoned in the calendar because their
+	// heartbeats are late (NotReady).
+	lateHosts map[string]bool
 
 	// kick wakes Run when a decision may have brought the calendar's next
 	// action nearer.
@@ -74,7 +89,10 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.NodeTimeout == 0 {
-		cfg.NodeTimeout = 30 * time.Second
+		cfg.NodeTimeout = 20 * time.Second
+	}
+	if cfg.NodeLostAfter > 0 {
+		cfg.NodeLostAfter = max(cfg.NodeLostAfter, cfg.NodeTimeout)
 	}
 	if cfg.ReconcileEvery == 0 {
 		cfg.ReconcileEvery = time.Second
@@ -143,6 +161,11 @@ func (ctl *Controller) untilNext() time.Duration {
 // actions (starts, suspensions, resumptions and ends due now). The
 // calendar is the only authority on when a lease ends.
 func (ctl *Controller) Reconcile(ctx context.Context) error {
+	if ctl.cfg.NodeLostAfter > 0 {
+		if err := ctl.checkHosts(ctx); err != nil {
+			ctl.log.Warn("check hosts", "err", err)
+		}
+	}
 	return ctl.advanceCalendar(ctx)
 }
 

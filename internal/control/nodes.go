@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"sort"
 	"time"
@@ -25,14 +26,31 @@ func (ctl *Controller) RegisterNode(ctx context.Context, n model.Node) (model.No
 	}
 	now := ctl.now()
 	n.RegisteredAt, n.LastHeartbeat = now, now
+	// What the control plane keeps of a host across its registrations.
+	n.State, n.Cordoned, n.LostAt, n.CertificateExpiresAt = model.NodeReady, false, time.Time{}, time.Time{}
+	if old, err := ctl.Node(ctx, n.Name); err == nil {
+		n.Cordoned, n.CertificateExpiresAt = old.Cordoned, old.CertificateExpiresAt
+		// What its guests showed of its speed stays; the agent's own
+		// measurements (file transfer rates) are its own.
+		if m := old.Measured; m != nil {
+			c := *m
+			if n.Measured != nil {
+				c.Stage = n.Measured.Stage
+			}
+			n.Measured = &c
+		}
+	} else if n.Measured != nil {
+		n.Measured = &model.HostTimes{Stage: n.Measured.Stage}
+	}
 	b, _ := json.Marshal(n)
 	if _, err := ctl.store.Update(ctx, "nodes/"+n.Name, b, 0); err != nil {
 		return n, err
 	}
 	ctl.mu.Lock()
+	delete(ctl.lateHosts, n.Name)
+	known := ctl.cal != nil && ctl.calHosts[n.Name]
 	if ctl.cal != nil && !ctl.calHosts[n.Name] {
-		// A host the calendar does not know yet. (A known host's new
-		// capacity is not taken into the calendar until a restart.)
+		// A host the calendar does not know yet.
 		if err := ctl.cal.AddHost(calHost(n), now); err != nil {
 			ctl.log.Warn("calendar: add host", "node", n.Name, "err", err)
 		} else {
@@ -40,6 +58,9 @@ func (ctl *Controller) RegisterNode(ctx context.Context, n model.Node) (model.No
 		}
 	}
 	ctl.mu.Unlock()
+	if known {
+		ctl.updateHost(ctx, n) // as it describes itself now
+	}
 	ctl.wake()
 	ctl.log.Info("node registered", "node", n.Name, "cpu", n.Capacity.MilliCPU, "memory", n.Capacity.Memory.Human(), "accel", n.Accel)
 	return n, nil
@@ -51,22 +72,53 @@ func (ctl *Controller) Heartbeat(ctx context.Context, name string, hb model.Node
 	if fe := validHeartbeat(name, hb, ctl.now()); len(fe) > 0 {
 		return invalid("invalid heartbeat", fe...)
 	}
-	kv, err := ctl.store.Get(ctx, "nodes/"+name)
-	if err != nil {
-		return err
-	}
 	var n model.Node
-	_ = json.Unmarshal(kv.Value, &n)
-	if hb.Capacity.MilliCPU > 0 {
-		n.Capacity = hb.Capacity
+	var back, changed bool
+	for attempt := 0; ; attempt++ {
+		kv, err := ctl.store.Get(ctx, "nodes/"+name)
+		if err != nil {
+			return err
+		}
+		n = model.Node{}
+		if err := json.Unmarshal(kv.Value, &n); err != nil {
+			return fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		before := calHost(n)
+		if hb.Capacity.MilliCPU > 0 {
+			n.Capacity = hb.Capacity
+		}
+		if hb.Labels != nil {
+			n.Labels = hb.Labels
+		}
+		if m := hb.Measured; m != nil && len(m.Stage) > 0 {
+			if n.Measured == nil {
+				n.Measured = &model.HostTimes{}
+			}
+			n.Measured.Stage = m.Stage
+		}
+		changed = !reflect.DeepEqual(before, calHost(n))
+		if hb.Transfer != "" {
+			n.Transfer = hb.Transfer
+		}
+		back = n.State == model.NodeLost
+		n.LastHeartbeat = ctl.now()
+		n.State, n.LostAt = model.NodeReady, time.Time{}
+		b, _ := json.Marshal(n)
+		// Conditional: a host being declared Lost meanwhile is seen.
+		_, err = ctl.store.Update(ctx, kv.Key, b, kv.Revision)
+		if errors.Is(err, store.ErrConflict) && attempt < 20 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
 	}
-	if hb.Labels != nil {
-		n.Labels = hb.Labels
-	}
-	n.LastHeartbeat = ctl.now()
-	b, _ := json.Marshal(n)
-	if _, err := ctl.store.Update(ctx, "nodes/"+name, b, 0); err != nil {
-		return err
+	if back {
+		ctl.log.Warn("lost host heartbeats again", "node", name)
+		ctl.hostBack(ctx, n)
+	} else if changed {
+		ctl.updateHost(ctx, n)
 	}
 	return nil
 }
@@ -96,8 +148,19 @@ func (ctl *Controller) Assignments(ctx context.Context, name string, after int64
 	out := api.Assignments{Revision: rev, Workspaces: []model.Workspace{}}
 	used := map[string]bool{}
 	var mine []model.Workspace
+	var sources map[string]string
 	for _, ws := range all {
+		if m := ws.Status.Move; m != nil && m.From == name && ws.Status.Node != name {
+			out.Outgoing = append(out.Outgoing, api.Outgoing{ID: ws.ID, Project: ws.Project, Name: ws.Spec.Name, To: ws.Status.Node, Memory: m.Memory})
+		}
 		if ws.Status.Node == name {
+			if m := ws.Status.Move; m != nil {
+				// Where the files are served from, as that host says now.
+				if sources == nil {
+					sources = ctl.transferAddrs(ctx)
+				}
+				m.Source = sources[m.From]
+			}
 			mine = append(mine, ws)
 			if !used[ws.Spec.Image] {
 				used[ws.Spec.Image] = true
@@ -175,6 +238,8 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 		return model.Workspace{}, invalid("invalid report", fe...)
 	}
 	var prev model.State
+	var movedFrom *model.Move
+	var resumeMoved bool
 	// Written with the end of its lease when the report says its guest is
 	// gone (changeAndRelease).
 	ws, err := ctl.changeAndRelease(ctx, project, name, func(ws *model.Workspace) (err error) {
@@ -183,6 +248,22 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 		}
 		if rep.Generation < ws.Status.Generation {
 			return errSkip // a report about an earlier start
+		}
+		if rep.Moved || rep.MoveBytes > 0 {
+			// A report on copying the workspace's files here: it says
+			// nothing of its guest.
+			m := ws.Status.Move
+			switch {
+			case m == nil:
+				return errSkip
+			case rep.Moved:
+				movedFrom, ws.Status.Move = m, nil
+				movedFrom.Bytes, movedFrom.Done = rep.MoveBytes, rep.MoveBytes
+			default:
+				m.Bytes, m.Done = rep.MoveBytes, rep.MoveDone
+			}
+			prev = ws.Status.State
+			return nil
 		}
 		before, _ := json.Marshal(ws)
 		defer func() {
@@ -239,6 +320,12 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 		if !rep.Resumed.IsZero() {
 			t.Resumed, t.ResumeTook = rep.Resumed, rep.ResumeTook
 		}
+		if st.State == model.StateSuspended && st.ResumeOn != "" && st.ResumeOn != node {
+			// Saved: now it moves to where the calendar resumed it.
+			st.Move = &model.Move{From: node, Memory: true, Since: ctl.now()}
+			st.Node, st.ResumeOn, ws.Desired = st.ResumeOn, "", model.DesiredRunning
+			resumeMoved = true
+		}
 		return nil
 	}, nil)
 	if err != nil {
@@ -246,6 +333,17 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 	}
 	if rep.CPUSeconds > 0 && rep.Generation >= ws.Status.Generation {
 		ctl.recordUsage(ctx, ws, rep)
+	}
+	if resumeMoved {
+		ctl.event(ctx, ws, "resuming", fmt.Sprintf("saved on %s; resumes on %s, its disk and saved memory copied there", node, ws.Status.Node))
+	}
+	if m := movedFrom; m != nil {
+		took := ctl.now().Sub(m.Since)
+		what := "disk"
+		if m.Memory {
+			what = "disk and saved memory"
+		}
+		ctl.event(ctx, ws, "moved", fmt.Sprintf("%s copied from %s (%s, checksummed) in %s", what, m.From, model.ByteSize(m.Bytes).Human(), took.Round(time.Millisecond)))
 	}
 	if ws.Status.State != prev {
 		ctl.learnHostTimes(ctx, node, ws)
@@ -346,13 +444,15 @@ func (ctl *Controller) Nodes(ctx context.Context) ([]api.NodeInfo, error) {
 	}
 	out := api.NodeList{Nodes: []api.NodeInfo{}}
 	for _, n := range nodes {
-		ni := api.NodeInfo{Node: n, Ready: ctl.nodeReady(n)}
+		n.State = hostState(n, ctl.now(), ctl.cfg.NodeTimeout, ctl.cfg.NodeLostAfter)
+		ni := api.NodeInfo{Node: n, Ready: n.State == model.NodeReady}
 		for _, ws := range all {
 			if ws.Status.Node == n.Name && holds(ws) {
 				ni.Allocated = ni.Allocated.Add(resourcesOf(ws.Spec))
 				ni.Workspaces++
 			}
 		}
+		ni.Free = n.Capacity.Sub(ni.Allocated)
 		out.Nodes = append(out.Nodes, ni)
 	}
 	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Name < out.Nodes[j].Name })
@@ -529,4 +629,35 @@ func (ctl *Controller) learnHostTimes(ctx context.Context, node string, ws model
 		ctl.log.Warn("calendar: store decisions", "err", err)
 	}
 	ctl.log.Info("host times", "node", node, "boot", h.BootTime, "suspend_rate", model.ByteSize(h.SuspendRate), "resume_rate", model.ByteSize(h.ResumeRate))
+}
+
+// transferAddrs are the hosts' transfer addresses (model.Node.Transfer).
+func (ctl *Controller) transferAddrs(ctx context.Context) map[string]string {
+	out := map[string]string{}
+	nodes, err := ctl.nodes(ctx)
+	if err != nil {
+		return out
+	}
+	for _, n := range nodes {
+		out[n.Name] = n.Transfer
+	}
+	return out
+}
+
+// updateHost gives the calendar a live host as it describes itself now
+// (capacity, labels, measured rates) and stores what that makes due.
+func (ctl *Controller) updateHost(ctx context.Context, n model.Node) {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	if ctl.cal == nil || !ctl.calHosts[n.Name] {
+		return // taken from the node record when the calendar loads
+	}
+	acts, err := ctl.cal.UpdateHost(calHost(n), ctl.now())
+	if err != nil {
+		ctl.log.Warn("calendar: update host", "node", n.Name, "err", err)
+	}
+	if err := ctl.commitLocked(ctx, acts, nil); err != nil {
+		ctl.log.Warn("calendar: store decisions", "err", err)
+	}
+	ctl.log.Info("host changed", "node", n.Name, "cpu", n.Capacity.MilliCPU, "memory", n.Capacity.Memory.Human(), "stage_rate", model.ByteSize(n.Measured.StageRate()).Human())
 }

@@ -142,14 +142,13 @@ func (ctl *Controller) releaseOrphans(ctx context.Context) error {
 	return ctl.commitLocked(ctx, acts, nil)
 }
 
-// policy is the configured calendar policy; suspended leases resume only
-// where their memory and disk are, since moving them is not done yet.
+// policy is the configured calendar policy. Suspended leases may resume
+// on another host: its agent copies their files there first.
 func (ctl *Controller) policy() calendar.Policy {
 	p := calendar.DefaultPolicy()
 	if ctl.cfg.Policy != nil {
 		p = *ctl.cfg.Policy
 	}
-	p.ResumeInPlace = true
 	return p
 }
 
@@ -163,7 +162,12 @@ func (ctl *Controller) calendarHosts(ctx context.Context) ([]calendar.Host, erro
 	hosts := make([]calendar.Host, 0, len(nodes))
 	ctl.calHosts = map[string]bool{}
 	for _, n := range nodes {
-		hosts = append(hosts, calHost(n))
+		if n.State == model.NodeLost {
+			continue // removed from the calendar (its snapshot names it)
+		}
+		h := calHost(n)
+		h.Cordoned = h.Cordoned || ctl.lateHosts[n.Name]
+		hosts = append(hosts, h)
 		ctl.calHosts[n.Name] = true
 	}
 	return hosts, nil

@@ -146,10 +146,6 @@ func (ctl *Controller) nodes(ctx context.Context) ([]model.Node, error) {
 	return out, nil
 }
 
-func (ctl *Controller) nodeReady(n model.Node) bool {
-	return ctl.now().Sub(n.LastHeartbeat) < ctl.cfg.NodeTimeout
-}
-
 // resourcesOf is what a workspace holds on its host.
 func resourcesOf(sp model.WorkspaceSpec) model.Resources {
 	return sp.Quantum.Resources()

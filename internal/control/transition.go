@@ -35,14 +35,27 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 	// The lease that displaced it may be another project's: not named.
 	a.Reason = MaskReason(a.Reason, ws.Project)
 	resume := func() Change {
-		if host != st.Node {
-			// The calendar is told that a suspended lease stays on its
-			// host (see pinSuspended); should it still pick another, the
-			// workspace stays suspended.
-			return Change{WS: ws, Type: "held", Message: fmt.Sprintf("the calendar would resume it on %s, but its memory is saved on %s; kept suspended", host, st.Node)}
-		}
 		if ws.Desired == model.DesiredRunning && st.State != model.StateSuspended {
 			return same
+		}
+		moved := ""
+		if host != st.Node && st.Node != "" && st.State != model.StateSuspended && wantsLease(ws) {
+			// Resumed elsewhere before its guest is saved here: it moves
+			// once saved (Report).
+			ws.Desired, st.ResumeOn = model.DesiredSuspended, host
+			return Change{WS: ws, Type: "resuming", Message: fmt.Sprintf("to resume on %s once its memory is saved on %s", host, st.Node)}
+		}
+		st.ResumeOn = ""
+		if host != st.Node && st.Node != "" && wantsLease(ws) {
+			// Resumed elsewhere: the new host's agent copies the disk and
+			// the saved memory from where they are first.
+			from := st.Node
+			if st.Move != nil {
+				from = st.Move.From // not copied yet: still there
+			}
+			st.Move = &model.Move{From: from, Memory: true, Since: now}
+			st.Node = host
+			moved = fmt.Sprintf(" (its disk and saved memory copied from %s)", from)
 		}
 		if !wantsLease(ws) {
 			// Stopped by its user while the calendar held it suspended
@@ -55,7 +68,7 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		if !end.IsZero() {
 			st.ExpiresAt = end
 		}
-		return Change{WS: ws, Type: "resuming", Message: fmt.Sprintf("resumed on %s until %s", host, end.UTC().Format(time.RFC3339))}
+		return Change{WS: ws, Type: "resuming", Message: fmt.Sprintf("resumed on %s until %s%s", host, end.UTC().Format(time.RFC3339), moved)}
 	}
 	switch a.Kind {
 	case calendar.ActStart:

@@ -54,8 +54,9 @@ func TestTransitionEveryActionEveryState(t *testing.T) {
 			{model.DesiredStopped, model.StateFailed, "n1", ""},
 		},
 		calendar.ActResume: {
-			{model.DesiredRunning, model.StateQueued, "", "held"},
-			{model.DesiredRunning, model.StateScheduled, "", "held"},
+			// Never suspended: nothing to resume.
+			{model.DesiredRunning, model.StateQueued, "", ""},
+			{model.DesiredRunning, model.StateScheduled, "", ""},
 			{model.DesiredRunning, model.StatePending, "n1", ""},
 			{model.DesiredRunning, model.StateStarting, "n1", ""},
 			{model.DesiredRunning, model.StateRunning, "n1", ""},
@@ -169,5 +170,29 @@ func TestStopped(t *testing.T) {
 		case tc.err == "" && (ws.Desired != model.DesiredStopped || ws.Status.State != tc.want || ws.Status.Reason != "stopped by user"):
 			t.Errorf("%s/%s %q: got %s/%s %q, want %s/stopped", tc.state, tc.desired, tc.reason, ws.Status.State, ws.Desired, ws.Status.Reason, tc.want)
 		}
+	}
+}
+
+// A suspended workspace resumed on another host moves there, its files
+// copied from where it was saved; one resumed again before the copy
+// finished still copies from the first host.
+func TestResumeElsewhereMoves(t *testing.T) {
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	ws := model.Workspace{Project: "p", Spec: model.WorkspaceSpec{Name: "w"}, Desired: model.DesiredSuspended,
+		Status: model.WorkspaceStatus{Node: "h1", State: model.StateSuspended, Lease: "p/w"}}
+	ch := transition(calendar.Action{Kind: calendar.ActResume, Lease: "p/w", Hosts: []string{"h2"}}, ws, now.Add(time.Hour), now)
+	m := ch.WS.Status.Move
+	if ch.Type != "resuming" || ch.WS.Status.Node != "h2" || m == nil || m.From != "h1" || !m.Memory || ch.WS.Desired != model.DesiredRunning {
+		t.Fatalf("resume elsewhere: %+v move %+v", ch, m)
+	}
+	again := ch.WS
+	again.Desired, again.Status.State = model.DesiredSuspended, model.StateSuspended
+	ch = transition(calendar.Action{Kind: calendar.ActResume, Lease: "p/w", Hosts: []string{"h3"}}, again, now.Add(time.Hour), now)
+	if m := ch.WS.Status.Move; ch.WS.Status.Node != "h3" || m == nil || m.From != "h1" {
+		t.Fatalf("resumed again elsewhere before the copy: node %s move %+v", ch.WS.Status.Node, m)
+	}
+	ch = transition(calendar.Action{Kind: calendar.ActResume, Lease: "p/w", Hosts: []string{"h1"}}, ws, now.Add(time.Hour), now)
+	if ch.WS.Status.Move != nil || ch.WS.Status.Node != "h1" {
+		t.Fatalf("resume in place moved: %+v", ch.WS.Status)
 	}
 }

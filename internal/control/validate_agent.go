@@ -121,6 +121,13 @@ func ValidateNode(n model.Node, now time.Time) []api.FieldError {
 			f.add("node.address", "%s", reason)
 		}
 	}
+	if n.Transfer != "" {
+		if _, _, err := net.SplitHostPort(n.Transfer); err != nil {
+			f.add("node.transfer", "want host:port, got %s", quoteShort(n.Transfer))
+		} else if reason := checkAddress(n.Transfer); reason != "" {
+			f.add("node.transfer", "%s", reason)
+		}
+	}
 	checkLabels(&f, "node.labels", n.Labels)
 	c := n.Capacity
 	checkRange(&f, "node.capacity.millicpu", c.MilliCPU, int64(MaxNodeMilliCPU), "")
@@ -145,6 +152,7 @@ func ValidateNode(n model.Node, now time.Time) []api.FieldError {
 		}
 		checkRates(&f, "node.measured.suspend_rates", m.Suspend)
 		checkRates(&f, "node.measured.resume_rates", m.Resume)
+		checkRates(&f, "node.measured.stage_rates", m.Stage)
 	}
 	return f
 }
@@ -298,6 +306,11 @@ func ValidateReport(r api.AgentReport, now time.Time) []api.FieldError {
 	checkTook(&f, "report.resume_took", r.ResumeTook)
 	if c := r.CPUSeconds; math.IsNaN(c) || math.IsInf(c, 0) || c < 0 || c > MaxCPUSeconds {
 		f.add("report.cpu_seconds", "must be a finite number from 0 to %g, got %g", MaxCPUSeconds, c)
+	}
+	checkRange(&f, "report.move_bytes", r.MoveBytes, int64(MaxNodeDisk), "1024Ti")
+	checkRange(&f, "report.move_done", r.MoveDone, int64(MaxNodeDisk), "1024Ti")
+	if r.MoveDone > r.MoveBytes {
+		f.add("report.move_done", "must not exceed move_bytes (%d), got %d", r.MoveBytes, r.MoveDone)
 	}
 	return f
 }

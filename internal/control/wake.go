@@ -38,6 +38,9 @@ type nodeWaker struct {
 type wsNode struct {
 	Status struct {
 		Node string `json:"node"`
+		Move *struct {
+			From string `json:"from"`
+		} `json:"move"`
 	} `json:"status"`
 }
 
@@ -117,7 +120,7 @@ func (w *nodeWaker) run(ch <-chan store.Event, cancel context.CancelFunc) {
 // apply wakes the hosts a change concerns: where the workspace was and
 // where it is.
 func (w *nodeWaker) apply(ev store.Event) {
-	var now string
+	var now, from string
 	known := true
 	if ev.Type == store.EventPut {
 		var v wsNode
@@ -125,6 +128,9 @@ func (w *nodeWaker) apply(ev store.Event) {
 			known = false
 		}
 		now = v.Status.Node
+		if v.Status.Move != nil {
+			from = v.Status.Move.From // it serves the files
+		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -146,7 +152,7 @@ func (w *nodeWaker) apply(ev store.Event) {
 		}
 		return
 	}
-	for _, n := range []string{before, now} {
+	for _, n := range []string{before, now, from} {
 		if n == "" {
 			continue
 		}

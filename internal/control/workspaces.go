@@ -275,8 +275,9 @@ func (ctl *Controller) StartWorkspace(ctx context.Context, project, name string)
 	if cur.Status.State == model.StateStopping {
 		return model.Workspace{}, conflict(fmt.Sprintf("workspace %q is still stopping; start it when it is Stopped", name))
 	}
-	// The disk lives on its host: only that host can start it (moving it is
-	// migration's job). The new run is an immediate lease pinned there.
+	// The disk lives on its host: the new run, an immediate lease, is
+	// pinned there; if that host cannot take it (full, cordoned, not
+	// ready) it may go to another, whose agent copies the disk first.
 	c, err := ctl.calendarLocked(ctx)
 	if err != nil {
 		return model.Workspace{}, err
@@ -292,10 +293,27 @@ func (ctl *Controller) StartWorkspace(ctx context.Context, project, name string)
 	next.Status.Lease = freshLeaseID(c, fmt.Sprintf("%s#%d", ref(cur), cur.Status.Generation+1), cur)
 	l := leaseOf(next, imgs[cur.Spec.Image])
 	l.Kind, l.Start, l.Deadline, l.Preempt = calendar.Immediate, time.Time{}, time.Time{}, ""
-	if cur.Status.Node != "" {
-		l.Members[0].Labels = map[string]string{hostLabel: cur.Status.Node}
+	from := cur.Status.Node
+	if m := cur.Status.Move; m != nil {
+		from = m.From // its disk never got to Node
 	}
-	if _, err := c.Submit(l, now); err != nil {
+	var fromNode model.Node
+	if from != "" {
+		l.Members[0].Labels = map[string]string{hostLabel: from}
+		fromNode, _ = ctl.Node(ctx, from)
+	}
+	_, err = c.Submit(l, now)
+	if err != nil && from != "" && fromNode.State != model.NodeLost && fromNode.Transfer != "" {
+		// Not on its own host: anywhere else, its disk copied there.
+		l.Members[0].Labels = nil
+		if _, err2 := c.Submit(l, now); err2 == nil {
+			err = nil
+		}
+	}
+	if err != nil {
+		if fromNode.State == model.NodeLost {
+			return model.Workspace{}, conflict(fmt.Sprintf("workspace %q: its disk is on host %s, which is lost; it can start when %s is back", name, from, from))
+		}
 		var rf *calendar.Refusal
 		if errors.As(err, &rf) {
 			return model.Workspace{}, refused(rf, project)
@@ -325,6 +343,12 @@ func (ctl *Controller) StartWorkspace(ctx context.Context, project, name string)
 	ws.Status.StartedAt = now
 	ws.Status.Guest = nil
 	ws.Status.PID = 0
+	ws.Status.Move = cur.Status.Move
+	if from != "" && host != from {
+		ws.Status.Move = &model.Move{From: from, Since: now}
+	} else if host == from {
+		ws.Status.Move = nil
+	}
 	ws.Status.Timings = model.Timings{Created: now, Scheduled: now}
 	ws.Revision = 0
 	b, _ := json.Marshal(ws)

@@ -63,6 +63,20 @@ type Config struct {
 	Limits control.Limits
 	// RateLimit is the per-token request rate limit (zero: the default).
 	RateLimit server.RateLimit
+	// NodeTimeout and NodeLostAfter: a host that has not heartbeated for
+	// that long is NotReady, then Lost (zero: control.DefaultNodeTimeout
+	// and control.DefaultNodeLostAfter).
+	NodeTimeout, NodeLostAfter time.Duration
+	// CertTTL is the lifetime of the client certificates the control
+	// plane's CA signs for hosts (zero: server.DefaultCertTTL, 7 days).
+	// Agents renew theirs when half of it has passed.
+	CertTTL time.Duration
+	// ExtraListen are more addresses to serve the same API on (host or
+	// host:port; no port or port 0: Listen's port once it is bound), e.g.
+	// the bridge address of a namespace grid; not listened on separately
+	// when Listen is on all addresses. The server certificate covers
+	// their hosts too.
+	ExtraListen []string
 }
 
 // Start opens the store in cfg.DataDir, makes or loads the TLS material,
@@ -84,7 +98,14 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 	// Images are registered (POST /images) and served only from the image
 	// directories: <data-dir>/images and the --image directories.
 	imageDirs := append([]string{filepath.Join(dataDir, "images")}, images...)
-	srv, err := server.New(server.Config{Store: st, Logger: log, Policy: policy, ImageDirs: imageDirs, Limits: cfg.Limits})
+	if cfg.NodeTimeout == 0 {
+		cfg.NodeTimeout = control.DefaultNodeTimeout
+	}
+	if cfg.NodeLostAfter == 0 {
+		cfg.NodeLostAfter = control.DefaultNodeLostAfter
+	}
+	srv, err := server.New(server.Config{Store: st, Logger: log, Policy: policy, ImageDirs: imageDirs, Limits: cfg.Limits,
+		NodeTimeout: cfg.NodeTimeout, NodeLostAfter: cfg.NodeLostAfter})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -97,8 +118,21 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 		st.Close()
 		return nil, fmt.Errorf("--listen %q: %w", listen, err)
 	}
-	files, err := server.EnsureTLS(filepath.Join(dataDir, "tls"), []string{host})
+	sans := []string{host}
+	for _, x := range cfg.ExtraListen {
+		h, _, err := net.SplitHostPort(x)
+		if err != nil {
+			h = x
+		}
+		sans = append(sans, h)
+	}
+	files, err := server.EnsureTLS(filepath.Join(dataDir, "tls"), sans)
 	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	// The same CA signs the hosts' client certificates.
+	if err := srv.SetNodeCA(files, cfg.CertTTL); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -118,6 +152,30 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 		return nil, fmt.Errorf("listen %s: %w (is another vgrid up running there? use --listen)", listen, err)
 	}
 	addr := ln.Addr().(*net.TCPAddr)
+	lns := []net.Listener{ln}
+	// A Listen on all addresses already serves the extra ones.
+	extra := cfg.ExtraListen
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		extra = nil
+	}
+	for _, x := range extra {
+		h, p, err := net.SplitHostPort(x)
+		if err != nil {
+			h, p = x, ""
+		}
+		if p == "" || p == "0" {
+			p = strconv.Itoa(addr.Port)
+		}
+		xl, err := net.Listen("tcp", net.JoinHostPort(h, p))
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			st.Close()
+			return nil, fmt.Errorf("listen %s: %w", net.JoinHostPort(h, p), err)
+		}
+		lns = append(lns, xl)
+	}
 	urlHost := host
 	if urlHost == "" || net.ParseIP(urlHost) != nil && net.ParseIP(urlHost).IsUnspecified() {
 		urlHost = "127.0.0.1"
@@ -125,19 +183,24 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 	cp := &ControlPlane{srv: srv, st: st, URL: "https://" + net.JoinHostPort(urlHost, strconv.Itoa(addr.Port)),
 		CAPEM: string(ca), errc: make(chan error, 2), log: log}
 	if err := cp.bootstrap(ctx, dataDir, images, writeConfig); err != nil {
-		ln.Close()
+		for _, l := range lns {
+			l.Close()
+		}
 		st.Close()
 		return nil, err
 	}
 	cp.hs = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	cp.wg.Add(2)
-	go func() {
-		defer cp.wg.Done()
-		if err := cp.hs.Serve(tls.NewListener(ln, tlsCfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			cp.errc <- err
-		}
-	}()
+	cp.errc = make(chan error, 1+len(lns))
+	cp.wg.Add(1 + len(lns))
+	for _, l := range lns {
+		go func() {
+			defer cp.wg.Done()
+			if err := cp.hs.Serve(tls.NewListener(l, tlsCfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				cp.errc <- err
+			}
+		}()
+	}
 	go func() { defer cp.wg.Done(); _ = srv.Run(ctx) }()
 	if err := os.WriteFile(filepath.Join(dataDir, "vgrid.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		log.Warn("write pid file", "err", err)
@@ -217,17 +280,55 @@ func (cp *ControlPlane) joinTokenFresh(ctx context.Context, tok string) bool {
 }
 
 // renewLocalAgent gives vgrid up's own agent (data directory
-// <data-dir>/agent: cmd/vgrid/up.go) a new node token if the one it saved
-// no longer works or is about to stop: it expired while vgrid up was
-// down, or an admin revoked this host. A join token cannot register a
-// known host again, but the control plane has admin rights in-process. An
-// agent that never registered, or a host the store does not know, is left
-// to register with the join token.
+// <data-dir>/agent: cmd/vgrid/up.go) a new node token, and a new host
+// certificate, if the one it saved no longer works or is about to stop:
+// it expired while vgrid up was down, or an admin revoked this host. A
+// join token cannot register a known host again, but the control plane
+// has admin rights in-process. An agent that never registered, or a host
+// the store does not know, is left to register with the join token.
 func (cp *ControlPlane) renewLocalAgent(ctx context.Context, agentDir string) error {
 	cred, err := agent.LoadCredential(agentDir)
 	if err != nil || cred.Node == "" {
 		return nil
 	}
+	if err := cp.renewLocalToken(ctx, agentDir, cred); err != nil {
+		return err
+	}
+	return cp.renewLocalCertificate(ctx, agentDir, cred.Node)
+}
+
+// renewLocalCertificate gives the local agent a new host certificate (for
+// its saved key, or a new one if it has none) unless the one it saved is
+// accepted for 10 minutes more.
+func (cp *ControlPlane) renewLocalCertificate(ctx context.Context, agentDir, node string) error {
+	if pair, err := agent.LoadCertificate(agentDir); err == nil {
+		if until, ok := cp.srv.NodeCertificateExpiry(ctx, node, pair.Leaf); ok && until.Sub(cp.srv.Controller().Now()) > 10*time.Minute {
+			return nil
+		}
+	}
+	key, err := agent.LoadKey(agentDir)
+	if err != nil {
+		if key, err = agent.NewKey(); err != nil {
+			return err
+		}
+	}
+	nc, err := cp.srv.IssueNodeCertificate(ctx, node, key.Public())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("renew the local agent's host certificate: %w", err)
+	}
+	if err := agent.SaveKeyAndCertificate(agentDir, key, nc.Certificate); err != nil {
+		return err
+	}
+	cp.log.Info("local agent's host certificate renewed", "node", node, "serial", nc.Serial, "expires_at", nc.CertificateExpiresAt)
+	return nil
+}
+
+// renewLocalToken gives the local agent a new node token unless the one it
+// saved works for 10 minutes more.
+func (cp *ControlPlane) renewLocalToken(ctx context.Context, agentDir string, cred agent.Credential) error {
 	if exp, ok := cp.srv.TokenExpiry(ctx, cred.Token); ok && (exp.IsZero() || exp.Sub(cp.srv.Controller().Now()) > 10*time.Minute) {
 		return nil
 	}

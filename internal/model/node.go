@@ -43,7 +43,32 @@ type Node struct {
 	// Measured is what the host's guests showed of its speed; the lease
 	// calendar plans boots, suspensions and resumptions with it.
 	Measured *HostTimes `json:"measured,omitempty"`
+	// Transfer is host:port where the host's agent serves the files of
+	// workspaces moving to other hosts (empty: it serves none).
+	Transfer string `json:"transfer,omitempty"`
+
+	// Set by the control plane only (what an agent sends is ignored):
+
+	// State is Ready, NotReady (heartbeats late: given no new work) or
+	// Lost (gone longer: its leases were handled elsewhere).
+	State NodeState `json:"state,omitempty"`
+	// Cordoned hosts keep what they run but are given nothing new.
+	Cordoned bool      `json:"cordoned,omitempty"`
+	LostAt   time.Time `json:"lost_at,omitzero"`
+	// CertificateExpiresAt is when the host's current client certificate
+	// expires (its agent renews it before).
+	CertificateExpiresAt time.Time `json:"certificate_expires_at,omitzero"`
 }
+
+// NodeState is a host's health as the control plane sees it.
+type NodeState string
+
+// Host states.
+const (
+	NodeReady    NodeState = "Ready"
+	NodeNotReady NodeState = "NotReady"
+	NodeLost     NodeState = "Lost"
+)
 
 // HostTimes are recent measurements on a host: boot time (QEMU started to
 // guest agent ready) of fresh starts, and the rates of saving a guest's
@@ -53,6 +78,9 @@ type HostTimes struct {
 	Boot    []Duration `json:"boot,omitempty"`
 	Suspend []int64    `json:"suspend_rates,omitempty"` // bytes/s
 	Resume  []int64    `json:"resume_rates,omitempty"`  // bytes/s
+	// Stage are the rates at which the host received image files and
+	// moving workspaces' files, as its agent measured them (heartbeats).
+	Stage []int64 `json:"stage_rates,omitempty"` // bytes/s
 }
 
 // MaxSamples bounds each list of HostTimes.
@@ -72,6 +100,12 @@ func (h *HostTimes) BootTime() time.Duration {
 // SuspendRate is the slowest recent save rate (0: none measured).
 func (h *HostTimes) SuspendRate() int64 {
 	return slowest(h, func(h *HostTimes) []int64 { return h.Suspend })
+}
+
+// StageRate is the slowest recent rate of receiving files (0: none
+// measured).
+func (h *HostTimes) StageRate() int64 {
+	return slowest(h, func(h *HostTimes) []int64 { return h.Stage })
 }
 
 // ResumeRate is the slowest recent restore rate (0: none measured).

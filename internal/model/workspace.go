@@ -167,6 +167,26 @@ type WorkspaceStatus struct {
 	// Hold, in what an agent is sent only, says why it must not start the
 	// guest yet: the guests still up on its host leave no room for it.
 	Hold string `json:"hold,omitempty"`
+	// Move, while set, says the workspace's files (disk, and saved memory
+	// if it is suspended) are on another host: the agent of Node copies
+	// them from there before it starts or resumes it.
+	Move *Move `json:"move,omitempty"`
+	// ResumeOn is where the calendar resumed the workspace while its guest
+	// was still being saved here: it moves there once saved.
+	ResumeOn string `json:"resume_on,omitempty"`
+}
+
+// Move is a workspace's files moving from host From to its Node.
+type Move struct {
+	From string `json:"from"`
+	// Source is where From's agent serves them (host:port).
+	Source string `json:"source"`
+	// Memory says the saved memory moves too (a suspended workspace).
+	Memory bool      `json:"memory,omitempty"`
+	Since  time.Time `json:"since"`
+	// Progress, as the destination's agent reports it.
+	Bytes int64 `json:"bytes,omitempty"`
+	Done  int64 `json:"done,omitempty"`
 }
 
 // Workspace is the stored object: spec plus desired state plus status.

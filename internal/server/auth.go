@@ -165,6 +165,12 @@ func (s *Server) authenticate(r *http.Request) (principal, error) {
 		return principal{}, &httpError{http.StatusUnauthorized, api.CodeUnauthorized,
 			fmt.Sprintf("token expired at %s", t.expiry().UTC().Format(time.RFC3339)), nil}
 	}
+	if t.Role == RoleNode {
+		// A host proves itself with its client certificate too (certs.go).
+		if err := s.checkNodeCert(r, t); err != nil {
+			return principal{}, err
+		}
+	}
 	return principal{Token: t, hash: hash}, nil
 }
 

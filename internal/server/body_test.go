@@ -4,13 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,7 +26,7 @@ import (
 // gets the 413 (never a 100 Continue, never a reset) without sending it.
 func TestBodyTooLargeWithExpectContinue(t *testing.T) {
 	e := newEnv(t)
-	conn, err := net.Dial("tcp", e.hs.Listener.Addr().String())
+	conn, err := tls.Dial("tcp", e.hs.Listener.Addr().String(), e.hs.Client().Transport.(*http.Transport).TLSClientConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +56,7 @@ func TestBodyTooLargeWithExpectContinue(t *testing.T) {
 // the 413 as an answer rather than a write error.
 func TestBodyTooLargeGoClient(t *testing.T) {
 	e := newEnv(t)
-	tr := &http.Transport{ExpectContinueTimeout: 5 * time.Second}
+	tr := &http.Transport{ExpectContinueTimeout: 5 * time.Second, TLSClientConfig: e.hs.Client().Transport.(*http.Transport).TLSClientConfig}
 	defer tr.CloseIdleConnections()
 	big := bytes.Repeat([]byte("x"), 8<<20)
 	for _, expect := range []bool{true, false} {
@@ -153,22 +152,23 @@ func TestBodyClientGoneDuringLongPoll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv.Handler())
+	hs, _, caPEM := serveTLS(t, srv, srv.Handler(), nil)
 	t.Cleanup(func() { hs.Close(); st.Close() })
+	e := &env{t: t, hs: hs, caPEM: caPEM, keys: map[string]string{}}
 	ctx := context.Background()
 	admin, err := srv.Bootstrap(ctx, "default")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := client.New(client.Config{Server: hs.URL, Token: admin})
+	cl, err := client.New(client.Config{Server: hs.URL, Token: admin, CACert: caPEM})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := cl.RegisterNode(ctx, model.Node{Name: "n1", Capacity: model.Resources{MilliCPU: 1000, Memory: model.GiB}})
+	reg, err := cl.RegisterNode(ctx, model.Node{Name: "n1", Capacity: model.Resources{MilliCPU: 1000, Memory: model.GiB}}, e.csr("n1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := cl.WithToken(reg.Token)
+	node := e.asNode(reg)
 	as, err := node.Assignments(ctx, "n1", 0, 0)
 	if err != nil {
 		t.Fatal(err)

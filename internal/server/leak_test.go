@@ -87,7 +87,7 @@ func TestJoinTokenCannotTakeOverAHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	n1 := model.Node{Name: "n1", Accel: "tcg", Capacity: model.Resources{MilliCPU: 64000, Memory: 64 * model.GiB}}
-	_, err = e.admin.WithToken(join.Token).RegisterNode(ctx, n1)
+	_, err = e.admin.WithToken(join.Token).RegisterNode(ctx, n1, e.csr("n1"))
 	if ce := apiErr(t, err); ce.Status != http.StatusConflict || !strings.Contains(ce.Body.Message, "registered already") {
 		t.Fatalf("a join token re-registering n1: %d %q, want 409", ce.Status, ce.Body.Message)
 	}
@@ -95,18 +95,18 @@ func TestJoinTokenCannotTakeOverAHost(t *testing.T) {
 		t.Fatalf("n1's own node token after the attempt: %v", err)
 	}
 	// A new host is fine.
-	if _, err := e.admin.WithToken(join.Token).RegisterNode(ctx, model.Node{Name: "n2", Capacity: n1.Capacity}); err != nil {
+	if _, err := e.admin.WithToken(join.Token).RegisterNode(ctx, model.Node{Name: "n2", Capacity: n1.Capacity}, e.csr("n2")); err != nil {
 		t.Fatalf("a new host: %v", err)
 	}
 	// An admin replaces n1: the old node token is revoked.
-	reg, err := e.admin.RegisterNode(ctx, n1)
+	reg, err := e.admin.RegisterNode(ctx, n1, e.csr("n1"))
 	if err != nil {
 		t.Fatalf("admin re-registers n1: %v", err)
 	}
 	if _, err := e.node.Assignments(ctx, "n1", 0, 0); apiErr(t, err).Status != http.StatusUnauthorized {
 		t.Fatalf("n1's old node token after an admin replaced it: %v, want 401", err)
 	}
-	if _, err := e.admin.WithToken(reg.Token).Assignments(ctx, "n1", 0, 0); err != nil {
+	if _, err := e.asNode(reg).Assignments(ctx, "n1", 0, 0); err != nil {
 		t.Fatalf("n1's new node token: %v", err)
 	}
 }

@@ -57,7 +57,7 @@ context:
 		t.Fatal(err)
 	}
 	reg2, err := e.admin.WithToken(join.Token).RegisterNode(ctx, model.Node{Name: "n2", Accel: "tcg",
-		Capacity: model.Resources{MilliCPU: 1000, Memory: model.GiB, Disk: 10 * model.GiB}})
+		Capacity: model.Resources{MilliCPU: 1000, Memory: model.GiB, Disk: 10 * model.GiB}}, e.csr("n2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,16 +68,19 @@ context:
 		// seesNames: a site admin sees every project's leases in the
 		// calendar and usage (never their workspaces' context).
 		seesPA, seesNames bool
+		// reg, for a node, is its registration: it presents its
+		// certificate.
+		reg api.NodeRegistered
 	}
 	callers := []caller{
-		{"no token", "", "", false, false},
-		{"unknown token", "vgu_" + strings.Repeat("0", 48), "", false, false},
-		{"user of pb", pb.Token, RoleUser, false, false},
-		{"join token", join.Token, RoleJoin, false, false},
-		{"node n2", reg2.Token, RoleNode, false, false},
-		{"node n1", e.node.Token(), RoleNode, true, true},
+		{"no token", "", "", false, false, api.NodeRegistered{}},
+		{"unknown token", "vgu_" + strings.Repeat("0", 48), "", false, false, api.NodeRegistered{}},
+		{"user of pb", pb.Token, RoleUser, false, false, api.NodeRegistered{}},
+		{"join token", join.Token, RoleJoin, false, false, api.NodeRegistered{}},
+		{"node n2", reg2.Token, RoleNode, false, false, reg2},
+		{"node n1", e.node.Token(), RoleNode, true, true, e.nodeReg},
 		// Last: an admin may revoke hosts and tokens.
-		{"admin of default", e.admin.Token(), RoleAdmin, false, true},
+		{"admin of default", e.admin.Token(), RoleAdmin, false, true, api.NodeRegistered{}},
 	}
 	params := regexp.MustCompile(`\{[a-z]+\}`)
 	path := func(route, target string) string {
@@ -107,7 +110,7 @@ context:
 		if c.token != "" {
 			req.Header.Set("Authorization", "Bearer "+c.token)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := e.httpClient(c.reg).Do(req)
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, p, err)
 		}

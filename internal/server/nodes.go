@@ -14,8 +14,9 @@ import (
 	"vgrid/internal/store"
 )
 
-// postNodes registers a host. A join token gets a new node token back; the
-// node record is created or refreshed.
+// postNodes registers a host. A join token gets a new node token and the
+// host's client certificate (its CSR signed) back; the node record is
+// created or refreshed.
 func (s *Server) postNodes(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	body, err := readBody(r)
@@ -30,6 +31,14 @@ func (s *Server) postNodes(w http.ResponseWriter, r *http.Request) error {
 	name := req.Node.Name
 	if !control.NameRE.MatchString(name) {
 		return badRequest("invalid node", api.FieldError{Field: "node.name", Reason: "must be a lower-case host name"})
+	}
+	// The request is checked before anything is stored or used up.
+	csr, err := checkCSR(req.CSR, name)
+	if err != nil {
+		return err
+	}
+	if s.ca.get() == nil {
+		return errNoCA
 	}
 	// A join token registers new hosts only: with one, anyone could
 	// otherwise take over a host and read its workspaces' context. A
@@ -71,13 +80,19 @@ func (s *Server) postNodes(w http.ResponseWriter, r *http.Request) error {
 	if err := s.clearNodeRevoked(ctx, name); err != nil {
 		return err
 	}
+	// The host's certificates from before (an admin re-registering it)
+	// are replaced.
+	cert, err := s.issueNodeCert(ctx, n.Name, n.Address, csr.PublicKey, "")
+	if err != nil {
+		return err
+	}
 	tok, t, err := s.issueToken(ctx, Token{Project: p.Project, Role: RoleNode, Node: n.Name})
 	if err != nil {
 		return err
 	}
 	s.log.Info("node token issued", "node", n.Name, "token_id", tokenID(hashToken(tok)), "by", p.id(), "by_role", p.Role)
 	writeJSON(w, http.StatusCreated, api.NodeRegistered{Node: n, Token: tok, ID: tokenID(hashToken(tok)),
-		IssuedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt})
+		IssuedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Certificate: cert.Certificate, CertificateExpiresAt: cert.CertificateExpiresAt})
 	return nil
 }
 

@@ -28,7 +28,7 @@ func (e *env) call(t *testing.T, method, path, token string) (int, string, api.E
 	t.Helper()
 	req, _ := http.NewRequest(method, e.hs.URL+api.Prefix+path, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.hs.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,8 @@ type Server struct {
 	now   func() time.Time
 	// limits is the per-token request rate limit (ratelimit.go).
 	limits rateLimiter
+	// ca signs hosts' client certificates (certs.go); set by SetNodeCA.
+	ca caHolder
 }
 
 // New returns a server over cfg.Store.
@@ -88,10 +90,15 @@ var endpoints = []endpoint{
 	{"GET", "/tokens", []string{RoleAdmin}, (*Server).getTokens},
 	{"DELETE", "/tokens/{id}", []string{RoleAdmin}, (*Server).deleteToken},
 	{"POST", "/nodes/{node}/revoke", []string{RoleAdmin}, (*Server).postNodeRevoke},
+	{"GET", "/nodes/{node}", anyUser, (*Server).getNode},
+	{"POST", "/nodes/{node}/cordon", []string{RoleAdmin}, (*Server).postNodeCordon},
+	{"POST", "/nodes/{node}/uncordon", []string{RoleAdmin}, (*Server).postNodeUncordon},
+	{"POST", "/nodes/{node}/drain", []string{RoleAdmin}, (*Server).postNodeDrain},
 	// The agent protocol.
 	{"POST", "/nodes", []string{RoleJoin, RoleAdmin}, (*Server).postNodes},
 	{"PUT", "/nodes/{node}/heartbeat", []string{RoleNode}, (*Server).putNodeHeartbeat},
 	{"POST", "/nodes/{node}/token", []string{RoleNode}, (*Server).postNodeToken},
+	{"POST", "/nodes/{node}/certificate", []string{RoleNode}, (*Server).postNodeCertificate},
 	{"GET", "/nodes/{node}/assignments", []string{RoleNode}, (*Server).getNodeAssignments},
 	{"PUT", "/nodes/{node}/workspaces/{project}/{name}/status", []string{RoleNode}, (*Server).putNodeWorkspaceStatus},
 	{"PUT", "/nodes/{node}/workspaces/{project}/{name}/console", []string{RoleNode}, (*Server).putNodeWorkspaceConsole},

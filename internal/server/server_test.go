@@ -2,9 +2,15 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -40,8 +46,47 @@ type env struct {
 	hs    *httptest.Server
 	clk   *clock
 	admin *client.Client
-	node  *client.Client // node token of node "n1"
-	st    *bolt.Store
+	node  *client.Client // node token and certificate of node "n1"
+	// nodeReg is n1's registration.
+	nodeReg api.NodeRegistered
+	st      *bolt.Store
+	tls     TLSFiles // the CA that signs the hosts' certificates
+	caPEM   string
+	// keys are the PEM keys of the last certificate requests made (csr),
+	// by host name.
+	keys map[string]string
+}
+
+// serveTLS gives srv a CA for host certificates (made in a new directory)
+// and serves h as the control plane does: on TLS, asking for client
+// certificates, which are verified at the time of now.
+func serveTLS(t testing.TB, srv *Server, h http.Handler, now func() time.Time) (*httptest.Server, TLSFiles, string) {
+	t.Helper()
+	if now == nil {
+		now = time.Now
+	}
+	// The CA's validity starts at now: it must be valid at the server's
+	// clock.
+	f, err := ensureTLS(t.TempDir(), []string{"127.0.0.1"}, now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SetNodeCA(f, 0); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ServerTLSConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Time = now
+	hs := httptest.NewUnstartedServer(h)
+	hs.TLS = cfg
+	hs.StartTLS()
+	ca, err := os.ReadFile(f.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hs, f, string(ca)
 }
 
 func newEnv(t testing.TB) *env {
@@ -55,30 +100,81 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv.Handler())
+	hs, files, caPEM := serveTLS(t, srv, srv.Handler(), clk.Now)
 	t.Cleanup(func() { hs.Close(); st.Close() })
 	ctx := context.Background()
 	admin, err := srv.Bootstrap(ctx, "default")
 	if err != nil || admin == "" {
 		t.Fatalf("bootstrap: %q %v", admin, err)
 	}
-	cl, err := client.New(client.Config{Server: hs.URL, Token: admin})
+	cl, err := client.New(client.Config{Server: hs.URL, Token: admin, CACert: caPEM})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, srv: srv, hs: hs, clk: clk, admin: cl, st: st}
+	e := &env{t: t, srv: srv, hs: hs, clk: clk, admin: cl, st: st, tls: files, caPEM: caPEM, keys: map[string]string{}}
 	e.addImage("vgrid-guest")
 	join, err := cl.CreateToken(ctx, "default", RoleJoin)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg, err := cl.WithToken(join.Token).RegisterNode(ctx, model.Node{Name: "n1", Accel: "tcg",
-		Capacity: model.Resources{MilliCPU: 2000, Memory: 8 * model.GiB, Disk: 100 * model.GiB}})
+		Capacity: model.Resources{MilliCPU: 2000, Memory: 8 * model.GiB, Disk: 100 * model.GiB}}, e.csr("n1"))
 	if err != nil {
 		t.Fatalf("register node: %v", err)
 	}
-	e.node = cl.WithToken(reg.Token)
+	e.node, e.nodeReg = e.asNode(reg), reg
 	return e
+}
+
+// csr returns a certificate request for host node with a new key, which it
+// keeps in e.keys.
+func (e *env) csr(node string) string {
+	e.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	csr, err := client.NewCertificateRequest(key, node)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	der, _ := x509.MarshalECPrivateKey(key)
+	e.keys[node] = string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+	return csr
+}
+
+// asNode is a client acting as the host of a registration: its node token
+// and its certificate, with the key of the last csr made for it.
+func (e *env) asNode(reg api.NodeRegistered) *client.Client {
+	e.t.Helper()
+	return e.nodeClient(reg.Token, reg.Certificate, e.keys[reg.Node.Name])
+}
+
+// httpClient is an HTTP client that trusts the server and presents the
+// client certificate of a registration (none if reg is zero).
+func (e *env) httpClient(reg api.NodeRegistered) *http.Client {
+	e.t.Helper()
+	hc := e.hs.Client()
+	if reg.Certificate == "" {
+		return hc
+	}
+	pair, err := tls.X509KeyPair([]byte(reg.Certificate), []byte(e.keys[reg.Node.Name]))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	tr := hc.Transport.(*http.Transport).Clone()
+	tr.TLSClientConfig.Certificates = []tls.Certificate{pair}
+	return &http.Client{Transport: tr}
+}
+
+// nodeClient is a client with a node token and a client certificate.
+func (e *env) nodeClient(token, certPEM, keyPEM string) *client.Client {
+	e.t.Helper()
+	cl, err := client.New(client.Config{Server: e.hs.URL, Token: token, CACert: e.caPEM, ClientCert: certPEM, ClientKey: keyPEM})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cl
 }
 
 func (e *env) addImage(name string) {
@@ -129,7 +225,7 @@ func TestAuthRequired(t *testing.T) {
 			if tc.token != "" {
 				req.Header.Set("Authorization", "Bearer "+tc.token)
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := e.hs.Client().Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -252,11 +252,23 @@ func writePEM(path, typ string, der []byte, mode os.FileMode) error {
 	return os.Rename(tmp, path)
 }
 
-// ServerTLSConfig loads the server's certificate.
+// ServerTLSConfig loads the server's certificate and asks clients for a
+// certificate signed by the CA: hosts' agents present theirs (a given
+// certificate that is expired or signed by another CA fails the
+// handshake); users and admins present none.
 func ServerTLSConfig(f TLSFiles) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(f.ServerCert, f.ServerKey)
 	if err != nil {
 		return nil, fmt.Errorf("load server certificate: %w", err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	caPEM, err := os.ReadFile(f.CACert)
+	if err != nil {
+		return nil, fmt.Errorf("load CA certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("%s: no PEM certificate", f.CACert)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}, nil
 }

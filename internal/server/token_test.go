@@ -2,7 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"strings"
 	"testing"
@@ -48,37 +53,37 @@ func TestJoinTokenRegistersEachNameOnce(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	join := e.joinToken(api.TokensPost{})
-	if _, err := e.admin.WithToken(join.Token).RegisterNode(ctx, hostN2); err != nil {
+	if _, err := e.admin.WithToken(join.Token).RegisterNode(ctx, hostN2, e.csr("n2")); err != nil {
 		t.Fatal(err)
 	}
 	wantStatus(t, "the same join token, the same name", func() error {
-		_, err := e.admin.WithToken(join.Token).RegisterNode(ctx, hostN2)
+		_, err := e.admin.WithToken(join.Token).RegisterNode(ctx, hostN2, e.csr("n2"))
 		return err
 	}(), http.StatusConflict, "registered already")
 	if _, err := e.admin.RevokeNode(ctx, "n2"); err != nil {
 		t.Fatal(err)
 	}
 	wantStatus(t, "the same join token after the host was revoked", func() error {
-		_, err := e.admin.WithToken(join.Token).RegisterNode(ctx, hostN2)
+		_, err := e.admin.WithToken(join.Token).RegisterNode(ctx, hostN2, e.csr("n2"))
 		return err
 	}(), http.StatusConflict, "registers each host name once")
-	if _, err := e.admin.WithToken(e.joinToken(api.TokensPost{}).Token).RegisterNode(ctx, hostN2); err != nil {
+	if _, err := e.admin.WithToken(e.joinToken(api.TokensPost{}).Token).RegisterNode(ctx, hostN2, e.csr("n2")); err != nil {
 		t.Fatalf("a new join token for the revoked host: %v", err)
 	}
 
 	one := e.joinToken(api.TokensPost{MaxHosts: 1})
-	if _, err := e.admin.WithToken(one.Token).RegisterNode(ctx, model.Node{Name: "n3", Capacity: hostN2.Capacity}); err != nil {
+	if _, err := e.admin.WithToken(one.Token).RegisterNode(ctx, model.Node{Name: "n3", Capacity: hostN2.Capacity}, e.csr("n3")); err != nil {
 		t.Fatal(err)
 	}
 	wantStatus(t, "a second host with a max-hosts 1 join token", func() error {
-		_, err := e.admin.WithToken(one.Token).RegisterNode(ctx, model.Node{Name: "n4", Capacity: hostN2.Capacity})
+		_, err := e.admin.WithToken(one.Token).RegisterNode(ctx, model.Node{Name: "n4", Capacity: hostN2.Capacity}, e.csr("n4"))
 		return err
 	}(), http.StatusForbidden, "registered its 1 host")
 	// A failed registration does not use up the token's name.
 	other := e.joinToken(api.TokensPost{})
-	_, err := e.admin.WithToken(other.Token).RegisterNode(ctx, model.Node{Name: "n5"})
+	_, err := e.admin.WithToken(other.Token).RegisterNode(ctx, model.Node{Name: "n5"}, e.csr("n5"))
 	wantStatus(t, "a host without capacity", err, http.StatusBadRequest, "")
-	if _, err := e.admin.WithToken(other.Token).RegisterNode(ctx, model.Node{Name: "n5", Capacity: hostN2.Capacity}); err != nil {
+	if _, err := e.admin.WithToken(other.Token).RegisterNode(ctx, model.Node{Name: "n5", Capacity: hostN2.Capacity}, e.csr("n5")); err != nil {
 		t.Fatalf("the name after a failed registration: %v", err)
 	}
 }
@@ -105,10 +110,10 @@ func TestJoinTokenExpires(t *testing.T) {
 	wantStatus(t, "max_hosts on a user token", err, http.StatusBadRequest, "invalid token request")
 
 	e.clk.Add(time.Hour)
-	_, err = e.admin.WithToken(short.Token).RegisterNode(ctx, hostN2)
+	_, err = e.admin.WithToken(short.Token).RegisterNode(ctx, hostN2, e.csr("n2"))
 	wantStatus(t, "an expired join token", err, http.StatusUnauthorized, "token expired at "+e.clk.Now().UTC().Format(time.RFC3339))
 	e.clk.Add(DefaultJoinTTL - time.Hour)
-	_, err = e.admin.WithToken(def.Token).RegisterNode(ctx, hostN2)
+	_, err = e.admin.WithToken(def.Token).RegisterNode(ctx, hostN2, e.csr("n2"))
 	wantStatus(t, "a join token after the default TTL", err, http.StatusUnauthorized, "token expired at")
 }
 
@@ -151,7 +156,7 @@ func TestNodeTokenExpires(t *testing.T) {
 	if me.Role != RoleNode || me.Node != "n1" || me.TokenID == "" || !me.CreatedAt.Equal(t0) || !me.ExpiresAt.Equal(t0.Add(NodeTokenTTL)) {
 		t.Fatalf("whoami %+v, want node n1 with an ID, created %s, expiring %s", me, t0, t0.Add(NodeTokenTTL))
 	}
-	reg, err := e.admin.WithToken(e.joinToken(api.TokensPost{}).Token).RegisterNode(ctx, hostN2)
+	reg, err := e.admin.WithToken(e.joinToken(api.TokensPost{}).Token).RegisterNode(ctx, hostN2, e.csr("n2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,11 +270,11 @@ func TestRevokedTokenRefusedAtOnce(t *testing.T) {
 func TestNodeRevoke(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	reg, err := e.admin.WithToken(e.joinToken(api.TokensPost{}).Token).RegisterNode(ctx, hostN2)
+	reg, err := e.admin.WithToken(e.joinToken(api.TokensPost{}).Token).RegisterNode(ctx, hostN2, e.csr("n2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n2 := e.admin.WithToken(reg.Token)
+	n2 := e.asNode(reg)
 	nt, err := n2.RotateNodeToken(ctx, "n2") // two tokens now: the new one and the old one in its grace period
 	if err != nil {
 		t.Fatal(err)
@@ -278,26 +283,26 @@ func TestNodeRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.Node != "n2" || out.TokensRevoked != 2 {
-		t.Fatalf("revoke answer %+v, want n2 with 2 tokens", out)
+	if out.Node != "n2" || out.TokensRevoked != 2 || out.CertificatesRevoked != 1 {
+		t.Fatalf("revoke answer %+v, want n2 with 2 tokens and 1 certificate", out)
 	}
 	for _, tok := range []string{reg.Token, nt.Token} {
-		err := e.admin.WithToken(tok).Heartbeat(ctx, hostN2)
+		err := n2.WithToken(tok).Heartbeat(ctx, hostN2)
 		wantStatus(t, "a node token of a revoked host", err, http.StatusUnauthorized, "")
 	}
 	if _, err := e.node.Assignments(ctx, "n1", 0, 0); err != nil {
 		t.Fatalf("another host's token: %v", err)
 	}
-	reg2, err := e.admin.WithToken(e.joinToken(api.TokensPost{}).Token).RegisterNode(ctx, hostN2)
+	reg2, err := e.admin.WithToken(e.joinToken(api.TokensPost{}).Token).RegisterNode(ctx, hostN2, e.csr("n2"))
 	if err != nil {
 		t.Fatalf("registering the revoked host with a fresh join token: %v", err)
 	}
-	if err := e.admin.WithToken(reg2.Token).Heartbeat(ctx, hostN2); err != nil {
+	if err := e.asNode(reg2).Heartbeat(ctx, hostN2); err != nil {
 		t.Fatal(err)
 	}
 	// Registered again, it is no longer revoked: another join token
 	// cannot take it over.
-	_, err = e.admin.WithToken(e.joinToken(api.TokensPost{}).Token).RegisterNode(ctx, hostN2)
+	_, err = e.admin.WithToken(e.joinToken(api.TokensPost{}).Token).RegisterNode(ctx, hostN2, e.csr("n2"))
 	wantStatus(t, "a third join token for the re-registered host", err, http.StatusConflict, "registered already")
 	_, err = e.admin.RevokeNode(ctx, "nope")
 	wantStatus(t, "revoking an unknown node", err, http.StatusNotFound, "")
@@ -308,7 +313,7 @@ func TestTokenListHasNoSecrets(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	join := e.joinToken(api.TokensPost{MaxHosts: 2})
-	reg, err := e.admin.WithToken(join.Token).RegisterNode(ctx, hostN2)
+	reg, err := e.admin.WithToken(join.Token).RegisterNode(ctx, hostN2, e.csr("n2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,18 +378,18 @@ func TestTokensStoredWithoutExpiry(t *testing.T) {
 	t0 := e.clk.Now()
 	join := put(Token{Project: "default", Role: RoleJoin, CreatedAt: t0.Add(-DefaultJoinTTL)})
 	node := put(Token{Project: "default", Role: RoleNode, Node: "n1", CreatedAt: t0.Add(-30 * 24 * time.Hour)})
-	_, err := e.admin.WithToken(join).RegisterNode(ctx, hostN2)
+	_, err := e.admin.WithToken(join).RegisterNode(ctx, hostN2, e.csr("n2"))
 	wantStatus(t, "an old join token", err, http.StatusUnauthorized, "token expired at")
-	me, err := e.admin.WithToken(node).Whoami(ctx)
+	me, err := e.node.WithToken(node).Whoami(ctx)
 	if err != nil || !me.ExpiresAt.IsZero() {
 		t.Fatalf("an old node token: %+v %v", me, err)
 	}
-	nt, err := e.admin.WithToken(node).RotateNodeToken(ctx, "n1")
+	nt, err := e.node.WithToken(node).RotateNodeToken(ctx, "n1")
 	if err != nil || !nt.ExpiresAt.Equal(t0.Add(NodeTokenTTL)) {
 		t.Fatalf("rotating an old node token: %+v %v", nt, err)
 	}
 	e.clk.Add(RotationGrace)
-	_, err = e.admin.WithToken(node).Whoami(ctx)
+	_, err = e.node.WithToken(node).Whoami(ctx)
 	wantStatus(t, "the old node token after its rotation", err, http.StatusUnauthorized, "token expired at")
 }
 
@@ -400,8 +405,22 @@ func TestIssueNodeToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.admin.WithToken(nt.Token).Heartbeat(ctx, model.Node{Name: "n1"}); err != nil {
-		t.Fatalf("the issued token: %v", err)
+	// The revocation dropped the host's certificate too: vgrid up issues
+	// one as well (IssueNodeCertificate).
+	err = e.node.WithToken(nt.Token).Heartbeat(ctx, model.Node{Name: "n1"})
+	wantStatus(t, "the issued token with the revoked certificate", err, http.StatusForbidden, "revoked")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := e.srv.IssueNodeCertificate(ctx, "n1", key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalECPrivateKey(key)
+	issued := e.nodeClient(nt.Token, nc.Certificate, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})))
+	if err := issued.Heartbeat(ctx, model.Node{Name: "n1"}); err != nil {
+		t.Fatalf("the issued token and certificate: %v", err)
 	}
 	if ok, _ := e.srv.nodeRevoked(ctx, "n1"); ok {
 		t.Fatal("n1 still marked revoked")

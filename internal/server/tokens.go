@@ -255,8 +255,8 @@ func (s *Server) postNodeToken(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// postNodeRevoke revokes a host (admin): every node token it has stops
-// working at once, and its name may be registered again with a join token
+// postNodeRevoke revokes a host (admin): every node token and client
+// certificate it has stops working at once, and its name may be registered again with a join token
 // that has not registered that name before. The node's record and the
 // workspaces placed on it stay as they are.
 func (s *Server) postNodeRevoke(w http.ResponseWriter, r *http.Request) error {
@@ -271,7 +271,11 @@ func (s *Server) postNodeRevoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !known && n == 0 {
+	certs, err := s.dropNodeCerts(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !known && n == 0 && certs == 0 {
 		return notFound(fmt.Sprintf("node %q", name))
 	}
 	if known {
@@ -280,8 +284,8 @@ func (s *Server) postNodeRevoke(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	s.log.Info("node revoked", "node", name, "tokens", n, "by", who(ctx).id())
-	writeJSON(w, http.StatusOK, api.NodeRevoked{Node: name, TokensRevoked: n})
+	s.log.Info("node revoked", "node", name, "tokens", n, "certificates", certs, "by", who(ctx).id())
+	writeJSON(w, http.StatusOK, api.NodeRevoked{Node: name, TokensRevoked: n, CertificatesRevoked: certs})
 	return nil
 }
 

@@ -184,11 +184,13 @@ func TestAgentInputIsValidated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	csr, _ := json.Marshal(e.csr("n3")) // a good one: the node's fields are what is refused
 	registrations := []hostile{
-		{"capacity -1", `{"node":{"name":"n3","capacity":{"millicpu":-1,"memory":"8Gi"}}}`, "node.capacity.millicpu", 0},
-		{"no memory", `{"node":{"name":"n3","capacity":{"millicpu":1000}}}`, "node.capacity.memory", 0},
-		{"20000 labels", `{"node":{"name":"n3","capacity":{"millicpu":1000,"memory":"1Gi"},"labels":` + labelsJSON(20000) + `}}`, "node.labels", 0},
-		{"registered in year 1", `{"node":{"name":"n3","capacity":{"millicpu":1000,"memory":"1Gi"},"registered_at":"0001-06-01T00:00:00Z"}}`, "node.registered_at", 0},
+		{"capacity -1", `{"node":{"name":"n3","capacity":{"millicpu":-1,"memory":"8Gi"}},"csr":` + string(csr) + `}`, "node.capacity.millicpu", 0},
+		{"no memory", `{"node":{"name":"n3","capacity":{"millicpu":1000}},"csr":` + string(csr) + `}`, "node.capacity.memory", 0},
+		{"20000 labels", `{"node":{"name":"n3","capacity":{"millicpu":1000,"memory":"1Gi"},"labels":` + labelsJSON(20000) + `},"csr":` + string(csr) + `}`, "node.labels", 0},
+		{"registered in year 1", `{"node":{"name":"n3","capacity":{"millicpu":1000,"memory":"1Gi"},"registered_at":"0001-06-01T00:00:00Z"},"csr":` + string(csr) + `}`, "node.registered_at", 0},
+		{"no csr", `{"node":{"name":"n3","capacity":{"millicpu":1000,"memory":"1Gi"}}}`, "csr", 0},
 	}
 	for _, tc := range registrations {
 		t.Run("register/"+tc.name, func(t *testing.T) {

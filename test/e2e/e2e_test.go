@@ -276,7 +276,7 @@ func TestWorkspaceEndToEnd(t *testing.T) {
 	if out := u2.mustCLI("workspace", "list"); strings.Contains(out, "demo") {
 		t.Fatalf("second vgrid up lists the first one's workspace:\n%s", out)
 	}
-	if out := u2.mustCLI("node", "list"); !strings.Contains(out, "true") {
+	if out := u2.mustCLI("node", "list"); !strings.Contains(out, " Ready ") {
 		t.Fatalf("second vgrid up has no ready host:\n%s", out)
 	}
 	u2.stop()

@@ -1,0 +1,497 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"vgrid/api"
+	"vgrid/internal/model"
+	"vgrid/internal/spec"
+	"vgrid/internal/store/bolt"
+)
+
+func TestHostState(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		late time.Duration
+		was  model.NodeState
+		want model.NodeState
+	}{
+		{0, "", model.NodeReady},
+		{9 * time.Second, model.NodeReady, model.NodeReady},
+		{10 * time.Second, model.NodeReady, model.NodeNotReady},
+		{29 * time.Second, model.NodeNotReady, model.NodeNotReady},
+		{30 * time.Second, model.NodeNotReady, model.NodeLost},
+		{time.Second, model.NodeLost, model.NodeLost}, // until it heartbeats again
+	} {
+		n := model.Node{State: c.was, LastHeartbeat: t0}
+		if got := hostState(n, t0.Add(c.late), 10*time.Second, 30*time.Second); got != c.want {
+			t.Errorf("%v late, was %q: %s, want %s", c.late, c.was, got, c.want)
+		}
+	}
+}
+
+// lostHost fences what may have run on the lost host and leaves the rest.
+func TestLostHostFencing(t *testing.T) {
+	ws := func(node string, d model.Desired, st model.State, reason string) model.Workspace {
+		return model.Workspace{Desired: d, Status: model.WorkspaceStatus{Node: node, State: st, Reason: reason, PID: 42, Generation: 3}}
+	}
+	for _, c := range []struct {
+		name   string
+		in     model.Workspace
+		state  model.State // "" : unchanged
+		desire model.Desired
+		reason string
+	}{
+		{"elsewhere", ws("h2", model.DesiredRunning, model.StateRunning, ""), "", "", ""},
+		{"restarted elsewhere", ws("h2", model.DesiredRunning, model.StatePending, ""), "", "", ""},
+		{"requeued best effort", ws("h1", model.DesiredStopped, model.StateStopping, "requeued: host h1 removed"), model.StateQueued, model.DesiredStopped, "requeued: host h1 removed"},
+		{"lease failed with the host", ws("h1", model.DesiredStopped, model.StateStopping, "lease ended at X after 1h (host h1 removed; no room elsewhere for the rest of its window)"), model.StateFailed, model.DesiredStopped, "host h1 lost: no room on another host for the rest of its lease"},
+		{"stopped by its user", ws("h1", model.DesiredStopped, model.StateStopping, "stopped by the user"), model.StateStopped, model.DesiredStopped, "stopped by the user"},
+		{"running, lease unknown", ws("h1", model.DesiredRunning, model.StateRunning, ""), model.StateFailed, model.DesiredStopped, "host h1 lost"},
+		{"pending", ws("h1", model.DesiredRunning, model.StatePending, ""), model.StateFailed, model.DesiredStopped, "host h1 lost"},
+		{"suspended there", ws("h1", model.DesiredSuspended, model.StateSuspended, "preempted"), model.StateQueued, model.DesiredStopped, "requeued: host h1 lost with its saved memory; it starts again from the beginning"},
+		{"stopped there, disk kept", ws("h1", model.DesiredStopped, model.StateStopped, "stopped by the user"), "", "", ""},
+		{"failed there", ws("h1", model.DesiredStopped, model.StateFailed, "crashed"), "", "", ""},
+		{"being deleted", ws("h1", model.DesiredDeleted, model.StateStopping, ""), "", "", ""},
+		{"being saved to resume elsewhere", func() model.Workspace {
+			w := ws("h1", model.DesiredSuspended, model.StateRunning, "preempted")
+			w.Status.ResumeOn = "h2"
+			return w
+		}(), model.StatePending, model.DesiredRunning, "host h1 lost before its memory was saved: it starts again from the beginning on h2"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ch := lostHost(c.in, "h1", "")
+			if c.state == "" {
+				if ch.Type != "" {
+					t.Fatalf("changed: %+v", ch)
+				}
+				return
+			}
+			st := ch.WS.Status
+			if ch.Type != "host-lost" || st.State != c.state || ch.WS.Desired != c.desire || st.Reason != c.reason {
+				t.Fatalf("got %q %s desired %s reason %q; want %s desired %s reason %q", ch.Type, st.State, ch.WS.Desired, st.Reason, c.state, c.desire, c.reason)
+			}
+			if st.Generation != 4 || st.PID != 0 {
+				t.Fatalf("generation %d pid %d: want 4 and 0 (late reports of the old guest ignored)", st.Generation, st.PID)
+			}
+			if again := lostHost(ch.WS, "h1", ""); again.Type != "" && c.state != model.StateQueued {
+				// (idempotent: once fenced, nothing more)
+				t.Fatalf("not idempotent: %+v", again)
+			}
+		})
+	}
+}
+
+// A workspace whose lease the calendar restarted on another host, where
+// its start is not due yet (the image is staged first), waits for it there
+// on no host: neither failed nor left on the lost host.
+func TestLostHostRestartNotYetStarted(t *testing.T) {
+	in := model.Workspace{Desired: model.DesiredRunning, Status: model.WorkspaceStatus{Node: "h1", State: model.StateRunning, PID: 42, Generation: 3}}
+	ch := lostHost(in, "h1", "h2")
+	st := ch.WS.Status
+	if ch.Type != "host-lost" || st.State != model.StateScheduled || ch.WS.Desired != model.DesiredRunning || st.Node != "" ||
+		st.Reason != "host h1 lost: restarts on h2 for the rest of its lease, from a fresh disk" || st.Generation != 4 || st.PID != 0 {
+		t.Fatalf("got %q %s desired %s node %q reason %q generation %d pid %d", ch.Type, st.State, ch.WS.Desired, st.Node, st.Reason, st.Generation, st.PID)
+	}
+	if again := lostHost(ch.WS, "h1", "h2"); again.Type != "" {
+		t.Fatalf("not idempotent: %+v", again)
+	}
+	// Once started there (transition), nothing more.
+	started := in
+	started.Status.Node, started.Status.State = "h2", model.StatePending
+	if ch := lostHost(started, "h1", "h2"); ch.Type != "" {
+		t.Fatalf("started elsewhere, changed: %+v", ch)
+	}
+}
+
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *testClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func hostsEnv(t *testing.T, names ...string) (*Controller, *testClock) {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clk := &testClock{t: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}
+	ctl, err := New(Config{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clk.now,
+		NodeTimeout: 10 * time.Second, NodeLostAfter: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	img := model.Image{Name: "img", Boot: "direct", DiskFormat: "raw", MinDisk: model.GiB,
+		Disk: model.ImageFile{Path: "/nonexistent/disk", SHA256: strings.Repeat("a", 64), Size: 1}}
+	if err := ctl.RegisterImage(ctx, img, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if _, err := ctl.RegisterNode(ctx, model.Node{Name: n, Accel: "tcg", Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB, Disk: 100 * model.GiB}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ctl, clk
+}
+
+func createWS(t *testing.T, ctl *Controller, name, cpu, lease string) model.Workspace {
+	t.Helper()
+	y := fmt.Sprintf("name: %s\nimage: img\nquantum: {vcpus: 2, cpu: %s, memory: 512Mi, disk: 1Gi}\nduration: 2h\n", name, cpu)
+	if lease != "" {
+		y += "lease: " + lease + "\n"
+	}
+	sp, err := spec.Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := ctl.CreateWorkspace(context.Background(), "p", sp)
+	if err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+	return w
+}
+
+func running(t *testing.T, ctl *Controller, w model.Workspace, at time.Time) model.Workspace {
+	t.Helper()
+	ctx := context.Background()
+	w, err := ctl.Workspace(ctx, "p", w.Spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []model.State{model.StateStarting, model.StateRunning} {
+		w, err = ctl.Report(ctx, w.Status.Node, "p", w.Spec.Name, api.AgentReport{ID: w.ID, Generation: w.Status.Generation, State: st, PID: 100, StartedAt: at, ProcessStarted: at})
+		if err != nil {
+			t.Fatalf("report %s %s: %v", w.Spec.Name, st, err)
+		}
+	}
+	return w
+}
+
+// A host whose heartbeats stop is NotReady (given nothing new), then Lost:
+// its immediate lease restarts on the other host where there is room, its
+// best-effort lease is queued again, what finds no room fails with the
+// reason, and a late report from the lost host about an old guest changes
+// nothing. When it heartbeats again it is Ready and in the calendar, empty.
+func TestHostLoss(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk := hostsEnv(t, "h1", "h2")
+	t0 := clk.now()
+	// h1: im (1 core) and be (1 core); h2: big (1.5 cores), so that only
+	// one of h1's can move there.
+	im := createWS(t, ctl, "im", "1", "")
+	if im.Status.Node != "h1" {
+		t.Fatalf("im on %q, want h1", im.Status.Node)
+	}
+	big := createWS(t, ctl, "big", "1.5", "")
+	be := createWS(t, ctl, "be", "1", "{kind: best-effort}")
+	if big.Status.Node != "h2" {
+		t.Fatalf("big on %q, want h2", big.Status.Node)
+	}
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	im, be, big = running(t, ctl, im, t0), running(t, ctl, be, t0), running(t, ctl, big, t0)
+	if be.Status.Node != "h1" {
+		t.Fatalf("be on %q, want h1", be.Status.Node)
+	}
+
+	// h2 heartbeats; h1 goes silent.
+	beat := func(n string) {
+		if err := ctl.Heartbeat(ctx, n, model.Node{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := func(n string) model.NodeState {
+		nodes, err := ctl.Nodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ni := range nodes {
+			if ni.Name == n {
+				return ni.State
+			}
+		}
+		t.Fatalf("no node %s", n)
+		return ""
+	}
+	for i := 0; i < 3; i++ {
+		clk.add(5 * time.Second)
+		beat("h2")
+		if err := ctl.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := state("h1"); s != model.NodeNotReady {
+		t.Fatalf("h1 after 15s silent: %s, want NotReady", s)
+	}
+	// NotReady: given nothing new.
+	if w := createWS(t, ctl, "new", "0.25", ""); w.Status.Node != "h2" {
+		t.Fatalf("new workspace placed on %q while h1 is NotReady", w.Status.Node)
+	}
+	for i := 0; i < 4; i++ {
+		clk.add(5 * time.Second)
+		beat("h2")
+		if err := ctl.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := state("h1"); s != model.NodeLost {
+		t.Fatalf("h1 after 35s silent: %s, want Lost", s)
+	}
+	get := func(name string) model.Workspace {
+		w, err := ctl.Workspace(ctx, "p", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	// im: restarted on h2 (0.5 core left there after big and new: 0.25 + 1
+	// does not fit... big 1.5 + new 0.25 leaves 0.25): no room, so Failed;
+	// be: queued again.
+	gotIm, gotBe := get("im"), get("be")
+	if gotIm.Status.State != model.StateFailed || !strings.Contains(gotIm.Status.Reason, "host h1 lost") {
+		t.Fatalf("im after h1 lost: %s %q on %s", gotIm.Status.State, gotIm.Status.Reason, gotIm.Status.Node)
+	}
+	if gotBe.Status.State != model.StateQueued || gotBe.Status.Generation <= be.Status.Generation {
+		t.Fatalf("be after h1 lost: %s %q gen %d", gotBe.Status.State, gotBe.Status.Reason, gotBe.Status.Generation)
+	}
+	// A late report from h1 about be's old guest changes nothing.
+	if _, err := ctl.Report(ctx, "h1", "p", "be", api.AgentReport{ID: be.ID, Generation: be.Status.Generation, State: model.StateRunning, PID: 100}); err != nil {
+		t.Fatalf("late report: %v", err)
+	}
+	if w := get("be"); w.Status.State != model.StateQueued {
+		t.Fatalf("late report from the lost host changed be: %s", w.Status.State)
+	}
+	// h1 assignments: be and im are there, to be stopped (desired stopped).
+	as, err := ctl.Assignments(ctx, "h1", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range as.Workspaces {
+		if w.Desired == model.DesiredRunning {
+			t.Fatalf("the lost host is still asked to run %s", w.Spec.Name)
+		}
+	}
+
+	// h1 comes back: Ready, in the calendar again, and be starts on it.
+	clk.add(time.Second)
+	beat("h1")
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := state("h1"); s != model.NodeReady {
+		t.Fatalf("h1 back: %s", s)
+	}
+	if w := get("be"); w.Desired != model.DesiredRunning || w.Status.Node != "h1" || w.Status.State != model.StatePending {
+		t.Fatalf("be after h1 came back: %s on %s desired %s", w.Status.State, w.Status.Node, w.Desired)
+	}
+}
+
+// With room on another host, a begun immediate lease restarts there for the
+// rest of its window, with an event saying why.
+func TestHostLossRestartsElsewhere(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk := hostsEnv(t, "h1", "h2")
+	im := createWS(t, ctl, "im", "1", "")
+	im = running(t, ctl, im, clk.now())
+	end := im.Status.ExpiresAt
+	for i := 0; i < 7; i++ {
+		clk.add(5 * time.Second)
+		if err := ctl.Heartbeat(ctx, "h2", model.Node{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := ctl.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := ctl.Workspace(ctx, "p", "im")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Status.Node != "h2" || w.Desired != model.DesiredRunning || w.Status.State != model.StatePending || w.Status.Generation != im.Status.Generation+1 {
+		t.Fatalf("im after h1 lost: %s on %s desired %s gen %d", w.Status.State, w.Status.Node, w.Desired, w.Status.Generation)
+	}
+	if !w.Status.ExpiresAt.Equal(end) {
+		t.Fatalf("restarted lease ends %s, want %s (the rest of its window)", w.Status.ExpiresAt, end)
+	}
+	evs, err := ctl.Events(ctx, "p", "im")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range evs {
+		if e.Type == "restarted" && strings.Contains(e.Message, "host h1 lost: restarted on h2") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no restart event: %+v", evs)
+	}
+}
+
+func beatAll(t *testing.T, ctl *Controller, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := ctl.Heartbeat(context.Background(), n, model.Node{Transfer: n + ":7444"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func report(t *testing.T, ctl *Controller, w model.Workspace, r api.AgentReport) model.Workspace {
+	t.Helper()
+	cur, err := ctl.Workspace(context.Background(), w.Project, w.Spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ID, r.Generation = cur.ID, cur.Status.Generation
+	out, err := ctl.Report(context.Background(), cur.Status.Node, cur.Project, cur.Spec.Name, r)
+	if err != nil {
+		t.Fatalf("report %+v: %v", r, err)
+	}
+	return out
+}
+
+// A stopped workspace whose host is cordoned starts on another host, its
+// disk copied from the first: the destination is told where from, the
+// source lists it as outgoing until the destination reports it moved.
+func TestStartElsewhereMovesTheDisk(t *testing.T) {
+	ctx := context.Background()
+	ctl, _ := hostsEnv(t, "h1", "h2")
+	beatAll(t, ctl, "h1", "h2")
+	w := createWS(t, ctl, "w", "1", "")
+	running(t, ctl, w, time.Now())
+	if _, err := ctl.StopWorkspace(ctx, "p", "w", "stopped by the user"); err != nil {
+		t.Fatal(err)
+	}
+	w = report(t, ctl, w, api.AgentReport{State: model.StateStopped})
+	if w.Status.State != model.StateStopped || w.Status.Node != "h1" {
+		t.Fatalf("stopped: %s on %s", w.Status.State, w.Status.Node)
+	}
+	if _, err := ctl.CordonNode(ctx, "h1", true); err != nil {
+		t.Fatal(err)
+	}
+	w, err := ctl.StartWorkspace(ctx, "p", "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := w.Status.Move; w.Status.Node != "h2" || m == nil || m.From != "h1" || m.Memory {
+		t.Fatalf("started on %s, move %+v; want h2 from h1, disk only", w.Status.Node, m)
+	}
+	as, err := ctl.Assignments(ctx, "h2", 0, 0)
+	if err != nil || len(as.Workspaces) != 1 || as.Workspaces[0].Status.Move == nil || as.Workspaces[0].Status.Move.Source != "h1:7444" {
+		t.Fatalf("h2's assignments: %+v %v", as, err)
+	}
+	src, err := ctl.Assignments(ctx, "h1", 0, 0)
+	if err != nil || len(src.Outgoing) != 1 || src.Outgoing[0].To != "h2" || src.Outgoing[0].ID != w.ID {
+		t.Fatalf("h1's outgoing: %+v %v", src.Outgoing, err)
+	}
+	w = report(t, ctl, w, api.AgentReport{State: model.StateStopped, MoveBytes: 100, MoveDone: 40})
+	if m := w.Status.Move; m == nil || m.Done != 40 || w.Status.State != model.StatePending {
+		t.Fatalf("progress: %+v %s", m, w.Status.State)
+	}
+	w = report(t, ctl, w, api.AgentReport{State: model.StateStopped, Moved: true, MoveBytes: 100, MoveDone: 100})
+	if w.Status.Move != nil || w.Status.State != model.StatePending || w.Desired != model.DesiredRunning {
+		t.Fatalf("moved: %+v %s desired %s (a move report says nothing of the guest)", w.Status.Move, w.Status.State, w.Desired)
+	}
+	if src, _ := ctl.Assignments(ctx, "h1", 0, 0); len(src.Outgoing) != 0 {
+		t.Fatalf("still outgoing after the move: %+v", src.Outgoing)
+	}
+	evs, _ := ctl.Events(ctx, "p", "w")
+	if e := evs[len(evs)-1]; e.Type != "moved" || !strings.Contains(e.Message, "copied from h1") {
+		t.Fatalf("last event %+v", e)
+	}
+}
+
+// Draining a host suspends its best-effort workspace, which resumes on the
+// other host with its files moved; an immediate one is left, with why.
+func TestDrain(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk := hostsEnv(t, "h1", "h2")
+	beatAll(t, ctl, "h1", "h2")
+	be := createWS(t, ctl, "be", "1", "{kind: best-effort}")
+	im := createWS(t, ctl, "im", "0.5", "")
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	be, im = running(t, ctl, be, clk.now()), running(t, ctl, im, clk.now())
+	if be.Status.Node != "h1" || im.Status.Node != "h1" {
+		t.Fatalf("placed on %s and %s, want h1", be.Status.Node, im.Status.Node)
+	}
+	clk.add(time.Minute)
+	beatAll(t, ctl, "h1", "h2")
+	out, err := ctl.DrainNode(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, m := range out.Moves {
+		got[m.Workspace] = m.Action
+	}
+	if got["be"] != "suspended" || got["im"] != "left" || len(out.Moves) != 2 {
+		t.Fatalf("drain: %+v", out.Moves)
+	}
+	if n, _ := ctl.Node(ctx, "h1"); !n.Cordoned {
+		t.Fatal("drained host not cordoned")
+	}
+	w, _ := ctl.Workspace(ctx, "p", "be")
+	// Resumed on h2 by the calendar at once (suspending takes no time as
+	// far as it knows), but it moves only once saved on h1.
+	if w.Desired != model.DesiredSuspended || w.Status.Node != "h1" || w.Status.ResumeOn != "h2" {
+		evs, _ := ctl.Events(ctx, "p", "be")
+		t.Fatalf("be after drain: desired %s on %s %+v %+v", w.Desired, w.Status.Node, out.Moves, evs)
+	}
+	w = report(t, ctl, w, api.AgentReport{State: model.StateSuspended, Suspended: clk.now(), SuspendBytes: 512 << 20, SuspendTook: model.Duration(time.Second)})
+	if m := w.Status.Move; w.Status.Node != "h2" || w.Desired != model.DesiredRunning || m == nil || m.From != "h1" || !m.Memory {
+		t.Fatalf("be after its suspension: on %s desired %s move %+v; want resumed on h2 from h1 with its memory", w.Status.Node, w.Desired, m)
+	}
+}
+
+// A heartbeat with a new capacity reaches the calendar: a workspace
+// waiting for room starts when its host grows; measured transfer rates are
+// kept with the node.
+func TestHeartbeatChangesReachTheCalendar(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk := hostsEnv(t, "h1")
+	createWS(t, ctl, "a", "2", "{kind: best-effort}")
+	b := createWS(t, ctl, "b", "2", "{kind: best-effort}")
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := ctl.Workspace(ctx, "p", "b"); w.Status.State != model.StateQueued {
+		t.Fatalf("b on a full host: %s", w.Status.State)
+	}
+	grown := model.Node{Capacity: model.Resources{MilliCPU: 4000, Memory: 4 * model.GiB, Disk: 100 * model.GiB},
+		Measured: &model.HostTimes{Stage: []int64{200 << 20}}}
+	if err := ctl.Heartbeat(ctx, "h1", grown); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(5 * time.Second) // staging its image, at the rate measured
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := ctl.Workspace(ctx, "p", "b"); w.Status.State != model.StatePending || w.Status.Node != "h1" || w.ID != b.ID {
+		t.Fatalf("b after h1 grew: %s on %s", w.Status.State, w.Status.Node)
+	}
+	n, _ := ctl.Node(ctx, "h1")
+	if n.Measured.StageRate() != 200<<20 {
+		t.Fatalf("stage rate %d", n.Measured.StageRate())
+	}
+}
