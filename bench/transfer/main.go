@@ -13,6 +13,19 @@
 //
 //	go run ./bench/transfer --serve --listen 10.0.0.1:7443 --file /var/tmp/big --pki /tmp/pki
 //	go run ./bench/transfer --url https://10.0.0.1:7443 --pki /tmp/pki --out /var/tmp/dst [--cp-from /var/tmp/big]
+//
+// Between two network namespaces of this machine (--netns, as root): it
+// makes a bridge and two namespaces with internal/netgrid (--bridge,
+// --subnet, --prefix; removed at the end), runs itself with --serve in the
+// first, and, --runs times in turn, times `cp` of the file plus an fsync
+// of the copy, `dd bs=4M conv=fsync`, and a fetch run by a child process
+// of itself in the second namespace (--fetch-once: one transfer.Fetch,
+// timed inside the child, so the child's start-up is not counted). The
+// source file is read once before, so that all three read it from the
+// page cache; caches are not dropped. It prints min, median and max of
+// each and the ratios fetch/cp and fetch/dd:
+//
+//	go run ./bench/transfer --netns --size 1GiB --runs 5
 package main
 
 import (
@@ -33,8 +46,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"vgrid/internal/netgrid"
 	"vgrid/internal/transfer"
 	"vgrid/internal/transfer/transfertest"
 )
@@ -57,6 +72,11 @@ func main() {
 	out := flag.String("out", "", "staging directory of --url (default under --dir)")
 	cpFrom := flag.String("cp-from", "", "with --url: a local file of the same size to time cp with")
 	verbose := flag.Bool("v", false, "log the transfers")
+	netnsMode := flag.Bool("netns", false, "serve from one network namespace and fetch from another (root)")
+	bridge := flag.String("bridge", "vgtbench0", "--netns: bridge name")
+	subnet := flag.String("subnet", "10.213.57.0/24", "--netns: the namespaces' /24")
+	prefix := flag.String("prefix", "vgtbench-h", "--netns: namespace name prefix")
+	fetchOnce := flag.Bool("fetch-once", false, "fetch --url once into --out and print the seconds it took (used by --netns)")
 	flag.Parse()
 
 	log := slog.New(slog.DiscardHandler)
@@ -67,6 +87,10 @@ func main() {
 	defer stop()
 	var err error
 	switch {
+	case *fetchOnce:
+		err = runFetchOnce(ctx, *url, *pkiDir, *out, log)
+	case *netnsMode:
+		err = runNetns(ctx, netgrid.Config{Bridge: *bridge, Subnet: *subnet, Prefix: *prefix, Hosts: 2}, *size, *file, *dir, *runs, *verbose)
 	case *serve:
 		err = runServe(ctx, *listen, *file, *pkiDir, log)
 	case *url != "":
@@ -342,5 +366,203 @@ func runFetch(ctx context.Context, url, pkiDir, dir, out, cpFrom string, runs in
 		fetches = append(fetches, d)
 	}
 	report(size, cps, fetches)
+	return nil
+}
+
+// runFetchOnce fetches url once into out (removed first and after) and
+// prints the time the fetch took, in seconds, and its network namespace
+// (net:[inode]) on standard output.
+func runFetchOnce(ctx context.Context, url, pkiDir, out string, log *slog.Logger) error {
+	if url == "" || pkiDir == "" || out == "" {
+		return errors.New("--fetch-once needs --url, --pki and --out")
+	}
+	ca, err := transfertest.LoadOrCreateCA(pkiDir)
+	if err != nil {
+		return err
+	}
+	tc, err := clientTLS(ca)
+	if err != nil {
+		return err
+	}
+	d, err := timeFetch(ctx, transfer.FetchOptions{URL: url, ID: benchID, Dir: out, TLS: tc, Log: log})
+	if err != nil {
+		return err
+	}
+	ns, _ := os.Readlink("/proc/self/ns/net")
+	fmt.Printf("%.6f %s\n", d.Seconds(), ns)
+	return nil
+}
+
+// timeDd times dd of src to dst with 4 MiB blocks and an fsync at the end.
+func timeDd(src, dst string) (time.Duration, error) {
+	os.Remove(dst)
+	t0 := time.Now()
+	if out, err := exec.Command("dd", "if="+src, "of="+dst, "bs=4M", "conv=fsync", "status=none").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("dd: %v: %s", err, out)
+	}
+	d := time.Since(t0)
+	os.Remove(dst)
+	return d, nil
+}
+
+func spread(ds []time.Duration) (lo, med, hi time.Duration) {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[0], s[len(s)/2], s[len(s)-1]
+}
+
+// runNetns serves the file from the first namespace of c and fetches it
+// from the second, against cp and dd on this machine, in turn.
+func runNetns(ctx context.Context, c netgrid.Config, sizeFlag, file, dir string, runs int, verbose bool) (err error) {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if ns := netgrid.Namespaces(c.WithDefaults().Prefix); len(ns) > 0 {
+		return fmt.Errorf("namespaces with prefix %q exist already (%v): choose another --prefix", c.Prefix, ns)
+	}
+	work, cleanup, err := workDir(dir)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	if file == "" {
+		size, err := parseSize(sizeFlag)
+		if err != nil {
+			return err
+		}
+		file = filepath.Join(work, "source.bin")
+		fmt.Printf("writing %d random bytes to %s\n", size, file)
+		if err := makeFile(file, size); err != nil {
+			return err
+		}
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		return err
+	}
+	pki := filepath.Join(work, "pki")
+	if _, err := transfertest.LoadOrCreateCA(pki); err != nil {
+		return err
+	}
+	hosts, err := netgrid.Setup(c)
+	defer func() {
+		if terr := netgrid.Teardown(c); terr != nil {
+			err = errors.Join(err, terr)
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	src, dst := hosts[0], hosts[1]
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	vflag := []string{}
+	if verbose {
+		vflag = []string{"-v"}
+	}
+	listen := net.JoinHostPort(src.Address.String(), "7443")
+	srv := exec.Command(self, append([]string{"--serve", "--listen", listen, "--file", file, "--pki", pki}, vflag...)...)
+	srv.Stdout, srv.Stderr = os.Stdout, os.Stderr
+	if err := netgrid.InNamespace(src.Namespace, srv.Start); err != nil {
+		return fmt.Errorf("source in %s: %w", src.Namespace, err)
+	}
+	defer func() {
+		_ = srv.Process.Signal(os.Interrupt)
+		_ = srv.Wait()
+	}()
+	url := "https://" + listen
+	var st syscall.Stat_t
+	if err := syscall.Stat(netgrid.NamespacePath(dst.Namespace), &st); err != nil {
+		return err
+	}
+	wantNS := fmt.Sprintf("net:[%d]", st.Ino)
+	fetch := func() (inChild, wall time.Duration, err error) {
+		cmd := exec.CommandContext(ctx, self, append([]string{"--fetch-once", "--url", url, "--pki", pki, "--out", filepath.Join(work, "staging")}, vflag...)...)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, os.Stderr
+		t0 := time.Now()
+		if err := netgrid.InNamespace(dst.Namespace, cmd.Start); err != nil {
+			return 0, 0, err
+		}
+		if err := cmd.Wait(); err != nil {
+			return 0, 0, fmt.Errorf("fetch in %s: %w", dst.Namespace, err)
+		}
+		wall = time.Since(t0)
+		var sec float64
+		var ns string
+		if _, err := fmt.Sscan(out.String(), &sec, &ns); err != nil {
+			return 0, 0, fmt.Errorf("fetch output %q: %w", out.String(), err)
+		}
+		if ns != wantNS {
+			return 0, 0, fmt.Errorf("fetch ran in namespace %s, want %s (%s)", ns, wantNS, dst.Namespace)
+		}
+		return time.Duration(sec * float64(time.Second)), wall, nil
+	}
+	// The first fetch (the source hashes the file; retried while the
+	// source starts) and one cp and dd are not counted.
+	var first time.Duration
+	for attempt := 0; ; attempt++ {
+		if first, _, err = fetch(); err == nil {
+			break
+		} else if attempt == 20 {
+			return err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	fmt.Printf("source %s in %s, fetched from %s (%s); first fetch (source hashes the file): %.3fs\n",
+		url, src.Namespace, dst.Namespace, dst.Address, first.Seconds())
+	if err := warm(file); err != nil {
+		return err
+	}
+	if _, err := timeCp(file, filepath.Join(work, "cp.bin")); err != nil {
+		return err
+	}
+	if _, err := timeDd(file, filepath.Join(work, "dd.bin")); err != nil {
+		return err
+	}
+	var cps, dds, fetches, walls []time.Duration
+	for r := range runs {
+		dc, err := timeCp(file, filepath.Join(work, "cp.bin"))
+		if err != nil {
+			return err
+		}
+		dd, err := timeDd(file, filepath.Join(work, "dd.bin"))
+		if err != nil {
+			return err
+		}
+		df, wall, err := fetch()
+		if err != nil {
+			return err
+		}
+		cps, dds, fetches, walls = append(cps, dc), append(dds, dd), append(fetches, df), append(walls, wall)
+		fmt.Printf("run %d: cp+fsync %.3fs  dd %.3fs  fetch %.3fs (process %.3fs)\n", r+1, dc.Seconds(), dd.Seconds(), df.Seconds(), wall.Seconds())
+	}
+	size := fi.Size()
+	fmt.Printf("\nsize %d bytes (%.2f GiB), %d runs each, in turn; page cache not dropped (source warm), every copy fsynced\n\n", size, float64(size)/(1<<30), runs)
+	fmt.Printf("| what | min | median | max | median MB/s |\n|---|---|---|---|---|\n")
+	row := func(name string, ds []time.Duration) {
+		lo, med, hi := spread(ds)
+		fmt.Printf("| %s | %.3f s | %.3f s | %.3f s | %.0f |\n", name, lo.Seconds(), med.Seconds(), hi.Seconds(), mbps(size, med))
+	}
+	row("cp + fsync", cps)
+	row("dd bs=4M conv=fsync", dds)
+	row("fetch, namespace to namespace (mTLS, SHA-256, fsync)", fetches)
+	row("fetch process, start to exit", walls)
+	_, mc, _ := spread(cps)
+	_, md, _ := spread(dds)
+	_, mf, _ := spread(fetches)
+	ratios := func(a, b []time.Duration) []time.Duration { // a/b run by run, as durations of 1 s = 1.0
+		out := make([]time.Duration, len(a))
+		for i := range a {
+			out[i] = time.Duration(a[i].Seconds() / b[i].Seconds() * float64(time.Second))
+		}
+		return out
+	}
+	_, rc, _ := spread(ratios(fetches, cps))
+	_, rd, _ := spread(ratios(fetches, dds))
+	fmt.Printf("\nratio fetch/cp: %.2f (medians), %.2f (median of the runs' ratios)\n", mf.Seconds()/mc.Seconds(), rc.Seconds())
+	fmt.Printf("ratio fetch/dd: %.2f (medians), %.2f (median of the runs' ratios)\n", mf.Seconds()/md.Seconds(), rd.Seconds())
 	return nil
 }
