@@ -195,7 +195,7 @@ func newServerCmd() *cobra.Command {
 }
 
 func newAgentCmd() *cobra.Command {
-	var dataDir, srvURL, joinFile, caFile, accel, nodeName, transferListen, transferAddr string
+	var dataDir, srvURL, joinFile, caFile, accel, nodeName, transferListen, transferAddr, cgroupParent string
 	var labels map[string]string
 	var capFlags capacityFlags
 	c := &cobra.Command{
@@ -216,7 +216,7 @@ func newAgentCmd() *cobra.Command {
 				return err
 			}
 			log := newLogger()
-			drv, err := qemu.New(qemu.Options{StateDir: filepath.Join(dataDir, "instances"), Accel: accel, Logger: log})
+			drv, err := qemu.New(qemu.Options{StateDir: filepath.Join(dataDir, "instances"), Accel: accel, Logger: log, CgroupParent: cgroupParent})
 			if err != nil {
 				return err
 			}
@@ -241,6 +241,7 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&joinFile, "join-token-file", "", "file holding a join token (vgrid token create --role join)")
 	f.StringVar(&caFile, "ca", "", "the control plane's CA certificate (<server data dir>/tls/ca.crt)")
 	f.StringVar(&transferListen, "transfer-listen", "", "host:port to serve the files of workspaces moving to other hosts (mutual TLS with host certificates; empty: none, and workspaces cannot move off this host)")
+	f.StringVar(&cgroupParent, "cgroup-parent", qemu.DefaultCgroupParent, "the cgroup under which each guest's group is made (agents sharing a machine, as in a namespace grid, each need their own)")
 	f.StringVar(&transferAddr, "transfer-address", "", "host:port other hosts dial for those files (default: --transfer-listen, or --address with its port)")
 	f.StringVar(&accel, "accel", "auto", "auto, kvm or tcg")
 	f.StringVar(&nodeName, "node-name", "", "name of this host (default: the host name)")

@@ -102,11 +102,17 @@ func (a *Agent) fetchMove(ctx context.Context, w model.Workspace) {
 	m := w.Status.Move
 	log := a.log.With("workspace", w.Project+"/"+w.Spec.Name, "id", w.ID, "from", m.From)
 	fail := func(err error) {
+		wait := moveRetry
+		var se *transfer.StatusError
+		if errors.As(err, &se) && se.Code == http.StatusNotFound {
+			// The source has not yet heard that it moves: soon.
+			wait = time.Second
+		}
 		a.mu.Lock()
-		a.moveAt[w.ID] = a.now().Add(moveRetry)
+		a.moveAt[w.ID] = a.now().Add(wait)
 		a.mu.Unlock()
 		if ctx.Err() == nil {
-			log.Warn("move: fetch failed; retrying", "err", err, "in", moveRetry)
+			log.Warn("move: fetch failed; retrying", "err", err, "in", wait)
 		}
 	}
 	if m.Source == "" {

@@ -374,10 +374,10 @@ func report(t *testing.T, ctl *Controller, w model.Workspace, r api.AgentReport)
 // source lists it as outgoing until the destination reports it moved.
 func TestStartElsewhereMovesTheDisk(t *testing.T) {
 	ctx := context.Background()
-	ctl, _ := hostsEnv(t, "h1", "h2")
+	ctl, clk := hostsEnv(t, "h1", "h2")
 	beatAll(t, ctl, "h1", "h2")
 	w := createWS(t, ctl, "w", "1", "")
-	running(t, ctl, w, time.Now())
+	running(t, ctl, w, clk.now()) // (the controller's clock: a report from the real one may be in its future)
 	if _, err := ctl.StopWorkspace(ctx, "p", "w", "stopped by the user"); err != nil {
 		t.Fatal(err)
 	}
@@ -386,6 +386,12 @@ func TestStartElsewhereMovesTheDisk(t *testing.T) {
 		t.Fatalf("stopped: %s on %s", w.Status.State, w.Status.Node)
 	}
 	if _, err := ctl.CordonNode(ctx, "h1", true); err != nil {
+		t.Fatal(err)
+	}
+	// h2 has measured how fast it receives files: the start stages the
+	// image first, so no start action comes at once; it is placed all the
+	// same.
+	if err := ctl.Heartbeat(ctx, "h2", model.Node{Measured: &model.HostTimes{Stage: []int64{1 << 20}}}); err != nil {
 		t.Fatal(err)
 	}
 	w, err := ctl.StartWorkspace(ctx, "p", "w")

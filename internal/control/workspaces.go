@@ -302,12 +302,12 @@ func (ctl *Controller) StartWorkspace(ctx context.Context, project, name string)
 		l.Members[0].Labels = map[string]string{hostLabel: from}
 		fromNode, _ = ctl.Node(ctx, from)
 	}
-	_, err = c.Submit(l, now)
+	adm, err := c.Submit(l, now)
 	if err != nil && from != "" && fromNode.State != model.NodeLost && fromNode.Transfer != "" {
 		// Not on its own host: anywhere else, its disk copied there.
 		l.Members[0].Labels = nil
-		if _, err2 := c.Submit(l, now); err2 == nil {
-			err = nil
+		if adm2, err2 := c.Submit(l, now); err2 == nil {
+			adm, err = adm2, nil
 		}
 	}
 	if err != nil {
@@ -321,6 +321,9 @@ func (ctl *Controller) StartWorkspace(ctx context.Context, project, name string)
 		return model.Workspace{}, conflict(err.Error())
 	}
 	host := cur.Status.Node
+	if len(adm.Hosts) > 0 {
+		host = adm.Hosts[0] // where it was placed, even if it stages its image first
+	}
 	var rest []calendar.Action
 	for _, a := range c.Advance(now) {
 		if a.Lease == l.ID && a.Kind == calendar.ActStart {

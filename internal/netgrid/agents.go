@@ -191,6 +191,10 @@ func (a *Agent) args() []string {
 		"--label", "grid-host=" + strconv.Itoa(a.Index),
 		// Workspaces move between the grid's hosts over this.
 		"--transfer-listen", net.JoinHostPort(a.Address, strconv.Itoa(TransferPort)),
+		// Its guests' cgroups apart from the other hosts' on this machine
+		// (a workspace may have a guest on two of them: one frozen on a
+		// lost host, one restarted elsewhere).
+		"--cgroup-parent", "vgrid/" + a.Name,
 	}
 	for k, v := range c.Labels {
 		args = append(args, "--label", k+"="+v)
