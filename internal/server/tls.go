@@ -8,7 +8,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
@@ -26,6 +28,11 @@ type TLSFiles struct {
 	// key) so that the server's certificate can be reissued by the CA that
 	// agents and clients already trust.
 	CAKey string
+	// Replaced is set when EnsureTLS found a CA whose key was never kept
+	// (a data directory of an older vgrid) and made a new CA: what trusted
+	// the old ca.crt (agents on other machines) needs the new one. The old
+	// certificate is kept as Replaced.
+	Replaced string
 }
 
 // renewBefore is how long before its end a server certificate is reissued.
@@ -52,6 +59,26 @@ func ensureTLS(dir string, hosts []string, now time.Time) (TLSFiles, error) {
 		return f, fmt.Errorf("tls dir: %w", err)
 	}
 	ca, caKey, caErr := f.loadCA()
+	if _, err := os.Stat(f.CAKey); errors.Is(err, fs.ErrNotExist) && caErr != nil {
+		if _, err := os.Stat(f.CACert); err == nil {
+			// An older vgrid kept no CA key: nothing can sign hosts'
+			// certificates with that CA. A new CA, and a new server
+			// certificate from it (covering what the old one did).
+			f.Replaced = f.CACert + ".old-" + now.UTC().Format("20060102T150405Z")
+			if err := os.Rename(f.CACert, f.Replaced); err != nil {
+				return f, fmt.Errorf("tls: set the old CA aside: %w", err)
+			}
+			if old, err := loadCertFile(f.ServerCert); err == nil {
+				hosts = append(hosts, old.DNSNames...)
+				for _, ip := range old.IPAddresses {
+					hosts = append(hosts, ip.String())
+				}
+			}
+			if err := os.Remove(f.ServerKey); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return f, err
+			}
+		}
+	}
 	if _, err := os.Stat(f.ServerKey); err == nil {
 		why, old := f.reissueReason(hosts, now)
 		if why == "" {
@@ -271,4 +298,17 @@ func ServerTLSConfig(f TLSFiles) (*tls.Config, error) {
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
 		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}, nil
+}
+
+// loadCertFile reads a PEM certificate.
+func loadCertFile(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return x509.ParseCertificate(blk.Bytes)
 }

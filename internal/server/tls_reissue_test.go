@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -135,27 +136,45 @@ func TestTLSReissuedNearExpiry(t *testing.T) {
 	verifies(t, f, t0, "localhost")
 }
 
-// A data directory from before the CA key was kept: its certificate is
-// used as long as it serves; a new address it does not cover is an error
-// that says what to do, rather than a certificate no client accepts.
-func TestTLSWithoutCAKey(t *testing.T) {
+// A data directory of an older vgrid has a CA certificate but not its key,
+// so nothing could sign hosts' certificates: a new CA is made (the old
+// certificate set aside) and the server certificate is issued again by it,
+// covering what the old one did.
+func TestEnsureTLSWithoutCAKeyMakesANewCA(t *testing.T) {
 	dir := t.TempDir()
-	f, err := EnsureTLS(dir, []string{"127.0.0.1"})
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	old, err := ensureTLS(dir, []string{"10.0.0.5"}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(f.CAKey); err != nil {
+	oldCA, _ := os.ReadFile(old.CACert)
+	if err := os.Remove(old.CAKey); err != nil {
 		t.Fatal(err)
 	}
-	_, srv0 := readCert(t, f.ServerCert)
-	if _, err := EnsureTLS(dir, []string{"127.0.0.1"}); err != nil {
-		t.Fatalf("same address without the CA key: %v", err)
+	f, err := ensureTLS(dir, nil, now.Add(time.Hour))
+	if err != nil {
+		t.Fatalf("ensure without the CA key: %v", err)
 	}
-	_, err = EnsureTLS(dir, []string{"10.9.9.9"})
-	if err == nil || !strings.Contains(err.Error(), "does not cover 10.9.9.9") || !strings.Contains(err.Error(), "remove") {
-		t.Fatalf("new address without the CA key: %v", err)
+	if f.Replaced == "" {
+		t.Fatal("no new CA")
 	}
-	if _, srv := readCert(t, f.ServerCert); !bytes.Equal(srv, srv0) {
-		t.Fatal("the certificate changed")
+	if b, _ := os.ReadFile(f.Replaced); string(b) != string(oldCA) {
+		t.Fatal("the old CA certificate was not kept aside")
+	}
+	if _, _, err := f.loadCA(); err != nil {
+		t.Fatalf("new CA: %v", err)
+	}
+	cert, err := loadCertFile(f.ServerCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	newCA, _ := os.ReadFile(f.CACert)
+	pool.AppendCertsFromPEM(newCA)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now.Add(time.Hour)}); err != nil {
+		t.Fatalf("server certificate not from the new CA: %v", err)
+	}
+	if !strings.Contains(fmt.Sprint(cert.IPAddresses), "10.0.0.5") {
+		t.Fatalf("server certificate dropped the old address: %v", cert.IPAddresses)
 	}
 }
