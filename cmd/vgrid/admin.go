@@ -83,6 +83,23 @@ func newNodeCmd(g *globals) *cobra.Command {
 		})
 	}
 	c.AddCommand(&cobra.Command{
+		Use:   "delete NAME",
+		Short: "Forget a host that has no workspaces (admin): its record, node tokens and certificates",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.dial()
+			if err != nil {
+				return err
+			}
+			out, err := cl.DeleteNode(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s deleted (%d node token(s), %d certificate(s) revoked)\n", out.Node, out.TokensRevoked, out.CertificatesRevoked)
+			return nil
+		},
+	})
+	c.AddCommand(&cobra.Command{
 		Use:   "drain NAME",
 		Short: "Drain a host (admin): cordon it and move its workspaces to other hosts",
 		Long: `Cordon the host and move every workspace off it with the means there

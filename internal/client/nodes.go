@@ -28,3 +28,9 @@ func (c *Client) DrainNode(ctx context.Context, name string) (api.NodeDrained, e
 	var out api.NodeDrained
 	return out, c.Do(ctx, "POST", "/nodes/"+url.PathEscape(name)+"/drain", nil, &out)
 }
+
+// DeleteNode forgets a host that has no workspaces (admin).
+func (c *Client) DeleteNode(ctx context.Context, name string) (api.NodeRevoked, error) {
+	var out api.NodeRevoked
+	return out, c.Do(ctx, "DELETE", "/nodes/"+url.PathEscape(name), nil, &out)
+}

@@ -431,3 +431,49 @@ func (ctl *Controller) DrainNode(ctx context.Context, name string) (api.NodeDrai
 	ctl.wake()
 	return out, nil
 }
+
+// DeleteNode forgets a host that no longer serves: its record goes, and it
+// leaves the calendar. A host that still has workspaces (placed there, or
+// whose files are there) is refused, naming them: drain it, or move or
+// delete them, first.
+func (ctl *Controller) DeleteNode(ctx context.Context, name string) error {
+	if _, err := ctl.Node(ctx, name); err != nil {
+		return err
+	}
+	all, err := ctl.listWS(ctx, "ws/")
+	if err != nil {
+		return err
+	}
+	var on []string
+	for _, ws := range all {
+		if ws.Status.Node == name || ws.Status.Move != nil && ws.Status.Move.From == name {
+			on = append(on, ref(ws))
+		}
+	}
+	if len(on) > 0 {
+		if len(on) > 10 {
+			on = append(on[:10], fmt.Sprintf("and %d more", len(on)-10))
+		}
+		return conflict(fmt.Sprintf("host %s still has workspaces (%s): drain it and delete or start elsewhere what stays on it first", name, strings.Join(on, ", ")))
+	}
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	del := []store.Op{{Key: "nodes/" + name, Delete: true}}
+	if _, err := ctl.calendarLocked(ctx); err != nil {
+		return err
+	}
+	var acts []calendar.Action
+	if ctl.calHosts[name] {
+		acts, err = ctl.cal.RemoveHost(name, ctl.now())
+		if err != nil && !errors.Is(err, calendar.ErrNotFound) {
+			return err
+		}
+		delete(ctl.calHosts, name)
+	}
+	delete(ctl.lateHosts, name)
+	if err := ctl.commitLocked(ctx, acts, del); err != nil {
+		return err
+	}
+	ctl.log.Info("node deleted", "node", name)
+	return nil
+}

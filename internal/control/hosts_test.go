@@ -501,3 +501,38 @@ func TestHeartbeatChangesReachTheCalendar(t *testing.T) {
 		t.Fatalf("stage rate %d", n.Measured.StageRate())
 	}
 }
+
+// A host with workspaces is not deleted (the refusal names them); an
+// empty one is, and leaves the calendar.
+func TestDeleteNode(t *testing.T) {
+	ctx := context.Background()
+	ctl, _ := hostsEnv(t, "h1", "h2")
+	createWS(t, ctl, "w", "1", "")
+	err := ctl.DeleteNode(ctx, "h1")
+	if err == nil || !strings.Contains(err.Error(), "p/w") {
+		t.Fatalf("delete a host with a workspace: %v", err)
+	}
+	if err := ctl.DeleteNode(ctx, "h2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.Node(ctx, "h2"); err == nil {
+		t.Fatal("h2 still there")
+	}
+	if err := ctl.DeleteNode(ctx, "h2"); err == nil {
+		t.Fatal("deleted twice")
+	}
+	// The calendar has no h2: a workspace too big for h1's room is refused.
+	createWS(t, ctl, "x", "1", "")
+	if _, err := ctl.CreateWorkspace(ctx, "p", mustSpec(t, "third", "1")); err == nil {
+		t.Fatal("placed on a deleted host")
+	}
+}
+
+func mustSpec(t *testing.T, name, cpu string) model.WorkspaceSpec {
+	t.Helper()
+	sp, err := spec.Parse([]byte(fmt.Sprintf("name: %s\nimage: img\nquantum: {vcpus: 2, cpu: %s, memory: 512Mi, disk: 1Gi}\nduration: 2h\n", name, cpu)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp
+}

@@ -100,6 +100,9 @@ func (ctl *Controller) Heartbeat(ctx context.Context, name string, hb model.Node
 		if hb.Transfer != "" {
 			n.Transfer = hb.Transfer
 		}
+		if hb.AgentVersion != "" {
+			n.AgentVersion = hb.AgentVersion // an agent upgraded in place
+		}
 		back = n.State == model.NodeLost
 		n.LastHeartbeat = ctl.now()
 		n.State, n.LostAt = model.NodeReady, time.Time{}
@@ -362,7 +365,7 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 			}
 		case model.StateSuspended:
 			t := ws.Status.Timings
-			msg = fmt.Sprintf("memory saved (%s) in %s", model.ByteSize(t.SuspendBytes), t.SuspendTook)
+			msg = fmt.Sprintf("memory saved (%s) in %s", model.ByteSize(t.SuspendBytes).Human(), t.SuspendTook.D().Round(time.Millisecond))
 		}
 		ctl.event(ctx, ws, lower(ws.Status.State), msg)
 	}

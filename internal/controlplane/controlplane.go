@@ -132,7 +132,7 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 		return nil, err
 	}
 	if files.Replaced != "" {
-		log.Warn("this data directory's CA key was not kept by an older vgrid: a new CA signs the server's and the hosts' certificates; agents on other machines need the new "+files.CACert+" (the old one is "+files.Replaced+")")
+		log.Warn("this data directory's CA key was not kept by an older vgrid: a new CA signs the server's and the hosts' certificates; agents on other machines need the new " + files.CACert + " (the old one is " + files.Replaced + ")")
 	}
 	// The same CA signs the hosts' client certificates.
 	if err := srv.SetNodeCA(files, cfg.CertTTL); err != nil {

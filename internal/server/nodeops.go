@@ -2,6 +2,8 @@ package server
 
 import (
 	"net/http"
+
+	"vgrid/api"
 )
 
 // Host administration: one host's record, cordon, drain.
@@ -36,5 +38,26 @@ func (s *Server) postNodeDrain(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// deleteNode forgets a host with no workspaces: its record, its place in
+// the calendar, its node tokens and certificates.
+func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	name := r.PathValue("node")
+	if err := s.ctl.DeleteNode(ctx, name); err != nil {
+		return err
+	}
+	n, err := s.revokeNodeTokens(ctx, name)
+	if err != nil {
+		return err
+	}
+	certs, err := s.dropNodeCerts(ctx, name)
+	if err != nil {
+		return err
+	}
+	s.log.Info("node deleted", "node", name, "tokens", n, "certificates", certs, "by", who(ctx).id())
+	writeJSON(w, http.StatusOK, api.NodeRevoked{Node: name, TokensRevoked: n, CertificatesRevoked: certs})
 	return nil
 }

@@ -91,6 +91,7 @@ var endpoints = []endpoint{
 	{"DELETE", "/tokens/{id}", []string{RoleAdmin}, (*Server).deleteToken},
 	{"POST", "/nodes/{node}/revoke", []string{RoleAdmin}, (*Server).postNodeRevoke},
 	{"GET", "/nodes/{node}", anyUser, (*Server).getNode},
+	{"DELETE", "/nodes/{node}", []string{RoleAdmin}, (*Server).deleteNode},
 	{"POST", "/nodes/{node}/cordon", []string{RoleAdmin}, (*Server).postNodeCordon},
 	{"POST", "/nodes/{node}/uncordon", []string{RoleAdmin}, (*Server).postNodeUncordon},
 	{"POST", "/nodes/{node}/drain", []string{RoleAdmin}, (*Server).postNodeDrain},
