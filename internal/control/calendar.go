@@ -304,7 +304,7 @@ func (ctl *Controller) readyHost(ctx context.Context) error {
 		return err
 	}
 	for _, n := range nodes {
-		if hostState(n, ctl.now(), ctl.cfg.NodeTimeout, ctl.cfg.NodeLostAfter) == model.NodeReady {
+		if hostState(n, ctl.now(), ctl.started, ctl.cfg.NodeTimeout, ctl.cfg.NodeLostAfter) == model.NodeReady {
 			return nil
 		}
 	}

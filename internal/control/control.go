@@ -69,6 +69,9 @@ type Controller struct {
 	// lateHosts are the hosts cordoned in the calendar because their
 	// heartbeats are late (NotReady).
 	lateHosts map[string]bool
+	// started is when this controller began: hosts' silence counts toward
+	// Lost from then at the earliest.
+	started time.Time
 
 	// kick wakes Run when a decision may have brought the calendar's next
 	// action nearer.
@@ -97,7 +100,7 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.ReconcileEvery == 0 {
 		cfg.ReconcileEvery = time.Second
 	}
-	return &Controller{store: cfg.Store, log: cfg.Logger, now: cfg.Now, cfg: cfg, kick: make(chan struct{}, 1)}, nil
+	return &Controller{store: cfg.Store, log: cfg.Logger, now: cfg.Now, cfg: cfg, kick: make(chan struct{}, 1), started: cfg.Now()}, nil
 }
 
 // Store is the controller's store (for the API layer's tokens and projects).

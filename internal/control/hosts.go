@@ -31,14 +31,21 @@ import (
 // heartbeats again comes back empty.
 
 // hostState is a host's state from its last heartbeat at now; a host
-// marked Lost stays Lost until it heartbeats again.
-func hostState(n model.Node, now time.Time, notReadyAfter, lostAfter time.Duration) model.NodeState {
+// marked Lost stays Lost until it heartbeats again. Silence counts toward
+// Lost only from started, when this control plane began to listen: after
+// a control plane was down, its hosts get their whole bound to heartbeat
+// again before their leases are handled elsewhere.
+func hostState(n model.Node, now, started time.Time, notReadyAfter, lostAfter time.Duration) model.NodeState {
 	if n.State == model.NodeLost {
 		return model.NodeLost
 	}
 	late := now.Sub(n.LastHeartbeat)
+	silent := now.Sub(n.LastHeartbeat)
+	if started.After(n.LastHeartbeat) {
+		silent = now.Sub(started)
+	}
 	switch {
-	case late >= lostAfter && lostAfter > 0:
+	case silent >= lostAfter && lostAfter > 0:
 		return model.NodeLost
 	case late >= notReadyAfter:
 		return model.NodeNotReady
@@ -105,7 +112,7 @@ func (ctl *Controller) checkHosts(ctx context.Context) error {
 	}
 	now := ctl.now()
 	for _, n := range nodes {
-		st := hostState(n, now, ctl.cfg.NodeTimeout, ctl.cfg.NodeLostAfter)
+		st := hostState(n, now, ctl.started, ctl.cfg.NodeTimeout, ctl.cfg.NodeLostAfter)
 		switch {
 		case st == model.NodeLost && n.State != model.NodeLost:
 			if err := ctl.loseHost(ctx, n.Name); err != nil {

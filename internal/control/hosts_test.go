@@ -32,9 +32,19 @@ func TestHostState(t *testing.T) {
 		{time.Second, model.NodeLost, model.NodeLost}, // until it heartbeats again
 	} {
 		n := model.Node{State: c.was, LastHeartbeat: t0}
-		if got := hostState(n, t0.Add(c.late), 10*time.Second, 30*time.Second); got != c.want {
+		if got := hostState(n, t0.Add(c.late), t0, 10*time.Second, 30*time.Second); got != c.want {
 			t.Errorf("%v late, was %q: %s, want %s", c.late, c.was, got, c.want)
 		}
+	}
+	// A control plane that just started (after an hour down) gives its
+	// hosts the whole bound: not ready, but not lost yet.
+	n := model.Node{State: model.NodeReady, LastHeartbeat: t0}
+	restarted := t0.Add(time.Hour)
+	if got := hostState(n, restarted.Add(5*time.Second), restarted, 10*time.Second, 30*time.Second); got != model.NodeNotReady {
+		t.Errorf("5s after a restart, last heard of an hour before: %s, want NotReady", got)
+	}
+	if got := hostState(n, restarted.Add(30*time.Second), restarted, 10*time.Second, 30*time.Second); got != model.NodeLost {
+		t.Errorf("30s after a restart: %s, want Lost", got)
 	}
 }
 
@@ -535,4 +545,35 @@ func mustSpec(t *testing.T, name, cpu string) model.WorkspaceSpec {
 		t.Fatal(err)
 	}
 	return sp
+}
+
+// A control plane started again after being down longer than the bound
+// does not declare its hosts lost before they had the time to heartbeat
+// to it; a host that stays silent is lost a bound after the start.
+func TestRestartedControlPlaneWaitsForHeartbeats(t *testing.T) {
+	ctx := context.Background()
+	old, clk := hostsEnv(t, "h1")
+	w := createWS(t, old, "w", "1", "")
+	running(t, old, w, clk.now())
+	clk.add(time.Hour) // the control plane was down
+	ctl, err := New(Config{Store: old.store, Logger: old.log, Now: clk.now, NodeTimeout: 10 * time.Second, NodeLostAfter: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := ctl.Node(ctx, "h1"); n.State == model.NodeLost {
+		t.Fatal("h1 lost at once after the control plane's restart")
+	}
+	if got, _ := ctl.Workspace(ctx, "p", "w"); got.Status.State != model.StateRunning {
+		t.Fatalf("w after the restart: %s", got.Status.State)
+	}
+	clk.add(31 * time.Second)
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := ctl.Node(ctx, "h1"); n.State != model.NodeLost {
+		t.Fatalf("h1 silent for the bound after the restart: %s, want Lost", n.State)
+	}
 }

@@ -447,7 +447,7 @@ func (ctl *Controller) Nodes(ctx context.Context) ([]api.NodeInfo, error) {
 	}
 	out := api.NodeList{Nodes: []api.NodeInfo{}}
 	for _, n := range nodes {
-		n.State = hostState(n, ctl.now(), ctl.cfg.NodeTimeout, ctl.cfg.NodeLostAfter)
+		n.State = hostState(n, ctl.now(), ctl.started, ctl.cfg.NodeTimeout, ctl.cfg.NodeLostAfter)
 		ni := api.NodeInfo{Node: n, Ready: n.State == model.NodeReady}
 		for _, ws := range all {
 			if ws.Status.Node == n.Name && holds(ws) {
