@@ -31,7 +31,7 @@ func describeHost(n model.Node, dataDir string) (model.Node, error) {
 		n.Capacity.MilliCPU = int64(runtime.NumCPU()) * 1000
 	}
 	if n.Capacity.Memory == 0 {
-		total, err := memTotal()
+		total, err := MemTotal()
 		if err != nil {
 			return n, err
 		}
@@ -47,7 +47,8 @@ func describeHost(n model.Node, dataDir string) (model.Node, error) {
 	return n, nil
 }
 
-func memTotal() (model.ByteSize, error) {
+// MemTotal is the machine's memory (MemTotal of /proc/meminfo).
+func MemTotal() (model.ByteSize, error) {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0, err

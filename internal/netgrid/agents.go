@@ -1,9 +1,7 @@
 package netgrid
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"vgrid/internal/agent"
 	"vgrid/internal/model"
 )
 
@@ -421,7 +420,7 @@ func DefaultShare(n int, dataDir string) (model.Resources, error) {
 	}
 	var r model.Resources
 	r.MilliCPU = max(1000, int64(runtime.NumCPU())*1000/int64(n))
-	total, err := memTotal()
+	total, err := agent.MemTotal()
 	if err != nil {
 		return r, err
 	}
@@ -434,22 +433,3 @@ func DefaultShare(n int, dataDir string) (model.Resources, error) {
 	return r, nil
 }
 
-func memTotal() (model.ByteSize, error) {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			kb, err := strconv.ParseInt(fields[1], 10, 64)
-			if err != nil {
-				return 0, err
-			}
-			return model.ByteSize(kb) * model.KiB, nil
-		}
-	}
-	return 0, errors.New("meminfo: no MemTotal")
-}
