@@ -432,4 +432,3 @@ func DefaultShare(n int, dataDir string) (model.Resources, error) {
 	r.Disk = model.ByteSize(st.Bavail) * model.ByteSize(st.Bsize) / model.ByteSize(n)
 	return r, nil
 }
-
