@@ -352,7 +352,41 @@ func (h *Host) Restart() error {
 
 // Freeze stops (SIGSTOP) every process of the host's namespace: the agent
 // and its QEMU guests.
-func (h *Host) Freeze() error { _, err := netgrid.Signal(h.Namespace, syscall.SIGSTOP); return err }
+// It returns once every one of them is stopped (a signal is delivered
+// when its process next runs), or after 5 s with an error.
+func (h *Host) Freeze() error {
+	pids, err := netgrid.Signal(h.Namespace, syscall.SIGSTOP)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, p := range pids {
+		for {
+			st := procState(p)
+			if st == "T" || st == "t" || st == "" || st == "Z" {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("freeze %s: pid %d still in state %s", h.Name, p, st)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// procState is the state letter of /proc/<pid>/stat ("" if it is gone).
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) {
+		return s[i+2 : i+3]
+	}
+	return ""
+}
 
 // Thaw continues (SIGCONT) them.
 func (h *Host) Thaw() error { _, err := netgrid.Signal(h.Namespace, syscall.SIGCONT); return err }
