@@ -366,6 +366,20 @@ func printWorkspace(out io.Writer, format string, w model.Workspace) error {
 	}
 	row("State", state)
 	row("Host", fmt.Sprintf("%s %s", st.Node, st.Accel))
+	if m := st.Move; m != nil {
+		what := "disk"
+		if m.Memory {
+			what = "disk and saved memory"
+		}
+		prog := "waiting for the copy to begin"
+		if m.Bytes > 0 {
+			prog = fmt.Sprintf("%s of %s copied (%d%%)", model.ByteSize(m.Done).Human(), model.ByteSize(m.Bytes).Human(), m.Done*100/m.Bytes)
+		}
+		row("Moving", fmt.Sprintf("%s from %s to %s: %s", what, m.From, st.Node, prog))
+	}
+	if st.ResumeOn != "" {
+		row("Moving", fmt.Sprintf("to %s once its memory is saved on %s", st.ResumeOn, st.Node))
+	}
 	row("Image", w.Spec.Image)
 	quantum := fmt.Sprintf("%d vCPU, CPU cap %.2f cores, memory %s, disk %s", q.VCPUs, q.CPUCores(), q.Memory, q.Disk)
 	if q.DiskIOPS > 0 || q.DiskBPS > 0 {
