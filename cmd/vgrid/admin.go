@@ -402,6 +402,7 @@ func printNode(w io.Writer, output string, n api.NodeInfo) error {
 		ls = append(ls, k+"="+n.Labels[k])
 	}
 	fmt.Fprintf(w, "labels:        %s\nagent:         %s\ntransfer:      %s\n", dash(strings.Join(ls, ",")), dash(n.AgentVersion), dash(n.Transfer))
+	fmt.Fprintf(w, "guests:        %d running, as its agent last said (%s)\n", len(n.Running), dash(strings.Join(n.Running, ",")))
 	fmt.Fprintf(w, "heartbeat:     %s (%s ago)\ncert expires:  %s\n", n.LastHeartbeat.Local().Format(time.DateTime), time.Since(n.LastHeartbeat).Round(time.Second), certExpiry(n.CertificateExpiresAt))
 	if !n.LostAt.IsZero() {
 		fmt.Fprintf(w, "lost at:       %s\n", n.LostAt.Local().Format(time.DateTime))

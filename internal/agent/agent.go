@@ -394,7 +394,9 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := a.client().Heartbeat(ctx, a.heartbeatNode()); err != nil {
+		hb := a.heartbeatNode()
+		hb.Running = a.runningIDs(ctx)
+		if err := a.client().Heartbeat(ctx, hb); err != nil {
 			if ctx.Err() == nil {
 				a.log.Warn("heartbeat", "err", err)
 				if isAuth(err) {

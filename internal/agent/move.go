@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"vgrid/api"
@@ -283,4 +284,20 @@ func (a *Agent) heartbeatNode() model.Node {
 		n.Measured = &c
 	}
 	return n
+}
+
+// runningIDs are the workspaces whose guests run here, for heartbeats.
+func (a *Agent) runningIDs(ctx context.Context) []string {
+	insts, err := a.drv.List(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, in := range insts {
+		if in.PID > 0 && in.ID != "" && len(out) < 10000 {
+			out = append(out, in.ID)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

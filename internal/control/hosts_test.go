@@ -510,6 +510,17 @@ func TestHeartbeatChangesReachTheCalendar(t *testing.T) {
 	if n.Measured.StageRate() != 200<<20 {
 		t.Fatalf("stage rate %d", n.Measured.StageRate())
 	}
+	// The guests it runs, as it says.
+	if err := ctl.Heartbeat(ctx, "h1", model.Node{Running: []string{b.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := ctl.Node(ctx, "h1"); len(n.Running) != 1 || n.Running[0] != b.ID {
+		t.Fatalf("running %v", n.Running)
+	}
+	err := ctl.Heartbeat(ctx, "h1", model.Node{Running: []string{"../etc"}})
+	if err == nil || !strings.Contains(err.Error(), "invalid heartbeat") {
+		t.Fatalf("a heartbeat naming a bad workspace ID: %v", err)
+	}
 }
 
 // A host with workspaces is not deleted (the refusal names them); an

@@ -100,6 +100,7 @@ func (ctl *Controller) Heartbeat(ctx context.Context, name string, hb model.Node
 		if hb.Transfer != "" {
 			n.Transfer = hb.Transfer
 		}
+		n.Running = hb.Running
 		if hb.AgentVersion != "" {
 			n.AgentVersion = hb.AgentVersion // an agent upgraded in place
 		}

@@ -106,6 +106,9 @@ func (f *fieldErrs) add(field, format string, args ...any) {
 	*f = append(*f, api.FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
 }
 
+// MaxRunning bounds the guests a heartbeat lists.
+const MaxRunning = 10000
+
 // ValidateNode checks a host's record as an agent sends it (POST /nodes,
 // PUT /nodes/{node}/heartbeat). A zero capacity passes: a heartbeat need
 // not carry one; RegisterNode asks for CPU and memory itself. Times set by
@@ -119,6 +122,15 @@ func ValidateNode(n model.Node, now time.Time) []api.FieldError {
 	if n.Address != "" {
 		if reason := checkAddress(n.Address); reason != "" {
 			f.add("node.address", "%s", reason)
+		}
+	}
+	if len(n.Running) > MaxRunning {
+		f.add("node.running", "at most %d workspaces, got %d", MaxRunning, len(n.Running))
+	} else {
+		for i, id := range n.Running {
+			if reason := CheckWorkspaceID(id); reason != "" {
+				f.add(fmt.Sprintf("node.running[%d]", i), "%s", reason)
+			}
 		}
 	}
 	if n.Transfer != "" {

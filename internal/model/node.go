@@ -46,6 +46,9 @@ type Node struct {
 	// Transfer is host:port where the host's agent serves the files of
 	// workspaces moving to other hosts (empty: it serves none).
 	Transfer string `json:"transfer,omitempty"`
+	// Running are the workspaces (IDs) whose guests run on the host, as
+	// its agent said in its last heartbeat.
+	Running []string `json:"running,omitempty"`
 
 	// Set by the control plane only (what an agent sends is ignored):
 
