@@ -588,3 +588,54 @@ func TestRestartedControlPlaneWaitsForHeartbeats(t *testing.T) {
 		t.Fatalf("h1 silent for the bound after the restart: %s, want Lost", n.State)
 	}
 }
+
+// A workspace placed at admission whose lease starts later (its image
+// staged first, at the rate the host measured) is held back from its agent
+// until then, and its agent's long poll wakes when the lease starts, not
+// at the poll's timeout (found by hand: a 30 s wait after a start).
+func TestLeaseStartAfterStagingWakesTheAgent(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk := hostsEnv(t, "h1")
+	w := createWS(t, ctl, "w", "1", "")
+	running(t, ctl, w, clk.now())
+	if _, err := ctl.StopWorkspace(ctx, "p", "w", "stopped by the user"); err != nil {
+		t.Fatal(err)
+	}
+	report(t, ctl, w, api.AgentReport{State: model.StateStopped})
+	if err := ctl.Heartbeat(ctx, "h1", model.Node{Measured: &model.HostTimes{Stage: []int64{1 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.StartWorkspace(ctx, "p", "w"); err != nil {
+		t.Fatal(err)
+	}
+	as, err := ctl.Assignments(ctx, "h1", 0, 0)
+	if err != nil || len(as.Workspaces) != 1 {
+		t.Fatalf("assignments: %+v %v", as, err)
+	}
+	if as.Workspaces[0].Status.Hold == "" {
+		t.Fatal("not held back while its image is staged")
+	}
+	done := make(chan time.Duration, 1)
+	go func() {
+		t0 := time.Now()
+		_, _ = ctl.Assignments(ctx, "h1", as.Revision, 10*time.Second)
+		done <- time.Since(t0)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	clk.add(5 * time.Second)
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case took := <-done:
+		if took > 5*time.Second {
+			t.Fatalf("long poll woke after %v", took)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the agent's long poll did not wake when the lease started")
+	}
+	as, _ = ctl.Assignments(ctx, "h1", 0, 0)
+	if got := as.Workspaces[0]; got.Status.Hold != "" || got.ID != w.ID {
+		t.Fatalf("still held back: %q", got.Status.Hold)
+	}
+}

@@ -78,8 +78,14 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		if ws.Desired != model.DesiredRunning && ws.Desired != model.DesiredStopped {
 			return same
 		}
-		if ws.Desired == model.DesiredRunning && st.Node == host && (st.State == model.StatePending || st.State == model.StateStarting || st.State == model.StateRunning) {
-			return same // placed at admission (immediate lease), or already started
+		if ws.Desired == model.DesiredRunning && st.Node == host && st.State == model.StatePending {
+			// Placed at admission; its lease starts now (after staging its
+			// image): written, so that its host's agent, which held it
+			// back while the lease waited, hears of it at once.
+			return Change{WS: ws, Type: "lease-started", Message: fmt.Sprintf("its lease starts on %s", host)}
+		}
+		if ws.Desired == model.DesiredRunning && st.Node == host && (st.State == model.StateStarting || st.State == model.StateRunning) {
+			return same // already started
 		}
 		if ws.Desired == model.DesiredStopped && st.Reason != "" && !strings.HasPrefix(st.Reason, "requeued") {
 			return same // stopped by the user or its lease's end

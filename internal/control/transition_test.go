@@ -44,7 +44,7 @@ func TestTransitionEveryActionEveryState(t *testing.T) {
 		calendar.ActStart: {
 			{model.DesiredRunning, model.StatePending, "n1", "scheduled"},
 			{model.DesiredRunning, model.StatePending, "n1", "scheduled"},
-			{model.DesiredRunning, model.StatePending, "n1", ""}, // placed at admission
+			{model.DesiredRunning, model.StatePending, "n1", "lease-started"}, // placed at admission: its host is woken
 			{model.DesiredRunning, model.StateStarting, "n1", ""},
 			{model.DesiredRunning, model.StateRunning, "n1", ""},
 			{model.DesiredStopped, model.StateStopping, "n1", ""}, // the user stopped it
