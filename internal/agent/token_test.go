@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net/http"
 	"os"
@@ -143,9 +144,20 @@ func TestAgentWithExpiredTokenJoinsAgainAfterRevoke(t *testing.T) {
 	}
 	r.join = join
 	r.startAgent()
-	r.eventually("the agent registered again", func() bool {
+	r.eventually("the agent registered again, with a new certificate", func() bool {
 		c, err := LoadCredential(r.dataDir)
-		return err == nil && c.Token != first.Token
+		if err != nil || c.Token == first.Token {
+			return false
+		}
+		// The new certificate, not the expired one it started with (the
+		// token is saved first).
+		cert, _ := r.agent.TLS()
+		cc, err := cert()
+		if err != nil || len(cc.Certificate) == 0 {
+			return false
+		}
+		leaf, err := x509.ParseCertificate(cc.Certificate[0])
+		return err == nil && leaf.NotAfter.After(clk.Now())
 	})
 	c := credOf(t, r.dataDir)
 	if _, err := r.asHost(c.Token).Whoami(ctx); err != nil {
