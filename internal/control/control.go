@@ -69,6 +69,8 @@ type Controller struct {
 	// lateHosts are the hosts cordoned in the calendar because their
 	// heartbeats are late (NotReady).
 	lateHosts map[string]bool
+	// movable says every live host serves transfers (policy).
+	movable bool
 	// started is when this controller began: hosts' silence counts toward
 	// Lost from then at the earliest.
 	started time.Time

@@ -233,6 +233,7 @@ func (ctl *Controller) loseHost(ctx context.Context, name string) error {
 		}
 	}
 	ctl.fenceLost(ctx, name)
+	ctl.refreshMovable(ctx)
 	ctl.wake()
 	return nil
 }

@@ -143,13 +143,49 @@ func (ctl *Controller) releaseOrphans(ctx context.Context) error {
 }
 
 // policy is the configured calendar policy. Suspended leases may resume
-// on another host: its agent copies their files there first.
+// on another host (whose agent copies their files there first) only when
+// every host serves transfers; else they resume where they were saved.
 func (ctl *Controller) policy() calendar.Policy {
 	p := calendar.DefaultPolicy()
 	if ctl.cfg.Policy != nil {
 		p = *ctl.cfg.Policy
 	}
+	p.ResumeInPlace = p.ResumeInPlace || !ctl.movable
 	return p
+}
+
+// movableHosts says whether every live host serves transfers (and there
+// is one): then workspaces may move between them.
+func movableHosts(nodes []model.Node) bool {
+	n := 0
+	for _, nd := range nodes {
+		if nd.State == model.NodeLost {
+			continue
+		}
+		if nd.Transfer == "" {
+			return false
+		}
+		n++
+	}
+	return n > 0
+}
+
+// refreshMovable recomputes movableHosts after a host registered or
+// changed its transfer address; the calendar is restored under the new
+// policy at its next use when that changes it.
+func (ctl *Controller) refreshMovable(ctx context.Context) {
+	nodes, err := ctl.nodes(ctx)
+	if err != nil {
+		return
+	}
+	m := movableHosts(nodes)
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	if m != ctl.movable {
+		ctl.movable = m
+		ctl.cal = nil
+		ctl.log.Info("workspaces may move between hosts", "movable", m)
+	}
 }
 
 // calendarHosts are the registered nodes as calendar hosts; it records
@@ -161,6 +197,7 @@ func (ctl *Controller) calendarHosts(ctx context.Context) ([]calendar.Host, erro
 	}
 	hosts := make([]calendar.Host, 0, len(nodes))
 	ctl.calHosts = map[string]bool{}
+	ctl.movable = movableHosts(nodes)
 	for _, n := range nodes {
 		if n.State == model.NodeLost {
 			continue // removed from the calendar (its snapshot names it)
