@@ -69,6 +69,9 @@ type Controller struct {
 	// lateHosts are the hosts cordoned in the calendar because their
 	// heartbeats are late (NotReady).
 	lateHosts map[string]bool
+	// fenced are the Lost hosts whose workspaces are all fenced
+	// (fenceLost); the others are fenced again at the next look.
+	fenced map[string]bool
 	// movable says every live host serves transfers (policy).
 	movable bool
 	// started is when this controller began: hosts' silence counts toward

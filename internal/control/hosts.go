@@ -119,8 +119,14 @@ func (ctl *Controller) checkHosts(ctx context.Context) error {
 				ctl.log.Warn("host lost", "node", n.Name, "err", err)
 			}
 		case st == model.NodeLost:
-			// Fenced already; again, should a write have failed.
-			ctl.fenceLost(ctx, n.Name)
+			// Fenced already; again, should a write have failed (or this
+			// control plane have just started), not at every look.
+			ctl.mu.Lock()
+			done := ctl.fenced[n.Name]
+			ctl.mu.Unlock()
+			if !done {
+				ctl.fenceLost(ctx, n.Name)
+			}
 		default:
 			ctl.setNotReady(ctx, n, st == model.NodeNotReady)
 		}
@@ -266,12 +272,22 @@ func (ctl *Controller) restartedOn(ctx context.Context, ws model.Workspace, lost
 }
 
 // fenceLost applies lostHost to every workspace still on a lost host.
+// It records the host as fenced when every write went through.
 func (ctl *Controller) fenceLost(ctx context.Context, name string) {
 	all, err := ctl.listWS(ctx, "ws/")
 	if err != nil {
 		ctl.log.Warn("fence lost host", "node", name, "err", err)
 		return
 	}
+	ok := true
+	defer func() {
+		ctl.mu.Lock()
+		if ctl.fenced == nil {
+			ctl.fenced = map[string]bool{}
+		}
+		ctl.fenced[name] = ok
+		ctl.mu.Unlock()
+	}()
 	for _, ws := range all {
 		if lostHost(ws, name, "").Type == "" {
 			continue
@@ -287,6 +303,7 @@ func (ctl *Controller) fenceLost(ctx context.Context, name string) {
 		}, nil)
 		if err != nil {
 			ctl.log.Warn("fence workspace of a lost host", "workspace", ref(ws), "err", err)
+			ok = false
 			continue
 		}
 		if ch.Type != "" {
@@ -300,6 +317,7 @@ func (ctl *Controller) fenceLost(ctx context.Context, name string) {
 func (ctl *Controller) hostBack(ctx context.Context, n model.Node) {
 	ctl.mu.Lock()
 	defer ctl.mu.Unlock()
+	delete(ctl.fenced, n.Name)
 	if ctl.cal == nil || ctl.calHosts[n.Name] {
 		return
 	}
