@@ -1,7 +1,3 @@
-// Package gridtest starts a grid of hosts in network namespaces (`vgrid
-// up --hosts N`, internal/netgrid) for tests, with names and a subnet of
-// its own per test process so that it never meets a `make run` grid, and
-// removes everything (guests, agents, namespaces, bridge) at cleanup.
 package gridtest
 
 import (

@@ -1,5 +1,3 @@
-// Package transfertest makes throwaway certificate authorities and host
-// certificates for tests and benchmarks of package transfer.
 package transfertest
 
 import (

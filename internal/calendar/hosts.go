@@ -1,0 +1,201 @@
+package calendar
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Hosts changing under the calendar: described anew (UpdateHost),
+// cordoned (SetCordon), taken away (RemoveHost).
+
+// UpdateHost changes what the calendar knows of a live host, as its agent
+// describes it now: capacity, labels and times (its cordon is SetCordon's).
+// The host keeps its holds, even where a smaller capacity no longer has
+// room for them: only what is placed afterwards sees the new host (and a
+// waiting lease may start on one that grew). It advances the calendar to
+// now and returns what is due. An unknown (or removed) host is an error
+// wrapping ErrNotFound; a negative capacity or rate, or a boot time outside
+// [0, MaxBootTime], one wrapping ErrInvalid.
+func (c *Calendar) UpdateHost(h Host, now time.Time) ([]Action, error) {
+	t := c.clamp(now)
+	c.advance(t)
+	old := c.byName[h.Name]
+	switch {
+	case old == nil:
+		return c.take(), fmt.Errorf("update host %s: %w", h.Name, ErrNotFound)
+	case h.Capacity.MilliCPU < 0 || h.Capacity.Memory < 0 || h.Capacity.Disk < 0 || h.Capacity.Bandwidth < 0:
+		return c.take(), fmt.Errorf("update host %s: negative capacity: %w", h.Name, ErrInvalid)
+	case h.SuspendRate < 0 || h.ResumeRate < 0 || h.StageRate < 0:
+		return c.take(), fmt.Errorf("update host %s: negative rate: %w", h.Name, ErrInvalid)
+	case h.BootTime < 0 || h.BootTime > MaxBootTime:
+		return c.take(), fmt.Errorf("update host %s: boot time %v, want 0 to %v: %w", h.Name, h.BootTime, MaxBootTime, ErrInvalid)
+	}
+	h.Cordoned = old.Cordoned
+	h.Labels = cloneLabels(h.Labels)
+	cp := vecOf(h.Capacity)
+	for d, r := range c.pol.Overcommit.ratios() {
+		cp[d] = overcommit(cp[d], r)
+	}
+	cp[dWS] = hostWorkspaces
+	if cp == old.cap && labelKey(h.Labels) == labelKey(old.Labels) && h.SuspendRate == old.SuspendRate &&
+		h.ResumeRate == old.ResumeRate && h.StageRate == old.StageRate && h.BootTime == old.BootTime {
+		return c.take(), nil
+	}
+	old.Host, old.cap = h, cp
+	c.reindex()
+	c.advance(t)
+	return c.take(), nil
+}
+
+// SetCordon cordons a live host (on) or lifts its cordon: a cordoned host
+// keeps its holds and what they plan (starts, resumes, suspensions, ends)
+// but gets no new hold: no admission, start from the queue, resume or
+// re-placement picks it. Lifting the cordon lets waiting leases start on
+// it. It advances the calendar to now and returns what is due. An unknown (or removed) host is an error
+// wrapping ErrNotFound.
+func (c *Calendar) SetCordon(name string, on bool, now time.Time) ([]Action, error) {
+	t := c.clamp(now)
+	c.advance(t)
+	h := c.byName[name]
+	if h == nil {
+		return c.take(), fmt.Errorf("cordon %s: %w", name, ErrNotFound)
+	}
+	if h.Cordoned != on {
+		h.Cordoned = on
+		c.countCordoned()
+		c.elig = map[string][]*host{}
+		c.mask = map[string][]bool{}
+		c.hostVer++
+		c.released(nil)
+		c.needPass = true
+		c.advance(t)
+	}
+	return c.take(), nil
+}
+
+func (c *Calendar) countCordoned() {
+	c.cordoned = 0
+	for _, h := range c.order {
+		if h.Cordoned {
+			c.cordoned++
+		}
+	}
+}
+
+// RemoveHost takes a host away (it is down or drained). Best-effort leases
+// on it are requeued; reservations that have not begun are placed again
+// with the same run window if they can be (their overheads, staging and
+// boot, as the hosts now are, if they can still begin in time; else as
+// admitted), else they fail, as do running ones.
+// Suspended leases whose memory image was on the host start again from
+// scratch. It advances the calendar to now and returns what is due.
+func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
+	t := c.clamp(now)
+	c.advance(t)
+	h := c.byName[name]
+	if h == nil {
+		return c.take(), fmt.Errorf("remove host %s: %w", name, ErrNotFound)
+	}
+	h.down = true
+	delete(c.byName, name)
+	c.reindex()
+	affected := map[*lease]bool{}
+	for _, a := range h.allocs {
+		if a.to > t {
+			affected[a.l] = true
+		}
+	}
+	ls := make([]*lease, 0, len(affected))
+	for l := range affected {
+		ls = append(ls, l)
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i].ID < ls[j].ID })
+	why := "host " + name + " removed"
+	for _, l := range ls {
+		c.mark(l)
+		begun := l.staged || l.started || l.holdFrom < t
+		switch {
+		case l.Kind == BestEffort:
+			if begun {
+				c.cut(l, t)
+				c.emit(t, ActRequeue, l, why)
+				if l.started {
+					l.requeues++
+				}
+			} else {
+				c.cut(l, l.holdFrom)
+			}
+			c.endHold(l, t)
+			l.remaining, l.savedOn, l.preVer = l.run, nil, 0
+			l.st, l.reason = StateQueued, why
+			c.unhold(l)
+			c.enqueue(l)
+		case begun:
+			// Begun: restarted elsewhere for the rest of its window (its
+			// guests boot again, from a fresh disk, since the old one is
+			// on the lost host; the run still ends when it was to), if
+			// there is room now; else it fails.
+			end := l.runTo
+			c.cut(l, t)
+			c.endHold(l, t)
+			hosts := l.hosts
+			c.unhold(l)
+			pre, boot := c.overheads(l)
+			if end > t+pre {
+				// Where there is room now; it displaces no one (a
+				// restart that preempted others is not done yet).
+				if placed, ok := c.placeAt(l, t, end, true); ok {
+					l.st = StateScheduled
+					c.commit(l, placed, t, t+pre, end, pre, boot, false)
+					l.reason = why + "; restarted on " + strings.Join(names(placed), ",") + " for the rest of its window"
+					break
+				}
+			}
+			c.refund(l, t)
+			l.hosts = hosts
+			c.emit(t, ActEnd, l, why)
+			l.st, l.reason = StateFailed, why+"; no room elsewhere for the rest of its window"
+		default:
+			// Not begun: the same run window elsewhere, if there is
+			// room, with the overheads of the hosts left if it can still
+			// begin in time.
+			from, T, to, pre, boot := l.holdFrom, l.T, l.to, l.pre, l.boot
+			c.cut(l, l.holdFrom)
+			c.unhold(l)
+			if p, b := c.overheads(l); T-p >= t {
+				from, pre, boot = T-p, p, b
+			}
+			if hosts, ok := c.placeAt(l, from, to, false); ok {
+				c.commit(l, hosts, from, T, to, pre, boot, false)
+			} else if hosts, vs, ok := c.preemptFor(l, from, to, t); ok {
+				c.applyVictims(l, vs, from)
+				c.commit(l, hosts, from, T, to, pre, boot, false)
+			} else {
+				c.refund(l, t)
+				l.st, l.reason = StateFailed, why+"; no room elsewhere in the same window"
+			}
+		}
+	}
+	// Suspended images on the host are lost.
+	for _, l := range c.sortedLeases() {
+		if l.st != StateSuspended {
+			continue
+		}
+		for _, s := range l.savedOn {
+			if s == h {
+				c.mark(l)
+				l.savedOn, l.preVer = nil, 0
+				l.remaining = l.run
+				l.st, l.reason = StateQueued, why+" with its saved image"
+				l.requeues++
+				break
+			}
+		}
+	}
+	c.released(nil)
+	c.needPass = true
+	c.advance(t)
+	return c.take(), nil
+}
