@@ -187,11 +187,10 @@ func TestAgentReportsCPUSeconds(t *testing.T) {
 	if rep.CPUSeconds != 0.875 {
 		t.Errorf("suspended report: got %v CPU seconds, want 0.875", rep.CPUSeconds)
 	}
-	// Desired is still running: the agent resumes it, a new process.
-	w = r.waitState("w1", model.StateRunning)
-	if err := r.drv.SetCPUSeconds(id, 4); err != nil {
-		t.Fatal(err)
-	}
+	// Desired is still running: the agent resumes it, a new process (the
+	// store may still say Running from before the suspension: wait for the
+	// driver's instance).
+	r.eventually("the agent resumes it", func() bool { return r.drv.SetCPUSeconds(id, 4) == nil })
 
 	// Crashed: the driver saw the end; the final value comes with it.
 	n = r.reports.len()

@@ -279,34 +279,7 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 		}()
 		prev = ws.Status.State
 		st := &ws.Status
-		next := rep.State
-		// The user's wish wins over a report that predates it: a stopping
-		// workspace does not flip back to Running.
-		// (A workspace being suspended keeps running until it is saved.)
-		if ws.Desired != model.DesiredRunning && ws.Desired != model.DesiredSuspended && (next == model.StateRunning || next == model.StateStarting) {
-			next = model.StateStopping
-		}
-		if prev == model.StateRunning && next == model.StateStarting && rep.PID != 0 && rep.PID == st.PID {
-			// An agent that restarted adopts the same QEMU process before
-			// its guest agent has answered again: still running, not a
-			// new boot (which would be an event and a boot-time sample).
-			next = model.StateRunning
-		}
-		if prev == model.StateFailed && next == model.StateStopped {
-			// The agent confirming that nothing runs: it stays Failed, with
-			// its reason, until it is started again.
-			next = model.StateFailed
-		}
-		if ws.Desired == model.DesiredRunning && (next == model.StateStopped || next == model.StateFailed) && prev != next {
-			// It stopped without being asked (the guest powered off or
-			// crashed) or could not start: its lease ends, and it stays
-			// stopped until the user starts it again.
-			ws.Desired = model.DesiredStopped
-		}
-		st.State = next
-		if rep.Reason != "" || next == model.StateRunning {
-			st.Reason = rep.Reason
-		}
+		st.State, ws.Desired, st.Reason = reportedState(*ws, rep)
 		st.PID, st.Accel, st.Cgroup = rep.PID, rep.Accel, rep.Cgroup
 		if rep.Guest != nil {
 			st.Guest = rep.Guest
@@ -664,4 +637,53 @@ func (ctl *Controller) updateHost(ctx context.Context, n model.Node) {
 		ctl.log.Warn("calendar: store decisions", "err", err)
 	}
 	ctl.log.Info("host changed", "node", n.Name, "cpu", n.Capacity.MilliCPU, "memory", n.Capacity.Memory.Human(), "stage_rate", model.ByteSize(n.Measured.StageRate()).Human())
+}
+
+// reportedState is what an agent's report makes of a workspace's state,
+// desired state and reason. It is pure.
+func reportedState(ws model.Workspace, rep api.AgentReport) (model.State, model.Desired, string) {
+	prev, desired, reason := ws.Status.State, ws.Desired, ws.Status.Reason
+	next := rep.State
+	// The user's wish wins over a report that predates it: a stopping
+	// workspace does not flip back to Running.
+	// (A workspace being suspended keeps running until it is saved.)
+	if desired != model.DesiredRunning && desired != model.DesiredSuspended && (next == model.StateRunning || next == model.StateStarting) {
+		next = model.StateStopping
+	}
+	if prev == model.StateRunning && next == model.StateStarting && rep.PID != 0 && rep.PID == ws.Status.PID {
+		// An agent that restarted adopts the same QEMU process before
+		// its guest agent has answered again: still running, not a
+		// new boot (which would be an event and a boot-time sample).
+		next = model.StateRunning
+	}
+	if prev == model.StateFailed && next == model.StateStopped {
+		// The agent confirming that nothing runs: it stays Failed, with
+		// its reason, until it is started again.
+		next = model.StateFailed
+	}
+	gone := next == model.StateStopped || next == model.StateFailed
+	switch {
+	case desired == model.DesiredRunning && gone && prev != next:
+		// It stopped without being asked (the guest powered off or
+		// crashed) or could not start: its lease ends, and it stays
+		// stopped until the user starts it again.
+		desired = model.DesiredStopped
+	case desired == model.DesiredSuspended && gone && guestUp(ws):
+		// Its guest ended while being saved (QEMU died, or the agent
+		// restarted mid-save and found no whole saved state): nothing
+		// to resume. Like a crash: its lease ends, it stays stopped.
+		// (Found by the control-plane fault suite, seed 535850181: left
+		// wanted suspended, the calendar resumed it to a guest that was
+		// gone, and its lease ended with the workspace wanted running.)
+		desired = model.DesiredStopped
+		why := "its guest ended while being suspended; its memory was not saved"
+		if rep.Reason != "" && rep.Reason != reason {
+			why += ": " + rep.Reason
+		}
+		return next, desired, why
+	}
+	if rep.Reason != "" || next == model.StateRunning {
+		reason = rep.Reason
+	}
+	return next, desired, reason
 }

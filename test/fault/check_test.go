@@ -235,7 +235,12 @@ func checkConsistency(st *storeState, tr *tracker, r *report) {
 			// Found here once: a Failed report ended the lease but left the
 			// workspace wanted running, and the agent started it again.
 			r.failf("(consistency) workspace %s is desired running (%s) but its lease %s is %s", key, ws.Status.State, rec.ID, rec.State)
-		case rec.State == model.LeaseSuspended && ws.Desired != model.DesiredSuspended:
+		case rec.State == model.LeaseSuspended && ws.Desired != model.DesiredSuspended &&
+			!(guestUp(ws) && (ws.Desired == model.DesiredStopped || ws.Desired == model.DesiredDeleted)):
+			// (A workspace stopped while its guest was up, whose lease the
+			// calendar then preempted, is draining: its lease is withdrawn
+			// when the agent reports the guest gone. Found once, seed
+			// 245861590.)
 			r.failf("(consistency) lease %s is suspended but workspace %s is desired %s", rec.ID, key, ws.Desired)
 		case rec.State == model.LeaseRunning && rec.Hold != nil && ws.Desired == model.DesiredRunning &&
 			(len(rec.Hold.Hosts) == 0 || ws.Status.Node != rec.Hold.Hosts[0]):
