@@ -154,3 +154,37 @@ func TestHostCPUSeconds(t *testing.T) {
 		t.Errorf("CPUUsage %v disagrees with CPUSeconds %v", u, final)
 	}
 }
+
+// Join moves a running process (all its threads) into the group.
+func TestHostJoin(t *testing.T) {
+	g := hostGroup(t, Limits{CPUCores: 0.5, MemoryBytes: 64 << 20})
+	cmd := exec.Command("/bin/sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if procs, _ := g.Procs(); len(procs) != 0 {
+		t.Fatalf("before Join: %v", procs)
+	}
+	if err := g.Join(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	procs, err := g.Procs()
+	if err != nil || len(procs) != 1 || procs[0] != cmd.Process.Pid {
+		t.Fatalf("after Join: %v %v, want [%d]", procs, err, cmd.Process.Pid)
+	}
+	for _, f := range g.ProcsFiles() {
+		b, err := os.ReadFile(f)
+		if err != nil || string(b) != fmt.Sprintf("%d\n", cmd.Process.Pid) {
+			t.Errorf("%s: %q %v", f, b, err)
+		}
+	}
+	if err := g.Join(0); err == nil {
+		t.Error("Join(0): no error")
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if err := g.Join(cmd.Process.Pid); err == nil {
+		t.Error("Join of a process that is gone: no error")
+	}
+}

@@ -241,6 +241,17 @@ func TestAgentKilledMidSuspend(t *testing.T) {
 				t.Errorf("%s: pid %d, want the same process %d (undone, not restarted)", step.at, got.PID, pid)
 			}
 			pid = got.PID
+			// In its group under the quantum's cap (a resumed QEMU joins
+			// its group while it loads: recoverResume sees to it).
+			if g, err := d2.cg.Load(d2.opts.CgroupParent, spec.ID); err != nil {
+				t.Errorf("%s: cgroup: %v", step.at, err)
+			} else {
+				procs, _ := g.Procs()
+				want := d2.limits(got.Accel, spec.Quantum).Quota()
+				if q, _, _ := g.CPUMax(); q != want || len(procs) != 1 || procs[0] != pid {
+					t.Errorf("%s: cgroup quota %d, procs %v; want %d and [%d]", step.at, q, procs, want, pid)
+				}
+			}
 			noPartialFiles(t, p, false)
 			// The guest counts on (and writes its disk), from where it was.
 			n := len(ticks(t, d2, spec.ID))

@@ -17,7 +17,11 @@
 // Processes. QEMU is started by /bin/sh running a fixed script that writes
 // its own PID into every cgroup.procs file of the instance's group and
 // execs QEMU (paths are arguments, never script text), so QEMU is charged
-// for its memory from the start. QEMU runs with -daemonize in a session of
+// for its memory from the start. A resume is the exception: QEMU starts
+// outside its group and joins it while it loads its saved state (a cgroup
+// v1 attach waits for an RCU grace period, which would otherwise delay
+// everything after it), with a CPU cap of a core per vCPU and one more;
+// the quantum's cap is set and the join awaited before cont. QEMU runs with -daemonize in a session of
 // its own: it is not the agent's child, and survives the agent, even kill
 // -9. An instance runs when qemu.pid names a live, non-zombie process whose
 // command line contains the instance directory (which guards against PID

@@ -336,6 +336,12 @@ func (d *Driver) recoverResume(ctx context.Context, id string, p Paths, it *inte
 		}
 		if status.Status != "inmigrate" {
 			// The state is loaded (paused) or the guest was continued.
+			// Either way it runs in its group under its quantum's cap
+			// (restore joins it while it loads).
+			if err := d.confine(id, p, pid); err != nil {
+				d.log.Error("finish an interrupted resume; will try again", "instance", id, "err", err)
+				return
+			}
 			if status.Status != "running" {
 				if err := c.Execute(ctx, "cont", nil, nil); err != nil {
 					d.log.Error("finish an interrupted resume; will try again", "instance", id, "err", err)
@@ -385,4 +391,29 @@ func (d *Driver) recoverResume(ctx context.Context, id string, p Paths, it *inte
 	d.exitMu.Unlock()
 	d.clearIntent(id, p)
 	d.changes.Notify(id)
+}
+
+// confine puts the live QEMU pid of the instance into its group, with its
+// quantum's limits.
+func (d *Driver) confine(id string, p Paths, pid int) error {
+	spec, err := readSpec(p)
+	if err != nil {
+		return err
+	}
+	accel := d.accelFor(spec)
+	if st, err := readState(p); err == nil && st.Accel != "" {
+		accel = st.Accel
+	}
+	l := d.limits(accel, spec.Quantum)
+	g, err := d.cg.Load(d.opts.CgroupParent, id)
+	if err != nil {
+		g, err = d.cg.New(d.opts.CgroupParent, id, l)
+	}
+	if err != nil {
+		return err
+	}
+	if err := g.Join(pid); err != nil {
+		return err
+	}
+	return g.Update(l)
 }

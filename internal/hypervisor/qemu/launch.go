@@ -26,7 +26,8 @@ const joinScript = `while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; 
 // launchTimeout bounds QEMU's start up to the moment it daemonizes.
 const launchTimeout = 60 * time.Second
 
-// launch starts QEMU in the group and returns the daemon's PID and when it
+// launch starts QEMU in the group (nil: in the agent's, for the caller to
+// move) and returns the daemon's PID and when it
 // was exec'd. QEMU daemonizes: the process we start exits once the VM is
 // set up, leaving the VM in a session of its own, not our child, so that
 // the agent can exit (even by kill -9) without taking guests with it.
@@ -52,12 +53,19 @@ func (d *Driver) launch(ctx context.Context, spec hypervisor.InstanceSpec, p Pat
 	}
 	defer logf.Close()
 
-	args := []string{"-c", joinScript, joinName}
-	args = append(args, cg.ProcsFiles()...)
-	args = append(args, "--", d.opts.QEMUPath)
-	args = append(args, Argv(spec, p, accel, d.tscKHz)...)
-	args = append(args, extra...)
-	cmd := exec.Command("/bin/sh", args...)
+	var cmd *exec.Cmd
+	if cg != nil {
+		args := []string{"-c", joinScript, joinName}
+		args = append(args, cg.ProcsFiles()...)
+		args = append(args, "--", d.opts.QEMUPath)
+		args = append(args, Argv(spec, p, accel, d.tscKHz)...)
+		args = append(args, extra...)
+		cmd = exec.Command("/bin/sh", args...)
+	} else {
+		// The caller moves the daemon into its group (restore: a resumed
+		// guest runs only once it is in).
+		cmd = exec.Command(d.opts.QEMUPath, append(Argv(spec, p, accel, d.tscKHz), extra...)...)
+	}
 	cmd.Dir = p.Dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A session of its own: signals to the agent's process group (Ctrl-C,

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"vgrid/internal/cgroup"
 	"vgrid/internal/hypervisor"
 	"vgrid/internal/hypervisor/hypervisortest"
 	"vgrid/internal/model"
@@ -125,6 +126,17 @@ func TestSuspendResume(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, spec.ID, memStateFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state file after resume: got %v, want it deleted", err)
+	}
+	// The resumed QEMU (which joins its group while it loads) runs in its
+	// group under the quantum's cap, not the restore's.
+	if g, err := d.cg.Load(d.opts.CgroupParent, spec.ID); err != nil {
+		t.Errorf("cgroup after resume: %v", err)
+	} else {
+		procs, _ := g.Procs()
+		want := d.limits(in2.Accel, spec.Quantum).Quota()
+		if q, _, err := g.CPUMax(); err != nil || q != want || len(procs) != 1 || procs[0] != in2.PID {
+			t.Errorf("cgroup after resume: quota %d (%v), procs %v; want quota %d and [%d]", q, err, procs, want, in2.PID)
+		}
 	}
 	// QEMU truncates the console file when it starts: only ticks after
 	// the resume are there.
@@ -309,6 +321,25 @@ func TestResumable(t *testing.T) {
 		mutate(&s)
 		if err := resumable(old, s, AccelTCG); !errors.Is(err, hypervisor.ErrInvalid) {
 			t.Errorf("%s changed: got %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+// A restoring QEMU gets a core per vCPU and one more until its guest runs.
+func TestRestoreLimits(t *testing.T) {
+	for _, c := range []struct {
+		cap   float64
+		vcpus int
+		want  float64
+	}{
+		{0.25, 1, 2},
+		{1, 1, 2},
+		{2, 4, 5},
+		{8, 4, 8}, // a cap above that stays
+	} {
+		got := restoreLimits(cgroup.Limits{CPUCores: c.cap, MemoryBytes: 1 << 30}, model.Quantum{VCPUs: c.vcpus})
+		if got.CPUCores != c.want || got.MemoryBytes != 1<<30 {
+			t.Errorf("cap %v, %d vCPUs: got %+v, want %v cores and the same memory", c.cap, c.vcpus, got, c.want)
 		}
 	}
 }
