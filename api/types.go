@@ -117,6 +117,25 @@ type ImageList struct {
 	Images []model.Image `json:"images"`
 }
 
+// NetworksPost creates an overlay network in the caller's project.
+// Subnet is an IPv4 private prefix from /16 to /29 (default
+// DefaultNetworkSubnet: networks are isolated from each other, so every
+// network may use the same one); NAT gives members outbound access through
+// their host.
+type NetworksPost struct {
+	Name   string `json:"name"`
+	Subnet string `json:"subnet,omitempty"`
+	NAT    bool   `json:"nat,omitempty"`
+}
+
+// DefaultNetworkSubnet is a network's subnet when none is given.
+const DefaultNetworkSubnet = "10.0.0.0/24"
+
+// NetworkList is the answer of GET /networks.
+type NetworkList struct {
+	Networks []model.Network `json:"networks"`
+}
+
 // ProjectsPost creates a project and a first user token for it.
 type ProjectsPost struct {
 	Name string `json:"name"`
