@@ -8,9 +8,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"vgrid/api"
 	"vgrid/internal/ipam"
+	"vgrid/internal/model"
 )
 
 func TestValidateNetworksPost(t *testing.T) {
@@ -143,5 +145,21 @@ func TestNetworksConcurrentVNIs(t *testing.T) {
 	v, _, err := ctl.loadVNIs(ctx)
 	if err != nil || v.Len() != n || v.Validate() != nil {
 		t.Fatalf("VNI table: %+v %v", v, err)
+	}
+}
+
+// A bandwidth cap is refused where it would not be enforced (a guest on
+// user-mode networking), naming the field.
+func TestBandwidthRefusedOffOverlay(t *testing.T) {
+	ctl, _ := hostsEnv(t, "h1")
+	sp := model.WorkspaceSpec{Name: "w", Image: "img", Quantum: model.Quantum{VCPUs: 1, Memory: 128 * model.MiB, Bandwidth: 100 * model.Mbit},
+		Duration: model.Duration(time.Hour)}
+	_, err := ctl.CreateWorkspace(context.Background(), "p", sp)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Kind != KindInvalid || len(ce.Fields) != 1 || ce.Fields[0].Field != "quantum.bandwidth" {
+		t.Fatalf("got %v, want quantum.bandwidth refused", err)
+	}
+	if _, err := ctl.Workspace(context.Background(), "p", "w"); err == nil {
+		t.Fatal("the refused workspace was stored")
 	}
 }

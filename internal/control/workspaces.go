@@ -37,6 +37,12 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 	if err := spec.Validate(sp, lookup); err != nil {
 		return model.Workspace{}, err
 	}
+	if sp.Quantum.Bandwidth > 0 {
+		// Enforced on a tap of an overlay network (internal/overlay);
+		// a workspace on QEMU's user-mode networking has none.
+		return model.Workspace{}, invalid("invalid workspace spec", api.FieldError{Field: "quantum.bandwidth",
+			Reason: "not enforced on this workspace's network (QEMU user-mode networking): caps apply to members of overlay networks; leave it out"})
+	}
 	img := imgs[sp.Image]
 	if sp.Quantum.Disk == 0 {
 		sp.Quantum.Disk = max(img.MinDisk, model.GiB)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -55,6 +56,7 @@ type Agent struct {
 
 	context bool // the seed was read
 	lines   lineReader
+	execs   chan struct{} // one token per running command (MaxExecs)
 }
 
 // New returns an agent with cfg's defaults filled in.
@@ -66,6 +68,7 @@ func New(cfg Config) *Agent {
 		powerOff:    cfg.PowerOff,
 		setHostname: cfg.SetHostname,
 		runUserData: cfg.RunUserData,
+		execs:       make(chan struct{}, MaxExecs),
 	}
 	if a.root == "" {
 		a.root = "/"
@@ -157,8 +160,23 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // Serve answers requests from rw, one JSON message per line, until reading
-// fails, and returns that error (io.EOF when the host went away).
+// fails, and returns that error (io.EOF when the host went away). Commands
+// (proto.TypeExec) run in the background, their output interleaved with
+// other replies; those still running when Serve returns are killed and
+// waited for.
 func (a *Agent) Serve(rw io.ReadWriter) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	var execs sync.WaitGroup
+	defer func() {
+		cancel()
+		execs.Wait()
+	}()
+	var wmu sync.Mutex
+	send := func(m proto.Message) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return writeMessage(rw, m)
+	}
 	for {
 		line, err := a.lines.next(rw)
 		if err != nil {
@@ -173,10 +191,13 @@ func (a *Agent) Serve(rw io.ReadWriter) error {
 		var after func() error
 		if err := json.Unmarshal(line, &req); err != nil {
 			reply = proto.Message{Type: proto.TypeError, Message: fmt.Sprintf("bad request: %v", err)}
+		} else if req.Type == proto.TypeExec {
+			a.startExec(ctx, &execs, req, send)
+			continue
 		} else {
 			reply, after = a.Handle(req)
 		}
-		if err := writeMessage(rw, reply); err != nil {
+		if err := send(reply); err != nil {
 			return fmt.Errorf("write reply: %w", err)
 		}
 		if after != nil {

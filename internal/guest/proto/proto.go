@@ -25,7 +25,34 @@ const (
 	TypePong     = "pong"     // guest -> host
 	TypeShutdown = "shutdown" // host -> guest: power off cleanly; the guest echoes it as an ack just before powering off
 	TypeError    = "error"    // guest -> host; Message set
+	// TypeExec (host -> guest) runs Exec in the guest; the guest answers
+	// with output messages (Stream, Data) and one exit message
+	// (ExitCode, and Message when it could not run or was killed), all
+	// with the request's ID. Commands still running when the host's
+	// connection ends are killed.
+	TypeExec   = "exec"
+	TypeOutput = "output" // guest -> host
+	TypeExit   = "exit"   // guest -> host
 )
+
+// Output streams.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+)
+
+// ExecRequest is a command to run in the guest: argv[0] is looked up in
+// PATH; Env adds KEY=VALUE entries to the agent's environment; Dir is the
+// working directory ("" is /); TimeoutS bounds its run in seconds (0: the
+// guest agent's default); Stdin, if set, is its standard input (else it
+// reads nothing).
+type ExecRequest struct {
+	Argv     []string `json:"argv"`
+	Env      []string `json:"env,omitempty"`
+	Dir      string   `json:"dir,omitempty"`
+	TimeoutS int      `json:"timeout_s,omitempty"`
+	Stdin    []byte   `json:"stdin,omitempty"`
+}
 
 // Message is one line on the channel.
 type Message struct {
@@ -33,4 +60,12 @@ type Message struct {
 	ID      string           `json:"id,omitempty"` // echoed in the reply
 	Info    *model.GuestInfo `json:"info,omitempty"`
 	Message string           `json:"message,omitempty"`
+	// Exec is a TypeExec request.
+	Exec *ExecRequest `json:"exec,omitempty"`
+	// Stream and Data are a TypeOutput message's.
+	Stream string `json:"stream,omitempty"`
+	Data   []byte `json:"data,omitempty"`
+	// ExitCode is a TypeExit message's: the command's exit status, 128+N
+	// when signal N ended it, 126 or 127 when it could not be run.
+	ExitCode *int `json:"exit_code,omitempty"`
 }
