@@ -41,6 +41,8 @@ var rules = []rule{
 // worth of machinery.
 func impure(imp string) bool {
 	switch imp {
+	case "net/netip": // address values only: no sockets, no I/O
+		return false
 	case "os", "os/exec", "net", "net/http", "io/ioutil", "syscall", "context", "log", "log/slog", "sync", "unsafe":
 		return true
 	}

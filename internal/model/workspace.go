@@ -75,6 +75,8 @@ type Quantum struct {
 	// DiskIOPS and DiskBPS cap the root disk's I/O (0: no cap).
 	DiskIOPS int64    `json:"disk_iops,omitempty"`
 	DiskBPS  ByteSize `json:"disk_bps,omitempty"`
+	// Bandwidth caps the guest's network traffic, each way (0: no cap).
+	Bandwidth BitRate `json:"bandwidth,omitempty"`
 }
 
 // CPUCores returns the CPU share in cores, defaulting to VCPUs.

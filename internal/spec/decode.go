@@ -15,6 +15,7 @@ import (
 
 var (
 	byteSizeType = reflect.TypeFor[model.ByteSize]()
+	bitRateType  = reflect.TypeFor[model.BitRate]()
 	durationType = reflect.TypeFor[model.Duration]()
 	timeType     = reflect.TypeFor[time.Time]()
 )
@@ -45,6 +46,9 @@ func (d *decoder) value(path string, n *node, v reflect.Value) {
 	switch v.Type() {
 	case byteSizeType:
 		d.byteSize(path, n, v)
+		return
+	case bitRateType:
+		d.bitRate(path, n, v)
 		return
 	case durationType:
 		d.duration(path, n, v)
@@ -288,6 +292,28 @@ func (d *decoder) byteSize(path string, n *node, v reflect.Value) {
 		return
 	}
 	v.SetInt(int64(math.Round(f)))
+}
+
+// bitRate accepts "100Mbit", "1.5Gbit", "800kbit" (see model.BitRate), or
+// 0. Other bare numbers are refused: bits or bytes?
+func (d *decoder) bitRate(path string, n *node, v reflect.Value) {
+	switch n.kind {
+	case kindString:
+		r, err := model.ParseBitRate(n.str)
+		if err != nil {
+			d.fail(path, "%v", err)
+			return
+		}
+		v.SetInt(int64(r))
+	case kindNumber:
+		if f, err := strconv.ParseFloat(n.str, 64); err == nil && f == 0 && !n.nonFinite {
+			v.SetInt(0)
+			return
+		}
+		d.fail(path, "%s has no unit: write bits per second, e.g. %sMbit", n.str, n.str)
+	default:
+		d.want(path, "a bandwidth such as 100Mbit or 1Gbit", n)
+	}
 }
 
 // duration accepts "30m", "2h", "1h30m" or a number of seconds.

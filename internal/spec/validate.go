@@ -35,6 +35,8 @@ const (
 	MaxEnv         = 64
 	MaxEnvValueLen = 4096 // bytes
 	MaxImageName   = 128
+	MinBandwidth   = 1 * model.Mbit
+	MaxBandwidth   = 100 * model.Gbit
 )
 
 var (
@@ -151,6 +153,15 @@ func validateQuantum(errs *FieldErrors, q model.Quantum) {
 		errs.add("quantum.disk_bps", fmt.Sprintf("must not be negative, got %v", q.DiskBPS))
 	case q.DiskBPS > MaxDiskBPS:
 		errs.add("quantum.disk_bps", fmt.Sprintf("must be at most %v per second, got %v", MaxDiskBPS, q.DiskBPS))
+	}
+	switch bw := q.Bandwidth; {
+	case bw == 0: // no cap
+	case bw < 0:
+		errs.add("quantum.bandwidth", fmt.Sprintf("must not be negative, got %v", bw))
+	case bw < MinBandwidth:
+		errs.add("quantum.bandwidth", fmt.Sprintf("must be at least %v (or 0 for no cap), got %v", MinBandwidth, bw))
+	case bw > MaxBandwidth:
+		errs.add("quantum.bandwidth", fmt.Sprintf("must be at most %v, got %v", MaxBandwidth, bw))
 	}
 }
 
