@@ -21,6 +21,9 @@ var (
 	// ErrExists is returned by Adopt when this host already has an
 	// instance of that ID.
 	ErrExists = errors.New("instance exists")
+	// ErrGuestNotReady is returned by Exec while the guest's agent has
+	// not connected (the guest still boots, or has no agent).
+	ErrGuestNotReady = errors.New("guest agent not connected")
 )
 
 // PortableFile is one file that carries a stopped or suspended instance
@@ -113,6 +116,29 @@ type Instance struct {
 
 // Driver runs guests on one host. Every method is safe for concurrent use
 // and idempotent where it says so. IDs not known return ErrNotFound.
+// ExecRequest is a command to run in a guest. Stdin, if set, is its
+// standard input; Timeout bounds its run (0: the guest agent's default of
+// a minute; at most an hour).
+type ExecRequest struct {
+	Argv    []string
+	Env     []string
+	Dir     string
+	Stdin   []byte
+	Timeout time.Duration
+}
+
+// ExecResult is how a command in a guest ended.
+type ExecResult struct {
+	ExitCode int
+	Message  string // why, when it could not run or was killed
+}
+
+// Output streams of Exec.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+)
+
 type Driver interface {
 	// Start creates the instance's disk (a qcow2 overlay on the image),
 	// context seed and cgroup, and starts the guest. Starting an instance
@@ -166,6 +192,14 @@ type Driver interface {
 	// and all). An ID this host already has returns ErrExists. Adopt is
 	// safe to call again with the same dir after it failed.
 	Adopt(ctx context.Context, spec InstanceSpec, dir string) (Instance, error)
+	// Exec runs a command in the running instance's guest (through its
+	// guest agent) and returns when it ends; out receives its output as it
+	// comes (an error from out abandons the command). A command the guest
+	// could not run, or that was killed, still has an ExecResult (exit code
+	// 126 or 127, or 128+signal, with a Message). A stopped or suspended
+	// instance returns ErrNotRunning, one whose guest agent has not
+	// connected ErrGuestNotReady, an unknown one ErrNotFound.
+	Exec(ctx context.Context, id string, req ExecRequest, out func(stream string, data []byte) error) (ExecResult, error)
 	// Changes delivers an instance ID whenever its state or guest report
 	// changes, so the agent can report without polling. Never closed before Close.
 	Changes() <-chan string

@@ -36,6 +36,10 @@ type NewDriver func(t *testing.T, stateDir string) hypervisor.Driver
 //   - a running instance's CPUSeconds is >= 0 and never decreases from one
 //     Get or List to the next; a stopped or suspended one has CPUSeconds 0
 //     and a FinalCPUSeconds no less than the last CPUSeconds seen;
+//   - Exec in a running guest runs the command (echo, false, cat with
+//     standard input give their output and exit codes; a missing command
+//     exits 127 and an empty one 126, each with a message); in a stopped
+//     instance it returns ErrNotRunning, in an unknown one ErrNotFound;
 //   - Portable of an unknown ID returns ErrNotFound, of a running one
 //     ErrRunning; its names are clean relative paths, its paths absolute
 //     files of the sizes given, none of them the image's;
@@ -167,8 +171,54 @@ func testUnknown(t *testing.T, newDriver NewDriver) {
 	if _, err := d.Suspend(ctx, "nope"); !errors.Is(err, hypervisor.ErrNotFound) {
 		t.Errorf("Suspend: got %v, want ErrNotFound", err)
 	}
+	if _, err := d.Exec(ctx, "nope", hypervisor.ExecRequest{Argv: []string{"true"}}, discard); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("Exec: got %v, want ErrNotFound", err)
+	}
 	if err := d.Delete(ctx, "nope"); err != nil {
 		t.Errorf("Delete: got %v, want nil", err)
+	}
+}
+
+func discard(string, []byte) error { return nil }
+
+// checkExec runs commands in a running guest: output, exit codes, standard
+// input, a command that is not there.
+func checkExec(t *testing.T, d hypervisor.Driver, id string) {
+	t.Helper()
+	ctx := context.Background()
+	run := func(req hypervisor.ExecRequest) (stdout, stderr string, res hypervisor.ExecResult) {
+		t.Helper()
+		var err error
+		res, err = d.Exec(ctx, id, req, func(stream string, data []byte) error {
+			switch stream {
+			case hypervisor.StreamStdout:
+				stdout += string(data)
+			case hypervisor.StreamStderr:
+				stderr += string(data)
+			default:
+				t.Errorf("Exec %v: output on stream %q", req.Argv, stream)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Exec %v: %v", req.Argv, err)
+		}
+		return stdout, stderr, res
+	}
+	if out, _, res := run(hypervisor.ExecRequest{Argv: []string{"echo", "hello", "world"}}); out != "hello world\n" || res.ExitCode != 0 {
+		t.Errorf("Exec echo: got %q, %+v", out, res)
+	}
+	if _, _, res := run(hypervisor.ExecRequest{Argv: []string{"false"}}); res.ExitCode != 1 {
+		t.Errorf("Exec false: got %+v, want exit code 1", res)
+	}
+	if out, _, res := run(hypervisor.ExecRequest{Argv: []string{"cat"}, Stdin: []byte("abc")}); out != "abc" || res.ExitCode != 0 {
+		t.Errorf("Exec cat with stdin: got %q, %+v", out, res)
+	}
+	if _, _, res := run(hypervisor.ExecRequest{Argv: []string{"no-such-command-here"}}); res.ExitCode != 127 || res.Message == "" {
+		t.Errorf("Exec of a missing command: got %+v, want 127 with a message", res)
+	}
+	if _, _, res := run(hypervisor.ExecRequest{}); res.ExitCode != 126 || res.Message == "" {
+		t.Errorf("Exec of nothing: got %+v, want 126 with a message", res)
 	}
 }
 
@@ -191,6 +241,7 @@ func testLifecycle(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage,
 	in = WaitGuest(t, d, spec.ID)
 	checkGuest(t, in, spec)
 	cpu := checkCPUSeconds(t, d, spec.ID, in.CPUSeconds)
+	checkExec(t, d, spec.ID)
 
 	again, err := d.Start(ctx, spec)
 	if err != nil || again.PID != in.PID || again.State != hypervisor.InstanceRunning {
@@ -228,6 +279,9 @@ func testLifecycle(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage,
 	seen.wait(t, spec.ID)
 	if err := d.Stop(ctx, spec.ID, time.Second); err != nil {
 		t.Errorf("second Stop: got %v, want nil", err)
+	}
+	if _, err := d.Exec(ctx, spec.ID, hypervisor.ExecRequest{Argv: []string{"true"}}, discard); !errors.Is(err, hypervisor.ErrNotRunning) {
+		t.Errorf("Exec in a stopped instance: got %v, want ErrNotRunning", err)
 	}
 
 	// The stopped instance boots again (from the disk it kept).

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"vgrid/internal/guest/proto"
+	"vgrid/internal/hypervisor"
 	"vgrid/internal/model"
 )
 
@@ -50,6 +51,19 @@ type vm struct {
 	suspended    *savedState
 	suspendStart time.Time
 	migration    chan struct{} // MIGRATION events (migrationWake)
+	// agentConn is the guest agent's connection while serveAgent reads
+	// it; pending are the requests (Exec) waiting for replies, by ID.
+	agentConn net.Conn
+	pending   map[string]*waiter
+	agentWMu  sync.Mutex // serializes writes to agentConn
+}
+
+// waiter is a request waiting for the guest agent's replies: they come on
+// ch (closed by serveAgent, whose goroutine alone sends on it, when the
+// connection ends); gone is closed when the requester gives up.
+type waiter struct {
+	ch   chan proto.Message
+	gone chan struct{}
 }
 
 // setSuspended makes the recording of the process's end record rec.
@@ -222,11 +236,22 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 	defer conn.Close()
 	stop := context.AfterFunc(v.ctx, func() { conn.Close() })
 	defer stop()
-	req, _ := json.Marshal(proto.Message{Type: proto.TypeFacts})
-	_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	if _, err := conn.Write(append(req, '\n')); err != nil {
+	if err := v.writeAgent(conn, proto.Message{Type: proto.TypeFacts}); err != nil {
 		return
 	}
+	v.mu.Lock()
+	v.agentConn = conn
+	v.mu.Unlock()
+	defer func() {
+		// Requests still waiting get no more replies.
+		v.mu.Lock()
+		v.agentConn = nil
+		for id, w := range v.pending {
+			close(w.ch)
+			delete(v.pending, id)
+		}
+		v.mu.Unlock()
+	}()
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
 	for sc.Scan() {
@@ -249,8 +274,75 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 				v.log.Info("guest ready", "vcpus", info.VCPUs, "memory_mib", info.MemoryMiB)
 			}
 			v.notify()
+		case proto.TypeOutput, proto.TypeExit:
+			v.deliver(m)
 		case proto.TypeError:
 			v.log.Warn("guest agent error", "message", m.Message)
 		}
 	}
+}
+
+// writeAgent writes one message to the guest agent's connection.
+func (v *vm) writeAgent(conn net.Conn, m proto.Message) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	v.agentWMu.Lock()
+	defer v.agentWMu.Unlock()
+	_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_, err = conn.Write(append(b, '\n'))
+	return err
+}
+
+// deliver hands a reply to the request waiting for it (unknown IDs, a
+// request given up, are dropped). It blocks while the waiter is behind:
+// the guest's output is not dropped, and the guest agent, whose writes
+// then wait, slows down.
+func (v *vm) deliver(m proto.Message) {
+	v.mu.Lock()
+	w := v.pending[m.ID]
+	v.mu.Unlock()
+	if w == nil {
+		return
+	}
+	select {
+	case w.ch <- m:
+	case <-w.gone:
+	case <-v.ctx.Done():
+	}
+}
+
+// request sends m to the guest agent and returns the channel its replies
+// come on (closed when the connection ends) and a func that gives the
+// request up.
+func (v *vm) request(m proto.Message) (<-chan proto.Message, func(), error) {
+	v.mu.Lock()
+	conn := v.agentConn
+	if conn == nil {
+		v.mu.Unlock()
+		return nil, nil, hypervisor.ErrGuestNotReady
+	}
+	if v.pending == nil {
+		v.pending = map[string]*waiter{}
+	}
+	w := &waiter{ch: make(chan proto.Message, 64), gone: make(chan struct{})}
+	v.pending[m.ID] = w
+	v.mu.Unlock()
+	var once sync.Once
+	drop := func() {
+		once.Do(func() {
+			v.mu.Lock()
+			if v.pending[m.ID] == w {
+				delete(v.pending, m.ID)
+			}
+			v.mu.Unlock()
+			close(w.gone)
+		})
+	}
+	if err := v.writeAgent(conn, m); err != nil {
+		drop()
+		return nil, nil, fmt.Errorf("send to the guest agent: %w", err)
+	}
+	return w.ch, drop, nil
 }
