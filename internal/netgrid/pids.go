@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"vgrid/internal/netnsrun"
 )
 
 // PIDs lists the processes whose network namespace is the persistent
@@ -97,29 +98,8 @@ func InNamespace(name string, fn func() error) error {
 		return fmt.Errorf("namespace %s: %w", name, err)
 	}
 	defer target.Close()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("enter namespace %s: %w", name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// The thread stays locked and ends with this goroutine.
-			done <- errors.Join(ferr, fmt.Errorf("leave namespace %s: %w", name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- ferr
-	}()
-	return <-done
+	if err := netnsrun.Do(target, fn); err != nil {
+		return fmt.Errorf("in namespace %s: %w", name, err)
+	}
+	return nil
 }

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"slices"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+
+	"vgrid/internal/netnsrun"
 )
 
 // EnsureTap makes tap a persistent TAP device of network vni: owned by
@@ -90,7 +90,7 @@ func describe(l netlink.Link) string {
 // /dev/net/tun, which acts in the namespace of the calling thread, not over
 // a netlink socket: so it runs on a thread moved into h's namespace.
 func (h *Host) createTap(name string) error {
-	return inNamespace(h.ns, func() error {
+	return netnsrun.Do(h.ns, func() error {
 		return netlink.LinkAdd(&netlink.Tuntap{
 			LinkAttrs: netlink.LinkAttrs{Name: name},
 			Mode:      netlink.TUNTAP_MODE_TAP,
@@ -137,34 +137,4 @@ func validName(name string) error {
 		return fmt.Errorf("overlay: interface name %q: 1 to %d printable characters, no '/', ':' or spaces", name, ifnameMax)
 	}
 	return nil
-}
-
-// inNamespace runs f on a locked OS thread moved into ns. If the thread
-// cannot be moved back it is not unlocked, so it ends with its goroutine
-// instead of serving other goroutines from the wrong namespace.
-func inNamespace(ns netns.NsHandle, f func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("enter namespace: %w", err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			done <- errors.Join(ferr, fmt.Errorf("back to the original namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- ferr
-	}()
-	return <-done
 }

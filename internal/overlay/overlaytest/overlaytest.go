@@ -17,6 +17,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"vgrid/internal/netnsrun"
 )
 
 // Names.
@@ -42,31 +44,10 @@ func (n *NS) Path() string { return filepath.Join(netnsDir, n.Name) }
 // Do runs f on an OS thread moved into the namespace. Sockets f opens
 // stay in the namespace and may be used from any goroutine afterwards.
 func (n *NS) Do(f func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.Handle); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("enter %s: %w", n.Name, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it dies with this goroutine.
-			done <- errors.Join(ferr, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- ferr
-	}()
-	return <-done
+	if err := netnsrun.Do(n.Handle, f); err != nil {
+		return fmt.Errorf("in %s: %w", n.Name, err)
+	}
+	return nil
 }
 
 // Listen opens a stream listener in the namespace.

@@ -1,0 +1,45 @@
+// Package netnsrun runs code in a network namespace: on an OS thread of
+// its own, locked and moved into the namespace for the call. Sockets the
+// code opens stay in the namespace (and may be used from any goroutine
+// afterwards); processes it starts (exec.Cmd.Start) are forked from that
+// thread and so start in the namespace. Only the network namespace
+// changes.
+package netnsrun
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+)
+
+// Do runs f on a locked OS thread moved into ns, then moves the thread
+// back. If it cannot be moved back it stays locked, so it ends with its
+// goroutine instead of serving other goroutines from the wrong namespace.
+func Do(ns netns.NsHandle, f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("this thread's namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("enter namespace: %w", err)
+			return
+		}
+		ferr := f()
+		if err := netns.Set(orig); err != nil {
+			done <- errors.Join(ferr, fmt.Errorf("back to the original namespace: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- ferr
+	}()
+	return <-done
+}
