@@ -8,13 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"vgrid/internal/netnsrun"
 )
 
 // Defaults of Config.
@@ -210,36 +211,7 @@ func ensureNamespace(name string) (netns.NsHandle, error) {
 			return netns.None(), err
 		}
 	}
-	type res struct {
-		h   netns.NsHandle
-		err error
-	}
-	done := make(chan res, 1)
-	// NewNamed moves the calling thread into the new namespace: do it on a
-	// thread of its own, moved back (or, if that fails, thrown away).
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- res{netns.None(), err}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.NewNamed(name)
-		if serr := netns.Set(orig); serr != nil {
-			// Leave the thread locked: it ends with this goroutine.
-			if err == nil {
-				h.Close()
-			}
-			done <- res{netns.None(), fmt.Errorf("back to the root namespace: %w", serr)}
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- res{h, err}
-	}()
-	r := <-done
-	return r.h, r.err
+	return netnsrun.NewNamed(name)
 }
 
 // isNamespaceFile reports whether p is a mounted network namespace file.

@@ -43,3 +43,26 @@ func Do(ns netns.NsHandle, f func() error) error {
 	}()
 	return <-done
 }
+
+// NewNamed makes the persistent network namespace name
+// (/var/run/netns/<name>) and returns a handle to it, from a thread of its
+// own: the caller's thread stays where it is.
+func NewNamed(name string) (netns.NsHandle, error) {
+	orig, err := netns.Get()
+	if err != nil {
+		return netns.None(), fmt.Errorf("this thread's namespace: %w", err)
+	}
+	defer orig.Close()
+	h := netns.None()
+	// Do moves its thread back to orig after f, wherever f left it.
+	err = Do(orig, func() error {
+		var err error
+		h, err = netns.NewNamed(name)
+		return err
+	})
+	if err != nil && h.IsOpen() {
+		h.Close()
+		h = netns.None()
+	}
+	return h, err
+}

@@ -2,6 +2,7 @@ package netnsrun
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"testing"
@@ -49,5 +50,44 @@ func TestDo(t *testing.T) {
 	want := errors.New("boom")
 	if err := Do(ns, func() error { return want }); !errors.Is(err, want) {
 		t.Errorf("f's error: got %v", err)
+	}
+}
+
+// NewNamed makes a persistent namespace; the caller's thread stays.
+func TestNewNamed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "needs root to make a network namespace")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	name := fmt.Sprintf("vgrid-nsrun-%d", os.Getpid())
+	h, err := NewNamed(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		h.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Error(err)
+		}
+	}()
+	if h.Equal(orig) {
+		t.Fatal("NewNamed returned the caller's namespace")
+	}
+	if cur, _ := netns.Get(); !cur.Equal(orig) {
+		t.Errorf("the caller's thread moved to %s", cur)
+	}
+	byPath, err := netns.GetFromName(name)
+	if err != nil || !byPath.Equal(h) {
+		t.Errorf("/var/run/netns/%s: %v, %v; want the handle returned", name, byPath, err)
+	}
+	byPath.Close()
+	if _, err := NewNamed(name); err == nil {
+		t.Error("NewNamed of an existing name: no error")
 	}
 }

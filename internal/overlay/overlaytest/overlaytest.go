@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -233,33 +232,7 @@ func must(t testing.TB, err error, what string) {
 // newNamed makes a persistent namespace on a thread of its own, moved
 // back afterwards (or, if that fails, left to die with its goroutine).
 func newNamed(name string) (netns.NsHandle, error) {
-	type res struct {
-		h   netns.NsHandle
-		err error
-	}
-	done := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- res{netns.None(), err}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.NewNamed(name)
-		if serr := netns.Set(orig); serr != nil {
-			if err == nil {
-				h.Close()
-			}
-			done <- res{netns.None(), errors.Join(err, serr)}
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- res{h, err}
-	}()
-	r := <-done
-	return r.h, r.err
+	return netnsrun.NewNamed(name)
 }
 
 // SweepStale deletes the namespaces vgov-<pid>-… of processes that are
