@@ -382,6 +382,23 @@ func gfIntent(dir string) string {
 	return it.Op
 }
 
+// gfRestoring reports whether an instance's QEMU is loading a saved
+// state and its guest not yet continued (intent resuming, before its
+// continuing phase): such a QEMU has a CPU cap of a core per vCPU and one
+// more (qemu.restoreLimits) until the driver, or the next one after an
+// agent's death (recoverResume), sets the quantum's cap before cont.
+func gfRestoring(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "intent.json"))
+	if err != nil {
+		return false
+	}
+	var it struct {
+		Op    string `json:"op"`
+		Phase string `json:"phase"`
+	}
+	return json.Unmarshal(b, &it) == nil && it.Op == "resuming" && it.Phase != "continuing"
+}
+
 // gfIntents returns the intent of every instance that has one.
 func gfIntents(instDir string) map[string]string {
 	out := map[string]string{}
@@ -493,7 +510,9 @@ func (s *gfSampler) measure() gfMeasure {
 			s.mu.Unlock()
 			milli := cg.Milli
 			switch {
-			case young && (!cg.Capped || milli != s.cpuMilli):
+			case (young || gfRestoring(q.Dir)) && (!cg.Capped || milli != s.cpuMilli):
+				// Joining its group, or loading its state with room to
+				// load: its guest does not run yet.
 				milli = s.cpuMilli
 			case !cg.Capped:
 				m.uncapped = append(m.uncapped, fmt.Sprintf("QEMU pid %d of %s runs without a CPU cap (cgroups %v, err %v)", q.PID, id, cg.Dirs, err))

@@ -48,7 +48,11 @@ import (
 //     command line (-pidfile <data>/instances/<id>/qemu.pid), are at most
 //     one per workspace (a daemonizing QEMU's parent and child count as
 //     one), each runs under its CPU cap (cpu.cfs_quota_us/period or cpu.max
-//     of its own cgroup, read from /proc/<pid>/cgroup), and the sum of
+//     of its own cgroup, read from /proc/<pid>/cgroup; a resumed QEMU in its
+//     first second, or one loading its saved state before its guest is
+//     continued, per its intent file, counts at its quantum: it joins its
+//     group while it loads, with a cap of a core per vCPU and one more
+//     until cont, also across an agent's death), and the sum of
 //     their caps (and of their -m memory) never exceeds the host's capacity
 //     as `vgrid node list` reports it (no overcommit policy is given);
 //   - while vgrid up is dead after each kill: every live QEMU's run state by
