@@ -162,10 +162,10 @@ func printGridTable(w *os.File, g *netgrid.Grid) {
 }
 
 // readyNodes names the ready nodes.
-func readyNodes(nodes []api.NodeInfo) []string {
+func readyNodes(nodes []api.NodeInfo, since time.Time) []string {
 	var out []string
 	for _, n := range nodes {
-		if n.Ready {
+		if n.Ready && !n.LastHeartbeat.Before(since) {
 			out = append(out, n.Name)
 		}
 	}

@@ -291,6 +291,7 @@ func detach(ctx context.Context, o *upOptions) error {
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	since := time.Now().Add(-time.Second) // (the clocks are this machine's)
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -326,17 +327,20 @@ func detach(ctx context.Context, o *upOptions) error {
 			continue
 		}
 		if o.grid.hosts > 0 {
-			if ready := readyNodes(nodes); len(ready) >= o.grid.hosts {
+			if ready := readyNodes(nodes, since); len(ready) >= o.grid.hosts {
 				w.done()
 				fmt.Fprintf(os.Stderr, "vgrid up running in the background (pid %d): API %s, %d hosts (%s), log %s\n",
 					pid, cfg.Server, len(ready), strings.Join(ready, ", "), logPath)
 				return nil
 			}
-			w.status(fmt.Sprintf("waiting for the grid's agents to register (%d of %d ready)", len(readyNodes(nodes)), o.grid.hosts))
+			w.status(fmt.Sprintf("waiting for the grid's agents to register (%d of %d ready)", len(readyNodes(nodes, since)), o.grid.hosts))
 			continue
 		}
 		for _, n := range nodes {
-			if n.Ready {
+			// Heard from since this start: a host record from before a
+			// restart says Ready until it times out, but the calendar
+			// has its capacity and labels again only from a heartbeat.
+			if n.Ready && !n.LastHeartbeat.Before(since) {
 				w.done()
 				fmt.Fprintf(os.Stderr, "vgrid up running in the background (pid %d): API %s, host %s (%s), log %s\n",
 					pid, cfg.Server, n.Name, n.Accel, logPath)
