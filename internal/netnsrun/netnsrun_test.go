@@ -14,16 +14,9 @@ import (
 
 // f runs in the namespace; the caller's thread stays where it was.
 func TestDo(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testenv.Skip(t, "needs root to make a network namespace")
-	}
-	runtime.LockOSThread()
+	orig := lockedHere(t)
 	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
+	var err error
 	ns, err := netns.New() // moves this thread
 	if err != nil {
 		testenv.Skip(t, "cannot make a network namespace: %v", err)
@@ -55,16 +48,9 @@ func TestDo(t *testing.T) {
 
 // NewNamed makes a persistent namespace; the caller's thread stays.
 func TestNewNamed(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testenv.Skip(t, "needs root to make a network namespace")
-	}
-	runtime.LockOSThread()
+	orig := lockedHere(t)
 	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
+	var err error
 	name := fmt.Sprintf("vgrid-nsrun-%d", os.Getpid())
 	h, err := NewNamed(name)
 	if err != nil {
@@ -90,4 +76,22 @@ func TestNewNamed(t *testing.T) {
 	if _, err := NewNamed(name); err == nil {
 		t.Error("NewNamed of an existing name: no error")
 	}
+}
+
+// lockedHere needs root, locks the test's goroutine to its thread (the
+// caller unlocks it) and returns that thread's namespace, closed when the
+// test ends.
+func lockedHere(t *testing.T) netns.NsHandle {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "needs root to make a network namespace")
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { orig.Close() })
+	return orig
 }
