@@ -2,6 +2,7 @@ package api
 
 import (
 	_ "embed"
+	"net/netip"
 	"time"
 
 	"vgrid/internal/model"
@@ -268,6 +269,33 @@ type Assignments struct {
 	// Outgoing are workspaces moving off this host: their files stay,
 	// served to the host each is moving to, until that host has them.
 	Outgoing []Outgoing `json:"outgoing,omitempty"`
+	// Networks are the overlay networks the host's workspaces are on
+	// (their NICs name them by VNI), with where their other members run.
+	Networks []NetworkAssignment `json:"networks,omitempty"`
+}
+
+// NetworkAssignment is one overlay network as a host needs it: its VXLAN
+// identifier, and the other hosts that have members on it (Peers, their
+// underlay addresses) with each member's MAC there (Remotes), from which
+// the host's agent writes the VXLAN forwarding entries.
+type NetworkAssignment struct {
+	Project string       `json:"project"`
+	Name    string       `json:"name"`
+	VNI     uint32       `json:"vni"`
+	Subnet  netip.Prefix `json:"subnet"`
+	Gateway netip.Addr   `json:"gateway"`
+	NAT     bool         `json:"nat,omitempty"`
+	// Peers are the underlay addresses of the other hosts with members on
+	// the network (sorted).
+	Peers []netip.Addr `json:"peers,omitempty"`
+	// Remotes are the members on other hosts: MAC and host address.
+	Remotes []RemoteMember `json:"remotes,omitempty"`
+}
+
+// RemoteMember is a member of a network on another host.
+type RemoteMember struct {
+	MAC  string     `json:"mac"`
+	Peer netip.Addr `json:"peer"`
 }
 
 // Outgoing is a workspace whose files a host serves to another.

@@ -3,6 +3,7 @@ package hypervisor
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 
 	"vgrid/internal/model"
@@ -82,6 +83,23 @@ type InstanceSpec struct {
 	Context  *model.Context
 	// Accel is "kvm", "tcg" or "" (the driver's default).
 	Accel string
+	// NICs are the guest's interfaces on private networks, each on a tap
+	// the caller made (the host agent, internal/overlay) in the network
+	// namespace the driver runs in. None: one user-mode interface (NAT by
+	// QEMU, no inbound).
+	NICs []NIC
+}
+
+// NIC is one guest interface on a tap device.
+type NIC struct {
+	// Tap is the tap device's name; it exists before Start.
+	Tap string
+	// MAC is the guest's hardware address.
+	MAC string
+	// Address (with its prefix length) and Gateway reach the guest in its
+	// seed (NoCloud network-config); the guest agent applies them.
+	Address netip.Prefix
+	Gateway netip.Addr
 }
 
 // Instance is the driver's view of one workspace on this host.

@@ -100,6 +100,9 @@ type Context struct {
 	SSHKeys  []string          `json:"ssh_keys,omitempty"`
 	Env      map[string]string `json:"env,omitempty"`
 	Hostname string            `json:"hostname,omitempty"`
+	// Cluster is the roster of the cluster the workspace is a member of,
+	// set by the control plane (nil for a lone workspace).
+	Cluster *ClusterContext `json:"cluster,omitempty"`
 }
 
 // WorkspaceSpec is what a user asks for.
@@ -199,6 +202,12 @@ type Workspace struct {
 	Desired   Desired         `json:"desired"`
 	Status    WorkspaceStatus `json:"status"`
 	CreatedAt time.Time       `json:"created_at"`
+	// Cluster is set on a member of a cluster: its lease, start and stop
+	// are the cluster's.
+	Cluster *ClusterRef `json:"cluster,omitempty"`
+	// NICs are the workspace's interfaces on private networks, decided by
+	// the control plane; none means QEMU's user-mode network only.
+	NICs []NIC `json:"nics,omitempty"`
 	// Revision is the store revision the object was read at (for CAS).
 	Revision int64 `json:"revision,omitempty"`
 }
