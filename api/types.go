@@ -132,6 +132,17 @@ type NetworksPost struct {
 // DefaultNetworkSubnet is a network's subnet when none is given.
 const DefaultNetworkSubnet = "10.0.0.0/24"
 
+// ClusterList is the answer of GET /clusters.
+type ClusterList struct {
+	Clusters []model.ClusterStatus `json:"clusters"`
+}
+
+// ClusterScale sets the member count of a cluster's roles (role name →
+// count): POST /clusters/{name}/scale.
+type ClusterScale struct {
+	Counts map[string]int `json:"counts"`
+}
+
 // NetworkList is the answer of GET /networks.
 type NetworkList struct {
 	Networks []model.Network `json:"networks"`
@@ -272,6 +283,9 @@ type Assignments struct {
 	// Networks are the overlay networks the host's workspaces are on
 	// (their NICs name them by VNI), with where their other members run.
 	Networks []NetworkAssignment `json:"networks,omitempty"`
+	// Execs are commands waiting for the host's agent to run them in its
+	// guests (see ExecRequest).
+	Execs []ExecRequest `json:"execs,omitempty"`
 }
 
 // NetworkAssignment is one overlay network as a host needs it: its VXLAN

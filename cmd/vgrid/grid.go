@@ -209,13 +209,14 @@ func downGrid(dataDir string, destroy bool) error {
 
 // capacityFlags are vgrid agent's capacity overrides and address.
 type capacityFlags struct {
-	cpus, memory, disk, address string
+	cpus, memory, disk, bandwidth, address string
 }
 
 func (c *capacityFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&c.cpus, "cpus", "", "CPU capacity offered, in cores (1.5) or millicores (1500m) (default: the online CPUs)")
 	f.StringVar(&c.memory, "memory", "", "memory offered, e.g. 4Gi (default: MemTotal less 1Gi)")
 	f.StringVar(&c.disk, "disk", "", "disk offered, e.g. 100Gi (default: the free space under --data-dir)")
+	f.StringVar(&c.bandwidth, "bandwidth", "", "network bandwidth offered to guests' caps, e.g. 1Gbit (default: 10Gbit)")
 	f.StringVar(&c.address, "address", "", "this host's address, as the node record shows it")
 }
 
@@ -227,6 +228,13 @@ func (c *capacityFlags) resources() (model.Resources, error) {
 			return r, fmt.Errorf("--cpus: %w", err)
 		}
 		r.MilliCPU = m
+	}
+	if c.bandwidth != "" {
+		b, err := model.ParseBitRate(c.bandwidth)
+		if err != nil {
+			return r, fmt.Errorf("--bandwidth: %w", err)
+		}
+		r.Bandwidth = b.BytesPerSecond()
 	}
 	for _, x := range []struct {
 		flag, v string

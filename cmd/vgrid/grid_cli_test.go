@@ -13,12 +13,15 @@ func TestParseMilliCPU(t *testing.T) {
 			t.Errorf("parseMilliCPU(%q) = %d, want an error", bad, got)
 		}
 	}
-	c := capacityFlags{cpus: "1", memory: "2Gi", disk: "10Gi"}
+	c := capacityFlags{cpus: "1", memory: "2Gi", disk: "10Gi", bandwidth: "1Gbit"}
 	r, err := c.resources()
-	if err != nil || r.MilliCPU != 1000 || r.Memory != 2<<30 || r.Disk != 10<<30 {
+	if err != nil || r.MilliCPU != 1000 || r.Memory != 2<<30 || r.Disk != 10<<30 || r.Bandwidth != 125_000_000 {
 		t.Errorf("resources = %+v, %v", r, err)
 	}
 	if _, err := (&capacityFlags{memory: "lots"}).resources(); err == nil {
 		t.Error("--memory lots accepted")
+	}
+	if _, err := (&capacityFlags{bandwidth: "fast"}).resources(); err == nil {
+		t.Error("--bandwidth fast accepted")
 	}
 }

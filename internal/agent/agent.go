@@ -18,6 +18,7 @@ import (
 	"vgrid/internal/client"
 	"vgrid/internal/hypervisor"
 	"vgrid/internal/model"
+	"vgrid/internal/overlay"
 )
 
 // Config configures an agent.
@@ -52,6 +53,10 @@ type Config struct {
 	// (default: TransferListen, its host replaced by Node.Address when it
 	// listens on all addresses).
 	TransferListen, TransferAddress string
+	// Overlay is the datapath of the host's overlay networks (network.go);
+	// nil: the network namespace the agent runs in, opened when first
+	// needed. Tests give one in a namespace of their own.
+	Overlay *overlay.Host
 }
 
 // Agent runs workspaces on one host.
@@ -86,7 +91,18 @@ type Agent struct {
 	outgoing    map[string]api.Outgoing    // workspaces moving off this host, by ID
 	moveAt      map[string]time.Time       // no fetch of a moving workspace before (after a failure)
 	moveBytes   map[string]int64           // bytes fetched of a moved workspace, until reported
+	networks    []api.NetworkAssignment    // the overlay networks of the assignments
 	wg          sync.WaitGroup
+	// execs are the commands run in guests (exec.go).
+	execs execRunner
+
+	// netMu serialises the overlay work (network.go) and guards the
+	// fields below.
+	netMu       sync.Mutex
+	ovl         *overlay.Host                 // opened by the agent (Config.Overlay nil)
+	openOverlay func() (*overlay.Host, error) // nil: overlay.Open of the agent's namespace
+	netRec      *netRecord                    // what the agent made; nil until read
+	netLogged   map[string]string             // overlay problems logged, by key
 }
 
 // New returns an agent; Run starts it.
@@ -374,6 +390,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-t.C:
 			tick = true
 		}
+		if tick {
+			a.syncNetworks(ctx)
+		}
 		a.reconcileAll(ctx)
 		if tick {
 			// Instances no workspace wants are looked for at the resync
@@ -437,6 +456,8 @@ func (a *Agent) watchLoop(ctx context.Context, kick chan<- struct{}) {
 		}
 		rev = as.Revision
 		a.setAssigned(as)
+		a.startExecs(ctx, as.Execs)
+		a.syncNetworks(ctx)
 		for _, id := range a.setOutgoing(as.Outgoing) {
 			a.async(ctx, model.Workspace{ID: id}, a.dropMoved)
 		}
@@ -461,6 +482,7 @@ func (a *Agent) setAssigned(as api.Assignments) {
 		next[w.ID] = w
 	}
 	a.assigned = next
+	a.networks = as.Networks
 	for _, img := range as.Images {
 		a.images.known(img)
 	}

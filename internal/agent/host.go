@@ -16,6 +16,12 @@ import (
 // HostReserve is memory kept back for the host itself.
 const HostReserve = model.GiB
 
+// DefaultBandwidth is the network bandwidth a host offers its guests'
+// caps (the calendar counts it like CPU) when it is not given (--bandwidth):
+// 10 Gbit/s, what a veth, a virtio NIC or a 10GbE port carries. The speed
+// of a real NIC is not read: in a network namespace it is not the host's.
+const DefaultBandwidth = 10_000_000_000 / 8 * model.ByteSize(1)
+
 // describeHost fills in what the node record leaves out: name from the
 // host name, CPUs from the online CPUs, memory from MemTotal less
 // HostReserve, disk from the free space under dataDir.
@@ -36,6 +42,9 @@ func describeHost(n model.Node, dataDir string) (model.Node, error) {
 			return n, err
 		}
 		n.Capacity.Memory = max(total-HostReserve, total/2)
+	}
+	if n.Capacity.Bandwidth == 0 {
+		n.Capacity.Bandwidth = DefaultBandwidth
 	}
 	if n.Capacity.Disk == 0 {
 		var st unix.Statfs_t

@@ -152,7 +152,9 @@ func (a *Agent) fetchMove(ctx context.Context, w model.Workspace) {
 	if w.Spec.Context != nil && w.Spec.Context.Hostname != "" {
 		hostname = w.Spec.Context.Hostname
 	}
-	spec := hypervisor.InstanceSpec{ID: w.ID, Hostname: hostname, Quantum: w.Spec.Quantum, Image: img, Context: w.Spec.Context}
+	// The NICs as Start will give them (their taps are made at Start): a
+	// suspended guest's saved machine has its interfaces.
+	spec := hypervisor.InstanceSpec{ID: w.ID, Hostname: hostname, Quantum: w.Spec.Quantum, Image: img, Context: w.Spec.Context, NICs: nicSpecs(w)}
 	if _, err := a.drv.Adopt(ctx, spec, dir); err != nil && !errors.Is(err, hypervisor.ErrExists) {
 		fail(fmt.Errorf("adopt: %w", err))
 		return

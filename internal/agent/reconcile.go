@@ -120,11 +120,30 @@ func (a *Agent) start(ctx context.Context, w model.Workspace) {
 	if w.Spec.Context != nil && w.Spec.Context.Hostname != "" {
 		hostname = w.Spec.Context.Hostname
 	}
+	// Its networks and taps (network.go), before the generation is
+	// recorded: a workspace waiting for its network has not started.
+	nics, err := a.prepareNICs(w)
+	if errors.Is(err, errNetworkPending) {
+		a.netMu.Lock()
+		a.netWarn("pending/"+w.ID, "start waits for its network", "workspace", w.Project+"/"+w.Spec.Name, "id", w.ID, "why", err)
+		a.netMu.Unlock()
+		return
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("start failed: network", "err", err)
+			a.fail(ctx, w, "network: "+err.Error())
+		}
+		return
+	}
+	a.netMu.Lock()
+	a.netOK("pending/" + w.ID)
+	a.netMu.Unlock()
 	if err := a.setStartedGeneration(w.ID, w.Status.Generation); err != nil {
 		log.Warn("record generation", "err", err)
 	}
 	inst, err := a.drv.Start(ctx, hypervisor.InstanceSpec{
-		ID: w.ID, Hostname: hostname, Quantum: w.Spec.Quantum, Image: img, Context: w.Spec.Context,
+		ID: w.ID, Hostname: hostname, Quantum: w.Spec.Quantum, Image: img, Context: w.Spec.Context, NICs: nics,
 	})
 	if err != nil {
 		if ctx.Err() != nil {

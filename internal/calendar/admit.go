@@ -129,6 +129,9 @@ func (c *Calendar) newLease(in Lease, t int64) *lease {
 		v := vecOf(m.Resources)
 		l.total = l.total.add(v)
 		lk := labelKey(m.Labels)
+		if m.Spread {
+			lk += "\x00spread"
+		}
 		gi, ok := 0, len(l.groups) > 0
 		if byKey != nil {
 			gi, ok = byKey[key{v, lk}]
@@ -138,7 +141,7 @@ func (c *Calendar) newLease(in Lease, t int64) *lease {
 			if byKey != nil {
 				byKey[key{v, lk}] = gi
 			}
-			l.groups = append(l.groups, group{v: v, labels: m.Labels, key: lk})
+			l.groups = append(l.groups, group{v: v, labels: m.Labels, key: labelKey(m.Labels), spread: m.Spread})
 		}
 		l.groups[gi].members = append(l.groups[gi].members, i)
 	}

@@ -113,6 +113,8 @@ type group struct {
 	labels  map[string]string
 	key     string // canonical label constraint
 	members []int
+	// spread: one member per host where possible (LeaseMember.Spread).
+	spread bool
 }
 
 type lease struct {
@@ -573,6 +575,10 @@ func (c *Calendar) view(l *lease) LeaseView {
 		ID: l.ID, Project: l.Project, Kind: l.Kind, State: l.st,
 		Remaining: time.Duration(l.remaining), Suspensions: l.suspensions, Requeues: l.requeues,
 		Reason: l.reason,
+	}
+	v.Members = make([]string, len(l.Members))
+	for i, m := range l.Members {
+		v.Members[i] = m.Workspace
 	}
 	switch {
 	case l.held:

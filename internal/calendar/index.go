@@ -81,7 +81,7 @@ func (c *Calendar) eligMask(g *group) []bool {
 // takeRanked places g's members over a window starting at the clock on
 // the best hosts for pack (most allocated first) or spread (least), using
 // the index.
-func (c *Calendar) takeRanked(g *group, from, to int64, ex func(*host) vec, took func(*host, int) int) bool {
+func (c *Calendar) takeRanked(g *group, from, to int64, ex func(*host) vec, perHost int, took func(*host, int) int) bool {
 	mask := c.eligMask(g)
 	need := len(g.members)
 	for k := 0; k <= scoreSteps; k++ {
@@ -94,7 +94,11 @@ func (c *Calendar) takeRanked(g *group, from, to int64, ex func(*host) vec, took
 				continue
 			}
 			h := c.order[p]
-			if n := c.fitOn(h, g, from, to, true, ex(h), need); n > 0 {
+			lim := need
+			if perHost > 0 {
+				lim = min(need, perHost)
+			}
+			if n := c.fitOn(h, g, from, to, true, ex(h), lim); n > 0 {
 				if need = took(h, n); need == 0 {
 					return true
 				}

@@ -23,8 +23,11 @@ func (c *Calendar) placeAt(l *lease, from, to int64, now bool) ([]*host, bool) {
 	}
 	for gi := range l.groups {
 		g := &l.groups[gi]
+		if g.spread && len(g.members) > 1 && c.spreadOut(g, from, to, now, extra, hosts) {
+			continue
+		}
 		k := 0
-		ok := c.takeHosts(g, from, to, now, extra, func(h *host, n int) {
+		ok := c.takeHosts(g, from, to, now, extra, 0, func(h *host, n int) {
 			for ; n > 0; n-- {
 				hosts[g.members[k]] = h
 				k++
@@ -35,6 +38,34 @@ func (c *Calendar) placeAt(l *lease, from, to int64, now bool) ([]*host, bool) {
 		}
 	}
 	return hosts, true
+}
+
+// spreadOut places g's members one per host, if there are enough hosts
+// with room, into hosts (and extra); else it changes nothing and the
+// members share hosts.
+func (c *Calendar) spreadOut(g *group, from, to int64, now bool, extra map[*host]vec, hosts []*host) bool {
+	var trial map[*host]vec
+	if extra != nil {
+		trial = make(map[*host]vec, len(extra))
+		for h, v := range extra {
+			trial[h] = v
+		}
+	}
+	var took []*host
+	if !c.takeHosts(g, from, to, now, trial, 1, func(h *host, n int) {
+		for ; n > 0; n-- {
+			took = append(took, h)
+		}
+	}) {
+		return false
+	}
+	for k, h := range took {
+		hosts[g.members[k]] = h
+	}
+	for h, v := range trial {
+		extra[h] = v
+	}
+	return true
 }
 
 // fitOn is how many of g's members fit on h over [from, to), beyond extra.
@@ -54,9 +85,16 @@ func (c *Calendar) fitOn(h *host, g *group, from, to int64, now bool, ex vec, li
 }
 
 // takeHosts places g's members over [from, to) and reports each host's share
-// to use; false if they do not all fit.
-func (c *Calendar) takeHosts(g *group, from, to int64, now bool, extra map[*host]vec, use func(*host, int)) bool {
+// to use, at most perHost on one host (0: no bound); false if they do not
+// all fit.
+func (c *Calendar) takeHosts(g *group, from, to int64, now bool, extra map[*host]vec, perHost int, use func(*host, int)) bool {
 	need := len(g.members)
+	lim := func() int {
+		if perHost > 0 {
+			return min(need, perHost)
+		}
+		return need
+	}
 	hosts := c.eligible(g)
 	ex := func(h *host) vec {
 		if extra == nil {
@@ -75,7 +113,7 @@ func (c *Calendar) takeHosts(g *group, from, to int64, now bool, extra map[*host
 	switch {
 	case c.pol.Placement == "" || c.pol.Placement == FirstFit:
 		for _, h := range hosts {
-			if n := c.fitOn(h, g, from, to, now, ex(h), need); n > 0 {
+			if n := c.fitOn(h, g, from, to, now, ex(h), lim()); n > 0 {
 				if took(h, n) == 0 {
 					return true
 				}
@@ -83,7 +121,7 @@ func (c *Calendar) takeHosts(g *group, from, to int64, now bool, extra map[*host
 		}
 		return false
 	case now:
-		return c.takeRanked(g, from, to, ex, took)
+		return c.takeRanked(g, from, to, ex, perHost, took)
 	}
 	// Pack or spread in the future: rank hosts by how allocated they are
 	// at from.
@@ -107,7 +145,7 @@ func (c *Calendar) takeHosts(g *group, from, to int64, now bool, extra map[*host
 	for len(ch.cs) > 0 {
 		h := ch.cs[0].h
 		ch.pop()
-		if n := c.fitOn(h, g, from, to, false, ex(h), need); n > 0 {
+		if n := c.fitOn(h, g, from, to, false, ex(h), lim()); n > 0 {
 			took(h, n)
 			if need == 0 {
 				c.candBuf = ch.cs[:0]
@@ -267,7 +305,7 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 	}
 	// place reads the first-fit placement off the counts at T.
 	place := func() []*host {
-		if !single || !all || !(c.pol.Placement == "" || c.pol.Placement == FirstFit) {
+		if !single || !all || !(c.pol.Placement == "" || c.pol.Placement == FirstFit) || l.groups[0].spread {
 			return nil
 		}
 		out := make([]*host, 0, need)

@@ -160,7 +160,7 @@ func (c *Calendar) record(l *lease) model.LeaseRecord {
 	}
 	r.Members = make([]model.LeaseMember, len(l.Members))
 	for i, m := range l.Members {
-		r.Members[i] = model.LeaseMember{Workspace: m.Workspace, Resources: m.Resources, Labels: cloneLabels(m.Labels)}
+		r.Members[i] = model.LeaseMember{Workspace: m.Workspace, Resources: m.Resources, Labels: cloneLabels(m.Labels), Spread: m.Spread}
 	}
 	if l.held {
 		r.Hold = &model.LeaseHold{
@@ -245,7 +245,7 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 		Duration: r.Duration.D(), Preempt: Preempt(r.Preempt), Submitted: r.Submitted,
 		Image: Image{Name: r.Image, Size: r.ImageBytes}}
 	for _, m := range r.Members {
-		in.Members = append(in.Members, Request{Resources: m.Resources, Labels: m.Labels, Workspace: m.Workspace})
+		in.Members = append(in.Members, Request{Resources: m.Resources, Labels: m.Labels, Workspace: m.Workspace, Spread: m.Spread})
 	}
 	if err := validate(&in); err != nil {
 		return err

@@ -361,6 +361,7 @@ func (e *scenarioEnv) do(line string) []string {
 				Resources: model.Resources{MilliCPU: e.cores(a["cpu"]), Memory: e.size(a["mem"]),
 					Disk: e.size(a["disk"]), Bandwidth: e.size(a["bw"])},
 				Labels: labels(a["labels"]),
+				Spread: a["spread"] == "true",
 			})
 		}
 		if v, ok := a["start"]; ok {

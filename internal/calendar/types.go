@@ -299,7 +299,10 @@ type LeaseView struct {
 	// a promise.
 	Start, End time.Time
 	Hosts      []string
-	Planned    bool
+	// Members are the workspaces the lease runs, in member order (member
+	// i on Hosts[i]).
+	Members []string
+	Planned bool
 	// Remaining is the run time still owed.
 	Remaining   time.Duration
 	Suspensions int

@@ -262,6 +262,13 @@ func (ctl *Controller) releasesLocked(ctx context.Context, ws model.Workspace) (
 	if !ok || v.State.Over() {
 		return false, nil
 	}
+	if _, _, cl := clusterOfLease(v.ID); cl {
+		mates, err := ctl.leaseMates(ctx, v, ws)
+		if err != nil {
+			return false, err
+		}
+		return clusterReleases(mates, v.State), nil
+	}
 	if !wantsLease(ws) {
 		return true, nil
 	}

@@ -83,6 +83,8 @@ type Controller struct {
 	kick chan struct{}
 	// waker wakes the agents' long polls (wake.go).
 	waker nodeWaker
+	// execs relays commands run in guests (exec.go).
+	execs execState
 }
 
 // New returns a controller over cfg.Store.
@@ -174,6 +176,7 @@ func (ctl *Controller) Reconcile(ctx context.Context) error {
 			ctl.log.Warn("check hosts", "err", err)
 		}
 	}
+	ctl.sweepExecs(ctx)
 	return ctl.advanceCalendar(ctx)
 }
 

@@ -178,6 +178,12 @@ func (ctl *Controller) Assignments(ctx context.Context, name string, after int64
 		if out.Workspaces, err = ctl.guarded(ctx, name, mine); err != nil {
 			return api.Assignments{}, err
 		}
+		if out.Networks, err = ctl.hostNetworks(ctx, name, all); err != nil {
+			return api.Assignments{}, err
+		}
+	}
+	if out.Execs, err = ctl.pendingExecs(ctx, name); err != nil {
+		return api.Assignments{}, err
 	}
 	return out, nil
 }
@@ -225,8 +231,14 @@ func (ctl *Controller) waitChange(ctx context.Context, node string, rev int64, w
 		if done {
 			return nil
 		}
+		// A command for one of its guests wakes it too (exec.go).
+		xch, done := ctl.execs.waker.check(ctl.store, node, rev)
+		if done {
+			return nil
+		}
 		select {
 		case <-ch:
+		case <-xch:
 		case <-timer.C:
 			return nil
 		case <-ctx.Done():

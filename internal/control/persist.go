@@ -110,14 +110,26 @@ func (ctl *Controller) releaseOrphans(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		ws, err := ctl.getWS(ctx, project, name)
-		orphan := isNotFound(err)
-		if err == nil {
-			// A guest still up keeps its lease until the agent reports it
-			// gone (guard.go).
-			orphan = leaseID(ws) != v.ID || !guestUp(ws) && !wantsLease(ws)
-		} else if !orphan {
-			return err
+		var orphan bool
+		var err error
+		if _, _, cl := clusterOfLease(v.ID); cl {
+			// A cluster's: orphaned once no member's guest is up and none wants it.
+			var mates []model.Workspace
+			if mates, err = ctl.leaseMates(ctx, v, model.Workspace{}); err != nil {
+				return err
+			}
+			orphan = clusterReleases(mates, v.State) && !anyWants(mates)
+		} else {
+			var ws model.Workspace
+			ws, err = ctl.getWS(ctx, project, name)
+			orphan = isNotFound(err)
+			if err == nil {
+				// A guest still up keeps its lease until the agent reports it
+				// gone (guard.go).
+				orphan = leaseID(ws) != v.ID || !guestUp(ws) && !wantsLease(ws)
+			} else if !orphan {
+				return err
+			}
 		}
 		if !orphan {
 			continue
@@ -282,12 +294,31 @@ func (ctl *Controller) effects(ctx context.Context, acts []calendar.Action, now 
 	changed := map[string]bool{}
 	var order []string
 	var changes []Change
+	type target struct {
+		key string
+		a   calendar.Action
+	}
+	var targets []target
 	for _, a := range acts {
 		project, name, ok := refOfLease(a.Lease)
 		if !ok {
 			continue
 		}
-		k := wsKey(project, name)
+		if _, _, cl := clusterOfLease(a.Lease); cl {
+			// A cluster's lease: member i is workspace Members[i] on Hosts[i].
+			v, ok := ctl.cal.Get(a.Lease)
+			if !ok {
+				continue
+			}
+			for i, m := range v.Members {
+				targets = append(targets, target{wsKey(project, m), memberAction(a, i)})
+			}
+			continue
+		}
+		targets = append(targets, target{wsKey(project, name), a})
+	}
+	for _, t := range targets {
+		k, a := t.key, t.a
 		if skip[k] {
 			continue // the caller writes it
 		}

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 
 	"vgrid/internal/store"
@@ -24,8 +25,10 @@ type nodeWaker struct {
 	running bool
 	// since: every change after this revision is known.
 	since int64
-	// nodeOf is the host of each placed workspace, by key.
+	// nodeOf is the host of each placed workspace, by key; vnisOf the
+	// overlay networks of those that have NICs.
 	nodeOf map[string]string
+	vnisOf map[string][]uint32
 	// changed is the revision of each host's last change; allChanged that
 	// of a change whose host could not be told (every host wakes).
 	changed    map[string]int64
@@ -42,6 +45,17 @@ type wsNode struct {
 			From string `json:"from"`
 		} `json:"move"`
 	} `json:"status"`
+	NICs []struct {
+		VNI uint32 `json:"vni"`
+	} `json:"nics"`
+}
+
+func (v wsNode) vnis() []uint32 {
+	var out []uint32
+	for _, n := range v.NICs {
+		out = append(out, n.VNI)
+	}
+	return out
 }
 
 // check says whether node has had a change after rev (or whether that
@@ -86,10 +100,14 @@ func (w *nodeWaker) startLocked(st store.Store) bool {
 		return false
 	}
 	w.nodeOf = make(map[string]string, len(kvs))
+	w.vnisOf = map[string][]uint32{}
 	for _, kv := range kvs {
 		var v wsNode
 		if json.Unmarshal(kv.Value, &v) == nil && v.Status.Node != "" {
 			w.nodeOf[kv.Key] = v.Status.Node
+			if vs := v.vnis(); len(vs) > 0 {
+				w.vnisOf[kv.Key] = vs
+			}
 		}
 	}
 	w.running, w.since = true, rev
@@ -121,13 +139,14 @@ func (w *nodeWaker) run(ch <-chan store.Event, cancel context.CancelFunc) {
 // where it is.
 func (w *nodeWaker) apply(ev store.Event) {
 	var now, from string
+	var vnis []uint32
 	known := true
 	if ev.Type == store.EventPut {
 		var v wsNode
 		if err := json.Unmarshal(ev.KV.Value, &v); err != nil {
 			known = false
 		}
-		now = v.Status.Node
+		now, vnis = v.Status.Node, v.vnis()
 		if v.Status.Move != nil {
 			from = v.Status.Move.From // it serves the files
 		}
@@ -138,10 +157,17 @@ func (w *nodeWaker) apply(ev store.Event) {
 		return // stopped meanwhile
 	}
 	before := w.nodeOf[ev.KV.Key]
+	if len(vnis) == 0 {
+		vnis = w.vnisOf[ev.KV.Key] // deleted: the networks it was on
+	}
 	if now == "" {
 		delete(w.nodeOf, ev.KV.Key)
+		delete(w.vnisOf, ev.KV.Key)
 	} else {
 		w.nodeOf[ev.KV.Key] = now
+		if len(vnis) > 0 {
+			w.vnisOf[ev.KV.Key] = vnis
+		}
 	}
 	rev := ev.KV.Revision
 	if !known {
@@ -152,7 +178,13 @@ func (w *nodeWaker) apply(ev store.Event) {
 		}
 		return
 	}
-	for _, n := range []string{before, now, from} {
+	hosts := []string{before, now, from}
+	if before != now && len(vnis) > 0 {
+		// A member of overlay networks placed, moved or gone: the other
+		// hosts of its networks change their forwarding entries.
+		hosts = append(hosts, w.networkHostsLocked(vnis)...)
+	}
+	for _, n := range hosts {
 		if n == "" {
 			continue
 		}
@@ -162,4 +194,19 @@ func (w *nodeWaker) apply(ev store.Event) {
 			delete(w.signal, n)
 		}
 	}
+}
+
+// networkHostsLocked lists the hosts with members on any of vnis. The
+// caller holds mu.
+func (w *nodeWaker) networkHostsLocked(vnis []uint32) []string {
+	var out []string
+	for k, vs := range w.vnisOf {
+		for _, v := range vs {
+			if slices.Contains(vnis, v) {
+				out = append(out, w.nodeOf[k])
+				break
+			}
+		}
+	}
+	return out
 }

@@ -173,6 +173,15 @@ func (ctl *Controller) Workspaces(ctx context.Context, project string, p Page) (
 // it down and then the record goes (Forgotten). A workspace no host holds
 // goes at once.
 func (ctl *Controller) DeleteWorkspace(ctx context.Context, project, name string) (model.Workspace, error) {
+	if ws, err := ctl.getWS(ctx, project, name); err == nil && ws.Cluster != nil {
+		return ws, memberRefusal(ws, "delete")
+	}
+	return ctl.deleteWorkspace(ctx, project, name)
+}
+
+// deleteWorkspace is DeleteWorkspace of any workspace, a cluster's member
+// too.
+func (ctl *Controller) deleteWorkspace(ctx context.Context, project, name string) (model.Workspace, error) {
 	var changed bool
 	ws, err := ctl.changeAndRelease(ctx, project, name, func(ws *model.Workspace) error {
 		if ws.Desired == model.DesiredDeleted {
@@ -213,6 +222,7 @@ func (ctl *Controller) forget(ctx context.Context, ws model.Workspace) error {
 	}
 	_ = ctl.store.Delete(ctx, "console/"+ws.ID, 0)
 	ctl.log.Info("workspace deleted", "project", ws.Project, "workspace", ws.Spec.Name, "id", ws.ID)
+	ctl.releaseAddresses(ctx, ws)
 	return nil
 }
 
@@ -221,6 +231,9 @@ func (ctl *Controller) forget(ctx context.Context, ws model.Workspace) error {
 func (ctl *Controller) StopWorkspace(ctx context.Context, project, name, reason string) (model.Workspace, error) {
 	var changed bool
 	ws, err := ctl.changeAndRelease(ctx, project, name, func(ws *model.Workspace) error {
+		if err := memberRefusal(*ws, "stop"); err != nil {
+			return err
+		}
 		if err := stopped(ws, reason); err != nil {
 			return err
 		}
@@ -274,6 +287,9 @@ func (ctl *Controller) StartWorkspace(ctx context.Context, project, name string)
 	}
 	if cur.Desired == model.DesiredRunning {
 		return cur, nil
+	}
+	if err := memberRefusal(cur, "start"); err != nil {
+		return cur, err
 	}
 	if cur.Desired == model.DesiredDeleted {
 		return model.Workspace{}, conflict(fmt.Sprintf("workspace %q is being deleted", name))

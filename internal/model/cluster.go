@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ClusterSpec is what a user asks for to get a virtual cluster: groups of
@@ -338,4 +339,51 @@ func (b *BitRate) UnmarshalJSON(data []byte) error {
 	}
 	*b = v
 	return nil
+}
+
+// Cluster is the stored object of a virtual cluster: the spec it was
+// created from (with any --set applied), its one lease, and its members in
+// the lease's member order. The members are workspaces of the project
+// (Workspace.Cluster names the cluster); the cluster's state is theirs.
+type Cluster struct {
+	Project string      `json:"project"`
+	Spec    ClusterSpec `json:"spec"`
+	// Lease is the ID of the lease all members share.
+	Lease string `json:"lease"`
+	// Members are the member workspaces' names, in lease member order.
+	Members []string `json:"members"`
+	// Networks are the project networks the members are on; the first
+	// one's addresses are those of the roster.
+	Networks []string `json:"networks"`
+	// PublicKey is the cluster's ssh public key (authorized_keys line);
+	// the private key is in each member's context.
+	PublicKey string    `json:"public_key,omitempty"`
+	Desired   Desired   `json:"desired"`
+	CreatedAt time.Time `json:"created_at"`
+	Revision  int64     `json:"revision,omitempty"`
+}
+
+// ClusterStatus is a cluster as GET shows it: the stored object and the
+// state of each member.
+type ClusterStatus struct {
+	Cluster
+	// State is Ready when every member runs with its roster applied;
+	// else the least advanced member state (Pending, Scheduled, Queued,
+	// Starting, Running, Stopping, Stopped, Failed, Suspended).
+	State   string         `json:"state"`
+	Ready   int            `json:"ready"`
+	Details []MemberStatus `json:"details"`
+}
+
+// MemberStatus is one member as ClusterStatus shows it.
+type MemberStatus struct {
+	Name      string   `json:"name"`
+	Role      string   `json:"role"`
+	Index     int      `json:"index"`
+	Host      string   `json:"host,omitempty"`
+	State     State    `json:"state"`
+	Addresses []string `json:"addresses,omitempty"` // on the cluster's networks
+	// Contextualized: the guest agent applied the current roster.
+	Contextualized bool   `json:"contextualized"`
+	Reason         string `json:"reason,omitempty"`
 }

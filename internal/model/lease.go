@@ -59,6 +59,10 @@ type LeaseMember struct {
 	Workspace string            `json:"workspace,omitempty"`
 	Resources Resources         `json:"resources"`
 	Labels    map[string]string `json:"labels,omitempty"`
+	// Spread asks for the member to be on another host than the lease's
+	// other members of the same resources, labels and Spread (a role's
+	// anti-affinity), where the hosts allow; else they share hosts.
+	Spread bool `json:"spread,omitempty"`
 }
 
 // LeaseHold is a lease's current hold of slots: [From, To) on Hosts

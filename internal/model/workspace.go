@@ -89,7 +89,7 @@ func (q Quantum) CPUCores() float64 {
 
 // Resources converts a quantum into what placement counts.
 func (q Quantum) Resources() Resources {
-	return Resources{MilliCPU: int64(q.CPUCores()*1000 + 0.5), Memory: q.Memory, Disk: q.Disk}
+	return Resources{MilliCPU: int64(q.CPUCores()*1000 + 0.5), Memory: q.Memory, Disk: q.Disk, Bandwidth: q.Bandwidth.BytesPerSecond()}
 }
 
 // Context is what the guest learns about itself at boot: written into a
@@ -128,6 +128,9 @@ type GuestInfo struct {
 	UptimeS   float64  `json:"uptime_s,omitempty"`
 	Context   bool     `json:"context,omitempty"` // the cidata seed was read
 	Agent     string   `json:"agent,omitempty"`   // guest agent version
+	// Roster is the revision of the cluster roster the guest agent
+	// applied (model.ClusterContext.Revision); 0: none.
+	Roster int `json:"roster,omitempty"`
 }
 
 // Timings records when a workspace passed each step of its start, so that

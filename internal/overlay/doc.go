@@ -50,7 +50,8 @@
 // differ, adds missing FDB entries and deletes those of peers and remotes
 // no longer listed. Run twice, the second run sends no change to the
 // kernel. Delete(vni) removes both devices (taps stay, detached); List()
-// reports the VNIs present by device name, for the agent's cleanup.
+// reports the VNIs present by device name, and Taps(prefix) the taps with
+// the network each is a port of, for the agent's cleanup.
 //
 // Isolation follows from the design: each network has its own bridge and
 // VNI, so two networks may use the same guest subnet, even the same

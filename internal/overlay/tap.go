@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 
@@ -137,4 +139,47 @@ func validName(name string) error {
 		return fmt.Errorf("overlay: interface name %q: 1 to %d printable characters, no '/', ':' or spaces", name, ifnameMax)
 	}
 	return nil
+}
+
+// Tap is a TAP device as Taps reports it.
+type Tap struct {
+	Name string
+	// VNI is the network whose bridge (vgb-<vni>) the tap is a port of; 0
+	// when it is on none.
+	VNI uint32
+}
+
+// Taps lists the TAP devices whose names start with prefix (all of them
+// for ""), with the network each is a port of, sorted by name: the
+// agent's view of the taps it may have to clean up.
+func (h *Host) Taps(prefix string) ([]Tap, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	links, err := retry(h.nl.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("overlay: list links: %w", err)
+	}
+	bridges := map[int]uint32{}
+	for _, l := range links {
+		if l.Type() != "bridge" {
+			continue
+		}
+		rest, ok := strings.CutPrefix(l.Attrs().Name, BridgePrefix)
+		if !ok {
+			continue
+		}
+		if v, err := strconv.ParseUint(rest, 10, 32); err == nil && v > 0 && v <= MaxVNI && strconv.FormatUint(v, 10) == rest {
+			bridges[l.Attrs().Index] = uint32(v)
+		}
+	}
+	var out []Tap
+	for _, l := range links {
+		t, ok := l.(*netlink.Tuntap)
+		if !ok || t.Mode != netlink.TUNTAP_MODE_TAP || !strings.HasPrefix(t.Name, prefix) {
+			continue
+		}
+		out = append(out, Tap{Name: t.Name, VNI: bridges[t.MasterIndex]})
+	}
+	slices.SortFunc(out, func(a, b Tap) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }

@@ -138,6 +138,13 @@ func (d *strictDecoder) value(path string, raw json.RawMessage, v reflect.Value,
 	case reflect.Map:
 		d.mapping(path, raw, v, depth)
 	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			// Bytes are a base64 string, as encoding/json has them.
+			if err := json.Unmarshal(raw, v.Addr().Interface()); err != nil {
+				d.fail(path, "want base64 data: %s", strings.TrimPrefix(err.Error(), "json: "))
+			}
+			return
+		}
 		d.list(path, raw, v, depth)
 	case reflect.String, reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:

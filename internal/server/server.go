@@ -73,6 +73,15 @@ var endpoints = []endpoint{
 	{"POST", "/workspaces/{name}/start", anyUser, (*Server).postWorkspaceStart},
 	{"GET", "/workspaces/{name}/logs", anyUser, (*Server).getWorkspaceLogs},
 	{"GET", "/workspaces/{name}/events", anyUser, (*Server).getWorkspaceEvents},
+	{"POST", "/workspaces/{name}/exec", anyUser, (*Server).postWorkspaceExec},
+	{"POST", "/clusters", anyUser, (*Server).postClusters},
+	{"GET", "/clusters", anyUser, (*Server).getClusters},
+	{"GET", "/clusters/{name}", anyUser, (*Server).getCluster},
+	{"DELETE", "/clusters/{name}", anyUser, (*Server).deleteCluster},
+	{"POST", "/clusters/{name}/stop", anyUser, (*Server).postClusterStop},
+	{"POST", "/clusters/{name}/start", anyUser, (*Server).postClusterStart},
+	{"POST", "/clusters/{name}/scale", anyUser, (*Server).postClusterScale},
+	{"GET", "/clusters/{name}/export", anyUser, (*Server).getClusterExport},
 	{"POST", "/networks", anyUser, (*Server).postNetworks},
 	{"GET", "/networks", anyUser, (*Server).getNetworks},
 	{"GET", "/networks/{name}", anyUser, (*Server).getNetwork},
@@ -108,6 +117,9 @@ var endpoints = []endpoint{
 	{"PUT", "/nodes/{node}/workspaces/{project}/{name}/status", []string{RoleNode}, (*Server).putNodeWorkspaceStatus},
 	{"PUT", "/nodes/{node}/workspaces/{project}/{name}/console", []string{RoleNode}, (*Server).putNodeWorkspaceConsole},
 	{"DELETE", "/nodes/{node}/workspaces/{project}/{name}", []string{RoleNode}, (*Server).deleteNodeWorkspace},
+	{"POST", "/nodes/{node}/execs/{id}/claim", []string{RoleNode}, (*Server).postNodeExecClaim},
+	{"POST", "/nodes/{node}/execs/{id}/output", []string{RoleNode}, (*Server).postNodeExecOutput},
+	{"POST", "/nodes/{node}/execs/{id}/exit", []string{RoleNode}, (*Server).postNodeExecExit},
 }
 
 // Handler returns the HTTP handler: every route under /api/v1 requires a

@@ -177,6 +177,9 @@ func validateDuration(errs *FieldErrors, d model.Duration) {
 }
 
 func validateContext(errs *FieldErrors, c *model.Context) {
+	if c.Cluster != nil {
+		errs.add("context.cluster", "is set by vgrid for the members of a cluster (their roster); a spec may not set it")
+	}
 	switch {
 	case len(c.UserData) > MaxUserData:
 		errs.add("context.user_data", fmt.Sprintf("is %d bytes, at most %d allowed", len(c.UserData), MaxUserData))

@@ -90,6 +90,8 @@ func TestValidate(t *testing.T) {
 		}, nil, `context.env["A-1"]: name must be letters, digits and '_', not starting with a digit; context.env.B: value is 5000 bytes, at most 4096 allowed; context.env.C: value must be UTF-8 text without NUL bytes`},
 		{"hostname", func(s *model.WorkspaceSpec) { s.Context = &model.Context{Hostname: "a.b"} }, nil,
 			"context.hostname: must be 1-63 characters of letters, digits and '-', not starting or ending with '-'"},
+		{"roster set by the user", func(s *model.WorkspaceSpec) { s.Context = &model.Context{Cluster: &model.ClusterContext{Name: "x"}} }, nil,
+			"context.cluster: is set by vgrid for the members of a cluster (their roster); a spec may not set it"},
 		{"hostname uppercase allowed", func(s *model.WorkspaceSpec) { s.Context = &model.Context{Hostname: "Web-1"} }, nil, ""},
 		{"everything empty", func(s *model.WorkspaceSpec) { *s = model.WorkspaceSpec{} }, nil,
 			"name: required; image: required; quantum.vcpus: required (1 to 64); quantum.memory: required (64Mi to 1Ti); duration: required (e.g. 30m, 2h, 1h30m)"},

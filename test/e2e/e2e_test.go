@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -268,6 +269,14 @@ func TestWorkspaceEndToEnd(t *testing.T) {
 			t.Fatalf("console never showed the user-data line:\n%s", tail(out, 2000))
 		}
 		time.Sleep(time.Second)
+	}
+
+	// A command in the guest (vgrid workspace exec): its output streams
+	// back and vgrid exits with its exit code.
+	out, errOut, err := u.cli("workspace", "exec", "demo", "--timeout", "30s", "--", "/bin/sh", "-c", "hostname; grep -c processor /proc/cpuinfo; exit 3")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 || out != "demo-host\n2\n" {
+		t.Fatalf("workspace exec: %v, stdout %q, stderr %q; want exit code 3 and demo-host, 2 processors\nvgrid up log:\n%s", err, out, errOut, tail(u.log.String(), 3000))
 	}
 
 	// A second vgrid up, on another data dir and address, runs beside the

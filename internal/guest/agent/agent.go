@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vgrid/internal/guest/proto"
+	"vgrid/internal/model"
 )
 
 const (
@@ -43,6 +44,17 @@ type Config struct {
 	SetHostname func(name string) error
 	// RunUserData replaces starting the user-data script.
 	RunUserData func(script string, env []string) error
+	// Links replaces the guest's interfaces (netlink) that a
+	// network-config is applied to. Nil: netlink when Root is "/", else
+	// a network-config is not applied.
+	Links Links
+	// LinkWait is how long a network-config's interfaces are waited for
+	// (default 5 s).
+	LinkWait time.Duration
+	// StartDHCP replaces starting the DHCP client on an interface
+	// (busybox udhcpc), which is done when the seed has no
+	// network-config. Nil: udhcpc when Root is "/", else nothing.
+	StartDHCP func(iface string) error
 }
 
 // Agent is the in-guest agent. Create it with New.
@@ -53,8 +65,13 @@ type Agent struct {
 	powerOff    func() error
 	setHostname func(string) error
 	runUserData func(string, []string) error
+	links       Links
+	linkWait    time.Duration
+	startDHCP   func(string) error
+	dhcpStarted bool // by this agent, for eth0
 
 	context bool // the seed was read
+	roster  int  // the revision of the cluster roster applied (0: none)
 	lines   lineReader
 	execs   chan struct{} // one token per running command (MaxExecs)
 }
@@ -68,10 +85,26 @@ func New(cfg Config) *Agent {
 		powerOff:    cfg.PowerOff,
 		setHostname: cfg.SetHostname,
 		runUserData: cfg.RunUserData,
+		links:       cfg.Links,
+		linkWait:    cfg.LinkWait,
+		startDHCP:   cfg.StartDHCP,
 		execs:       make(chan struct{}, MaxExecs),
 	}
 	if a.root == "" {
 		a.root = "/"
+	}
+	if a.root == "/" {
+		// Only in a real guest: tests on the host must not touch its
+		// interfaces.
+		if a.links == nil {
+			a.links = netlinkLinks{}
+		}
+		if a.startDHCP == nil {
+			a.startDHCP = startUDHCPC
+		}
+	}
+	if a.linkWait <= 0 {
+		a.linkWait = linkWait
 	}
 	if a.portWait <= 0 {
 		a.portWait = defaultPortWait
@@ -130,8 +163,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue
 		}
 		if !readySent {
+			a.waitAddress(ctx)
 			// Blocks until the host connects.
-			info := Facts(a.root, a.context)
+			info := a.facts()
 			if err := writeMessage(port, proto.Message{Type: proto.TypeReady, Info: &info}); err != nil {
 				a.log.Printf("send ready: %v", err)
 				port.Close()
@@ -212,7 +246,7 @@ func (a *Agent) Serve(rw io.ReadWriter) error {
 func (a *Agent) Handle(req proto.Message) (reply proto.Message, after func() error) {
 	switch req.Type {
 	case proto.TypeFacts:
-		info := Facts(a.root, a.context)
+		info := a.facts()
 		return proto.Message{Type: proto.TypeFacts, ID: req.ID, Info: &info}, nil
 	case proto.TypePing:
 		return proto.Message{Type: proto.TypePong, ID: req.ID}, nil
@@ -222,6 +256,13 @@ func (a *Agent) Handle(req proto.Message) (reply proto.Message, after func() err
 		return proto.Message{Type: proto.TypeError, ID: req.ID,
 			Message: fmt.Sprintf("unknown request type %q", req.Type)}, nil
 	}
+}
+
+// facts is Facts with what the agent applied of the seed.
+func (a *Agent) facts() model.GuestInfo {
+	info := Facts(a.root, a.context)
+	info.Roster = a.roster
+	return info
 }
 
 func writeMessage(w io.Writer, m proto.Message) error {

@@ -284,6 +284,15 @@ func TestLoadSeed(t *testing.T) {
 			files: map[string]string{"meta-data": "hostname: h2\n"},
 			want:  Seed{Hostname: "h2"},
 		},
+		{
+			name: "network-config and cluster",
+			files: map[string]string{
+				"meta-data":          "instance-id: i3\n",
+				"network-config":     "version: 2\n",
+				"vgrid-cluster.json": "{}",
+			},
+			want: Seed{InstanceID: "i3", NetworkConfig: []byte("version: 2\n"), Cluster: []byte("{}")},
+		},
 		{name: "no meta-data", files: map[string]string{"user-data": "x"}, wantErr: true},
 	}
 	for _, tt := range tests {

@@ -39,6 +39,11 @@ type Seed struct {
 	SSHKeys    []string
 	UserData   []byte
 	Env        []EnvVar
+	// NetworkConfig is the network-config file; nil when there is none
+	// (the guest then configures eth0 by DHCP).
+	NetworkConfig []byte
+	// Cluster is vgrid-cluster.json; nil when the guest is no cluster's.
+	Cluster []byte
 }
 
 // EnvVar is one KEY=VALUE line of vgrid-env.
@@ -179,6 +184,18 @@ func LoadSeed(dir string) (*Seed, error) {
 		return nil, fmt.Errorf("read seed: %w", err)
 	}
 	s.Env = ParseEnv(env)
+	for name, dst := range map[string]*[]byte{proto.SeedNetworkConfig: &s.NetworkConfig, proto.SeedCluster: &s.Cluster} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("read seed: %w", err)
+		}
+		if err == nil {
+			if b == nil {
+				b = []byte{}
+			}
+			*dst = b
+		}
+	}
 	return s, nil
 }
 
@@ -230,21 +247,27 @@ func (a *Agent) mountSeed() (dir string, ok bool, err error) {
 }
 
 // applyContext reads the seed, if any, and applies it. It reports whether
-// a seed was read.
+// a seed was read. Without one the network is configured as without a
+// network-config (DHCP on eth0).
 func (a *Agent) applyContext() (bool, error) {
 	dir, ok, err := a.mountSeed()
-	if err != nil || !ok {
-		return false, err
+	if err == nil && ok {
+		var seed *Seed
+		if seed, err = LoadSeed(dir); err == nil {
+			return true, a.applySeed(seed)
+		}
 	}
-	seed, err := LoadSeed(dir)
-	if err != nil {
-		return false, err
+	if nerr := a.applyNetwork(nil); nerr != nil {
+		err = errors.Join(err, nerr)
 	}
-	return true, a.applySeed(seed)
+	return false, err
 }
 
-// applySeed writes the hostname, environment and SSH keys and starts the
-// user-data script (once per instance).
+// applySeed configures the network (network-config, or DHCP on eth0),
+// writes the hostname, environment and SSH keys, applies the cluster
+// roster and keys (vgrid-cluster.json), and then starts the user-data
+// script (once per instance), which finds all of that done. A part that
+// fails does not keep the others from being applied.
 func (a *Agent) applySeed(s *Seed) error {
 	var errs []error
 	if s.Hostname != "" {
@@ -267,6 +290,16 @@ func (a *Agent) applySeed(s *Seed) error {
 		} else if err := writeFile(filepath.Join(a.root, authKeysFile), []byte(keys), 0o600); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := a.applyNetwork(s.NetworkConfig); err != nil {
+		errs = append(errs, err)
+	}
+	if s.Cluster != nil {
+		rev, err := a.applyCluster(s.Cluster, s.Hostname)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		a.roster = rev
 	}
 	if bytes.HasPrefix(s.UserData, []byte("#!")) {
 		if err := a.startUserData(s); err != nil {

@@ -10,11 +10,19 @@ const PortName = "vgrid.agent"
 // meta-data holds "key: value" lines (instance-id, local-hostname) and a
 // "public-keys:" list of "  - <ssh key>" lines; user-data is run once per
 // instance-id when it starts with "#!"; vgrid-env holds KEY=VALUE lines.
+// network-config (NoCloud network configuration version 2, only when the
+// guest has interfaces on private networks) gives each interface, matched
+// by its MAC address, its name, addresses and gateway; the guest agent
+// applies it, and without it configures eth0 by DHCP. vgrid-cluster.json
+// (only for a member of a cluster) is the JSON of a model.ClusterContext:
+// the roster the agent writes into /etc/hosts, and the cluster's key pair.
 const (
-	SeedLabel    = "cidata"
-	SeedMetaData = "meta-data"
-	SeedUserData = "user-data"
-	SeedEnv      = "vgrid-env"
+	SeedLabel         = "cidata"
+	SeedMetaData      = "meta-data"
+	SeedUserData      = "user-data"
+	SeedEnv           = "vgrid-env"
+	SeedNetworkConfig = "network-config"
+	SeedCluster       = "vgrid-cluster.json"
 )
 
 // Message types.

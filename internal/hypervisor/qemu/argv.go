@@ -91,10 +91,25 @@ func Argv(spec hypervisor.InstanceSpec, p Paths, accel string, tscKHz int64) []s
 	// The NoCloud seed (label cidata), read-only.
 	add("-drive", "file="+optPath(p.Seed)+",format=raw,if=none,id=seed,readonly=on",
 		"-device", dev("virtio-blk-device,drive=seed", "virtio-blk-pci,drive=seed"))
-	// User-mode networking gives outbound access without host setup; the
-	// MAC is derived from the ID so that it is stable across restarts.
-	add("-netdev", "user,id=n0",
-		"-device", dev("virtio-net-device", "virtio-net-pci")+",netdev=n0,mac="+MAC(spec.ID))
+	if len(spec.NICs) == 0 {
+		// User-mode networking gives outbound access without host setup;
+		// the MAC is derived from the ID so that it is stable across
+		// restarts.
+		add("-netdev", "user,id=n0",
+			"-device", dev("virtio-net-device", "virtio-net-pci")+",netdev=n0,mac="+MAC(spec.ID))
+	} else {
+		// One interface per NIC, in order, on the tap the host agent made
+		// (persistent, so QEMU needs no privilege to open it; no helper
+		// scripts). No user-mode interface: the guest's traffic goes
+		// where its networks take it. vhost is off (QEMU's default): it
+		// needs /dev/vhost-net, and gains nothing under TCG. The guest
+		// matches its network-config to the interfaces by MAC (seed.go).
+		for i, n := range spec.NICs {
+			id := "n" + strconv.Itoa(i)
+			add("-netdev", "tap,id="+id+",ifname="+n.Tap+",script=no,downscript=no",
+				"-device", dev("virtio-net-device", "virtio-net-pci")+",netdev="+id+",mac="+strings.ToLower(n.MAC))
+		}
+	}
 	// Detach from the agent: the guest must outlive it. QEMU forks, the
 	// parent exits once the VM is set up, and the pidfile names the child.
 	add("-pidfile", p.PIDFile, "-daemonize")

@@ -1,6 +1,11 @@
 package qemu
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -47,6 +52,120 @@ func TestArgvDirectTCG(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got\n%q\nwant\n%q", got, want)
+	}
+}
+
+// testNICs are two interfaces on taps.
+func testNICs() []hypervisor.NIC {
+	return []hypervisor.NIC{
+		{Tap: "vgt-ws-1-0", MAC: "02:AA:bb:cc:dd:01", Address: netip.MustParsePrefix("10.77.0.2/24"), Gateway: netip.MustParseAddr("10.77.0.1")},
+		{Tap: "vgt-ws-1-1", MAC: "02:aa:bb:cc:dd:02", Address: netip.MustParsePrefix("10.78.0.2/16")},
+	}
+}
+
+// With NICs, each is a virtio-net interface on its tap, in order, and
+// there is no user-mode interface; the rest of the command line is as
+// without.
+func TestArgvNICs(t *testing.T) {
+	p := instancePaths("/var/lib/vgrid/ws-1", DefaultRunDir)
+	spec := testSpec()
+	plain := Argv(spec, p, AccelTCG, 2596134)
+	spec.NICs = testNICs()
+	got := Argv(spec, p, AccelTCG, 2596134)
+	i := slices.Index(plain, "-netdev")
+	want := slices.Concat(plain[:i], []string{
+		"-netdev", "tap,id=n0,ifname=vgt-ws-1-0,script=no,downscript=no",
+		"-device", "virtio-net-device,netdev=n0,mac=02:aa:bb:cc:dd:01",
+		"-netdev", "tap,id=n1,ifname=vgt-ws-1-1,script=no,downscript=no",
+		"-device", "virtio-net-device,netdev=n1,mac=02:aa:bb:cc:dd:02",
+	}, plain[i+4:])
+	if !slices.Equal(got, want) {
+		t.Errorf("got\n%q\nwant\n%q", got, want)
+	}
+	spec.Image.Boot, spec.Image.Kernel, spec.Image.Initrd = "firmware", "", ""
+	fw := Argv(spec, p, AccelTCG, 0)
+	if !slices.Contains(fw, "virtio-net-pci,netdev=n1,mac=02:aa:bb:cc:dd:02") || slices.Contains(fw, "user,id=n0") {
+		t.Errorf("firmware boot: %q", fw)
+	}
+}
+
+func TestCheckNICs(t *testing.T) {
+	if err := checkNICs(testNICs()); err != nil {
+		t.Fatalf("good nics: %v", err)
+	}
+	if err := checkNICs(nil); err != nil {
+		t.Fatalf("no nics: %v", err)
+	}
+	tests := []struct {
+		name   string
+		mutate func([]hypervisor.NIC)
+		msg    string
+	}{
+		{"no tap", func(n []hypervisor.NIC) { n[0].Tap = "" }, `nic 0: tap ""`},
+		{"long tap", func(n []hypervisor.NIC) { n[1].Tap = "abcdefghijklmnop" }, "nic 1: tap"},
+		{"tap with comma", func(n []hypervisor.NIC) { n[0].Tap = "a,script=/x" }, "tap"},
+		{"upper-case tap", func(n []hypervisor.NIC) { n[0].Tap = "Tap0" }, "tap"},
+		{"same tap", func(n []hypervisor.NIC) { n[1].Tap = n[0].Tap }, "nic 0 has it too"},
+		{"bad mac", func(n []hypervisor.NIC) { n[0].MAC = "02:00:00:00:00" }, "mac"},
+		{"dashed mac", func(n []hypervisor.NIC) { n[0].MAC = "02-00-00-00-00-01" }, "mac"},
+		{"mac with option", func(n []hypervisor.NIC) { n[0].MAC = "02:00:00:00:00:01,x=y" }, "mac"},
+		{"multicast mac", func(n []hypervisor.NIC) { n[0].MAC = "03:00:00:00:00:01" }, "multicast"},
+		{"zero mac", func(n []hypervisor.NIC) { n[0].MAC = "00:00:00:00:00:00" }, "non-zero"},
+		{"same mac", func(n []hypervisor.NIC) { n[1].MAC = "02:aa:bb:cc:dd:01" }, "nic 0 has it too"},
+		{"no address", func(n []hypervisor.NIC) { n[0].Address = netip.Prefix{} }, "no address"},
+		{"ipv6", func(n []hypervisor.NIC) { n[0].Address = netip.MustParsePrefix("fd00::2/64") }, "want IPv4"},
+		{"mapped", func(n []hypervisor.NIC) { n[0].Address = netip.MustParsePrefix("::ffff:10.0.0.2/120") }, "want IPv4"},
+		{"slash 0", func(n []hypervisor.NIC) { n[0].Address = netip.MustParsePrefix("10.0.0.2/0") }, "prefix length"},
+		{"loopback", func(n []hypervisor.NIC) { n[0].Address = netip.MustParsePrefix("127.0.0.2/8") }, "unicast"},
+		{"v6 gateway", func(n []hypervisor.NIC) { n[0].Gateway = netip.MustParseAddr("fd00::1") }, "gateway"},
+		{"gateway elsewhere", func(n []hypervisor.NIC) { n[0].Gateway = netip.MustParseAddr("10.78.0.1") }, "not in 10.77.0.0/24"},
+		{"gateway is self", func(n []hypervisor.NIC) { n[0].Gateway = n[0].Address.Addr() }, "own address"},
+	}
+	for _, tt := range tests {
+		nics := testNICs()
+		tt.mutate(nics)
+		err := checkNICs(nics)
+		if !errors.Is(err, hypervisor.ErrInvalid) || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("%s: got %v, want ErrInvalid saying %q", tt.name, err, tt.msg)
+		}
+	}
+	many := testNICs()
+	for i := range MaxNICs {
+		many = append(many, hypervisor.NIC{Tap: fmt.Sprintf("t%d", i), MAC: fmt.Sprintf("02:00:00:00:01:%02x", i), Address: netip.MustParsePrefix("10.1.0.2/24")})
+	}
+	if err := checkNICs(many); !errors.Is(err, hypervisor.ErrInvalid) || !strings.Contains(err.Error(), "at most 8") {
+		t.Errorf("%d nics: got %v, want ErrInvalid", len(many), err)
+	}
+	// Start and Adopt check them before anything else.
+	spec := testSpec()
+	spec.NICs = testNICs()
+	spec.NICs[0].Tap = "bad tap"
+	d := &Driver{}
+	if _, err := d.Start(context.Background(), spec); !errors.Is(err, hypervisor.ErrInvalid) {
+		t.Errorf("Start: got %v, want ErrInvalid", err)
+	}
+	if _, err := d.Adopt(context.Background(), spec, t.TempDir()); !errors.Is(err, hypervisor.ErrInvalid) {
+		t.Errorf("Adopt: got %v, want ErrInvalid", err)
+	}
+}
+
+// The NICs are kept in spec.json, which adoption and resume read.
+func TestSpecKeepsNICs(t *testing.T) {
+	p := instancePaths(t.TempDir(), DefaultRunDir)
+	spec := testSpec()
+	spec.NICs = testNICs()
+	if err := writeJSON(p.Spec, spec); err != nil {
+		t.Fatal(err)
+	}
+	back, err := readSpec(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back.NICs, spec.NICs) {
+		t.Errorf("got %+v, want %+v", back.NICs, spec.NICs)
+	}
+	if a, b := Argv(spec, p, AccelTCG, 0), Argv(back, p, AccelTCG, 0); !slices.Equal(a, b) {
+		t.Errorf("argv from the stored spec differs:\n%q\n%q", a, b)
 	}
 }
 

@@ -53,6 +53,18 @@
 // CPU. The cgroup CPU cap is quantum.CPUCores() cores (CFS quota over a
 // 100 ms period); -smp is quantum.VCPUs.
 //
+// Network. Without NICs the guest has one user-mode interface (NAT by
+// QEMU, outbound only). With NICs (InstanceSpec.NICs), one virtio-net
+// interface per NIC, in order, each on its tap (-netdev tap,ifname=<tap>,
+// script=no,downscript=no), and no user-mode interface. The taps are the
+// caller's (the host agent makes them persistent, internal/overlay) and
+// must exist in the network namespace QEMU is started from: it opens them
+// by name, in the namespace of the thread that calls Start. The seed
+// carries network-config (NoCloud version 2: per interface, matched by
+// MAC, its name ethN, addresses and gateway), which the guest agent (or
+// cloud-init) applies. NICs are part of spec.json; a resume needs the same
+// MACs, addresses and gateways (the taps may differ), see sameNICs.
+//
 // Suspend. Suspend saves the stopped guest with QEMU's migration into
 // StateDir/<id>/memory.state (through a file descriptor passed over QMP)
 // and ends the process; state.json records it once the process is gone.

@@ -146,7 +146,7 @@ func (d *Driver) closed() bool { return d.ctx.Err() != nil }
 
 // Start implements hypervisor.Driver.
 func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hypervisor.Instance, error) {
-	if err := spec.Validate(); err != nil {
+	if err := checkSpec(spec); err != nil {
 		return hypervisor.Instance{}, err
 	}
 	if d.closed() {

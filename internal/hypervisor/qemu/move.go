@@ -74,7 +74,7 @@ func (d *Driver) Portable(ctx context.Context, id string) ([]hypervisor.Portable
 
 // Adopt implements hypervisor.Driver.
 func (d *Driver) Adopt(ctx context.Context, spec hypervisor.InstanceSpec, dir string) (hypervisor.Instance, error) {
-	if err := spec.Validate(); err != nil {
+	if err := checkSpec(spec); err != nil {
 		return hypervisor.Instance{}, err
 	}
 	if d.closed() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,7 +21,10 @@ const SeedVendorData = "vendor-data"
 // SeedFiles returns the files of an instance's NoCloud seed: meta-data
 // (instance-id, local-hostname, public-keys), user-data (the context's, or
 // a #cloud-config carrying the SSH keys), vgrid-env (KEY=VALUE lines,
-// sorted by key) and vendor-data (VendorData, for cloud-init images).
+// sorted by key), vendor-data (VendorData, for cloud-init images),
+// network-config when the guest has NICs (NetworkConfig) and
+// vgrid-cluster.json when it is a member of a cluster (the context's
+// ClusterContext as JSON). The same spec gives the same bytes.
 func SeedFiles(spec hypervisor.InstanceSpec) map[string][]byte {
 	c := spec.Context
 	if c == nil {
@@ -63,12 +67,44 @@ func SeedFiles(spec hypervisor.InstanceSpec) map[string][]byte {
 	for _, k := range keys {
 		fmt.Fprintf(&env, "%s=%s\n", k, c.Env[k])
 	}
-	return map[string][]byte{
+	files := map[string][]byte{
 		proto.SeedMetaData: meta.Bytes(),
 		proto.SeedUserData: user,
 		proto.SeedEnv:      env.Bytes(),
 		SeedVendorData:     []byte(VendorData),
 	}
+	if len(spec.NICs) > 0 {
+		files[proto.SeedNetworkConfig] = NetworkConfig(spec.NICs)
+	}
+	if c.Cluster != nil {
+		b, err := json.MarshalIndent(c.Cluster, "", "  ")
+		if err != nil {
+			// A ClusterContext has nothing json cannot encode.
+			panic(fmt.Sprintf("encode cluster context: %v", err))
+		}
+		files[proto.SeedCluster] = append(b, '\n')
+	}
+	return files
+}
+
+// NetworkConfig returns the seed's NoCloud network-config (version 2) for
+// the guest's interfaces on taps: NIC i is ethernet "id<i>", matched by its
+// MAC and named eth<i>, with its address and, if it has one, its gateway
+// (gateway4). The guest agent applies it; so does cloud-init in other
+// images. Every value is quoted, so YAML reads nothing else into it.
+func NetworkConfig(nics []hypervisor.NIC) []byte {
+	var b bytes.Buffer
+	b.WriteString("version: 2\nethernets:\n")
+	for i, n := range nics {
+		fmt.Fprintf(&b, "  id%d:\n", i)
+		fmt.Fprintf(&b, "    match:\n      macaddress: %s\n", yamlString(strings.ToLower(n.MAC)))
+		fmt.Fprintf(&b, "    set-name: %s\n", yamlString("eth"+strconv.Itoa(i)))
+		fmt.Fprintf(&b, "    addresses:\n      - %s\n", yamlString(n.Address.String()))
+		if n.Gateway.IsValid() {
+			fmt.Fprintf(&b, "    gateway4: %s\n", yamlString(n.Gateway.String()))
+		}
+	}
+	return b.Bytes()
 }
 
 // VendorData is the seed's NoCloud vendor-data. The vgrid guest image

@@ -2,11 +2,16 @@ package qemu
 
 import (
 	"bytes"
+	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"vgrid/internal/guest/agent"
 	"vgrid/internal/guest/proto"
@@ -102,6 +107,99 @@ func TestWriteSeedISO(t *testing.T) {
 			got, err := exec.Command("isoinfo", ext, "-i", p.Seed, "-x", "/"+name).Output()
 			if err != nil || !bytes.Equal(got, data) {
 				t.Errorf("isoinfo %s -x /%s: got %q, %v; want %q", ext, name, got, err, data)
+			}
+		}
+	}
+}
+
+// The seed of a guest with NICs has a network-config, which the guest
+// agent's parser reads back as the NICs; one of a cluster member has
+// vgrid-cluster.json. Neither is there otherwise.
+func TestSeedNetworkAndCluster(t *testing.T) {
+	spec := testSpec()
+	files := SeedFiles(spec)
+	for _, name := range []string{proto.SeedNetworkConfig, proto.SeedCluster} {
+		if _, ok := files[name]; ok {
+			t.Errorf("no NICs, no cluster: the seed has %s", name)
+		}
+	}
+	spec.NICs = testNICs()
+	cluster := &model.ClusterContext{
+		Name: "c", Role: "a", Index: 0, Head: "c-a-0",
+		Members: []model.RosterEntry{
+			{Name: "c-a-0", Role: "a", Address: netip.MustParseAddr("10.77.0.2")},
+			{Name: "c-b-0", Role: "b", Address: netip.MustParseAddr("10.77.0.3")},
+		},
+		PrivateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n",
+		PublicKey:  "ssh-ed25519 AAAA vgrid-cluster-c",
+		Revision:   2,
+	}
+	spec.Context = &model.Context{Hostname: "c-a-0", Cluster: cluster}
+	files = SeedFiles(spec)
+	const wantNet = `version: 2
+ethernets:
+  id0:
+    match:
+      macaddress: "02:aa:bb:cc:dd:01"
+    set-name: "eth0"
+    addresses:
+      - "10.77.0.2/24"
+    gateway4: "10.77.0.1"
+  id1:
+    match:
+      macaddress: "02:aa:bb:cc:dd:02"
+    set-name: "eth1"
+    addresses:
+      - "10.78.0.2/16"
+`
+	if got := string(files[proto.SeedNetworkConfig]); got != wantNet {
+		t.Errorf("network-config: got\n%s\nwant\n%s", got, wantNet)
+	}
+	cfg, err := agent.ParseNetworkConfig(files[proto.SeedNetworkConfig])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Ethernets) != len(spec.NICs) {
+		t.Fatalf("the agent reads %d ethernets, want %d", len(cfg.Ethernets), len(spec.NICs))
+	}
+	for i, e := range cfg.Ethernets {
+		n := spec.NICs[i]
+		if !strings.EqualFold(e.MAC.String(), n.MAC) || e.Name != fmt.Sprintf("eth%d", i) ||
+			!slices.Equal(e.Addresses, []netip.Prefix{n.Address}) || e.Gateway4 != n.Gateway {
+			t.Errorf("ethernet %d: the agent reads %+v, from %+v", i, e, n)
+		}
+	}
+	got, err := agent.ParseCluster(files[proto.SeedCluster])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, cluster) {
+		t.Errorf("cluster: the agent reads %+v, want %+v", got, cluster)
+	}
+	// The same spec gives the same seed, byte for byte.
+	again := SeedFiles(spec)
+	if !reflect.DeepEqual(files, again) {
+		t.Error("SeedFiles differs between two calls")
+	}
+	at := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.iso"), filepath.Join(dir, "b.iso")
+	if err := writeISOFile(a, proto.SeedLabel, files, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeISOFile(b, proto.SeedLabel, again, at); err != nil {
+		t.Fatal(err)
+	}
+	ab, _ := os.ReadFile(a)
+	bb, _ := os.ReadFile(b)
+	if !bytes.Equal(ab, bb) {
+		t.Error("two seeds of one spec at one time differ")
+	}
+	if _, err := exec.LookPath("isoinfo"); err == nil {
+		for _, name := range []string{proto.SeedNetworkConfig, proto.SeedCluster} {
+			out, err := exec.Command("isoinfo", "-R", "-i", a, "-x", "/"+name).Output()
+			if err != nil || !bytes.Equal(out, files[name]) {
+				t.Errorf("isoinfo -R -x /%s: got %q, %v", name, out, err)
 			}
 		}
 	}

@@ -486,7 +486,7 @@ func resumable(old, spec hypervisor.InstanceSpec, accel string) error {
 	case spec.Image != old.Image:
 		return fmt.Errorf("%w: suspended with image %s, cannot resume with a different one", hypervisor.ErrInvalid, old.Image.Name)
 	}
-	return nil
+	return sameNICs(old.NICs, spec.NICs)
 }
 
 // resume restores a suspended instance (Start calls it under the

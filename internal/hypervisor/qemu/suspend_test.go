@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -316,11 +317,42 @@ func TestResumable(t *testing.T) {
 		"memory": func(s *hypervisor.InstanceSpec) { s.Quantum.Memory = 512 * model.MiB },
 		"image":  func(s *hypervisor.InstanceSpec) { s.Image.Kernel = "/k2" },
 		"accel":  func(s *hypervisor.InstanceSpec) { s.Accel = AccelKVM },
+		"nics":   func(s *hypervisor.InstanceSpec) { s.NICs = testNICs() },
 	} {
 		s := old
 		mutate(&s)
 		if err := resumable(old, s, AccelTCG); !errors.Is(err, hypervisor.ErrInvalid) {
 			t.Errorf("%s changed: got %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+// A guest saved with NICs resumes with the same MACs, addresses and
+// gateways, on any taps.
+func TestResumableNICs(t *testing.T) {
+	img := hypervisor.LocalImage{Name: "i", Boot: "direct", Disk: "/d", DiskFormat: "raw", Kernel: "/k"}
+	old := hypervisortest.Spec("r", img)
+	old.NICs = testNICs()
+	ok := old
+	ok.NICs = testNICs()
+	ok.NICs[0].Tap, ok.NICs[1].Tap = "other-0", "other-1"
+	ok.NICs[0].MAC = strings.ToLower(ok.NICs[0].MAC)
+	if err := resumable(old, ok, AccelTCG); err != nil {
+		t.Errorf("other taps: %v", err)
+	}
+	for name, mutate := range map[string]func(*hypervisor.InstanceSpec){
+		"none":    func(s *hypervisor.InstanceSpec) { s.NICs = nil },
+		"fewer":   func(s *hypervisor.InstanceSpec) { s.NICs = s.NICs[:1] },
+		"swapped": func(s *hypervisor.InstanceSpec) { s.NICs[0], s.NICs[1] = s.NICs[1], s.NICs[0] },
+		"mac":     func(s *hypervisor.InstanceSpec) { s.NICs[1].MAC = "02:aa:bb:cc:dd:03" },
+		"address": func(s *hypervisor.InstanceSpec) { s.NICs[1].Address = netip.MustParsePrefix("10.78.0.3/16") },
+		"gateway": func(s *hypervisor.InstanceSpec) { s.NICs[0].Gateway = netip.Addr{} },
+	} {
+		s := old
+		s.NICs = testNICs()
+		mutate(&s)
+		if err := resumable(old, s, AccelTCG); !errors.Is(err, hypervisor.ErrInvalid) {
+			t.Errorf("%s: got %v, want ErrInvalid", name, err)
 		}
 	}
 }

@@ -1,0 +1,333 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"vgrid/api"
+	"vgrid/internal/client"
+	"vgrid/internal/guest/guesttest"
+	"vgrid/internal/model"
+	"vgrid/internal/netgrid/gridtest"
+	"vgrid/internal/spec"
+)
+
+// labCluster is the first project's cluster: a head and three workers
+// spread over the hosts, each serving its host name on TCP 7000, one
+// worker's traffic capped at 50 Mbit/s.
+const labCluster = `name: lab
+duration: 1h
+context:
+  user_data: |
+    #!/bin/sh
+    nc -ll -p 7000 -e hostname &
+    nc -ll -p 7002 -e sh -c 'cat > /dev/null' &
+roles:
+  - name: head
+    image: vgrid-guest
+    quantum: {vcpus: 1, cpu: 0.25, memory: 128Mi}
+  - name: worker
+    count: 3
+    image: vgrid-guest
+    quantum: {vcpus: 1, cpu: 0.25, memory: 128Mi}
+    placement: spread
+`
+
+// otherCluster is another project's, on the same subnet (both take the
+// default), serving a secret on TCP 7001.
+const otherCluster = `name: lab
+duration: 1h
+context:
+  user_data: |
+    #!/bin/sh
+    nc -ll -p 7001 -e echo other-secret &
+roles:
+  - name: node
+    count: 2
+    image: vgrid-guest
+    quantum: {vcpus: 1, cpu: 0.25, memory: 128Mi}
+`
+
+// TestClusterOnGrid deploys virtual clusters on a grid of 3 hosts (network
+// namespaces, real guests): a 4-member cluster spread over hosts becomes
+// Ready, its members reach each other by name (ICMP and TCP, through
+// vgrid workspace exec) and have the cluster's key; another project's
+// cluster on the same subnet cannot reach it, nor it the other, nor either
+// the hosts; a cluster that does not fit is refused whole, a scale beyond
+// the grid too; the spec exports back.
+func TestClusterOnGrid(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots real guests")
+	}
+	guesttest.RequireRoot(t)
+	guesttest.RequireQEMU(t)
+	gridtest.Require(t)
+	img := guesttest.Image(t)
+	start := time.Now()
+	g := gridtest.Start(t, gridtest.Options{Hosts: 3, Images: []string{filepath.Dir(img.Disk.Path)}})
+	t.Logf("grid of 3 ready in %s", time.Since(start).Round(time.Millisecond))
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range g.Hosts {
+				t.Logf("agent %s warnings:\n%s", h.Name, warnings(filepath.Join(h.DataDir, "agent.log")))
+			}
+		}
+	})
+	proj, err := g.Client.CreateProject(ctx, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := g.Client.WithToken(proj.Token)
+
+	// Both clusters at once.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, c := range []struct {
+		cl   *client.Client
+		spec string
+	}{{g.Client, labCluster}, {other, otherCluster}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = c.cl.CreateCluster(ctx, []byte(c.spec))
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	lab := waitClusterReady(t, g, g.Client, "lab", 5*time.Minute)
+	oth := waitClusterReady(t, g, other, "lab", 5*time.Minute)
+	t.Logf("both clusters Ready at %s", time.Since(start).Round(time.Millisecond))
+	hosts := map[string]bool{}
+	for _, d := range lab.Details {
+		hosts[d.Host] = true
+	}
+	if len(hosts) < 2 {
+		t.Fatalf("lab's members are all on %v, want at least two hosts (workers spread)", hosts)
+	}
+	names := lab.Members
+
+	t.Run("ReachByName", func(t *testing.T) {
+		// One exec per member checks every other member: ping and a TCP
+		// connection by host name (from /etc/hosts, the roster).
+		var wg sync.WaitGroup
+		for _, from := range names {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var script strings.Builder
+				for _, to := range names {
+					if to == from {
+						continue
+					}
+					fmt.Fprintf(&script, "ping -c 1 -W 5 %[1]s >/dev/null || echo NOPING %[1]s; r=$(nc -w 5 %[1]s 7000 </dev/null); [ \"$r\" = %[1]s ] || echo NOTCP %[1]s \"$r\"\n", to)
+				}
+				out, code := execIn(t, g.Client, from, script.String())
+				if code != 0 || strings.TrimSpace(out) != "" {
+					t.Errorf("from %s: exit %d, failures:\n%s", from, code, out)
+				}
+			}()
+		}
+		wg.Wait()
+	})
+
+	t.Run("ClusterKey", func(t *testing.T) {
+		out, code := execIn(t, g.Client, names[0], `test -s /root/.ssh/id_ed25519 && k=$(cut -d' ' -f2 /root/.ssh/id_ed25519.pub) && grep -q "$k" /root/.ssh/authorized_keys && echo ok`)
+		if code != 0 || strings.TrimSpace(out) != "ok" {
+			t.Fatalf("key files on %s: exit %d %q", names[0], code, out)
+		}
+		if !strings.Contains(lab.PublicKey, "ssh-ed25519") {
+			t.Fatalf("cluster public key %q", lab.PublicKey)
+		}
+		out, _ = execIn(t, g.Client, names[1], `cut -d' ' -f1-2 /root/.ssh/id_ed25519.pub`)
+		if k := strings.Join(strings.Fields(lab.PublicKey)[:2], " "); strings.TrimSpace(out) != k {
+			t.Fatalf("%s has key %q, the cluster's is %q", names[1], out, k)
+		}
+	})
+
+	t.Run("Isolation", func(t *testing.T) {
+		// The same subnet in both projects: lab has .2-.5, other .2-.3.
+		var mine, theirs []string
+		for _, d := range lab.Details {
+			mine = append(mine, d.Addresses[0])
+		}
+		for _, d := range oth.Details {
+			theirs = append(theirs, d.Addresses[0])
+		}
+		if mine[0] != theirs[0] {
+			t.Fatalf("the two networks' first addresses differ (%s, %s): the test wants the same subnet", mine[0], theirs[0])
+		}
+		var nodeAddrs []string
+		nodes, err := g.Client.Nodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range nodes {
+			nodeAddrs = append(nodeAddrs, n.Address)
+		}
+		// From the other project: lab's only addresses (.4, .5) answer
+		// neither ARP nor ICMP nor TCP; its own .2 is not lab's (no
+		// service on 7000).
+		var s strings.Builder
+		s.WriteString("exec 2>/dev/null\n") // the failures' messages: only what got through is printed
+		for _, a := range mine[2:] {
+			fmt.Fprintf(&s, "arping -c 2 -w 3 -I eth0 %[1]s >/dev/null && echo ARP %[1]s; ping -c 1 -W 3 %[1]s >/dev/null && echo ICMP %[1]s; nc -w 3 %[1]s 7000 </dev/null && echo TCP %[1]s\n", a)
+		}
+		fmt.Fprintf(&s, "r=$(nc -w 3 %s 7000 </dev/null); [ -z \"$r\" ] || echo TCP-SAME-ADDRESS \"$r\"\n", theirs[0])
+		for _, a := range nodeAddrs {
+			fmt.Fprintf(&s, "ping -c 1 -W 2 %[1]s >/dev/null && echo HOST %[1]s\n", a)
+		}
+		out, _ := execIn(t, other, oth.Members[0], s.String())
+		if strings.TrimSpace(out) != "" {
+			t.Errorf("the other project's member reached lab or a host:\n%s", out)
+		}
+		// From lab: the other's secret at the shared addresses is not
+		// there (lab's own .2 and .3 serve nothing on 7001).
+		s.Reset()
+		s.WriteString("exec 2>/dev/null\n")
+		for _, a := range theirs {
+			fmt.Fprintf(&s, "r=$(nc -w 3 %[1]s 7001 </dev/null); [ -z \"$r\" ] || echo TCP %[1]s \"$r\"\n", a)
+		}
+		for _, a := range nodeAddrs {
+			fmt.Fprintf(&s, "ping -c 1 -W 2 %[1]s >/dev/null && echo HOST %[1]s\n", a)
+		}
+		out, _ = execIn(t, g.Client, names[3], s.String())
+		if strings.TrimSpace(out) != "" {
+			t.Errorf("lab's member reached the other project or a host:\n%s", out)
+		}
+	})
+
+	t.Run("AllOrNothing", func(t *testing.T) {
+		big := strings.NewReplacer("name: lab", "name: big", "count: 3", "count: 40").Replace(labCluster)
+		_, err := g.Client.CreateCluster(ctx, []byte(big))
+		var ae *client.Error
+		if !asAPIError(err, &ae) || ae.Status != 409 || !strings.Contains(err.Error(), "members") {
+			t.Fatalf("a cluster bigger than the grid: %v, want 409 naming the members", err)
+		}
+		if _, err := g.Client.GetWorkspace(ctx, "big-head-0"); !client.IsNotFound(err) {
+			t.Fatalf("a member of the refused cluster exists: %v", err)
+		}
+		_, err = g.Client.ScaleCluster(ctx, "lab", map[string]int{"worker": 40})
+		if !asAPIError(err, &ae) || ae.Status != 409 {
+			t.Fatalf("scale beyond the grid: %v, want 409", err)
+		}
+		if _, err := g.Client.GetWorkspace(ctx, "lab-worker-3"); !client.IsNotFound(err) {
+			t.Fatalf("a member of the refused scale exists: %v", err)
+		}
+	})
+
+	t.Run("ExportRoundTrips", func(t *testing.T) {
+		y, err := g.Client.ExportCluster(ctx, "lab")
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := spec.ParseCluster(y)
+		if err != nil {
+			t.Fatalf("exported spec: %v\n%s", err, y)
+		}
+		orig, _ := spec.ParseCluster([]byte(labCluster))
+		a, _ := spec.ExportCluster(orig)
+		b, _ := spec.ExportCluster(back)
+		if !bytes.Equal(a, b) {
+			t.Fatalf("export:\n%s\nwant:\n%s", b, a)
+		}
+		// The same file with --set: a different, bigger cluster, no edit.
+		f := filepath.Join(t.TempDir(), "lab.yaml")
+		if err := os.WriteFile(f, []byte(labCluster), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := g.CLI("cluster", "create", "-f", f, "--set", "name=lab2", "--set", "worker.count=4", "--wait=false", "-o", "json")
+		if err != nil {
+			t.Fatalf("create with --set: %v\n%s", err, out)
+		}
+		st, err := g.Client.GetCluster(ctx, "lab2")
+		if err != nil || len(st.Members) != 5 || st.Spec.Roles[1].Count != 4 {
+			t.Fatalf("lab2: %+v %v", st, err)
+		}
+		if _, err := g.Client.DeleteCluster(ctx, "lab2"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("Delete", func(t *testing.T) {
+		for _, c := range []*client.Client{g.Client, other} {
+			if _, err := c.DeleteCluster(ctx, "lab"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			_, e1 := g.Client.GetCluster(ctx, "lab")
+			_, e2 := other.GetCluster(ctx, "lab")
+			_, e3 := g.Client.GetCluster(ctx, "lab2")
+			if client.IsNotFound(e1) && client.IsNotFound(e2) && client.IsNotFound(e3) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("clusters still there 2 min after delete: %v %v %v", e1, e2, e3)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if n, err := g.Client.Networks(ctx); err != nil || len(n) != 0 {
+			t.Fatalf("networks left: %+v %v", n, err)
+		}
+	})
+	t.Logf("total %s", time.Since(start).Round(time.Millisecond))
+}
+
+// execIn runs a shell script in a workspace's guest and returns its
+// output (stdout and stderr) and exit code.
+func execIn(t *testing.T, cl *client.Client, name, script string) (string, int) {
+	t.Helper()
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := cl.Exec(ctx, name, api.ExecPost{Argv: []string{"/bin/sh", "-c", script}, TimeoutS: 150}, &out, &out)
+	if err != nil {
+		t.Fatalf("exec in %s: %v", name, err)
+	}
+	return out.String(), res.ExitCode
+}
+
+func asAPIError(err error, out **client.Error) bool {
+	e, ok := err.(*client.Error)
+	if ok {
+		*out = e
+	}
+	return ok
+}
+
+// waitClusterReady waits until every member runs with its roster applied.
+func waitClusterReady(t *testing.T, g *gridtest.Grid, cl *client.Client, name string, within time.Duration) model.ClusterStatus {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var st model.ClusterStatus
+	var err error
+	for time.Now().Before(deadline) {
+		st, err = cl.GetCluster(context.Background(), name)
+		if err == nil && st.State == "Ready" {
+			return st
+		}
+		if err == nil {
+			for _, d := range st.Details {
+				if d.State == model.StateFailed {
+					t.Fatalf("cluster %s: member %s failed: %s\nlog:\n%s", name, d.Name, d.Reason, g.Log())
+				}
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("cluster %s not Ready within %s: %+v (err %v)\nlog:\n%s", name, within, st, err, tail(g.Log(), 4000))
+	return st
+}
