@@ -8,6 +8,7 @@ GUEST     := $(BIN)/vgrid-guest-agent
 DATA_DIR  ?= $(shell if [ "$$(id -u)" = 0 ]; then echo /var/lib/vgrid; else echo $$HOME/.local/share/vgrid; fi)
 IMAGE_DIR := $(DATA_DIR)/images/vgrid-guest
 EXAMPLE   ?= examples/workspace.yaml
+CLUSTER   ?= examples/cluster.yaml
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -53,12 +54,28 @@ run: deps image
 	echo; $(VGRID) workspace get $$name; echo; \
 	echo "The guest's console:"; $(VGRID) workspace logs $$name | tail -n 5; echo; \
 	echo "Look at it:  $(VGRID) workspace list | get $$name [-o json] | logs $$name | events $$name"; \
-	echo "Stop it:     $(VGRID) workspace stop $$name   (delete: $(VGRID) workspace delete $$name)"; \
-	echo "Stop vgrid:  $(VGRID) down --data-dir $(DATA_DIR)   (workspaces keep running)"
+	echo "Stop it:     $(VGRID) workspace stop $$name   (delete: $(VGRID) workspace delete $$name)"; echo
+	@cl=$$(sed -n 's/^name: *\([a-z0-9-]*\).*/\1/p' $(CLUSTER) | head -1); \
+	if $(VGRID) cluster get $$cl >/dev/null 2>&1; then \
+		echo "cluster $$cl exists already; starting it if it is stopped"; \
+		$(VGRID) cluster start $$cl >/dev/null; \
+	else $(VGRID) cluster create -f $(CLUSTER) --wait=false >/dev/null; fi; \
+	$(VGRID) cluster get $$cl; \
+	echo "Waiting for every member to run with its roster..."; \
+	i=0; until $(VGRID) cluster get $$cl | head -1 | grep -q ': Ready,'; do \
+		i=$$((i+1)); if [ $$i -gt 300 ]; then echo "cluster $$cl is not Ready after 5 minutes:"; $(VGRID) cluster get $$cl; exit 1; fi; sleep 1; done; \
+	$(VGRID) cluster get $$cl; echo; \
+	echo "From $$cl-head-0, every other member by name (its /etc/hosts is the cluster's roster):"; \
+	for m in $$($(VGRID) cluster get $$cl | awk 'NR > 2 && $$1 != "'$$cl-head-0'" {print $$1}'); do \
+		$(VGRID) workspace exec $$cl-head-0 -- /bin/sh -c "ping -c 1 -W 5 $$m | sed -n 2p"; done; echo; \
+	echo "Run in a member:  $(VGRID) workspace exec $$cl-worker-0 -- cat /etc/hosts"; \
+	echo "Scale it:         $(VGRID) cluster scale $$cl worker=3   (stop|start|delete: $(VGRID) cluster stop $$cl)"; \
+	echo "Stop vgrid:       $(VGRID) down --data-dir $(DATA_DIR)   (workspaces keep running)"
 
 ## stop: stop the example workspace and vgrid up
 stop:
 	-$(VGRID) workspace delete $$(sed -n 's/^name: *\([a-z0-9-]*\).*/\1/p' $(EXAMPLE) | head -1)
+	-$(VGRID) cluster delete $$(sed -n 's/^name: *\([a-z0-9-]*\).*/\1/p' $(CLUSTER) | head -1)
 	-$(VGRID) down --data-dir $(DATA_DIR)
 
 vet:

@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 
@@ -20,6 +21,19 @@ func main() {
 		return
 	}
 	logger := log.New(os.Stderr, "vgrid-guest-agent: ", 0)
+	if flag.Arg(0) == "roster" {
+		// The host pushes a newer cluster roster (JSON on stdin).
+		raw, err := io.ReadAll(io.LimitReader(os.Stdin, 4<<20))
+		if err != nil {
+			logger.Fatal(err)
+		}
+		rev, err := agent.ApplyRoster("/", raw)
+		if err != nil {
+			logger.Fatal(err)
+		}
+		fmt.Printf("roster revision %d applied\n", rev)
+		return
+	}
 	if err := agent.New(agent.Config{Log: logger}).Run(context.Background()); err != nil {
 		logger.Fatal(err)
 	}

@@ -92,6 +92,10 @@ type Agent struct {
 	moveAt      map[string]time.Time       // no fetch of a moving workspace before (after a failure)
 	moveBytes   map[string]int64           // bytes fetched of a moved workspace, until reported
 	networks    []api.NetworkAssignment    // the overlay networks of the assignments
+	rosters     map[string]int             // cluster roster revision pushed to each guest (roster.go)
+	rosterBusy  map[string]bool            // a roster push runs for this ID
+	rosterRetry map[string]time.Time       // no roster push before (after a failure)
+	kick        chan struct{}              // wakes the reconcile loop (set by Run)
 	wg          sync.WaitGroup
 	// execs are the commands run in guests (exec.go).
 	execs execRunner
@@ -374,6 +378,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("serving workspace transfers", "listen", a.cfg.TransferListen, "address", a.cfg.Node.Transfer)
 	}
 	kick := make(chan struct{}, 1)
+	a.mu.Lock()
+	a.kick = kick
+	a.mu.Unlock()
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.heartbeatLoop(ctx) }()
 	go func() { defer a.wg.Done(); a.watchLoop(ctx, kick) }()

@@ -213,6 +213,8 @@ func (a *Agent) forgetInstance(id string) {
 	delete(a.cpuRead, id)
 	delete(a.console, id)
 	delete(a.saved, id)
+	delete(a.rosters, id)
+	delete(a.rosterRetry, id)
 }
 
 func (a *Agent) fail(ctx context.Context, w model.Workspace, reason string) {
@@ -227,7 +229,7 @@ func (a *Agent) reportState(ctx context.Context, w model.Workspace, st model.Sta
 func (a *Agent) report(ctx context.Context, w model.Workspace, inst hypervisor.Instance, reason string) {
 	r := api.AgentReport{
 		ID: w.ID, Generation: w.Status.Generation, Reason: reason,
-		PID: inst.PID, Accel: inst.Accel, Cgroup: inst.Cgroup, Guest: inst.Guest,
+		PID: inst.PID, Accel: inst.Accel, Cgroup: inst.Cgroup, Guest: a.withRoster(w.ID, inst.Guest),
 	}
 	switch {
 	case inst.State == hypervisor.InstanceSuspended:
@@ -264,6 +266,9 @@ func (a *Agent) report(ctx context.Context, w model.Workspace, inst hypervisor.I
 		}
 	}
 	r.CPUSeconds = a.cpuSeconds(w.ID, inst, r.State)
+	if r.State == model.StateRunning {
+		a.pushRoster(ctx, w, r.Guest)
+	}
 	a.send(ctx, w, r)
 }
 

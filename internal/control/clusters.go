@@ -524,26 +524,11 @@ func (ctl *Controller) StopCluster(ctx context.Context, project, name string) (m
 		return model.ClusterStatus{}, err
 	}
 	for _, m := range cl.Members {
-		if _, err := ctl.stopMember(ctx, project, m, "cluster "+name+" stopped by its user"); err != nil && !isNotFound(err) {
+		if _, err := ctl.stopWorkspace(ctx, project, m, "cluster "+name+" stopped by its user", true); err != nil && !isNotFound(err) {
 			return model.ClusterStatus{}, err
 		}
 	}
 	return ctl.Cluster(ctx, project, name)
-}
-
-func (ctl *Controller) stopMember(ctx context.Context, project, name, reason string) (model.Workspace, error) {
-	var changed bool
-	ws, err := ctl.changeAndRelease(ctx, project, name, func(ws *model.Workspace) error {
-		if err := stopped(ws, reason); err != nil {
-			return err
-		}
-		changed = true
-		return nil
-	}, nil)
-	if err == nil && changed {
-		ctl.event(ctx, ws, "stopping", reason)
-	}
-	return ws, err
 }
 
 // DeleteCluster deletes every member (each goes once its host tore it

@@ -229,10 +229,18 @@ func (ctl *Controller) forget(ctx context.Context, ws model.Workspace) error {
 // StopWorkspace stops a workspace and ends its lease in the calendar, in
 // one transaction.
 func (ctl *Controller) StopWorkspace(ctx context.Context, project, name, reason string) (model.Workspace, error) {
+	return ctl.stopWorkspace(ctx, project, name, reason, false)
+}
+
+// stopWorkspace is StopWorkspace; a cluster's member is stopped only if
+// member says the cluster stops it.
+func (ctl *Controller) stopWorkspace(ctx context.Context, project, name, reason string, member bool) (model.Workspace, error) {
 	var changed bool
 	ws, err := ctl.changeAndRelease(ctx, project, name, func(ws *model.Workspace) error {
-		if err := memberRefusal(*ws, "stop"); err != nil {
-			return err
+		if !member {
+			if err := memberRefusal(*ws, "stop"); err != nil {
+				return err
+			}
 		}
 		if err := stopped(ws, reason); err != nil {
 			return err

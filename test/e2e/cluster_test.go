@@ -87,6 +87,18 @@ func TestClusterOnGrid(t *testing.T) {
 	}
 	other := g.Client.WithToken(proj.Token)
 
+	// A reserved cluster of the other project, made now to start in 75 s
+	// (its check comes last): nothing of it may run before, and all its
+	// members start together at its start.
+	resvStart := time.Now().Add(75 * time.Second).Truncate(time.Second)
+	resvSpec := fmt.Sprintf("name: resv\nduration: 30m\nlease: {kind: reservation, start: %q}\nroles:\n  - name: m\n    count: 2\n    image: vgrid-guest\n    quantum: {vcpus: 1, cpu: 0.25, memory: 128Mi}\n    placement: spread\n",
+		resvStart.UTC().Format(time.RFC3339))
+	if st, err := other.CreateCluster(ctx, []byte(resvSpec)); err != nil {
+		t.Fatal(err)
+	} else if st.State != string(model.StateScheduled) {
+		t.Fatalf("reserved cluster: %s, want Scheduled: %+v", st.State, st.Details)
+	}
+
 	// Both clusters at once.
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
@@ -227,6 +239,50 @@ func TestClusterOnGrid(t *testing.T) {
 		}
 	})
 
+	t.Run("ScaleUpTellsEveryMember", func(t *testing.T) {
+		pids := map[string]int{}
+		for _, name := range names {
+			w, err := g.Client.GetWorkspace(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pids[name] = w.Status.PID
+		}
+		st, err := g.Client.ScaleCluster(ctx, "lab", map[string]int{"worker": 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Members) != 5 || st.Members[4] != "lab-worker-3" {
+			t.Fatalf("scaled: %v", st.Members)
+		}
+		st = waitClusterReady(t, g, g.Client, "lab", 3*time.Minute)
+		// The running members were told (their roster pushed, not
+		// rebooted): each reaches the new one by name, and it them.
+		var wg sync.WaitGroup
+		for _, from := range st.Members {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var script strings.Builder
+				for _, to := range st.Members {
+					if to != from {
+						fmt.Fprintf(&script, "ping -c 1 -W 5 %[1]s >/dev/null 2>&1 || echo NOPING %[1]s\n", to)
+					}
+				}
+				if out, code := execIn(t, g.Client, from, script.String()); code != 0 || strings.TrimSpace(out) != "" {
+					t.Errorf("from %s after the scale: exit %d\n%s", from, code, out)
+				}
+			}()
+		}
+		wg.Wait()
+		for name, pid := range pids {
+			w, err := g.Client.GetWorkspace(ctx, name)
+			if err != nil || w.Status.PID != pid || w.Status.Guest == nil || w.Status.Guest.Roster != 2 {
+				t.Errorf("%s after the scale: pid %d (was %d), guest %+v, %v; want the same process with roster 2", name, w.Status.PID, pid, w.Status.Guest, err)
+			}
+		}
+	})
+
 	t.Run("ExportRoundTrips", func(t *testing.T) {
 		y, err := g.Client.ExportCluster(ctx, "lab")
 		if err != nil {
@@ -237,6 +293,10 @@ func TestClusterOnGrid(t *testing.T) {
 			t.Fatalf("exported spec: %v\n%s", err, y)
 		}
 		orig, _ := spec.ParseCluster([]byte(labCluster))
+		orig, err = spec.ApplySets(orig, []string{"worker.count=4"}) // as scaled
+		if err != nil {
+			t.Fatal(err)
+		}
 		a, _ := spec.ExportCluster(orig)
 		b, _ := spec.ExportCluster(back)
 		if !bytes.Equal(a, b) {
@@ -260,6 +320,49 @@ func TestClusterOnGrid(t *testing.T) {
 		}
 	})
 
+	t.Run("ReservationStartsAllAtItsStart", func(t *testing.T) {
+		if early := time.Until(resvStart); early < 10*time.Second {
+			t.Logf("only %s left before the reservation's start when this check began", early.Round(time.Second))
+		} else {
+			time.Sleep(early - 10*time.Second)
+			st, err := other.GetCluster(ctx, "resv")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range st.Details {
+				if d.State != model.StateScheduled {
+					t.Fatalf("10 s before its start, member %s is %s (on %q), want Scheduled", d.Name, d.State, d.Host)
+				}
+			}
+		}
+		st := waitClusterReady(t, g, other, "resv", 2*time.Minute)
+		var first, last time.Time
+		for _, name := range st.Members {
+			w, err := other.GetWorkspace(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := w.Status.Timings.ProcessStarted
+			if first.IsZero() || p.Before(first) {
+				first = p
+			}
+			if p.After(last) {
+				last = p
+			}
+		}
+		t.Logf("reservation at %s: members' QEMU started %s to %s after it", resvStart.Format(time.TimeOnly),
+			first.Sub(resvStart).Round(time.Millisecond), last.Sub(resvStart).Round(time.Millisecond))
+		// The calendar starts a reservation's guests their measured boot
+		// time before its start (ready at the start), and the reconcile
+		// tick is a second.
+		if first.Before(resvStart.Add(-15*time.Second)) || last.After(resvStart.Add(5*time.Second)) || last.Sub(first) > 3*time.Second {
+			t.Fatalf("members started from %s to %s, for a reservation at %s: want all together, around its start", first, last, resvStart)
+		}
+		if _, err := other.DeleteCluster(ctx, "resv"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("Delete", func(t *testing.T) {
 		for _, c := range []*client.Client{g.Client, other} {
 			if _, err := c.DeleteCluster(ctx, "lab"); err != nil {
@@ -271,16 +374,19 @@ func TestClusterOnGrid(t *testing.T) {
 			_, e1 := g.Client.GetCluster(ctx, "lab")
 			_, e2 := other.GetCluster(ctx, "lab")
 			_, e3 := g.Client.GetCluster(ctx, "lab2")
-			if client.IsNotFound(e1) && client.IsNotFound(e2) && client.IsNotFound(e3) {
+			_, e4 := other.GetCluster(ctx, "resv")
+			if client.IsNotFound(e1) && client.IsNotFound(e2) && client.IsNotFound(e3) && client.IsNotFound(e4) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("clusters still there 2 min after delete: %v %v %v", e1, e2, e3)
+				t.Fatalf("clusters still there 2 min after delete: %v %v %v %v", e1, e2, e3, e4)
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
-		if n, err := g.Client.Networks(ctx); err != nil || len(n) != 0 {
-			t.Fatalf("networks left: %+v %v", n, err)
+		for _, c := range []*client.Client{g.Client, other} {
+			if n, err := c.Networks(ctx); err != nil || len(n) != 0 {
+				t.Fatalf("networks left: %+v %v", n, err)
+			}
 		}
 	})
 	t.Logf("total %s", time.Since(start).Round(time.Millisecond))

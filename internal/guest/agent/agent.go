@@ -262,6 +262,10 @@ func (a *Agent) Handle(req proto.Message) (reply proto.Message, after func() err
 func (a *Agent) facts() model.GuestInfo {
 	info := Facts(a.root, a.context)
 	info.Roster = a.roster
+	if a.roster > 0 {
+		// A roster pushed since the boot (ApplyRoster) is newer.
+		info.Roster = max(a.roster, appliedRoster(a.root))
+	}
 	return info
 }
 

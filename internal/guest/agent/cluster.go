@@ -179,3 +179,39 @@ func (a *Agent) writeClusterKeys(c *model.ClusterContext) error {
 	}
 	return nil
 }
+
+// ApplyRoster applies a newer roster to a running guest (what `vgrid-guest-agent
+// roster` does with its standard input, run by the host through exec when
+// the cluster changes): /etc/hosts, keys and cluster.json as at boot, for
+// the host name in root's /etc/hostname. It returns the revision applied.
+// A roster older than the one applied is refused, so a late push never
+// undoes a newer one.
+func ApplyRoster(root string, raw []byte) (int, error) {
+	if root == "" {
+		root = "/"
+	}
+	c, err := ParseCluster(raw)
+	if err != nil {
+		return 0, err
+	}
+	if cur := appliedRoster(root); cur > c.Revision {
+		return cur, fmt.Errorf("cluster: roster revision %d is older than the one applied (%d)", c.Revision, cur)
+	}
+	host, _ := os.ReadFile(filepath.Join(root, "etc/hostname"))
+	a := &Agent{root: root}
+	return a.applyCluster(raw, strings.TrimSpace(string(host)))
+}
+
+// appliedRoster is the revision of the roster in root's cluster.json (0:
+// none, or unreadable).
+func appliedRoster(root string) int {
+	b, err := os.ReadFile(filepath.Join(root, clusterFile))
+	if err != nil {
+		return 0
+	}
+	c, err := ParseCluster(b)
+	if err != nil {
+		return 0
+	}
+	return c.Revision
+}

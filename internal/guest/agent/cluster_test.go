@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"io"
 	"log"
 	"net/netip"
@@ -162,5 +163,47 @@ func TestApplyCluster(t *testing.T) {
 	}
 	if rev, err := b2.applyCluster([]byte("{"), "h"); err == nil || rev != 0 {
 		t.Errorf("bad file: %d, %v", rev, err)
+	}
+}
+
+// A newer roster pushed to a running guest rewrites /etc/hosts and is what
+// the agent reports; an older one is refused and changes nothing.
+func TestApplyRosterPushed(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/hostname"), []byte("c-w-0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	roster := func(rev int, names ...string) []byte {
+		c := model.ClusterContext{Name: "c", Role: "w", Head: names[0], Revision: rev, PublicKey: "ssh-ed25519 AAAA c"}
+		for i, n := range names {
+			c.Members = append(c.Members, model.RosterEntry{Name: n, Role: "w", Address: netip.AddrFrom4([4]byte{10, 0, 0, byte(2 + i)})})
+		}
+		b, _ := json.Marshal(c)
+		return b
+	}
+	a := &Agent{root: root}
+	if _, err := a.applyCluster(roster(1, "c-w-0", "c-w-1"), "c-w-0"); err != nil {
+		t.Fatal(err)
+	}
+	a.roster = 1
+	rev, err := ApplyRoster(root, roster(2, "c-w-0", "c-w-1", "c-w-2"))
+	if err != nil || rev != 2 {
+		t.Fatalf("push revision 2: %d %v", rev, err)
+	}
+	hosts, _ := os.ReadFile(filepath.Join(root, "etc/hosts"))
+	if !strings.Contains(string(hosts), "10.0.0.4\tc-w-2") {
+		t.Fatalf("hosts after the push:\n%s", hosts)
+	}
+	if got := a.facts().Roster; got != 2 {
+		t.Fatalf("facts report roster %d, want 2", got)
+	}
+	if _, err := ApplyRoster(root, roster(1, "c-w-0")); err == nil {
+		t.Fatal("an older roster was applied")
+	}
+	if again, _ := os.ReadFile(filepath.Join(root, "etc/hosts")); string(again) != string(hosts) {
+		t.Fatalf("an older roster changed hosts:\n%s", again)
 	}
 }
