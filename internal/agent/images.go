@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -39,6 +40,35 @@ func (c *imageCache) known(img model.Image) {
 		c.images = map[string]model.Image{}
 	}
 	c.images[img.Name] = img
+}
+
+// cached lists (sorted) the known images whose files are all in the
+// cache: a start there copies nothing.
+func (c *imageCache) cached() []string {
+	c.mu.Lock()
+	imgs := make([]model.Image, 0, len(c.images))
+	for _, img := range c.images {
+		imgs = append(imgs, img)
+	}
+	c.mu.Unlock()
+	out := []string{}
+	for _, img := range imgs {
+		have := true
+		for _, f := range []*model.ImageFile{&img.Disk, img.Kernel, img.Initrd} {
+			if f == nil {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(c.dir, f.SHA256)); err != nil {
+				have = false
+				break
+			}
+		}
+		if have {
+			out = append(out, img.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // ensure returns the image with local paths, downloading what is missing.

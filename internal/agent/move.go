@@ -285,6 +285,9 @@ func (a *Agent) heartbeatNode() model.Node {
 		c.Stage = append([]int64(nil), m.Stage...)
 		n.Measured = &c
 	}
+	if a.images != nil {
+		n.Images = a.images.cached()
+	}
 	return n
 }
 

@@ -632,6 +632,7 @@ func (a *Agent) prepareNICs(w model.Workspace) ([]hypervisor.NIC, error) {
 		}
 	}
 	bps := bandwidthOf(w)
+	specs := nicSpecs(w)
 	for i, nic := range w.NICs {
 		tap := tapName(w.ID, i)
 		a.ownTap(tap)
@@ -641,6 +642,9 @@ func (a *Agent) prepareNICs(w model.Workspace) ([]hypervisor.NIC, error) {
 		if err := setCap(h, tap, bps); err != nil {
 			return nil, fmt.Errorf("network %s: bandwidth cap: %w", nic.Network, err)
 		}
+		if specs[i].MTU, err = h.MTU(nic.VNI); err != nil {
+			return nil, fmt.Errorf("network %s: %w", nic.Network, err)
+		}
 	}
-	return nicSpecs(w), nil
+	return specs, nil
 }

@@ -90,7 +90,8 @@ func TestAgentOverlayDatapath(t *testing.T) {
 		t.Fatal(err)
 	}
 	tap := tapName(id, 0)
-	want := []hypervisor.NIC{{Tap: tap, MAC: w.NICs[0].MAC, Address: w.NICs[0].Address}}
+	// The bridge's MTU: the underlay's 1500 less the VXLAN overhead.
+	want := []hypervisor.NIC{{Tap: tap, MAC: w.NICs[0].MAC, Address: w.NICs[0].Address, MTU: 1450}}
 	if !slices.Equal(nics, want) {
 		t.Fatalf("NICs %+v, want %+v", nics, want)
 	}
@@ -243,7 +244,7 @@ func TestAgentStartsClusterOnOverlay(t *testing.T) {
 		}
 		vni = w.NICs[0].VNI
 		sp, ok := rec.spec(w.ID)
-		want := []hypervisor.NIC{{Tap: tapName(w.ID, 0), MAC: w.NICs[0].MAC, Address: w.NICs[0].Address, Gateway: w.NICs[0].Gateway}}
+		want := []hypervisor.NIC{{Tap: tapName(w.ID, 0), MAC: w.NICs[0].MAC, Address: w.NICs[0].Address, Gateway: w.NICs[0].Gateway, MTU: 1450}}
 		if !ok || !slices.Equal(sp.NICs, want) {
 			t.Fatalf("%s started with NICs %+v, want %+v", m.Name, sp.NICs, want)
 		}

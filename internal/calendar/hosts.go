@@ -2,6 +2,7 @@ package calendar
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -34,13 +35,15 @@ func (c *Calendar) UpdateHost(h Host, now time.Time) ([]Action, error) {
 	}
 	h.Cordoned = old.Cordoned
 	h.Labels = cloneLabels(h.Labels)
+	h.Images = slices.Clone(h.Images)
 	cp := vecOf(h.Capacity)
 	for d, r := range c.pol.Overcommit.ratios() {
 		cp[d] = overcommit(cp[d], r)
 	}
 	cp[dWS] = hostWorkspaces
 	if cp == old.cap && labelKey(h.Labels) == labelKey(old.Labels) && h.SuspendRate == old.SuspendRate &&
-		h.ResumeRate == old.ResumeRate && h.StageRate == old.StageRate && h.BootTime == old.BootTime {
+		h.ResumeRate == old.ResumeRate && h.StageRate == old.StageRate && h.BootTime == old.BootTime &&
+		slices.Equal(h.Images, old.Images) {
 		return c.take(), nil
 	}
 	old.Host, old.cap = h, cp

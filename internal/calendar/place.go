@@ -2,6 +2,7 @@ package calendar
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -404,6 +405,9 @@ func (c *Calendar) stageTime(l *lease) int64 {
 	var worst int64
 	for gi := range l.groups {
 		for _, h := range c.eligible(&l.groups[gi]) {
+			if slices.Contains(h.Images, l.Image.Name) {
+				continue // cached there
+			}
 			if d := xfer(int64(l.Image.Size), h.StageRate); d > worst {
 				worst = d
 			}

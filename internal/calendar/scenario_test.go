@@ -312,6 +312,9 @@ func (e *scenarioEnv) do(line string) []string {
 				BootTime:    e.dur(a["boot"]),
 				Cordoned:    a["cordoned"] == "true",
 			}
+			if v := a["images"]; v != "" {
+				h.Images = strings.Split(v, ",")
+			}
 			if e.cal != nil {
 				if err := e.cal.AddHost(h, e.at(a["at"])); err != nil {
 					out = append(out, "error: "+err.Error())

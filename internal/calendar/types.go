@@ -91,6 +91,9 @@ type Host struct {
 	SuspendRate int64 // bytes/s written when suspending
 	ResumeRate  int64 // bytes/s read when resuming
 	StageRate   int64 // bytes/s of image staging (and of moving a suspended image)
+	// Images are the images the host has in its cache: a fresh start
+	// there stages nothing.
+	Images []string
 	// BootTime is counted in whole seconds, rounded up, at most
 	// MaxBootTime.
 	BootTime time.Duration

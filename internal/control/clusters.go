@@ -579,37 +579,48 @@ func (ctl *Controller) setClusterDesired(ctx context.Context, project, name stri
 }
 
 // collectCluster removes a cluster being deleted once none of its members
-// is stored any more, with its own network.
+// is stored any more, and then its own networks once no address is left
+// on them (members torn down at once may give theirs back after the
+// cluster went).
 func (ctl *Controller) collectCluster(ctx context.Context, project, name string) error {
 	cl, err := ctl.clusterRecord(ctx, project, name)
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil || cl.Desired != model.DesiredDeleted {
+	switch {
+	case err == nil:
+		if cl.Desired != model.DesiredDeleted {
+			return nil
+		}
+		// Any member left, a listed one or one being dropped by a scale down.
+		all, err := ctl.listWS(ctx, wsKey(project, ""))
+		if err != nil {
+			return err
+		}
+		for _, w := range all {
+			if w.Cluster != nil && w.Cluster.Name == name {
+				return nil
+			}
+		}
+		if err := ctl.store.Delete(ctx, clusterKey(project, name), cl.Revision); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		ctl.log.Info("cluster deleted", "project", project, "cluster", name)
+	case !isNotFound(err):
 		return err
 	}
-	// Any member left, a listed one or one being dropped by a scale down.
-	all, err := ctl.listWS(ctx, wsKey(project, ""))
+	nets, err := ctl.Networks(ctx, project)
 	if err != nil {
 		return err
 	}
-	for _, w := range all {
-		if w.Cluster != nil && w.Cluster.Name == name {
-			return nil
+	for _, n := range nets {
+		if n.Cluster != name || len(n.Addresses) > 0 {
+			continue
+		}
+		if _, err := ctl.store.Get(ctx, clusterKey(project, name)); err == nil {
+			continue // a new cluster of the name
+		}
+		if err := ctl.DeleteNetwork(ctx, project, n.Name); err != nil && !isNotFound(err) {
+			ctl.log.Warn("delete a cluster's network", "project", project, "network", n.Name, "err", err)
 		}
 	}
-	if err := ctl.store.Delete(ctx, clusterKey(project, name), cl.Revision); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	for _, nn := range cl.Networks {
-		n, err := ctl.Network(ctx, project, nn)
-		if err == nil && n.Cluster == name {
-			if err := ctl.DeleteNetwork(ctx, project, nn); err != nil && !isNotFound(err) {
-				ctl.log.Warn("delete a cluster's network", "project", project, "network", nn, "err", err)
-			}
-		}
-	}
-	ctl.log.Info("cluster deleted", "project", project, "cluster", name)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"vgrid/api"
 	"vgrid/internal/calendar"
@@ -341,5 +342,88 @@ func TestClusterBandwidthIsReserved(t *testing.T) {
 	var re *RefusalError
 	if !errors.As(err, &re) || !strings.Contains(err.Error(), "bandwidth") {
 		t.Fatalf("40 Mbit/s more: %v, want a refusal naming bandwidth", err)
+	}
+}
+
+// A host lost under a running cluster: its member starts again on a host
+// with room (same address, the roster unchanged), the others run on, the
+// lease is the same, and the surviving hosts' forwarding entries follow.
+func TestClusterHostLoss(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk := hostsEnv(t)
+	for i, n := range []string{"h1", "h2", "h3"} {
+		if _, err := ctl.RegisterNode(ctx, model.Node{Name: n, Address: "192.0.2." + string(rune('1'+i)), Accel: "tcg",
+			Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB, Disk: 100 * model.GiB}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	y := "name: c\nduration: 2h\nroles:\n  - name: w\n    count: 2\n    image: img\n    quantum: {vcpus: 1, cpu: 1, memory: 512Mi}\n    placement: spread\n"
+	st, err := ctl.CreateCluster(ctx, "p", clusterSpec(t, y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Details[0].Host != "h1" || st.Details[1].Host != "h2" {
+		t.Fatalf("placed on %s and %s, want h1 and h2 (spread)", st.Details[0].Host, st.Details[1].Host)
+	}
+	var wss []model.Workspace
+	for _, n := range st.Members {
+		w, _ := ctl.Workspace(ctx, "p", n)
+		wss = append(wss, running(t, ctl, w, clk.now()))
+	}
+	for i := 0; i < 8; i++ { // h2 silent for 40 s: lost
+		clk.add(5 * time.Second)
+		beatAll(t, ctl, "h1", "h3")
+		if err := ctl.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w0, _ := ctl.Workspace(ctx, "p", "c-w-0")
+	w1, _ := ctl.Workspace(ctx, "p", "c-w-1")
+	if w0.Status.Node != "h1" || w0.Status.State != model.StateRunning || w0.Status.Generation != wss[0].Status.Generation {
+		t.Fatalf("the member on h1: %+v, want it running on, untouched", w0.Status)
+	}
+	if w1.Status.Node != "h3" || w1.Desired != model.DesiredRunning || w1.Status.State != model.StatePending ||
+		w1.NICs[0].Address != wss[1].NICs[0].Address || w1.Status.Lease != "p/@c" {
+		t.Fatalf("the member of the lost host: %+v %v, want it starting on h3 with its address", w1.Status, w1.NICs)
+	}
+	as, err := ctl.Assignments(ctx, "h1", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(as.Networks) != 1 || len(as.Networks[0].Peers) != 1 || as.Networks[0].Peers[0] != netip.MustParseAddr("192.0.2.3") {
+		t.Fatalf("h1's network after the loss: %+v, want h3 as its peer", as.Networks)
+	}
+}
+
+// Members torn down at once: the last record may go before the first
+// address is given back; the cluster's network still goes with the last
+// address.
+func TestClusterNetworkGoesWithTheLastAddress(t *testing.T) {
+	ctl, _ := hostsEnv(t, "h1")
+	ctx := context.Background()
+	y := "name: c\nduration: 1h\nroles:\n  - name: w\n    count: 2\n    image: img\n    quantum: {vcpus: 1, cpu: 0.25, memory: 128Mi}\n"
+	if _, err := ctl.CreateCluster(ctx, "p", clusterSpec(t, y)); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := ctl.Workspace(ctx, "p", "c-w-0")
+	b, _ := ctl.Workspace(ctx, "p", "c-w-1")
+	if _, err := ctl.DeleteCluster(ctx, "p", "c"); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []model.Workspace{a, b} { // both records gone first
+		if err := ctl.store.Delete(ctx, wsKey("p", w.Spec.Name), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctl.releaseAddresses(ctx, a)
+	if _, err := ctl.Cluster(ctx, "p", "c"); !isNotFound(err) {
+		t.Fatalf("cluster with no member left: %v", err)
+	}
+	if n, err := ctl.Network(ctx, "p", "c"); err != nil || len(n.Addresses) != 1 {
+		t.Fatalf("network while b's address is held: %+v %v", n, err)
+	}
+	ctl.releaseAddresses(ctx, b)
+	if _, err := ctl.Network(ctx, "p", "c"); !isNotFound(err) {
+		t.Fatalf("network after the last address: %v", err)
 	}
 }

@@ -96,6 +96,9 @@ func (ctl *Controller) Heartbeat(ctx context.Context, name string, hb model.Node
 			}
 			n.Measured.Stage = m.Stage
 		}
+		if hb.Images != nil {
+			n.Images = hb.Images
+		}
 		changed = !reflect.DeepEqual(before, calHost(n))
 		if hb.Transfer != "" {
 			n.Transfer = hb.Transfer

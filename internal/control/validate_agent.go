@@ -109,6 +109,9 @@ func (f *fieldErrs) add(field, format string, args ...any) {
 // MaxRunning bounds the guests a heartbeat lists.
 const MaxRunning = 10000
 
+// MaxNodeImages bounds the cached images a host lists.
+const MaxNodeImages = 1000
+
 // ValidateNode checks a host's record as an agent sends it (POST /nodes,
 // PUT /nodes/{node}/heartbeat). A zero capacity passes: a heartbeat need
 // not carry one; RegisterNode asks for CPU and memory itself. Times set by
@@ -130,6 +133,15 @@ func ValidateNode(n model.Node, now time.Time) []api.FieldError {
 		for i, id := range n.Running {
 			if reason := CheckWorkspaceID(id); reason != "" {
 				f.add(fmt.Sprintf("node.running[%d]", i), "%s", reason)
+			}
+		}
+	}
+	if len(n.Images) > MaxNodeImages {
+		f.add("node.images", "at most %d images, got %d", MaxNodeImages, len(n.Images))
+	} else {
+		for i, name := range n.Images {
+			if !NameRE.MatchString(name) {
+				f.add(fmt.Sprintf("node.images[%d]", i), "want an image name, got %s", quoteShort(name))
 			}
 		}
 	}

@@ -100,6 +100,11 @@ type NIC struct {
 	// seed (NoCloud network-config); the guest agent applies them.
 	Address netip.Prefix
 	Gateway netip.Addr
+	// MTU is the network's MTU (its bridge's: the underlay's less the
+	// VXLAN overhead), told to the guest by the virtio device (host_mtu)
+	// and in network-config; 0 leaves the guest's default (1500), with
+	// which full-size frames would not fit the overlay.
+	MTU int
 }
 
 // Instance is the driver's view of one workspace on this host.

@@ -49,6 +49,10 @@ type Node struct {
 	// Running are the workspaces (IDs) whose guests run on the host, as
 	// its agent said in its last heartbeat.
 	Running []string `json:"running,omitempty"`
+	// Images are the images whose files the host has in its cache (sorted),
+	// as its agent said in its last heartbeat: the lease calendar plans no
+	// staging time for them there.
+	Images []string `json:"images,omitempty"`
 
 	// Set by the control plane only (what an agent sends is ignored):
 

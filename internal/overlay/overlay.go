@@ -505,3 +505,15 @@ func retry[T any](f func() (T, error)) (T, error) {
 	}
 	return v, err
 }
+
+// MTU is the MTU of network vni's bridge on this host: what its guests'
+// interfaces must not exceed.
+func (h *Host) MTU(vni uint32) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l, err := h.nl.LinkByName(BridgeName(vni))
+	if err != nil {
+		return 0, fmt.Errorf("overlay: network %d: %w", vni, err)
+	}
+	return l.Attrs().MTU, nil
+}

@@ -107,7 +107,7 @@ func Argv(spec hypervisor.InstanceSpec, p Paths, accel string, tscKHz int64) []s
 		for i, n := range spec.NICs {
 			id := "n" + strconv.Itoa(i)
 			add("-netdev", "tap,id="+id+",ifname="+n.Tap+",script=no,downscript=no",
-				"-device", dev("virtio-net-device", "virtio-net-pci")+",netdev="+id+",mac="+strings.ToLower(n.MAC))
+				"-device", dev("virtio-net-device", "virtio-net-pci")+",netdev="+id+",mac="+strings.ToLower(n.MAC)+hostMTU(n.MTU))
 		}
 	}
 	// Detach from the agent: the guest must outlive it. QEMU forks, the
@@ -136,3 +136,12 @@ func MAC(id string) string {
 // optPath escapes a path inside a QEMU option list, where "," separates
 // options and ",," is a literal comma.
 func optPath(p string) string { return strings.ReplaceAll(p, ",", ",,") }
+
+// hostMTU is the virtio-net device option that tells the guest its MTU
+// (VIRTIO_NET_F_MTU), or nothing for the default.
+func hostMTU(mtu int) string {
+	if mtu <= 0 {
+		return ""
+	}
+	return ",host_mtu=" + strconv.Itoa(mtu)
+}

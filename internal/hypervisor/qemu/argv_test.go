@@ -87,6 +87,18 @@ func TestArgvNICs(t *testing.T) {
 	if !slices.Contains(fw, "virtio-net-pci,netdev=n1,mac=02:aa:bb:cc:dd:02") || slices.Contains(fw, "user,id=n0") {
 		t.Errorf("firmware boot: %q", fw)
 	}
+	// The overlay's MTU reaches the guest through the device.
+	spec.NICs[1].MTU = 1450
+	if mtu := Argv(spec, p, AccelTCG, 0); !slices.Contains(mtu, "virtio-net-pci,netdev=n1,mac=02:aa:bb:cc:dd:02,host_mtu=1450") {
+		t.Errorf("nic with an MTU: %q", mtu)
+	}
+	if err := checkNICs(spec.NICs); err != nil {
+		t.Errorf("mtu 1450: %v", err)
+	}
+	spec.NICs[1].MTU = 100
+	if err := checkNICs(spec.NICs); err == nil {
+		t.Error("mtu 100 accepted")
+	}
 }
 
 func TestCheckNICs(t *testing.T) {

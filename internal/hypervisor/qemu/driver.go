@@ -381,7 +381,7 @@ func (d *Driver) Get(ctx context.Context, id string) (hypervisor.Instance, error
 	if d.closed() {
 		return hypervisor.Instance{}, ErrClosed
 	}
-	return d.inspect(id)
+	return d.look(id)
 }
 
 // List implements hypervisor.Driver: every directory in StateDir with a
@@ -403,7 +403,7 @@ func (d *Driver) List(ctx context.Context) ([]hypervisor.Instance, error) {
 		if !e.IsDir() || !hypervisor.ValidID(e.Name()) {
 			continue
 		}
-		in, err := d.inspect(e.Name())
+		in, err := d.look(e.Name())
 		if errors.Is(err, hypervisor.ErrNotFound) {
 			continue
 		}
@@ -466,7 +466,20 @@ func (d *Driver) killStrays(id string, p Paths, keep int) error {
 // inspect reads an instance's files and process. A live process is
 // watched (adopted) if it is not yet; a dead one that nobody saw die gets
 // its exit recorded.
-func (d *Driver) inspect(id string) (hypervisor.Instance, error) {
+func (d *Driver) inspect(id string) (hypervisor.Instance, error) { return d.inspectAs(id, true) }
+
+// look is inspect for a caller that does not hold the instance's lock
+// (Get, List): while an operation holds it, a process not up is not taken
+// for one that ended. A start records its QEMU's pid only once QEMU has
+// daemonized; settling meanwhile would record an exit and remove the
+// cgroup the new QEMU is about to join (seen with eight members of a
+// cluster starting at once while the agent listed its instances).
+func (d *Driver) look(id string) (hypervisor.Instance, error) { return d.inspectAs(id, false) }
+
+// inspectAs is the instance as its files and process show it; owner says
+// the caller holds the instance's lock, so an ended process may be
+// settled.
+func (d *Driver) inspectAs(id string, owner bool) (hypervisor.Instance, error) {
 	p := d.paths(id)
 	spec, err := readSpec(p)
 	if errors.Is(err, os.ErrNotExist) {
@@ -497,6 +510,11 @@ func (d *Driver) inspect(id string) (hypervisor.Instance, error) {
 		return in, nil
 	}
 	if !st.exitRecorded() {
+		if !owner && d.locks.Busy(id) {
+			// A start (or a stop) is under way and settles its own end.
+			in.State = hypervisor.InstanceRunning
+			return in, nil
+		}
 		d.settle(id, p)
 		if st, err = readState(p); err != nil {
 			return hypervisor.Instance{}, err
@@ -735,6 +753,13 @@ type keyedMutex struct {
 type refMutex struct {
 	sync.Mutex
 	n int
+}
+
+// Busy reports whether key is locked or waited for.
+func (k *keyedMutex) Busy(key string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.m[key] != nil
 }
 
 // Lock locks key and returns the unlock function.

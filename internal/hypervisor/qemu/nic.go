@@ -66,6 +66,8 @@ func checkNICs(nics []hypervisor.NIC) error {
 		switch {
 		case !a.IsValid():
 			return bad(i, "no address: want an IPv4 address with its prefix length (10.0.0.2/24)")
+		case n.MTU != 0 && (n.MTU < 576 || n.MTU > 65535):
+			return bad(i, "mtu %d: want 576 to 65535, or 0 for the guest's default", n.MTU)
 		case !a.Addr().Is4():
 			return bad(i, "address %s: want IPv4", a)
 		case a.Bits() < 1:
@@ -113,6 +115,9 @@ func sameNICs(old, spec []hypervisor.NIC) error {
 		o, n := old[i], spec[i]
 		if !strings.EqualFold(o.MAC, n.MAC) {
 			return fmt.Errorf("%w: nic %d: suspended with mac %s, cannot resume with %s", hypervisor.ErrInvalid, i, o.MAC, n.MAC)
+		}
+		if o.MTU != n.MTU {
+			return fmt.Errorf("%w: nic %d: suspended with mtu %d, cannot resume with %d", hypervisor.ErrInvalid, i, o.MTU, n.MTU)
 		}
 		if o.Address != n.Address || o.Gateway != n.Gateway {
 			return fmt.Errorf("%w: nic %d: suspended with address %s (gateway %s), cannot resume with %s (gateway %s): the guest keeps what it configured",

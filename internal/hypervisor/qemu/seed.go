@@ -103,6 +103,9 @@ func NetworkConfig(nics []hypervisor.NIC) []byte {
 		if n.Gateway.IsValid() {
 			fmt.Fprintf(&b, "    gateway4: %s\n", yamlString(n.Gateway.String()))
 		}
+		if n.MTU > 0 {
+			fmt.Fprintf(&b, "    mtu: %d\n", n.MTU)
+		}
 	}
 	return b.Bytes()
 }
