@@ -106,7 +106,11 @@ func median(xs []float64) float64 {
 }
 
 func minOf(xs []float64) float64 { s := append([]float64(nil), xs...); sort.Float64s(s); return s[0] }
-func maxOf(xs []float64) float64 { s := append([]float64(nil), xs...); sort.Float64s(s); return s[len(s)-1] }
+func maxOf(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)-1]
+}
 
 func envN(name string, def int) int {
 	if n, err := strconv.Atoi(envS(name, "")); err == nil && n > 0 {

@@ -207,3 +207,30 @@ func TestApplyRosterPushed(t *testing.T) {
 		t.Fatalf("an older roster changed hosts:\n%s", again)
 	}
 }
+
+// FuzzParseCluster: any roster the seed or a push carries is refused or
+// turned into an /etc/hosts whose every line is a comment or an address
+// and names (no name smuggles a line in).
+func FuzzParseCluster(f *testing.F) {
+	f.Add([]byte(`{"name":"c","role":"w","index":0,"head":"c-w-0","members":[{"name":"c-w-0","role":"w","address":"10.0.0.2"},{"name":"c-w-1","role":"w","address":"10.0.0.3"}],"revision":2}`))
+	f.Add([]byte(`{"members":[{"name":"a\nb","address":"10.0.0.2"}]}`))
+	f.Add([]byte(`{"public_key":"ssh-ed25519 AAAA\nx"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseCluster(data)
+		if err != nil {
+			return
+		}
+		for _, line := range strings.Split(strings.TrimRight(string(HostsFile("h", c)), "\n"), "\n") {
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			fields := strings.Fields(line)
+			if len(fields) < 2 {
+				t.Fatalf("hosts line %q", line)
+			}
+			if _, err := netip.ParseAddr(fields[0]); err != nil {
+				t.Fatalf("hosts line %q: %v", line, err)
+			}
+		}
+	})
+}
