@@ -639,3 +639,25 @@ func TestLeaseStartAfterStagingWakesTheAgent(t *testing.T) {
 		t.Fatalf("still held back: %q", got.Status.Hold)
 	}
 }
+
+// A host whose heartbeats were late is ready again with its next heartbeat,
+// not with the next health check: a start right after that heartbeat is
+// not refused by the cordon the late heartbeats put on it (as after a
+// restart of the control plane, when make run starts its example at once).
+func TestHeartbeatLiftsTheLateCordonAtOnce(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk := hostsEnv(t, "h1")
+	clk.add(15 * time.Second) // late: NotReady, cordoned in the calendar
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sp := mustSpec(t, "w", "0.5")
+	if _, err := ctl.CreateWorkspace(ctx, "p", sp); err == nil {
+		t.Fatal("placed on a host whose heartbeats are late")
+	}
+	beatAll(t, ctl, "h1")
+	w, err := ctl.CreateWorkspace(ctx, "p", sp)
+	if err != nil || w.Status.Node != "h1" {
+		t.Fatalf("right after the heartbeat: %+v %v, want placed on h1", w.Status, err)
+	}
+}

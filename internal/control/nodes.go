@@ -127,6 +127,15 @@ func (ctl *Controller) Heartbeat(ctx context.Context, name string, hb model.Node
 	} else if changed {
 		ctl.updateHost(ctx, n)
 	}
+	ctl.mu.Lock()
+	late := ctl.lateHosts[name]
+	ctl.mu.Unlock()
+	if late && !back {
+		// Ready from this heartbeat on, not from the next health check:
+		// a request that saw the host Ready is not refused by the cordon
+		// its late heartbeats put on it (a restarted control plane).
+		ctl.setNotReady(ctx, n, false)
+	}
 	return nil
 }
 
