@@ -67,7 +67,7 @@ run: deps image
 	$(VGRID) cluster get $$cl; echo; \
 	echo "From $$cl-head-0, every other member by name (its /etc/hosts is the cluster's roster):"; \
 	for m in $$($(VGRID) cluster get $$cl | awk 'NR > 2 && $$1 != "'$$cl-head-0'" {print $$1}'); do \
-		$(VGRID) workspace exec $$cl-head-0 -- /bin/sh -c "ping -c 1 -W 5 $$m | sed -n 2p"; done; echo; \
+		$(VGRID) workspace exec $$cl-head-0 -- /bin/sh -c "ping -c 1 -W 5 $$m | sed -n 2p | sed 's/^/  $$cl-head-0 -> $$m: /'"; done; echo; \
 	echo "Run in a member:  $(VGRID) workspace exec $$cl-worker-0 -- cat /etc/hosts"; \
 	echo "Scale it:         $(VGRID) cluster scale $$cl worker=3   (stop|start|delete: $(VGRID) cluster stop $$cl)"; \
 	echo "Stop vgrid:       $(VGRID) down --data-dir $(DATA_DIR)   (workspaces keep running)"
