@@ -263,12 +263,14 @@ func TestGridHosts(t *testing.T) {
 		h.waitNodeState(h3.Name, model.NodeLost, hostsLostAfter+10*time.Second-time.Since(frozen))
 		lostAfter := time.Since(frozen)
 		// The state is computed when read; the control plane handles the
-		// loss at its next reconcile (every second) and stores it.
-		// (Its workspaces are fenced just after.)
+		// loss at its next reconcile (every second) and stores it, then
+		// fences the host's workspaces one by one (big: from Stopping, its
+		// lease ended with the host, to Failed).
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 			n := h.node(h3.Name)
 			imm := h.ws("imm")
-			if !n.LostAt.IsZero() && (imm.Status.Node != h3.Name || imm.Status.State != model.StateRunning) {
+			if !n.LostAt.IsZero() && (imm.Status.Node != h3.Name || imm.Status.State != model.StateRunning) &&
+				h.ws("big").Status.State != model.StateStopping {
 				break
 			}
 			if time.Now().After(deadline) {
