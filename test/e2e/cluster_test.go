@@ -390,11 +390,11 @@ func TestClusterOnGrid(t *testing.T) {
 		}
 	})
 	t.Run("BandwidthCap", func(t *testing.T) {
-		// Guests under TCG push some 10-20 Mbit/s here, so the cap tested
+		// Guests under TCG push some 6-20 Mbit/s here (less under load), so the cap tested
 		// is below that (internal/overlay's test holds 50 Mbit/s to
 		// within 5% with namespace endpoints): the capped member sends
 		// and receives at the cap within 20%, the uncapped pair far more.
-		const capMbit, mib = 3.0, 3
+		const capMbit, mib = 2.0, 2
 		bw := `name: bw
 duration: 1h
 context:
@@ -404,7 +404,7 @@ context:
 roles:
   - name: capped
     image: vgrid-guest
-    quantum: {vcpus: 1, cpu: 0.5, memory: 128Mi, bandwidth: 3Mbit}
+    quantum: {vcpus: 1, cpu: 0.5, memory: 128Mi, bandwidth: 2Mbit}
   - name: free
     count: 2
     image: vgrid-guest
