@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -25,16 +24,7 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 	if err != nil {
 		return model.Workspace{}, err
 	}
-	lookup := func(name string) (bool, []string) {
-		_, ok := imgs[name]
-		names := make([]string, 0, len(imgs))
-		for n := range imgs {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return ok, names
-	}
-	if err := spec.Validate(sp, lookup); err != nil {
+	if err := spec.Validate(sp, imageLookup(imgs)); err != nil {
 		return model.Workspace{}, err
 	}
 	if sp.Quantum.Bandwidth > 0 {
