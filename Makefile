@@ -54,7 +54,9 @@ run: deps image
 	echo; $(VGRID) workspace get $$name; echo; \
 	echo "The guest's console:"; $(VGRID) workspace logs $$name | tail -n 5; echo; \
 	echo "Look at it:  $(VGRID) workspace list | get $$name [-o json] | logs $$name | events $$name"; \
-	echo "Stop it:     $(VGRID) workspace stop $$name   (delete: $(VGRID) workspace delete $$name)"; echo
+	echo "Stop it:     $(VGRID) workspace stop $$name   (delete: $(VGRID) workspace delete $$name)"; \
+	echo "Resize it while it runs:  $(VGRID) workspace resize $$name --cpu 1 --disk 2Gi"; \
+	echo "Move it live (a grid of hosts: vgrid up --hosts 3):  $(VGRID) workspace migrate $$name"; echo
 	@cl=$$(sed -n 's/^name: *\([a-z0-9-]*\).*/\1/p' $(CLUSTER) | head -1); \
 	if $(VGRID) cluster get $$cl >/dev/null 2>&1; then \
 		echo "cluster $$cl exists already; starting it if it is stopped"; \

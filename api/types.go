@@ -107,8 +107,9 @@ type NodeDrained struct {
 type DrainEntry struct {
 	Project   string `json:"project"`
 	Workspace string `json:"workspace"`
-	// Action: suspended (to resume elsewhere), moved (its files, while
-	// stopped), left (not moved; Reason says why).
+	// Action: migrating (live, to another host), suspended (to resume
+	// elsewhere), moved (its files, while stopped), left (not moved;
+	// Reason says why).
 	Action string `json:"action"`
 	Reason string `json:"reason,omitempty"`
 }
@@ -286,6 +287,55 @@ type Assignments struct {
 	// Execs are commands waiting for the host's agent to run them in its
 	// guests (see ExecRequest).
 	Execs []ExecRequest `json:"execs,omitempty"`
+	// Incoming are running workspaces migrating live to this host
+	// (Status.Migration.To): the agent prepares each to take its guest
+	// and reports where it listens (MigrationReport).
+	Incoming []model.Workspace `json:"incoming,omitempty"`
+}
+
+// MigrationReport is what an agent says of a live migration
+// (POST /nodes/{node}/migrations/{project}/{name}): the destination
+// that it is ready (Endpoint) or could not prepare (Failed); the source
+// how it goes (Progress), that it is done (Done, with the measures), or
+// that it failed (Failed: the guest runs on at the source).
+type MigrationReport struct {
+	ID string `json:"id"`
+	// Since identifies the migration (Status.Migration.Since).
+	Since       time.Time                `json:"since"`
+	Endpoint    *model.MigrationEndpoint `json:"endpoint,omitempty"`
+	Progress    *model.MigrationProgress `json:"progress,omitempty"`
+	Done        bool                     `json:"done,omitempty"`
+	Failed      string                   `json:"failed,omitempty"`
+	Total       model.Duration           `json:"total,omitempty"`
+	Downtime    model.Duration           `json:"downtime,omitempty"`
+	MemoryBytes int64                    `json:"memory_bytes,omitempty"`
+	DiskBytes   int64                    `json:"disk_bytes,omitempty"`
+}
+
+// MigrateRequest is the body of POST /workspaces/{name}/migrate: To is
+// the destination host (empty: the calendar chooses); Cancel stops the
+// migration under way instead; Bandwidth caps the stream.
+type MigrateRequest struct {
+	To     string `json:"to,omitempty"`
+	Cancel bool   `json:"cancel,omitempty"`
+	// Bandwidth caps the migration's stream (0: none), so that it leaves
+	// the hosts' network to others.
+	Bandwidth model.BitRate `json:"bandwidth,omitempty"`
+}
+
+// ResizeRequest is the body of POST /workspaces/{name}/resize: the
+// parts of the quantum to change (absent: unchanged). AllowMigrate lets
+// vgrid move the guest live to a host with room when its own host
+// cannot hold the new quantum for the rest of the lease.
+type ResizeRequest struct {
+	VCPUs        *int            `json:"vcpus,omitempty"`
+	CPU          *float64        `json:"cpu,omitempty"`
+	Memory       *model.ByteSize `json:"memory,omitempty"`
+	Disk         *model.ByteSize `json:"disk,omitempty"`
+	DiskIOPS     *int64          `json:"disk_iops,omitempty"`
+	DiskBPS      *model.ByteSize `json:"disk_bps,omitempty"`
+	Bandwidth    *model.BitRate  `json:"bandwidth,omitempty"`
+	AllowMigrate bool            `json:"allow_migrate,omitempty"`
 }
 
 // NetworkAssignment is one overlay network as a host needs it: its VXLAN
@@ -351,9 +401,12 @@ type AgentReport struct {
 	// MoveBytes and MoveDone are the progress of copying the workspace's
 	// files from the host it moves from; Moved says they are all here
 	// (checked), so the source may drop its copy.
-	MoveBytes int64 `json:"move_bytes,omitempty"`
-	MoveDone  int64 `json:"move_done,omitempty"`
-	Moved     bool  `json:"moved,omitempty"`
+	// Applied is the quantum the host enforces on the running guest (after
+	// a start or an in-place resize).
+	Applied   *model.Quantum `json:"applied,omitempty"`
+	MoveBytes int64          `json:"move_bytes,omitempty"`
+	MoveDone  int64          `json:"move_done,omitempty"`
+	Moved     bool           `json:"moved,omitempty"`
 }
 
 // Lease is one lease of the control plane's calendar.
@@ -364,9 +417,11 @@ type Lease struct {
 	State   string `json:"state"` // queued, scheduled, running, suspended, done, cancelled, refused, failed
 	// Start and End bound the current or next run; Planned says they are
 	// a backfill plan for a waiting lease, not a promise.
-	Start       time.Time      `json:"start,omitzero"`
-	End         time.Time      `json:"end,omitzero"`
-	Hosts       []string       `json:"hosts"`
+	Start time.Time `json:"start,omitzero"`
+	End   time.Time `json:"end,omitzero"`
+	Hosts []string  `json:"hosts"`
+	// Members are the lease's workspaces (member i on Hosts[i]).
+	Members     []string       `json:"members,omitempty"`
 	Planned     bool           `json:"planned,omitempty"`
 	Remaining   model.Duration `json:"remaining"`
 	Suspensions int            `json:"suspensions,omitempty"`

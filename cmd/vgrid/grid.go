@@ -31,6 +31,7 @@ import (
 type gridFlags struct {
 	hosts                              int
 	bridge, subnet, prefix, nodePrefix string
+	hostCPUs                           float64
 }
 
 func (g *gridFlags) register(f *pflag.FlagSet) {
@@ -39,6 +40,7 @@ func (g *gridFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&g.subnet, "grid-subnet", netgrid.DefaultSubnet, "with --hosts: the bridge's IPv4 /24 (the bridge is .1, host i is .(10+i))")
 	f.StringVar(&g.prefix, "grid-prefix", netgrid.DefaultPrefix, "with --hosts: host i's network namespace is <prefix><i>")
 	f.StringVar(&g.nodePrefix, "grid-node-prefix", "host", "with --hosts: host i's node name is <prefix><i>")
+	f.Float64Var(&g.hostCPUs, "grid-host-cpus", 0, "with --hosts: each host's CPU capacity in cores (0: this machine's CPUs shared out, at least 1 each)")
 }
 
 // args repeats the flags for the detached vgrid up.
@@ -47,7 +49,7 @@ func (g *gridFlags) args() []string {
 		return nil
 	}
 	return []string{"--hosts", strconv.Itoa(g.hosts), "--grid-bridge", g.bridge, "--grid-subnet", g.subnet,
-		"--grid-prefix", g.prefix, "--grid-node-prefix", g.nodePrefix}
+		"--grid-prefix", g.prefix, "--grid-node-prefix", g.nodePrefix, "--grid-host-cpus", strconv.FormatFloat(g.hostCPUs, 'f', -1, 64)}
 }
 
 func (g *gridFlags) net() netgrid.Config {
@@ -111,6 +113,7 @@ func runGrid(ctx context.Context, log *slog.Logger, o *upOptions, policy *calend
 	g, err := netgrid.StartGrid(ctx, netgrid.GridConfig{
 		Net: nc, Server: srvURL, CAFile: filepath.Join(dataDir, "tls", "ca.crt"), JoinTokenFile: filepath.Join(dataDir, "join.token"),
 		DataDir: dataDir, NodePrefix: o.grid.nodePrefix, Accel: o.accel, Labels: o.labels, Logger: log,
+		Share: model.Resources{MilliCPU: int64(o.grid.hostCPUs * 1000)},
 	})
 	if err != nil {
 		cancelCP()

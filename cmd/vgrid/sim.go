@@ -19,10 +19,10 @@ import (
 func newSimCmd() *cobra.Command {
 	var (
 		tracePath, inject, backfill, placement, output, plotDir, hostMem string
-		hosts                                                            int
+		hosts, injectVM                                                  int
 		hostCPUs                                                         float64
-		suspend, keepCancelled, gantt                                    bool
-		suspendRate, resumeRate, stageRate                               string
+		suspend, keepCancelled, gantt, migrate                           bool
+		suspendRate, resumeRate, stageRate, migrateRate                  string
 	)
 	c := &cobra.Command{
 		Use:   "sim --trace FILE",
@@ -31,8 +31,14 @@ func newSimCmd() *cobra.Command {
 or Haizea's AR injection files; .gz is read too) against a modelled grid of
 identical hosts, with the same calendar code the server schedules with.
 Prints utilization, waits, bounded slowdown (10 s bound), AR acceptance,
-preemptions and total completion time; --plot-dir writes a utilization plot
-and a Gantt chart as SVG.
+preemptions (suspensions, requeues), live migrations and total completion
+time; --plot-dir writes a utilization plot and a Gantt chart as SVG.
+
+With --migrate, a reservation or deadline lease that needs a host where a
+best-effort lease runs first tries to live-migrate that lease to another
+host with room for the rest of its run (taking its memory over
+--migrate-rate, plus 1 s); only where none has room, or there is not
+enough time, is the lease suspended (or requeued).
 
 The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 1 CPU and 1 GiB each; every SWF job is a best-effort lease of 1 CPU and
@@ -41,6 +47,9 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tracePath == "" {
 				return fmt.Errorf("--trace is required")
+			}
+			if injectVM < 1 {
+				return fmt.Errorf("--inject-vm %d: want 1 or more", injectVM)
 			}
 			opt := trace.SWFOptions{KeepCancelled: keepCancelled}
 			leases, _, err := trace.OpenWith(tracePath, opt)
@@ -52,7 +61,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 				if err != nil {
 					return fmt.Errorf("--inject: %w", err)
 				}
-				leases = trace.Merge(trace.Prefix(leases, "t"), trace.Prefix(ars, "ar"))
+				leases = trace.Merge(trace.Prefix(leases, "t"), trace.Prefix(trace.Coarsen(ars, injectVM), "ar"))
 			}
 			cfg := sim.DefaultConfig()
 			cfg.Hosts, cfg.HostCPUs = hosts, hostCPUs
@@ -62,14 +71,18 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 			for _, r := range []struct {
 				flag, v string
 				dst     *int64
-			}{{"--suspend-rate", suspendRate, &cfg.SuspendRate}, {"--resume-rate", resumeRate, &cfg.ResumeRate}, {"--stage-rate", stageRate, &cfg.StageRate}} {
+			}{{"--suspend-rate", suspendRate, &cfg.SuspendRate}, {"--resume-rate", resumeRate, &cfg.ResumeRate}, {"--stage-rate", stageRate, &cfg.StageRate},
+				{"--migrate-rate", migrateRate, &cfg.MigrateRate}} {
 				b, err := model.ParseByteSize(r.v)
 				if err != nil {
 					return fmt.Errorf("%s: %w", r.flag, err)
 				}
+				if b < 0 {
+					return fmt.Errorf("%s: %s is negative", r.flag, r.v)
+				}
 				*r.dst = int64(b)
 			}
-			cfg.Policy.Suspend = suspend
+			cfg.Policy.Suspend, cfg.Policy.Migrate = suspend, migrate
 			switch calendar.Backfill(backfill) {
 			case calendar.BackfillNone, calendar.BackfillConservative, calendar.BackfillAggressive:
 				cfg.Policy.Backfill = calendar.Backfill(backfill)
@@ -97,9 +110,9 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 			if output == "json" {
 				return printJSON(out, res.Summary)
 			}
-			fmt.Fprintf(out, "trace %s: %d leases on %d hosts × %.4g CPU, %s; backfill %s, suspension %v; simulated in %s\n\n",
+			fmt.Fprintf(out, "trace %s: %d leases on %d hosts × %.4g CPU, %s; backfill %s, suspension %v, migration %v; simulated in %s\n\n",
 				filepath.Base(tracePath), len(leases), cfg.Hosts, cfg.HostCPUs, cfg.HostMemory, cfg.Policy.Backfill, cfg.Policy.Suspend,
-				wall.Round(time.Millisecond))
+				cfg.Policy.Migrate, wall.Round(time.Millisecond))
 			fmt.Fprintln(out, res.Summary.Table())
 			if gantt && res.Gantt != "" {
 				fmt.Fprintln(out, res.Gantt)
@@ -113,6 +126,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 	f := c.Flags()
 	f.StringVar(&tracePath, "trace", "", "workload trace: .swf, .lwf (XML or AR injection), optionally .gz")
 	f.StringVar(&inject, "inject", "", "advance reservations to add (Haizea injection file or LWF)")
+	f.IntVar(&injectVM, "inject-vm", 1, "make the injected reservations' VMs this many times larger (CPUs, memory) and as many times fewer")
 	f.IntVar(&hosts, "hosts", 144, "number of hosts")
 	f.Float64Var(&hostCPUs, "host-cpus", 1, "CPUs per host")
 	f.StringVar(&hostMem, "host-memory", "1Gi", "memory per host")
@@ -122,6 +136,8 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 	f.StringVar(&suspendRate, "suspend-rate", "0", "bytes/s a host writes when suspending (0: instantaneous)")
 	f.StringVar(&resumeRate, "resume-rate", "0", "bytes/s a host reads when resuming (0: instantaneous)")
 	f.StringVar(&stageRate, "stage-rate", "0", "bytes/s of image staging to a host (0: instantaneous)")
+	f.BoolVar(&migrate, "migrate", false, "live-migrate a best-effort lease in a reservation's way to another host where one has room, before suspending it")
+	f.StringVar(&migrateRate, "migrate-rate", "0", "bytes/s of live migration from or to a host (0: the calendar's default, 100Mi)")
 	f.BoolVar(&keepCancelled, "keep-cancelled", false, "keep SWF jobs cancelled while queued, withdrawn after their wait (Haizea 2008)")
 	f.StringVarP(&output, "output", "o", "text", "text or json")
 	f.StringVar(&plotDir, "plot-dir", "", "write utilization.svg and gantt.svg here")

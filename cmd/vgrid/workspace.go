@@ -24,7 +24,7 @@ func newWorkspaceCmd(g *globals) *cobra.Command {
 		Short:   "Create, inspect, stop, start and delete workspaces",
 	}
 	c.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
-	c.AddCommand(wsCreate(g), wsList(g), wsGet(g), wsStop(g), wsStart(g), wsDelete(g), wsLogs(g), wsEvents(g), wsExec(g))
+	c.AddCommand(wsCreate(g), wsList(g), wsGet(g), wsStop(g), wsStart(g), wsDelete(g), wsLogs(g), wsEvents(g), wsExec(g), wsMigrate(g), wsResize(g))
 	return c
 }
 
@@ -114,6 +114,9 @@ func waitFor(ctx context.Context, cl *client.Client, name string, timeout time.D
 }
 
 func describeProgress(w model.Workspace) string {
+	if w.Status.Migration != nil {
+		return describeMigration(w)
+	}
 	switch w.Status.State {
 	case model.StatePending:
 		return "Pending: waiting for host " + w.Status.Node
@@ -380,10 +383,22 @@ func printWorkspace(out io.Writer, format string, w model.Workspace) error {
 	if st.ResumeOn != "" {
 		row("Moving", fmt.Sprintf("to %s once its memory is saved on %s", st.ResumeOn, st.Node))
 	}
+	if st.Migration != nil {
+		row("Migrating", describeMigration(w)+" (since "+st.Migration.Since.Local().Format(time.TimeOnly)+", "+st.Migration.Why+")")
+	}
 	row("Image", w.Spec.Image)
 	quantum := fmt.Sprintf("%d vCPU, CPU cap %.2f cores, memory %s, disk %s", q.VCPUs, q.CPUCores(), q.Memory, q.Disk)
 	if q.DiskIOPS > 0 || q.DiskBPS > 0 {
 		quantum += fmt.Sprintf(", disk I/O %d IOPS %s/s", q.DiskIOPS, q.DiskBPS)
+	}
+	if q.Bandwidth > 0 {
+		quantum += ", bandwidth " + q.Bandwidth.String()
+	}
+	if q.MaxMemory > q.Memory {
+		quantum += ", max memory " + q.MaxMemory.Human()
+	}
+	if st.Applied != nil && *st.Applied != q && w.Desired == model.DesiredRunning {
+		quantum += " (resizing: the host enforces " + fmt.Sprintf("CPU cap %.2f cores, memory %s, disk %s", st.Applied.CPUCores(), st.Applied.Memory, st.Applied.Disk) + ")"
 	}
 	row("Quantum", quantum)
 	lease := w.Spec.Duration.String()

@@ -73,30 +73,36 @@ type Agent struct {
 	cert atomic.Pointer[tls.Certificate]
 
 	// mu guards the fields below.
-	mu          sync.Mutex
-	cl          *client.Client             // with the node token and the host certificate
-	cred        Credential                 // the node token cl uses
-	unsaved     bool                       // cred is not in node.json yet
-	rotateAt    time.Time                  // no rotation attempt before (after a failure)
-	renewAt     time.Time                  // no certificate renewal attempt before (after a failure)
-	certUnsaved *unsavedCert               // a renewed certificate not in node.crt/node.key yet
-	assigned    map[string]model.Workspace // by workspace ID
-	busy        map[string]bool            // an operation runs for this ID
-	received    map[string]time.Time       // when the agent first saw each ID's current generation
-	sent        map[string]sentReport      // last report sent, by ID
-	sending     map[string]*sync.Mutex     // held while a report is sent, by ID
-	cpuRead     map[string]cpuRead         // last CPU counter read of a running process, by ID
-	console     map[string]uint64          // hash of the last console upload, by ID
-	saved       map[string]time.Time       // when the agent suspended each ID (for reports)
-	outgoing    map[string]api.Outgoing    // workspaces moving off this host, by ID
-	moveAt      map[string]time.Time       // no fetch of a moving workspace before (after a failure)
-	moveBytes   map[string]int64           // bytes fetched of a moved workspace, until reported
-	networks    []api.NetworkAssignment    // the overlay networks of the assignments
-	rosters     map[string]int             // cluster roster revision pushed to each guest (roster.go)
-	rosterBusy  map[string]bool            // a roster push runs for this ID
-	rosterRetry map[string]time.Time       // no roster push before (after a failure)
-	kick        chan struct{}              // wakes the reconcile loop (set by Run)
-	wg          sync.WaitGroup
+	mu           sync.Mutex
+	cl           *client.Client             // with the node token and the host certificate
+	cred         Credential                 // the node token cl uses
+	unsaved      bool                       // cred is not in node.json yet
+	rotateAt     time.Time                  // no rotation attempt before (after a failure)
+	renewAt      time.Time                  // no certificate renewal attempt before (after a failure)
+	certUnsaved  *unsavedCert               // a renewed certificate not in node.crt/node.key yet
+	assigned     map[string]model.Workspace // by workspace ID
+	busy         map[string]bool            // an operation runs for this ID
+	received     map[string]time.Time       // when the agent first saw each ID's current generation
+	sent         map[string]sentReport      // last report sent, by ID
+	sending      map[string]*sync.Mutex     // held while a report is sent, by ID
+	cpuRead      map[string]cpuRead         // last CPU counter read of a running process, by ID
+	console      map[string]uint64          // hash of the last console upload, by ID
+	saved        map[string]time.Time       // when the agent suspended each ID (for reports)
+	outgoing     map[string]api.Outgoing    // workspaces moving off this host, by ID
+	moveAt       map[string]time.Time       // no fetch of a moving workspace before (after a failure)
+	moveBytes    map[string]int64           // bytes fetched of a moved workspace, until reported
+	networks     []api.NetworkAssignment    // the overlay networks of the assignments
+	liveIn       map[string]model.Workspace // workspaces migrating live to this host, by ID (migrate.go)
+	prepared     map[string]bool            // a QEMU waits here for the incoming workspace's guest
+	outMigs      map[string]*outMigration   // migrations this host sends, by ID
+	migratedAway map[string]time.Time       // guests sent away, by ID: their migration's Since
+	applied      map[string]model.Quantum   // the quantum given to each running guest (start, resize)
+	resizeFailed map[string]model.Quantum   // a quantum the driver refused, not tried again
+	rosters      map[string]int             // cluster roster revision pushed to each guest (roster.go)
+	rosterBusy   map[string]bool            // a roster push runs for this ID
+	rosterRetry  map[string]time.Time       // no roster push before (after a failure)
+	kick         chan struct{}              // wakes the reconcile loop (set by Run)
+	wg           sync.WaitGroup
 	// execs are the commands run in guests (exec.go).
 	execs execRunner
 
@@ -150,6 +156,9 @@ func New(cfg Config) (*Agent, error) {
 		assigned: map[string]model.Workspace{}, busy: map[string]bool{}, received: map[string]time.Time{},
 		sent: map[string]sentReport{}, sending: map[string]*sync.Mutex{}, cpuRead: map[string]cpuRead{}, console: map[string]uint64{}, saved: map[string]time.Time{},
 		outgoing: map[string]api.Outgoing{}, moveAt: map[string]time.Time{}, moveBytes: map[string]int64{},
+		liveIn: map[string]model.Workspace{}, prepared: map[string]bool{}, outMigs: map[string]*outMigration{},
+		migratedAway: map[string]time.Time{},
+		applied:      map[string]model.Quantum{}, resizeFailed: map[string]model.Quantum{},
 	}
 	a.images = &imageCache{dir: filepath.Join(cfg.DataDir, "images"), log: a.log, rate: a.stageSample}
 	return a, nil
@@ -399,6 +408,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		if tick {
 			a.syncNetworks(ctx)
+			a.retryIncoming(ctx)
 		}
 		a.reconcileAll(ctx)
 		if tick {
@@ -465,6 +475,7 @@ func (a *Agent) watchLoop(ctx context.Context, kick chan<- struct{}) {
 		a.setAssigned(as)
 		a.startExecs(ctx, as.Execs)
 		a.syncNetworks(ctx)
+		a.syncMigrations(ctx, as)
 		for _, id := range a.setOutgoing(as.Outgoing) {
 			a.async(ctx, model.Workspace{ID: id}, a.dropMoved)
 		}

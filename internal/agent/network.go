@@ -445,6 +445,12 @@ func (a *Agent) netAssignedNow() netAssigned {
 	for _, id := range sortedKeys(a.assigned) {
 		as.Workspaces = append(as.Workspaces, a.assigned[id])
 	}
+	// A workspace migrating here has its taps made before it comes.
+	for _, id := range sortedKeys(a.liveIn) {
+		if _, dup := a.assigned[id]; !dup {
+			as.Workspaces = append(as.Workspaces, a.liveIn[id])
+		}
+	}
 	return as
 }
 

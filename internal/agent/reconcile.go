@@ -26,6 +26,9 @@ func (a *Agent) reconcile(ctx context.Context, w model.Workspace) {
 	if a.isBusy(w.ID) {
 		return
 	}
+	if a.goneAway(w) {
+		return // its guest migrated away; stale assignments
+	}
 	if w.Status.Move != nil && a.incoming(ctx, w) {
 		return // its files are on their way here
 	}
@@ -40,6 +43,11 @@ func (a *Agent) reconcile(ctx context.Context, w model.Workspace) {
 	switch w.Desired {
 	case model.DesiredRunning:
 		switch {
+		case exists && inst.ExitReason == incomingReason && inst.State != hypervisor.InstanceStopped:
+			// Its guest migrated here: it runs here now.
+			a.async(ctx, w, a.finishIncoming)
+		case running && w.Status.Migration == nil && a.resizeDue(w):
+			a.async(ctx, w, a.resize)
 		case exists && inst.State == hypervisor.InstancePaused:
 			// A guest left paused (by a suspend whose agent died): Start
 			// continues it.
@@ -142,9 +150,9 @@ func (a *Agent) start(ctx context.Context, w model.Workspace) {
 	if err := a.setStartedGeneration(w.ID, w.Status.Generation); err != nil {
 		log.Warn("record generation", "err", err)
 	}
-	inst, err := a.drv.Start(ctx, hypervisor.InstanceSpec{
-		ID: w.ID, Hostname: hostname, Quantum: w.Spec.Quantum, Image: img, Context: w.Spec.Context, NICs: nics,
-	})
+	spec := instanceSpec(w, w.Spec.Quantum, img, nics)
+	spec.Hostname = hostname
+	inst, err := a.drv.Start(ctx, spec)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -153,6 +161,10 @@ func (a *Agent) start(ctx context.Context, w model.Workspace) {
 		a.fail(ctx, w, "start: "+err.Error())
 		return
 	}
+	a.mu.Lock()
+	a.applied[w.ID] = w.Spec.Quantum
+	delete(a.resizeFailed, w.ID)
+	a.mu.Unlock()
 	log.Info("workspace started", "pid", inst.PID, "accel", inst.Accel)
 	a.report(ctx, w, inst, "")
 }
@@ -215,6 +227,10 @@ func (a *Agent) forgetInstance(id string) {
 	delete(a.saved, id)
 	delete(a.rosters, id)
 	delete(a.rosterRetry, id)
+	delete(a.applied, id)
+	delete(a.resizeFailed, id)
+	delete(a.prepared, id)
+	delete(a.outMigs, id)
 }
 
 func (a *Agent) fail(ctx context.Context, w model.Workspace, reason string) {
@@ -250,6 +266,7 @@ func (a *Agent) report(ctx context.Context, w model.Workspace, inst hypervisor.I
 		r.State = model.StateStarting
 	}
 	if r.State != model.StateStopped && r.State != model.StateSuspended {
+		r.Applied = a.appliedQuantum(w.ID)
 		r.StartedAt = inst.StartedAt
 		r.ProcessStarted = inst.StartedAt
 		a.mu.Lock()
@@ -441,6 +458,10 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 	for id, w := range a.assigned {
 		assigned[id] = w
 	}
+	incoming := map[string]bool{}
+	for id := range a.liveIn {
+		incoming[id] = true
+	}
 	a.mu.Unlock()
 	var unknown []string
 	for _, in := range insts {
@@ -448,6 +469,9 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 			continue
 		}
 		w, ok := assigned[in.ID]
+		if !ok && incoming[in.ID] {
+			continue // prepared for a migration coming here
+		}
 		if !ok {
 			unknown = append(unknown, in.ID)
 			continue
@@ -474,6 +498,9 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 	}
 	wanted := map[string]bool{}
 	for _, w := range as.Workspaces {
+		wanted[w.ID] = true
+	}
+	for _, w := range as.Incoming {
 		wanted[w.ID] = true
 	}
 	for _, in := range insts {

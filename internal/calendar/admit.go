@@ -3,6 +3,7 @@ package calendar
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -115,8 +116,15 @@ func (c *Calendar) newLease(in Lease, t int64) *lease {
 		l.submitted = tick(in.Submitted)
 	}
 	l.remaining = l.run
-	// Group identical members, largest first (greedy placement packs big
-	// members before small ones fill the gaps).
+	l.regroup()
+	return l
+}
+
+// regroup groups l's identical members, largest first (greedy placement
+// packs big members before small ones fill the gaps), and sums them.
+func (l *lease) regroup() {
+	in := l.Lease
+	l.groups, l.total = nil, vec{}
 	type key struct {
 		v  vec
 		lk string
@@ -152,7 +160,6 @@ func (c *Calendar) newLease(in Lease, t int64) *lease {
 		}
 		return a[dMem] > b[dMem]
 	})
-	return l
 }
 
 // checkStatic refuses leases that could never be placed: labels no host
@@ -293,7 +300,7 @@ func (c *Calendar) refund(l *lease, t int64) {
 	if l.held && l.started && t > l.T {
 		used = coreSeconds(l.total[dCPU], min(t, l.runTo)-l.T)
 	}
-	used += coreSeconds(l.total[dCPU], l.run-l.remaining)
+	used += coreSeconds(l.total[dCPU], l.run-l.remaining) + l.usedAdj
 	if used < l.charged {
 		p := c.project(l.Project)
 		p.charged -= l.charged - used
@@ -391,8 +398,8 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 	if !ok {
 		return Admission{}, c.capacityRefusal(l, from, S, to, pre, c.unsuspendable(l, from, to, t))
 	}
-	c.applyVictims(l, vs, from)
 	c.commit(l, hosts, from, S, to, pre, boot, false)
+	c.applyVictims(l, vs, t)
 	return c.admitted(l, vs), nil
 }
 
@@ -423,8 +430,8 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 			continue
 		}
 		if hosts, vs, ok := c.preemptFor(l, from, to, t); ok {
-			c.applyVictims(l, vs, from)
 			c.commit(l, hosts, from, T, to, pre, boot, false)
+			c.applyVictims(l, vs, t)
 			return c.admitted(l, vs), nil
 		}
 	}
@@ -513,6 +520,7 @@ func (c *Calendar) commit(l *lease, hosts []*host, from, T, to, pre, boot int64,
 	l.planned, l.planHosts = false, nil
 	l.reason = ""
 	l.allocs = l.allocs[:0]
+	l.moves = nil
 	for _, hv := range perHost(l, hosts) {
 		h := hv.h
 		a := &alloc{l: l, h: h, v: hv.v, from: from, to: to}
@@ -548,16 +556,18 @@ func (c *Calendar) cut(l *lease, t int64) {
 	t = max(t, l.holdFrom)
 	c.mark(l)
 	for _, a := range l.allocs {
-		if t < a.to {
-			a.h.tl.add(t, a.to, vec{}.sub(a.v))
-			a.to = t
+		// (A move's destination may begin after t, its source end before.)
+		if s := max(t, a.from); s < a.to {
+			a.h.tl.add(s, a.to, vec{}.sub(a.v))
+			a.to = s
 			c.touch(a.h)
 			c.released(a.h)
 		}
 	}
 	if p := c.project(l.Project); p.quota != nil && t < l.to {
-		p.qtl.add(t, l.to, vec{}.sub(l.total))
+		p.qtl.add(t, l.to, vec{}.sub(l.qvec()))
 	}
+	q := l.qvec()
 	l.to = t
 	l.runTo = min(l.runTo, t)
 	// A hold cut before its run began keeps no run: [t, t). Its start is
@@ -566,17 +576,21 @@ func (c *Calendar) cut(l *lease, t int64) {
 	// Fix up the chart's record of the hold.
 	k := len(l.segs) - len(l.allocs)
 	for i := range l.allocs {
-		s := &l.segs[k+i]
-		s.to = t
-		s.runTo = min(s.runTo, t)
-		s.runFrom = min(s.runFrom, t)
-		s.ovFrom = min(s.ovFrom, t)
+		closeSeg(&l.segs[k+i], t)
 	}
 	if t == l.holdFrom {
 		// Nothing was held: forget the record and the allocations.
 		l.segs = l.segs[:k]
 		for _, a := range l.allocs {
 			a.h.allocs = removeAlloc(a.h.allocs, a)
+		}
+		l.moves = nil
+	} else if len(l.moves) > 0 {
+		// Moves that would begin when the hold is over are dropped.
+		n := len(l.moves)
+		l.moves = slices.DeleteFunc(slices.Clone(l.moves), func(mv *move) bool { return mv.start >= t })
+		if len(l.moves) != n {
+			c.rebuild(l, t, q)
 		}
 	}
 	c.needPass = true

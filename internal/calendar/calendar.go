@@ -96,6 +96,9 @@ type alloc struct {
 type seg struct {
 	h                                *host
 	from, ovFrom, runFrom, runTo, to int64
+	// cont says the segment continues the hold of the one before it in
+	// the lease's list (a move or a resize split it).
+	cont bool
 }
 
 // fate is how a hold ends.
@@ -143,6 +146,9 @@ type lease struct {
 	allocs                       []*alloc
 	staged, started, suspendSent bool
 	holding                      bool // counted in its project's running cores
+	// moves are the members moving to another host (migrate.go); the
+	// hold's allocs are then the ones desiredAllocs lists.
+	moves []*move
 
 	// Waiting.
 	queued bool
@@ -161,9 +167,12 @@ type lease struct {
 	suspensions int
 	requeues    int
 	charged     float64 // core-seconds counted against CoreHours
-	preCache    int64   // preFor, valid while preVer is hostVer+1
-	bootCache   int64   // the boot part of preCache
-	preVer      uint64
+	// usedAdj corrects, in core-seconds, what refund counts as used for
+	// the time the lease ran at another size (Resize).
+	usedAdj   float64
+	preCache  int64 // preFor, valid while preVer is hostVer+1
+	bootCache int64 // the boot part of preCache
+	preVer    uint64
 
 	segs []seg
 }
@@ -266,7 +275,7 @@ func (c *Calendar) addHost(h Host) error {
 		return fmt.Errorf("add host %s: %w", h.Name, ErrExists)
 	case h.Capacity.MilliCPU < 0 || h.Capacity.Memory < 0 || h.Capacity.Disk < 0 || h.Capacity.Bandwidth < 0:
 		return fmt.Errorf("add host %s: negative capacity: %w", h.Name, ErrInvalid)
-	case h.SuspendRate < 0 || h.ResumeRate < 0 || h.StageRate < 0:
+	case h.SuspendRate < 0 || h.ResumeRate < 0 || h.StageRate < 0 || h.MigrateRate < 0:
 		return fmt.Errorf("add host %s: negative rate: %w", h.Name, ErrInvalid)
 	case h.BootTime < 0 || h.BootTime > MaxBootTime:
 		return fmt.Errorf("add host %s: boot time %v, want 0 to %v: %w", h.Name, h.BootTime, MaxBootTime, ErrInvalid)
@@ -580,6 +589,12 @@ func (c *Calendar) view(l *lease) LeaseView {
 	for i, m := range l.Members {
 		v.Members[i] = m.Workspace
 	}
+	for _, mv := range l.moves {
+		if v.Moving == nil {
+			v.Moving = map[int]string{}
+		}
+		v.Moving[mv.member] = mv.to.Name
+	}
 	switch {
 	case l.held:
 		v.Start, v.End = tm(l.T), tm(l.runTo)
@@ -592,9 +607,13 @@ func (c *Calendar) view(l *lease) LeaseView {
 		v.Hosts = names(l.planHosts)
 	case l.st == StateDone || l.st == StateCancelled || l.st == StateFailed:
 		v.Remaining = 0
-		if len(l.segs) > 0 {
-			s := l.segs[len(l.segs)-1]
-			v.Start, v.End = tm(s.runFrom), tm(s.runTo)
+		if n := len(l.segs); n > 0 {
+			// The last run, over the segments a move or resize split it into.
+			from, to := l.segs[n-1].runFrom, l.segs[n-1].runTo
+			for i := n - 1; i > 0 && l.segs[i].cont; i-- {
+				from, to = min(from, l.segs[i-1].runFrom), max(to, l.segs[i-1].runTo)
+			}
+			v.Start, v.End = tm(from), tm(to)
 			v.Hosts = names(l.hosts)
 		}
 	}

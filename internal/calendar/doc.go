@@ -8,9 +8,18 @@
 // The package is pure: no I/O, no wall clock, no goroutines, no randomness.
 // Time is an argument (now), and the same calls give the same answers, so
 // the server and the simulator run the same code. The caller feeds it
-// (Submit, Cancel, Finish, Extend, AddHost, RemoveHost) and carries out the
-// Actions that Advance returns (start, stage, suspend, resume, requeue,
-// end); NextEvent tells a virtual clock where to jump.
+// (Submit, Cancel, Finish, Extend, Resize, BeginMove and EndMove,
+// AddHost, RemoveHost) and carries out the Actions that Advance returns
+// (start, stage, suspend, resume, requeue, migrate, end); NextEvent tells
+// a virtual clock where to jump.
+//
+// A running lease's member can move to another host (BeginMove, then
+// EndMove when the live migration is over: it holds both hosts in
+// between) and change size (Resize: growth only where its host has room
+// until the end of its hold, ResizeTarget for another host). Under
+// Policy.Migrate, an admission that must displace a running best-effort
+// lease live-migrates it to a host with room instead (ActMigrate, in time
+// for the admission), and suspends it only where that is impossible.
 //
 // Admission answers say why: a *Refusal names the short resource, the host
 // that came closest and the window, the leases holding it, and the

@@ -15,6 +15,10 @@ var (
 	ErrExists   = errors.New("already exists")
 	ErrNotFound = errors.New("not found")
 	ErrFinished = errors.New("already finished")
+	// ErrUnknownHost is a host named in a call (BeginMove's destination)
+	// that the calendar does not have, or no longer has; it wraps
+	// ErrNotFound.
+	ErrUnknownHost = fmt.Errorf("unknown host: %w", ErrNotFound)
 )
 
 // Reason classifies a refusal.
@@ -38,6 +42,13 @@ const (
 	// it holds, or its project's quota, has no room after its end. Host
 	// is empty when the quota is short (Detail says which).
 	ReasonExtend Reason = "extend"
+	// ReasonMove: a member cannot move to the host asked for (BeginMove):
+	// no room there for the rest of the hold, labels, cordon, or quota.
+	ReasonMove Reason = "move"
+	// ReasonResize: a member cannot grow (Resize) on its host for the
+	// rest of its hold, or no other host could hold it (ResizeTarget), or
+	// its project's quota is short.
+	ReasonResize Reason = "resize"
 )
 
 // Refusal says why a lease was not admitted: which resource, on which host
@@ -78,12 +89,31 @@ type Refusal struct {
 	// possible now, in whole seconds; From and To are the lease's current
 	// end and the end asked for.
 	Longest time.Duration
+	// Member is the member a move or resize is of (ReasonMove,
+	// ReasonResize); for them Requested and Free are the member's size of
+	// Resource asked for and the most it can have on Host in [From, To),
+	// the rest of its hold, and EarliestFit (a move) is when Host has room
+	// for it until the end of the hold.
+	Member int
+	// InTheWay is, for a resize, the lease whose hold of Host leaves too
+	// little room first (a reservation, if one does), InTheWayKind its
+	// kind and InTheWayFrom when its hold of Host begins.
+	InTheWay     string
+	InTheWayKind Kind
+	InTheWayFrom time.Time
+	// MaxNow is, for a resize (ReasonResize), the largest size the member
+	// could have from now to the end of its hold on its host, within its
+	// project's quotas (at least its present size).
+	MaxNow model.Resources
 }
 
 func (r *Refusal) Error() string {
 	var b strings.Builder
-	if r.Reason == ReasonExtend {
+	switch r.Reason {
+	case ReasonExtend:
 		return r.extendError()
+	case ReasonMove, ReasonResize:
+		return r.memberError()
 	}
 	fmt.Fprintf(&b, "lease %s refused: ", r.Lease)
 	switch r.Reason {

@@ -15,9 +15,11 @@ const (
 	evEnd evKind = iota
 	evRequeue
 	evSuspend
-	evRelease // a suspension finished: the slots are free
-	evArrive  // a best-effort lease may start
+	evRelease  // a suspension finished: the slots are free
+	evHandover // a migration's source slots go to the lease they were promised to
+	evArrive   // a best-effort lease may start
 	evStage
+	evMigrate // a migration the calendar decided begins
 	evResume
 	evStart
 )
@@ -123,6 +125,14 @@ func (c *Calendar) schedule(l *lease) {
 		}
 	} else if !l.started && run {
 		c.push(l.T-l.pre, evResume, l)
+	}
+	for _, mv := range l.moves {
+		if mv.auto {
+			if !mv.sent {
+				c.push(mv.start, evMigrate, l)
+			}
+			c.push(mv.srcTo, evHandover, l)
+		}
 	}
 	switch l.fate {
 	case fateSuspend:
@@ -231,6 +241,10 @@ func (c *Calendar) handle(e event, at int64) {
 	case evSuspend:
 		l.suspendSent = true
 		c.emit(at, ActSuspend, l, l.cause)
+	case evMigrate:
+		c.emitMigrations(l, at)
+	case evHandover:
+		// The touches below refresh the source's free-now entry.
 	case evRelease:
 		c.endHold(l, at)
 		l.remaining -= l.runTo - l.T
@@ -248,6 +262,7 @@ func (c *Calendar) handle(e event, at int64) {
 			l.requeues++
 		}
 		l.remaining = l.run
+		l.usedAdj = 0
 		l.savedOn = nil
 		l.preVer = 0
 		l.st = StateQueued
@@ -263,11 +278,11 @@ func (c *Calendar) handle(e event, at int64) {
 	}
 	for _, h := range touched {
 		c.touch(h)
-		if e.kind == evRelease || e.kind == evRequeue || e.kind == evEnd {
+		if e.kind == evRelease || e.kind == evRequeue || e.kind == evEnd || e.kind == evHandover {
 			c.released(h)
 		}
 	}
-	if e.kind == evRelease || e.kind == evRequeue || e.kind == evEnd {
+	if e.kind == evRelease || e.kind == evRequeue || e.kind == evEnd || e.kind == evHandover {
 		c.needPass = true
 	}
 }

@@ -5,6 +5,7 @@ package calendar
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 )
@@ -177,16 +178,17 @@ func (c *Calendar) lengthen(l *lease, d int64) {
 // newEnd, on the same hosts; extendRefusal said it fits.
 func (c *Calendar) grow(l *lease, newEnd int64) {
 	from := l.to
-	for _, a := range l.allocs {
+	k := len(l.segs) - len(l.allocs)
+	for i, a := range l.allocs {
+		if a.to != from {
+			continue // a migration's source, given up before the end
+		}
 		a.h.tl.add(from, newEnd, a.v)
 		a.to = newEnd
+		l.segs[k+i].to, l.segs[k+i].runTo = newEnd, newEnd
 	}
 	if p := c.project(l.Project); p.quota != nil {
-		p.qtl.add(from, newEnd, l.total)
-	}
-	k := len(l.segs) - len(l.allocs)
-	for i := range l.allocs {
-		l.segs[k+i].to, l.segs[k+i].runTo = newEnd, newEnd
+		p.qtl.add(from, newEnd, l.qvec())
 	}
 	l.to, l.runTo = newEnd, newEnd
 	// Slots taken, as by a commit: the queue's plans must not be reused,
@@ -196,6 +198,24 @@ func (c *Calendar) grow(l *lease, newEnd int64) {
 	if c.queued > 0 {
 		c.needPass = true
 	}
+}
+
+// endsWith sums, by host, l's allocations that end with its hold (all of
+// them but the sources of calendar-decided migrations).
+func endsWith(l *lease) []hostVec {
+	var out []hostVec
+	for _, a := range l.allocs {
+		if a.to != l.to {
+			continue
+		}
+		i := slices.IndexFunc(out, func(x hostVec) bool { return x.h == a.h })
+		if i < 0 {
+			out = append(out, hostVec{a.h, a.v})
+		} else {
+			out[i].v = out[i].v.add(a.v)
+		}
+	}
+	return out
 }
 
 // extendRefusal says why l's run cannot be longer by d, or nil if it can.
@@ -209,9 +229,11 @@ func (c *Calendar) extendRefusal(l *lease, d int64, slots bool) *Refusal {
 	p := c.project(l.Project)
 	if slots {
 		// The host whose table is first too full after the end.
-		var worst *alloc
+		var worst *hostVec
 		at := int64(math.MaxInt64)
-		for _, a := range l.allocs {
+		ends := endsWith(l)
+		for i := range ends {
+			a := &ends[i]
 			if x, over := a.h.tl.firstOver(from, to, a.v, a.h.cap); over && (x < at || x == at && a.h.Name < worst.h.Name) {
 				worst, at = a, x
 			}
@@ -233,7 +255,7 @@ func (c *Calendar) extendRefusal(l *lease, d int64, slots bool) *Refusal {
 			longest = min(longest, at-from)
 		}
 		if p.quota != nil {
-			if x, over := p.qtl.firstOver(from, to, l.total, p.limit); over {
+			if x, over := p.qtl.firstOver(from, to, l.qvec(), p.limit); over {
 				if r == nil {
 					why, _ := c.quotaOver(l, from, to)
 					r = &Refusal{Lease: l.ID, Reason: ReasonExtend, From: tm(from), To: tm(to), Detail: why}

@@ -47,10 +47,21 @@ func (c *Calendar) GanttData(from, to time.Time) []Row {
 			continue
 		}
 		sort.Slice(bars, func(i, j int) bool {
-			if !bars[i].From.Equal(bars[j].From) {
-				return bars[i].From.Before(bars[j].From)
+			a, b := &bars[i], &bars[j]
+			if !a.From.Equal(b.From) {
+				return a.From.Before(b.From)
 			}
-			return bars[i].Lease < bars[j].Lease
+			if a.Lease != b.Lease {
+				return a.Lease < b.Lease
+			}
+			// A lease's member moving off a host shares it with the
+			// others for a while: order its bars fully.
+			for _, p := range [][2]time.Time{{a.To, b.To}, {a.RunFrom, b.RunFrom}, {a.RunTo, b.RunTo}, {a.OverheadFrom, b.OverheadFrom}} {
+				if !p[0].Equal(p[1]) {
+					return p[0].Before(p[1])
+				}
+			}
+			return false
 		})
 		rows = append(rows, Row{Host: h.Name, Removed: h.down, Bars: bars})
 	}

@@ -28,7 +28,7 @@ func (c *Calendar) UpdateHost(h Host, now time.Time) ([]Action, error) {
 		return c.take(), fmt.Errorf("update host %s: %w", h.Name, ErrNotFound)
 	case h.Capacity.MilliCPU < 0 || h.Capacity.Memory < 0 || h.Capacity.Disk < 0 || h.Capacity.Bandwidth < 0:
 		return c.take(), fmt.Errorf("update host %s: negative capacity: %w", h.Name, ErrInvalid)
-	case h.SuspendRate < 0 || h.ResumeRate < 0 || h.StageRate < 0:
+	case h.SuspendRate < 0 || h.ResumeRate < 0 || h.StageRate < 0 || h.MigrateRate < 0:
 		return c.take(), fmt.Errorf("update host %s: negative rate: %w", h.Name, ErrInvalid)
 	case h.BootTime < 0 || h.BootTime > MaxBootTime:
 		return c.take(), fmt.Errorf("update host %s: boot time %v, want 0 to %v: %w", h.Name, h.BootTime, MaxBootTime, ErrInvalid)
@@ -42,7 +42,7 @@ func (c *Calendar) UpdateHost(h Host, now time.Time) ([]Action, error) {
 	}
 	cp[dWS] = hostWorkspaces
 	if cp == old.cap && labelKey(h.Labels) == labelKey(old.Labels) && h.SuspendRate == old.SuspendRate &&
-		h.ResumeRate == old.ResumeRate && h.StageRate == old.StageRate && h.BootTime == old.BootTime &&
+		h.ResumeRate == old.ResumeRate && h.StageRate == old.StageRate && h.BootTime == old.BootTime && h.MigrateRate == old.MigrateRate &&
 		slices.Equal(h.Images, old.Images) {
 		return c.take(), nil
 	}
@@ -101,6 +101,17 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 	if h == nil {
 		return c.take(), fmt.Errorf("remove host %s: %w", name, ErrNotFound)
 	}
+	// Moves to or from the host end first.
+	var movers []*lease
+	for _, a := range h.allocs {
+		if len(a.l.moves) > 0 && !slices.Contains(movers, a.l) {
+			movers = append(movers, a.l)
+		}
+	}
+	sort.Slice(movers, func(i, j int) bool { return movers[i].ID < movers[j].ID })
+	for _, l := range movers {
+		c.dropMovesOn(l, h, t)
+	}
 	h.down = true
 	delete(c.byName, name)
 	c.reindex()
@@ -131,7 +142,7 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 				c.cut(l, l.holdFrom)
 			}
 			c.endHold(l, t)
-			l.remaining, l.savedOn, l.preVer = l.run, nil, 0
+			l.remaining, l.savedOn, l.preVer, l.usedAdj = l.run, nil, 0, 0
 			l.st, l.reason = StateQueued, why
 			c.unhold(l)
 			c.enqueue(l)
@@ -173,8 +184,8 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 			if hosts, ok := c.placeAt(l, from, to, false); ok {
 				c.commit(l, hosts, from, T, to, pre, boot, false)
 			} else if hosts, vs, ok := c.preemptFor(l, from, to, t); ok {
-				c.applyVictims(l, vs, from)
 				c.commit(l, hosts, from, T, to, pre, boot, false)
+				c.applyVictims(l, vs, t)
 			} else {
 				c.refund(l, t)
 				l.st, l.reason = StateFailed, why+"; no room elsewhere in the same window"
@@ -189,7 +200,7 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 		for _, s := range l.savedOn {
 			if s == h {
 				c.mark(l)
-				l.savedOn, l.preVer = nil, 0
+				l.savedOn, l.preVer, l.usedAdj = nil, 0, 0
 				l.remaining = l.run
 				l.st, l.reason = StateQueued, why+" with its saved image"
 				l.requeues++

@@ -6,6 +6,7 @@ package calendar
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 )
@@ -16,6 +17,9 @@ type victim struct {
 	kind ActionKind
 	at   int64 // suspension (or requeue) begins
 	rel  int64 // its slots are free from here
+	// on lists the hosts the admission counts it gone from (a migration
+	// moves its members off these).
+	on []*host
 }
 
 // canPreempt says whether l's hold can be made to end by rel, and how.
@@ -23,8 +27,8 @@ func (c *Calendar) canPreempt(l *lease, rel, now int64) (victim, bool) {
 	if l.Kind != BestEffort || l.Preempt == PreemptNever || !l.held || l.to <= rel {
 		return victim{}, false
 	}
-	if l.fate == fateSuspend || l.resume && l.T > now {
-		// Already suspending, or still resuming: leave it be.
+	if l.fate == fateSuspend || l.resume && l.T > now || len(l.moves) > 0 {
+		// Already suspending, still resuming, or moving: leave it be.
 		return victim{}, false
 	}
 	if !c.pol.Suspend || l.Preempt == PreemptRequeue || l.T >= rel {
@@ -49,7 +53,7 @@ func (c *Calendar) unsuspendable(l *lease, from, to, now int64) []string {
 		for _, h := range c.eligible(&l.groups[gi]) {
 			for _, a := range h.allocs {
 				v := a.l
-				if a.from < to && a.to > from && !seen[v.ID] && v.Kind == BestEffort && v.Preempt != PreemptNever && v.fate != fateSuspend {
+				if a.from < to && a.to > from && !seen[v.ID] && v.Kind == BestEffort && v.Preempt != PreemptNever && v.fate != fateSuspend && len(v.moves) == 0 {
 					seen[v.ID] = true
 					if _, ok := c.canPreempt(v, from, now); !ok {
 						out = append(out, v.ID)
@@ -193,6 +197,13 @@ func (c *Calendar) preemptFor(l *lease, from, to, now int64) ([]*host, []victim,
 		if !taken[h].le(h.cap.sub(maxExcept(h, from, to, skip))) {
 			return nil, nil, false
 		}
+		// The victims counted gone from h must leave it.
+		for _, a := range skip {
+			if x, ok := chosen[a.l]; ok && !slices.Contains(x.on, h) {
+				x.on = append(x.on, h)
+				chosen[a.l] = x
+			}
+		}
 	}
 	vs := make([]victim, 0, len(chosen))
 	for _, x := range chosen {
@@ -245,35 +256,44 @@ func maxExcept(h *host, from, to int64, skip []*alloc) vec {
 	return tl.max(from, to)
 }
 
-// applyVictims plans the displacement of vs for lease l.
-func (c *Calendar) applyVictims(l *lease, vs []victim, from int64) {
-	for _, x := range vs {
-		v := x.l
-		cause := "preempted by " + l.ID
-		switch x.kind {
-		case ActSuspend:
-			c.cut(v, x.rel)
-			v.runTo = x.at
-			k := len(v.segs) - len(v.allocs)
-			for i := range v.allocs {
-				v.segs[k+i].runTo = x.at
-			}
-			v.fate = fateSuspend
-		default:
-			c.cut(v, x.rel)
-			v.fate = fateRequeue
-			if v.to == v.holdFrom {
-				// It had not begun: just back to the queue.
-				c.unhold(v)
-				v.st = StateQueued
-				v.reason = cause
-				c.enqueue(v)
-				continue
-			}
+// applyVictims plans the displacement of vs for lease l, admitted at t
+// and committed already: under Policy.Migrate, a running victim is moved
+// to other hosts where it can be (its entry in vs becomes ActMigrate),
+// else it is suspended or requeued.
+func (c *Calendar) applyVictims(l *lease, vs []victim, t int64) {
+	for i := range vs {
+		if !c.migrateVictim(l, &vs[i], t) {
+			c.displace(vs[i], "preempted by "+l.ID)
 		}
-		v.cause = cause
-		c.schedule(v)
 	}
+}
+
+// displace plans the suspension or requeue of a victim, for cause.
+func (c *Calendar) displace(x victim, cause string) {
+	v := x.l
+	switch x.kind {
+	case ActSuspend:
+		c.cut(v, x.rel)
+		v.runTo = x.at
+		k := len(v.segs) - len(v.allocs)
+		for i := range v.allocs {
+			v.segs[k+i].runTo = min(x.at, v.segs[k+i].to)
+		}
+		v.fate = fateSuspend
+	default:
+		c.cut(v, x.rel)
+		v.fate = fateRequeue
+		if v.to == v.holdFrom {
+			// It had not begun: just back to the queue.
+			c.unhold(v)
+			v.st = StateQueued
+			v.reason = cause
+			c.enqueue(v)
+			return
+		}
+	}
+	v.cause = cause
+	c.schedule(v)
 }
 
 // unhold forgets a hold that ended (or never began).
@@ -281,6 +301,7 @@ func (c *Calendar) unhold(l *lease) {
 	c.mark(l)
 	l.held = false
 	l.allocs = nil
+	l.moves = nil
 	l.hosts = nil
 	l.gen++
 }
@@ -334,6 +355,8 @@ func (c *Calendar) Evict(id, why string, now time.Time) ([]Action, error) {
 		return c.take(), fmt.Errorf("evict %s: it holds no slots (%s): %w", id, l.st, ErrInvalid)
 	case l.fate != fateEnd:
 		return c.take(), nil // being suspended or requeued already
+	case len(l.moves) > 0:
+		return c.take(), fmt.Errorf("evict %s: member %d is moving to %s (end the move first): %w", id, l.moves[0].member, l.moves[0].to.Name, ErrInvalid)
 	}
 	rel := t
 	if l.T <= t && c.pol.Suspend && l.Preempt == PreemptSuspend {
@@ -343,7 +366,7 @@ func (c *Calendar) Evict(id, why string, now time.Time) ([]Action, error) {
 	if !ok {
 		return c.take(), fmt.Errorf("evict %s: it cannot be displaced now (still resuming): %w", id, ErrInvalid)
 	}
-	c.applyVictims(l, []victim{v}, t)
+	c.displace(v, why)
 	l.cause = why
 	if l.st == StateQueued {
 		l.reason = why

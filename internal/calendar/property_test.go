@@ -75,10 +75,55 @@ func (c *Calendar) checkInvariants() error {
 					return fmt.Errorf("lease %s: hold on %s missing from the host", l.ID, a.h.Name)
 				}
 			}
+			// The allocations are what the hold's shape says, from now on
+			// (what a restored calendar builds), each with its segment.
+			want, _ := c.desiredAllocs(l)
+			if len(want) != len(l.allocs) || len(l.segs) < len(l.allocs) {
+				return fmt.Errorf("lease %s: %d allocations (%d segments), want %d", l.ID, len(l.allocs), len(l.segs), len(want))
+			}
+			k := len(l.segs) - len(l.allocs)
+			for i, w := range want {
+				a, sg := l.allocs[i], l.segs[k+i]
+				if a.h != w.h || a.v != w.v || a.to != w.to || max(a.from, c.now) != max(w.from, c.now) || sg.h != a.h || sg.to != max(a.to, sg.from) {
+					return fmt.Errorf("lease %s: allocation %d on %s [%s, %s) %v, segment on %s to %s; want on %s [%s, %s) %v", l.ID, i,
+						a.h.Name, rel(tm(a.from)), rel(tm(a.to)), a.v, sg.h.Name, rel(tm(sg.to)), w.h.Name, rel(tm(w.from)), rel(tm(w.to)), w.v)
+				}
+			}
+		} else if len(l.moves) > 0 {
+			return fmt.Errorf("lease %s: moves without a hold", l.ID)
 		}
 	}
 	if n != c.queued {
 		return fmt.Errorf("queued count %d, want %d", c.queued, n)
+	}
+	// Projects: quota tables are the sum of their leases' holds, running
+	// cores the sum of the leases counted.
+	for name, p := range c.projects {
+		var ref timeline
+		var milli int64
+		for _, l := range c.leases {
+			if l.Project != name {
+				continue
+			}
+			if l.held && p.quota != nil {
+				ref.add(l.holdFrom, l.to, l.qvec())
+			}
+			if l.holding {
+				milli += l.total[dCPU]
+			}
+		}
+		if milli != p.runMilli {
+			return fmt.Errorf("project %s: %d running millicores, leases hold %d", name, p.runMilli, milli)
+		}
+		times := []int64{c.now}
+		for _, pt := range append(append([]point(nil), p.qtl.pts...), ref.pts...) {
+			times = append(times, pt.t)
+		}
+		for _, t := range times {
+			if t >= c.now && p.qtl.at(t) != ref.at(t) {
+				return fmt.Errorf("project %s at %s: quota table %v, holds sum to %v", name, rel(tm(t)), p.qtl.at(t), ref.at(t))
+			}
+		}
 	}
 	return nil
 }
@@ -139,6 +184,9 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 	noMemo := o.noMemo
 	rng := rand.New(rand.NewSource(seed))
 	rrng := rand.New(rand.NewSource(-seed)) // restore decisions: not to disturb rng
+	// Migration decisions (the policy, the rates, how migrations end)
+	// have their own source, so that the workloads stay those of before.
+	mrng := rand.New(rand.NewSource(seed * 7919))
 	pick := func(n int) int { return rng.Intn(n) }
 	// Even seeds are heavy: long best-effort leases keep hosts full, so
 	// that reservations must preempt.
@@ -160,6 +208,7 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 	if pick(4) == 0 {
 		pol.Overcommit = Overcommit{CPU: 1.5}
 	}
+	pol.Migrate = mrng.Intn(3) != 0
 	var hosts []Host
 	nh := 2 + pick(5)
 	for i := 0; i < nh; i++ {
@@ -173,6 +222,9 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 		}
 		if pick(3) == 0 {
 			h.BootTime = time.Duration(1000+pick(2000)) * time.Millisecond
+		}
+		if mrng.Intn(2) == 0 {
+			h.MigrateRate = int64(model.MiB) * int64(20+mrng.Intn(200))
 		}
 		hosts = append(hosts, h)
 	}
@@ -203,9 +255,20 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 	restarted := map[string]bool{}
 	members := map[string]int{}
 	kinds := map[string]Kind{}
+	// Migrations given out, by lease and member: when the caller reports
+	// them done.
+	migs := map[migKey]time.Time{}
+	var userMoves []migKey // moves begun with BeginMove, not ended yet
 	check := func(step int, as []Action) {
 		t.Helper()
 		for _, a := range as {
+			if a.Kind == ActMigrate {
+				by, _ := strings.CutPrefix(a.Reason, "making room for ")
+				if !pol.Migrate || kinds[a.Lease] != BestEffort || !(kinds[by] == Reservation || kinds[by] == Deadline) || a.From == a.To || a.Duration < MigrateSetup {
+					t.Fatalf("seed %d: bad migration %+v (policy migrate %v, kind %s)", seed, a, pol.Migrate, kinds[a.Lease])
+				}
+				migs[migKey{a.Lease, a.Member}] = a.At.Add(a.Duration)
+			}
 			fmt.Fprintf(&log, "%s %s %s %v %s\n", rel(a.At), a.Kind, a.Lease, a.Hosts, a.Reason)
 			if a.At.Before(last) || a.At.After(now) {
 				t.Fatalf("seed %d step %d: action %v at %s out of order (last %s, now %s)", seed, step, a.Kind, rel(a.At), rel(last), rel(now))
@@ -461,6 +524,8 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 			}
 			live[name] = true
 			fmt.Fprintf(&log, "add %s\n", name)
+		case op >= 90:
+			as = randomMoveOp(t, c, seed, now, op, pick, &log, &userMoves)
 		case op < 90:
 			// The host measured its guests' times again: only what is
 			// planned from now on uses them.
@@ -482,6 +547,26 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 		}
 		check(step, as)
 		check(step, c.Advance(now))
+		// The caller reports the migrations done by now (some fail).
+		var due []migKey
+		for k, at := range migs {
+			if !at.After(now) {
+				due = append(due, k)
+			}
+		}
+		sort.Slice(due, func(i, j int) bool {
+			return due[i].lease < due[j].lease || due[i].lease == due[j].lease && due[i].member < due[j].member
+		})
+		for _, k := range due {
+			delete(migs, k)
+			ok := mrng.Intn(6) != 0
+			as, err := c.EndMove(k.lease, k.member, ok, now)
+			if err != nil && !errors.Is(err, ErrInvalid) { // the lease may have ended meanwhile
+				t.Fatalf("seed %d: end move %v: %v", seed, k, err)
+			}
+			fmt.Fprintf(&log, "end move %s %d %v %v\n", k.lease, k.member, ok, err == nil)
+			check(step, as)
+		}
 		if o.restore {
 			checkChanges(t, c, &prev, seed, step)
 			if rrng.Intn(4) == 0 {
@@ -517,4 +602,82 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 	}
 	log.WriteString(c.Gantt(epoch, now, 80))
 	return log.String()
+}
+
+// migKey names a member of a lease that moves.
+type migKey struct {
+	lease  string
+	member int
+}
+
+// randomMoveOp is one random move or resize of TestRandomWorkloads (op is
+// 90 to 99): a resize of a live lease's member, a move begun (or done at
+// once) to a random live host, possibly resized, or the end of a move
+// begun earlier (userMoves), which may have failed. A refusal must change
+// nothing.
+func randomMoveOp(t *testing.T, c *Calendar, seed int64, now time.Time, op int, pick func(int) int, log *strings.Builder, userMoves *[]migKey) []Action {
+	t.Helper()
+	as := c.Advance(now) // first, so that a refusal can be checked to change nothing
+	var live []LeaseView
+	for _, v := range c.Leases() {
+		switch v.State {
+		case StateQueued, StateScheduled, StateRunning, StateSuspended:
+			live = append(live, v)
+		}
+	}
+	if len(live) == 0 {
+		return as
+	}
+	v := live[pick(len(live))]
+	m := pick(len(v.Members))
+	res := model.Resources{MilliCPU: int64(500 * (1 + pick(8))), Memory: model.GiB * model.ByteSize(1+pick(4))}
+	before, _ := c.Record(v.ID)
+	var more []Action
+	var err error
+	what := ""
+	switch {
+	case op < 94:
+		what = "resize"
+		more, err = c.Resize(v.ID, m, res, now)
+	case op < 97 && len(*userMoves) > 0:
+		i := pick(len(*userMoves))
+		k := (*userMoves)[i]
+		*userMoves = slices.Delete(*userMoves, i, i+1)
+		ok := pick(3) != 0
+		what = fmt.Sprintf("end-move(%v)", ok)
+		v.ID, m = k.lease, k.member
+		more, err = c.EndMove(k.lease, k.member, ok, now)
+	default:
+		to := c.order[pick(len(c.order))].Name
+		var size *model.Resources
+		if pick(3) == 0 {
+			size = &res
+		}
+		if op == 99 {
+			what = "move to " + to
+			more, err = c.Move(v.ID, m, to, size, now)
+		} else {
+			what = "begin-move to " + to
+			if more, err = c.BeginMove(v.ID, m, to, size, now); err == nil {
+				*userMoves = append(*userMoves, migKey{v.ID, m})
+			}
+		}
+	}
+	as = append(as, more...)
+	var r *Refusal
+	switch {
+	case err == nil:
+	case errors.As(err, &r):
+		if r.Reason != ReasonResize && r.Reason != ReasonMove || r.Error() == "" {
+			t.Fatalf("seed %d: %s of %s member %d: bad refusal %+v", seed, what, v.ID, m, r)
+		}
+		if after, _ := c.Record(v.ID); !reflect.DeepEqual(before, after) {
+			t.Fatalf("seed %d: refused %s of %s changed it:\n%+v\n%+v", seed, what, v.ID, before, after)
+		}
+	case errors.Is(err, ErrInvalid) || errors.Is(err, ErrFinished): // not held, moving, over meanwhile
+	default:
+		t.Fatalf("seed %d: %s of %s member %d: %v", seed, what, v.ID, m, err)
+	}
+	fmt.Fprintf(log, "%s %s %d %v: %v\n", what, v.ID, m, res, err)
+	return as
 }

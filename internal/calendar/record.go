@@ -156,7 +156,7 @@ func (c *Calendar) record(l *lease) model.LeaseRecord {
 		Submitted: tm(l.submitted), Arrival: tm(l.arrival), State: l.st,
 		Remaining: model.Duration(l.remaining), Queued: l.queued,
 		SavedOn: names(l.savedOn), Suspensions: l.suspensions, Requeues: l.requeues,
-		ChargedCoreSeconds: l.charged, Reason: l.reason,
+		ChargedCoreSeconds: l.charged, ResizedCoreSeconds: l.usedAdj, Reason: l.reason,
 	}
 	r.Members = make([]model.LeaseMember, len(l.Members))
 	for i, m := range l.Members {
@@ -167,11 +167,12 @@ func (c *Calendar) record(l *lease) model.LeaseRecord {
 			Hosts: names(l.hosts), From: tm(l.holdFrom), Start: tm(l.T), RunEnd: tm(l.runTo), To: tm(l.to),
 			Pre: model.Duration(l.pre), Boot: model.Duration(l.boot), Resume: l.resume, Fate: fateNames[l.fate], Cause: l.cause,
 			Staged: l.staged, Started: l.started, SuspendSent: l.suspendSent, Holding: l.holding,
+			Moves: movesRecord(l),
 		}
 	}
 	for _, s := range l.segs {
 		r.Segments = append(r.Segments, model.LeaseSegment{Host: s.h.Name, From: tm(s.from),
-			OverheadFrom: tm(s.ovFrom), RunFrom: tm(s.runFrom), RunTo: tm(s.runTo), To: tm(s.to)})
+			OverheadFrom: tm(s.ovFrom), RunFrom: tm(s.runFrom), RunTo: tm(s.runTo), To: tm(s.to), Continued: s.cont})
 	}
 	return r
 }
@@ -256,7 +257,7 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 	l := c.newLease(in, tick(r.Arrival))
 	l.submitted = tick(r.Submitted)
 	l.st, l.remaining, l.reason = r.State, int64(r.Remaining), r.Reason
-	l.suspensions, l.requeues, l.charged = r.Suspensions, r.Requeues, r.ChargedCoreSeconds
+	l.suspensions, l.requeues, l.charged, l.usedAdj = r.Suspensions, r.Requeues, r.ChargedCoreSeconds, r.ResizedCoreSeconds
 	var err error
 	if l.savedOn, err = c.hostsNamed(r.SavedOn); err != nil {
 		return err
@@ -270,7 +271,7 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 			return fmt.Errorf("segment on unknown host %q: %w", s.Host, ErrInvalid)
 		}
 		l.segs = append(l.segs, seg{h: h, from: tick(s.From), ovFrom: tick(s.OverheadFrom),
-			runFrom: tick(s.RunFrom), runTo: tick(s.RunTo), to: tick(s.To)})
+			runFrom: tick(s.RunFrom), runTo: tick(s.RunTo), to: tick(s.To), cont: s.Continued})
 	}
 	c.leases[l.ID] = l
 	if h := r.Hold; h != nil {
@@ -305,13 +306,15 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 		}
 		l.cause = h.Cause
 		l.staged, l.started, l.suspendSent = h.Staged, h.Started, h.SuspendSent
-		for _, hv := range perHost(l, hosts) {
-			a := &alloc{l: l, h: hv.h, v: hv.v, from: from, to: to}
-			l.allocs = append(l.allocs, a)
-			if to > from {
-				hv.h.tl.add(from, to, a.v)
+		if err := c.restoreMoves(l, h.Moves); err != nil {
+			return err
+		}
+		l.allocs, _ = c.desiredAllocs(l)
+		for _, a := range l.allocs {
+			if a.to > a.from {
+				a.h.tl.add(a.from, a.to, a.v)
 			}
-			hv.h.allocs = append(hv.h.allocs, a)
+			a.h.allocs = append(a.h.allocs, a)
 		}
 		// The chart's record of the current hold is the last segments;
 		// an old record without them gets them back.
@@ -323,7 +326,7 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 		}
 		p := c.project(l.Project)
 		if p.quota != nil && to > from {
-			p.qtl.add(from, to, l.total)
+			p.qtl.add(from, to, l.qvec())
 		}
 		if h.Holding {
 			p.runMilli += l.total[dCPU]

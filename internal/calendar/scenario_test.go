@@ -25,9 +25,9 @@ var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 //
 // Commands (times are durations from time zero: 0, 90m, 2h30m):
 //
-//	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false weights=a:2,b:1 halflife=1h overcommit=cpu:2,memory:1
+//	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false migrate=true|false weights=a:2,b:1 halflife=1h overcommit=cpu:2,memory:1
 //	quota project=a cpu=4 mem=8Gi workspaces=2 core-hours=10
-//	hosts n=2 cpu=4 mem=8Gi [disk= bw= labels=gpu:true prefix=h suspend-rate=1Gi resume-rate= stage-rate= boot=2s]
+//	hosts n=2 cpu=4 mem=8Gi [disk= bw= labels=gpu:true prefix=h suspend-rate=1Gi resume-rate= stage-rate= migrate-rate= boot=2s]
 //	host-times name= boot= suspend-rate= resume-rate= at=   (SetHostTimes; an omitted value is zero)
 //	submit id= kind= project= at= dur= cpu= mem= [n= disk= bw= start= deadline= preempt= image=name:size labels= submitted=]
 //	advance to=
@@ -35,6 +35,11 @@ var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 //	cancel id= at=
 //	extend id= by= at=        (by < 0 shortens; or to= for the end asked for, "until")
 //	remove-host name= at=
+//	begin-move id= member= to= at= [cpu= mem=]   (BeginMove; cpu and mem: resized)
+//	end-move id= member= ok=true|false at=        (EndMove)
+//	move id= member= to= at= [cpu= mem=]         (Move: both at once)
+//	resize id= member= cpu= mem= at=              (Resize)
+//	resize-target id= member= cpu= mem= at=       (ResizeTarget)
 //	gantt from= to= width=
 //	leases
 //	next
@@ -215,7 +220,9 @@ func fmtActions(as []Action) []string {
 	var out []string
 	for _, a := range as {
 		s := fmt.Sprintf("%s %s %s", rel(a.At), a.Kind, a.Lease)
-		if len(a.Hosts) > 0 {
+		if a.Kind == ActMigrate {
+			s += fmt.Sprintf(" member %d %s -> %s in %v", a.Member, a.From, a.To, a.Duration)
+		} else if len(a.Hosts) > 0 {
 			s += " on " + strings.Join(a.Hosts, ",")
 		}
 		if a.Reason != "" {
@@ -242,6 +249,9 @@ func (e *scenarioEnv) do(line string) []string {
 		}
 		if v, ok := a["suspend"]; ok {
 			e.pol.Suspend = v == "true"
+		}
+		if v, ok := a["migrate"]; ok {
+			e.pol.Migrate = v == "true"
 		}
 		if v, ok := a["weights"]; ok {
 			if e.pol.FairShare == nil {
@@ -309,6 +319,7 @@ func (e *scenarioEnv) do(line string) []string {
 				SuspendRate: int64(e.size(a["suspend-rate"])),
 				ResumeRate:  int64(e.size(a["resume-rate"])),
 				StageRate:   int64(e.size(a["stage-rate"])),
+				MigrateRate: int64(e.size(a["migrate-rate"])),
 				BootTime:    e.dur(a["boot"]),
 				Cordoned:    a["cordoned"] == "true",
 			}
@@ -444,6 +455,8 @@ func (e *scenarioEnv) do(line string) []string {
 			out = append(out, s+fmt.Sprintf(" remaining %v", v.Remaining))
 		}
 		return append(out, fmtActions(as)...)
+	case "begin-move", "end-move", "move", "resize", "resize-target":
+		return e.moveOrResize(cmd, a)
 	case "gantt":
 		g := e.calendar().Gantt(e.at(a["from"]), e.at(a["to"]), e.num(a["width"], 48))
 		return strings.Split(strings.TrimRight(g, "\n"), "\n")
@@ -467,6 +480,11 @@ func (e *scenarioEnv) do(line string) []string {
 			if v.Reason != "" && v.State != StateRefused {
 				s += " (" + v.Reason + ")"
 			}
+			for m := range len(v.Members) {
+				if to, ok := v.Moving[m]; ok {
+					s += fmt.Sprintf(" member %d moving to %s", m, to)
+				}
+			}
 			out = append(out, s)
 		}
 		return out
@@ -478,4 +496,48 @@ func (e *scenarioEnv) do(line string) []string {
 	}
 	t.Fatalf("unknown command %q", cmd)
 	return nil
+}
+
+// moveOrResize runs the move and resize commands.
+func (e *scenarioEnv) moveOrResize(cmd string, a map[string]string) []string {
+	c := e.calendar()
+	id, member, at := a["id"], e.num(a["member"], 0), e.at(a["at"])
+	var res *model.Resources
+	if _, ok := a["cpu"]; ok {
+		res = &model.Resources{MilliCPU: e.cores(a["cpu"]), Memory: e.size(a["mem"])}
+	}
+	var as []Action
+	var err error
+	switch cmd {
+	case "begin-move":
+		as, err = c.BeginMove(id, member, a["to"], res, at)
+	case "end-move":
+		as, err = c.EndMove(id, member, a["ok"] != "false", at)
+	case "move":
+		as, err = c.Move(id, member, a["to"], res, at)
+	case "resize":
+		if res == nil {
+			e.t.Fatal("resize without cpu=")
+		}
+		as, err = c.Resize(id, member, *res, at)
+	case "resize-target":
+		if res == nil {
+			e.t.Fatal("resize-target without cpu=")
+		}
+		var h string
+		if h, err = c.ResizeTarget(id, member, *res, at); err == nil {
+			return []string{"target: " + h}
+		}
+	}
+	var out []string
+	var r *Refusal
+	switch {
+	case errors.As(err, &r):
+		out = append(out, "refused: "+r.Error())
+	case err != nil:
+		out = append(out, "error: "+err.Error())
+	default:
+		out = append(out, "ok")
+	}
+	return append(out, fmtActions(as)...)
 }

@@ -100,7 +100,25 @@ type Host struct {
 	// Cordoned hosts keep their holds but are given no new ones
 	// (SetCordon).
 	Cordoned bool
+	// MigrateRate is the bytes/s of live migration from or to the host,
+	// as measured; 0 means unknown, counted as DefaultMigrateRate. A
+	// migration takes MigrateSetup plus the memory moved over the slower
+	// of the two hosts' rates (SetHostMigrateRate changes it).
+	MigrateRate int64
 }
+
+// DefaultMigrateRate is the live migration rate of a host that has not
+// measured its own: 100 MiB/s, below what QEMU 7.2 reached under TCG
+// with its default bandwidth cap of 128 MiB/s (150 MB of dirty guest
+// memory, 214.7 MB sent in 1.53 s, about 134 MiB/s; see the measured
+// figures in the project's feasibility notes), since a busy guest sends
+// its dirtied pages again.
+const DefaultMigrateRate = 100 * int64(model.MiB)
+
+// MigrateSetup is the fixed cost of a live migration on top of moving the
+// memory: starting the destination's QEMU, the handshake, the last
+// stop-and-copy round.
+const MigrateSetup = time.Second
 
 // MaxBootTime bounds Host.BootTime: a longer measurement is an error, not
 // a reason to hold every fresh start's slots that much longer.
@@ -186,6 +204,12 @@ type Policy struct {
 	// host's capacity of each resource counts as its real capacity times
 	// the ratio. The zero value is no overcommit.
 	Overcommit Overcommit
+	// Migrate lets an admission that would displace a running best-effort
+	// lease live-migrate it to another host instead (ActMigrate), where
+	// one has room for the rest of its hold and the migration can be done
+	// before the slots are needed; the lease is suspended (or requeued)
+	// only where that is impossible.
+	Migrate bool
 }
 
 // Overcommit holds the ratio of promised to real capacity per resource; a
@@ -256,6 +280,7 @@ const (
 	ActRequeue ActionKind = "requeue" // stop the workspaces; the lease waits again from scratch
 	ActSuspend ActionKind = "suspend" // save the workspaces' memory to disk and stop them
 	ActStage   ActionKind = "stage"   // copy the lease's image to Hosts
+	ActMigrate ActionKind = "migrate" // live-migrate member Member from host From to host To, then EndMove
 	ActResume  ActionKind = "resume"  // restore the saved workspaces on Hosts
 	ActStart   ActionKind = "start"   // boot the workspaces on Hosts (the boot time before their run)
 )
@@ -268,15 +293,23 @@ type Action struct {
 	// Hosts has one entry per member (member i runs on Hosts[i]), except for
 	// stage, which lists each host once.
 	Hosts []string
-	// Reason says why, for end, requeue and suspend (e.g. "preempted by ar1").
+	// Reason says why, for end, requeue, suspend and migrate (e.g.
+	// "preempted by ar1", "making room for ar1").
 	Reason string
+	// Member, From and To say, for migrate, which member moves from which
+	// host to which; Duration is the time the calendar allows for it (it
+	// must be done by At+Duration, when its slots on From are promised to
+	// another lease). The caller reports the outcome with EndMove.
+	Member   int
+	From, To string
+	Duration time.Duration
 }
 
 // Victim is a best-effort lease that an admission displaces.
 type Victim struct {
 	Lease string
-	Kind  ActionKind // ActSuspend or ActRequeue
-	At    time.Time  // when the suspension (or the requeue) begins
+	Kind  ActionKind // ActSuspend, ActRequeue, or ActMigrate (Policy.Migrate)
+	At    time.Time  // when the suspension (the requeue, the first migration) begins
 }
 
 // Admission is the answer to an accepted Submit.
@@ -312,4 +345,8 @@ type LeaseView struct {
 	Requeues    int
 	// Reason says why the lease was refused, failed, or is held.
 	Reason string
+	// Moving maps the members being moved (BeginMove, or a migration the
+	// calendar decided) to the host they move to; nil when none is. A
+	// moving member holds slots on both hosts until EndMove.
+	Moving map[int]string
 }

@@ -43,7 +43,7 @@ func calHost(n model.Node) calendar.Host {
 	labels[hostLabel] = n.Name
 	return calendar.Host{Name: n.Name, Capacity: n.Capacity, Labels: labels, Cordoned: n.Cordoned,
 		BootTime: n.Measured.BootTime(), SuspendRate: n.Measured.SuspendRate(), ResumeRate: n.Measured.ResumeRate(),
-		StageRate: n.Measured.StageRate(), Images: n.Images}
+		StageRate: n.Measured.StageRate(), Images: n.Images, MigrateRate: n.Measured.MigrateRate()}
 }
 
 // buildCalendar makes the calendar of a store written before lease

@@ -177,7 +177,9 @@ func (ctl *Controller) Reconcile(ctx context.Context) error {
 		}
 	}
 	ctl.sweepExecs(ctx)
-	return ctl.advanceCalendar(ctx)
+	err := ctl.advanceCalendar(ctx)
+	ctl.checkMigrations(ctx)
+	return err
 }
 
 // SetPolicy changes the calendar's policy: the calendar is restored from

@@ -399,12 +399,15 @@ func (ctl *Controller) Node(ctx context.Context, name string) (model.Node, error
 }
 
 // DrainNode cordons a host and moves its workspaces off it with the means
-// there are: a running best-effort workspace is suspended and resumes on
-// another host (its files copied there) as soon as the calendar finds
-// room; a suspended one resumes elsewhere likewise. What cannot be moved
-// now is left, with the reason: running leases of other kinds (moving them
-// needs live migration), and stopped workspaces (their disk moves when
-// they are started again, elsewhere since the host is cordoned).
+// there are, live migration first: a running workspace (of any lease
+// kind) migrates live to the host the calendar finds with room for it
+// until its lease ends; where no host has room, a running best-effort
+// workspace is suspended and resumes on another host (its files copied
+// there) as soon as the calendar finds room; a suspended one resumes
+// elsewhere likewise. What cannot be moved now is left, with the reason
+// (no host with room for a lease that may not be suspended; stopped
+// workspaces, whose disk moves when they are started again, elsewhere
+// since the host is cordoned).
 func (ctl *Controller) DrainNode(ctx context.Context, name string) (api.NodeDrained, error) {
 	out := api.NodeDrained{Node: name, Moves: []api.DrainEntry{}}
 	if _, err := ctl.CordonNode(ctx, name, true); err != nil {
@@ -421,30 +424,23 @@ func (ctl *Controller) DrainNode(ctx context.Context, name string) (api.NodeDrai
 		}
 		e := api.DrainEntry{Project: ws.Project, Workspace: ws.Spec.Name}
 		switch {
+		case ws.Status.Migration != nil:
+			e.Action = "migrating"
+			e.Reason = "already migrating live to " + ws.Status.Migration.To
 		case ws.Status.State == model.StateSuspended || ws.Desired == model.DesiredSuspended:
 			e.Action = "suspended"
 			e.Reason = "resumes on another host when there is room"
+		case ws.Desired == model.DesiredRunning && migratable(ws) == "":
+			mw, merr := ctl.beginMigration(ctx, ws.Project, ws.Spec.Name, "", "drain", nil, 0)
+			if merr == nil {
+				e.Action = "migrating"
+				e.Reason = "live to " + mw.Status.Migration.To
+				break
+			}
+			e.Action, e.Reason = ctl.evictForDrain(ctx, ws, why)
+			e.Reason += " (no live migration: " + merr.Error() + ")"
 		case ws.Desired == model.DesiredRunning:
-			ctl.mu.Lock()
-			var acts []calendar.Action
-			c, err := ctl.calendarLocked(ctx)
-			if err == nil {
-				acts, err = c.Evict(leaseID(ws), why, ctl.now())
-				if cerr := ctl.commitLocked(ctx, acts, nil); cerr != nil && err == nil {
-					err = cerr
-				}
-			}
-			ctl.mu.Unlock()
-			if err != nil {
-				e.Action = "left"
-				e.Reason = "not moved while it runs: " + err.Error()
-				if errors.Is(err, calendar.ErrInvalid) {
-					e.Reason = "a running " + string(ws.Spec.LeaseKind()) + " lease is not moved (live migration is not built yet); stop it and start it again to move it"
-				}
-			} else {
-				e.Action = "suspended"
-				e.Reason = "resumes on another host when there is room"
-			}
+			e.Action, e.Reason = ctl.evictForDrain(ctx, ws, why)
 		case ws.Status.State == model.StateStopped || ws.Status.State == model.StateFailed:
 			e.Action = "left"
 			e.Reason = "stopped: its disk moves when it is started again (on another host, this one being cordoned)"
@@ -456,6 +452,28 @@ func (ctl *Controller) DrainNode(ctx context.Context, name string) (api.NodeDrai
 	}
 	ctl.wake()
 	return out, nil
+}
+
+// evictForDrain suspends a running best-effort workspace of a draining
+// host (it resumes elsewhere), and says what it did.
+func (ctl *Controller) evictForDrain(ctx context.Context, ws model.Workspace, why string) (action, reason string) {
+	ctl.mu.Lock()
+	var acts []calendar.Action
+	c, err := ctl.calendarLocked(ctx)
+	if err == nil {
+		acts, err = c.Evict(leaseID(ws), why, ctl.now())
+		if cerr := ctl.commitLocked(ctx, acts, nil); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	ctl.mu.Unlock()
+	if err != nil {
+		if errors.Is(err, calendar.ErrInvalid) {
+			return "left", "a running " + string(ws.Spec.LeaseKind()) + " lease is not suspended, and no other host has room to take it live"
+		}
+		return "left", "not moved while it runs: " + err.Error()
+	}
+	return "suspended", "resumes on another host when there is room"
 }
 
 // DeleteNode forgets a host that no longer serves: its record goes, and it

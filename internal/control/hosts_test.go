@@ -436,9 +436,51 @@ func TestStartElsewhereMovesTheDisk(t *testing.T) {
 	}
 }
 
-// Draining a host suspends its best-effort workspace, which resumes on the
-// other host with its files moved; an immediate one is left, with why.
-func TestDrain(t *testing.T) {
+// Draining a host whose workspaces no other host has room for suspends
+// the best-effort one (to resume elsewhere later) and leaves the immediate
+// one, with why.
+func TestDrainWithoutRoomSuspends(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk := hostsEnv(t, "h1", "h2")
+	beatAll(t, ctl, "h1", "h2")
+	be := createWS(t, ctl, "be", "1", "{kind: best-effort}")
+	im := createWS(t, ctl, "im", "0.5", "")
+	x := createWS(t, ctl, "x", "2", "") // fills h2
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	be, im, x = running(t, ctl, be, clk.now()), running(t, ctl, im, clk.now()), running(t, ctl, x, clk.now())
+	if be.Status.Node != "h1" || im.Status.Node != "h1" || x.Status.Node != "h2" {
+		t.Fatalf("placed on %s, %s and %s, want h1, h1, h2", be.Status.Node, im.Status.Node, x.Status.Node)
+	}
+	clk.add(time.Minute)
+	beatAll(t, ctl, "h1", "h2")
+	out, err := ctl.DrainNode(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]api.DrainEntry{}
+	for _, m := range out.Moves {
+		got[m.Workspace] = m
+	}
+	if got["be"].Action != "suspended" || got["im"].Action != "left" || len(out.Moves) != 2 {
+		t.Fatalf("drain: %+v", out.Moves)
+	}
+	if !strings.Contains(got["im"].Reason, "no other host has room") {
+		t.Errorf("im left because %q", got["im"].Reason)
+	}
+	if n, _ := ctl.Node(ctx, "h1"); !n.Cordoned {
+		t.Fatal("drained host not cordoned")
+	}
+	if w, _ := ctl.Workspace(ctx, "p", "be"); w.Desired != model.DesiredSuspended || w.Status.Node != "h1" {
+		t.Fatalf("be after drain: desired %s on %s", w.Desired, w.Status.Node)
+	}
+}
+
+// Draining a host migrates its running workspaces live, of any lease
+// kind, to the host with room; the agents' reports carry each move out
+// (or fail it, leaving the guest where it was), and the calendar follows.
+func TestDrainMigrates(t *testing.T) {
 	ctx := context.Background()
 	ctl, clk := hostsEnv(t, "h1", "h2")
 	beatAll(t, ctl, "h1", "h2")
@@ -448,35 +490,73 @@ func TestDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	be, im = running(t, ctl, be, clk.now()), running(t, ctl, im, clk.now())
-	if be.Status.Node != "h1" || im.Status.Node != "h1" {
-		t.Fatalf("placed on %s and %s, want h1", be.Status.Node, im.Status.Node)
-	}
 	clk.add(time.Minute)
 	beatAll(t, ctl, "h1", "h2")
 	out, err := ctl.DrainNode(ctx, "h1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]string{}
 	for _, m := range out.Moves {
-		got[m.Workspace] = m.Action
+		if m.Action != "migrating" || m.Reason != "live to h2" {
+			t.Fatalf("drain: %+v", out.Moves)
+		}
 	}
-	if got["be"] != "suspended" || got["im"] != "left" || len(out.Moves) != 2 {
-		t.Fatalf("drain: %+v", out.Moves)
+	// The destination is told to prepare both; the source not yet.
+	if as, _ := ctl.Assignments(ctx, "h2", 0, 0); len(as.Incoming) != 2 {
+		t.Fatalf("h2's incoming: %+v", as.Incoming)
 	}
-	if n, _ := ctl.Node(ctx, "h1"); !n.Cordoned {
-		t.Fatal("drained host not cordoned")
+	leaseOn := func(name string) (string, map[int]string) {
+		w, _ := ctl.Workspace(ctx, "p", name)
+		ctl.mu.Lock()
+		defer ctl.mu.Unlock()
+		v, _ := ctl.cal.Get(leaseID(w))
+		return v.Hosts[0], v.Moving
 	}
+	if h, mv := leaseOn("be"); h != "h1" || mv[0] != "h2" {
+		t.Fatalf("be's lease during the move: on %s moving %v", h, mv)
+	}
+	ep := &model.MigrationEndpoint{Memory: "10.0.0.2:5000", Disk: "nbd://10.0.0.2:5001/vda"}
+	rep := func(node, name string, r api.MigrationReport) {
+		t.Helper()
+		w, _ := ctl.Workspace(ctx, "p", name)
+		r.ID, r.Since = w.ID, w.Status.Migration.Since
+		if err := ctl.MigrationReport(ctx, node, "p", name, r); err != nil {
+			t.Fatalf("%s's report on %s: %v", node, name, err)
+		}
+	}
+	for _, n := range []string{"be", "im"} {
+		rep("h2", n, api.MigrationReport{Endpoint: ep})
+	}
+	if w, _ := ctl.Workspace(ctx, "p", "be"); w.Status.Migration.Phase != model.MigrationRunning || w.Status.Migration.Endpoint == nil {
+		t.Fatalf("be after its destination is ready: %+v", w.Status.Migration)
+	}
+	rep("h1", "be", api.MigrationReport{Progress: &model.MigrationProgress{Phase: "memory", MemoryTotal: 512 << 20, MemoryTransferred: 100 << 20}})
+	rep("h1", "be", api.MigrationReport{Done: true, Total: model.Duration(2 * time.Second), Downtime: model.Duration(40 * time.Millisecond), MemoryBytes: 300 << 20})
+	rep("h1", "im", api.MigrationReport{Failed: "connection reset"})
 	w, _ := ctl.Workspace(ctx, "p", "be")
-	// Resumed on h2 by the calendar at once (suspending takes no time as
-	// far as it knows), but it moves only once saved on h1.
-	if w.Desired != model.DesiredSuspended || w.Status.Node != "h1" || w.Status.ResumeOn != "h2" {
-		evs, _ := ctl.Events(ctx, "p", "be")
-		t.Fatalf("be after drain: desired %s on %s %+v %+v", w.Desired, w.Status.Node, out.Moves, evs)
+	if w.Status.Node != "h2" || w.Status.Migration != nil {
+		t.Fatalf("be after its migration: on %s, %+v", w.Status.Node, w.Status.Migration)
 	}
-	w = report(t, ctl, w, api.AgentReport{State: model.StateSuspended, Suspended: clk.now(), SuspendBytes: 512 << 20, SuspendTook: model.Duration(time.Second)})
-	if m := w.Status.Move; w.Status.Node != "h2" || w.Desired != model.DesiredRunning || m == nil || m.From != "h1" || !m.Memory {
-		t.Fatalf("be after its suspension: on %s desired %s move %+v; want resumed on h2 from h1 with its memory", w.Status.Node, w.Desired, m)
+	if h, mv := leaseOn("be"); h != "h2" || len(mv) != 0 {
+		t.Fatalf("be's lease after the move: on %s moving %v", h, mv)
+	}
+	if h, mv := leaseOn("im"); h != "h1" || len(mv) != 0 {
+		t.Fatalf("im's lease after its failed move: on %s moving %v", h, mv)
+	}
+	evs, _ := ctl.Events(ctx, "p", "be")
+	if e := evs[len(evs)-1]; e.Type != "migrated" || !strings.Contains(e.Message, "downtime 40ms") {
+		t.Fatalf("be's last event %+v", e)
+	}
+	evs, _ = ctl.Events(ctx, "p", "im")
+	if e := evs[len(evs)-1]; e.Type != "migration-failed" || !strings.Contains(e.Message, "connection reset") {
+		t.Fatalf("im's last event %+v", e)
+	}
+	// The source's reports on be are now refused (it left), h2's taken.
+	if _, err := ctl.Report(ctx, "h1", "p", "be", api.AgentReport{ID: w.ID, Generation: w.Status.Generation, State: model.StateStopped}); err == nil {
+		t.Fatal("h1's report on be after it left was taken")
+	}
+	if w := report(t, ctl, w, api.AgentReport{State: model.StateRunning, PID: 7}); w.Status.PID != 7 {
+		t.Fatalf("h2's report: %+v", w.Status)
 	}
 }
 

@@ -15,13 +15,20 @@ import (
 // workspaces are on: for each, the other hosts with members on it (their
 // underlay addresses, from addrs) and those members' MACs. Members are
 // counted from their placement, before their guests start, so that the
-// forwarding entries are there when they boot. A member on a host without
+// forwarding entries are there when they boot. A member migrating live to
+// node counts as node's own (its tap is made here before it arrives), and
+// as on its source for the other hosts until it has arrived. A member on a host without
 // a known address is left out (its host cannot be reached). It is pure.
 func networkAssignments(node string, all []model.Workspace, nets map[string]model.Network, addrs map[string]netip.Addr) []api.NetworkAssignment {
 	type key struct{ project, name string }
 	want := map[key]bool{}
+	// here: the workspace's guest is (or is coming) on this host: placed
+	// here, or migrating live to it.
+	here := func(ws model.Workspace) bool {
+		return ws.Status.Node == node || ws.Status.Migration != nil && ws.Status.Migration.To == node
+	}
 	for _, ws := range all {
-		if ws.Status.Node != node {
+		if !here(ws) {
 			continue
 		}
 		for _, nic := range ws.NICs {
@@ -34,7 +41,7 @@ func networkAssignments(node string, all []model.Workspace, nets map[string]mode
 	peers := map[key]map[netip.Addr]bool{}
 	remotes := map[key][]api.RemoteMember{}
 	for _, ws := range all {
-		if ws.Status.Node == "" || ws.Status.Node == node || ws.Desired == model.DesiredDeleted {
+		if ws.Status.Node == "" || here(ws) || ws.Desired == model.DesiredDeleted {
 			continue
 		}
 		a, ok := addrs[ws.Status.Node]
@@ -90,7 +97,8 @@ func underlayAddr(n model.Node) (netip.Addr, bool) {
 func (ctl *Controller) hostNetworks(ctx context.Context, node string, all []model.Workspace) ([]api.NetworkAssignment, error) {
 	need := false
 	for _, ws := range all {
-		if ws.Status.Node == node && len(ws.NICs) > 0 {
+		here := ws.Status.Node == node || ws.Status.Migration != nil && ws.Status.Migration.To == node
+		if here && len(ws.NICs) > 0 {
 			need = true
 			break
 		}

@@ -169,6 +169,16 @@ func (ctl *Controller) Assignments(ctx context.Context, name string, after int64
 		if m := ws.Status.Move; m != nil && m.From == name && ws.Status.Node != name {
 			out.Outgoing = append(out.Outgoing, api.Outgoing{ID: ws.ID, Project: ws.Project, Name: ws.Spec.Name, To: ws.Status.Node, Memory: m.Memory})
 		}
+		if m := ws.Status.Migration; m != nil && m.To == name && ws.Status.Node != name && ws.Desired != model.DesiredDeleted {
+			// Migrating live to this host: its agent prepares it.
+			out.Incoming = append(out.Incoming, ws)
+			if !used[ws.Spec.Image] {
+				used[ws.Spec.Image] = true
+				if img, ok := imgs[ws.Spec.Image]; ok {
+					out.Images = append(out.Images, img)
+				}
+			}
+		}
 		if ws.Status.Node == name {
 			if m := ws.Status.Move; m != nil {
 				// Where the files are served from, as that host says now.
@@ -190,6 +200,8 @@ func (ctl *Controller) Assignments(ctx context.Context, name string, after int64
 		if out.Workspaces, err = ctl.guarded(ctx, name, mine); err != nil {
 			return api.Assignments{}, err
 		}
+	}
+	if len(mine) > 0 || len(out.Incoming) > 0 {
 		if out.Networks, err = ctl.hostNetworks(ctx, name, all); err != nil {
 			return api.Assignments{}, err
 		}
@@ -268,6 +280,7 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 	var prev model.State
 	var movedFrom *model.Move
 	var resumeMoved bool
+	var resizedTo *model.Quantum
 	// Written with the end of its lease when the report says its guest is
 	// gone (changeAndRelease).
 	ws, err := ctl.changeAndRelease(ctx, project, name, func(ws *model.Workspace) (err error) {
@@ -305,6 +318,13 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 		st := &ws.Status
 		st.State, ws.Desired, st.Reason = reportedState(*ws, rep)
 		st.PID, st.Accel, st.Cgroup = rep.PID, rep.Accel, rep.Cgroup
+		if rep.Applied != nil && (st.Applied == nil || *st.Applied != *rep.Applied) {
+			if st.Applied != nil && *rep.Applied == ws.Spec.Quantum {
+				resizedTo = rep.Applied
+			}
+			q := *rep.Applied
+			st.Applied = &q
+		}
 		if rep.Guest != nil {
 			st.Guest = rep.Guest
 		}
@@ -334,6 +354,9 @@ func (ctl *Controller) Report(ctx context.Context, node, project, name string, r
 	}
 	if rep.CPUSeconds > 0 && rep.Generation >= ws.Status.Generation {
 		ctl.recordUsage(ctx, ws, rep)
+	}
+	if resizedTo != nil {
+		ctl.event(ctx, ws, "resized", fmt.Sprintf("%s enforces %s on the running guest", node, quantumString(*resizedTo)))
 	}
 	if resumeMoved {
 		ctl.event(ctx, ws, "resuming", fmt.Sprintf("saved on %s; resumes on %s, its disk and saved memory copied there", node, ws.Status.Node))
@@ -591,6 +614,12 @@ func (ctl *Controller) learnHostTimes(ctx context.Context, node string, ws model
 	if add == nil {
 		return
 	}
+	ctl.recordHostTimes(ctx, node, add)
+}
+
+// recordHostTimes adds a measure (add) to a host's record and gives the
+// calendar the host's figures.
+func (ctl *Controller) recordHostTimes(ctx context.Context, node string, add func(*model.HostTimes)) {
 	var n model.Node
 	for attempt := 0; ; attempt++ {
 		kv, err := ctl.store.Get(ctx, "nodes/"+node)
@@ -624,6 +653,10 @@ func (ctl *Controller) learnHostTimes(ctx context.Context, node string, ws model
 	h := calHost(n)
 	if err := ctl.cal.SetHostTimes(node, h.BootTime, h.SuspendRate, h.ResumeRate, ctl.now()); err != nil {
 		ctl.log.Warn("calendar: host times", "node", node, "err", err)
+		return
+	}
+	if err := ctl.cal.SetHostMigrateRate(node, h.MigrateRate, ctl.now()); err != nil {
+		ctl.log.Warn("calendar: host migration rate", "node", node, "err", err)
 		return
 	}
 	if err := ctl.commitLocked(ctx, nil, nil); err != nil {

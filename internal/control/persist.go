@@ -159,6 +159,7 @@ func (ctl *Controller) releaseOrphans(ctx context.Context) error {
 // every host serves transfers; else they resume where they were saved.
 func (ctl *Controller) policy() calendar.Policy {
 	p := calendar.DefaultPolicy()
+	p.Migrate = true // as policyfile.Default
 	if ctl.cfg.Policy != nil {
 		p = *ctl.cfg.Policy
 	}
@@ -311,6 +312,9 @@ func (ctl *Controller) effects(ctx context.Context, acts []calendar.Action, now 
 				continue
 			}
 			for i, m := range v.Members {
+				if a.Kind == calendar.ActMigrate && i != a.Member {
+					continue // one member moves
+				}
 				targets = append(targets, target{wsKey(project, m), memberAction(a, i)})
 			}
 			continue

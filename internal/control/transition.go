@@ -101,10 +101,20 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		return Change{WS: ws, Type: "scheduled", Message: fmt.Sprintf("started by the lease calendar on %s", host)}
 	case calendar.ActResume:
 		return resume()
+	case calendar.ActMigrate:
+		// The calendar moves it live to make room (it holds both hosts
+		// until the outcome, which EndMove gets; a guest that cannot
+		// migrate now is seen by checkMigrations, which ends the move).
+		if why := migratable(ws); why != "" || st.Node != a.From {
+			return same
+		}
+		st.Migration = &model.Migration{To: a.To, Phase: model.MigrationPreparing, Since: now, Why: a.Reason, Calendar: true, Member: a.Member}
+		return Change{WS: ws, Type: "migrating", Message: fmt.Sprintf("live migration from %s to %s begins (%s; due within %s)", a.From, a.To, a.Reason, a.Duration.Round(time.Second))}
 	case calendar.ActSuspend:
 		if ws.Desired != model.DesiredRunning {
 			return same
 		}
+		cancelMigration(st)
 		ws.Desired = model.DesiredSuspended
 		st.Reason = a.Reason
 		st.Suspensions++
@@ -116,6 +126,7 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 			// (releasesLocked), never started again.
 			return same
 		}
+		cancelMigration(st)
 		ws.Desired = model.DesiredStopped
 		st.Reason = "requeued: " + a.Reason
 		switch st.State {
@@ -133,6 +144,7 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		if a.Reason != "" && a.Reason != "cancelled" {
 			reason += " (" + a.Reason + ")"
 		}
+		cancelMigration(st)
 		ws.Desired = model.DesiredStopped
 		st.Reason = reason
 		switch st.State {
@@ -144,4 +156,15 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		return Change{WS: ws, Type: "stopping", Message: reason}
 	}
 	return same // stage: the agent fetches images when it starts
+}
+
+// cancelMigration asks the source to stop a migration under way: the
+// guest is to stop or be saved where it runs (a copy of the migration, so
+// the workspace it came with is not changed).
+func cancelMigration(st *model.WorkspaceStatus) {
+	if st.Migration != nil {
+		m := *st.Migration
+		m.Cancel = true
+		st.Migration = &m
+	}
 }

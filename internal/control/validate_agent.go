@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -336,6 +337,79 @@ func ValidateReport(r api.AgentReport, now time.Time) []api.FieldError {
 	if r.MoveDone > r.MoveBytes {
 		f.add("report.move_done", "must not exceed move_bytes (%d), got %d", r.MoveBytes, r.MoveDone)
 	}
+	if r.Applied != nil {
+		checkQuantum(&f, "report.applied", *r.Applied)
+	}
+	return f
+}
+
+// checkQuantum adds the problems of a quantum an agent sent, under path.
+func checkQuantum(f *fieldErrs, path string, q model.Quantum) {
+	if err := spec.ValidateQuantum(q); err != nil {
+		var fe *spec.FieldErrors
+		if !errors.As(err, &fe) {
+			f.add(path, "%s", err.Error())
+			return
+		}
+		for _, e := range fe.Fields() {
+			f.add(path+"."+strings.TrimPrefix(e.Field, "quantum."), "%s", e.Reason)
+		}
+	}
+}
+
+// ValidateMigrationReport checks an agent's report on a live migration.
+func ValidateMigrationReport(r api.MigrationReport, now time.Time) []api.FieldError {
+	var f fieldErrs
+	if reason := CheckWorkspaceID(r.ID); reason != "" {
+		f.add("migration.id", "%s", reason)
+	}
+	if r.Since.IsZero() {
+		f.add("migration.since", "required: the migration's start (status.migration.since)")
+	}
+	checkTime(&f, "migration.since", r.Since, now)
+	says := 0
+	if r.Endpoint != nil {
+		says++
+		if _, _, err := net.SplitHostPort(r.Endpoint.Memory); err != nil || len(r.Endpoint.Memory) > 300 {
+			f.add("migration.endpoint.memory", "want host:port, got %s", quoteShort(r.Endpoint.Memory))
+		}
+		if !strings.HasPrefix(r.Endpoint.Disk, "nbd://") || len(r.Endpoint.Disk) > 300 || !isText(r.Endpoint.Disk, false) {
+			f.add("migration.endpoint.disk", "want an NBD URI (nbd://host:port/export), got %s", quoteShort(r.Endpoint.Disk))
+		}
+	}
+	if p := r.Progress; p != nil {
+		says++
+		checkOneOf(&f, "migration.progress.phase", p.Phase, []string{"disk", "memory", "switchover"})
+		for _, v := range []struct {
+			name string
+			n    int64
+		}{{"disk_total", p.DiskTotal}, {"disk_done", p.DiskDone}, {"memory_total", p.MemoryTotal},
+			{"memory_transferred", p.MemoryTransferred}, {"memory_remaining", p.MemoryRemaining}, {"dirty_rate", p.DirtyRate}} {
+			checkRange(&f, "migration.progress."+v.name, v.n, int64(MaxNodeDisk), "1024Ti")
+		}
+		if p.Passes < 0 {
+			f.add("migration.progress.passes", "must not be negative, got %d", p.Passes)
+		}
+	}
+	if r.Done {
+		says++
+	}
+	if r.Failed != "" {
+		says++
+		switch {
+		case len(r.Failed) > MaxReason:
+			f.add("migration.failed", "at most %d bytes, got %d", MaxReason, len(r.Failed))
+		case !isText(r.Failed, true):
+			f.add("migration.failed", "must be UTF-8 text without control characters other than tab and newline")
+		}
+	}
+	if says != 1 {
+		f.add("migration", "say exactly one of endpoint, progress, done, failed (got %d)", says)
+	}
+	checkTook(&f, "migration.total", r.Total)
+	checkTook(&f, "migration.downtime", r.Downtime)
+	checkRange(&f, "migration.memory_bytes", r.MemoryBytes, int64(MaxNodeDisk), "1024Ti")
+	checkRange(&f, "migration.disk_bytes", r.DiskBytes, int64(MaxNodeDisk), "1024Ti")
 	return f
 }
 

@@ -29,6 +29,8 @@ type nodeWaker struct {
 	// overlay networks of those that have NICs.
 	nodeOf map[string]string
 	vnisOf map[string][]uint32
+	// toOf is the destination of each workspace migrating live.
+	toOf map[string]string
 	// changed is the revision of each host's last change; allChanged that
 	// of a change whose host could not be told (every host wakes).
 	changed    map[string]int64
@@ -44,6 +46,9 @@ type wsNode struct {
 		Move *struct {
 			From string `json:"from"`
 		} `json:"move"`
+		Migration *struct {
+			To string `json:"to"`
+		} `json:"migration"`
 	} `json:"status"`
 	NICs []struct {
 		VNI uint32 `json:"vni"`
@@ -138,7 +143,7 @@ func (w *nodeWaker) run(ch <-chan store.Event, cancel context.CancelFunc) {
 // apply wakes the hosts a change concerns: where the workspace was and
 // where it is.
 func (w *nodeWaker) apply(ev store.Event) {
-	var now, from string
+	var now, from, to string
 	var vnis []uint32
 	known := true
 	if ev.Type == store.EventPut {
@@ -150,6 +155,9 @@ func (w *nodeWaker) apply(ev store.Event) {
 		if v.Status.Move != nil {
 			from = v.Status.Move.From // it serves the files
 		}
+		if v.Status.Migration != nil {
+			to = v.Status.Migration.To // it takes the guest live
+		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -157,6 +165,17 @@ func (w *nodeWaker) apply(ev store.Event) {
 		return // stopped meanwhile
 	}
 	before := w.nodeOf[ev.KV.Key]
+	// The destination of a migration that ended (done, failed or
+	// cancelled) learns of it too.
+	toBefore := w.toOf[ev.KV.Key]
+	if to == "" {
+		delete(w.toOf, ev.KV.Key)
+	} else {
+		if w.toOf == nil {
+			w.toOf = map[string]string{}
+		}
+		w.toOf[ev.KV.Key] = to
+	}
 	if len(vnis) == 0 {
 		vnis = w.vnisOf[ev.KV.Key] // deleted: the networks it was on
 	}
@@ -178,7 +197,7 @@ func (w *nodeWaker) apply(ev store.Event) {
 		}
 		return
 	}
-	hosts := []string{before, now, from}
+	hosts := []string{before, now, from, to, toBefore}
 	if before != now && len(vnis) > 0 {
 		// A member of overlay networks placed, moved or gone: the other
 		// hosts of its networks change their forwarding entries.

@@ -25,7 +25,54 @@ var (
 	// ErrGuestNotReady is returned by Exec while the guest's agent has
 	// not connected (the guest still boots, or has no agent).
 	ErrGuestNotReady = errors.New("guest agent not connected")
+	// ErrNotInPlace is returned (wrapped, with the reason) by Resize for a
+	// change the running guest cannot take without a new QEMU process: more
+	// vCPUs than it was started with, memory above its MaxMemory.
+	ErrNotInPlace = errors.New("cannot change in place")
+	// ErrIncoming is returned for an instance that is waiting for a live
+	// migration (PrepareIncoming) by calls that need it to run.
+	ErrIncoming = errors.New("instance waiting for an incoming migration")
 )
+
+// MigrationEndpoint is where an instance prepared for an incoming live
+// migration (Driver.PrepareIncoming) takes it: Memory is host:port where
+// the destination's QEMU takes the migration stream (memory and device
+// state), Disk the NBD URI (nbd://host:port/export) of the destination's
+// disk, which the source mirrors its disk to while the guest runs.
+type MigrationEndpoint = model.MigrationEndpoint
+
+// MigrateOptions tune a live migration.
+type MigrateOptions struct {
+	// MaxDowntime is the longest the guest may be paused at the switch
+	// (QEMU's downtime-limit); 0: the driver's default.
+	MaxDowntime time.Duration
+	// Bandwidth caps the migration stream in bytes/s; 0: no cap.
+	Bandwidth int64
+	// NoAutoConverge turns off throttling a guest that dirties memory
+	// faster than it is sent (on by default).
+	NoAutoConverge bool
+}
+
+// MigrationProgress is how an outgoing live migration goes: Phase is
+// "disk" (the disk is mirrored), "memory" (memory is pre-copied) or
+// "switchover" (the guest is paused to finish); DiskTotal and DiskDone
+// count the disk mirror's bytes; MemoryTotal is the guest's RAM,
+// MemoryTransferred what was sent so far (pages sent again count again),
+// MemoryRemaining what is left of this pass, DirtyRate how fast the guest
+// dirties memory (bytes/s), Passes QEMU's dirty-sync-count.
+type MigrationProgress = model.MigrationProgress
+
+// MigrationResult measures one completed live migration.
+type MigrationResult struct {
+	// Total is from the call until the guest ran at the destination.
+	Total time.Duration
+	// Downtime is how long the guest was paused (QEMU's measure,
+	// including the disk mirror's completion).
+	Downtime time.Duration
+	// MemoryBytes and DiskBytes are what was sent of each.
+	MemoryBytes int64
+	DiskBytes   int64
+}
 
 // PortableFile is one file that carries a stopped or suspended instance
 // to another host (Driver.Portable).
@@ -83,6 +130,11 @@ type InstanceSpec struct {
 	Context  *model.Context
 	// Accel is "kvm", "tcg" or "" (the driver's default).
 	Accel string
+	// MaxMemory is the most memory Resize may give the guest without a
+	// new process: QEMU's RAM is this, and a balloon takes the rest back
+	// down to Quantum.Memory at start. 0 (or less than Quantum.Memory):
+	// Quantum.Memory, and memory can only shrink and grow back.
+	MaxMemory model.ByteSize
 	// NICs are the guest's interfaces on private networks, each on a tap
 	// the caller made (the host agent, internal/overlay) in the network
 	// namespace the driver runs in. None: one user-mode interface (NAT by
@@ -189,8 +241,50 @@ type Driver interface {
 	// List returns every instance the host has, including those started by
 	// an earlier agent process (adoption).
 	List(ctx context.Context) ([]Instance, error)
-	// Resize changes the CPU cap and memory limit of a running instance.
+	// Resize changes a running (or stopped) instance's quantum in place:
+	// CPU cap (cgroup), memory (balloon, within the MaxMemory it started
+	// with; the cgroup limit follows), disk (grown online, the guest's
+	// filesystem too; never shrunk), disk I/O caps (QEMU throttling). The
+	// quantum is recorded in spec.json. A change that needs a new QEMU
+	// process (more vCPUs, memory above MaxMemory, a smaller disk) returns
+	// an error wrapping ErrNotInPlace with the reason, and changes nothing.
+	// Bandwidth is the caller's (the host's overlay), not the driver's.
 	Resize(ctx context.Context, id string, q model.Quantum) error
+	// PrepareIncoming makes spec.ID ready on this host to take a running
+	// guest live from another host: its disk (an empty qcow2 overlay of the
+	// same size on spec.Image), seed and cgroup, and a QEMU process with the
+	// same machine that waits for the migration stream on listen and
+	// exports the disk over NBD for the source's mirror. listen is an IP
+	// address of this host that the source reaches (not 0.0.0.0, else
+	// ErrInvalid) and a port: 0 picks free ports, P takes memory on P and
+	// the disk on P+1. Get reports it InstancePaused with ExitReason
+	// "incoming" until the guest arrives, then running, still "incoming",
+	// until FinishIncoming; Start, Suspend and Exec refuse it with
+	// ErrIncoming meanwhile, also once its process has ended (its disk is
+	// a partial copy). Calling it again for the same ID returns the same
+	// endpoint while its process waits, and prepares it afresh (perhaps
+	// on other ports) once that ended; an ID this host has otherwise
+	// returns ErrExists. Delete undoes it.
+	PrepareIncoming(ctx context.Context, spec InstanceSpec, listen string) (MigrationEndpoint, error)
+	// MigrateOut moves the running instance id live to another host's
+	// endpoint: its disk overlay is mirrored to to.Disk while the guest
+	// runs, then its memory pre-copied, then the guest pauses here and goes
+	// on there. progress (may be nil) is called along the way. On success
+	// the guest runs at the destination, its process here is gone and its
+	// files remain until Delete. On error, or when ctx is cancelled, the
+	// migration is undone and the guest runs on here, nothing lost (unless
+	// it completed meanwhile: then it succeeds); the destination's process
+	// ends, and it is the caller's to delete or prepare again. progress is
+	// called on MigrateOut's goroutine, never while the switch waits on
+	// the driver, and should return quickly.
+	MigrateOut(ctx context.Context, id string, to MigrationEndpoint, opt MigrateOptions, progress func(MigrationProgress)) (MigrationResult, error)
+	// FinishIncoming ends the incoming side once the source said the
+	// migration completed: the NBD export is closed and the instance is an
+	// ordinary running instance of this host (Get shows it running, with
+	// the guest's report: its agent goes on, unaware that it moved). An
+	// instance whose guest did not arrive returns an error (the caller
+	// deletes it). Finishing a finished instance that runs returns it.
+	FinishIncoming(ctx context.Context, id string) (Instance, error)
 	// ConsoleLog returns up to max bytes of the end of the serial console.
 	ConsoleLog(ctx context.Context, id string, max int) ([]byte, error)
 	// Portable lists the files that must move for a stopped or suspended

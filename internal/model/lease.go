@@ -90,6 +90,31 @@ type LeaseHold struct {
 	SuspendSent bool   `json:"suspend_sent,omitempty"`
 	// Holding says the run is counted in its project's fair-share usage.
 	Holding bool `json:"holding,omitempty"`
+	// Moves are the members moving to another host: they hold slots on
+	// both hosts until the move ends.
+	Moves []LeaseMove `json:"moves,omitempty"`
+}
+
+// LeaseMove is a member of a held lease moving to another host (a live
+// migration): it holds slots on To from Start to the end of the hold, and
+// on its own host (Hosts[Member]) until the move ends, or, for a move the
+// calendar decided to make room for another lease, until SourceUntil,
+// when those slots are promised to that lease.
+type LeaseMove struct {
+	Member int    `json:"member"`
+	To     string `json:"to"`
+	// Resources is the member's size on To (a resize with migration);
+	// nil: unchanged.
+	Resources *Resources `json:"resources,omitempty"`
+	Start     time.Time  `json:"start"`
+	// SourceUntil, Cause, Duration and Sent are set for a move the
+	// calendar decided: when its source slots are given up, the lease
+	// they are promised to, the migration time it allows, and whether the
+	// migrate action was given out.
+	SourceUntil time.Time `json:"source_until,omitzero"`
+	Cause       string    `json:"cause,omitempty"`
+	Duration    Duration  `json:"duration,omitempty"`
+	Sent        bool      `json:"sent,omitempty"`
 }
 
 // LeaseSegment is one stretch of a hold on one host, for charts:
@@ -102,6 +127,9 @@ type LeaseSegment struct {
 	RunFrom      time.Time `json:"run_from"`
 	RunTo        time.Time `json:"run_to"`
 	To           time.Time `json:"to"`
+	// Continued says the segment continues the hold of the one before it
+	// (a member moved, or was resized, in the middle of the hold).
+	Continued bool `json:"continued,omitempty"`
 }
 
 // LeaseRecord is what the lease calendar needs to restore a lease exactly
@@ -138,7 +166,10 @@ type LeaseRecord struct {
 	Requeues    int      `json:"requeues,omitempty"`
 	// ChargedCoreSeconds is what the lease counts against its project's
 	// core-hour quota.
-	ChargedCoreSeconds float64        `json:"charged_core_seconds,omitempty"`
+	ChargedCoreSeconds float64 `json:"charged_core_seconds,omitempty"`
+	// ResizedCoreSeconds corrects what the lease's present size says it
+	// used for the time it ran at another size (after a resize).
+	ResizedCoreSeconds float64        `json:"resized_core_seconds,omitempty"`
 	Reason             string         `json:"reason,omitempty"`
 	Segments           []LeaseSegment `json:"segments,omitempty"`
 }

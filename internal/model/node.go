@@ -88,6 +88,9 @@ type HostTimes struct {
 	// Stage are the rates at which the host received image files and
 	// moving workspaces' files, as its agent measured them (heartbeats).
 	Stage []int64 `json:"stage_rates,omitempty"` // bytes/s
+	// Migrate are the rates of the live migrations from or to the host
+	// (memory and disk sent over the migration's total time).
+	Migrate []int64 `json:"migrate_rates,omitempty"` // bytes/s
 }
 
 // MaxSamples bounds each list of HostTimes.
@@ -107,6 +110,12 @@ func (h *HostTimes) BootTime() time.Duration {
 // SuspendRate is the slowest recent save rate (0: none measured).
 func (h *HostTimes) SuspendRate() int64 {
 	return slowest(h, func(h *HostTimes) []int64 { return h.Suspend })
+}
+
+// MigrateRate is the slowest recent live migration rate (0: none
+// measured).
+func (h *HostTimes) MigrateRate() int64 {
+	return slowest(h, func(h *HostTimes) []int64 { return h.Migrate })
 }
 
 // StageRate is the slowest recent rate of receiving files (0: none

@@ -77,6 +77,10 @@ type Quantum struct {
 	DiskBPS  ByteSize `json:"disk_bps,omitempty"`
 	// Bandwidth caps the guest's network traffic, each way (0: no cap).
 	Bandwidth BitRate `json:"bandwidth,omitempty"`
+	// MaxMemory is the most memory a resize may give the running guest
+	// (its RAM at start; a balloon holds it down to Memory). 0: Memory.
+	// It is not counted by placement; only Memory is.
+	MaxMemory ByteSize `json:"max_memory,omitempty"`
 }
 
 // CPUCores returns the CPU share in cores, defaulting to VCPUs.
@@ -182,6 +186,73 @@ type WorkspaceStatus struct {
 	// ResumeOn is where the calendar resumed the workspace while its guest
 	// was still being saved here: it moves there once saved.
 	ResumeOn string `json:"resume_on,omitempty"`
+	// Migration, while set, says the running guest is moving live from
+	// Node to Migration.To (see Migration).
+	Migration *Migration `json:"migration,omitempty"`
+	// Applied is the quantum the host last said it enforces on the
+	// running guest (after a start or a resize); the spec's quantum is
+	// what is wanted.
+	Applied *Quantum `json:"applied,omitempty"`
+}
+
+// Migration phases.
+const (
+	// MigrationPreparing: the destination's agent prepares the guest
+	// there (disk, network, a QEMU waiting for the stream).
+	MigrationPreparing = "preparing"
+	// MigrationRunning: the source's agent sends the disk and memory.
+	MigrationRunning = "migrating"
+)
+
+// Migration is a running guest moving live from its Node to To: the
+// destination's agent prepares it and reports where it listens
+// (Endpoint); the source's agent then mirrors the disk and copies the
+// memory there while the guest runs, and reports the result. The guest
+// keeps its addresses, MACs, quantum and uptime. Until it is done the
+// workspace is on Node, and its lease holds room on both hosts.
+type Migration struct {
+	To    string    `json:"to"`
+	Phase string    `json:"phase"`
+	Since time.Time `json:"since"`
+	// Why it moves: "requested", "drain", "resize", or the reservation
+	// that needs the host.
+	Why string `json:"why,omitempty"`
+	// Quantum, when set, is the quantum the guest has at the destination
+	// (a resize carried out by migrating).
+	Quantum *Quantum `json:"quantum,omitempty"`
+	// Endpoint is where the destination takes the migration.
+	Endpoint *MigrationEndpoint `json:"endpoint,omitempty"`
+	// Bandwidth caps the migration stream (0: none).
+	Bandwidth BitRate `json:"bandwidth,omitempty"`
+	// Cancel asks the source to stop the migration and keep the guest.
+	Cancel bool `json:"cancel,omitempty"`
+	// Progress, as the source's agent reports it.
+	Progress *MigrationProgress `json:"progress,omitempty"`
+	// Calendar says the calendar decided the move (to make room for a
+	// reservation): a failure then displaces the lease as preemption would.
+	Calendar bool `json:"calendar,omitempty"`
+	// Member is the workspace's member index in its (cluster) lease.
+	Member int `json:"member,omitempty"`
+}
+
+// MigrationEndpoint is where a destination's QEMU takes a migration: the
+// memory stream (host:port) and the disk mirror (an NBD URI).
+type MigrationEndpoint struct {
+	Memory string `json:"memory"`
+	Disk   string `json:"disk"`
+}
+
+// MigrationProgress is how a live migration goes, as the source sees it.
+type MigrationProgress struct {
+	Phase             string    `json:"phase"` // disk, memory, switchover
+	DiskTotal         int64     `json:"disk_total,omitempty"`
+	DiskDone          int64     `json:"disk_done,omitempty"`
+	MemoryTotal       int64     `json:"memory_total,omitempty"`
+	MemoryTransferred int64     `json:"memory_transferred,omitempty"`
+	MemoryRemaining   int64     `json:"memory_remaining,omitempty"`
+	DirtyRate         int64     `json:"dirty_rate,omitempty"` // bytes/s
+	Passes            int       `json:"passes,omitempty"`
+	At                time.Time `json:"at,omitzero"`
 }
 
 // Move is a workspace's files moving from host From to its Node.

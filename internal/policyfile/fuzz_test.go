@@ -147,7 +147,7 @@ func (o ordered) MarshalJSON() ([]byte, error) {
 
 // document is p as a policy file.
 func document(p *calendar.Policy) ordered {
-	doc := ordered{{"backfill", string(p.Backfill)}, {"placement", string(p.Placement)}, {"suspend", p.Suspend}}
+	doc := ordered{{"backfill", string(p.Backfill)}, {"placement", string(p.Placement)}, {"suspend", p.Suspend}, {"migrate", p.Migrate}}
 	if fs := p.FairShare; fs != nil {
 		m := ordered{}
 		if fs.HalfLife != 0 {

@@ -18,6 +18,7 @@ import (
 //	backfill: aggressive        # none, conservative, aggressive
 //	placement: first-fit        # first-fit, pack, spread
 //	suspend: true               # preempt best effort by suspending (false: requeue)
+//	migrate: true               # live-migrate best effort elsewhere before displacing it (default true)
 //	fair_share:
 //	  half_life: 24h
 //	  basis: used               # or reserved (the default)
@@ -58,10 +59,10 @@ func fieldErr(field, format string, args ...any) *Error {
 }
 
 // Load reads the policy file at path and parses it; "" gives
-// calendar.DefaultPolicy. Errors start with "policy PATH: ".
+// Default. Errors start with "policy PATH: ".
 func Load(path string) (*calendar.Policy, error) {
 	if path == "" {
-		p := calendar.DefaultPolicy()
+		p := Default()
 		return &p, nil
 	}
 	data, err := os.ReadFile(path)
@@ -75,6 +76,16 @@ func Load(path string) (*calendar.Policy, error) {
 	return p, nil
 }
 
+// Default is the control plane's policy where the file says nothing:
+// calendar.DefaultPolicy with live migration before suspension
+// (Policy.Migrate), which the simulator leaves off unless asked
+// (vgrid sim --migrate) to compare with systems that cannot migrate.
+func Default() calendar.Policy {
+	p := calendar.DefaultPolicy()
+	p.Migrate = true
+	return p
+}
+
 // Parse reads a policy file's contents: YAML, or JSON (which the YAML
 // parser reads too), in UTF-8 or, after a byte order mark, UTF-16. Keys
 // match exactly (`Backfill` is an unknown field). An empty document is
@@ -86,7 +97,7 @@ func Parse(data []byte) (*calendar.Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := calendar.DefaultPolicy()
+	p := Default()
 	if !doc.null() {
 		if err := apply(&p, doc); err != nil {
 			return nil, err
@@ -105,7 +116,7 @@ func Parse(data []byte) (*calendar.Policy, error) {
 const maxCores = 1e12
 
 func apply(p *calendar.Policy, doc node) error {
-	if err := only(doc, "", "backfill", "placement", "suspend", "fair_share", "quotas", "overcommit"); err != nil {
+	if err := only(doc, "", "backfill", "placement", "suspend", "migrate", "fair_share", "quotas", "overcommit"); err != nil {
 		return err
 	}
 	if s, ok, err := str(doc.get("backfill"), "backfill"); err != nil {
@@ -130,15 +141,20 @@ func apply(p *calendar.Policy, doc node) error {
 			return fieldErr("placement", "unknown placement %q (want first-fit, pack or spread)", s)
 		}
 	}
-	if n := doc.get("suspend"); !n.null() {
-		if err := n.check("suspend"); err != nil {
-			return err
+	for _, f := range []struct {
+		name string
+		dst  *bool
+	}{{"suspend", &p.Suspend}, {"migrate", &p.Migrate}} {
+		if n := doc.get(f.name); !n.null() {
+			if err := n.check(f.name); err != nil {
+				return err
+			}
+			b, ok := n.v.(bool)
+			if !ok {
+				return fieldErr(f.name, "want true or false, got %s", n.describe())
+			}
+			*f.dst = b
 		}
-		b, ok := n.v.(bool)
-		if !ok {
-			return fieldErr("suspend", "want true or false, got %s", n.describe())
-		}
-		p.Suspend = b
 	}
 	if err := fairShare(p, doc.get("fair_share")); err != nil {
 		return err

@@ -18,6 +18,7 @@ const fullPolicy = `
 backfill: conservative
 placement: spread
 suspend: false
+migrate: true
 fair_share: {half_life: 24h, weights: {physics: 2}}
 quotas:
   biology: {cpu: 4, memory: 8Gi, workspaces: 3, core_hours: 100}
@@ -26,7 +27,7 @@ overcommit: {cpu: 4, memory: 1}
 
 func checkFull(t *testing.T, p *calendar.Policy) {
 	t.Helper()
-	if p.Backfill != calendar.BackfillConservative || p.Placement != calendar.Spread || p.Suspend {
+	if p.Backfill != calendar.BackfillConservative || p.Placement != calendar.Spread || p.Suspend || !p.Migrate {
 		t.Errorf("got %+v", p)
 	}
 	if p.FairShare == nil || p.FairShare.HalfLife != 24*time.Hour || p.FairShare.Weights["physics"] != 2 {
@@ -48,7 +49,7 @@ func TestParse(t *testing.T) {
 	checkFull(t, p)
 
 	// The same in JSON, and in UTF-16 with a byte order mark.
-	p, err = Parse([]byte(`{"backfill": "conservative", "placement": "spread", "suspend": false,
+	p, err = Parse([]byte(`{"backfill": "conservative", "placement": "spread", "suspend": false, "migrate": true,
 		"fair_share": {"half_life": "24h", "weights": {"physics": 2}},
 		"quotas": {"biology": {"cpu": 4, "memory": "8Gi", "workspaces": 3, "core_hours": 100}},
 		"overcommit": {"cpu": 4, "memory": 1}}`))
@@ -89,7 +90,7 @@ func TestParseFairShareBasis(t *testing.T) {
 }
 
 func TestParseDefaults(t *testing.T) {
-	def := calendar.DefaultPolicy()
+	def := Default()
 	for _, src := range []string{"", "\n# nothing\n", "~\n", "---\n", "backfill: ~\nsuspend:\nfair_share: null\nquotas: {}\novercommit: {}\n", `{}`, "backfill: ''\nplacement: \"\"\n"} {
 		p, err := Parse([]byte(src))
 		if err != nil || !reflect.DeepEqual(*p, def) {
@@ -142,7 +143,8 @@ func TestParseErrors(t *testing.T) {
 		{"placement: [pack]\n", "placement", "placement: want a string, got a list", 0},
 		{"placement: best\n", "placement", `placement: unknown placement "best"`, 0},
 		{"suspend: maybe\n", "suspend", `suspend: want true or false, got "maybe"`, 0},
-		{"colour: red\n", "colour", "colour: unknown field (want backfill, placement, suspend, fair_share, quotas or overcommit)", 0},
+		{"migrate: 1\n", "migrate", `migrate: want true or false, got 1`, 0},
+		{"colour: red\n", "colour", "colour: unknown field (want backfill, placement, suspend, migrate, fair_share, quotas or overcommit)", 0},
 		{"1: red\n", "1", "1: unknown field", 0},
 		{"a.b: red\n", `["a.b"]`, `["a.b"]: unknown field`, 0},
 		{"quotas: {a: {memory: 1Zi}}\n", "quotas.a.memory", `quotas.a.memory: unknown unit "Zi"`, 0},
@@ -221,7 +223,7 @@ func TestLoad(t *testing.T) {
 	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.HasPrefix(err.Error(), "policy: open ") || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load of a missing file: got %v", err)
 	}
-	if p, err := Load(""); err != nil || !reflect.DeepEqual(*p, calendar.DefaultPolicy()) {
+	if p, err := Load(""); err != nil || !reflect.DeepEqual(*p, Default()) {
 		t.Errorf("default: %+v %v", p, err)
 	}
 }

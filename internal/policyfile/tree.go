@@ -127,7 +127,7 @@ func parseTree(data []byte) (node, error) {
 	}
 	if !doc.null() && !doc.isMap {
 		return node{}, &Error{Line: firstContentLine(text),
-			Reason: "want a mapping of settings (backfill, placement, suspend, fair_share, quotas, overcommit), got " + doc.describe()}
+			Reason: "want a mapping of settings (backfill, placement, suspend, migrate, fair_share, quotas, overcommit), got " + doc.describe()}
 	}
 	return doc, nil
 }

@@ -60,6 +60,9 @@ func (s *Server) deleteLease(w http.ResponseWriter, r *http.Request) error {
 func recordInfo(r model.LeaseRecord, u model.LeaseUsage, now time.Time) api.Lease {
 	out := api.Lease{ID: r.ID, Project: r.Project, Kind: string(r.Kind), State: string(r.State),
 		Hosts: []string{}, Remaining: r.Remaining, Suspensions: r.Suspensions, Requeues: r.Requeues, Reason: control.MaskReason(r.Reason, r.Project)}
+	for _, m := range r.Members {
+		out.Members = append(out.Members, m.Workspace)
+	}
 	cs, ms := r.Reserved(now)
 	out.ReservedCoreHours, out.ReservedGiBHours = cs/3600, ms/float64(model.GiB)/3600
 	out.UsedCPUSeconds = u.CPUSeconds()

@@ -335,3 +335,28 @@ func (s *Server) postTokens(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusCreated, api.TokenCreated{Project: req.Project, Role: req.Role, Token: tok, ID: id, ExpiresAt: t.ExpiresAt})
 	return nil
 }
+
+// postNodeMigration takes an agent's report on a live migration of a
+// workspace it sends or takes.
+func (s *Server) postNodeMigration(w http.ResponseWriter, r *http.Request) error {
+	node, err := nodeOf(r)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var rep api.MigrationReport
+	if err := decodeStrict("migration report", body, &rep); err != nil {
+		return err
+	}
+	if fe := control.ValidateMigrationReport(rep, time.Now()); len(fe) > 0 {
+		return badRequest("invalid migration report", fe...)
+	}
+	if err := s.ctl.MigrationReport(r.Context(), node, r.PathValue("project"), r.PathValue("name"), rep); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

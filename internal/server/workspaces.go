@@ -176,3 +176,53 @@ func (s *Server) postImages(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusCreated, img)
 	return nil
 }
+
+// postWorkspaceMigrate moves a running workspace live to another host
+// ({"to": "host"}, or the calendar's choice), or cancels the migration
+// under way ({"cancel": true}).
+func (s *Server) postWorkspaceMigrate(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var req api.MigrateRequest
+	if len(body) > 0 {
+		if err := decodeStrict("migration", body, &req); err != nil {
+			return err
+		}
+	}
+	if req.Cancel && req.To != "" {
+		return badRequest("invalid migration", api.FieldError{Field: "to", Reason: "give to or cancel, not both"})
+	}
+	project, name := who(r.Context()).Project, r.PathValue("name")
+	var ws model.Workspace
+	if req.Cancel {
+		ws, err = s.ctl.CancelMigration(r.Context(), project, name)
+	} else {
+		ws, err = s.ctl.MigrateWorkspace(r.Context(), project, name, req)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, ws)
+	return nil
+}
+
+// postWorkspaceResize changes a workspace's quantum (only the fields
+// given), checked against the calendar's future.
+func (s *Server) postWorkspaceResize(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var req api.ResizeRequest
+	if err := decodeStrict("resize", body, &req); err != nil {
+		return err
+	}
+	ws, err := s.ctl.ResizeWorkspace(r.Context(), who(r.Context()).Project, r.PathValue("name"), req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, ws)
+	return nil
+}

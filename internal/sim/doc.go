@@ -2,8 +2,11 @@
 // time, with the very calendar the server uses (package calendar): the
 // trace's requests are submitted at their arrival times, the calendar's
 // actions (start, suspend, resume, requeue, end) are carried out on the
-// model, leases that end before their requested time are finished early,
-// and every run of every VM is recorded for metrics and plots.
+// model, a live migration (migrate, under Policy.Migrate) ends, done, after
+// the time the calendar allows it (its memory over the hosts' migration
+// rate, plus setup) and the VM runs on its new host from then, leases that
+// end before their requested time are finished early, and every run of
+// every VM is recorded for metrics and plots.
 //
 // Like the calendar, the engine is pure: no I/O, no wall clock, no
 // goroutines. Reading traces and writing plots are the caller's business.

@@ -17,11 +17,15 @@ type Config struct {
 	Hosts      int
 	HostCPUs   float64
 	HostMemory model.ByteSize
-	HostDisk   model.ByteSize // 0: unlimited
+	HostDisk   model.ByteSize // 0: 1 TiB, more than trace VMs ask for
 	Policy     calendar.Policy
 	// SuspendRate, ResumeRate and StageRate are bytes/s per host (memory
 	// to disk, disk to memory, image transfer); 0 is instantaneous.
 	SuspendRate, ResumeRate, StageRate int64
+	// MigrateRate is the bytes/s of live migration per host, which the
+	// calendar plans migrations with (Policy.Migrate); 0 is the
+	// calendar's default, calendar.DefaultMigrateRate.
+	MigrateRate int64
 }
 
 // DefaultConfig is the grid of Haizea's SDSC Blue Horizon experiments:
@@ -61,7 +65,8 @@ type lease struct {
 	tr      trace.Lease
 	rec     *metrics.Record
 	work    time.Duration // real run time still to do
-	open    []openSeg     // segments running now
+	open    []openSeg     // segments running now, member i's at i
+	runFrom time.Time     // when the current run began (start or resume)
 	gen     int           // invalidates scheduled early ends
 	started bool
 	done    bool
@@ -80,12 +85,15 @@ func Run(leases []trace.Lease, cfg Config) (Result, error) {
 	hosts := make([]calendar.Host, cfg.Hosts)
 	disk := cfg.HostDisk
 	if disk == 0 {
-		disk = 1 << 60
+		// "Unlimited" for trace VMs, yet small enough that the calendar's
+		// sum of free capacity over a million hosts cannot overflow (1<<60
+		// did with 8 or 72 hosts: no lease ever started).
+		disk = model.TiB
 	}
 	for i := range hosts {
 		hosts[i] = calendar.Host{Name: hostName(i),
 			Capacity:    model.Resources{MilliCPU: int64(cfg.HostCPUs*1000 + 0.5), Memory: cfg.HostMemory, Disk: disk},
-			SuspendRate: cfg.SuspendRate, ResumeRate: cfg.ResumeRate, StageRate: cfg.StageRate}
+			SuspendRate: cfg.SuspendRate, ResumeRate: cfg.ResumeRate, StageRate: cfg.StageRate, MigrateRate: cfg.MigrateRate}
 	}
 	cal, err := calendar.New(hosts, cfg.Policy)
 	if err != nil {
@@ -129,12 +137,18 @@ type engine struct {
 	events map[calendar.ActionKind]int
 }
 
-// timer is a scheduled early end or withdrawal of a lease.
+// timer is a scheduled early end or withdrawal of a lease, or the end of
+// a live migration of one of its members.
 type timer struct {
 	at     time.Time
 	lease  *lease
 	gen    int
 	cancel bool // withdraw if not started (else: the lease's real work is done)
+	// migrate: member's migration to host to, begun at since, is done.
+	migrate bool
+	member  int
+	to      string
+	since   time.Time
 }
 
 type timerHeap []timer
@@ -241,6 +255,9 @@ func (e *engine) submit(l *lease, now time.Time) {
 // never started is withdrawn.
 func (e *engine) fire(tm timer, now time.Time) error {
 	l := tm.lease
+	if tm.migrate {
+		return e.moved(tm, now)
+	}
 	if tm.gen != l.gen || l.done {
 		return nil
 	}
@@ -282,6 +299,7 @@ func (e *engine) apply(a calendar.Action) {
 			l.started = true
 			l.rec.Start = offset(a.At)
 		}
+		l.runFrom = a.At
 		for _, h := range a.Hosts {
 			l.open = append(l.open, openSeg{host: h, start: a.At})
 		}
@@ -294,11 +312,17 @@ func (e *engine) apply(a calendar.Action) {
 		ran := e.close(l, a.At)
 		l.work -= ran
 		l.rec.Preemptions++
+		l.rec.Suspensions++
 		l.gen++
+	case calendar.ActMigrate:
+		// The guest moves while it runs: done after the time the calendar
+		// modelled (its memory over the hosts' migration rate).
+		heap.Push(&e.timers, timer{at: a.At.Add(a.Duration), lease: l, migrate: true, member: a.Member, to: a.To, since: a.At})
 	case calendar.ActRequeue:
 		e.close(l, a.At)
 		l.work = l.rec.Real // starts again from scratch
 		l.rec.Preemptions++
+		l.rec.Requeues++
 		l.gen++
 	case calendar.ActEnd:
 		e.close(l, a.At)
@@ -316,17 +340,41 @@ func (e *engine) remaining(l *lease) time.Duration {
 	return l.tr.Duration
 }
 
-// close ends the lease's open segments at t and returns how long they ran.
+// close ends the lease's open segments at t and returns how long its run
+// lasted.
 func (e *engine) close(l *lease, t time.Time) time.Duration {
-	var ran time.Duration
 	for _, s := range l.open {
-		d := t.Sub(s.start)
-		if d < 0 {
-			d = 0
-		}
-		ran = d
 		l.rec.Segments = append(l.rec.Segments, metrics.Segment{Host: s.host, Start: offset(s.start), End: offset(t)})
+	}
+	ran := time.Duration(0)
+	if len(l.open) > 0 {
+		ran = max(t.Sub(l.runFrom), 0)
 	}
 	l.open = l.open[:0]
 	return ran
+}
+
+// moved ends a live migration at now: the member runs on its new host
+// from now (its segment there begins), if the lease still runs.
+func (e *engine) moved(tm timer, now time.Time) error {
+	l := tm.lease
+	acts, err := e.cal.EndMove(l.tr.ID, tm.member, true, now)
+	switch {
+	case errors.Is(err, calendar.ErrInvalid) || errors.Is(err, calendar.ErrNotFound):
+		// The lease ended (or was displaced) meanwhile: nothing moved.
+	case err != nil:
+		return fmt.Errorf("end migration of %s member %d: %w", l.tr.ID, tm.member, err)
+	default:
+		l.rec.Migrations++
+		l.rec.MigrationTime += now.Sub(tm.since)
+		if !l.done && tm.member < len(l.open) {
+			s := l.open[tm.member]
+			l.rec.Segments = append(l.rec.Segments, metrics.Segment{Host: s.host, Start: offset(s.start), End: offset(now)})
+			l.open[tm.member] = openSeg{host: tm.to, start: now}
+		}
+	}
+	for _, a := range acts {
+		e.apply(a)
+	}
+	return nil
 }

@@ -175,3 +175,60 @@ func BenchmarkKTH(b *testing.B) {
 		}
 	}
 }
+
+// TestMigrateInsteadOfSuspend: two hosts of 2 CPUs, spread placement: be1
+// runs on h001 and be2 on h002, 1 CPU each; a reservation of a whole host
+// at 00:30 needs h002 (be2 started last). With migration on, be2 moves to
+// h001 (512 MiB at the default 100 MiB/s: 6 s, plus 1 s of setup) and is
+// never suspended: it ends when its 3 h are up; without, it is suspended
+// (6 s at 100 MiB/s, from 00:29:54) and resumed on h001 (6 s more), and
+// ends 12 s later.
+func TestMigrateInsteadOfSuspend(t *testing.T) {
+	leases := []trace.Lease{
+		{ID: "be1", Kind: model.LeaseBestEffort, Duration: 3 * time.Hour, Nodes: 1, CPUs: 1, MemoryMiB: 512, Preemptible: true},
+		{ID: "be2", Submit: time.Minute, Kind: model.LeaseBestEffort, Duration: 3 * time.Hour, Nodes: 1, CPUs: 1, MemoryMiB: 512, Preemptible: true},
+		{ID: "ar", Submit: 10 * time.Minute, Kind: model.LeaseReservation, Start: 30 * time.Minute, Duration: 30 * time.Minute, Nodes: 1, CPUs: 2, MemoryMiB: 1024},
+	}
+	rate := 100 * int64(model.MiB)
+	cfg := Config{Hosts: 2, HostCPUs: 2, HostMemory: 2 * model.GiB, Policy: calendar.DefaultPolicy(), SuspendRate: rate, ResumeRate: rate}
+	cfg.Policy.Placement = calendar.Spread
+	for _, migrate := range []bool{true, false} {
+		cfg.Policy.Migrate = migrate
+		res, err := Run(leases, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkCapacity(t, res.Records, cfg.HostCPUs)
+		var be2 metrics.Record
+		for _, r := range res.Records {
+			if r.ID == "be2" {
+				be2 = r
+			}
+		}
+		s := res.Summary
+		if migrate {
+			want := []metrics.Segment{{Host: "h002", Start: time.Minute, End: 30 * time.Minute}, {Host: "h001", Start: 30 * time.Minute, End: 3*time.Hour + time.Minute}}
+			if s.Migrations != 1 || s.MigrationS != 7 || s.Preemptions != 0 || s.Suspensions != 0 || be2.End != 3*time.Hour+time.Minute ||
+				len(be2.Segments) != 2 || be2.Segments[0] != want[0] || be2.Segments[1] != want[1] || res.Events[calendar.ActMigrate] != 1 {
+				t.Errorf("with migration: summary %+v, be2 %+v, events %v", s, be2, res.Events)
+			}
+			continue
+		}
+		if s.Migrations != 0 || s.Preemptions != 1 || s.Suspensions != 1 || s.Requeues != 0 || be2.End != 3*time.Hour+time.Minute+12*time.Second {
+			t.Errorf("without migration: summary %+v, be2 %+v", s, be2)
+		}
+	}
+}
+
+// TestHostCounts: a grid of any size runs the workload (the disk the
+// engine gives hosts when none is set once overflowed the calendar's sum
+// of free capacity with 8 or 72 hosts, and no lease started).
+func TestHostCounts(t *testing.T) {
+	ls := []trace.Lease{{ID: "a", Kind: model.LeaseBestEffort, Duration: time.Hour, Nodes: 4, CPUs: 1, MemoryMiB: 1024, Preemptible: true}}
+	for _, n := range []int{2, 8, 16, 72, 144, 1000} {
+		res, err := Run(ls, Config{Hosts: n, HostCPUs: 2, HostMemory: 2 * model.GiB, Policy: calendar.DefaultPolicy()})
+		if err != nil || res.Summary.Completed != 1 || res.Records[0].End != time.Hour {
+			t.Errorf("%d hosts: %v, summary %+v", n, err, res.Summary)
+		}
+	}
+}

@@ -100,6 +100,14 @@ func validateImage(errs *FieldErrors, image string, images ImageLookup) {
 	}
 }
 
+// ValidateQuantum checks a quantum alone (as a resize gives it), with the
+// same field paths as Validate; nil when it is valid.
+func ValidateQuantum(q model.Quantum) error {
+	var errs FieldErrors
+	validateQuantum(&errs, q)
+	return errs.orNil()
+}
+
 func validateQuantum(errs *FieldErrors, q model.Quantum) {
 	vcpusOK := q.VCPUs >= 1 && q.VCPUs <= MaxVCPUs
 	switch {
@@ -153,6 +161,15 @@ func validateQuantum(errs *FieldErrors, q model.Quantum) {
 		errs.add("quantum.disk_bps", fmt.Sprintf("must not be negative, got %v", q.DiskBPS))
 	case q.DiskBPS > MaxDiskBPS:
 		errs.add("quantum.disk_bps", fmt.Sprintf("must be at most %v per second, got %v", MaxDiskBPS, q.DiskBPS))
+	}
+	switch mm := q.MaxMemory; {
+	case mm == 0: // memory
+	case mm < 0:
+		errs.add("quantum.max_memory", fmt.Sprintf("must not be negative, got %v", mm))
+	case mm > MaxMemory:
+		errs.add("quantum.max_memory", fmt.Sprintf("must be at most %v, got %v", MaxMemory, mm))
+	case q.Memory > 0 && mm < q.Memory:
+		errs.add("quantum.max_memory", fmt.Sprintf("must be at least memory (%v), got %v", q.Memory, mm))
 	}
 	switch bw := q.Bandwidth; {
 	case bw == 0: // no cap

@@ -45,9 +45,9 @@ done
 `
 
 // TestGridHosts runs one grid of 3 hosts (network namespaces, real guests)
-// through what the control plane does with hosts: drain (running
-// best-effort guests suspended and resumed on another host, their disk and
-// memory copied there), a stopped workspace started on another host when
+// through what the control plane does with hosts: drain (running guests
+// migrated live to another host, their disk mirrored and memory copied
+// there while they run), a stopped workspace started on another host when
 // its own is cordoned, and a host lost (frozen) and back.
 //
 // Layout, all booted at once: host1 runs be1 (with a marker file), be2,
@@ -121,7 +121,7 @@ func TestGridHosts(t *testing.T) {
 	t.Logf("7 guests running at %s", time.Since(start).Round(time.Millisecond))
 	h.checkOneQEMUEach()
 
-	t.Run("DrainResumesElsewhere", func(t *testing.T) {
+	t.Run("DrainMigratesLive", func(t *testing.T) {
 		h.t = t
 		ctx := context.Background()
 		tok := h.waitConsole("be1", regexp.MustCompile(`marker-written (\S+)`), 60*time.Second)[1]
@@ -145,8 +145,8 @@ func TestGridHosts(t *testing.T) {
 			acts[m.Workspace] = m.Action
 		}
 		for _, n := range []string{"be1", "be2", "be3"} {
-			if acts[n] != "suspended" {
-				t.Errorf("drain: %s %q, want suspended (answer %+v)", n, acts[n], dr)
+			if acts[n] != "migrating" {
+				t.Errorf("drain: %s %q, want migrating (answer %+v)", n, acts[n], dr)
 			}
 		}
 		if n := h.node(h1.Name); !n.Cordoned {
@@ -155,7 +155,7 @@ func TestGridHosts(t *testing.T) {
 		for _, n := range []string{"be1", "be2", "be3"} {
 			w := h.waitRunningMoved(n, 180*time.Second)
 			if w.Status.Node != h2.Name {
-				t.Errorf("%s resumed on %s, want %s (host1 drained, host3 cordoned)", n, w.Status.Node, h2.Name)
+				t.Errorf("%s migrated to %s, want %s (host1 drained, host3 cordoned)", n, w.Status.Node, h2.Name)
 			}
 			if pidAlive(oldPIDs[n]) {
 				t.Errorf("%s: its QEMU pid %d on %s still alive", n, oldPIDs[n], h1.Name)
@@ -163,9 +163,12 @@ func TestGridHosts(t *testing.T) {
 			if in, _ := h2.InNamespace(w.Status.PID); !in {
 				t.Errorf("%s: QEMU pid %d is not in %s", n, w.Status.PID, h2.Namespace)
 			}
-			h.wantEvent(n, "moved", "disk and saved memory copied from "+h1.Name)
+			h.wantEvent(n, "migrated", "live from "+h1.Name+" to "+h2.Name)
+			if w.Status.Suspensions != 0 {
+				t.Errorf("%s was suspended %d times, want migrated live", n, w.Status.Suspensions)
+			}
 		}
-		t.Logf("drain: 3 guests suspended on %s and resumed on %s in %s", h1.Name, h2.Name, time.Since(t0).Round(time.Millisecond))
+		t.Logf("drain: 3 guests migrated live from %s to %s in %s", h1.Name, h2.Name, time.Since(t0).Round(time.Millisecond))
 		if q := h.qemus(h1); len(q) != 0 {
 			t.Errorf("drained %s still runs QEMU processes %v", h1.Name, q)
 		}
@@ -474,7 +477,7 @@ func (h *hostsRun) waitRunningMoved(name string, within time.Duration) model.Wor
 	var err error
 	for time.Now().Before(deadline) {
 		w, err = h.g.Client.GetWorkspace(context.Background(), name)
-		if err == nil && w.Status.State == model.StateRunning && w.Status.PID > 0 && w.Status.Move == nil && w.Desired == model.DesiredRunning {
+		if err == nil && w.Status.State == model.StateRunning && w.Status.PID > 0 && w.Status.Move == nil && w.Status.Migration == nil && w.Desired == model.DesiredRunning {
 			return w
 		}
 		if err == nil && (w.Status.State == model.StateFailed || w.Status.State == model.StateStopped) && w.Desired != model.DesiredRunning {

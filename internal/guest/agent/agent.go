@@ -55,6 +55,11 @@ type Config struct {
 	// (busybox udhcpc), which is done when the seed has no
 	// network-config. Nil: udhcpc when Root is "/", else nothing.
 	StartDHCP func(iface string) error
+	// WatchEvery is how often Run looks for changes of the machine that
+	// the host makes while the guest runs (MemTotal moved by the balloon,
+	// the root disk grown, CPUs online) to report them unasked, and grows
+	// the root filesystem when its disk grew. Default 1 s.
+	WatchEvery time.Duration
 }
 
 // Agent is the in-guest agent. Create it with New.
@@ -74,6 +79,10 @@ type Agent struct {
 	roster  int  // the revision of the cluster roster applied (0: none)
 	lines   lineReader
 	execs   chan struct{} // one token per running command (MaxExecs)
+	// watchEvery and changed: watchMachine signals a change of the
+	// machine on changed, and Serve sends the host fresh facts.
+	watchEvery time.Duration
+	changed    chan struct{}
 }
 
 // New returns an agent with cfg's defaults filled in.
@@ -89,6 +98,11 @@ func New(cfg Config) *Agent {
 		linkWait:    cfg.LinkWait,
 		startDHCP:   cfg.StartDHCP,
 		execs:       make(chan struct{}, MaxExecs),
+		watchEvery:  cfg.WatchEvery,
+		changed:     make(chan struct{}, 1),
+	}
+	if a.watchEvery <= 0 {
+		a.watchEvery = defaultWatchEvery
 	}
 	if a.root == "" {
 		a.root = "/"
@@ -129,6 +143,10 @@ func New(cfg Config) *Agent {
 // while ctx is live: a missing port or a disconnected host is waited out.
 func (a *Agent) Run(ctx context.Context) error {
 	start := time.Now()
+	// Changes of the machine from now on are reported (and a disk grown
+	// after the growRoot below grown too): the host may resize the guest
+	// while it boots.
+	go a.watchMachine(ctx)
 	if a.root == "" || a.root == "/" {
 		// Only in a real guest: the workspace's disk may be larger than
 		// the image's filesystem.
@@ -197,7 +215,8 @@ func (a *Agent) Run(ctx context.Context) error {
 // fails, and returns that error (io.EOF when the host went away). Commands
 // (proto.TypeExec) run in the background, their output interleaved with
 // other replies; those still running when Serve returns are killed and
-// waited for.
+// waited for. A change of the machine that the agent's watcher saw (Run)
+// is sent as a facts message without an ID.
 func (a *Agent) Serve(rw io.ReadWriter) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	var execs sync.WaitGroup
@@ -211,6 +230,26 @@ func (a *Agent) Serve(rw io.ReadWriter) error {
 		defer wmu.Unlock()
 		return writeMessage(rw, m)
 	}
+	execs.Add(1)
+	go func() {
+		defer execs.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.changed:
+			}
+			if ctx.Err() != nil {
+				// The host went away: the next one asks for facts anyway.
+				return
+			}
+			info := a.facts()
+			if err := send(proto.Message{Type: proto.TypeFacts, Info: &info}); err != nil {
+				a.log.Printf("send changed facts: %v", err)
+				return
+			}
+		}
+	}()
 	for {
 		line, err := a.lines.next(rw)
 		if err != nil {

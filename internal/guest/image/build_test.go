@@ -146,7 +146,7 @@ func TestBuildContents(t *testing.T) {
 		names[e.Name] = e
 	}
 	for _, want := range []string{"init", "bin/busybox", "bin/switch_root", "dev/console", "newroot",
-		"lib/modules/virtio_mmio.ko", "lib/modules/virtio_console.ko", "lib/modules/cdrom.ko", "lib/modules/isofs.ko"} {
+		"lib/modules/virtio_mmio.ko", "lib/modules/virtio_console.ko", "lib/modules/virtio_balloon.ko", "lib/modules/cdrom.ko", "lib/modules/isofs.ko"} {
 		if _, ok := names[want]; !ok {
 			t.Errorf("initrd has no %s", want)
 		}

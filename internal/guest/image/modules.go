@@ -10,14 +10,16 @@ import (
 
 // DefaultModules are the kernel modules the initrd loads (with whatever
 // they depend on): virtio over MMIO and PCI, the console (virtio-serial),
-// network and block drivers, the ACPI power button with evdev (for QMP
+// network and block drivers, the memory balloon (the driver's Resize
+// moves guest memory with it; the Debian cloud kernel has virtio_balloon
+// as a module), the ACPI power button with evdev (for QMP
 // system_powerdown) and isofs for the cidata seed. ext4 is built into the
 // Debian cloud kernel.
 var DefaultModules = []string{
 	"virtio_ring", "virtio", "virtio_mmio",
 	"virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
 	"virtio_console", "failover", "net_failover", "virtio_net", "virtio_blk",
-	"button", "evdev", "isofs",
+	"virtio_balloon", "button", "evdev", "isofs",
 }
 
 // moduleDeps is a parsed modules.dep: module name -> its file and the files

@@ -77,3 +77,31 @@ type Message struct {
 	// when signal N ended it, 126 or 127 when it could not be run.
 	ExitCode *int `json:"exit_code,omitempty"`
 }
+
+// AgentPath is where the guest image installs the guest agent; the host
+// runs its subcommands there through TypeExec.
+const AgentPath = "/usr/sbin/vgrid-guest-agent"
+
+// GrowFSFlag and GrowFSWaitFlag make the guest agent grow the root
+// filesystem online after the host grew its disk: AgentPath
+// -growfs=BYTES [-growfs-wait=DURATION] waits (default 10 s) until the
+// guest's kernel sees the disk at BYTES or more, grows the filesystem to
+// fill it, and prints a GrowFSResult as one line of JSON (exit 0), or
+// says why not on stderr (exit 1). An agent that predates them refuses
+// the flag (exit 2).
+const (
+	GrowFSFlag     = "growfs"
+	GrowFSWaitFlag = "growfs-wait"
+)
+
+// GrowFSResult is what the guest agent prints with GrowFSFlag.
+type GrowFSResult struct {
+	// DiskBytes is the root disk's size as the guest's kernel sees it.
+	DiskBytes int64 `json:"disk_bytes"`
+	// FSBytes is the root filesystem's size (its blocks × block size).
+	FSBytes int64 `json:"fs_bytes"`
+	// Grown says that this call grew the filesystem (false: it already
+	// filled the disk, e.g. grown by the agent itself when it saw the
+	// disk change).
+	Grown bool `json:"grown"`
+}

@@ -17,6 +17,8 @@ func (d *Driver) Exec(ctx context.Context, id string, req hypervisor.ExecRequest
 		return hypervisor.ExecResult{}, err
 	}
 	switch {
+	case in.State != hypervisor.InstanceRunning && in.ExitReason == incomingReason:
+		return hypervisor.ExecResult{}, fmt.Errorf("exec in %s: %w", id, hypervisor.ErrIncoming)
 	case in.State != hypervisor.InstanceRunning:
 		return hypervisor.ExecResult{}, fmt.Errorf("exec in %s (%s): %w", id, in.State, hypervisor.ErrNotRunning)
 	case in.Guest == nil:

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,14 @@ type Faults struct {
 	ResizeErr error // returned by Resize
 	// SuspendErr is returned by Suspend (the instance keeps running).
 	SuspendErr error
+	// PrepareIncomingErr is returned by PrepareIncoming (nothing is
+	// prepared); FinishIncomingErr by FinishIncoming (the instance stays
+	// incoming). MigrateErr makes MigrateOut fail once memory goes: the
+	// guest runs on at the source and the destination's process ends, as
+	// with a broken migration stream (migrate.go).
+	PrepareIncomingErr error
+	MigrateErr         error
+	FinishIncomingErr  error
 	// GuestDelay is how long after its start a guest reports (0: at once).
 	GuestDelay time.Duration
 	// NoGuest keeps guests from ever reporting.
@@ -64,6 +73,12 @@ type instance struct {
 	// the image disk it is an overlay on.
 	disk    []byte
 	backing string
+	// ram is the guest's RAM as its process was started (the most a
+	// Resize may give it): MaxMemory, or the quantum's memory if more.
+	ram model.ByteSize
+	// bootID names the guest's boot: new at each boot, kept by a resume
+	// and a live migration (migrate.go).
+	bootID string
 }
 
 // Simulated suspend and resume costs: the saved state is a quarter of the
@@ -142,6 +157,10 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hyper
 	h := d.host
 	h.mu.Lock()
 	in := h.insts[spec.ID]
+	if waitingIncoming(in) { // migrate.go
+		h.mu.Unlock()
+		return hypervisor.Instance{}, fmt.Errorf("start %s: %w", spec.ID, hypervisor.ErrIncoming)
+	}
 	if in != nil && in.state != hypervisor.InstanceStopped && in.state != hypervisor.InstanceSuspended {
 		out := in.view(time.Now())
 		h.mu.Unlock()
@@ -167,8 +186,10 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hyper
 	now := time.Now()
 	h.nextPID++
 	in.spec, in.state, in.pid, in.exitReason = spec, hypervisor.InstanceRunning, h.nextPID, ""
+	in.ram = max(spec.MaxMemory, spec.Quantum.Memory)
 	in.startedAt = now
 	in.upBefore, in.saved, in.lastResume = 0, nil, nil
+	in.bootID = newBootID()
 	in.cpu, in.finalCPU = 0, 0
 	in.readyAt = time.Time{}
 	if !f.NoGuest {
@@ -250,7 +271,10 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	}
 	h := d.host
 	h.mu.Lock()
-	_, ok := h.insts[id]
+	in, ok := h.insts[id]
+	if ok {
+		unmark(in) // migrate.go
+	}
 	delete(h.insts, id)
 	var err error
 	if dir := h.instanceDir(id); dir != "" {
@@ -298,7 +322,13 @@ func (d *Driver) List(ctx context.Context) ([]hypervisor.Instance, error) {
 	return out, nil
 }
 
-// Resize implements hypervisor.Driver.
+// Resize implements hypervisor.Driver with the rules of the real driver:
+// a running guest keeps its vCPUs, gets at most the memory it started
+// with (its MaxMemory, or its quantum's memory when that is more), and a
+// disk never shrinks; a suspended one keeps the machine it was saved with
+// (vCPUs, memory, disk); a stopped one takes anything but a smaller disk.
+// A refusal wraps ErrNotInPlace and changes nothing. The guest reports
+// the new quantum at once.
 func (d *Driver) Resize(ctx context.Context, id string, q model.Quantum) error {
 	f, closed := d.state()
 	if closed {
@@ -317,6 +347,10 @@ func (d *Driver) Resize(ctx context.Context, id string, q model.Quantum) error {
 		h.mu.Unlock()
 		return fmt.Errorf("resize %s: %w", id, err)
 	}
+	if err := resizable(in, q); err != nil {
+		h.mu.Unlock()
+		return fmt.Errorf("resize %s: %w", id, err)
+	}
 	if f.ResizeErr != nil {
 		h.mu.Unlock()
 		return fmt.Errorf("resize %s: %w", id, f.ResizeErr)
@@ -324,6 +358,34 @@ func (d *Driver) Resize(ctx context.Context, id string, q model.Quantum) error {
 	in.spec = spec
 	h.mu.Unlock()
 	h.notifyAll(id)
+	return nil
+}
+
+// resizable says whether in can take q in place (Resize's rules).
+func resizable(in *instance, q model.Quantum) error {
+	old := in.spec.Quantum
+	var why []string
+	if q.Disk < old.Disk {
+		why = append(why, fmt.Sprintf("disk %s is smaller than its %s: a disk is never shrunk", q.Disk, old.Disk))
+	}
+	switch in.state {
+	case hypervisor.InstanceRunning, hypervisor.InstancePaused:
+		if q.VCPUs > old.VCPUs {
+			why = append(why, fmt.Sprintf("no CPU hotplug: %d vCPUs needs a restart (stop and start); the guest runs with %d", q.VCPUs, old.VCPUs))
+		} else if q.VCPUs < old.VCPUs {
+			why = append(why, fmt.Sprintf("vCPUs are not taken from a running guest: %d vCPUs needs a restart (stop and start); the guest runs with %d", q.VCPUs, old.VCPUs))
+		}
+		if ram := max(in.spec.MaxMemory, in.ram, old.Memory); q.Memory > ram {
+			why = append(why, fmt.Sprintf("memory %s is above the guest's maximum of %s; more needs a restart (stop and start)", q.Memory, ram))
+		}
+	case hypervisor.InstanceSuspended:
+		if q.VCPUs != old.VCPUs || q.Memory != old.Memory || q.Disk > old.Disk {
+			why = append(why, fmt.Sprintf("a suspended guest resumes as it was saved, with %d vCPUs, %s and its disk: resume it, then resize", old.VCPUs, old.Memory))
+		}
+	}
+	if len(why) > 0 {
+		return fmt.Errorf("%w: %s", hypervisor.ErrNotInPlace, strings.Join(why, "; "))
+	}
 	return nil
 }
 
@@ -412,6 +474,9 @@ func (d *Driver) Suspend(ctx context.Context, id string) (hypervisor.SuspendResu
 	case in == nil:
 		h.mu.Unlock()
 		return hypervisor.SuspendResult{}, fmt.Errorf("suspend %q: %w", id, hypervisor.ErrNotFound)
+	case waitingIncoming(in): // migrate.go
+		h.mu.Unlock()
+		return hypervisor.SuspendResult{}, fmt.Errorf("suspend %s: %w", id, hypervisor.ErrIncoming)
 	case in.state == hypervisor.InstanceSuspended:
 		res := *in.saved
 		h.mu.Unlock()

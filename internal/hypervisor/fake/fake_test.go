@@ -34,7 +34,7 @@ func TestConformance(t *testing.T) {
 			}
 			return string(b)
 		},
-	}))
+	}), hypervisortest.WithGuestProbe(guestProbe)) // migrate_test.go
 }
 
 func TestFaults(t *testing.T) {

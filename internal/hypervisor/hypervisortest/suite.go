@@ -49,7 +49,20 @@ type NewDriver func(t *testing.T, stateDir string) hypervisor.Driver
 //     image and instance are then removed), stopped or suspended as it
 //     was; adopting it again is ErrExists; there a stopped one boots and a
 //     suspended one resumes (its guest goes on), and with WithDiskProbe
-//     the guest finds on its disk what it wrote on the first host.
+//     the guest finds on its disk what it wrote on the first host;
+//   - a running guest moves live (migrate.go): PrepareIncoming on another
+//     driver gives an endpoint (the same again when called again) and an
+//     instance that is paused with ExitReason "incoming", which Start,
+//     Suspend and Exec refuse with ErrIncoming and FinishIncoming refuses
+//     before the guest came; MigrateOut reports progress (disk, memory,
+//     switchover, in order) and a result with a downtime within its
+//     total; the source then has no process and Exec there is
+//     ErrNotRunning; FinishIncoming makes the destination running (and is
+//     idempotent); the guest went on (uptime; with WithGuestProbe its boot
+//     ID, and every line it acknowledged writing before and during the
+//     move is on its disk); a cancelled migration (ctx) and one to an
+//     endpoint that is gone leave the guest running at the source, after
+//     which it still moves.
 func Run(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, opts ...Option) {
 	var c config
 	for _, o := range opts {
@@ -63,6 +76,8 @@ func Run(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, opts ...O
 	t.Run("SuspendAdoption", func(t *testing.T) { testSuspendAdoption(t, newDriver, img) })
 	t.Run("MoveStopped", func(t *testing.T) { testMove(t, newDriver, img, c, false) })
 	t.Run("MoveSuspended", func(t *testing.T) { testMove(t, newDriver, img, c, true) })
+	t.Run("LiveMigrate", func(t *testing.T) { testLiveMigrate(t, newDriver, img, c) })
+	t.Run("LiveMigrateFail", func(t *testing.T) { testLiveMigrateFail(t, newDriver, img, c) })
 }
 
 // Option adjusts what Run checks.
@@ -71,6 +86,7 @@ type Option func(*config)
 type config struct {
 	realPIDs bool
 	probe    *DiskProbe
+	guest    *GuestProbe
 }
 
 // RealPIDs says that Instance.PID is a process on this host, so that the

@@ -8,6 +8,7 @@ import (
 
 	"vgrid/internal/guest/proto"
 	"vgrid/internal/hypervisor"
+	"vgrid/internal/model"
 )
 
 // TBSizeMiB bounds TCG's translation-block cache. QEMU's default (1 GiB)
@@ -56,7 +57,10 @@ func Argv(spec hypervisor.InstanceSpec, p Paths, accel string, tscKHz int64) []s
 		// (see the package doc for the memory overhead).
 		add("-accel", "tcg,tb-size="+strconv.Itoa(TBSizeMiB))
 	}
-	add("-smp", strconv.Itoa(q.VCPUs), "-m", strconv.FormatInt(q.Memory.MiB(), 10))
+	// RAM is the most the guest may have (MaxMemory); the balloon below
+	// holds it down to the quantum's memory (set over QMP at start and by
+	// Resize, resize.go).
+	add("-smp", strconv.Itoa(q.VCPUs), "-m", strconv.FormatInt(ramSize(spec).MiB(), 10))
 	// No default devices, no host config files, no window: everything the
 	// guest has is on this command line. A guest reboot ends the process,
 	// so that a reboot is seen (and the agent decides what happens next).
@@ -80,7 +84,7 @@ func Argv(spec hypervisor.InstanceSpec, p Paths, accel string, tscKHz int64) []s
 	// The root disk (first, so it is /dev/vda): a qcow2 overlay on the image;
 	// writeback caching; discard lets guest TRIM shrink the overlay; the
 	// quantum's I/O caps are QEMU block throttling.
-	drive := "file=" + optPath(p.Disk) + ",format=qcow2,if=none,id=root,cache=writeback,discard=unmap"
+	drive := "file=" + optPath(p.Disk) + ",format=qcow2,if=none,id=" + rootDrive + ",cache=writeback,discard=unmap"
 	if q.DiskIOPS > 0 {
 		drive += ",throttling.iops-total=" + strconv.FormatInt(q.DiskIOPS, 10)
 	}
@@ -110,6 +114,13 @@ func Argv(spec hypervisor.InstanceSpec, p Paths, accel string, tscKHz int64) []s
 				"-device", dev("virtio-net-device", "virtio-net-pci")+",netdev="+id+",mac="+strings.ToLower(n.MAC)+hostMTU(n.MTU))
 		}
 	}
+	// The memory balloon: the guest's driver gives back whatever RAM above
+	// the target the driver sets (QMP balloon), and takes it back when the
+	// target rises; the guest's MemTotal follows (no deflate-on-oom: memory
+	// given back stays given back). Its id names it for qom-get of the
+	// guest's memory statistics (resize.go). Last, so that the devices
+	// above keep their places.
+	add("-device", dev("virtio-balloon-device", "virtio-balloon-pci")+",id="+balloonID)
 	// Detach from the agent: the guest must outlive it. QEMU forks, the
 	// parent exits once the VM is set up, and the pidfile names the child.
 	add("-pidfile", p.PIDFile, "-daemonize")
@@ -117,6 +128,19 @@ func Argv(spec hypervisor.InstanceSpec, p Paths, accel string, tscKHz int64) []s
 	// file: keep its runtime errors (I/O errors, "terminating on signal").
 	add("-D", p.Log)
 	return a
+}
+
+// balloonID is the qdev id of the balloon device.
+const balloonID = "balloon"
+
+// rootDrive is the block backend (-drive id) of the root disk: the device
+// QMP's block_resize and block_set_io_throttle name.
+const rootDrive = "root"
+
+// ramSize is the guest's RAM (-m): the spec's MaxMemory, or its quantum's
+// memory when that is more. The balloon holds the guest to the quantum.
+func ramSize(spec hypervisor.InstanceSpec) model.ByteSize {
+	return max(spec.MaxMemory, spec.Quantum.Memory)
 }
 
 // KernelCmdline appends tsc_early_khz= under TCG to an image's command line.

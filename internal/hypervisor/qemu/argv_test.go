@@ -47,6 +47,7 @@ func TestArgvDirectTCG(t *testing.T) {
 		"-device", "virtio-blk-device,drive=seed",
 		"-netdev", "user,id=n0",
 		"-device", "virtio-net-device,netdev=n0,mac=" + MAC("ws-1"),
+		"-device", "virtio-balloon-device,id=balloon",
 		"-pidfile", "/var/lib/vgrid/ws-1/qemu.pid", "-daemonize",
 		"-D", "/var/lib/vgrid/ws-1/qemu.log",
 	}
@@ -217,8 +218,8 @@ func TestArgvVariants(t *testing.T) {
 			mutate: func(s *hypervisor.InstanceSpec) {
 				s.Image.Boot, s.Image.Kernel, s.Image.Initrd, s.Image.DiskFormat = "firmware", "", "", "qcow2"
 			},
-			has:     []string{"q35", "virtio-serial-pci", "virtio-blk-pci,drive=root,bootindex=0", "virtio-blk-pci,drive=seed"},
-			hasNot:  []string{"-kernel", "-initrd", "-append", "microvm", "virtio-blk-device,drive=root"},
+			has:     []string{"q35", "virtio-serial-pci", "virtio-blk-pci,drive=root,bootindex=0", "virtio-blk-pci,drive=seed", "virtio-balloon-pci,id=balloon"},
+			hasNot:  []string{"-kernel", "-initrd", "-append", "microvm", "virtio-blk-device,drive=root", "virtio-balloon-device,id=balloon"},
 			contain: map[string]string{"-device": "virtio-serial-pci"},
 		},
 		{
@@ -242,6 +243,27 @@ func TestArgvVariants(t *testing.T) {
 				"-qmp":   "unix:/s/a,,b/ws-1/qmp.sock,server",
 			},
 			checks: map[string]string{"-pidfile": "/s/a,b/ws-1/qemu.pid"},
+		},
+		{
+			name: "max memory is the RAM", accel: AccelTCG, dir: "/s/ws-1",
+			mutate: func(s *hypervisor.InstanceSpec) { s.MaxMemory = 768 * model.MiB },
+			has:    []string{"virtio-balloon-device,id=balloon"},
+			hasNot: []string{"virtio-balloon-pci,id=balloon"},
+			checks: map[string]string{"-m": "768"},
+		},
+		{
+			name: "max memory below memory", accel: AccelTCG, dir: "/s/ws-1",
+			mutate: func(s *hypervisor.InstanceSpec) { s.MaxMemory = 128 * model.MiB },
+			checks: map[string]string{"-m": "512"},
+		},
+		{
+			name: "max memory on firmware boot", accel: AccelTCG, dir: "/s/ws-1",
+			mutate: func(s *hypervisor.InstanceSpec) {
+				s.Image.Boot, s.Image.Kernel, s.Image.Initrd = "firmware", "", ""
+				s.MaxMemory = 1 * model.GiB
+			},
+			has:    []string{"virtio-balloon-pci,id=balloon"},
+			checks: map[string]string{"-m": "1024"},
 		},
 		{
 			name: "memory rounds up to MiB", accel: AccelTCG, dir: "/s/ws-1",

@@ -53,6 +53,36 @@
 // CPU. The cgroup CPU cap is quantum.CPUCores() cores (CFS quota over a
 // 100 ms period); -smp is quantum.VCPUs.
 //
+// Resize (resize.go). The guest's RAM (-m) is the spec's MaxMemory, or its
+// quantum's memory when that is more, and every guest has a virtio
+// balloon (id "balloon"), whose target is set to the quantum's memory
+// right after QMP answers at start: the guest's balloon driver takes the
+// rest early in its boot, and its MemTotal shows the quantum. Resize moves
+// the running guest within that RAM: it first checks everything (vCPUs
+// stay as started, since neither microvm nor q35 here hotplug CPUs; memory
+// at most the RAM; the disk never smaller; the memory the guest would give
+// back must leave it an eighth of its new size, at least 32 MiB,
+// available, by the balloon driver's statistics, or its kernel would be
+// starved into a panic), each refusal an ErrNotInPlace that changes
+// nothing. Then memory given back first (balloon target down, wait until
+// the guest reached it, else the target is set back and Resize fails
+// having changed nothing), then the cgroup (CPU cap; memory limit for the
+// new memory: lowered only now that the guest holds no more, raised
+// before a grow: a limit below what the guest holds would have the kernel
+// OOM-kill QEMU), the I/O caps (QMP block_set_io_throttle on the root
+// drive), memory given (target up), and the disk last (QMP block_resize of
+// the root drive, then the guest agent, run through Exec with -growfs,
+// waits until the guest's kernel sees the new capacity and grows ext4
+// online; a guest without the vgrid agent grows it at its next boot).
+// spec.json records what was applied, and MaxMemory becomes the RAM the
+// process has, so that memory given back can be given again after an
+// agent restart. A resume loads the saved guest into the RAM it was saved
+// with, whatever MaxMemory the caller passes (the balloon's state travels
+// in the saved state). A stopped instance takes any quantum but a smaller
+// disk (recorded in spec.json; a larger disk is grown with qemu-img
+// resize, the filesystem at the guest's next boot); a suspended one only
+// new CPU and I/O caps.
+//
 // Network. Without NICs the guest has one user-mode interface (NAT by
 // QEMU, outbound only). With NICs (InstanceSpec.NICs), one virtio-net
 // interface per NIC, in order, each on its tap (-netdev tap,ifname=<tap>,
@@ -78,4 +108,21 @@
 // that another host needs; Adopt takes them in, rebases the disk onto
 // this host's copy of the image (in Go, qcow2.go) and makes the instance
 // appear whole (move.go).
+//
+// Live migration. PrepareIncoming makes an instance whose QEMU (same argv,
+// plus -incoming defer, inside its cgroup from the start) serves an empty
+// overlay writable over NBD and waits for the migration stream; the mark
+// incoming.json holds the endpoint, so that Get and List show it paused
+// with ExitReason "incoming", Start, Suspend, Exec and Portable refuse it
+// (ErrIncoming), Stop and Delete end its QEMU at once, and a new driver
+// leaves it waiting. MigrateOut mirrors the source's overlay into that
+// export (blockdev-mirror sync top, copy-mode write-blocking) until it is
+// in step, then migrates memory with return-path, auto-converge and
+// pause-before-switchover: paused, the source ends the mirror (the target
+// then holds every write) and lets the migration finish; the source QEMU
+// then quits, its files stay until Delete. Any failure or cancellation
+// undoes it all and continues the guest at the source; an intent lets a
+// later driver do the same, or end the source if QEMU says it completed.
+// FinishIncoming removes the export and the mark. See migrate.go for the
+// choices and their measurements.
 package qemu

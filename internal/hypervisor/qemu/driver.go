@@ -157,6 +157,9 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.InstanceSpec) (hyper
 	p := d.paths(id)
 	// A half-done suspend or resume is settled, a paused guest continued.
 	d.recoverOp(ctx, id, p, true)
+	if d.incomingWaiting(ctx, id, p) {
+		return hypervisor.Instance{}, errIncoming("start", id) // migrate.go
+	}
 	pid := readPID(p.PIDFile)
 	if !alive(pid, marker(p)) {
 		pid = 0
@@ -242,6 +245,10 @@ func (d *Driver) start(ctx context.Context, spec hypervisor.InstanceSpec, p Path
 		<-v.done
 		return hypervisor.Instance{}, err
 	}
+	// The balloon holds the guest to its quantum's memory (resize.go).
+	if err := d.startBalloon(ctx, v, spec); err != nil {
+		return hypervisor.Instance{}, err
+	}
 	d.changes.Notify(spec.ID)
 	return d.inspect(spec.ID)
 }
@@ -264,6 +271,10 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 	}
 	// A paused guest would not hear the power button.
 	d.recoverOp(ctx, id, p, true)
+	// Nor would a QEMU waiting for an incoming guest (migrate.go).
+	if err := d.abandonIncoming(ctx, id, p); err != nil {
+		return fmt.Errorf("stop %s: %w", id, err)
+	}
 	return d.stop(ctx, id, p, timeout)
 }
 
@@ -347,6 +358,9 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	p := d.paths(id)
 	d.cancelSync(id)
 	if _, err := os.Stat(p.Dir); err == nil {
+		if err := d.abandonIncoming(ctx, id, p); err != nil { // migrate.go
+			return fmt.Errorf("delete %s: %w", id, err)
+		}
 		if err := d.stop(ctx, id, p, deleteStopTimeout); err != nil {
 			return fmt.Errorf("delete %s: %w", id, err)
 		}
@@ -507,6 +521,9 @@ func (d *Driver) inspectAs(id string, owner bool) (hypervisor.Instance, error) {
 			in.Cgroup = g.Paths()
 			in.CPUSeconds = d.groupCPUSeconds(id, g)
 		}
+		if hasIncoming(p) {
+			incomingView(&in, v) // migrate.go
+		}
 		return in, nil
 	}
 	if !st.exitRecorded() {
@@ -521,54 +538,13 @@ func (d *Driver) inspectAs(id string, owner bool) (hypervisor.Instance, error) {
 		}
 	}
 	in.ExitReason, in.FinalCPUSeconds = st.ExitReason, st.CPUSeconds
+	if hasIncoming(p) {
+		incomingView(&in, nil)
+	}
 	if st, ok := suspendedState(p); ok {
 		in.State, in.Saved = hypervisor.InstanceSuspended, st.Suspended.result()
 	}
 	return in, nil
-}
-
-// Resize implements hypervisor.Driver: the cgroup's CPU cap and memory
-// limit change at once. The quantum is also recorded in spec.json; the
-// guest's vCPU count and RAM size change only at its next start.
-func (d *Driver) Resize(ctx context.Context, id string, q model.Quantum) error {
-	if !hypervisor.ValidID(id) {
-		return fmt.Errorf("resize %q: %w", id, hypervisor.ErrNotFound)
-	}
-	if d.closed() {
-		return ErrClosed
-	}
-	defer d.locks.Lock(id)()
-	p := d.paths(id)
-	spec, err := readSpec(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("resize %s: %w", id, hypervisor.ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("resize %s: %w", id, err)
-	}
-	spec.Quantum = q
-	if err := spec.Validate(); err != nil {
-		return fmt.Errorf("resize %s: %w", id, err)
-	}
-	if alive(readPID(p.PIDFile), marker(p)) {
-		st, _ := readState(p)
-		accel := st.Accel
-		if accel == "" {
-			accel = d.accelFor(spec)
-		}
-		g, err := d.cg.Load(d.opts.CgroupParent, id)
-		if err == nil {
-			err = g.Update(d.limits(accel, q))
-		}
-		if err != nil {
-			return fmt.Errorf("resize %s: %w", id, err)
-		}
-	}
-	if err := writeJSON(p.Spec, spec); err != nil {
-		return fmt.Errorf("resize %s: %w", id, err)
-	}
-	d.changes.Notify(id)
-	return nil
 }
 
 // ConsoleLog implements hypervisor.Driver.

@@ -28,6 +28,9 @@ func (d *Driver) Exec(ctx context.Context, id string, req hypervisor.ExecRequest
 		return hypervisor.ExecResult{}, err
 	}
 	if in.State != hypervisor.InstanceRunning {
+		if in.ExitReason == IncomingReason { // migrate.go
+			return hypervisor.ExecResult{}, errIncoming("exec in", id)
+		}
 		return hypervisor.ExecResult{}, fmt.Errorf("exec in %s (%s): %w", id, in.State, hypervisor.ErrNotRunning)
 	}
 	d.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,6 +78,14 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if h, err := cgroup.Detect(); err == nil {
 		for _, mnt := range h.Mounts() {
+			// The per-host parents of newHostDriver (migrate_test.go).
+			if ents, err := os.ReadDir(filepath.Join(mnt, testCgroupParent)); err == nil {
+				for _, e := range ents {
+					if e.IsDir() && strings.HasPrefix(e.Name(), hostParentPrefix) {
+						_ = os.Remove(filepath.Join(mnt, testCgroupParent, e.Name()))
+					}
+				}
+			}
 			_ = os.Remove(filepath.Join(mnt, testCgroupParent))
 		}
 	}
@@ -86,8 +95,10 @@ func TestMain(m *testing.M) {
 func TestConformance(t *testing.T) {
 	requireHost(t)
 	img := localImage(guesttest.Image(t))
-	hypervisortest.Run(t, func(t *testing.T, dir string) hypervisor.Driver { return newTestDriver(t, dir) }, img,
-		hypervisortest.RealPIDs(), hypervisortest.WithDiskProbe(diskProbe))
+	// Each state directory is a host with cgroups of its own: a live
+	// migration runs an instance's QEMU on two of them at once.
+	hypervisortest.Run(t, func(t *testing.T, dir string) hypervisor.Driver { return newHostDriver(t, dir) }, img,
+		hypervisortest.RealPIDs(), hypervisortest.WithDiskProbe(diskProbe), hypervisortest.WithGuestProbe(hypervisortest.ExecGuestProbe()))
 }
 
 // diskProbe writes a token to the guest's disk with user-data, which also

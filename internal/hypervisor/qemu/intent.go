@@ -183,11 +183,15 @@ func (d *Driver) recoverIntent(ctx context.Context, id string, p Paths, unpause 
 		case it.Op == opResume:
 			d.recoverResume(ctx, id, p, it, pid, live)
 			return
+		case it.Op == opMigrate:
+			d.recoverMigrate(ctx, id, p, it, pid, live) // migrate.go
+			return
 		}
 		// A suspend of an earlier process, or an unknown operation.
 		d.clearIntent(id, p)
 	}
-	if live && unpause {
+	// A QEMU waiting for an incoming migration (migrate.go) waits on.
+	if live && unpause && !hasIncoming(p) {
 		if _, err := d.unpause(ctx, id, p, pid); err != nil {
 			d.log.Warn("check that the guest runs", "instance", id, "err", err)
 		}

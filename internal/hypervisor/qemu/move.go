@@ -51,6 +51,9 @@ func (d *Driver) Portable(ctx context.Context, id string) ([]hypervisor.Portable
 	if _, err := os.Stat(p.Spec); err != nil {
 		return nil, fmt.Errorf("portable %s: %w", id, hypervisor.ErrNotFound)
 	}
+	if hasIncoming(p) { // its disk may be a partial copy (migrate.go)
+		return nil, errIncoming("portable", id)
+	}
 	d.recoverOp(ctx, id, p, true)
 	if pid := readPID(p.PIDFile); alive(pid, marker(p)) {
 		return nil, fmt.Errorf("portable %s: qemu %d runs: %w", id, pid, hypervisor.ErrRunning)

@@ -18,8 +18,10 @@ type Options struct {
 	// too long for a unix socket address. Default /run/vgrid.
 	RunDir string
 	// QEMUPath is qemu-system-x86_64, looked up in PATH by default. The
-	// driver spawns no other program: it writes the qcow2 overlay
-	// (qcow2.go) and the seed ISO (iso9660.go) itself.
+	// driver writes the qcow2 overlay (qcow2.go) and the seed ISO
+	// (iso9660.go) itself; the one other program it runs is qemu-img
+	// (beside QEMUPath, else in PATH), to grow the disk of a stopped
+	// instance (resize.go).
 	QEMUPath string
 	// Accel is "auto" (default: DetectAccel), "kvm" or "tcg". A spec's
 	// own Accel overrides it.

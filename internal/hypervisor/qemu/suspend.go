@@ -121,6 +121,9 @@ func (d *Driver) Suspend(ctx context.Context, id string) (hypervisor.SuspendResu
 	if _, err := os.Stat(p.Spec); err != nil {
 		return hypervisor.SuspendResult{}, fmt.Errorf("suspend %s: %w", id, hypervisor.ErrNotFound)
 	}
+	if d.incomingWaiting(ctx, id, p) {
+		return hypervisor.SuspendResult{}, errIncoming("suspend", id) // migrate.go
+	}
 	d.recoverOp(ctx, id, p, false)
 	pid := readPID(p.PIDFile)
 	if !alive(pid, marker(p)) {
@@ -507,6 +510,7 @@ func (d *Driver) resume(ctx context.Context, spec hypervisor.InstanceSpec, p Pat
 	if err := resumable(old, spec, accel); err != nil {
 		return hypervisor.Instance{}, fmt.Errorf("resume %s: %w", id, err)
 	}
+	spec = withSavedRAM(spec, old) // resize.go
 	// The state is about to be spent: it need not reach the disk.
 	d.cancelSync(id)
 	// A driver that finds the intent knows this one died mid-resume

@@ -152,7 +152,9 @@ func (v *vm) qmpClient(ctx context.Context) (*qmpClient, error) {
 		if name == "STOP" || name == "RESUME" {
 			v.notify()
 		}
-		if name == "MIGRATION" {
+		// Migrations and block jobs (a live migration's disk mirror,
+		// migrate.go) wake whoever waits for them.
+		if name == "MIGRATION" || name == "JOB_STATUS_CHANGE" {
 			select {
 			case v.migrationWake() <- struct{}{}:
 			default:

@@ -32,5 +32,10 @@
 //     instead of 0 keeps idle time before a trace's first job out. For the
 //     Haizea SDSC-BLUE subsets, which start at 0, the two agree.
 //   - ARAccepted and ARRejected count reservation records with Accepted
-//     and with Rejected set; Preemptions sums Record.Preemptions.
+//     and with Rejected set; Preemptions sums Record.Preemptions, and
+//     Suspensions and Requeues its parts, when the records say them.
+//   - Migrations sums Record.Migrations, the live migrations of running
+//     VMs to other hosts that the calendar chose instead of a preemption
+//     (Policy.Migrate), and MigrationS their total time (from the migrate
+//     action to the move's end).
 package metrics

@@ -30,8 +30,14 @@ type Record struct {
 	// Requested is the requested duration, Real the time the lease actually
 	// ran (0: unknown, taken from Segments or End − Start).
 	Requested, Real time.Duration
-	// Preemptions counts how often the lease was suspended or preempted.
-	Preemptions int
+	// Preemptions counts how often the lease was suspended or preempted;
+	// Suspensions and Requeues, when set, say which.
+	Preemptions, Suspensions, Requeues int
+	// Migrations counts its members' live migrations to other hosts (done
+	// while they ran, instead of a preemption), MigrationTime their total
+	// duration.
+	Migrations    int
+	MigrationTime time.Duration
 	// Accepted and Rejected record admission (of reservations, mostly).
 	Accepted, Rejected bool
 	// Hosts names the host of each VM when the lease ran on them from Start
@@ -168,6 +174,12 @@ type Summary struct {
 	ARAccepted          int     `json:"ar_accepted"`
 	ARRejected          int     `json:"ar_rejected"`
 	Preemptions         int     `json:"preemptions"`
+	// Suspensions and Requeues split Preemptions; Migrations counts live
+	// migrations done instead, MigrationS their total time.
+	Suspensions int     `json:"suspensions"`
+	Requeues    int     `json:"requeues"`
+	Migrations  int     `json:"migrations"`
+	MigrationS  float64 `json:"migration_s"`
 }
 
 // slowdownBound is the run time below which bounded slowdown stops
@@ -188,6 +200,10 @@ func Summarize(records []Record, capacityCPUs float64) Summary {
 	for _, r := range records {
 		first = min(first, r.Submit)
 		s.Preemptions += r.Preemptions
+		s.Suspensions += r.Suspensions
+		s.Requeues += r.Requeues
+		s.Migrations += r.Migrations
+		s.MigrationS += r.MigrationTime.Seconds()
 		if r.Rejected {
 			s.Rejected++
 		}
@@ -295,7 +311,8 @@ func (s Summary) Table() string {
 	row("total completion", human(s.TotalCompletionS))
 	row("reservations accepted", fmt.Sprint(s.ARAccepted))
 	row("reservations rejected", fmt.Sprint(s.ARRejected))
-	row("preemptions", fmt.Sprint(s.Preemptions))
+	row("preemptions", fmt.Sprintf("%d (%d suspended, %d requeued)", s.Preemptions, s.Suspensions, s.Requeues))
+	row("migrations", fmt.Sprintf("%d, %s in all", s.Migrations, human(s.MigrationS)))
 	w.Flush()
 	return b.String()
 }

@@ -192,8 +192,8 @@ func TestSeriesWidensStep(t *testing.T) {
 func TestTable(t *testing.T) {
 	tab := Summarize(mixed(), 4).Table()
 	lines := strings.Split(strings.TrimRight(tab, "\n"), "\n")
-	if len(lines) != 10 {
-		t.Fatalf("got %d lines, want 10:\n%s", len(lines), tab)
+	if len(lines) != 11 {
+		t.Fatalf("got %d lines, want 11:\n%s", len(lines), tab)
 	}
 	col := -1
 	for _, l := range lines {
@@ -212,6 +212,8 @@ func TestTable(t *testing.T) {
 		"wait p50 / p90 / p99   0.00 s / 90 s (1m30s) / 90 s (1m30s)",
 		"total completion       200 s (3m20s)",
 		"reservations rejected  1",
+		"preemptions            0 (0 suspended, 0 requeued)",
+		"migrations             0, 0.00 s in all",
 	} {
 		if !strings.Contains(tab, want) {
 			t.Errorf("table lacks %q:\n%s", want, tab)
@@ -240,6 +242,34 @@ func TestSummaryJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, key := range []string{`"utilization":0.5`, `"mean_wait_s":1`, `"p90_wait_s":0`, `"mean_bounded_slowdown":2`, `"total_completion_s":3`, `"ar_accepted":4`, `"ar_rejected":5`, `"preemptions":6`, `"leases":7`} {
+		if !strings.Contains(string(b), key) {
+			t.Errorf("got %s, want it to contain %s", b, key)
+		}
+	}
+}
+
+// TestMigrations: suspensions, requeues and migrations are summed apart,
+// printed and written out.
+func TestMigrations(t *testing.T) {
+	recs := []Record{
+		{ID: "a", Kind: model.LeaseBestEffort, Start: 0, End: 100 * s, Nodes: 1, CPUs: 1, Preemptions: 3, Suspensions: 2, Requeues: 1, Migrations: 1, MigrationTime: 7 * s},
+		{ID: "b", Kind: model.LeaseBestEffort, Start: 0, End: 100 * s, Nodes: 2, CPUs: 1, Migrations: 2, MigrationTime: 65 * s},
+	}
+	sum := Summarize(recs, 4)
+	if sum.Preemptions != 3 || sum.Suspensions != 2 || sum.Requeues != 1 || sum.Migrations != 3 || sum.MigrationS != 72 {
+		t.Errorf("got %+v", sum)
+	}
+	tab := sum.Table()
+	for _, want := range []string{"preemptions            3 (2 suspended, 1 requeued)", "migrations             3, 72 s (1m12s) in all"} {
+		if !strings.Contains(tab, want) {
+			t.Errorf("table lacks %q:\n%s", want, tab)
+		}
+	}
+	b, err := json.Marshal(sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"suspensions":2`, `"requeues":1`, `"migrations":3`, `"migration_s":72`} {
 		if !strings.Contains(string(b), key) {
 			t.Errorf("got %s, want it to contain %s", b, key)
 		}

@@ -165,6 +165,24 @@ func Prefix(leases []Lease, p string) []Lease {
 	return leases
 }
 
+// Coarsen makes every lease's VMs k times as large (CPUs, memory and
+// disk) and k times fewer, rounded up, in place, and returns leases: the
+// same request in bigger VMs (e.g. reservations of whole hosts where the
+// rest of the trace asks for cores). k below 2 changes nothing.
+func Coarsen(leases []Lease, k int) []Lease {
+	if k < 2 {
+		return leases
+	}
+	for i := range leases {
+		l := &leases[i]
+		l.CPUs *= float64(k)
+		l.MemoryMiB *= int64(k)
+		l.DiskMiB *= int64(k)
+		l.Nodes = (l.Nodes + k - 1) / k
+	}
+	return leases
+}
+
 // sortBySubmit sorts stably by Submit, skipping the sort when the leases
 // are already in order (the usual case).
 func sortBySubmit(leases []Lease) {

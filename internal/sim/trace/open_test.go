@@ -109,3 +109,22 @@ func TestMergePrefixRun(t *testing.T) {
 		t.Errorf("got run %v, want %v", got, want)
 	}
 }
+
+func TestCoarsen(t *testing.T) {
+	tests := []struct {
+		k    int
+		in   Lease
+		want Lease
+	}{
+		{2, Lease{Nodes: 3, CPUs: 1, MemoryMiB: 1024, DiskMiB: 10}, Lease{Nodes: 2, CPUs: 2, MemoryMiB: 2048, DiskMiB: 20}},
+		{2, Lease{Nodes: 4, CPUs: 0.5, MemoryMiB: 512}, Lease{Nodes: 2, CPUs: 1, MemoryMiB: 1024}},
+		{4, Lease{Nodes: 1, CPUs: 1, MemoryMiB: 1024}, Lease{Nodes: 1, CPUs: 4, MemoryMiB: 4096}},
+		{1, Lease{Nodes: 3, CPUs: 1, MemoryMiB: 1024}, Lease{Nodes: 3, CPUs: 1, MemoryMiB: 1024}},
+		{0, Lease{Nodes: 3, CPUs: 1}, Lease{Nodes: 3, CPUs: 1}},
+	}
+	for _, tt := range tests {
+		if got := Coarsen([]Lease{tt.in}, tt.k); got[0] != tt.want {
+			t.Errorf("Coarsen(%+v, %d): got %+v, want %+v", tt.in, tt.k, got[0], tt.want)
+		}
+	}
+}
