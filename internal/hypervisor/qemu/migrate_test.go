@@ -378,7 +378,7 @@ func TestMigrateRecover(t *testing.T) {
 	die := func(d *Driver, ep hypervisor.MigrationEndpoint, point string) (release func()) {
 		t.Helper()
 		reached, hold := make(chan struct{}), make(chan struct{})
-		var once sync.Once
+		var once, released sync.Once
 		crashPoint = func(name string) {
 			if name == point {
 				once.Do(func() { close(reached) })
@@ -386,6 +386,17 @@ func TestMigrateRecover(t *testing.T) {
 			}
 		}
 		done := make(chan struct{})
+		release = func() {
+			released.Do(func() {
+				crashPoint = nil
+				close(hold)
+				<-done
+			})
+		}
+		// Should the test stop early: the held call goes on and its
+		// driver lets go of QEMU's QMP socket, so that the cleanup's
+		// driver can delete the instances.
+		t.Cleanup(func() { d.Close(); release() })
 		go func() {
 			defer close(done)
 			_, err := d.MigrateOut(ctx, spec.ID, ep, hypervisor.MigrateOptions{}, nil)
@@ -399,11 +410,7 @@ func TestMigrateRecover(t *testing.T) {
 			t.Fatalf("MigrateOut did not reach %s", point)
 		}
 		d.Close()
-		return func() {
-			crashPoint = nil
-			close(hold)
-			<-done
-		}
+		return release
 	}
 
 	// Paused before the switch, the mirror running: undone.
