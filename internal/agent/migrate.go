@@ -16,9 +16,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"vgrid/api"
@@ -190,6 +192,26 @@ func (a *Agent) migrateOut(ctx context.Context, w model.Workspace) {
 	}
 	a.outMigs[w.ID] = &outMigration{since: m.Since, cancel: cancel}
 	a.mu.Unlock()
+	var res hypervisor.MigrationResult
+	var err error
+	if in, gerr := a.drv.Get(ctx, w.ID); gerr == nil && in.State == hypervisor.InstanceStopped && strings.HasPrefix(in.ExitReason, migratedReason) {
+		// An earlier agent sent it and died before it could say so (the
+		// driver finished the migration it found half done): the guest
+		// runs at the destination. Said done, without measures.
+		log.Warn("the guest had migrated already (an earlier agent sent it)", "reason", in.ExitReason)
+	} else {
+		res, err = a.sendGuest(mctx, w, log)
+	}
+	a.afterMigrateOut(ctx, mctx, w, res, err, log)
+}
+
+// migratedReason begins the ExitReason the driver gives a source whose
+// guest migrated away.
+const migratedReason = "migrated to "
+
+// sendGuest is the migration itself, with progress reports.
+func (a *Agent) sendGuest(mctx context.Context, w model.Workspace, log *slog.Logger) (hypervisor.MigrationResult, error) {
+	m := w.Status.Migration
 	log.Info("migrating live", "memory", m.Endpoint.Memory, "disk", m.Endpoint.Disk)
 	var last time.Time
 	progress := func(p hypervisor.MigrationProgress) {
@@ -198,7 +220,13 @@ func (a *Agent) migrateOut(ctx context.Context, w model.Workspace) {
 			a.sendMigration(mctx, w, api.MigrationReport{Progress: &p})
 		}
 	}
-	res, err := a.drv.MigrateOut(mctx, w.ID, *m.Endpoint, hypervisor.MigrateOptions{Bandwidth: int64(m.Bandwidth.BytesPerSecond())}, progress)
+	return a.drv.MigrateOut(mctx, w.ID, *m.Endpoint, hypervisor.MigrateOptions{Bandwidth: int64(m.Bandwidth.BytesPerSecond())}, progress)
+}
+
+// afterMigrateOut reports how a migration sent from here ended, and
+// drops this host's copy of a guest that left.
+func (a *Agent) afterMigrateOut(ctx, mctx context.Context, w model.Workspace, res hypervisor.MigrationResult, err error, log *slog.Logger) {
+	m := w.Status.Migration
 	if err != nil {
 		why := err.Error()
 		if mctx.Err() != nil && ctx.Err() == nil {

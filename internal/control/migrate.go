@@ -102,7 +102,9 @@ func applyMigrationReport(ws model.Workspace, node string, rep api.MigrationRepo
 				next.Spec.Quantum = *m.Quantum
 			}
 			next.Status.Migration = nil
-			next.Status.Applied = nil // the destination says what it enforces
+			// The destination says what it enforces, and with which
+			// process and cgroup.
+			next.Status.Applied, next.Status.PID, next.Status.Cgroup = nil, 0, nil
 			return next, migDone, nil
 		case rep.Failed != "":
 			next.Status.Migration = nil
@@ -362,7 +364,9 @@ func (ctl *Controller) endMigration(ctx context.Context, project, name string, s
 			if m.Quantum != nil {
 				ws.Spec.Quantum = *m.Quantum
 			}
-			ws.Status.Applied = nil
+			// The source's process and cgroup are gone; the destination's
+			// agent says which are the guest's now (its next report).
+			ws.Status.Applied, ws.Status.PID, ws.Status.Cgroup = nil, 0, nil
 		}
 		return acts, nil
 	})

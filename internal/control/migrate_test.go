@@ -330,3 +330,58 @@ func TestCalendarMigratesForReservation(t *testing.T) {
 		t.Fatalf("the reservation at its start: %s on %s (desired %s)", w.Status.State, w.Status.Node, w.Desired)
 	}
 }
+
+// A migration cancelled while its destination prepares ends at once; one
+// cancelled while the source sends asks the source to stop, and ends with
+// its report. Either way the guest and its lease stay where they were.
+func TestCancelMigration(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk := hostsEnv(t, "h1", "h2")
+	beatAll(t, ctl, "h1", "h2")
+	w := createWS(t, ctl, "w", "1", "")
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w = running(t, ctl, w, clk.now())
+	moving := func() map[int]string {
+		ctl.mu.Lock()
+		defer ctl.mu.Unlock()
+		v, _ := ctl.cal.Get(leaseID(w))
+		return v.Moving
+	}
+	if _, err := ctl.CancelMigration(ctx, "p", "w"); err == nil {
+		t.Fatal("cancelled a migration that is not")
+	}
+	if _, err := ctl.MigrateWorkspace(ctx, "p", "w", api.MigrateRequest{To: "h1"}); err == nil {
+		t.Fatal("migrated to the host it runs on")
+	}
+	if _, err := ctl.MigrateWorkspace(ctx, "p", "w", api.MigrateRequest{To: "h9"}); err == nil {
+		t.Fatal("migrated to an unknown host")
+	}
+	m, err := ctl.MigrateWorkspace(ctx, "p", "w", api.MigrateRequest{To: "h2"})
+	if err != nil || m.Status.Migration == nil || moving()[0] != "h2" {
+		t.Fatalf("migrate: %v %+v moving %v", err, m.Status.Migration, moving())
+	}
+	if _, err := ctl.MigrateWorkspace(ctx, "p", "w", api.MigrateRequest{To: "h2"}); err == nil {
+		t.Fatal("a second migration while one runs")
+	}
+	if c, err := ctl.CancelMigration(ctx, "p", "w"); err != nil || c.Status.Migration != nil || len(moving()) != 0 {
+		t.Fatalf("cancel while preparing: %v %+v moving %v", err, c.Status.Migration, moving())
+	}
+	m, _ = ctl.MigrateWorkspace(ctx, "p", "w", api.MigrateRequest{To: "h2"})
+	since := m.Status.Migration.Since
+	ep := &model.MigrationEndpoint{Memory: "10.0.0.2:5000", Disk: "nbd://10.0.0.2:5001/vda"}
+	if err := ctl.MigrationReport(ctx, "h2", "p", "w", api.MigrationReport{ID: w.ID, Since: since, Endpoint: ep}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ctl.CancelMigration(ctx, "p", "w")
+	if err != nil || c.Status.Migration == nil || !c.Status.Migration.Cancel {
+		t.Fatalf("cancel while sending: %v %+v", err, c.Status.Migration)
+	}
+	if err := ctl.MigrationReport(ctx, "h1", "p", "w", api.MigrationReport{ID: w.ID, Since: since, Failed: "cancelled"}); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := ctl.Workspace(ctx, "p", "w"); w.Status.Migration != nil || w.Status.Node != "h1" || len(moving()) != 0 {
+		t.Fatalf("after the cancel: on %s migration %+v moving %v", w.Status.Node, w.Status.Migration, moving())
+	}
+}

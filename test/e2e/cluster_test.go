@@ -13,7 +13,6 @@ import (
 
 	"vgrid/api"
 	"vgrid/internal/client"
-	"vgrid/internal/guest/guesttest"
 	"vgrid/internal/model"
 	"vgrid/internal/netgrid/gridtest"
 	"vgrid/internal/spec"
@@ -63,24 +62,9 @@ roles:
 // the hosts; a cluster that does not fit is refused whole, a scale beyond
 // the grid too; the spec exports back.
 func TestClusterOnGrid(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots real guests")
-	}
-	guesttest.RequireRoot(t)
-	guesttest.RequireQEMU(t)
-	gridtest.Require(t)
-	img := guesttest.Image(t)
 	start := time.Now()
-	g := gridtest.Start(t, gridtest.Options{Hosts: 3, Images: []string{filepath.Dir(img.Disk.Path)}})
-	t.Logf("grid of 3 ready in %s", time.Since(start).Round(time.Millisecond))
+	g := startGuestGrid(t)
 	ctx := context.Background()
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, h := range g.Hosts {
-				t.Logf("agent %s warnings:\n%s", h.Name, warnings(filepath.Join(h.DataDir, "agent.log")))
-			}
-		}
-	})
 	proj, err := g.Client.CreateProject(ctx, "other")
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"vgrid/api"
-	"vgrid/internal/guest/guesttest"
 	"vgrid/internal/model"
 	"vgrid/internal/netgrid/gridtest"
 	"vgrid/internal/testenv"
@@ -55,26 +54,9 @@ done
 // runs imm (immediate, 0.25 core), big (immediate, 0.5 core) and be4 (best
 // effort): host3 is full.
 func TestGridHosts(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots real guests")
-	}
-	guesttest.RequireRoot(t)
-	guesttest.RequireQEMU(t)
-	gridtest.Require(t)
-	img := guesttest.Image(t)
 	start := time.Now()
-	g := gridtest.Start(t, gridtest.Options{Hosts: 3, Images: []string{filepath.Dir(img.Disk.Path)},
-		ExtraArgs: []string{"--node-timeout", hostsNodeTimeout.String(), "--node-lost-after", hostsLostAfter.String()}})
-	t.Logf("grid of 3 ready in %s", time.Since(start).Round(time.Millisecond))
+	g := startGuestGrid(t, "--node-timeout", hostsNodeTimeout.String(), "--node-lost-after", hostsLostAfter.String())
 	h := &hostsRun{t: t, g: g, dir: t.TempDir()}
-	t.Cleanup(func() {
-		// (Before the grid's cleanup removes the logs.)
-		if t.Failed() {
-			for _, o := range g.Hosts {
-				t.Logf("agent %s warnings:\n%s", o.Name, warnings(filepath.Join(o.DataDir, "agent.log")))
-			}
-		}
-	})
 	h1, h2, h3 := g.Hosts[0], g.Hosts[1], g.Hosts[2]
 	for _, n := range h.nodes() {
 		if n.Capacity.MilliCPU != 1000 {

@@ -16,7 +16,6 @@ import (
 
 	"vgrid/api"
 	"vgrid/internal/client"
-	"vgrid/internal/guest/guesttest"
 	"vgrid/internal/model"
 	"vgrid/internal/netgrid/gridtest"
 )
@@ -57,26 +56,11 @@ roles:
 //     naming the reservation, and carried out with --allow-migrate by
 //     moving to the host with room.
 func TestMigrationOnGrid(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots real guests")
-	}
-	guesttest.RequireRoot(t)
-	guesttest.RequireQEMU(t)
-	gridtest.Require(t)
-	img := guesttest.Image(t)
 	start := time.Now()
 	// Hosts of 2 cores each (the machine's may be fewer: caps are
 	// enforced by the cgroups, not by the cores there are).
-	g := gridtest.Start(t, gridtest.Options{Hosts: 3, Images: []string{filepath.Dir(img.Disk.Path)}, ExtraArgs: []string{"--grid-host-cpus", "2"}})
-	t.Logf("grid of 3 ready in %s", time.Since(start).Round(time.Millisecond))
+	g := startGuestGrid(t, "--grid-host-cpus", "2")
 	ctx := context.Background()
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, h := range g.Hosts {
-				t.Logf("agent %s warnings:\n%s", h.Name, warnings(filepath.Join(h.DataDir, "agent.log")))
-			}
-		}
-	})
 	cl := g.Client
 	if _, err := cl.CreateCluster(ctx, []byte(migCluster)); err != nil {
 		t.Fatal(err)
