@@ -385,3 +385,36 @@ func TestCancelMigration(t *testing.T) {
 		t.Fatalf("after the cancel: on %s migration %+v moving %v", w.Status.Node, w.Status.Migration, moving())
 	}
 }
+
+// A workspace that does not run takes a resize for its next start, except
+// what its saved memory cannot resume into when it is suspended.
+func TestResizeIdle(t *testing.T) {
+	ctx := context.Background()
+	ctl, _ := hostsEnv(t, "h1")
+	beatAll(t, ctl, "h1")
+	createWS(t, ctl, "w", "1", "")
+	if _, err := ctl.StopWorkspace(ctx, "p", "w", "stopped by user"); err != nil {
+		t.Fatal(err)
+	}
+	v, mem := 4, model.ByteSize(model.GiB)
+	w, err := ctl.ResizeWorkspace(ctx, "p", "w", api.ResizeRequest{VCPUs: &v, Memory: &mem})
+	if err != nil || w.Spec.Quantum.VCPUs != 4 || w.Spec.Quantum.Memory != mem {
+		t.Fatalf("resize a stopped workspace: %v %+v", err, w.Spec.Quantum)
+	}
+	small := model.ByteSize(512 * model.MiB)
+	if _, err := ctl.ResizeWorkspace(ctx, "p", "w", api.ResizeRequest{Disk: &small}); err == nil {
+		t.Fatal("a disk shrunk")
+	}
+	if _, err := ctl.ResizeWorkspace(ctx, "p", "w", api.ResizeRequest{}); err == nil {
+		t.Fatal("an empty resize taken")
+	}
+	w, _ = ctl.mutateWS(ctx, "p", "w", func(w *model.Workspace) error { w.Status.State = model.StateSuspended; return nil })
+	mem = 2 * model.GiB
+	if _, err := ctl.ResizeWorkspace(ctx, "p", "w", api.ResizeRequest{Memory: &mem}); err == nil || !strings.Contains(err.Error(), "suspended") {
+		t.Fatalf("the memory of a suspended workspace changed: %v", err)
+	}
+	cpu := 2.0
+	if w, err := ctl.ResizeWorkspace(ctx, "p", "w", api.ResizeRequest{CPU: &cpu}); err != nil || w.Spec.Quantum.CPU != 2 {
+		t.Fatalf("the CPU cap of a suspended workspace: %v", err)
+	}
+}

@@ -144,6 +144,9 @@ func (ctl *Controller) resizeIdle(ctx context.Context, project, name string, old
 		if w.Desired == model.DesiredRunning || w.Status.Migration != nil {
 			return conflict(fmt.Sprintf("workspace %q is %s: resize it once it runs, or stop it first", name, lower(w.Status.State)))
 		}
+		if w.Status.State == model.StateSuspended && (q.VCPUs != old.VCPUs || q.Memory != old.Memory || q.MaxMemory != old.MaxMemory || q.Disk != old.Disk) {
+			return conflict(fmt.Sprintf("workspace %q is suspended: its saved memory resumes only into the machine it was saved from (vCPUs, memory, disk); change the CPU cap, I/O or bandwidth now, the rest once it runs again", name))
+		}
 		if old.Disk > 0 && q.Disk < old.Disk {
 			return &Error{Kind: KindConflict, Msg: fmt.Sprintf("a disk only grows: at least %s", old.Disk.Human()),
 				Fields: []api.FieldError{{Field: "disk", Reason: fmt.Sprintf("at least %s, got %s", old.Disk.Human(), q.Disk.Human())}}}
