@@ -54,6 +54,7 @@ import (
 	"syscall"
 	"time"
 
+	"vgrid/bench/internal/benchkit"
 	"vgrid/internal/agent"
 	"vgrid/internal/client"
 	"vgrid/internal/hypervisor/fake"
@@ -109,15 +110,11 @@ func run(c config) error {
 		return fmt.Errorf("RLIMIT_NOFILE is %d, want at least %d for %d agents", lim.Cur, need, c.agents)
 	}
 	fmt.Printf("RLIMIT_NOFILE %d (this process and the server)\n", lim.Cur)
-	work := c.dir
-	if work == "" {
-		d, err := os.MkdirTemp("/var/tmp", "vgrid-agents-bench-")
-		if err != nil {
-			return err
-		}
-		work = d
-		defer os.RemoveAll(d)
+	work, cleanup, err := benchkit.WorkDir(c.dir, "/var/tmp", "vgrid-agents-bench-")
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	if c.bin == "" {
 		c.bin = filepath.Join(work, "vgrid")
 		fmt.Println("building vgrid …")
@@ -727,8 +724,7 @@ func pct(ds []time.Duration, p float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
 	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	s := benchkit.Sorted(ds)
 	i := int(float64(len(s))*p/100+0.5) - 1
 	return s[max(0, min(i, len(s)-1))]
 }

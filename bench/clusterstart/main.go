@@ -54,6 +54,7 @@ import (
 	"syscall"
 	"time"
 
+	"vgrid/bench/internal/benchkit"
 	"vgrid/internal/client"
 	"vgrid/internal/guest/proto"
 	"vgrid/internal/hypervisor"
@@ -238,7 +239,7 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("\nmembers' accel: %s; vgrid hosts of the last round: %s\n\n", accel, strings.Join(vr[len(vr)-1].hosts, ", "))
 	fmt.Printf("%-62s %9s %9s %9s\n", "", "min", "median", "max")
 	row := func(what string, ds []time.Duration) {
-		s := stats(ds)
+		s := benchkit.Stats(ds)
 		fmt.Printf("%-62s %9s %9s %9s\n", what, ms(s[0]), ms(s[1]), ms(s[2]))
 	}
 	pick := func(f func(vgridRound) time.Duration) []time.Duration {
@@ -279,11 +280,11 @@ func run(ctx context.Context, o options) error {
 		ratios = append(ratios, x)
 		per = append(per, fmt.Sprintf("%.2fx", x))
 	}
-	vReady := stats(pick(func(v vgridRound) time.Duration { return v.ready }))
-	bReady := stats(pickB(func(b bareRound) time.Duration { return b.ready }))
+	vReady := benchkit.Stats(pick(func(v vgridRound) time.Duration { return v.ready }))
+	bReady := benchkit.Stats(pickB(func(b bareRound) time.Duration { return b.ready }))
 	fmt.Printf("\nratio vgrid Ready / bare ready: %.2fx (medians), %.2fx (median of the rounds' ratios); per round: %s\n",
 		vReady[1].Seconds()/bReady[1].Seconds(), medianF(ratios), strings.Join(per, " "))
-	b := stats(pick(func(v vgridRound) time.Duration { return v.lastExec }))
+	b := benchkit.Stats(pick(func(v vgridRound) time.Duration { return v.lastExec }))
 	verdict := "met"
 	if b[1] >= target150 {
 		verdict = "NOT met"
@@ -304,14 +305,7 @@ func localImage(ctx context.Context, cl *client.Client, name string) (hypervisor
 		if im.Name != name {
 			continue
 		}
-		li := hypervisor.LocalImage{Name: im.Name, Boot: im.Boot, Disk: im.Disk.Path, DiskFormat: im.DiskFormat,
-			Cmdline: im.Cmdline, MinDisk: im.MinDisk}
-		if im.Kernel != nil {
-			li.Kernel = im.Kernel.Path
-		}
-		if im.Initrd != nil {
-			li.Initrd = im.Initrd.Path
-		}
+		li := benchkit.LocalImage(im)
 		for _, f := range []string{li.Disk, li.Kernel, li.Initrd} {
 			if f == "" {
 				continue
@@ -484,7 +478,7 @@ func deleteCluster(ctx context.Context, cl *client.Client, name string, members 
 		}
 	}
 	for _, pid := range *pids {
-		for qemuAlive(pid, "") {
+		for benchkit.QEMUAlive(pid, "") {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("QEMU pid %d still running %s after the delete", pid, timeout)
 			}
@@ -492,20 +486,6 @@ func deleteCluster(ctx context.Context, cl *client.Client, name string, members 
 		}
 	}
 	return nil
-}
-
-// qemuAlive reports whether pid is a live QEMU whose command line contains
-// mark.
-func qemuAlive(pid int, mark string) bool {
-	if pid <= 0 {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || len(b) == 0 { // gone, or a zombie
-		return false
-	}
-	s := string(b)
-	return strings.Contains(s, "qemu") && strings.Contains(s, mark)
 }
 
 type bareSetup struct {
@@ -700,12 +680,12 @@ func killBare(guests []*bareGuest) error {
 		if pid == 0 {
 			pid = readPID(g.p.PIDFile)
 		}
-		if !qemuAlive(pid, g.p.Dir+"/") {
+		if !benchkit.QEMUAlive(pid, g.p.Dir+"/") {
 			continue
 		}
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		deadline := time.Now().Add(10 * time.Second)
-		for qemuAlive(pid, g.p.Dir+"/") {
+		for benchkit.QEMUAlive(pid, g.p.Dir+"/") {
 			if time.Now().After(deadline) {
 				errs = append(errs, fmt.Errorf("bare QEMU pid %d (%s) did not exit after SIGKILL", pid, g.spec.ID))
 				break
@@ -716,12 +696,9 @@ func killBare(guests []*bareGuest) error {
 	return errors.Join(errs...)
 }
 
+// readPID returns the pid in the pid file path, 0 if there is none.
 func readPID(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	pid, _ := benchkit.ReadPID(path)
 	return pid
 }
 
@@ -746,22 +723,12 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// ms is benchkit.MS, in seconds from 10 s on.
 func ms(d time.Duration) string {
 	if d >= 10*time.Second {
 		return fmt.Sprintf("%.2fs", d.Seconds())
 	}
-	return fmt.Sprintf("%.1fms", d.Seconds()*1000)
-}
-
-// stats returns min, median and max.
-func stats(ds []time.Duration) [3]time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return [3]time.Duration{s[0], med, s[len(s)-1]}
+	return benchkit.MS(d)
 }
 
 func medianF(xs []float64) float64 {

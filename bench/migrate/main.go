@@ -58,25 +58,20 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"vgrid/bench/internal/benchkit"
 	"vgrid/internal/cgroup"
-	"vgrid/internal/guest/guesttest"
 	"vgrid/internal/guest/proto"
 	"vgrid/internal/hypervisor"
 	"vgrid/internal/hypervisor/qemu"
@@ -162,23 +157,18 @@ type sample struct {
 }
 
 func run(cfg config) (err error) {
-	if cfg.dir == "" {
-		if cfg.dir, err = os.MkdirTemp("", "vgrid-migrate-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(cfg.dir)
-	}
-	img, err := guestImage()
+	dir, cleanup, err := benchkit.WorkDir(cfg.dir, "", "vgrid-migrate-")
 	if err != nil {
 		return err
 	}
-	level := slog.LevelWarn
-	if cfg.verbose {
-		level = slog.LevelInfo
+	defer cleanup()
+	img, err := benchkit.GuestImage()
+	if err != nil {
+		return err
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := benchkit.Logger(cfg.verbose)
 	newDriver := func(sub string) (*qemu.Driver, error) {
-		return qemu.New(qemu.Options{StateDir: filepath.Join(cfg.dir, sub), CgroupParent: benchCgroup + "/" + sub, Logger: logger})
+		return qemu.New(qemu.Options{StateDir: filepath.Join(dir, sub), CgroupParent: benchCgroup + "/" + sub, Logger: logger})
 	}
 	// Each "host" has a cgroup parent of its own (the driver's guest runs
 	// on both at once during a migration); they go at the end, empty.
@@ -217,45 +207,17 @@ func run(cfg config) (err error) {
 	}()
 
 	// The bare guest is booted by a driver (same disk overlay, seed and
-	// argv) and then left to this program: its driver is closed, which
-	// frees QEMU's one QMP connection.
-	bareDrv, err := newDriver("bare")
+	// argv) and then left to this program.
+	handover, err := benchkit.HandOver(ctx, func() (*qemu.Driver, error) { return newDriver("bare") }, spec("mig-bare"))
 	if err != nil {
 		return err
 	}
-	bs := spec("mig-bare")
-	if _, err := bareDrv.Start(ctx, bs); err != nil {
-		bareDrv.Close()
-		return err
-	}
-	for _, w := range []struct {
-		d  *qemu.Driver
-		id string
-	}{{hosts[0], ds.ID}, {bareDrv, bs.ID}} {
-		if err := waitGuest(ctx, w.d, w.id); err != nil {
-			bareDrv.Close()
-			return err
-		}
-	}
-	in, err := bareDrv.Get(ctx, bs.ID)
-	if err != nil {
-		bareDrv.Close()
-		return err
-	}
-	bare := &bareVM{spec: bs, home: bareDrv.Paths(bs.ID), accel: in.Accel, pid: in.PID, downtime: cfg.downtime, noAutoConverge: cfg.noAutoConverge}
-	bare.cur = bare.home
-	bareDrv.Close()
+	bare := &bareVM{h: handover, cur: handover.Paths, pid: handover.PID, downtime: cfg.downtime, noAutoConverge: cfg.noAutoConverge}
 	defer func() {
 		bare.kill()
-		if d, derr := newDriver("bare"); derr == nil {
-			d.Delete(context.Background(), bs.ID)
-			d.Close()
-		}
+		_ = handover.Remove()
 	}()
-	if bare.qemu, err = exec.LookPath("qemu-system-x86_64"); err != nil {
-		return err
-	}
-	if bare.tscKHz, err = qemu.TSCkHz(); err != nil && bare.accel == qemu.AccelTCG {
+	if err := benchkit.WaitGuest(ctx, hosts[0], ds.ID); err != nil {
 		return err
 	}
 
@@ -264,7 +226,7 @@ func run(cfg config) (err error) {
 		capDesc = fmt.Sprintf("%.2g cores", cfg.cpu)
 	}
 	fmt.Printf("guest: 1 vcpu, %s, accel %s; the driver's guest capped at %s (bare: no cgroup); downtime-limit %s;\n"+
-		"%d migrations of each kind per workload, alternating\n\n", cfg.memory, in.Accel, capDesc, cfg.downtime, cfg.k)
+		"%d migrations of each kind per workload, alternating\n\n", cfg.memory, handover.Accel, capDesc, cfg.downtime, cfg.k)
 
 	cur := 0 // the host the driver's guest is on
 	if cfg.control > 0 {
@@ -322,14 +284,14 @@ func run(cfg config) (err error) {
 				results[key{wl, "bare"}] = append(results[key{wl, "bare"}], b)
 			}
 			fmt.Printf("%-5s %d: driver migrate %8s end-to-end %8s downtime %6s (%5.1f MiB) | bare migrate %8s end-to-end %8s downtime %6s (%5.1f MiB)\n",
-				wl, i+1, ms(s.migrate), ms(s.endToEnd), ms(s.downtime), mib(s.memBytes),
-				ms(b.migrate), ms(b.endToEnd), ms(b.downtime), mib(b.memBytes))
+				wl, i+1, benchkit.MS(s.migrate), benchkit.MS(s.endToEnd), benchkit.MS(s.downtime), benchkit.MiB(s.memBytes),
+				benchkit.MS(b.migrate), benchkit.MS(b.endToEnd), benchkit.MS(b.downtime), benchkit.MiB(b.memBytes))
 			time.Sleep(500 * time.Millisecond)
 		}
 	}
 	// The guests went on through all of it.
 	if cfg.has("driver") {
-		if err := waitGuest(ctx, hosts[cur], ds.ID); err != nil {
+		if err := benchkit.WaitGuest(ctx, hosts[cur], ds.ID); err != nil {
 			return err
 		}
 	}
@@ -351,7 +313,7 @@ func run(cfg config) (err error) {
 				mig, e2e, down = append(mig, s.migrate), append(e2e, s.endToEnd), append(down, s.downtime)
 				sent = append(sent, s.memBytes)
 			}
-			fmt.Printf("%-6s %-7s %-26s %-26s %-24s %9.1f\n", wl, kind, triple(mig), triple(e2e), triple(down), mib(median64(sent)))
+			fmt.Printf("%-6s %-7s %-26s %-26s %-24s %9.1f\n", wl, kind, triple(mig), triple(e2e), triple(down), benchkit.MiB(benchkit.Median64(sent)))
 		}
 		d, b := results[key{wl, "driver"}], results[key{wl, "bare"}]
 		if len(d) == 0 || len(b) == 0 {
@@ -362,7 +324,7 @@ func run(cfg config) (err error) {
 			for _, s := range ss {
 				xs = append(xs, f(s))
 			}
-			return stats(xs)
+			return benchkit.Stats(xs)
 		}
 		dm, bm := get(d, func(s sample) time.Duration { return s.migrate }), get(b, func(s sample) time.Duration { return s.migrate })
 		de, be := get(d, func(s sample) time.Duration { return s.endToEnd }), get(b, func(s sample) time.Duration { return s.endToEnd })
@@ -491,21 +453,20 @@ func stopWriter(ctx context.Context, run execFunc) error {
 	return err
 }
 
+// migrationTimeout bounds a bare migration.
+const migrationTimeout = 5 * time.Minute
+
 // execTimeout bounds a command in a guest (a guest that failed never
 // answers).
 const execTimeout = 90 * time.Second
 
 // bareVM is a guest migrated by hand between two processes on one disk.
 type bareVM struct {
-	spec     hypervisor.InstanceSpec
-	home     qemu.Paths // where the driver booted it: its disk and seed
-	cur      qemu.Paths // the process that runs it now
+	h        *benchkit.Handover // h.Paths: where the driver booted it, its disk and seed
+	cur      qemu.Paths         // the process that runs it now
 	side     int
-	accel    string
-	tscKHz   int64
-	qemu     string
 	pid      int
-	qmp      *qmpConn
+	qmp      *benchkit.QMP
 	downtime time.Duration
 	// noAutoConverge turns auto-converge off.
 	noAutoConverge bool
@@ -515,13 +476,13 @@ type bareVM struct {
 // and sockets, pidfile, console and log of its own.
 func (b *bareVM) paths(i int) (qemu.Paths, error) {
 	if i == 0 {
-		return b.home, nil
+		return b.h.Paths, nil
 	}
-	dir := b.home.Dir + "-b"
+	dir := b.h.Paths.Dir + "-b"
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return qemu.Paths{}, err
 	}
-	p := b.home
+	p := b.h.Paths
 	p.Dir, p.SockDir = dir, dir
 	p.Spec, p.State, p.Intent = filepath.Join(dir, "spec.json"), filepath.Join(dir, "state.json"), filepath.Join(dir, "intent.json")
 	p.Console, p.PIDFile, p.Log = filepath.Join(dir, "console.log"), filepath.Join(dir, "qemu.pid"), filepath.Join(dir, "qemu.log")
@@ -533,7 +494,7 @@ func (b *bareVM) paths(i int) (qemu.Paths, error) {
 func (b *bareVM) migrate(ctx context.Context) (sample, error) {
 	if b.qmp == nil {
 		// The first time: the driver's connection was just closed.
-		c, err := dialQMP(b.cur.QMP)
+		c, err := benchkit.DialQMP(b.cur.QMP)
 		if err != nil {
 			return sample{}, err
 		}
@@ -543,9 +504,7 @@ func (b *bareVM) migrate(ctx context.Context) (sample, error) {
 	if err != nil {
 		return sample{}, err
 	}
-	for _, s := range []string{to.PIDFile, to.QMP, to.Agent} {
-		os.Remove(s)
-	}
+	benchkit.RemoveRuntimeFiles(to)
 	srcPidfd, err := unix.PidfdOpen(b.pid, 0)
 	if err != nil {
 		return sample{}, err
@@ -553,32 +512,26 @@ func (b *bareVM) migrate(ctx context.Context) (sample, error) {
 	defer unix.Close(srcPidfd)
 
 	t0 := time.Now()
-	cmd := exec.Command(b.qemu, append(qemu.Argv(b.spec, to, b.accel, b.tscKHz), "-incoming", "defer")...)
-	cmd.Dir = to.Dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return sample{}, fmt.Errorf("qemu: %w: %s", err, out)
+	if err := benchkit.RunQEMU(b.h.Command(to, "-incoming", "defer")); err != nil {
+		return sample{}, err
 	}
-	pidb, err := os.ReadFile(to.PIDFile)
+	dstPID, err := benchkit.ReadPID(to.PIDFile)
 	if err != nil {
 		return sample{}, err
 	}
-	dstPID, err := strconv.Atoi(strings.TrimSpace(string(pidb)))
-	if err != nil {
-		return sample{}, err
-	}
-	dst, err := dialQMP(to.QMP)
+	dst, err := benchkit.DialQMP(to.QMP)
 	if err != nil {
 		return sample{}, err
 	}
 	fail := func(err error) (sample, error) {
-		dst.close()
+		dst.Close()
 		syscall.Kill(dstPID, syscall.SIGKILL)
 		return sample{}, err
 	}
-	if err := dst.run("migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "events", "state": true}}}); err != nil {
+	if err := dst.EnableMigrationEvents(); err != nil {
 		return fail(err)
 	}
-	if err := dst.run("migrate-incoming", map[string]any{"uri": "tcp:127.0.0.1:0"}); err != nil {
+	if err := dst.Run("migrate-incoming", map[string]any{"uri": "tcp:127.0.0.1:0"}); err != nil {
 		return fail(err)
 	}
 	var in struct {
@@ -586,7 +539,7 @@ func (b *bareVM) migrate(ctx context.Context) (sample, error) {
 			Port string `json:"port"`
 		} `json:"socket-address"`
 	}
-	if err := dst.query("query-migrate", &in); err != nil || len(in.SocketAddress) == 0 {
+	if err := dst.Query("query-migrate", &in); err != nil || len(in.SocketAddress) == 0 {
 		return fail(fmt.Errorf("the destination's port: %v", err))
 	}
 	c := b.qmp
@@ -597,19 +550,19 @@ func (b *bareVM) migrate(ctx context.Context) (sample, error) {
 	// less here, measured with the STOP and RESUME events).
 	caps := []map[string]any{{"capability": "events", "state": true}, {"capability": "auto-converge", "state": !b.noAutoConverge},
 		{"capability": "return-path", "state": true}}
-	if err := c.run("migrate-set-capabilities", map[string]any{"capabilities": caps}); err != nil {
+	if err := c.Run("migrate-set-capabilities", map[string]any{"capabilities": caps}); err != nil {
 		return fail(err)
 	}
 	params := map[string]any{"downtime-limit": b.downtime.Milliseconds(), "max-bandwidth": int64(64 << 30)}
-	if err := c.run("migrate-set-parameters", params); err != nil {
+	if err := c.Run("migrate-set-parameters", params); err != nil {
 		return fail(err)
 	}
-	c.drainEvents()
+	c.DrainEvents()
 	t1 := time.Now()
-	if err := c.run("migrate", map[string]any{"uri": "tcp:127.0.0.1:" + in.SocketAddress[0].Port}); err != nil {
+	if err := c.Run("migrate", map[string]any{"uri": "tcp:127.0.0.1:" + in.SocketAddress[0].Port}); err != nil {
 		return fail(err)
 	}
-	if err := c.waitMigration(ctx); err != nil {
+	if err := c.WaitMigration(ctx, migrationTimeout); err != nil {
 		return fail(err)
 	}
 	migrated := time.Since(t1)
@@ -623,7 +576,7 @@ func (b *bareVM) migrate(ctx context.Context) (sample, error) {
 	}
 	// QEMU says completed a moment before it fills in the times.
 	for deadline := time.Now().Add(2 * time.Second); ; {
-		if err := c.query("query-migrate", &info); err != nil {
+		if err := c.Query("query-migrate", &info); err != nil {
 			return fail(err)
 		}
 		if info.TotalMS > 0 || time.Now().After(deadline) {
@@ -631,11 +584,11 @@ func (b *bareVM) migrate(ctx context.Context) (sample, error) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	_ = c.run("quit", nil)
-	if err := waitPidfd(srcPidfd, 10*time.Second); err != nil {
+	_ = c.Run("quit", nil)
+	if err := benchkit.WaitPidfd(srcPidfd, 10*time.Second); err != nil {
 		return fail(err)
 	}
-	c.close()
+	c.Close()
 	b.qmp, b.pid, b.cur, b.side = dst, dstPID, to, 1-b.side
 	// The destination runs the guest by itself once it has loaded it.
 	deadline := time.Now().Add(10 * time.Second)
@@ -656,13 +609,7 @@ func (b *bareVM) migrate(ctx context.Context) (sample, error) {
 		memBytes: info.RAM.Transferred}, nil
 }
 
-func (b *bareVM) status() (string, error) {
-	var st struct {
-		Status string `json:"status"`
-	}
-	err := b.qmp.query("query-status", &st)
-	return st.Status, err
-}
+func (b *bareVM) status() (string, error) { return b.qmp.Status() }
 
 // exec runs a command in the bare guest through its agent's socket, with
 // the guest agent protocol (what the driver's Exec speaks).
@@ -709,29 +656,18 @@ func (b *bareVM) exec(ctx context.Context, argv ...string) (string, error) {
 
 func (b *bareVM) kill() {
 	if b.qmp != nil {
-		b.qmp.close()
+		b.qmp.Close()
 	}
-	for _, p := range []qemu.Paths{b.home, b.cur} {
-		pidb, err := os.ReadFile(p.PIDFile)
-		if err != nil {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(pidb)))
-		if err != nil || pid <= 0 {
-			continue
-		}
-		if cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline"); err == nil && strings.Contains(string(cmdline), p.Dir+"/") {
+	for _, p := range []qemu.Paths{b.h.Paths, b.cur} {
+		if pid, err := benchkit.ReadPID(p.PIDFile); err == nil && benchkit.QEMUAlive(pid, p.Dir+"/") {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
 	time.Sleep(100 * time.Millisecond)
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", d.Seconds()*1000) }
-func mib(n int64) float64       { return float64(n) / (1 << 20) }
-
 func triple(ds []time.Duration) string {
-	s := stats(ds)
+	s := benchkit.Stats(ds)
 	f := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1000, 'f', 1, 64) }
 	return f(s[0]) + "/" + f(s[1]) + "/" + f(s[2])
 }
@@ -749,229 +685,3 @@ func ratioStr(a, b time.Duration) string {
 	}
 	return fmt.Sprintf("%.2fx", ratio(a, b))
 }
-
-// stats returns min, median and max.
-func stats(ds []time.Duration) [3]time.Duration {
-	if len(ds) == 0 {
-		return [3]time.Duration{}
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return [3]time.Duration{s[0], med, s[len(s)-1]}
-}
-
-func median64(xs []int64) int64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]int64(nil), xs...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
-}
-
-func waitGuest(ctx context.Context, d *qemu.Driver, id string) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		in, err := d.Get(ctx, id)
-		if err != nil {
-			return err
-		}
-		if in.Guest != nil {
-			return nil
-		}
-		if in.State == hypervisor.InstanceStopped {
-			return fmt.Errorf("%s stopped: %s", id, in.ExitReason)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: no guest report", id)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// guestImage builds (or finds in its cache) the tests' guest image.
-func guestImage() (hypervisor.LocalImage, error) {
-	tb := &mainTB{}
-	var img model.Image
-	func() {
-		defer func() {
-			if r := recover(); r != nil && r != errStopTB {
-				panic(r)
-			}
-		}()
-		guesttest.RequireQEMU(tb)
-		img = guesttest.Image(tb)
-	}()
-	if tb.failed != "" {
-		return hypervisor.LocalImage{}, errors.New(tb.failed)
-	}
-	li := hypervisor.LocalImage{Name: img.Name, Boot: img.Boot, Disk: img.Disk.Path, DiskFormat: img.DiskFormat,
-		Cmdline: img.Cmdline, MinDisk: img.MinDisk}
-	if img.Kernel != nil {
-		li.Kernel = img.Kernel.Path
-	}
-	if img.Initrd != nil {
-		li.Initrd = img.Initrd.Path
-	}
-	return li, nil
-}
-
-// mainTB is the part of testing.TB that guesttest uses, outside a test.
-type mainTB struct {
-	testing.TB // not set: a method not below would panic
-	failed     string
-}
-
-var errStopTB = errors.New("stop")
-
-func (t *mainTB) Helper()                           {}
-func (t *mainTB) Logf(format string, args ...any)   { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-func (t *mainTB) Fatal(args ...any)                 { t.failed = fmt.Sprint(args...); panic(errStopTB) }
-func (t *mainTB) Fatalf(format string, args ...any) { t.Fatal(fmt.Sprintf(format, args...)) }
-func (t *mainTB) Skipf(format string, args ...any) {
-	t.Fatal("cannot run: " + fmt.Sprintf(format, args...))
-}
-func (t *mainTB) Skip(args ...any) { t.Fatal("cannot run: " + fmt.Sprint(args...)) }
-
-// waitPidfd waits until the process of pidfd has exited.
-func waitPidfd(pidfd int, timeout time.Duration) error {
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, int(timeout.Milliseconds()))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return errors.New("qemu did not exit")
-		}
-		return nil
-	}
-}
-
-// qmpConn is a minimal QMP client: one command at a time, MIGRATION
-// events queued.
-type qmpConn struct {
-	conn    *net.UnixConn
-	replies chan map[string]json.RawMessage
-	events  chan string
-	once    sync.Once
-}
-
-func dialQMP(path string) (*qmpConn, error) {
-	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, err
-	}
-	c := &qmpConn{conn: conn, replies: make(chan map[string]json.RawMessage, 1), events: make(chan string, 64)}
-	r := bufio.NewReader(conn)
-	if _, err := r.ReadBytes('\n'); err != nil { // the greeting
-		conn.Close()
-		return nil, err
-	}
-	go c.read(r)
-	if err := c.run("qmp_capabilities", nil); err != nil {
-		c.close()
-		return nil, err
-	}
-	return c, nil
-}
-
-func (c *qmpConn) read(r *bufio.Reader) {
-	defer close(c.replies)
-	for {
-		line, err := r.ReadBytes('\n')
-		if err != nil {
-			return
-		}
-		var m map[string]json.RawMessage
-		if json.Unmarshal(line, &m) != nil {
-			continue
-		}
-		if ev, ok := m["event"]; ok {
-			if string(ev) == `"MIGRATION"` {
-				var d struct {
-					Status string `json:"status"`
-				}
-				_ = json.Unmarshal(m["data"], &d)
-				select {
-				case c.events <- d.Status:
-				default:
-				}
-			}
-			continue
-		}
-		c.replies <- m
-	}
-}
-
-func (c *qmpConn) drainEvents() {
-	for {
-		select {
-		case <-c.events:
-		default:
-			return
-		}
-	}
-}
-
-// query runs a command without arguments and decodes its return.
-func (c *qmpConn) query(cmd string, out any) error {
-	return c.do(cmd, nil, out)
-}
-
-func (c *qmpConn) run(cmd string, args any) error { return c.do(cmd, args, nil) }
-
-func (c *qmpConn) do(cmd string, args, out any) error {
-	req := map[string]any{"execute": cmd}
-	if args != nil {
-		req["arguments"] = args
-	}
-	b, _ := json.Marshal(req)
-	if _, err := c.conn.Write(append(b, '\n')); err != nil {
-		return err
-	}
-	m, ok := <-c.replies
-	if !ok {
-		if cmd == "quit" {
-			return nil
-		}
-		return fmt.Errorf("%s: qmp connection closed", cmd)
-	}
-	if e, ok := m["error"]; ok {
-		return fmt.Errorf("%s: %s", cmd, e)
-	}
-	if out != nil {
-		return json.Unmarshal(m["return"], out)
-	}
-	return nil
-}
-
-// waitMigration waits for the MIGRATION event "completed".
-func (c *qmpConn) waitMigration(ctx context.Context) error {
-	timer := time.NewTimer(5 * time.Minute)
-	defer timer.Stop()
-	for {
-		select {
-		case s := <-c.events:
-			switch s {
-			case "completed":
-				return nil
-			case "failed", "cancelled":
-				return errors.New("migration " + s)
-			}
-		case <-timer.C:
-			return errors.New("migration did not complete")
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (c *qmpConn) close() { c.once.Do(func() { c.conn.Close() }) }

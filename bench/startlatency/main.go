@@ -12,9 +12,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"sort"
 	"time"
 
+	"vgrid/bench/internal/benchkit"
 	"vgrid/internal/client"
 	"vgrid/internal/model"
 )
@@ -104,8 +104,7 @@ func run(n int, cfgPath, image string, keep int, cpu float64) error {
 }
 
 func report(what string, ds []time.Duration) {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	s := benchkit.Sorted(ds)
 	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
 	fmt.Printf("%-40s p50 %8s  p90 %8s  p99 %8s  max %8s\n", what,
 		q(0.50).Round(100*time.Microsecond), q(0.90).Round(100*time.Microsecond),

@@ -20,29 +20,17 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
-	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"vgrid/internal/guest/guesttest"
+	"vgrid/bench/internal/benchkit"
 	"vgrid/internal/hypervisor"
 	"vgrid/internal/hypervisor/qemu"
 	"vgrid/internal/model"
@@ -66,21 +54,16 @@ func run(k int, memory string, settle time.Duration, dir string, verbose bool) (
 	if err != nil {
 		return fmt.Errorf("-memory: %w", err)
 	}
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "vgrid-suspendresume-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-	}
-	img, err := guestImage()
+	dir, cleanup, err := benchkit.WorkDir(dir, "", "vgrid-suspendresume-")
 	if err != nil {
 		return err
 	}
-	level := slog.LevelWarn
-	if verbose {
-		level = slog.LevelInfo
+	defer cleanup()
+	img, err := benchkit.GuestImage()
+	if err != nil {
+		return err
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := benchkit.Logger(verbose)
 	newDriver := func(sub string) (*qemu.Driver, error) {
 		return qemu.New(qemu.Options{StateDir: filepath.Join(dir, sub), CgroupParent: "vgrid-bench", Logger: logger})
 	}
@@ -89,18 +72,13 @@ func run(k int, memory string, settle time.Duration, dir string, verbose bool) (
 		return err
 	}
 	defer drv.Close()
-	bareDrv, err := newDriver("bare")
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
 	spec := func(id string) hypervisor.InstanceSpec {
 		return hypervisor.InstanceSpec{ID: id, Hostname: id, Quantum: model.Quantum{VCPUs: 1, Memory: mem}, Image: img}
 	}
 	ds, bs := spec("sr-driver"), spec("sr-bare")
-	// Both guests are booted by the driver (same disk overlay, seed and
-	// argv); the bare one is then left to this program: its driver is
-	// closed, which frees QEMU's one QMP connection.
+	// Both guests are booted by a driver (same disk overlay, seed and
+	// argv); the bare one is then left to this program.
 	if _, err := drv.Start(ctx, ds); err != nil {
 		return err
 	}
@@ -109,42 +87,21 @@ func run(k int, memory string, settle time.Duration, dir string, verbose bool) (
 			err = derr
 		}
 	}()
-	if _, err := bareDrv.Start(ctx, bs); err != nil {
-		bareDrv.Close()
-		return err
-	}
-	for _, w := range []struct {
-		d  *qemu.Driver
-		id string
-	}{{drv, ds.ID}, {bareDrv, bs.ID}} {
-		if err := waitGuest(ctx, w.d, w.id); err != nil {
-			bareDrv.Close()
-			return err
-		}
-	}
-	in, err := bareDrv.Get(ctx, bs.ID)
+	handover, err := benchkit.HandOver(ctx, func() (*qemu.Driver, error) { return newDriver("bare") }, bs)
 	if err != nil {
-		bareDrv.Close()
 		return err
 	}
-	bare := &bareVM{p: bareDrv.Paths(bs.ID), spec: bs, accel: in.Accel, pid: in.PID, verbose: verbose}
-	bareDrv.Close()
+	bare := &bareVM{h: handover, p: handover.Paths, pid: handover.PID, verbose: verbose}
 	defer func() {
 		bare.kill()
-		if d, derr := newDriver("bare"); derr == nil {
-			d.Delete(context.Background(), bs.ID)
-			d.Close()
-		}
+		_ = handover.Remove()
 	}()
-	if bare.qemu, err = exec.LookPath("qemu-system-x86_64"); err != nil {
-		return err
-	}
-	if bare.tscKHz, err = qemu.TSCkHz(); err != nil && bare.accel == qemu.AccelTCG {
+	if err := benchkit.WaitGuest(ctx, drv, ds.ID); err != nil {
 		return err
 	}
 
 	fmt.Printf("guest: 1 vcpu, %s, accel %s; %d cycles of each, alternating; %s between a resume and the next suspend\n",
-		mem, in.Accel, k, settle)
+		mem, handover.Accel, k, settle)
 	var dSus, dRes, bSus, bRes []time.Duration
 	var dBytes, bBytes []int64
 	time.Sleep(settle)
@@ -175,127 +132,43 @@ func run(k int, memory string, settle time.Duration, dir string, verbose bool) (
 		}
 		bSus, bRes, bBytes = append(bSus, bsus), append(bRes, bres), append(bBytes, n)
 		fmt.Printf("cycle %2d: driver suspend %7s resume %7s (%.1f MiB) | bare suspend %7s resume %7s (%.1f MiB)\n", i+1,
-			ms(sus), ms(resu), mib(res.Bytes), ms(bsus), ms(bres), mib(n))
+			benchkit.MS(sus), benchkit.MS(resu), benchkit.MiB(res.Bytes), benchkit.MS(bsus), benchkit.MS(bres), benchkit.MiB(n))
 		time.Sleep(settle)
 	}
 	// The driver's guest must still be the same guest (no reboot).
-	if err := waitGuest(ctx, drv, ds.ID); err != nil {
+	if err := benchkit.WaitGuest(ctx, drv, ds.ID); err != nil {
 		return err
 	}
 
 	fmt.Println()
 	fmt.Printf("%-16s %9s %9s %9s %10s\n", "", "min", "median", "max", "state MiB")
 	row := func(name string, ds []time.Duration, bs []int64) {
-		s := stats(ds)
-		fmt.Printf("%-16s %9s %9s %9s %10.1f\n", name, ms(s[0]), ms(s[1]), ms(s[2]), mib(median64(bs)))
+		s := benchkit.Stats(ds)
+		fmt.Printf("%-16s %9s %9s %9s %10.1f\n", name, benchkit.MS(s[0]), benchkit.MS(s[1]), benchkit.MS(s[2]), benchkit.MiB(benchkit.Median64(bs)))
 	}
 	row("driver suspend", dSus, dBytes)
 	row("bare suspend", bSus, bBytes)
 	row("driver resume", dRes, dBytes)
 	row("bare resume", bRes, bBytes)
 	ratio := func(a, b []time.Duration) string {
-		sa, sb := stats(a), stats(b)
+		sa, sb := benchkit.Stats(a), benchkit.Stats(b)
 		return fmt.Sprintf("%.2fx (median), %.2fx (min)", sa[1].Seconds()/sb[1].Seconds(), sa[0].Seconds()/sb[0].Seconds())
 	}
 	fmt.Printf("\nsuspend: driver/bare %s\nresume:  driver/bare %s\n", ratio(dSus, bSus), ratio(dRes, bRes))
 	return nil
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", d.Seconds()*1000) }
-func mib(n int64) float64       { return float64(n) / (1 << 20) }
-
-// stats returns min, median and max.
-func stats(ds []time.Duration) [3]time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return [3]time.Duration{s[0], med, s[len(s)-1]}
-}
-
-func median64(xs []int64) int64 {
-	s := append([]int64(nil), xs...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
-}
-
-func waitGuest(ctx context.Context, d *qemu.Driver, id string) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		in, err := d.Get(ctx, id)
-		if err != nil {
-			return err
-		}
-		if in.Guest != nil {
-			return nil
-		}
-		if in.State == hypervisor.InstanceStopped {
-			return fmt.Errorf("%s stopped: %s", id, in.ExitReason)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: no guest report", id)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// guestImage builds (or finds in its cache) the tests' guest image.
-func guestImage() (hypervisor.LocalImage, error) {
-	tb := &mainTB{}
-	var img model.Image
-	func() {
-		defer func() {
-			if r := recover(); r != nil && r != errStopTB {
-				panic(r)
-			}
-		}()
-		guesttest.RequireQEMU(tb)
-		img = guesttest.Image(tb)
-	}()
-	if tb.failed != "" {
-		return hypervisor.LocalImage{}, errors.New(tb.failed)
-	}
-	li := hypervisor.LocalImage{Name: img.Name, Boot: img.Boot, Disk: img.Disk.Path, DiskFormat: img.DiskFormat,
-		Cmdline: img.Cmdline, MinDisk: img.MinDisk}
-	if img.Kernel != nil {
-		li.Kernel = img.Kernel.Path
-	}
-	if img.Initrd != nil {
-		li.Initrd = img.Initrd.Path
-	}
-	return li, nil
-}
-
-// mainTB is the part of testing.TB that guesttest uses, outside a test.
-type mainTB struct {
-	testing.TB // not set: a method not below would panic
-	failed     string
-}
-
-var errStopTB = errors.New("stop")
-
-func (t *mainTB) Helper()                           {}
-func (t *mainTB) Logf(format string, args ...any)   { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-func (t *mainTB) Fatal(args ...any)                 { t.failed = fmt.Sprint(args...); panic(errStopTB) }
-func (t *mainTB) Fatalf(format string, args ...any) { t.Fatal(fmt.Sprintf(format, args...)) }
-func (t *mainTB) Skipf(format string, args ...any) {
-	t.Fatal("cannot run: " + fmt.Sprintf(format, args...))
-}
-func (t *mainTB) Skip(args ...any) { t.Fatal("cannot run: " + fmt.Sprint(args...)) }
-
 // bareVM is a guest driven by hand.
 type bareVM struct {
-	p       qemu.Paths
-	spec    hypervisor.InstanceSpec
-	accel   string
-	tscKHz  int64
-	qemu    string
+	h       *benchkit.Handover
+	p       qemu.Paths // h.Paths
 	pid     int
-	qmp     *qmpConn
+	qmp     *benchkit.QMP
 	verbose bool
 }
+
+// migrationTimeout bounds a save or a restore.
+const migrationTimeout = time.Minute
 
 func (b *bareVM) statePath() string { return filepath.Join(b.p.Dir, "bare.state") }
 
@@ -314,33 +187,33 @@ func (b *bareVM) suspend(ctx context.Context) (time.Duration, int64, error) {
 	t0 := time.Now()
 	if b.qmp == nil {
 		// The first time: the driver's connection was just closed.
-		if b.qmp, err = dialQMP(b.p.QMP); err != nil {
+		if b.qmp, err = benchkit.DialQMP(b.p.QMP); err != nil {
 			return 0, 0, err
 		}
 	}
 	c := b.qmp
-	err = c.run("migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "events", "state": true}}}, -1)
+	err = c.EnableMigrationEvents()
 	if err == nil {
-		err = c.run("stop", nil, -1)
+		err = c.Run("stop", nil)
 	}
 	if err == nil {
-		err = c.run("migrate-set-parameters", map[string]any{"max-bandwidth": int64(64 << 30)}, -1)
+		err = c.Run("migrate-set-parameters", map[string]any{"max-bandwidth": int64(64 << 30)})
 	}
 	if err == nil {
-		err = c.run("getfd", map[string]any{"fdname": "bare"}, int(f.Fd()))
+		err = c.RunFD("getfd", map[string]any{"fdname": "bare"}, int(f.Fd()))
 	}
 	if err == nil {
-		err = c.run("migrate", map[string]any{"uri": "fd:bare"}, -1)
+		err = c.Run("migrate", map[string]any{"uri": "fd:bare"})
 	}
 	if err == nil {
-		err = c.waitMigration(ctx)
+		err = c.WaitMigration(ctx, migrationTimeout)
 	}
 	if err == nil {
-		_ = c.run("quit", nil, -1) // the reply may be lost as QEMU exits
-		err = waitPidfd(pidfd, 10*time.Second)
+		_ = c.Run("quit", nil) // the reply may be lost as QEMU exits
+		err = benchkit.WaitPidfd(pidfd, 10*time.Second)
 	}
 	took := time.Since(t0)
-	c.close()
+	c.Close()
 	b.qmp = nil
 	if err != nil {
 		return 0, 0, err
@@ -359,211 +232,58 @@ func (b *bareVM) resume(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	defer f.Close()
-	for _, s := range []string{b.p.PIDFile, b.p.QMP, b.p.Agent} {
-		os.Remove(s)
-	}
-	args := append(qemu.Argv(b.spec, b.p, b.accel, b.tscKHz), "-incoming", "defer")
+	benchkit.RemoveRuntimeFiles(b.p)
+	cmd := b.h.Command(b.p, "-incoming", "defer")
 	t0 := time.Now()
-	cmd := exec.Command(b.qemu, args...)
-	cmd.Dir = b.p.Dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("qemu: %w: %s", err, out)
+	if err := benchkit.RunQEMU(cmd); err != nil {
+		return 0, err
 	}
 	launched := time.Now()
-	pidb, err := os.ReadFile(b.p.PIDFile)
-	if err != nil {
+	if b.pid, err = benchkit.ReadPID(b.p.PIDFile); err != nil {
 		return 0, err
 	}
-	if b.pid, err = strconv.Atoi(strings.TrimSpace(string(pidb))); err != nil {
-		return 0, err
-	}
-	c, err := dialQMP(b.p.QMP)
+	c, err := benchkit.DialQMP(b.p.QMP)
 	if err != nil {
 		return 0, err
 	}
 	b.qmp = c
-	err = c.run("migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "events", "state": true}}}, -1)
+	err = c.EnableMigrationEvents()
 	if err == nil {
-		err = c.run("getfd", map[string]any{"fdname": "bare"}, int(f.Fd()))
+		err = c.RunFD("getfd", map[string]any{"fdname": "bare"}, int(f.Fd()))
 	}
 	if err == nil {
-		err = c.run("migrate-incoming", map[string]any{"uri": "fd:bare"}, -1)
+		err = c.Run("migrate-incoming", map[string]any{"uri": "fd:bare"})
 	}
 	if err == nil {
-		err = c.waitMigration(ctx)
+		err = c.WaitMigration(ctx, migrationTimeout)
 	}
 	if err == nil {
-		err = c.run("cont", nil, -1)
+		err = c.Run("cont", nil)
 	}
 	took := time.Since(t0)
 	if err != nil {
 		return 0, err
 	}
 	if b.verbose {
-		fmt.Fprintf(os.Stderr, "bare resume: qemu daemonized after %s\n", ms(launched.Sub(t0)))
+		fmt.Fprintf(os.Stderr, "bare resume: qemu daemonized after %s\n", benchkit.MS(launched.Sub(t0)))
 	}
 	// cont must have run the guest (not merely set autostart).
-	var st struct {
-		Status string `json:"status"`
-	}
-	if err := c.query("query-status", &st); err != nil {
+	st, err := c.Status()
+	if err != nil {
 		return 0, err
 	}
-	if st.Status != "running" {
-		return 0, fmt.Errorf("after cont the guest is %s", st.Status)
+	if st != "running" {
+		return 0, fmt.Errorf("after cont the guest is %s", st)
 	}
 	return took, nil
 }
 
 func (b *bareVM) kill() {
 	if b.qmp != nil {
-		b.qmp.close()
+		b.qmp.Close()
 	}
-	if b.pid > 0 {
-		if cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(b.pid) + "/cmdline"); err == nil && strings.Contains(string(cmdline), b.p.Dir) {
-			syscall.Kill(b.pid, syscall.SIGKILL)
-			time.Sleep(100 * time.Millisecond)
-		}
+	if benchkit.QEMUAlive(b.pid, b.p.Dir) {
+		syscall.Kill(b.pid, syscall.SIGKILL)
+		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-// waitPidfd waits until the process of pidfd has exited.
-func waitPidfd(pidfd int, timeout time.Duration) error {
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, int(timeout.Milliseconds()))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return errors.New("qemu did not exit")
-		}
-		return nil
-	}
-}
-
-// qmpConn is a minimal QMP client: one command at a time, events queued.
-type qmpConn struct {
-	conn    *net.UnixConn
-	replies chan map[string]json.RawMessage
-	events  chan string // MIGRATION statuses
-	once    sync.Once
-}
-
-func dialQMP(path string) (*qmpConn, error) {
-	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, err
-	}
-	c := &qmpConn{conn: conn, replies: make(chan map[string]json.RawMessage, 1), events: make(chan string, 16)}
-	r := bufio.NewReader(conn)
-	if _, err := r.ReadBytes('\n'); err != nil { // the greeting
-		conn.Close()
-		return nil, err
-	}
-	go c.read(r)
-	if err := c.run("qmp_capabilities", nil, -1); err != nil {
-		c.close()
-		return nil, err
-	}
-	return c, nil
-}
-
-func (c *qmpConn) read(r *bufio.Reader) {
-	defer close(c.replies)
-	for {
-		line, err := r.ReadBytes('\n')
-		if err != nil {
-			return
-		}
-		var m map[string]json.RawMessage
-		if json.Unmarshal(line, &m) != nil {
-			continue
-		}
-		if ev, ok := m["event"]; ok {
-			if string(ev) == `"MIGRATION"` {
-				var d struct {
-					Status string `json:"status"`
-				}
-				_ = json.Unmarshal(m["data"], &d)
-				select {
-				case c.events <- d.Status:
-				default:
-				}
-			}
-			continue
-		}
-		c.replies <- m
-	}
-}
-
-// query runs a command without arguments and decodes its return.
-func (c *qmpConn) query(cmd string, out any) error {
-	b, _ := json.Marshal(map[string]any{"execute": cmd})
-	if _, err := c.conn.Write(append(b, '\n')); err != nil {
-		return err
-	}
-	m, ok := <-c.replies
-	if !ok {
-		return io.ErrUnexpectedEOF
-	}
-	if e, ok := m["error"]; ok {
-		return fmt.Errorf("%s: %s", cmd, e)
-	}
-	return json.Unmarshal(m["return"], out)
-}
-
-func (c *qmpConn) run(cmd string, args any, fd int) error {
-	req := map[string]any{"execute": cmd}
-	if args != nil {
-		req["arguments"] = args
-	}
-	b, _ := json.Marshal(req)
-	b = append(b, '\n')
-	var err error
-	if fd >= 0 {
-		_, _, err = c.conn.WriteMsgUnix(b, unix.UnixRights(fd), nil)
-	} else {
-		_, err = c.conn.Write(b)
-	}
-	if err != nil {
-		return err
-	}
-	m, ok := <-c.replies
-	if !ok {
-		if cmd == "quit" {
-			return nil
-		}
-		return io.ErrUnexpectedEOF
-	}
-	if e, ok := m["error"]; ok {
-		return fmt.Errorf("%s: %s", cmd, e)
-	}
-	return nil
-}
-
-// waitMigration waits for the MIGRATION event "completed".
-func (c *qmpConn) waitMigration(ctx context.Context) error {
-	timer := time.NewTimer(time.Minute)
-	defer timer.Stop()
-	for {
-		select {
-		case s := <-c.events:
-			switch s {
-			case "completed":
-				return nil
-			case "failed", "cancelled":
-				return errors.New("migration " + s)
-			}
-		case <-timer.C:
-			return errors.New("migration did not complete")
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (c *qmpConn) close() { c.once.Do(func() { c.conn.Close() }) }

@@ -43,12 +43,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"vgrid/bench/internal/benchkit"
 	"vgrid/internal/netgrid"
 	"vgrid/internal/transfer"
 	"vgrid/internal/transfer/transfertest"
@@ -122,12 +122,10 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
+// workDir is --dir, or a temporary directory under /var/tmp removed by
+// cleanup.
 func workDir(dir string) (string, func(), error) {
-	if dir != "" {
-		return dir, func() {}, os.MkdirAll(dir, 0o755)
-	}
-	d, err := os.MkdirTemp("/var/tmp", "transfer-bench-")
-	return d, func() { os.RemoveAll(d) }, err
+	return benchkit.WorkDir(dir, "/var/tmp", "transfer-bench-")
 }
 
 // source serves path on l as transfer benchID to dstHost.
@@ -212,9 +210,10 @@ func timeFetch(ctx context.Context, o transfer.FetchOptions) (time.Duration, err
 	return d, err
 }
 
+// stats returns the best and the median (the upper of the two middle
+// values of an even count) of ds.
 func stats(ds []time.Duration) (best, median time.Duration) {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	s := benchkit.Sorted(ds)
 	return s[0], s[len(s)/2]
 }
 
@@ -405,9 +404,10 @@ func timeDd(src, dst string) (time.Duration, error) {
 	return d, nil
 }
 
+// spread returns the min, the median (the upper of the two middle values
+// of an even count) and the max of ds.
 func spread(ds []time.Duration) (lo, med, hi time.Duration) {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	s := benchkit.Sorted(ds)
 	return s[0], s[len(s)/2], s[len(s)-1]
 }
 
