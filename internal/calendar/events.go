@@ -321,6 +321,18 @@ func (c *Calendar) accrue(p *project, t int64) {
 		return
 	}
 	c.markProject(p)
+	p.usage = c.usageAt(p, t)
+	p.at = t
+}
+
+// usageAt is a project's decayed usage at t (not before its last
+// accrual), computed without changing it: reading the fair share in a
+// pass leaves the project's record as it was, so only what changes what
+// it runs (or is charged) is written.
+func (c *Calendar) usageAt(p *project, t int64) float64 {
+	if t <= p.at {
+		return p.usage
+	}
 	dt := float64(t-p.at) / 1e9
 	cores := float64(p.runMilli) / 1000
 	if c.pol.FairShare != nil && c.pol.FairShare.Basis == BasisUsed {
@@ -331,12 +343,10 @@ func (c *Calendar) accrue(p *project, t int64) {
 		hl = c.pol.FairShare.HalfLife.Seconds()
 	}
 	if hl <= 0 {
-		p.usage += cores * dt
-	} else {
-		f := math.Exp2(-dt / hl)
-		p.usage = p.usage*f + cores*hl/math.Ln2*(1-f)
+		return p.usage + cores*dt
 	}
-	p.at = t
+	f := math.Exp2(-dt / hl)
+	return p.usage*f + cores*hl/math.Ln2*(1-f)
 }
 
 // Finish records that a lease ended before its time (its workspaces
@@ -426,22 +436,5 @@ func (c *Calendar) FairShareUsage(project string, now time.Time) float64 {
 	if p == nil {
 		return 0
 	}
-	t := tick(now)
-	if t <= p.at {
-		return p.usage
-	}
-	dt := float64(t-p.at) / 1e9
-	cores := float64(p.runMilli) / 1000
-	hl := 0.0
-	if c.pol.FairShare != nil {
-		hl = c.pol.FairShare.HalfLife.Seconds()
-		if c.pol.FairShare.Basis == BasisUsed {
-			cores = 0
-		}
-	}
-	if hl <= 0 {
-		return p.usage + cores*dt
-	}
-	f := math.Exp2(-dt / hl)
-	return p.usage*f + cores*hl/math.Ln2*(1-f)
+	return c.usageAt(p, tick(now))
 }

@@ -75,3 +75,35 @@ func TestFairShareUsageReadOnly(t *testing.T) {
 		t.Fatalf("reading the usage changed %d leases and %d projects", len(recs), len(projs))
 	}
 }
+
+// A pass that orders the queue by fair share reads the projects' usage
+// without writing it: a host reporting a new cached image, which makes the
+// queue be looked at again, rewrites no project's record (a restarted
+// control plane's store stays as it was).
+func TestFairSharePassWritesNoUsage(t *testing.T) {
+	p := DefaultPolicy()
+	p.FairShare = &FairShare{Basis: BasisReserved}
+	h := Host{Name: "h1", Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB}}
+	c, err := New([]Host{h}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := []Request{{Resources: model.Resources{MilliCPU: 2000, Memory: model.GiB}}}
+	if _, err := c.Submit(Lease{ID: "a/run", Project: "a", Kind: Immediate, Members: all, Duration: 3 * time.Hour}, epoch); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a/q", "b/q"} {
+		if _, err := c.Submit(Lease{ID: id, Project: id[:1], Kind: BestEffort, Members: all, Duration: time.Hour}, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Advance(epoch)
+	c.Changes()
+	h.Images = []string{"img"}
+	if _, err := c.UpdateHost(h, epoch.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, projs := c.Changes(); len(projs) != 0 {
+		t.Fatalf("a pass rewrote the usage of %d projects: %+v", len(projs), projs)
+	}
+}

@@ -68,14 +68,15 @@ func (c *Calendar) queueOrder(t int64) []*lease {
 		return out
 	}
 	ps := make([]*project, 0, len(c.projects))
+	share := map[*project]float64{}
 	for _, p := range c.projects {
 		if len(p.queue) > 0 {
-			c.accrue(p, t)
+			share[p] = c.usageAt(p, t) / p.weight
 			ps = append(ps, p)
 		}
 	}
 	sort.Slice(ps, func(i, j int) bool {
-		a, b := ps[i].usage/ps[i].weight, ps[j].usage/ps[j].weight
+		a, b := share[ps[i]], share[ps[j]]
 		if a != b {
 			return a < b
 		}
