@@ -9,11 +9,12 @@ DATA_DIR  ?= $(shell if [ "$$(id -u)" = 0 ]; then echo /var/lib/vgrid; else echo
 IMAGE_DIR := $(DATA_DIR)/images/vgrid-guest
 EXAMPLE   ?= examples/workspace.yaml
 CLUSTER   ?= examples/cluster.yaml
+VOLUME_WS ?= examples/volume.yaml
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the tests and the runtime need.
-PKGS := qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static genisoimage e2fsprogs cpio lz4 iproute2 ca-certificates
+PKGS := qemu-system-x86 qemu-system-common qemu-utils linux-image-cloud-amd64 busybox-static genisoimage e2fsprogs cpio lz4 iproute2 ca-certificates
 
 export PATH := $(PATH):/usr/local/go/bin
 export GOFLAGS ?= -buildvcs=false
@@ -72,12 +73,23 @@ run: deps image
 		$(VGRID) workspace exec $$cl-head-0 -- /bin/sh -c "ping -c 1 -W 5 $$m | sed -n 2p | sed 's/^/  $$cl-head-0 -> $$m: /'"; done; echo; \
 	echo "Run in a member:  $(VGRID) workspace exec $$cl-worker-0 -- cat /etc/hosts"; \
 	echo "Scale it:         $(VGRID) cluster scale $$cl worker=3   (stop|start|delete: $(VGRID) cluster stop $$cl)"; \
-	echo "Stop vgrid:       $(VGRID) down --data-dir $(DATA_DIR)   (workspaces keep running)"
+	echo "Stop vgrid:       $(VGRID) down --data-dir $(DATA_DIR)   (workspaces keep running)"; echo
+	@$(VGRID) volume get notes >/dev/null 2>&1 || $(VGRID) volume create notes --size 64Mi; \
+	ws=$$(sed -n 's/^name: *\([a-z0-9-]*\).*/\1/p' $(VOLUME_WS) | head -1); \
+	if $(VGRID) workspace get $$ws >/dev/null 2>&1; then $(VGRID) workspace start $$ws >/dev/null 2>&1 || true; \
+	else $(VGRID) workspace create -f $(VOLUME_WS) >/dev/null; fi; \
+	echo "Waiting for $$ws to mount volume notes..."; \
+	i=0; until $(VGRID) workspace exec $$ws -- /bin/sh -c 'grep -q " /notes " /proc/mounts' >/dev/null 2>&1; do \
+		i=$$((i+1)); if [ $$i -gt 180 ]; then echo "$$ws has not mounted its volume after 3 minutes:"; $(VGRID) workspace get $$ws; exit 1; fi; sleep 1; done; \
+	$(VGRID) workspace exec $$ws -- /bin/sh -c 'date >> /notes/log; echo "  /notes/log on the volume (kept when $$(hostname) is deleted):"; sed "s/^/    /" /notes/log; df -h /notes | tail -1 | sed "s/^/  /"'; \
+	echo "Volumes:          $(VGRID) volume list   (snapshot: $(VGRID) volume snapshot notes --to notes-copy)"; \
+	echo "Save a workspace: $(VGRID) workspace save $$ws --image $$ws-v2   (then boot it: image: $$ws-v2)"
 
 ## stop: stop the example workspace and vgrid up
 stop:
 	-$(VGRID) workspace delete $$(sed -n 's/^name: *\([a-z0-9-]*\).*/\1/p' $(EXAMPLE) | head -1)
 	-$(VGRID) cluster delete $$(sed -n 's/^name: *\([a-z0-9-]*\).*/\1/p' $(CLUSTER) | head -1)
+	-$(VGRID) workspace delete $$(sed -n 's/^name: *\([a-z0-9-]*\).*/\1/p' $(VOLUME_WS) | head -1)
 	-$(VGRID) down --data-dir $(DATA_DIR)
 
 vet:

@@ -287,10 +287,21 @@ type Assignments struct {
 	// Execs are commands waiting for the host's agent to run them in its
 	// guests (see ExecRequest).
 	Execs []ExecRequest `json:"execs,omitempty"`
+	// Stage lists images to fetch now for leases due on this host (see
+	// StageRequest); their descriptions are in Images.
+	Stage []StageRequest `json:"stage,omitempty"`
 	// Incoming are running workspaces migrating live to this host
 	// (Status.Migration.To): the agent prepares each to take its guest
 	// and reports where it listens (MigrationReport).
 	Incoming []model.Workspace `json:"incoming,omitempty"`
+	// Saves are the host's workspaces' disks to save as images, pending
+	// or under way (see SaveRequest).
+	Saves []model.Save `json:"saves,omitempty"`
+	// Volumes are the network volumes this host stores and serves (see
+	// VolumeServe); VolumeEndpoints the volumes its workspaces attach,
+	// with where they are served.
+	Volumes         []VolumeServe    `json:"volumes,omitempty"`
+	VolumeEndpoints []VolumeEndpoint `json:"volume_endpoints,omitempty"`
 }
 
 // MigrationReport is what an agent says of a live migration

@@ -157,28 +157,8 @@ again under that name is given them.`,
 }
 
 func newImageCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{Use: "image", Aliases: []string{"images"}, Short: "Build, register and list images"}
-	c.AddCommand(&cobra.Command{
-		Use:   "list",
-		Short: "List registered images",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := g.dial()
-			if err != nil {
-				return err
-			}
-			imgs, err := cl.Images(cmd.Context())
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tBOOT\tDISK\tFORMAT\tMIN DISK")
-			for _, im := range imgs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", im.Name, im.Boot, model.ByteSize(im.Disk.Size), im.DiskFormat, im.MinDisk)
-			}
-			return tw.Flush()
-		},
-	})
+	c := &cobra.Command{Use: "image", Aliases: []string{"images"}, Short: "Build, register, push, pull and list images"}
+	addImageRepoCmds(c, g)
 	var out, agentBin, kernel, name string
 	build := &cobra.Command{
 		Use:   "build",

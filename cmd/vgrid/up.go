@@ -46,6 +46,8 @@ type upOptions struct {
 	writeConfig                              bool
 	labels                                   map[string]string
 	usageEvery                               time.Duration
+	imageCacheSize                           string // --image-cache-size
+	storageListen                            string // --storage-listen
 	site                                     siteLimits
 	grid                                     gridFlags // --hosts N: a namespace grid (grid.go)
 }
@@ -66,6 +68,9 @@ registered at start. Workspaces keep running when vgrid up stops, and are
 adopted again when it starts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := parseImageCacheSize(o.imageCacheSize); err != nil {
+				return err
+			}
 			if o.detach {
 				return detach(cmd.Context(), o)
 			}
@@ -83,6 +88,8 @@ adopted again when it starts.`,
 	f.StringVar(&o.policy, "policy", "", "lease calendar policy file (YAML: backfill, placement, suspend, fair_share, quotas; see docs/cli.md)")
 	f.BoolVar(&o.writeConfig, "write-config", true, "write the client config to the default client config path too")
 	f.DurationVar(&o.usageEvery, "usage-every", 10*time.Second, "how often the local agent reports a running workspace's CPU time")
+	f.StringVar(&o.imageCacheSize, "image-cache-size", "0", imageCacheSizeUsage)
+	f.StringVar(&o.storageListen, "storage-listen", "auto", "IP:port where the local agent serves network volumes (qemu-storage-daemon, NBD over TLS); auto: 127.0.0.1:10809; off: it stores none")
 	o.site.register(f)
 	o.grid.register(f)
 	return c
@@ -139,18 +146,24 @@ func (l localAgent) Accel() string { return l.accel }
 // instances in <data-dir>/instances), serving transfers on transferListen
 // if given; stop waits for it to end after ctx.
 func startLocalAgent(ctx context.Context, log *slog.Logger, o *upOptions, cp *controlplane.ControlPlane, transferListen string) (localAgent, func(), error) {
+	cacheBytes, err := parseImageCacheSize(o.imageCacheSize)
+	if err != nil {
+		return localAgent{}, nil, err
+	}
 	drv, err := qemu.New(qemu.Options{StateDir: filepath.Join(o.dataDir, "instances"), Accel: o.accel, Logger: log})
 	if err != nil {
 		return localAgent{}, nil, err
 	}
 	ag, err := agent.New(agent.Config{
-		Server:         client.Config{Server: cp.URL, Token: cp.JoinToken, CACert: cp.CAPEM},
-		DataDir:        filepath.Join(o.dataDir, "agent"),
-		Node:           model.Node{Name: o.nodeName, Labels: o.labels, Accel: drv.Accel(), AgentVersion: version},
-		Driver:         drv,
-		Logger:         log,
-		UsageEvery:     o.usageEvery,
-		TransferListen: transferListen,
+		Server:          client.Config{Server: cp.URL, Token: cp.JoinToken, CACert: cp.CAPEM},
+		DataDir:         filepath.Join(o.dataDir, "agent"),
+		Node:            model.Node{Name: o.nodeName, Labels: o.labels, Accel: drv.Accel(), AgentVersion: version},
+		Driver:          drv,
+		Logger:          log,
+		UsageEvery:      o.usageEvery,
+		TransferListen:  transferListen,
+		StorageListen:   storageListenOf(o.storageListen, "127.0.0.1"),
+		ImageCacheBytes: cacheBytes,
 	})
 	if err != nil {
 		drv.Close()
@@ -195,7 +208,8 @@ func newServerCmd() *cobra.Command {
 }
 
 func newAgentCmd() *cobra.Command {
-	var dataDir, srvURL, joinFile, caFile, accel, nodeName, transferListen, transferAddr, cgroupParent string
+	var dataDir, srvURL, joinFile, caFile, accel, nodeName, transferListen, transferAddr, cgroupParent, imageCacheSize string
+	var storageListen string
 	var labels map[string]string
 	var capFlags capacityFlags
 	c := &cobra.Command{
@@ -215,6 +229,10 @@ func newAgentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			cacheBytes, err := parseImageCacheSize(imageCacheSize)
+			if err != nil {
+				return err
+			}
 			log := newLogger()
 			drv, err := qemu.New(qemu.Options{StateDir: filepath.Join(dataDir, "instances"), Accel: accel, Logger: log, CgroupParent: cgroupParent})
 			if err != nil {
@@ -228,6 +246,8 @@ func newAgentCmd() *cobra.Command {
 					Accel: drv.Accel(), AgentVersion: version},
 				Driver: drv, Logger: log,
 				TransferListen: transferListen, TransferAddress: transferAddr,
+				ImageCacheBytes: cacheBytes,
+				StorageListen:   storageListenOf(storageListen, capFlags.address),
 			})
 			if err != nil {
 				return err
@@ -246,8 +266,24 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&accel, "accel", "auto", "auto, kvm or tcg")
 	f.StringVar(&nodeName, "node-name", "", "name of this host (default: the host name)")
 	f.StringToStringVar(&labels, "label", nil, "host labels, key=value")
+	f.StringVar(&imageCacheSize, "image-cache-size", "0", imageCacheSizeUsage)
+	f.StringVar(&storageListen, "storage-listen", "auto", "IP:port where this host serves network volumes (qemu-storage-daemon, NBD over TLS); auto: --address, port 10809, when given; off: none")
 	capFlags.register(f)
 	return c
+}
+
+const imageCacheSizeUsage = "the most the host's image cache may hold, e.g. 20Gi; the least recently used images no workspace of the host uses are evicted (0: no limit)"
+
+// parseImageCacheSize reads --image-cache-size.
+func parseImageCacheSize(s string) (int64, error) {
+	n, err := model.ParseByteSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("--image-cache-size: %w", err)
+	}
+	if n < 0 {
+		return 0, fmt.Errorf("--image-cache-size: want 0 (no limit) or more, got %s", s)
+	}
+	return int64(n), nil
 }
 
 // detach starts `vgrid up` in the background and waits until its API answers.
@@ -273,6 +309,9 @@ func detach(ctx context.Context, o *upOptions) error {
 	args = append(args, o.site.args()...)
 	if o.nodeName != "" {
 		args = append(args, "--node-name", o.nodeName)
+	}
+	if o.imageCacheSize != "" {
+		args = append(args, "--image-cache-size", o.imageCacheSize)
 	}
 	if o.policy != "" {
 		abs, err := filepath.Abs(o.policy)

@@ -24,7 +24,7 @@ func newWorkspaceCmd(g *globals) *cobra.Command {
 		Short:   "Create, inspect, stop, start and delete workspaces",
 	}
 	c.PersistentFlags().StringVarP(&g.output, "output", "o", "text", "output format: text or json")
-	c.AddCommand(wsCreate(g), wsList(g), wsGet(g), wsStop(g), wsStart(g), wsDelete(g), wsLogs(g), wsEvents(g), wsExec(g), wsMigrate(g), wsResize(g))
+	c.AddCommand(wsCreate(g), wsList(g), wsGet(g), wsStop(g), wsStart(g), wsDelete(g), wsLogs(g), wsEvents(g), wsExec(g), wsMigrate(g), wsResize(g), wsSave(g))
 	return c
 }
 

@@ -53,6 +53,16 @@ type Config struct {
 	// (default: TransferListen, its host replaced by Node.Address when it
 	// listens on all addresses).
 	TransferListen, TransferAddress string
+	// ImageCacheBytes is the most the image cache (<DataDir>/images) may
+	// hold; the least recently used files no workspace of this host uses
+	// are evicted to stay under it (images.go). 0: no limit.
+	ImageCacheBytes int64
+	// StorageListen is the address (IP:port) where the agent serves
+	// network volumes with a qemu-storage-daemon (volumes.go); empty: it
+	// stores none (its workspaces still attach volumes stored elsewhere).
+	// Volumes, when set, is the storage daemon to use (tests).
+	StorageListen string
+	Volumes       VolumeStore
 	// Overlay is the datapath of the host's overlay networks (network.go);
 	// nil: the network namespace the agent runs in, opened when first
 	// needed. Tests give one in a namespace of their own.
@@ -105,6 +115,12 @@ type Agent struct {
 	wg           sync.WaitGroup
 	// execs are the commands run in guests (exec.go).
 	execs execRunner
+	// saves are the disks being saved as images (save.go).
+	saves saveRunner
+	// vol is the host's side of network volumes (volumes.go).
+	vol volumeSide
+	// stage fetches images ahead of the leases that boot them (stage.go).
+	stage stager
 
 	// netMu serialises the overlay work (network.go) and guards the
 	// fields below.
@@ -160,7 +176,11 @@ func New(cfg Config) (*Agent, error) {
 		migratedAway: map[string]time.Time{},
 		applied:      map[string]model.Quantum{}, resizeFailed: map[string]model.Quantum{},
 	}
-	a.images = &imageCache{dir: filepath.Join(cfg.DataDir, "images"), log: a.log, rate: a.stageSample}
+	if cfg.ImageCacheBytes < 0 {
+		return nil, fmt.Errorf("agent: image cache size %d: want 0 (no limit) or more", cfg.ImageCacheBytes)
+	}
+	a.images = &imageCache{dir: filepath.Join(cfg.DataDir, "images"), log: a.log, rate: a.stageSample,
+		limit: cfg.ImageCacheBytes, inUse: a.imagesInUse}
 	return a, nil
 }
 
@@ -386,6 +406,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() { defer a.wg.Done(); a.serveTransfers(ctx, ln) }()
 		a.log.Info("serving workspace transfers", "listen", a.cfg.TransferListen, "address", a.cfg.Node.Transfer)
 	}
+	a.startVolumes(ctx)
 	kick := make(chan struct{}, 1)
 	a.mu.Lock()
 	a.kick = kick
@@ -473,7 +494,10 @@ func (a *Agent) watchLoop(ctx context.Context, kick chan<- struct{}) {
 		}
 		rev = as.Revision
 		a.setAssigned(as)
+		a.setVolumes(as)
+		a.stageImages(ctx, as.Stage)
 		a.startExecs(ctx, as.Execs)
+		a.startSaves(ctx, as.Saves)
 		a.syncNetworks(ctx)
 		a.syncMigrations(ctx, as)
 		for _, id := range a.setOutgoing(as.Outgoing) {

@@ -144,7 +144,20 @@ func (a *Agent) prepareIncoming(ctx context.Context, w model.Workspace) {
 	// The guest comes with the quantum it has at the source; a new one
 	// (a resize by migration) is applied once it runs here.
 	q := w.Spec.Quantum
-	ep, err := a.drv.PrepareIncoming(ctx, instanceSpec(w, q, img, nics), a.listenAddr())
+	// Its network volumes: the destination attaches the same exports (they
+	// are not copied).
+	vols, err := a.volumeAttachments(w)
+	if errors.Is(err, errVolumePending) {
+		log.Debug("migration waits for its volumes", "why", err)
+		return // the next assignments have them
+	}
+	if err != nil {
+		fail("volumes: " + err.Error())
+		return
+	}
+	spec := instanceSpec(w, q, img, nics)
+	spec.Volumes = vols
+	ep, err := a.drv.PrepareIncoming(ctx, spec, a.listenAddr())
 	if err != nil {
 		if ctx.Err() == nil {
 			fail("prepare: " + err.Error())

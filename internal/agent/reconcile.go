@@ -147,11 +147,25 @@ func (a *Agent) start(ctx context.Context, w model.Workspace) {
 	a.netMu.Lock()
 	a.netOK("pending/" + w.ID)
 	a.netMu.Unlock()
+	// Its network volumes, wherever they are served (volumes.go).
+	vols, err := a.volumeAttachments(w)
+	if errors.Is(err, errVolumePending) {
+		a.netMu.Lock()
+		a.netWarn("volumes/"+w.ID, "start waits for its volumes", "workspace", w.Project+"/"+w.Spec.Name, "id", w.ID, "why", err)
+		a.netMu.Unlock()
+		return
+	}
+	if err != nil {
+		log.Warn("start failed: volumes", "err", err)
+		a.fail(ctx, w, "volumes: "+err.Error())
+		return
+	}
 	if err := a.setStartedGeneration(w.ID, w.Status.Generation); err != nil {
 		log.Warn("record generation", "err", err)
 	}
 	spec := instanceSpec(w, w.Spec.Quantum, img, nics)
 	spec.Hostname = hostname
+	spec.Volumes = vols
 	inst, err := a.drv.Start(ctx, spec)
 	if err != nil {
 		if ctx.Err() != nil {

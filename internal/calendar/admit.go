@@ -367,9 +367,12 @@ func (c *Calendar) admitImmediate(l *lease, t int64) (Admission, *Refusal) {
 func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 	pre, boot := c.overheads(l)
 	S := tick(l.Start)
-	from, to := S-pre, S+l.run
-	if from < t {
-		r := &Refusal{Lease: l.ID, Reason: ReasonTooSoon, From: tm(from), To: tm(to)}
+	// Staging [S-pre, S-boot) must begin no earlier than now; the slots
+	// are held from S-boot (holdPre): the host is free for others while
+	// the image is fetched.
+	stageFrom, from, to := S-pre, S-holdPre(l, pre, boot), S+l.run
+	if stageFrom < t {
+		r := &Refusal{Lease: l.ID, Reason: ReasonTooSoon, From: tm(stageFrom), To: tm(to)}
 		if pre > 0 {
 			var takes []string
 			if stage := pre - boot; stage > 0 {
@@ -378,11 +381,11 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 			if boot > 0 {
 				takes = append(takes, fmt.Sprintf("booting takes %v", time.Duration(boot)))
 			}
-			r.Detail = fmt.Sprintf("%s, from %s, before now (%s)", strings.Join(takes, " and "), fmtT(tm(from)), fmtT(tm(t)))
+			r.Detail = fmt.Sprintf("%s, from %s, before now (%s)", strings.Join(takes, " and "), fmtT(tm(stageFrom)), fmtT(tm(t)))
 		} else {
 			r.Detail = fmt.Sprintf("start %s is before now (%s)", fmtT(tm(S)), fmtT(tm(t)))
 		}
-		if T, ok := c.earliest(l, t+pre, math.MaxInt64, pre, l.run); ok {
+		if T, ok := c.earliest(l, t+pre, math.MaxInt64, S-from, l.run); ok {
 			r.EarliestFit = tm(T)
 		}
 		return Admission{}, r
@@ -396,7 +399,7 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 	}
 	hosts, vs, ok := c.preemptFor(l, from, to, t)
 	if !ok {
-		return Admission{}, c.capacityRefusal(l, from, S, to, pre, c.unsuspendable(l, from, to, t))
+		return Admission{}, c.capacityRefusal(l, from, S, to, S-from, c.unsuspendable(l, from, to, t))
 	}
 	c.commit(l, hosts, from, S, to, pre, boot, false)
 	c.applyVictims(l, vs, t)
@@ -405,6 +408,9 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 
 func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 	pre, boot := c.overheads(l)
+	// The run can begin once staged and booted (T0); the slots are held
+	// from T-hp, after the staging (see holdPre).
+	hp := holdPre(l, pre, boot)
 	T0 := t + pre
 	dl := tick(l.Deadline)
 	Tmax := dl - l.run
@@ -414,18 +420,18 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 	if Tmax < T0 {
 		return Admission{}, refusal(fmt.Sprintf("it needs %v from now (%s) even on idle hosts", time.Duration(pre+l.run), fmtT(tm(t))))
 	}
-	if T, ok := c.earliest(l, T0, Tmax, pre, l.run); ok {
-		if why, over := c.quotaOver(l, T-pre, T+l.run); over {
+	if T, ok := c.earliest(l, T0, Tmax, hp, l.run); ok {
+		if why, over := c.quotaOver(l, T-hp, T+l.run); over {
 			return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
 		}
-		hosts, _ := c.placeAt(l, T-pre, T+l.run, T-pre == c.now)
-		c.commit(l, hosts, T-pre, T, T+l.run, pre, boot, false)
+		hosts, _ := c.placeAt(l, T-hp, T+l.run, T-hp == c.now)
+		c.commit(l, hosts, T-hp, T, T+l.run, pre, boot, false)
 		return c.admitted(l, nil), nil
 	}
 	// Not without preemption: try the times at which non-preemptible holds
 	// end, earliest first.
-	for _, T := range c.preemptStarts(l, T0, Tmax, pre) {
-		from, to := T-pre, T+l.run
+	for _, T := range c.preemptStarts(l, T0, Tmax, hp) {
+		from, to := T-hp, T+l.run
 		if _, over := c.quotaOver(l, from, to); over {
 			continue
 		}
@@ -435,7 +441,7 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 			return c.admitted(l, vs), nil
 		}
 	}
-	cr := c.capacityRefusal(l, T0-pre, T0, T0+l.run, pre, nil)
+	cr := c.capacityRefusal(l, T0-hp, T0, T0+l.run, hp, nil)
 	r := refusal("")
 	r.Resource, r.Requested, r.Free, r.Host, r.Blocking = cr.Resource, cr.Requested, cr.Free, cr.Host, cr.Blocking
 	r.Capacity, r.Overcommit = cr.Capacity, cr.Overcommit
@@ -509,7 +515,9 @@ func (c *Calendar) noteHost(r *Refusal, h *host) {
 
 // commit gives l slots on hosts (member i on hosts[i]) over [from, to),
 // its run starting at T after pre of overhead, the last boot of which is
-// booting (a fresh start), and schedules its events.
+// booting (a fresh start), and schedules its events. A fresh start that
+// stages ahead (stagesAhead) has from = T-boot: its staging [T-pre,
+// T-boot) holds no slots, and the chart shows the hold from from.
 func (c *Calendar) commit(l *lease, hosts []*host, from, T, to, pre, boot int64, resume bool) {
 	c.commits++
 	l.held, l.resume = true, resume
@@ -530,7 +538,7 @@ func (c *Calendar) commit(l *lease, hosts []*host, from, T, to, pre, boot int64,
 		if from <= c.now {
 			c.touch(h)
 		}
-		l.segs = append(l.segs, seg{h: h, from: from, ovFrom: T - pre, runFrom: T, runTo: to, to: to})
+		l.segs = append(l.segs, seg{h: h, from: from, ovFrom: max(T-pre, from), runFrom: T, runTo: to, to: to})
 	}
 	if p := c.project(l.Project); p.quota != nil {
 		p.qtl.add(from, to, l.total)

@@ -31,9 +31,10 @@
 // # Ready at the start
 //
 // A lease's run is the time its guests are ready, not booting. For every
-// fresh start (not a resume), of every kind, the hold begins with staging
-// the image, then the start action, then the guests' boot time
-// (Host.BootTime), and only then the run: slots [T-stage-boot, end), a
+// fresh start (not a resume), of every kind, the image is staged, then
+// the start action comes, then the guests' boot time (Host.BootTime), and
+// only then the run: slots [T-stage-boot, end) (from T-boot for leases
+// that stage ahead, below), a
 // stage action at T-stage-boot, the start action at T-boot, the run
 // [T, T+duration). A reservation's and a deadline lease's T is the start
 // they were given, so they are ready at it and end when admitted (their
@@ -43,6 +44,15 @@
 // T = now+stage+boot: the user gets the whole duration asked for, and the
 // slot table holds the host for the boot, as the host is really busy then.
 // A resume has no boot (restoring a guest's memory is ResumeRate's time).
+//
+// Reservations and deadline leases, planned ahead, stage ahead: their
+// image is fetched over [T-stage-boot, T-boot) while the host's slots
+// stay free for other leases, and their hold begins at T-boot (the start
+// action). The stage action still comes at T-stage-boot, and a
+// reservation whose staging would have to begin before now is refused
+// (ReasonTooSoon, naming the image, its size and the staging time).
+// Several leases staging on one host at once are each modelled at the
+// host's full StageRate.
 //
 // Stage and boot times are the worst over the lease's eligible hosts,
 // since the window must be known before hosts are chosen (the start

@@ -116,7 +116,8 @@ func (c *Calendar) schedule(l *lease) {
 	run := l.runTo > l.T
 	if !l.resume {
 		// Staging [T-pre, T-boot), booting [T-boot, T): the guests are
-		// ready when the run starts.
+		// ready when the run starts. (Staging ahead, the stage comes
+		// before the hold's slots begin, at T-boot.)
 		if l.pre > l.boot && !l.staged && run {
 			c.push(l.T-l.pre, evStage, l)
 		}
@@ -226,7 +227,11 @@ func (c *Calendar) handle(e event, at int64) {
 		return
 	case evStage:
 		l.staged = true
-		c.begin(l, at)
+		if at >= l.holdFrom {
+			// Staging within the hold counts as running for fair
+			// share; staging ahead of it holds nothing yet.
+			c.begin(l, at)
+		}
 		c.emit(at, ActStage, l, "")
 	case evStart:
 		l.started = true

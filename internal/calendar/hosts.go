@@ -129,7 +129,9 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 	why := "host " + name + " removed"
 	for _, l := range ls {
 		c.mark(l)
-		begun := l.staged || l.started || l.holdFrom < t
+		// Staging ahead of the hold has not begun it: the lease may
+		// still be placed elsewhere in its window (and stage there).
+		begun := l.staged && !l.stagedOutside() || l.started || l.holdFrom < t
 		switch {
 		case l.Kind == BestEffort:
 			if begun {
@@ -179,7 +181,7 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 			c.cut(l, l.holdFrom)
 			c.unhold(l)
 			if p, b := c.overheads(l); T-p >= t {
-				from, pre, boot = T-p, p, b
+				from, pre, boot = T-holdPre(l, p, b), p, b
 			}
 			if hosts, ok := c.placeAt(l, from, to, false); ok {
 				c.commit(l, hosts, from, T, to, pre, boot, false)

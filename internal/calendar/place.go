@@ -463,6 +463,35 @@ func (c *Calendar) overheads(l *lease) (pre, boot int64) {
 	return pre, l.bootCache
 }
 
+// stagesAhead says whether a fresh start of l stages its image before its
+// hold: reservations and deadline leases are planned ahead, so their
+// image is fetched over [T-pre, T-boot) while the host's slots stay free
+// for others, and the hold begins at T-boot. Immediate and best-effort
+// leases start at once on a host that must be free anyway: they stage
+// within their hold.
+func stagesAhead(k Kind) bool { return k == Reservation || k == Deadline }
+
+// holdPre is the part of a fresh start's overhead (pre, of which boot is
+// booting) that l's hold covers before its run: boot alone when l stages
+// ahead, else all of it.
+//
+// Staging is modelled at the host's full StageRate even when several
+// leases stage on one host at once (they really share it); a host that
+// stages many images together may then finish some of them late, which
+// only delays those guests' boot, never another lease's slots.
+func holdPre(l *lease, pre, boot int64) int64 {
+	if stagesAhead(l.Kind) {
+		return boot
+	}
+	return pre
+}
+
+// stagedOutside says whether l's current hold is a fresh start whose
+// staging comes before the hold's slots.
+func (l *lease) stagedOutside() bool {
+	return l.held && !l.resume && l.holdFrom > l.T-l.pre
+}
+
 // bootTime is how long l's guests take to boot: the longest boot time of
 // its eligible hosts, in whole seconds rounded up.
 func (c *Calendar) bootTime(l *lease) int64 {

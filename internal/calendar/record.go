@@ -286,7 +286,13 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 		// A hold cut before its run began has an empty run [T, T) that may
 		// start inside its overhead.
 		cutEarly := runTo == T && from <= T
-		if !((from <= T-int64(h.Pre) || cutEarly) && T <= runTo && runTo <= to && from <= to) {
+		// A fresh start's hold covers at least its boot (staging may come
+		// before it: stagesAhead); a resume's all of its overhead.
+		ovFrom := T - int64(h.Pre)
+		if !h.Resume {
+			ovFrom = T - int64(h.Boot)
+		}
+		if !((from <= ovFrom || cutEarly) && T <= runTo && runTo <= to && from <= to) {
 			return fmt.Errorf("hold window [%s, %s) run [%s, %s) out of order: %w", fmtT(h.From), fmtT(h.To), fmtT(h.Start), fmtT(h.RunEnd), ErrInvalid)
 		}
 		if h.Boot < 0 || h.Boot > h.Pre || h.Boot > 0 && h.Resume {
@@ -321,7 +327,7 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 		if len(l.segs) < len(l.allocs) {
 			l.segs = l.segs[:0]
 			for _, a := range l.allocs {
-				l.segs = append(l.segs, seg{h: a.h, from: from, ovFrom: T - l.pre, runFrom: T, runTo: runTo, to: to})
+				l.segs = append(l.segs, seg{h: a.h, from: from, ovFrom: max(T-l.pre, from), runFrom: T, runTo: runTo, to: to})
 			}
 		}
 		p := c.project(l.Project)

@@ -157,7 +157,7 @@ type clusterNet struct {
 // calendar admits every member or none, and a refusal (a *RefusalError)
 // stores nothing.
 func (ctl *Controller) CreateCluster(ctx context.Context, project string, cs model.ClusterSpec) (model.ClusterStatus, error) {
-	imgs, err := ctl.images(ctx)
+	imgs, err := ctl.visibleImages(ctx, project)
 	if err != nil {
 		return model.ClusterStatus{}, err
 	}
@@ -204,6 +204,10 @@ func (ctl *Controller) CreateCluster(ctx context.Context, project string, cs mod
 		return model.ClusterStatus{}, err
 	}
 	if err := ctl.readyHost(ctx); err != nil {
+		return model.ClusterStatus{}, err
+	}
+	volOps, err := ctl.clusterVolumes(ctx, project, cs, members)
+	if err != nil {
 		return model.ClusterStatus{}, err
 	}
 	now := ctl.now()
@@ -358,6 +362,7 @@ func (ctl *Controller) CreateCluster(ctx context.Context, project string, cs mod
 	if vop != nil {
 		ops = append(ops, *vop)
 	}
+	ops = append(ops, volOps...)
 	b, _ := json.Marshal(cl)
 	ops = append(ops, store.Op{Key: clusterKey(project, cs.Name), Value: b, Rev: store.OpMustNotExist})
 	if err := ctl.commitLocked(ctx, rest, ops); err != nil {

@@ -38,6 +38,10 @@ type Config struct {
 	// registers nothing, and each file is served only from its own
 	// directory.
 	ImageDirs []string
+	// BlobDir is where pushed images' disks are kept, by content
+	// (<BlobDir>/sha256/<hex>); uploads are written there first. Empty:
+	// images cannot be pushed.
+	BlobDir string
 	// Limits bound each project's objects (site defaults; a project's own
 	// limits, set by an admin, override them).
 	Limits Limits
@@ -85,6 +89,10 @@ type Controller struct {
 	waker nodeWaker
 	// execs relays commands run in guests (exec.go).
 	execs execState
+	// vols serialises volume decisions and wakes storage hosts (volumes.go).
+	vols volumeState
+	// saveSt is the state of saves (save.go).
+	saveSt saveState
 }
 
 // New returns a controller over cfg.Store.

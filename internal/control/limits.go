@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"vgrid/api"
+	"vgrid/internal/model"
 	"vgrid/internal/store"
 )
 
@@ -19,6 +20,9 @@ const DefaultMaxWorkspaces = 1000
 type Limits struct {
 	// Workspaces is the most workspace objects a project may have.
 	Workspaces int `json:"workspaces,omitempty"`
+	// VolumeBytes is the most bytes of network volumes a project may
+	// have, all its volumes' sizes together (default DefaultVolumeBytes).
+	VolumeBytes model.ByteSize `json:"volume_bytes,omitempty"`
 }
 
 // MaxLimit bounds what an admin may set a project's limit to.
@@ -72,6 +76,9 @@ func (ctl *Controller) checkWorkspaceLimit(ctx context.Context, project string) 
 func (ctl *Controller) SetProjectLimits(ctx context.Context, project string, l Limits) (Limits, error) {
 	if l.Workspaces < 0 || l.Workspaces > MaxLimit {
 		return l, invalid("invalid limits", api.FieldError{Field: "workspaces", Reason: fmt.Sprintf("%d: want 0 (the site default) to %d", l.Workspaces, MaxLimit)})
+	}
+	if l.VolumeBytes < 0 {
+		return l, invalid("invalid limits", api.FieldError{Field: "volume_bytes", Reason: fmt.Sprintf("%s: want 0 (the site default) or more", l.VolumeBytes)})
 	}
 	for attempt := 0; ; attempt++ {
 		kv, err := ctl.store.Get(ctx, "projects/"+project)

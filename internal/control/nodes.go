@@ -209,6 +209,15 @@ func (ctl *Controller) Assignments(ctx context.Context, name string, after int64
 	if out.Execs, err = ctl.pendingExecs(ctx, name); err != nil {
 		return api.Assignments{}, err
 	}
+	if out.Saves, err = ctl.pendingSaves(ctx, name); err != nil { // save.go
+		return api.Assignments{}, err
+	}
+	if err := ctl.addStaging(ctx, name, all, imgs, &out); err != nil {
+		return api.Assignments{}, err
+	}
+	if err := ctl.volumeAssignments(ctx, name, append(mine, out.Incoming...), &out); err != nil {
+		return api.Assignments{}, err
+	}
 	return out, nil
 }
 
@@ -260,9 +269,21 @@ func (ctl *Controller) waitChange(ctx context.Context, node string, rev int64, w
 		if done {
 			return nil
 		}
+		// And a change of a volume it stores (volumes.go).
+		vch, done := ctl.vols.waker.check(ctl.store, node, rev)
+		if done {
+			return nil
+		}
+		// And a save of one of its workspaces' disks (save.go).
+		sch, done := ctl.waitSave(node, rev)
+		if done {
+			return nil
+		}
 		select {
 		case <-ch:
 		case <-xch:
+		case <-sch:
+		case <-vch:
 		case <-timer.C:
 			return nil
 		case <-ctx.Done():
@@ -481,107 +502,6 @@ func (ctl *Controller) Nodes(ctx context.Context) ([]api.NodeInfo, error) {
 	}
 	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Name < out.Nodes[j].Name })
 	return out.Nodes, nil
-}
-
-// Images lists the registered images by name.
-func (ctl *Controller) Images(ctx context.Context) ([]model.Image, error) {
-	imgs, err := ctl.images(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := []model.Image{}
-	for _, img := range imgs {
-		out = append(out, img)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
-}
-
-// RegisterImage validates and stores an image record (its files stay where
-// they are and are served to agents from there).
-func (ctl *Controller) RegisterImage(ctx context.Context, img model.Image, check bool) error {
-	if check {
-		if err := validImage(img, ctl.imageRoots(), ctl.now()); err != nil {
-			return err
-		}
-	}
-	if img.CreatedAt.IsZero() {
-		img.CreatedAt = ctl.now()
-	}
-	b, _ := json.Marshal(img)
-	_, err := ctl.store.Update(ctx, "images/"+img.Name, b, 0)
-	return err
-}
-
-// ImageFile is one file of an image ("disk", "kernel" or "initrd").
-func (ctl *Controller) ImageFile(ctx context.Context, name, file string) (*model.ImageFile, error) {
-	imgs, err := ctl.images(ctx)
-	if err != nil {
-		return nil, err
-	}
-	img, ok := imgs[name]
-	if !ok {
-		return nil, notFound(fmt.Sprintf("image %q", name))
-	}
-	var f *model.ImageFile
-	switch file {
-	case "disk":
-		f = &img.Disk
-	case "kernel":
-		f = img.Kernel
-	case "initrd":
-		f = img.Initrd
-	}
-	if f == nil {
-		return nil, notFound(fmt.Sprintf("file %q of image %s", file, img.Name))
-	}
-	// Again at each download: a file swapped for a symlink to elsewhere
-	// since it was registered is not served. Without image directories (an
-	// embedded controller), each file stays in its own directory.
-	roots := ctl.imageRoots()
-	if len(ctl.cfg.ImageDirs) == 0 {
-		roots = fileDirRoot(f.Path)
-	}
-	real, _, err := resolveImageFile(f.Path, roots)
-	if err != nil {
-		ctl.log.Warn("image file refused", "image", img.Name, "file", file, "path", f.Path, "err", err)
-		return nil, conflict(fmt.Sprintf("file %q of image %s is not served: it is no longer a regular file inside the image directories", file, img.Name))
-	}
-	out := *f
-	out.Path = real
-	return &out, nil
-}
-
-// validImage checks an image registered through the API: ValidateImage,
-// then each file: it must resolve (symbolic links followed) to a regular
-// file inside one of roots, the image directories, of the size given.
-func validImage(img model.Image, roots []string, now time.Time) error {
-	fe := ValidateImage(img, now)
-	bad := map[string]bool{}
-	for _, f := range fe {
-		bad[f.Field] = true
-	}
-	for _, f := range imageFiles(img) {
-		if f.f == nil || bad[f.name+".path"] {
-			continue
-		}
-		if len(roots) == 0 {
-			fe = append(fe, api.FieldError{Field: f.name + ".path", Reason: "the control plane has no image directory: images are registered from <data-dir>/images or --image directories only"})
-			continue
-		}
-		_, st, err := resolveImageFile(f.f.Path, roots)
-		if err != nil {
-			fe = append(fe, api.FieldError{Field: f.name + ".path", Reason: err.Error()})
-			continue
-		}
-		if !bad[f.name+".size"] && st.Size() != f.f.Size {
-			fe = append(fe, api.FieldError{Field: f.name + ".size", Reason: fmt.Sprintf("the file has %d bytes, not %d", st.Size(), f.f.Size)})
-		}
-	}
-	if len(fe) > 0 {
-		return invalid("invalid image", fe...)
-	}
-	return nil
 }
 
 // learnHostTimes takes a host's speed from a workspace that just became

@@ -151,22 +151,6 @@ func resourcesOf(sp model.WorkspaceSpec) model.Resources {
 	return sp.Quantum.Resources()
 }
 
-func (ctl *Controller) images(ctx context.Context) (map[string]model.Image, error) {
-	kvs, err := ctl.store.List(ctx, "images/")
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]model.Image{}
-	for _, kv := range kvs {
-		var img model.Image
-		if err := json.Unmarshal(kv.Value, &img); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
-		}
-		out[img.Name] = img
-	}
-	return out, nil
-}
-
 func ref(w model.Workspace) string { return w.Project + "/" + w.Spec.Name }
 
 func trimPrefix(key, prefix string) string { return strings.TrimPrefix(key, prefix) }

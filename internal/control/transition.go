@@ -82,6 +82,7 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 			// Placed at admission; its lease starts now (after staging its
 			// image): written, so that its host's agent, which held it
 			// back while the lease waited, hears of it at once.
+			st.Staging = nil
 			return Change{WS: ws, Type: "lease-started", Message: fmt.Sprintf("its lease starts on %s", host)}
 		}
 		if ws.Desired == model.DesiredRunning && st.Node == host && (st.State == model.StateStarting || st.State == model.StateRunning) {
@@ -95,6 +96,7 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		}
 		ws.Desired = model.DesiredRunning
 		st.Node, st.State, st.Reason = host, model.StatePending, ""
+		st.Staging = nil // staged (or not): it boots now
 		st.StartedAt, st.ExpiresAt, st.PID, st.Guest = time.Time{}, end, 0, nil
 		created := st.Timings.Created
 		st.Timings = model.Timings{Created: created, Scheduled: now}
@@ -128,6 +130,7 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		}
 		cancelMigration(st)
 		ws.Desired = model.DesiredStopped
+		st.Staging = nil
 		st.Reason = "requeued: " + a.Reason
 		switch st.State {
 		case model.StatePending:
@@ -146,6 +149,7 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 		}
 		cancelMigration(st)
 		ws.Desired = model.DesiredStopped
+		st.Staging = nil // a lease cancelled while its image stages
 		st.Reason = reason
 		switch st.State {
 		case model.StatePending, model.StateQueued, model.StateScheduled:
@@ -154,8 +158,10 @@ func transition(a calendar.Action, ws model.Workspace, end, now time.Time) Chang
 			st.State = model.StateStopping
 		}
 		return Change{WS: ws, Type: "stopping", Message: reason}
+	case calendar.ActStage:
+		return stageChange(a, ws, same)
 	}
-	return same // stage: the agent fetches images when it starts
+	return same
 }
 
 // cancelMigration asks the source to stop a migration under way: the

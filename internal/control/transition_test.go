@@ -107,7 +107,20 @@ func TestTransitionEveryActionEveryState(t *testing.T) {
 			{model.DesiredStopped, model.StateFailed, "n1", ""},
 		},
 	}
-	wants[calendar.ActStage] = nil // nothing, from every state
+	// Stage: recorded (Status.Staging) on a workspace waiting to start;
+	// nothing otherwise (see TestStageTransition).
+	wants[calendar.ActStage] = []want{
+		{model.DesiredRunning, model.StateQueued, "", "staging"},
+		{model.DesiredRunning, model.StateScheduled, "", "staging"},
+		{model.DesiredRunning, model.StatePending, "n1", "staging"},
+		{model.DesiredRunning, model.StateStarting, "n1", ""},
+		{model.DesiredRunning, model.StateRunning, "n1", ""},
+		{model.DesiredStopped, model.StateStopping, "n1", ""},
+		{model.DesiredStopped, model.StateStopped, "n1", ""},
+		{model.DesiredStopped, model.StateStopped, "n1", ""},
+		{model.DesiredSuspended, model.StateSuspended, "n1", ""},
+		{model.DesiredStopped, model.StateFailed, "n1", ""},
+	}
 	for kind, ws := range wants {
 		for i, r := range rows {
 			w := model.Workspace{ID: "w1", Project: "p", Spec: model.WorkspaceSpec{Name: "a", Duration: model.Duration(time.Hour)},

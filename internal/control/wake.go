@@ -29,8 +29,10 @@ type nodeWaker struct {
 	// overlay networks of those that have NICs.
 	nodeOf map[string]string
 	vnisOf map[string][]uint32
-	// toOf is the destination of each workspace migrating live.
-	toOf map[string]string
+	// toOf is the destination of each workspace migrating live; stageOf
+	// the hosts fetching the image of each workspace staging.
+	toOf    map[string]string
+	stageOf map[string][]string
 	// changed is the revision of each host's last change; allChanged that
 	// of a change whose host could not be told (every host wakes).
 	changed    map[string]int64
@@ -49,6 +51,9 @@ type wsNode struct {
 		Migration *struct {
 			To string `json:"to"`
 		} `json:"migration"`
+		Staging *struct {
+			Hosts []string `json:"hosts"`
+		} `json:"staging"`
 	} `json:"status"`
 	NICs []struct {
 		VNI uint32 `json:"vni"`
@@ -145,6 +150,7 @@ func (w *nodeWaker) run(ch <-chan store.Event, cancel context.CancelFunc) {
 func (w *nodeWaker) apply(ev store.Event) {
 	var now, from, to string
 	var vnis []uint32
+	var staging []string
 	known := true
 	if ev.Type == store.EventPut {
 		var v wsNode
@@ -157,6 +163,9 @@ func (w *nodeWaker) apply(ev store.Event) {
 		}
 		if v.Status.Migration != nil {
 			to = v.Status.Migration.To // it takes the guest live
+		}
+		if v.Status.Staging != nil {
+			staging = v.Status.Staging.Hosts // they fetch its image
 		}
 	}
 	w.mu.Lock()
@@ -175,6 +184,15 @@ func (w *nodeWaker) apply(ev store.Event) {
 			w.toOf = map[string]string{}
 		}
 		w.toOf[ev.KV.Key] = to
+	}
+	stageBefore := w.stageOf[ev.KV.Key]
+	if len(staging) == 0 {
+		delete(w.stageOf, ev.KV.Key)
+	} else {
+		if w.stageOf == nil {
+			w.stageOf = map[string][]string{}
+		}
+		w.stageOf[ev.KV.Key] = staging
 	}
 	if len(vnis) == 0 {
 		vnis = w.vnisOf[ev.KV.Key] // deleted: the networks it was on
@@ -198,6 +216,8 @@ func (w *nodeWaker) apply(ev store.Event) {
 		return
 	}
 	hosts := []string{before, now, from, to, toBefore}
+	hosts = append(hosts, staging...)
+	hosts = append(hosts, stageBefore...)
 	if before != now && len(vnis) > 0 {
 		// A member of overlay networks placed, moved or gone: the other
 		// hosts of its networks change their forwarding entries.

@@ -196,3 +196,34 @@ func TestWakeStoreClosed(t *testing.T) {
 		t.Fatal("a poll outlived its store")
 	}
 }
+
+// A reservation's workspace, not placed yet, whose image the calendar has
+// its hosts stage wakes those hosts (they fetch the image now); they wake
+// again when the staging ends.
+func TestWakeStagingHosts(t *testing.T) {
+	ctl, st := wakeEnv(t)
+	put := func(staging *model.Staging) {
+		t.Helper()
+		w := model.Workspace{ID: "id-r", Project: "p", Spec: model.WorkspaceSpec{Name: "r"}, Status: model.WorkspaceStatus{Staging: staging}}
+		b, _ := json.Marshal(w)
+		if _, err := st.Update(context.Background(), wsKey("p", "r"), b, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const bWait = 700 * time.Millisecond
+	a, b := poll(t, ctl, "host-a", 10*time.Second), poll(t, ctl, "host-b", bWait)
+	blocked(t, ctl, "host-a", "host-b")
+	put(&model.Staging{Image: "img", Hosts: []string{"host-a"}})
+	if r, ok := woken(a, 2*time.Second); !ok || r.err != nil {
+		t.Fatalf("staging on A did not wake A: %+v %v", r, ok)
+	}
+	if r, _ := woken(b, 3*time.Second); r.took < bWait-20*time.Millisecond {
+		t.Fatalf("staging on A woke B after %s", r.took)
+	}
+	a = poll(t, ctl, "host-a", 10*time.Second)
+	blocked(t, ctl, "host-a")
+	put(nil)
+	if r, ok := woken(a, 2*time.Second); !ok || r.err != nil {
+		t.Fatalf("the end of staging on A did not wake A: %+v %v", r, ok)
+	}
+}

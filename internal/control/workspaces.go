@@ -20,7 +20,7 @@ import (
 // the admission displaced) in one transaction. Nothing is stored unless
 // all succeed. A refusal is a *RefusalError.
 func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp model.WorkspaceSpec) (model.Workspace, error) {
-	imgs, err := ctl.images(ctx)
+	imgs, err := ctl.visibleImages(ctx, project)
 	if err != nil {
 		return model.Workspace{}, err
 	}
@@ -50,6 +50,10 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 		return model.Workspace{}, err
 	}
 	if err := ctl.checkWorkspaceLimit(ctx, project); err != nil {
+		return model.Workspace{}, err
+	}
+	volOps, err := ctl.attachVolumes(ctx, project, []model.WorkspaceSpec{sp}, nil)
+	if err != nil {
 		return model.Workspace{}, err
 	}
 	now := ctl.now()
@@ -104,10 +108,13 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 			ws.Status.State = model.StateQueued
 		}
 	}
-	// The workspace, its lease and whatever the admission displaced are
-	// stored in one transaction before the answer.
+	// The workspace, its lease, its volumes' attachments and whatever the
+	// admission displaced are stored in one transaction before the answer.
 	b, _ := json.Marshal(ws)
-	err = ctl.commitLocked(ctx, rest, []store.Op{{Key: wsKey(project, sp.Name), Value: b, Rev: store.OpMustNotExist}})
+	err = ctl.commitLocked(ctx, rest, append([]store.Op{{Key: wsKey(project, sp.Name), Value: b, Rev: store.OpMustNotExist}}, volOps...))
+	if errors.Is(err, store.ErrConflict) {
+		return model.Workspace{}, conflict(fmt.Sprintf("workspace %q: its volumes changed while it was being created; try again", sp.Name))
+	}
 	if errors.Is(err, store.ErrExists) {
 		return model.Workspace{}, invalid("invalid workspace spec", api.FieldError{Field: "name", Reason: "already exists"})
 	}

@@ -104,7 +104,8 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 	if cfg.NodeLostAfter == 0 {
 		cfg.NodeLostAfter = control.DefaultNodeLostAfter
 	}
-	srv, err := server.New(server.Config{Store: st, Logger: log, Policy: policy, ImageDirs: imageDirs, Limits: cfg.Limits,
+	// Pushed images' disks are kept by content in <data-dir>/blobs.
+	srv, err := server.New(server.Config{Store: st, Logger: log, Policy: policy, ImageDirs: imageDirs, BlobDir: filepath.Join(dataDir, "blobs"), Limits: cfg.Limits,
 		NodeTimeout: cfg.NodeTimeout, NodeLostAfter: cfg.NodeLostAfter})
 	if err != nil {
 		st.Close()
@@ -185,6 +186,10 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 	}
 	cp := &ControlPlane{srv: srv, st: st, URL: "https://" + net.JoinHostPort(urlHost, strconv.Itoa(addr.Port)),
 		CAPEM: string(ca), errc: make(chan error, 2), log: log}
+	// What a crash left of uploads and unreferenced image blobs.
+	if err := srv.Controller().SweepBlobs(ctx); err != nil {
+		log.Warn("sweep image blobs", "err", err)
+	}
 	if err := cp.bootstrap(ctx, dataDir, images, writeConfig); err != nil {
 		for _, l := range lns {
 			l.Close()

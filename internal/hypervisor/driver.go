@@ -32,7 +32,39 @@ var (
 	// ErrIncoming is returned for an instance that is waiting for a live
 	// migration (PrepareIncoming) by calls that need it to run.
 	ErrIncoming = errors.New("instance waiting for an incoming migration")
+	// ErrBusy is returned by SaveImage for an instance in the middle of
+	// something that changes its disk or process under it (a suspend, a
+	// resume, a live migration).
+	ErrBusy = errors.New("instance busy")
 )
+
+// Consistency of a saved image (SaveResult.Consistency).
+const (
+	// SavedStopped: the instance had no process; its disk is what its
+	// guest left at its last power off.
+	SavedStopped = "stopped"
+	// SavedSuspended: the instance was suspended; its disk is as of the
+	// suspend, without what the guest's page cache held (that is in its
+	// saved memory): crash-consistent.
+	SavedSuspended = "crash-consistent, suspended"
+	// SavedCrashSynced: the guest ran; it was told to sync its page cache
+	// to disk first, then its disk copied at one point in time: as if the
+	// guest had crashed right after the sync.
+	SavedCrashSynced = "crash-consistent, after sync"
+	// SavedCrash: the guest ran and could not be told to sync (no guest
+	// agent): what it had not written back is not in the copy.
+	SavedCrash = "crash-consistent"
+)
+
+// SaveResult describes one image SaveImage wrote.
+type SaveResult struct {
+	// Bytes is the size of the file written.
+	Bytes int64
+	// Took is from the call until the file was complete.
+	Took time.Duration
+	// Consistency is one of the Saved* constants.
+	Consistency string
+}
 
 // MigrationEndpoint is where an instance prepared for an incoming live
 // migration (Driver.PrepareIncoming) takes it: Memory is host:port where
@@ -140,6 +172,9 @@ type InstanceSpec struct {
 	// namespace the driver runs in. None: one user-mode interface (NAT by
 	// QEMU, no inbound).
 	NICs []NIC
+	// Volumes are network volumes (NBD exports over TLS) attached to the
+	// guest as virtio-blk disks, and mounted by its agent (volume.go).
+	Volumes []VolumeAttachment
 }
 
 // NIC is one guest interface on a tap device.
@@ -317,6 +352,19 @@ type Driver interface {
 	// instance returns ErrNotRunning, one whose guest agent has not
 	// connected ErrGuestNotReady, an unknown one ErrNotFound.
 	Exec(ctx context.Context, id string, req ExecRequest, out func(stream string, data []byte) error) (ExecResult, error)
+	// SaveImage writes the instance's disk as a standalone image at dst (an
+	// absolute path; its directory exists, the file does not): a qcow2
+	// file with no backing file, the image's base flattened in, that
+	// boots as an image of its own. A stopped or suspended instance is
+	// copied as it is; a running one is copied at one point in time while
+	// its guest goes on, after the guest was asked to sync its page cache
+	// (SaveResult.Consistency says which it was). progress (may be nil) is
+	// called now and then with the bytes of the virtual disk done and
+	// their total. On error or when ctx is cancelled nothing is left at
+	// dst and the instance is as it was. An instance whose migration,
+	// suspend or resume is under way returns ErrBusy (ErrIncoming while it
+	// waits for an incoming migration), an unknown one ErrNotFound.
+	SaveImage(ctx context.Context, id string, dst string, progress func(done, total int64)) (SaveResult, error)
 	// Changes delivers an instance ID whenever its state or guest report
 	// changes, so the agent can report without polling. Never closed before Close.
 	Changes() <-chan string

@@ -85,7 +85,7 @@ func (s InstanceSpec) Validate() error {
 	if strings.ContainsAny(s.Hostname, "\n\x00") {
 		return bad("hostname %q: must be one line", s.Hostname)
 	}
-	return nil
+	return validateVolumes(s.Volumes)
 }
 
 func validEnvKey(k string) bool {

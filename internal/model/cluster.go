@@ -50,6 +50,12 @@ type ClusterRole struct {
 	Context *Context `json:"context,omitempty"`
 	// Placement is a soft preference for where the members run.
 	Placement Placement `json:"placement,omitempty"`
+	// Volumes are network volumes of the project every member attaches
+	// (a writable one only in a role of one member).
+	Volumes []VolumeMount `json:"volumes,omitempty"`
+	// Scratch, when set, gives each member a volume of its own, made
+	// with the cluster and deleted with it.
+	Scratch *ScratchSpec `json:"scratch,omitempty"`
 }
 
 // Placement says how a role's members are spread over hosts. It is a
@@ -152,6 +158,7 @@ func (c ClusterSpec) Members() []ClusterMember {
 					Duration: c.Duration,
 					Context:  ctx,
 					Lease:    copyLease(c.Lease),
+					Volumes:  memberVolumes(c.Name, r, i),
 				},
 			})
 		}

@@ -166,6 +166,19 @@ type Image struct {
 	// MinDisk is the base disk's virtual size: a workspace disk is never smaller.
 	MinDisk   ByteSize  `json:"min_disk"`
 	CreatedAt time.Time `json:"created_at"`
+	// Project owns the image: the project that pushed it, "" for an image
+	// the operator registered. Names are unique across the grid.
+	Project string `json:"project,omitempty"`
+	// Public images are seen (and used) by every project; the operator's
+	// always are. Others are seen by their project only.
+	Public bool `json:"public"`
+	// Tags are free labels given at push.
+	Tags []string `json:"tags,omitempty"`
+	// Digest is "sha256:<hex>" of the disk's content; Size its bytes.
+	Digest string `json:"digest,omitempty"`
+	Size   int64  `json:"size,omitempty"`
+	// UploadedAt is when its upload ended (zero for the operator's).
+	UploadedAt time.Time `json:"uploaded_at,omitzero"`
 }
 
 // ImageFile is one file of an image, named by content.

@@ -119,6 +119,9 @@ type WorkspaceSpec struct {
 	Context  *Context `json:"context,omitempty"`
 	// Lease says when the workspace runs; nil is an immediate lease.
 	Lease *LeaseSpec `json:"lease,omitempty"`
+	// Volumes are network volumes of the project attached to the
+	// workspace (see Volume).
+	Volumes []VolumeMount `json:"volumes,omitempty"`
 }
 
 // GuestInfo is what the in-guest agent reports about itself.
@@ -135,6 +138,24 @@ type GuestInfo struct {
 	// Roster is the revision of the cluster roster the guest agent
 	// applied (model.ClusterContext.Revision); 0: none.
 	Roster int `json:"roster,omitempty"`
+	// Volumes are what the guest agent made of the attached volumes.
+	Volumes []GuestVolume `json:"volumes,omitempty"`
+}
+
+// GuestVolume is one attached volume as the guest sees it: found (Device),
+// formatted at this boot, mounted, or the error.
+type GuestVolume struct {
+	Name   string `json:"name,omitempty"`
+	Serial string `json:"serial"`
+	Mount  string `json:"mount,omitempty"`
+	// Device is the guest's block device (/dev/vdc), once found.
+	Device string `json:"device,omitempty"`
+	State  string `json:"state"` // mounted, attached (no mount asked) or error
+	// Formatted says that the guest agent made the filesystem at this
+	// boot (the volume had none).
+	Formatted bool   `json:"formatted,omitempty"`
+	ReadOnly  bool   `json:"read_only,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // Timings records when a workspace passed each step of its start, so that
@@ -189,6 +210,9 @@ type WorkspaceStatus struct {
 	// Migration, while set, says the running guest is moving live from
 	// Node to Migration.To (see Migration).
 	Migration *Migration `json:"migration,omitempty"`
+	// Staging, while set, says the image is being fetched to the hosts
+	// ahead of the lease's start (see Staging).
+	Staging *Staging `json:"staging,omitempty"`
 	// Applied is the quantum the host last said it enforces on the
 	// running guest (after a start or a resize); the spec's quantum is
 	// what is wanted.

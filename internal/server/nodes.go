@@ -224,8 +224,15 @@ func (s *Server) getNodes(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// getImageFile streams one file of an image to an agent's cache.
+// getImageFile streams one file of an image to an agent's cache (any
+// image), or to a user who pulls it (an image its project sees). A pushed
+// image's disk is its blob. Ranges are served (http.ServeContent).
 func (s *Server) getImageFile(w http.ResponseWriter, r *http.Request) error {
+	if p := who(r.Context()); p.Role == RoleUser {
+		if _, err := s.ctl.Image(r.Context(), p.Project, r.PathValue("name"), false); err != nil {
+			return err
+		}
+	}
 	f, err := s.ctl.ImageFile(r.Context(), r.PathValue("name"), r.PathValue("file"))
 	if err != nil {
 		return err
@@ -239,7 +246,7 @@ func (s *Server) getImageFile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("X-Vgrid-Sha256", f.SHA256)
+	w.Header().Set(api.HeaderSHA256, f.SHA256)
 	http.ServeContent(w, r, "", st.ModTime(), fh)
 	return nil
 }

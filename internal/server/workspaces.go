@@ -152,31 +152,6 @@ func (s *Server) getWorkspaceEvents(w http.ResponseWriter, r *http.Request) erro
 	return nil
 }
 
-func (s *Server) getImages(w http.ResponseWriter, r *http.Request) error {
-	imgs, err := s.ctl.Images(r.Context())
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, api.ImageList{Images: imgs})
-	return nil
-}
-
-func (s *Server) postImages(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(r)
-	if err != nil {
-		return err
-	}
-	var img model.Image
-	if err := decodeStrict("", body, &img); err != nil {
-		return err
-	}
-	if err := s.ctl.RegisterImage(r.Context(), img, true); err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusCreated, img)
-	return nil
-}
-
 // postWorkspaceMigrate moves a running workspace live to another host
 // ({"to": "host"}, or the calendar's choice), or cancels the migration
 // under way ({"cancel": true}).

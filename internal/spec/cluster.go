@@ -96,6 +96,7 @@ func normalizeCluster(s *model.ClusterSpec) {
 	}
 	for i := range s.Roles {
 		s.Roles[i].Context = normalContext(s.Roles[i].Context)
+		s.Roles[i].Volumes = normalizeVolumes(s.Roles[i].Volumes)
 	}
 }
 
@@ -270,6 +271,7 @@ func validateRoles(errs *FieldErrors, c model.ClusterSpec, images ImageLookup, s
 				errs.add(p+"context.ssh_keys", fmt.Sprintf("at most %d keys allowed with the cluster's context, got %d", MaxSSHKeys, len(merged.SSHKeys)))
 			}
 		}
+		validateRoleVolumes(errs, p, r)
 		switch r.Placement {
 		case model.PlacementAny, model.PlacementSpread, model.PlacementPack:
 		default:

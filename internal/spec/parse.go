@@ -56,6 +56,7 @@ func Parse(data []byte) (model.WorkspaceSpec, error) {
 // normalize makes empty lists and maps nil, so that a spec survives a
 // round trip through JSON (which omits them) unchanged.
 func normalize(s *model.WorkspaceSpec) {
+	s.Volumes = normalizeVolumes(s.Volumes)
 	if c := s.Context; c != nil {
 		if len(c.SSHKeys) == 0 {
 			c.SSHKeys = nil

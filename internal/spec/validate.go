@@ -62,6 +62,7 @@ func Validate(s model.WorkspaceSpec, images ImageLookup) error {
 	if s.Lease != nil {
 		validateLease(errs, s.Lease)
 	}
+	validateVolumes(errs, "volumes", s.Volumes, nil)
 	return errs.orNil()
 }
 

@@ -60,6 +60,14 @@ type Config struct {
 	// the root disk grown, CPUs online) to report them unasked, and grows
 	// the root filesystem when its disk grew. Default 1 s.
 	WatchEvery time.Duration
+	// VolumeWait bounds the wait for the network volumes' disks at boot
+	// (default 30 s; volumes.go).
+	VolumeWait time.Duration
+	// FormatVolume replaces mke2fs on a new volume's disk.
+	FormatVolume func(dev string) error
+	// MountVolume replaces mount(2) of a volume. Nil: mount(2) when Root
+	// is "/", else volumes are not mounted.
+	MountVolume func(dev, dir string, readOnly bool) error
 }
 
 // Agent is the in-guest agent. Create it with New.
@@ -83,6 +91,13 @@ type Agent struct {
 	// machine on changed, and Serve sends the host fresh facts.
 	watchEvery time.Duration
 	changed    chan struct{}
+	// Network volumes (volumes.go): the hooks, and what became of the
+	// seed's volumes, sent with the facts.
+	volumeWait   time.Duration
+	formatVolume func(string) error
+	mountVolume  func(string, string, bool) error
+	volMu        sync.Mutex
+	volumes      []proto.VolumeStatus
 }
 
 // New returns an agent with cfg's defaults filled in.
@@ -100,6 +115,16 @@ func New(cfg Config) *Agent {
 		execs:       make(chan struct{}, MaxExecs),
 		watchEvery:  cfg.WatchEvery,
 		changed:     make(chan struct{}, 1),
+
+		volumeWait:   cfg.VolumeWait,
+		formatVolume: cfg.FormatVolume,
+		mountVolume:  cfg.MountVolume,
+	}
+	if a.volumeWait <= 0 {
+		a.volumeWait = defaultVolumeWait
+	}
+	if a.formatVolume == nil {
+		a.formatVolume = formatVolume
 	}
 	if a.watchEvery <= 0 {
 		a.watchEvery = defaultWatchEvery
@@ -115,6 +140,9 @@ func New(cfg Config) *Agent {
 		}
 		if a.startDHCP == nil {
 			a.startDHCP = startUDHCPC
+		}
+		if a.mountVolume == nil {
+			a.mountVolume = mountVolume
 		}
 	}
 	if a.linkWait <= 0 {
@@ -184,7 +212,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.waitAddress(ctx)
 			// Blocks until the host connects.
 			info := a.facts()
-			if err := writeMessage(port, proto.Message{Type: proto.TypeReady, Info: &info}); err != nil {
+			if err := writeMessage(port, proto.Message{Type: proto.TypeReady, Info: &info, Volumes: a.volumeStatus()}); err != nil {
 				a.log.Printf("send ready: %v", err)
 				port.Close()
 				sleep(ctx, time.Second)
@@ -244,7 +272,7 @@ func (a *Agent) Serve(rw io.ReadWriter) error {
 				return
 			}
 			info := a.facts()
-			if err := send(proto.Message{Type: proto.TypeFacts, Info: &info}); err != nil {
+			if err := send(proto.Message{Type: proto.TypeFacts, Info: &info, Volumes: a.volumeStatus()}); err != nil {
 				a.log.Printf("send changed facts: %v", err)
 				return
 			}
@@ -286,7 +314,7 @@ func (a *Agent) Handle(req proto.Message) (reply proto.Message, after func() err
 	switch req.Type {
 	case proto.TypeFacts:
 		info := a.facts()
-		return proto.Message{Type: proto.TypeFacts, ID: req.ID, Info: &info}, nil
+		return proto.Message{Type: proto.TypeFacts, ID: req.ID, Info: &info, Volumes: a.volumeStatus()}, nil
 	case proto.TypePing:
 		return proto.Message{Type: proto.TypePong, ID: req.ID}, nil
 	case proto.TypeShutdown:

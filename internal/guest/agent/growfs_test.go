@@ -94,7 +94,7 @@ func TestGrowFS(t *testing.T) {
 			if tt.later > 0 {
 				go func() {
 					time.Sleep(50 * time.Millisecond)
-					os.WriteFile(filepath.Join(root, "sys/block/vda/size"), []byte(strconv.FormatInt(tt.later, 10)), 0o644)
+					replaceFile(t, filepath.Join(root, "sys/block/vda/size"), strconv.FormatInt(tt.later, 10))
 				}()
 			}
 			start := time.Now()

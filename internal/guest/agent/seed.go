@@ -44,6 +44,8 @@ type Seed struct {
 	NetworkConfig []byte
 	// Cluster is vgrid-cluster.json; nil when the guest is no cluster's.
 	Cluster []byte
+	// Volumes is vgrid-volumes.json; nil when no volume is attached.
+	Volumes []byte
 }
 
 // EnvVar is one KEY=VALUE line of vgrid-env.
@@ -184,7 +186,7 @@ func LoadSeed(dir string) (*Seed, error) {
 		return nil, fmt.Errorf("read seed: %w", err)
 	}
 	s.Env = ParseEnv(env)
-	for name, dst := range map[string]*[]byte{proto.SeedNetworkConfig: &s.NetworkConfig, proto.SeedCluster: &s.Cluster} {
+	for name, dst := range map[string]*[]byte{proto.SeedNetworkConfig: &s.NetworkConfig, proto.SeedCluster: &s.Cluster, proto.SeedVolumes: &s.Volumes} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("read seed: %w", err)
@@ -265,7 +267,8 @@ func (a *Agent) applyContext() (bool, error) {
 
 // applySeed configures the network (network-config, or DHCP on eth0),
 // writes the hostname, environment and SSH keys, applies the cluster
-// roster and keys (vgrid-cluster.json), and then starts the user-data
+// roster and keys (vgrid-cluster.json), attaches the network volumes
+// (vgrid-volumes.json), and then starts the user-data
 // script (once per instance), which finds all of that done. A part that
 // fails does not keep the others from being applied.
 func (a *Agent) applySeed(s *Seed) error {
@@ -300,6 +303,12 @@ func (a *Agent) applySeed(s *Seed) error {
 			errs = append(errs, err)
 		}
 		a.roster = rev
+	}
+	if s.Volumes != nil {
+		// Before user-data, which may use them.
+		if err := a.applyVolumes(s.Volumes); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if bytes.HasPrefix(s.UserData, []byte("#!")) {
 		if err := a.startUserData(s); err != nil {

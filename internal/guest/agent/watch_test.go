@@ -38,9 +38,7 @@ func TestWatchMachine(t *testing.T) {
 			go func() { a.watchMachine(ctx); close(done) }()
 			defer func() { cancel(); <-done }()
 			time.Sleep(30 * time.Millisecond) // the watcher has its baseline
-			if err := os.WriteFile(filepath.Join(root, tt.file), []byte(tt.content), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			replaceFile(t, filepath.Join(root, tt.file), tt.content)
 			select {
 			case <-a.changed:
 				if !tt.changed {
@@ -61,6 +59,20 @@ func TestWatchMachine(t *testing.T) {
 	}
 }
 
+// replaceFile gives path new content at once, as the kernel's files
+// change (a rename: a reader never sees it empty or half written, which
+// os.WriteFile's truncate-then-write would show a poller).
+func replaceFile(t testing.TB, path, content string) {
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Error(err)
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Error(err)
+	}
+}
+
 // TestServeSendsChangedFacts checks that Serve sends facts unasked (no
 // ID) when the watcher saw a change, with the new MemTotal.
 func TestServeSendsChangedFacts(t *testing.T) {
@@ -75,9 +87,7 @@ func TestServeSendsChangedFacts(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Serve(guest) }()
 	time.Sleep(30 * time.Millisecond)
-	if err := os.WriteFile(filepath.Join(root, "proc/meminfo"), []byte("MemTotal: 163840 kB\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	replaceFile(t, filepath.Join(root, "proc/meminfo"), "MemTotal: 163840 kB\n")
 	lines := make(chan proto.Message, 1)
 	go func() {
 		line, err := bufio.NewReader(host).ReadBytes('\n')

@@ -16,6 +16,9 @@ const PortName = "vgrid.agent"
 // applies it, and without it configures eth0 by DHCP. vgrid-cluster.json
 // (only for a member of a cluster) is the JSON of a model.ClusterContext:
 // the roster the agent writes into /etc/hosts, and the cluster's key pair.
+// vgrid-volumes.json (only when network volumes are attached) is a JSON
+// array of SeedVolume: the disks the agent finds by serial, formats on
+// first use and mounts.
 const (
 	SeedLabel         = "cidata"
 	SeedMetaData      = "meta-data"
@@ -23,7 +26,30 @@ const (
 	SeedEnv           = "vgrid-env"
 	SeedNetworkConfig = "network-config"
 	SeedCluster       = "vgrid-cluster.json"
+	SeedVolumes       = "vgrid-volumes.json"
 )
+
+// SeedVolume is one network volume in vgrid-volumes.json: the virtio-blk
+// disk whose serial is Serial, mounted at Mount ("" : attached only),
+// read-only when ReadOnly. Name is the volume's, for reports.
+type SeedVolume struct {
+	Name     string `json:"name,omitempty"`
+	Serial   string `json:"serial"`
+	Mount    string `json:"mount,omitempty"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+}
+
+// States of a volume in the guest (VolumeStatus.State).
+const (
+	VolumeMounted  = "mounted"  // mounted at its Mount
+	VolumeAttached = "attached" // found, and not to be mounted (no Mount)
+	VolumeError    = "error"    // not found, not formatted or not mounted: Error says why
+)
+
+// VolumeStatus is what the guest agent made of one volume of the seed; it
+// goes with the ready and facts messages (Message.Volumes) and reaches the
+// control plane in the workspace's guest facts.
+type VolumeStatus = model.GuestVolume
 
 // Message types.
 const (
@@ -68,6 +94,9 @@ type Message struct {
 	ID      string           `json:"id,omitempty"` // echoed in the reply
 	Info    *model.GuestInfo `json:"info,omitempty"`
 	Message string           `json:"message,omitempty"`
+	// Volumes go with Info (ready and facts messages from the guest):
+	// the network volumes of the seed, and what became of each.
+	Volumes []VolumeStatus `json:"volumes,omitempty"`
 	// Exec is a TypeExec request.
 	Exec *ExecRequest `json:"exec,omitempty"`
 	// Stream and Data are a TypeOutput message's.

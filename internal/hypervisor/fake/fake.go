@@ -36,6 +36,8 @@ type Faults struct {
 	PrepareIncomingErr error
 	MigrateErr         error
 	FinishIncomingErr  error
+	// SaveErr is returned by SaveImage (nothing is written).
+	SaveErr error
 	// GuestDelay is how long after its start a guest reports (0: at once).
 	GuestDelay time.Duration
 	// NoGuest keeps guests from ever reporting.

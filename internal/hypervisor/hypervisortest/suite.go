@@ -36,6 +36,10 @@ type NewDriver func(t *testing.T, stateDir string) hypervisor.Driver
 //   - a running instance's CPUSeconds is >= 0 and never decreases from one
 //     Get or List to the next; a stopped or suspended one has CPUSeconds 0
 //     and a FinalCPUSeconds no less than the last CPUSeconds seen;
+//   - SaveImage of a stopped instance writes a standalone qcow2 (checked
+//     with qemu-img when installed) of the size it reports, consistency
+//     "stopped", with progress ending at the total; onto an existing file
+//     it is ErrInvalid, of an unknown ID ErrNotFound;
 //   - Exec in a running guest runs the command (echo, false, cat with
 //     standard input give their output and exit codes; a missing command
 //     exits 127 and an empty one 126, each with a message); in a stopped
@@ -190,6 +194,9 @@ func testUnknown(t *testing.T, newDriver NewDriver) {
 	if _, err := d.Exec(ctx, "nope", hypervisor.ExecRequest{Argv: []string{"true"}}, discard); !errors.Is(err, hypervisor.ErrNotFound) {
 		t.Errorf("Exec: got %v, want ErrNotFound", err)
 	}
+	if _, err := d.SaveImage(ctx, "nope", filepath.Join(t.TempDir(), "nope.qcow2"), nil); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("SaveImage: got %v, want ErrNotFound", err)
+	}
 	if err := d.Delete(ctx, "nope"); err != nil {
 		t.Errorf("Delete: got %v, want nil", err)
 	}
@@ -299,6 +306,7 @@ func testLifecycle(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage,
 	if _, err := d.Exec(ctx, spec.ID, hypervisor.ExecRequest{Argv: []string{"true"}}, discard); !errors.Is(err, hypervisor.ErrNotRunning) {
 		t.Errorf("Exec in a stopped instance: got %v, want ErrNotRunning", err)
 	}
+	checkSaveStopped(t, d, spec.ID) // save.go
 
 	// The stopped instance boots again (from the disk it kept).
 	in2, err := d.Start(ctx, spec)

@@ -121,6 +121,9 @@ func Argv(spec hypervisor.InstanceSpec, p Paths, accel string, tscKHz int64) []s
 	// guest's memory statistics (resize.go). Last, so that the devices
 	// above keep their places.
 	add("-device", dev("virtio-balloon-device", "virtio-balloon-pci")+",id="+balloonID)
+	// Network volumes, after every other device so that those keep their
+	// places with or without volumes (volumeArgs).
+	add(volumeArgs(spec.Volumes, dev)...)
 	// Detach from the agent: the guest must outlive it. QEMU forks, the
 	// parent exits once the VM is set up, and the pidfile names the child.
 	add("-pidfile", p.PIDFile, "-daemonize")
@@ -168,4 +171,88 @@ func hostMTU(mtu int) string {
 		return ""
 	}
 	return ",host_mtu=" + strconv.Itoa(mtu)
+}
+
+// VolumeReconnectDelay is the NBD client's reconnect-delay for network
+// volumes, in seconds: after the connection to the storage daemon breaks
+// (it crashed, was restarted, or the network failed for a moment), the
+// guest's requests wait this long for QEMU to reconnect (it keeps
+// trying, at growing intervals of 1 to 16 s) and then fail with EIO,
+// while reconnecting goes on in the background. 30 s covers a daemon
+// restarted by its supervisor (a few seconds, the TLS handshake
+// included) and the first retries; it is well under the guest kernel's
+// 120 s hung-task warning, so that a storage host that stays down shows
+// up as I/O errors in the guest rather than as processes stuck in D state
+// for minutes.
+const VolumeReconnectDelay = 30
+
+// VolumeOpenTimeout is the NBD client's open-timeout in seconds: how long
+// QEMU retries the first connection to a volume's server at start, so
+// that a guest started while the storage daemon restarts still starts.
+// A server still unreachable then fails the start with QEMU's reason.
+const VolumeOpenTimeout = 10
+
+// volumeArgs returns the arguments that attach the network volumes: one
+// tls-creds-x509 object (endpoint=client) per distinct TLS directory;
+// per volume an NBD client node (TLS, reconnect-delay, open-timeout;
+// read-only=on for a read-only volume, discard passed through otherwise),
+// a throttle group and a throttle node on top of it when the volume's I/O
+// is capped, and a virtio-blk device with the volume's serial, by which
+// the guest agent finds it. Nodes and devices are named by the volume's
+// index (node names are at most 31 bytes): node vol<i> is what the device
+// uses, vol<i>-nbd the NBD client under a throttle node, tg<i> the group.
+// The same arguments on a migration's destination connect it to the same
+// exports (shared storage: the disk mirror copies only the root disk).
+func volumeArgs(vols []hypervisor.VolumeAttachment, dev func(mmio, pci string) string) []string {
+	var a []string
+	tls := map[string]string{} // TLS directory -> object id
+	for _, v := range vols {
+		if _, ok := tls[v.TLSDir]; ok {
+			continue
+		}
+		id := "vtls" + strconv.Itoa(len(tls))
+		tls[v.TLSDir] = id
+		a = append(a, "-object", "tls-creds-x509,id="+id+",endpoint=client,dir="+optPath(v.TLSDir))
+	}
+	for i, v := range vols {
+		node := "vol" + strconv.Itoa(i)
+		capped := v.IOPS > 0 || v.BPS > 0
+		nbd := node
+		if capped {
+			nbd = node + "-nbd"
+		}
+		// A read-only node makes QEMU open the export read-only and the
+		// device read-only (the guest sees a read-only disk); a writable
+		// one passes the guest's discards (TRIM) down to the export, which
+		// every node on the way must allow.
+		mode := ",discard=unmap"
+		if v.ReadOnly {
+			mode = ",read-only=on"
+		}
+		tlsHost := ""
+		if v.TLSHostname != "" {
+			tlsHost = ",tls-hostname=" + v.TLSHostname
+		}
+		opts := "driver=nbd,node-name=" + nbd +
+			",server.type=inet,server.host=" + v.Host + ",server.port=" + strconv.Itoa(v.Port) +
+			",export=" + optPath(v.Export) + ",tls-creds=" + tls[v.TLSDir] + tlsHost +
+			",reconnect-delay=" + strconv.Itoa(VolumeReconnectDelay) +
+			",open-timeout=" + strconv.Itoa(VolumeOpenTimeout) + mode
+		if capped {
+			tg := "tg" + strconv.Itoa(i)
+			group := "throttle-group,id=" + tg
+			if v.IOPS > 0 {
+				group += ",x-iops-total=" + strconv.FormatInt(v.IOPS, 10)
+			}
+			if v.BPS > 0 {
+				group += ",x-bps-total=" + strconv.FormatInt(v.BPS, 10)
+			}
+			a = append(a, "-object", group, "-blockdev", opts,
+				"-blockdev", "driver=throttle,node-name="+node+",throttle-group="+tg+",file="+nbd+mode)
+		} else {
+			a = append(a, "-blockdev", opts)
+		}
+		a = append(a, "-device", dev("virtio-blk-device", "virtio-blk-pci")+",drive="+node+",id="+node+"-blk,serial="+v.Serial)
+	}
+	return a
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"vgrid/internal/guest/proto"
 	"vgrid/internal/hypervisor"
 	"vgrid/internal/model"
 )
@@ -352,5 +353,156 @@ func TestInstancePaths(t *testing.T) {
 	}
 	if other := instancePaths(long+"x", "/run/vgrid"); other.SockDir == p.SockDir {
 		t.Errorf("two instances share socket dir %q", p.SockDir)
+	}
+}
+
+// testVolumes are three network volumes: a plain writable one, a
+// read-only one with I/O caps, and one on another TLS directory.
+func testVolumes() []hypervisor.VolumeAttachment {
+	return []hypervisor.VolumeAttachment{
+		{Name: "data", Serial: "vgv-0a1b", Host: "10.0.0.5", Port: 10809, Export: "vol-0a1b", Mount: "/data", TLSDir: "/etc/vgrid/nbd"},
+		{Name: "ref", Serial: "vgv-ffff", Host: "fd00::5", Port: 10810, Export: "vol,ffff", ReadOnly: true, Mount: "/ref",
+			IOPS: 200, BPS: 10 << 20, TLSDir: "/etc/vgrid/nbd"},
+		{Name: "raw", Serial: "vgv-raw", Host: "10.0.0.6", Port: 10809, Export: "vol-raw", BPS: 1 << 20, TLSDir: "/etc/other,dir"},
+	}
+}
+
+// Volumes come after every other device (which keep their places), with
+// one TLS object per directory, an NBD node each (reconnecting), a
+// throttle node over it when capped, and a virtio-blk device with the
+// serial.
+func TestArgvVolumes(t *testing.T) {
+	p := instancePaths("/var/lib/vgrid/ws-1", DefaultRunDir)
+	spec := testSpec()
+	plain := Argv(spec, p, AccelTCG, 0)
+	spec.Volumes = testVolumes()
+	got := Argv(spec, p, AccelTCG, 0)
+	i := slices.Index(plain, "-pidfile")
+	nbd := func(node, host, port, export, tls, mode string) string {
+		return "driver=nbd,node-name=" + node + ",server.type=inet,server.host=" + host + ",server.port=" + port +
+			",export=" + export + ",tls-creds=" + tls + ",reconnect-delay=30,open-timeout=10" + mode
+	}
+	want := slices.Concat(plain[:i], []string{
+		"-object", "tls-creds-x509,id=vtls0,endpoint=client,dir=/etc/vgrid/nbd",
+		"-object", "tls-creds-x509,id=vtls1,endpoint=client,dir=/etc/other,,dir",
+		"-blockdev", nbd("vol0", "10.0.0.5", "10809", "vol-0a1b", "vtls0", ",discard=unmap"),
+		"-device", "virtio-blk-device,drive=vol0,id=vol0-blk,serial=vgv-0a1b",
+		"-object", "throttle-group,id=tg1,x-iops-total=200,x-bps-total=10485760",
+		"-blockdev", nbd("vol1-nbd", "fd00::5", "10810", "vol,,ffff", "vtls0", ",read-only=on"),
+		"-blockdev", "driver=throttle,node-name=vol1,throttle-group=tg1,file=vol1-nbd,read-only=on",
+		"-device", "virtio-blk-device,drive=vol1,id=vol1-blk,serial=vgv-ffff",
+		"-object", "throttle-group,id=tg2,x-bps-total=1048576",
+		"-blockdev", nbd("vol2-nbd", "10.0.0.6", "10809", "vol-raw", "vtls1", ",discard=unmap"),
+		"-blockdev", "driver=throttle,node-name=vol2,throttle-group=tg2,file=vol2-nbd,discard=unmap",
+		"-device", "virtio-blk-device,drive=vol2,id=vol2-blk,serial=vgv-raw",
+	}, plain[i:])
+	if !slices.Equal(got, want) {
+		t.Errorf("got\n%q\nwant\n%q", got, want)
+	}
+	if err := checkSpec(spec); err != nil {
+		t.Errorf("the test volumes are refused: %v", err)
+	}
+
+	tests := []struct {
+		name   string
+		mutate func(*hypervisor.InstanceSpec)
+		has    []string
+		hasNot []string
+	}{
+		{
+			name: "firmware boot: PCI devices",
+			mutate: func(s *hypervisor.InstanceSpec) {
+				s.Image.Boot, s.Image.Kernel, s.Image.Initrd = "firmware", "", ""
+			},
+			has:    []string{"virtio-blk-pci,drive=vol0,id=vol0-blk,serial=vgv-0a1b", "virtio-blk-pci,drive=vol2,id=vol2-blk,serial=vgv-raw"},
+			hasNot: []string{"virtio-blk-device,drive=vol0,id=vol0-blk,serial=vgv-0a1b"},
+		},
+		{
+			name:   "iops only",
+			mutate: func(s *hypervisor.InstanceSpec) { s.Volumes = s.Volumes[:1]; s.Volumes[0].IOPS = 50 },
+			has: []string{"throttle-group,id=tg0,x-iops-total=50",
+				"driver=throttle,node-name=vol0,throttle-group=tg0,file=vol0-nbd,discard=unmap"},
+		},
+		{
+			name:   "one TLS directory, one object",
+			mutate: func(s *hypervisor.InstanceSpec) { s.Volumes[2].TLSDir = s.Volumes[0].TLSDir },
+			hasNot: []string{"tls-creds-x509,id=vtls1,endpoint=client,dir=/etc/other,,dir"},
+		},
+		{
+			name:   "no volumes: nothing",
+			mutate: func(s *hypervisor.InstanceSpec) { s.Volumes = nil },
+			hasNot: []string{"-blockdev", "-object"},
+		},
+	}
+	for _, tt := range tests {
+		spec := testSpec()
+		spec.Volumes = testVolumes()
+		tt.mutate(&spec)
+		args := Argv(spec, p, AccelTCG, 0)
+		for _, a := range tt.has {
+			if !slices.Contains(args, a) {
+				t.Errorf("%s: no argument %q in %q", tt.name, a, args)
+			}
+		}
+		for _, a := range tt.hasNot {
+			if slices.Contains(args, a) {
+				t.Errorf("%s: argument %q in %q", tt.name, a, args)
+			}
+		}
+		if n := strings.Count(strings.Join(args, " "), "tls-creds-x509"); tt.name == "one TLS directory, one object" && n != 1 {
+			t.Errorf("%s: %d TLS objects", tt.name, n)
+		}
+	}
+}
+
+// The seed lists the volumes for the guest agent; spec.json keeps them,
+// so that a resume, an adoption and a migration's destination attach
+// the same.
+func TestVolumesSeedAndSpec(t *testing.T) {
+	spec := testSpec()
+	if _, ok := SeedFiles(spec)[proto.SeedVolumes]; ok {
+		t.Error("a seed without volumes has a volumes file")
+	}
+	spec.Volumes = testVolumes()
+	want := `[
+  {
+    "name": "data",
+    "serial": "vgv-0a1b",
+    "mount": "/data"
+  },
+  {
+    "name": "ref",
+    "serial": "vgv-ffff",
+    "mount": "/ref",
+    "read_only": true
+  },
+  {
+    "name": "raw",
+    "serial": "vgv-raw"
+  }
+]
+`
+	if got := string(SeedFiles(spec)[proto.SeedVolumes]); got != want {
+		t.Errorf("volumes file:\n%s\nwant\n%s", got, want)
+	}
+	p := instancePaths(t.TempDir(), DefaultRunDir)
+	if err := writeJSON(p.Spec, spec); err != nil {
+		t.Fatal(err)
+	}
+	back, err := readSpec(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back.Volumes, spec.Volumes) {
+		t.Errorf("spec.json: got %+v, want %+v", back.Volumes, spec.Volumes)
+	}
+	// Start refuses bad volumes before anything else.
+	spec.Volumes[0].TLSDir = ""
+	d := &Driver{}
+	if _, err := d.Start(context.Background(), spec); !errors.Is(err, hypervisor.ErrInvalid) || !strings.Contains(err.Error(), "tls dir") {
+		t.Errorf("Start: got %v, want ErrInvalid about the tls dir", err)
+	}
+	if _, err := d.PrepareIncoming(context.Background(), spec, "127.0.0.1:0"); !errors.Is(err, hypervisor.ErrInvalid) {
+		t.Errorf("PrepareIncoming: got %v, want ErrInvalid", err)
 	}
 }

@@ -24,7 +24,8 @@ const SeedVendorData = "vendor-data"
 // sorted by key), vendor-data (VendorData, for cloud-init images),
 // network-config when the guest has NICs (NetworkConfig) and
 // vgrid-cluster.json when it is a member of a cluster (the context's
-// ClusterContext as JSON). The same spec gives the same bytes.
+// ClusterContext as JSON) and vgrid-volumes.json when it has network
+// volumes (VolumesFile). The same spec gives the same bytes.
 func SeedFiles(spec hypervisor.InstanceSpec) map[string][]byte {
 	c := spec.Context
 	if c == nil {
@@ -84,7 +85,24 @@ func SeedFiles(spec hypervisor.InstanceSpec) map[string][]byte {
 		}
 		files[proto.SeedCluster] = append(b, '\n')
 	}
+	if len(spec.Volumes) > 0 {
+		files[proto.SeedVolumes] = VolumesFile(spec.Volumes)
+	}
 	return files
+}
+
+// VolumesFile returns the seed's vgrid-volumes.json: for each volume, in
+// order, its name, serial, mount point and whether it is read-only, as a
+// JSON array of proto.SeedVolume. The guest agent finds each disk by its
+// serial, formats it on first use and mounts it.
+func VolumesFile(vols []hypervisor.VolumeAttachment) []byte {
+	out := make([]proto.SeedVolume, len(vols))
+	for i, v := range vols {
+		out[i] = proto.SeedVolume{Name: v.Name, Serial: v.Serial, Mount: v.Mount, ReadOnly: v.ReadOnly}
+	}
+	// Strings and booleans: encoding cannot fail.
+	b, _ := json.MarshalIndent(out, "", "  ")
+	return append(b, '\n')
 }
 
 // NetworkConfig returns the seed's NoCloud network-config (version 2) for

@@ -489,7 +489,10 @@ func resumable(old, spec hypervisor.InstanceSpec, accel string) error {
 	case spec.Image != old.Image:
 		return fmt.Errorf("%w: suspended with image %s, cannot resume with a different one", hypervisor.ErrInvalid, old.Image.Name)
 	}
-	return sameNICs(old.NICs, spec.NICs)
+	if err := sameNICs(old.NICs, spec.NICs); err != nil {
+		return err
+	}
+	return hypervisor.SameGuestVolumes(old.Volumes, spec.Volumes)
 }
 
 // resume restores a suspended instance (Start calls it under the

@@ -268,6 +268,9 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 				continue
 			}
 			info := *m.Info
+			if len(m.Volumes) > 0 {
+				info.Volumes = m.Volumes
+			}
 			v.mu.Lock()
 			first := v.guest == nil
 			v.guest = &info

@@ -300,6 +300,17 @@ func (g *Grid) CLI(args ...string) (string, error) {
 	return string(out), err
 }
 
+// CLIOut runs a vgrid client command against the grid and returns its
+// standard output and standard error apart (progress goes to the latter).
+func (g *Grid) CLIOut(args ...string) (stdout, stderr string, err error) {
+	cmd := exec.Command(g.Bin, append([]string{"--config", g.Config}, args...)...)
+	cmd.Env = append(os.Environ(), "VGRID_ADDR=", "VGRID_TOKEN=")
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
 // Stop stops vgrid up (SIGTERM; it stops its agents), as `vgrid down`
 // does. Guests keep running.
 func (g *Grid) Stop() {

@@ -1,0 +1,208 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"vgrid/api"
+	"vgrid/internal/calendar"
+	"vgrid/internal/model"
+	"vgrid/internal/store/bolt"
+)
+
+// TestStageTransition: a stage action records Status.Staging (image,
+// hosts, since) on a workspace waiting to start, once; the start clears
+// it, and so do the end (a lease cancelled while staging) and a requeue.
+func TestStageTransition(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	due := now.Add(-time.Second)
+	stage := calendar.Action{At: due, Kind: calendar.ActStage, Lease: "p/a", Hosts: []string{"n2", "n1"}}
+	staging := &model.Staging{Image: "ubuntu", Hosts: []string{"n1", "n2"}, Since: due}
+	cases := []struct {
+		name    string
+		a       calendar.Action
+		state   model.State
+		desired model.Desired
+		node    string
+		before  *model.Staging
+		event   string
+		after   *model.Staging
+	}{
+		{"stage a scheduled reservation", stage, model.StateScheduled, model.DesiredRunning, "", nil, "staging", staging},
+		{"stage one placed at admission", stage, model.StatePending, model.DesiredRunning, "n1", nil, "staging", staging},
+		{"stage twice: nothing new", stage, model.StateScheduled, model.DesiredRunning, "", staging, "", staging},
+		{"stage on other hosts: recorded again", calendar.Action{At: now, Kind: calendar.ActStage, Lease: "p/a", Hosts: []string{"n3"}},
+			model.StateScheduled, model.DesiredRunning, "", staging, "staging", &model.Staging{Image: "ubuntu", Hosts: []string{"n3"}, Since: now}},
+		{"stage of a running workspace", stage, model.StateRunning, model.DesiredRunning, "n1", nil, "", nil},
+		{"stage of a stopped workspace", stage, model.StateStopped, model.DesiredStopped, "n1", nil, "", nil},
+		{"stage of a suspended workspace", stage, model.StateSuspended, model.DesiredSuspended, "n1", nil, "", nil},
+		{"stage of another lease", calendar.Action{At: due, Kind: calendar.ActStage, Lease: "p/a#2", Hosts: []string{"n1"}},
+			model.StateScheduled, model.DesiredRunning, "", nil, "", nil},
+		{"start clears it", calendar.Action{At: now, Kind: calendar.ActStart, Lease: "p/a", Hosts: []string{"n1"}},
+			model.StateScheduled, model.DesiredRunning, "", staging, "scheduled", nil},
+		{"start of one placed at admission clears it", calendar.Action{At: now, Kind: calendar.ActStart, Lease: "p/a", Hosts: []string{"n1"}},
+			model.StatePending, model.DesiredRunning, "n1", staging, "lease-started", nil},
+		{"cancelled while staging", calendar.Action{At: now, Kind: calendar.ActEnd, Lease: "p/a", Hosts: []string{"n1"}, Reason: "cancelled"},
+			model.StateScheduled, model.DesiredRunning, "", staging, "stopping", nil},
+		{"requeued while staging", calendar.Action{At: now, Kind: calendar.ActRequeue, Lease: "p/a", Hosts: []string{"n1"}, Reason: "host n1 removed"},
+			model.StateScheduled, model.DesiredRunning, "", staging, "requeued", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := model.Workspace{ID: "w1", Project: "p", Spec: model.WorkspaceSpec{Name: "a", Image: "ubuntu", Duration: model.Duration(time.Hour)},
+				Desired: tc.desired, Status: model.WorkspaceStatus{State: tc.state, Node: tc.node, Lease: "p/a", Staging: tc.before}}
+			got := transition(tc.a, w, now.Add(time.Hour), now)
+			if got.Type != tc.event {
+				t.Errorf("event %q, want %q", got.Type, tc.event)
+			}
+			if !equalStaging(got.WS.Status.Staging, tc.after) {
+				t.Errorf("staging %+v, want %+v", got.WS.Status.Staging, tc.after)
+			}
+			if tc.a.Kind == calendar.ActStage && (got.WS.Status.State != tc.state || got.WS.Status.Node != tc.node || got.WS.Desired != tc.desired) {
+				t.Errorf("stage changed more than Staging: %+v", got.WS.Status)
+			}
+			if tc.before != nil && w.Status.Staging != tc.before {
+				t.Error("the workspace passed in was changed")
+			}
+		})
+	}
+}
+
+func equalStaging(a, b *model.Staging) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Image == b.Image && slices.Equal(a.Hosts, b.Hosts) && a.Since.Equal(b.Since)
+}
+
+// TestStageList: a host's assignments list the images of the workspaces
+// staging on it that still wait to start; a cluster's staging (all its
+// members' hosts) is narrowed to each member's own host when the calendar
+// knows the placement.
+func TestStageList(t *testing.T) {
+	start := time.Date(2026, 12, 1, 11, 0, 0, 0, time.UTC)
+	ws := func(name, image string, st model.State, d model.Desired, hosts ...string) model.Workspace {
+		w := model.Workspace{Project: "p", Spec: model.WorkspaceSpec{Name: name, Image: image}, Desired: d, Status: model.WorkspaceStatus{State: st}}
+		if hosts != nil {
+			w.Status.Staging = &model.Staging{Image: image, Hosts: hosts}
+		}
+		return w
+	}
+	all := []model.Workspace{
+		ws("r1", "ubuntu", model.StateScheduled, model.DesiredRunning, "n1"),
+		ws("r2", "alpine", model.StateScheduled, model.DesiredRunning, "n2"),
+		ws("c-0", "debian", model.StateScheduled, model.DesiredRunning, "n1", "n2"), // a cluster's members
+		ws("c-1", "debian", model.StateScheduled, model.DesiredRunning, "n1", "n2"),
+		ws("gone", "ubuntu", model.StateStopped, model.DesiredStopped, "n1"), // cancelled: stale staging
+		ws("up", "ubuntu", model.StateRunning, model.DesiredRunning, "n1"),
+		ws("plain", "ubuntu", model.StateScheduled, model.DesiredRunning), // nothing to stage
+	}
+	// The calendar's view: the cluster's member c-0 on n1, c-1 on n2;
+	// r1 starts earlier than the cluster.
+	place := func(w model.Workspace) (string, time.Time, bool) {
+		switch w.Spec.Name {
+		case "r1":
+			return "n1", start.Add(-time.Hour), true
+		case "c-0":
+			return "n1", start, true
+		case "c-1":
+			return "n2", start, true
+		}
+		return "", time.Time{}, false
+	}
+	cases := []struct {
+		node  string
+		place stagePlace
+		want  []api.StageRequest
+	}{
+		{"n1", place, []api.StageRequest{{Image: "ubuntu", Workspace: "p/r1", Start: start.Add(-time.Hour)}, {Image: "debian", Workspace: "p/c-0", Start: start}}},
+		{"n2", place, []api.StageRequest{{Image: "alpine", Workspace: "p/r2"}, {Image: "debian", Workspace: "p/c-1", Start: start}}},
+		{"n3", place, nil},
+		// Without the calendar's view every listed host stages.
+		{"n1", nil, []api.StageRequest{{Image: "debian", Workspace: "p/c-0"}, {Image: "debian", Workspace: "p/c-1"}, {Image: "ubuntu", Workspace: "p/r1"}}},
+	}
+	for _, tc := range cases {
+		got := stageList(tc.node, all, tc.place)
+		if !slices.EqualFunc(got, tc.want, func(a, b api.StageRequest) bool {
+			return a.Image == b.Image && a.Workspace == b.Workspace && a.Start.Equal(b.Start)
+		}) {
+			t.Errorf("%s (calendar view %v): got %+v, want %+v", tc.node, tc.place != nil, got, tc.want)
+		}
+	}
+}
+
+// TestAssignmentsStage: through the controller and its store, a
+// reservation whose image must be fetched (100Mi at the host's measured
+// 10Mi/s: 10s) gets its stage action 10s before its start: the workspace
+// records Status.Staging, and the host's assignments list the image (and
+// describe it) while the workspace is not yet placed there; once it
+// starts, the staging is cleared and the list is empty.
+func TestAssignmentsStage(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clk := &testClock{t: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}
+	ctl, err := New(Config{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	img := model.Image{Name: "img", Boot: "direct", DiskFormat: "raw", MinDisk: model.GiB,
+		Disk: model.ImageFile{Path: "/nonexistent/disk", SHA256: strings.Repeat("a", 64), Size: 100 << 20}}
+	if err := ctl.RegisterImage(ctx, img, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.RegisterNode(ctx, model.Node{Name: "h1", Accel: "tcg", Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB, Disk: 100 * model.GiB},
+		Measured: &model.HostTimes{Stage: []int64{10 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	start := clk.now().Add(time.Hour)
+	createWS(t, ctl, "r", "2", fmt.Sprintf("{kind: reservation, start: %q}", start.Format(time.RFC3339)))
+	stageOf := func() ([]api.StageRequest, []string, *model.Staging) {
+		t.Helper()
+		if err := ctl.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		as, err := ctl.Assignments(ctx, "h1", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, i := range as.Images {
+			names = append(names, i.Name)
+		}
+		w, err := ctl.Workspace(ctx, "p", "r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return as.Stage, names, w.Status.Staging
+	}
+	clk.add(time.Hour - 11*time.Second)
+	if reqs, _, s := stageOf(); len(reqs) != 0 || s != nil {
+		t.Fatalf("11s before the start: stage %+v, staging %+v; want none yet", reqs, s)
+	}
+	clk.add(time.Second)
+	reqs, imgs, s := stageOf()
+	want := []api.StageRequest{{Image: "img", Workspace: "p/r", Start: start}}
+	if !slices.EqualFunc(reqs, want, func(a, b api.StageRequest) bool {
+		return a.Image == b.Image && a.Workspace == b.Workspace && a.Start.Equal(b.Start)
+	}) || !slices.Contains(imgs, "img") {
+		t.Fatalf("10s before the start: stage %+v (images %v), want %+v and the image described", reqs, imgs, want)
+	}
+	if s == nil || s.Image != "img" || !slices.Equal(s.Hosts, []string{"h1"}) || !s.Since.Equal(start.Add(-10*time.Second)) {
+		t.Fatalf("staging %+v", s)
+	}
+	clk.add(10 * time.Second)
+	if reqs, _, s := stageOf(); len(reqs) != 0 || s != nil {
+		t.Fatalf("at the start: stage %+v, staging %+v; want it cleared", reqs, s)
+	}
+}
