@@ -2,10 +2,13 @@ package calendar
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 	"unicode"
+
+	"vgrid/internal/model"
 )
 
 const ganttLetters = "abcdefghijklmnopqrstuvwxyz"
@@ -18,15 +21,20 @@ type Bar struct {
 	From, OverheadFrom, RunFrom, RunTo, To time.Time
 }
 
-// Row is one host of a chart with its bars, by start.
+// Row is one host of a chart with its bars, by start, and the network
+// volumes on its disk, by name, with the host's disk capacity (Disk, as
+// the host has it, without overcommit).
 type Row struct {
 	Host    string
 	Removed bool
 	Bars    []Bar
+	Volumes []Volume
+	Disk    model.ByteSize
 }
 
 // GanttData returns the holds that overlap [from, to), one row per host
-// (removed hosts only if they have bars), hosts and bars in order.
+// (removed hosts only if they have bars or volumes), hosts and bars in
+// order, with each host's volumes.
 func (c *Calendar) GanttData(from, to time.Time) []Row {
 	f, t := tick(from), tick(to)
 	byHost := map[*host][]Bar{}
@@ -43,7 +51,7 @@ func (c *Calendar) GanttData(from, to time.Time) []Row {
 	var rows []Row
 	for _, h := range hosts {
 		bars := byHost[h]
-		if h.down && len(bars) == 0 {
+		if h.down && len(bars) == 0 && len(h.volumes) == 0 {
 			continue
 		}
 		sort.Slice(bars, func(i, j int) bool {
@@ -63,7 +71,12 @@ func (c *Calendar) GanttData(from, to time.Time) []Row {
 			}
 			return false
 		})
-		rows = append(rows, Row{Host: h.Name, Removed: h.down, Bars: bars})
+		var vols []Volume
+		if len(h.volumes) > 0 {
+			vols = slices.Clone(h.volumes)
+			sort.Slice(vols, func(i, j int) bool { return vols[i].Name < vols[j].Name })
+		}
+		rows = append(rows, Row{Host: h.Name, Removed: h.down, Bars: bars, Volumes: vols, Disk: h.Capacity.Disk})
 	}
 	return rows
 }
@@ -77,7 +90,10 @@ func (c *Calendar) Gantt(from, to time.Time, width int) string {
 // when holds overlap), width cells wide, each lease as a letter, lower
 // case while it runs or holds its slots and upper case while it stages,
 // boots, resumes or suspends; '.' is idle; a bar whose Lease is "*"
-// (hidden) is drawn as '*'. A legend follows.
+// (hidden) is drawn as '*'. A host with network volumes has a line under
+// its row naming them with their sizes, and the disk they take of the
+// host's ("volumes: p/data 64Mi, p/logs 1Gi (1.1Gi of 20Gi disk)"). A
+// legend follows.
 func RenderGantt(rows []Row, from, to time.Time, width int) string {
 	f, t := tick(from), tick(to)
 	if width <= 0 || t <= f {
@@ -168,6 +184,9 @@ func RenderGantt(rows []Row, from, to time.Time, width int) string {
 			}
 			b.WriteString("\n")
 		}
+		if len(r.Volumes) > 0 {
+			fmt.Fprintf(&b, "%-*s  %s\n", wname, "", volumeLine(r))
+		}
 	}
 	if len(ids) > 0 || hidden {
 		b.WriteString("legend:")
@@ -182,13 +201,36 @@ func RenderGantt(rows []Row, from, to time.Time, width int) string {
 	return b.String()
 }
 
+// volumeLine describes a row's volumes: each with its size, then the
+// disk they take of the host's.
+func volumeLine(r Row) string {
+	var b strings.Builder
+	b.WriteString("volumes:")
+	var sum model.ByteSize
+	for i, v := range r.Volumes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, " %s %s", v.Name, v.Size)
+		sum += v.Size
+	}
+	fmt.Fprintf(&b, " (%s of %s disk)", sum.Human(), r.Disk.Human())
+	return b.String()
+}
+
 // Mask hides the bars of projects other than project: their lease becomes
 // "*" (and their project ""), so that a chart shows when capacity is taken
-// but not by whom.
+// but not by whom; their volumes likewise become "*" with their size.
 func Mask(rows []Row, project string) []Row {
 	out := make([]Row, len(rows))
 	for i, r := range rows {
-		out[i] = Row{Host: r.Host, Removed: r.Removed, Bars: make([]Bar, len(r.Bars))}
+		out[i] = Row{Host: r.Host, Removed: r.Removed, Bars: make([]Bar, len(r.Bars)), Disk: r.Disk}
+		for _, v := range r.Volumes {
+			if v.Project != project {
+				v.Name, v.Project = "*", ""
+			}
+			out[i].Volumes = append(out[i].Volumes, v)
+		}
 		for k, b := range r.Bars {
 			if b.Project != project {
 				b.Lease, b.Project = "*", ""

@@ -13,7 +13,8 @@ import (
 
 // UpdateHost changes what the calendar knows of a live host, as its agent
 // describes it now: capacity, labels and times (its cordon is SetCordon's).
-// The host keeps its holds, even where a smaller capacity no longer has
+// The host keeps its holds and its volumes (their size is taken off the
+// new disk capacity), even where a smaller capacity no longer has
 // room for them: only what is placed afterwards sees the new host (and a
 // waiting lease may start on one that grew). It advances the calendar to
 // now and returns what is due. An unknown (or removed) host is an error
@@ -22,6 +23,10 @@ import (
 func (c *Calendar) UpdateHost(h Host, now time.Time) ([]Action, error) {
 	t := c.clamp(now)
 	c.advance(t)
+	adopted := c.adoptVolumes()
+	if adopted {
+		c.volumesChanged()
+	}
 	old := c.byName[h.Name]
 	switch {
 	case old == nil:
@@ -36,14 +41,17 @@ func (c *Calendar) UpdateHost(h Host, now time.Time) ([]Action, error) {
 	h.Cordoned = old.Cordoned
 	h.Labels = cloneLabels(h.Labels)
 	h.Images = slices.Clone(h.Images)
+	// Its volumes stay, and keep taking their size of its disk.
+	h.volumes = old.volumes
 	cp := vecOf(h.Capacity)
 	for d, r := range c.pol.Overcommit.ratios() {
 		cp[d] = overcommit(cp[d], r)
 	}
 	cp[dWS] = hostWorkspaces
+	cp[dDisk] -= old.volDisk()
 	if cp == old.cap && labelKey(h.Labels) == labelKey(old.Labels) && h.SuspendRate == old.SuspendRate &&
 		h.ResumeRate == old.ResumeRate && h.StageRate == old.StageRate && h.BootTime == old.BootTime && h.MigrateRate == old.MigrateRate &&
-		slices.Equal(h.Images, old.Images) {
+		slices.Equal(h.Images, old.Images) && h.Storage == old.Storage {
 		return c.take(), nil
 	}
 	old.Host, old.cap = h, cp
@@ -93,7 +101,10 @@ func (c *Calendar) countCordoned() {
 // boot, as the hosts now are, if they can still begin in time; else as
 // admitted), else they fail, as do running ones.
 // Suspended leases whose memory image was on the host start again from
-// scratch. It advances the calendar to now and returns what is due.
+// scratch. Its volumes stay listed on it (Volumes), unavailable; a host
+// added again under its name counts them in its disk from the next
+// volume call (PlaceVolume, AddVolume, ResizeVolume, RemoveVolume) or
+// UpdateHost. It advances the calendar to now and returns what is due.
 func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 	t := c.clamp(now)
 	c.advance(t)

@@ -105,6 +105,14 @@ type Host struct {
 	// migration takes MigrateSetup plus the memory moved over the slower
 	// of the two hosts' rates (SetHostMigrateRate changes it).
 	MigrateRate int64
+	// Storage says the host serves network volumes (its agent runs a
+	// storage daemon). When any live host does, PlaceVolume puts volumes
+	// only on such hosts; when none does, on any host with disk.
+	Storage bool
+
+	// volumes are the network volumes on the host's disk (PlaceVolume,
+	// AddVolume); the calendar keeps them, the caller cannot set them.
+	volumes []Volume
 }
 
 // DefaultMigrateRate is the live migration rate of a host that has not
