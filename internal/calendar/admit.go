@@ -210,6 +210,9 @@ func (c *Calendar) checkStatic(l *lease) *Refusal {
 			r := &Refusal{Lease: l.ID, Reason: ReasonTooLarge, Members: len(l.Members), Fit: fit, Host: best.Name}
 			r.Resource, r.Requested, r.Free = shortDim(best.cap, g.v)
 			c.noteHost(r, best)
+			if r.Resource == "disk" {
+				r.Volumes = volNames(best)
+			}
 			if len(l.Members) > 1 {
 				// Totals explain it better: all members against all hosts.
 				var all vec
@@ -488,6 +491,9 @@ func (c *Calendar) capacityRefusal(l *lease, from, T, to, pre int64, unsusp []st
 		r.Host = best.Name
 		r.Resource, r.Requested, r.Free = shortDim(best.cap.sub(best.tl.max(from, to)), g.v)
 		c.noteHost(r, best)
+		if r.Resource == "disk" {
+			r.Volumes = volNames(best)
+		}
 		seen := map[string]bool{}
 		for _, a := range best.allocs {
 			if a.from < to && a.to > from && !seen[a.l.ID] {

@@ -394,6 +394,7 @@ func (c *Calendar) AddHost(h Host, now time.Time) error {
 	if err := c.addHost(h); err != nil {
 		return err
 	}
+	c.adoptVolumes() // a removed host back: its volumes count again
 	c.reindex()
 	return nil
 }

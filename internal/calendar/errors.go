@@ -72,6 +72,8 @@ type Refusal struct {
 	From, To time.Time
 	// Blocking names the leases holding the closest host in the window.
 	Blocking []string
+	// Volumes are the volumes on Host that hold its disk (Resource disk).
+	Volumes []string
 	// Unsuspendable names preemptible leases that could not be suspended
 	// in time to make room.
 	Unsuspendable []string
@@ -165,6 +167,9 @@ func (r *Refusal) Error() string {
 		if len(r.Blocking) > 0 {
 			fmt.Fprintf(&b, " (held by %s)", strings.Join(r.Blocking, ", "))
 		}
+		if len(r.Volumes) > 0 {
+			fmt.Fprintf(&b, " (volumes %s hold disk there)", strings.Join(r.Volumes, ", "))
+		}
 		if r.Reason != ReasonTooLarge {
 			b.WriteString(r.overcommitNote())
 		}
@@ -173,6 +178,8 @@ func (r *Refusal) Error() string {
 		fmt.Fprintf(&b, "; too late to suspend %s", strings.Join(r.Unsuspendable, ", "))
 	}
 	switch {
+	case r.Reason == ReasonTooLarge && len(r.Volumes) > 0:
+		b.WriteString("; no host set is large enough even with no lease (volumes stay until deleted)")
 	case r.Reason == ReasonTooLarge:
 		b.WriteString("; no host set is large enough even when empty")
 	case !r.EarliestFit.IsZero():
