@@ -206,7 +206,11 @@ func (ctl *Controller) CreateCluster(ctx context.Context, project string, cs mod
 	if err := ctl.readyHost(ctx); err != nil {
 		return model.ClusterStatus{}, err
 	}
-	volOps, err := ctl.clusterVolumes(ctx, project, cs, members)
+	// The volumes' checks and writes, the scratch volumes' quota and
+	// room, are serialised with the other volume decisions.
+	ctl.vols.mu.Lock()
+	defer ctl.vols.mu.Unlock()
+	volOps, scratch, err := ctl.clusterVolumes(ctx, project, cs, members)
 	if err != nil {
 		return model.ClusterStatus{}, err
 	}
@@ -363,6 +367,14 @@ func (ctl *Controller) CreateCluster(ctx context.Context, project string, cs mod
 		ops = append(ops, *vop)
 	}
 	ops = append(ops, volOps...)
+	// The members' scratch volumes, on their own hosts where those
+	// serve volumes.
+	placed := map[string]string{}
+	for _, w := range wss {
+		placed[w.Spec.Name] = w.Status.Node
+	}
+	scratchVols, scratchOps := scratch.volumes(project, placed, now)
+	ops = append(ops, scratchOps...)
 	b, _ := json.Marshal(cl)
 	ops = append(ops, store.Op{Key: clusterKey(project, cs.Name), Value: b, Rev: store.OpMustNotExist})
 	if err := ctl.commitLocked(ctx, rest, ops); err != nil {
@@ -380,6 +392,9 @@ func (ctl *Controller) CreateCluster(ctx context.Context, project string, cs mod
 		default:
 			ctl.event(ctx, w, "created", fmt.Sprintf("member of cluster %s, scheduled (%s lease) from %s", cs.Name, members[0].Spec.LeaseKind(), adm.Start.UTC().Format("2006-01-02T15:04:05Z")))
 		}
+	}
+	for _, v := range scratchVols {
+		ctl.log.Info("volume created", "project", project, "volume", v.Name, "id", v.ID, "node", v.Node, "size", v.Size.Human(), "scratch_of", v.ScratchOf)
 	}
 	ctl.log.Info("cluster created", "project", project, "cluster", cs.Name, "members", len(wss), "lease", id, "state", adm.State)
 	ctl.wake()
@@ -608,6 +623,11 @@ func (ctl *Controller) collectCluster(ctx context.Context, project, name string)
 			return err
 		}
 		ctl.log.Info("cluster deleted", "project", project, "cluster", name)
+		// Scratch volumes whose member went without them (a stop of the
+		// control plane between the two).
+		if err := ctl.sweepScratch(ctx, project); err != nil {
+			ctl.log.Warn("delete scratch volumes of gone members", "project", project, "err", err)
+		}
 	case !isNotFound(err):
 		return err
 	}
@@ -629,8 +649,9 @@ func (ctl *Controller) collectCluster(ctx context.Context, project, name string)
 	return nil
 }
 
-// releaseAddresses gives back a forgotten workspace's addresses, and
-// removes its cluster when it was the last member of one being deleted.
+// releaseAddresses gives back a forgotten workspace's addresses, marks
+// its scratch volumes for deletion, and removes its cluster when it was
+// the last member of one being deleted.
 func (ctl *Controller) releaseAddresses(ctx context.Context, ws model.Workspace) {
 	for _, nic := range ws.NICs {
 		for attempt := 0; attempt < 20; attempt++ {
@@ -653,6 +674,8 @@ func (ctl *Controller) releaseAddresses(ctx context.Context, ws model.Workspace)
 			}
 		}
 	}
+	// Its scratch volumes go with it.
+	ctl.releaseScratch(ctx, ws)
 	if ws.Cluster != nil {
 		if err := ctl.collectCluster(ctx, ws.Project, ws.Cluster.Name); err != nil {
 			ctl.log.Warn("remove a deleted cluster", "cluster", ws.Cluster.Name, "err", err)

@@ -235,6 +235,21 @@ func (ctl *Controller) ScaleCluster(ctx context.Context, project, name string, c
 		}
 		fresh[i] = w
 	}
+	// The new members' volumes: the checks of a create (each volume
+	// exists, is ready, one writer or readers only, a scratch volume its
+	// member's only) and their scratch volumes (names free, quota, room),
+	// serialised with the other volume decisions until stored.
+	ctl.vols.mu.Lock()
+	volsHeld := true
+	defer func() {
+		if volsHeld {
+			ctl.vols.mu.Unlock()
+		}
+	}()
+	volOps, scratch, err := ctl.clusterVolumes(ctx, project, next, add)
+	if err != nil {
+		return model.ClusterStatus{}, err
+	}
 	// The roster: the members that stay, then the new ones, in spec order.
 	var roster []model.RosterEntry
 	var all []model.Workspace
@@ -341,6 +356,13 @@ func (ctl *Controller) ScaleCluster(ctx context.Context, project, name string, c
 		b, _ := json.Marshal(n)
 		ops = append(ops, store.Op{Key: networkKey(project, n.Name), Value: b, Rev: rev})
 	}
+	ops = append(ops, volOps...)
+	placed := map[string]string{}
+	for _, w := range fresh {
+		placed[w.Spec.Name] = w.Status.Node
+	}
+	scratchVols, scratchOps := scratch.volumes(project, placed, now)
+	ops = append(ops, scratchOps...)
 	ncl := cl
 	ncl.Spec = next
 	ncl.Members = nil
@@ -355,6 +377,11 @@ func (ctl *Controller) ScaleCluster(ctx context.Context, project, name string, c
 			return model.ClusterStatus{}, conflict(fmt.Sprintf("cluster %q changed meanwhile; try again", name))
 		}
 		return model.ClusterStatus{}, err
+	}
+	ctl.vols.mu.Unlock()
+	volsHeld = false
+	for _, v := range scratchVols {
+		ctl.log.Info("volume created", "project", project, "volume", v.Name, "id", v.ID, "node", v.Node, "size", v.Size.Human(), "scratch_of", v.ScratchOf)
 	}
 	for _, w := range fresh {
 		ctl.event(ctx, w, "created", fmt.Sprintf("member of cluster %s (scaled up), placed on %s", name, w.Status.Node))

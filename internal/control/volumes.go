@@ -354,6 +354,13 @@ func (ctl *Controller) DeleteVolume(ctx context.Context, project, name string) (
 		if err != nil {
 			return v, err
 		}
+		if v.ScratchOf != "" {
+			if w, err := ctl.getWS(ctx, project, v.ScratchOf); err == nil && w.Cluster != nil {
+				return v, conflict(fmt.Sprintf("volume %q is the scratch volume of cluster member %s: it is deleted with that member (delete the cluster, or scale its role down)", name, v.ScratchOf))
+			} else if !isNotFound(err) {
+				return v, err
+			}
+		}
 		if using := attachedTo(wss, name, true); len(using) > 0 {
 			return v, conflict(fmt.Sprintf("volume %q is attached to workspace %s: delete the workspace first", name, strings.Join(using, ", ")))
 		}
@@ -697,6 +704,9 @@ func (ctl *Controller) attachVolumes(ctx context.Context, project string, specs 
 				vols[m.Name] = v
 				order = append(order, m.Name)
 			}
+			if why := scratchRefusal(v, sp.Name); why != "" {
+				return nil, conflict(why)
+			}
 			if w, ok := writer[m.Name]; ok {
 				return nil, conflict(fmt.Sprintf("volume %q is attached writable to workspace %s: a volume has one writer, or readers only (delete %s first)", m.Name, w, w))
 			}
@@ -785,14 +795,75 @@ func (ctl *Controller) volumeAssignments(ctx context.Context, node string, mine 
 
 // volumeWaker wakes a storage host's long poll when one of its volumes
 // changes (the store watch of volumes/), as nodeWaker does for
-// workspaces.
+// workspaces; and the hosts of the workspaces that attach a volume when
+// its endpoint appears or changes (a workspace waiting to start for its
+// volume, a scratch volume made with its member, starts then).
 type volumeWaker struct {
 	mu      sync.Mutex
 	running bool
 	since   int64
+	st      store.Store
 	nodeOf  map[string]string // volume key → its storage host
+	epOf    map[string]string // volume key → its endpoint, when it has one
 	changed map[string]int64
 	signal  map[string]chan struct{}
+}
+
+// wakeVolume is the part of a stored volume the waker reads.
+type wakeVolume struct {
+	Node     string                `json:"node"`
+	Project  string                `json:"project"`
+	Name     string                `json:"name"`
+	Endpoint *model.VolumeEndpoint `json:"endpoint"`
+}
+
+// endpointOf is a volume's endpoint as the waker compares it ("": none).
+func (v wakeVolume) endpointOf() string {
+	if v.Endpoint == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d/%s", v.Endpoint.Host, v.Endpoint.Port, v.Endpoint.Export)
+}
+
+// attachingHosts lists the hosts of project's workspaces whose specs
+// attach volume name: where each is placed, and where it migrates to.
+func attachingHosts(ctx context.Context, st store.Store, project, name string) []string {
+	kvs, err := st.List(ctx, wsKey(project, ""))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, kv := range kvs {
+		var w struct {
+			Spec struct {
+				Volumes []struct {
+					Name string `json:"name"`
+				} `json:"volumes"`
+			} `json:"spec"`
+			Status struct {
+				Node      string `json:"node"`
+				Migration *struct {
+					To string `json:"to"`
+				} `json:"migration"`
+			} `json:"status"`
+		}
+		if json.Unmarshal(kv.Value, &w) != nil {
+			continue
+		}
+		for _, m := range w.Spec.Volumes {
+			if m.Name != name {
+				continue
+			}
+			if w.Status.Node != "" {
+				out = append(out, w.Status.Node)
+			}
+			if w.Status.Migration != nil && w.Status.Migration.To != "" {
+				out = append(out, w.Status.Migration.To)
+			}
+			break
+		}
+	}
+	return out
 }
 
 // check says whether node has had a volume change after rev (or whether
@@ -831,13 +902,14 @@ func (w *volumeWaker) startLocked(st store.Store) bool {
 		cancel()
 		return false
 	}
-	w.nodeOf = map[string]string{}
+	w.nodeOf, w.epOf, w.st = map[string]string{}, map[string]string{}, st
 	for _, kv := range kvs {
-		var v struct {
-			Node string `json:"node"`
-		}
+		var v wakeVolume
 		if json.Unmarshal(kv.Value, &v) == nil {
 			w.nodeOf[kv.Key] = v.Node
+			if ep := v.endpointOf(); ep != "" {
+				w.epOf[kv.Key] = ep
+			}
 		}
 	}
 	w.running, w.since, w.changed = true, rev, map[string]int64{}
@@ -851,7 +923,7 @@ func (w *volumeWaker) startLocked(st store.Store) bool {
 		cancel()
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		w.running, w.changed, w.nodeOf = false, nil, nil
+		w.running, w.changed, w.nodeOf, w.epOf = false, nil, nil, nil
 		for n, c := range w.signal {
 			close(c)
 			delete(w.signal, n)
@@ -861,15 +933,13 @@ func (w *volumeWaker) startLocked(st store.Store) bool {
 }
 
 func (w *volumeWaker) apply(ev store.Event) {
-	var v struct {
-		Node string `json:"node"`
-	}
+	var v wakeVolume
 	if ev.Type == store.EventPut {
 		_ = json.Unmarshal(ev.KV.Value, &v)
 	}
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.nodeOf == nil {
+		w.mu.Unlock()
 		return
 	}
 	hosts := []string{w.nodeOf[ev.KV.Key], v.Node}
@@ -878,11 +948,38 @@ func (w *volumeWaker) apply(ev store.Event) {
 	} else {
 		w.nodeOf[ev.KV.Key] = v.Node
 	}
+	ep := v.endpointOf()
+	moved := ep != "" && ep != w.epOf[ev.KV.Key]
+	if ep == "" {
+		delete(w.epOf, ev.KV.Key)
+	} else {
+		w.epOf[ev.KV.Key] = ep
+	}
+	w.wakeLocked(hosts, ev.KV.Revision)
+	st := w.st
+	w.mu.Unlock()
+	if !moved || st == nil || v.Project == "" || v.Name == "" {
+		return
+	}
+	// The hosts of the workspaces attaching it find its new endpoint in
+	// their assignments (read outside the lock: a store read).
+	users := attachingHosts(context.Background(), st, v.Project, v.Name)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.changed != nil {
+		w.wakeLocked(users, ev.KV.Revision)
+	}
+}
+
+// wakeLocked records a change of hosts at rev and wakes their polls.
+func (w *volumeWaker) wakeLocked(hosts []string, rev int64) {
 	for _, n := range hosts {
 		if n == "" {
 			continue
 		}
-		w.changed[n] = ev.KV.Revision
+		if rev > w.changed[n] {
+			w.changed[n] = rev
+		}
 		if c := w.signal[n]; c != nil {
 			close(c)
 			delete(w.signal, n)
@@ -890,19 +987,24 @@ func (w *volumeWaker) apply(ev store.Event) {
 	}
 }
 
-// clusterVolumes checks the volumes a new cluster's members attach (see
-// attachVolumes) and returns the writes recording the attachments.
-// Scratch volumes (a volume per member) are not made by the control plane
-// yet: a role asking for one is refused.
-func (ctl *Controller) clusterVolumes(ctx context.Context, project string, cs model.ClusterSpec, members []model.ClusterMember) ([]store.Op, error) {
-	for i, r := range cs.Roles {
-		if r.Scratch != nil {
-			return nil, invalid("invalid cluster spec", fieldErr(fmt.Sprintf("roles[%d].scratch", i), "scratch volumes are not supported by this control plane yet: create a volume per member (vgrid volume create) and attach it"))
-		}
-	}
+// clusterVolumes checks the volumes new members of cluster cs attach
+// (see attachVolumes; their scratch volumes are made with them, see
+// checkScratch) and returns the writes recording the attachments and the
+// plan of the scratch volumes. ctl.vols.mu is held until they are
+// stored.
+func (ctl *Controller) clusterVolumes(ctx context.Context, project string, cs model.ClusterSpec, members []model.ClusterMember) ([]store.Op, scratchPlan, error) {
+	reqs := scratchReqs(cs, members)
 	specs := make([]model.WorkspaceSpec, len(members))
 	for i, m := range members {
 		specs[i] = m.Spec
 	}
-	return ctl.attachVolumes(ctx, project, specs, nil)
+	ops, err := ctl.attachVolumes(ctx, project, specs, scratchNames(reqs))
+	if err != nil {
+		return nil, scratchPlan{}, err
+	}
+	plan, err := ctl.checkScratch(ctx, project, cs.Name, reqs)
+	if err != nil {
+		return nil, scratchPlan{}, err
+	}
+	return ops, plan, nil
 }

@@ -39,8 +39,12 @@ type Volume struct {
 	Endpoint *VolumeEndpoint `json:"endpoint,omitempty"`
 	// SnapshotOf names the volume (of the same project) whose content
 	// this one was made with; empty for an empty volume.
-	SnapshotOf string    `json:"snapshot_of,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
+	SnapshotOf string `json:"snapshot_of,omitempty"`
+	// ScratchOf names the cluster member (a workspace of the project)
+	// whose scratch volume this is: made with it, attached to it only,
+	// deleted with it. Empty for a volume a user made.
+	ScratchOf string    `json:"scratch_of,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 	// Attached are the workspaces (names in the project) whose specs
 	// use the volume, kept by the control plane.
 	Attached []string `json:"attached,omitempty"`

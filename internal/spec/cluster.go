@@ -271,7 +271,7 @@ func validateRoles(errs *FieldErrors, c model.ClusterSpec, images ImageLookup, s
 				errs.add(p+"context.ssh_keys", fmt.Sprintf("at most %d keys allowed with the cluster's context, got %d", MaxSSHKeys, len(merged.SSHKeys)))
 			}
 		}
-		validateRoleVolumes(errs, p, r)
+		validateRoleVolumes(errs, p, c.Name, r)
 		switch r.Placement {
 		case model.PlacementAny, model.PlacementSpread, model.PlacementPack:
 		default:

@@ -115,14 +115,23 @@ func validateVolumes(errs *FieldErrors, prefix string, vols []model.VolumeMount,
 	}
 }
 
-// validateScratch checks a role's scratch volume at prefix
-// ("roles[0].scratch").
-func validateScratch(errs *FieldErrors, prefix string, s *model.ScratchSpec) {
+// validateScratch checks the scratch volume of role r of cluster at
+// prefix ("roles[0].scratch"): its size, its mount, and that its members'
+// volume names ("<member>-scratch") are names a volume can have.
+func validateScratch(errs *FieldErrors, prefix, cluster string, r model.ClusterRole) {
+	s := r.Scratch
 	if why := ValidVolumeSize(s.Size); why != "" {
 		errs.add(prefix+".size", why)
 	}
 	if why := ValidMount(s.Mount); why != "" {
 		errs.add(prefix+".mount", why)
+	}
+	if r.Count > 0 && dnsLabel.MatchString(cluster) && dnsLabel.MatchString(r.Name) {
+		// The longest of them, the last member's.
+		last := model.ScratchName(cluster, r.Name, r.Count-1)
+		if len(last) > maxNameLen {
+			errs.add(prefix, fmt.Sprintf("the members' scratch volumes would have names such as %s, longer than %d characters: shorten the cluster's or the role's name by %d", last, maxNameLen, len(last)-maxNameLen))
+		}
 	}
 }
 
@@ -134,13 +143,13 @@ func normalizeVolumes(v []model.VolumeMount) []model.VolumeMount {
 	return v
 }
 
-// validateRoleVolumes checks a role's volumes and scratch volume (p is
-// "roles[i]."): a writable volume is one member's, so a role of more
+// validateRoleVolumes checks the volumes and scratch volume of a role of
+// cluster (p is "roles[i]."): a writable volume is one member's, so a role of more
 // than one member attaches volumes read-only.
-func validateRoleVolumes(errs *FieldErrors, p string, r model.ClusterRole) {
+func validateRoleVolumes(errs *FieldErrors, p, cluster string, r model.ClusterRole) {
 	var extra map[string]string
 	if s := r.Scratch; s != nil {
-		validateScratch(errs, p+"scratch", s)
+		validateScratch(errs, p+"scratch", cluster, r)
 		if ValidMount(s.Mount) == "" {
 			extra = map[string]string{p + "scratch.mount": s.Mount}
 		}

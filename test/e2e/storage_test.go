@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"vgrid/internal/client"
+	"vgrid/api"
 	"vgrid/internal/guest/guesttest"
 	"vgrid/internal/model"
 	"vgrid/internal/netgrid/gridtest"
@@ -363,6 +363,20 @@ duration: 1h
 	t.Logf("rsv: staged from %s (%s before its start), QEMU at %s, guest ready at %s (%+.1fs from its start)",
 		staged.Format("15:04:05.000"), start.Sub(staged).Round(time.Second), tm.ProcessStarted.Format("15:04:05.000"),
 		tm.GuestReady.Format("15:04:05.000"), tm.GuestReady.Sub(start).Seconds())
+	// 6. vb moved live to another host: its volume is attached there (the
+	// same export, not copied) and its log is whole and writable.
+	if _, err := cl.MigrateWorkspace(ctx, "vb", api.MigrateRequest{}); err != nil {
+		t.Fatalf("migrate vb: %v", err)
+	}
+	waitFor(t, 2*time.Minute, "vb's migration to end", func() bool { return mustWS(t, cl, "vb").Status.Migration == nil })
+	if h := hostOf("vb"); h == hostB {
+		t.Fatalf("vb still on %s after its migration: %+v", h.Name, mustWS(t, cl, "vb").Status)
+	}
+	out, code = execIn(t, cl, "vb", `echo after >> /data/log && sync && wc -l < /data/log`)
+	if n, _ := strconv.Atoi(strings.TrimSpace(out)); code != 0 || n != lines+1 {
+		t.Fatalf("vb's volume after the move to %s: exit %d, %q lines, want %d", hostOf("vb").Name, code, out, lines+1)
+	}
+	t.Logf("vb moved live from %s to %s with its volume", hostB.Name, hostOf("vb").Name)
 	deleteWS("rsv", "vb")
 	t.Logf("storage on the grid: %s", time.Since(begin).Round(time.Second))
 }
@@ -406,5 +420,3 @@ func bigImage(t *testing.T) bigImg {
 	}
 	return bigImg{path: p, sum: hex.EncodeToString(h.Sum(nil))}
 }
-
-var _ = client.Config{}
