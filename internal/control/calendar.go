@@ -32,6 +32,11 @@ func (ctl *Controller) calendarLocked(ctx context.Context) (*calendar.Calendar, 
 	if err := ctl.loadCalendar(ctx); err != nil {
 		return nil, err
 	}
+	// Volumes are stored apart (volumes/): the calendar takes them again.
+	if err := ctl.syncCalendarVolumes(ctx, ctl.cal); err != nil {
+		ctl.cal = nil
+		return nil, err
+	}
 	return ctl.cal, nil
 }
 
@@ -43,7 +48,8 @@ func calHost(n model.Node) calendar.Host {
 	labels[hostLabel] = n.Name
 	return calendar.Host{Name: n.Name, Capacity: n.Capacity, Labels: labels, Cordoned: n.Cordoned,
 		BootTime: n.Measured.BootTime(), SuspendRate: n.Measured.SuspendRate(), ResumeRate: n.Measured.ResumeRate(),
-		StageRate: n.Measured.StageRate(), Images: n.Images, MigrateRate: n.Measured.MigrateRate()}
+		StageRate: n.Measured.StageRate(), Images: n.Images, MigrateRate: n.Measured.MigrateRate(),
+		Storage: n.Storage != ""}
 }
 
 // buildCalendar makes the calendar of a store written before lease

@@ -30,6 +30,9 @@ func (ctl *Controller) RegisterNode(ctx context.Context, n model.Node) (model.No
 	n.State, n.Cordoned, n.LostAt, n.CertificateExpiresAt = model.NodeReady, false, time.Time{}, time.Time{}
 	if old, err := ctl.Node(ctx, n.Name); err == nil {
 		n.Cordoned, n.CertificateExpiresAt = old.Cordoned, old.CertificateExpiresAt
+		if n.Storage == "" {
+			n.Storage = old.Storage // told apart (PUT /nodes/{node}/storage)
+		}
 		// What its guests showed of its speed stays; the agent's own
 		// measurements (file transfer rates) are its own.
 		if m := old.Measured; m != nil {

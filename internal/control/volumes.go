@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"vgrid/api"
+	"vgrid/internal/calendar"
 	"vgrid/internal/model"
 	"vgrid/internal/spec"
 	"vgrid/internal/store"
@@ -18,7 +19,7 @@ import (
 
 // Network volumes: a volume is stored at volumes/<project>/<name> and
 // lives on one storage host (Volume.Node), a Ready host whose agent said
-// where it serves volumes (storagehosts/<node>, PUT /nodes/{node}/storage).
+// where it serves volumes (model.Node.Storage, set with PUT /nodes/{node}/storage).
 // That host's assignments list the volumes it serves (api.VolumeServe);
 // its agent makes, exports, grows, copies and removes them and reports
 // each one (VolumeReport). A workspace attaches volumes of its project by
@@ -32,7 +33,6 @@ const DefaultVolumeBytes = 100 * model.GiB
 
 func volumeKey(project, name string) string { return "volumes/" + project + "/" + name }
 
-func storageHostKey(node string) string { return "storagehosts/" + node }
 
 // volumeState is the controller's state for volumes: mu serialises the
 // decisions that count the project's quota and the hosts' room with the
@@ -158,16 +158,9 @@ func (ctl *Controller) storageHosts(ctx context.Context) ([]storageHost, error) 
 	if err != nil {
 		return nil, err
 	}
-	kvs, err := ctl.store.List(ctx, "storagehosts/")
-	if err != nil {
-		return nil, err
-	}
 	addrs := map[string]string{}
-	for _, kv := range kvs {
-		var sh api.StorageHost
-		if json.Unmarshal(kv.Value, &sh) == nil && sh.Address != "" {
-			addrs[strings.TrimPrefix(kv.Key, "storagehosts/")] = sh.Address
-		}
+	for _, n := range nodes {
+		addrs[n.Name] = n.Storage
 	}
 	vols, err := ctl.listVolumes(ctx, "volumes/")
 	if err != nil {
@@ -252,6 +245,8 @@ func (ctl *Controller) CreateVolume(ctx context.Context, project string, req api
 	if fe := validVolumeRequest(req, admin); len(fe) > 0 {
 		return model.Volume{}, invalid("invalid volume", fe...)
 	}
+	ctl.mu.Lock() // the calendar places it (before vols.mu: the lock order)
+	defer ctl.mu.Unlock()
 	ctl.vols.mu.Lock()
 	defer ctl.vols.mu.Unlock()
 	if _, err := ctl.store.Get(ctx, volumeKey(project, req.Name)); err == nil {
@@ -262,17 +257,16 @@ func (ctl *Controller) CreateVolume(ctx context.Context, project string, req api
 	if err := ctl.checkQuota(ctx, project, req.Size); err != nil {
 		return model.Volume{}, err
 	}
-	hosts, err := ctl.storageHosts(ctx)
-	if err != nil {
-		return model.Volume{}, err
-	}
-	node, err := pickStorageHost(hosts, req.Size, req.Node)
+	node, err := ctl.placeVolume(ctx, project, req.Name, req.Size, req.Node)
 	if err != nil {
 		return model.Volume{}, err
 	}
 	v := model.Volume{ID: newVolumeID(), Name: req.Name, Project: project, Size: req.Size, Node: node,
 		IOPS: req.IOPS, BPS: req.BPS, State: model.VolumeCreating, CreatedAt: ctl.now()}
 	v, err = ctl.putVolume(ctx, v)
+	if err != nil {
+		ctl.unplaceVolume(project, req.Name)
+	}
 	if errors.Is(err, store.ErrExists) {
 		return model.Volume{}, invalid("invalid volume", fieldErr("name", "already exists"))
 	}
@@ -392,6 +386,8 @@ func (ctl *Controller) ResizeVolume(ctx context.Context, project, name string, s
 	if why := spec.ValidVolumeSize(size); why != "" {
 		return model.Volume{}, invalid("invalid resize", fieldErr("size", why))
 	}
+	ctl.mu.Lock() // the calendar checks the growth (before vols.mu: the lock order)
+	defer ctl.mu.Unlock()
 	ctl.vols.mu.Lock()
 	defer ctl.vols.mu.Unlock()
 	v, err := ctl.getVolume(ctx, project, name)
@@ -409,17 +405,25 @@ func (ctl *Controller) ResizeVolume(ctx context.Context, project, name string, s
 	if err := ctl.checkQuota(ctx, project, size-v.Size); err != nil {
 		return v, err
 	}
-	hosts, err := ctl.storageHosts(ctx)
+	c, err := ctl.calendarLocked(ctx)
 	if err != nil {
 		return v, err
 	}
-	for _, h := range hosts {
-		if h.Name == v.Node && h.Free < size-v.Size {
-			return v, conflict(fmt.Sprintf("storage host %s has %s free, not the %s more asked", h.Name, h.Free.Human(), (size - v.Size).Human()))
+	if err := ctl.syncCalendarVolumes(ctx, c); err != nil {
+		return v, err
+	}
+	if err := c.ResizeVolume(project+"/"+name, size, ctl.now()); err != nil {
+		var vr *calendar.VolumeRefusal
+		if errors.As(err, &vr) {
+			return v, conflict(vr.Error())
 		}
+		return v, err
 	}
 	v.State, v.Size, v.Reason = model.VolumeResizing, size, ""
 	nv, err := ctl.putVolume(ctx, v)
+	if err != nil {
+		ctl.cal = nil // ahead of the store: restored at its next use
+	}
 	if errors.Is(err, store.ErrConflict) {
 		return v, conflict(fmt.Sprintf("volume %q changed meanwhile; try again", name))
 	}
@@ -477,25 +481,37 @@ func (ctl *Controller) SnapshotVolume(ctx context.Context, project, name, to str
 // SetStorageHost records where node's agent serves volumes (host:port);
 // an empty address says it serves none.
 func (ctl *Controller) SetStorageHost(ctx context.Context, node string, sh api.StorageHost) error {
-	if sh.Address == "" {
-		err := ctl.store.Delete(ctx, storageHostKey(node), 0)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
+	if sh.Address != "" {
+		if why := validHostPort(sh.Address); why != "" {
+			return invalid("invalid storage host", fieldErr("address", why))
 		}
-		return err
 	}
-	if why := validHostPort(sh.Address); why != "" {
-		return invalid("invalid storage host", fieldErr("address", why))
-	}
-	if kv, err := ctl.store.Get(ctx, storageHostKey(node)); err == nil {
-		var old api.StorageHost
-		if json.Unmarshal(kv.Value, &old) == nil && old == sh {
+	var n model.Node
+	for attempt := 0; ; attempt++ {
+		kv, err := ctl.store.Get(ctx, "nodes/"+node)
+		if err != nil {
+			return err
+		}
+		n = model.Node{}
+		if err := json.Unmarshal(kv.Value, &n); err != nil {
+			return fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		if n.Storage == sh.Address {
 			return nil // unchanged: no write
 		}
+		n.Storage = sh.Address
+		b, _ := json.Marshal(n)
+		_, err = ctl.store.Update(ctx, kv.Key, b, kv.Revision)
+		if errors.Is(err, store.ErrConflict) && attempt < 20 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
 	}
-	b, _ := json.Marshal(sh)
-	_, err := ctl.store.Update(ctx, storageHostKey(node), b, 0)
-	return err
+	ctl.updateHost(ctx, n) // the calendar places volumes on storage hosts
+	return nil
 }
 
 // validHostPort says why s is not an IP address and port ("" when it is).

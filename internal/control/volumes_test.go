@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"vgrid/api"
 	"vgrid/internal/model"
@@ -127,7 +128,7 @@ func TestCreateVolumeChoosesHostWithMostRoom(t *testing.T) {
 	if _, err := ctl.CreateVolume(ctx, "p", api.VolumesPost{Name: "e", Size: model.GiB, Node: "h3"}, true); errKind(err) != KindInvalid {
 		t.Fatalf("h3 serves no volumes: %v", err)
 	}
-	if _, err := ctl.CreateVolume(ctx, "p", api.VolumesPost{Name: "f", Size: 95 * model.GiB}, false); errKind(err) != KindConflict || !strings.Contains(errText(err), "no storage host has room") {
+	if _, err := ctl.CreateVolume(ctx, "p", api.VolumesPost{Name: "f", Size: 95 * model.GiB}, false); errKind(err) != KindConflict || !strings.Contains(errText(err), "no room for 95Gi: the most disk free is 70Gi on host h2") {
 		t.Fatalf("too big for any host: %v", err)
 	}
 	if _, err := ctl.CreateVolume(ctx, "p", api.VolumesPost{Name: "a", Size: model.GiB}, false); errKind(err) != KindInvalid || !strings.Contains(errText(err), "already exists") {
@@ -431,5 +432,38 @@ func TestVolumeWakesStorageHost(t *testing.T) {
 	a := <-done
 	if len(a.Volumes) != 1 || a.Volumes[0].Name != "a" || a.Volumes[0].Want != api.VolumeWantServe || a.Volumes[0].Size != model.GiB {
 		t.Fatalf("woken with %+v", a.Volumes)
+	}
+}
+
+// The calendar holds the volumes' disk: after a volume is placed, and
+// again once the calendar is restored from the store (volumes are stored
+// apart), its host's disk is counted, and the chart names it.
+func TestVolumesInCalendar(t *testing.T) {
+	ctl := volEnv(t)
+	ctx := context.Background()
+	ctl.cfg.Limits.VolumeBytes = model.TiB
+	v, err := ctl.CreateVolume(ctx, "p", api.VolumesPost{Name: "a", Size: 40 * model.GiB}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, restored := range []bool{false, true} {
+		ctl.mu.Lock()
+		if restored {
+			ctl.cal = nil
+		}
+		c, err := ctl.calendarLocked(ctx)
+		if err != nil {
+			ctl.mu.Unlock()
+			t.Fatal(err)
+		}
+		vs := c.Volumes()
+		chart := c.Gantt(ctl.now(), ctl.now().Add(time.Hour), 40)
+		ctl.mu.Unlock()
+		if len(vs) != 1 || vs[0].Name != "p/a" || vs[0].Host != v.Node || vs[0].Size != 40*model.GiB {
+			t.Fatalf("restored %v: calendar volumes %+v, want p/a 40Gi on %s", restored, vs, v.Node)
+		}
+		if !strings.Contains(chart, "p/a") {
+			t.Fatalf("restored %v: the chart does not show the volume:\n%s", restored, chart)
+		}
 	}
 }

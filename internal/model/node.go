@@ -33,6 +33,9 @@ type Node struct {
 	Address  string            `json:"address,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	Capacity Resources         `json:"capacity"`
+	// Storage is where the host's agent serves network volumes
+	// (IP:port of its storage daemon); "": it serves none.
+	Storage string `json:"storage,omitempty"`
 	// Accel is the acceleration the agent uses: kvm or tcg.
 	Accel         string    `json:"accel"`
 	Hypervisor    string    `json:"hypervisor,omitempty"` // e.g. "qemu 7.2.22"
