@@ -33,7 +33,6 @@ const DefaultVolumeBytes = 100 * model.GiB
 
 func volumeKey(project, name string) string { return "volumes/" + project + "/" + name }
 
-
 // volumeState is the controller's state for volumes: mu serialises the
 // decisions that count the project's quota and the hosts' room with the
 // writes that take them; waker wakes storage hosts' long polls.
