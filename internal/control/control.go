@@ -115,7 +115,15 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.ReconcileEvery == 0 {
 		cfg.ReconcileEvery = time.Second
 	}
-	return &Controller{store: cfg.Store, log: cfg.Logger, now: cfg.Now, cfg: cfg, kick: make(chan struct{}, 1), started: cfg.Now()}, nil
+	ctl := &Controller{store: cfg.Store, log: cfg.Logger, now: cfg.Now, cfg: cfg, kick: make(chan struct{}, 1), started: cfg.Now()}
+	// The hosts' long polls are woken by their commands, saves and
+	// volumes too (hostwake.go).
+	ctl.execs.waker.prefix, ctl.execs.waker.hosts = "exec/", execWakeHosts
+	ctl.saveSt.waker.prefix, ctl.saveSt.waker.hosts = "saves/", saveWakeHosts
+	vw := &ctl.vols.wake
+	ctl.vols.waker.prefix, ctl.vols.waker.start = "volumes/", vw.start
+	ctl.vols.waker.hosts = func(ev store.Event) []string { return vw.hosts(cfg.Store, ev) }
+	return ctl, nil
 }
 
 // Store is the controller's store (for the API layer's tokens and projects).

@@ -30,7 +30,7 @@ import (
 // The user's request (Exec) writes the record, watches execout/<id>/,
 // streams each piece as it comes (and deletes it), and deletes everything
 // when it ends. The host's long poll (Assignments) lists its unclaimed
-// records and is woken when one is written (execWaker). A record a crash
+// records and is woken when one is written (its hostWaker). A record a crash
 // left behind is swept by Run (sweepExecs).
 
 // Limits of a command (the guest agent's own, internal/guest/agent).
@@ -537,7 +537,7 @@ func (ctl *Controller) ExecExit(ctx context.Context, node, id string, x api.Exec
 
 // execState is the controller's share of the relay.
 type execState struct {
-	waker execWaker
+	waker hostWaker // of exec/: a command written wakes its host
 	mu    sync.Mutex
 	swept time.Time // the last sweepExecs
 }
@@ -595,91 +595,18 @@ func execStaleAt(rec execRecord, now time.Time) bool {
 	return now.After(rec.Created.Add(ExecPickup + execTimeout(rec.TimeoutS) + execGrace + execStale))
 }
 
-// execWaker wakes a host's long poll when a command for it is written:
-// one watch of exec/ serves every poll (as nodeWaker does for ws/). Its
-// zero value is ready.
-type execWaker struct {
-	mu      sync.Mutex
-	running bool
-	since   int64
-	changed map[string]int64
-	signal  map[string]chan struct{}
-}
-
-// check says whether node has had a new command after rev (or whether
-// that cannot be told); else it returns a channel closed at its next one.
-func (w *execWaker) check(st store.Store, node string, rev int64) (<-chan struct{}, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.running && !w.startLocked(st) {
-		return nil, true
-	}
-	if rev < w.since || w.changed[node] > rev {
-		return nil, true
-	}
-	ch := w.signal[node]
-	if ch == nil {
-		ch = make(chan struct{})
-		w.signal[node] = ch
-	}
-	return ch, false
-}
-
-func (w *execWaker) startLocked(st store.Store) bool {
-	ctx, cancel := context.WithCancel(context.Background())
-	rev, err := st.Revision(ctx)
-	if err != nil {
-		cancel()
-		return false
-	}
-	ch, err := st.Watch(ctx, "exec/", rev)
-	if err != nil {
-		cancel()
-		return false
-	}
-	w.running, w.since, w.changed = true, rev, map[string]int64{}
-	if w.signal == nil {
-		w.signal = map[string]chan struct{}{}
-	}
-	go w.run(ch, cancel)
-	return true
-}
-
-func (w *execWaker) run(ch <-chan store.Event, cancel context.CancelFunc) {
-	for ev := range ch {
-		w.apply(ev)
-	}
-	cancel()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.running, w.changed = false, nil
-	for n, c := range w.signal {
-		close(c)
-		delete(w.signal, n)
-	}
-}
-
-// apply wakes the host of a command written unclaimed (a claim or a
-// delete gives its agent nothing new to do).
-func (w *execWaker) apply(ev store.Event) {
+// execWakeHosts: a command written unclaimed wakes its host (a claim or
+// a delete gives its agent nothing new to do).
+func execWakeHosts(ev store.Event) []string {
 	if ev.Type != store.EventPut {
-		return
+		return nil
 	}
 	var v struct {
 		Claimed time.Time `json:"claimed"`
 	}
 	if json.Unmarshal(ev.KV.Value, &v) == nil && !v.Claimed.IsZero() {
-		return
+		return nil
 	}
 	node, _, _ := strings.Cut(strings.TrimPrefix(ev.KV.Key, "exec/"), "/")
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.changed == nil {
-		return
-	}
-	w.changed[node] = ev.KV.Revision
-	if c := w.signal[node]; c != nil {
-		close(c)
-		delete(w.signal, node)
-	}
+	return []string{node}
 }

@@ -28,7 +28,7 @@ import (
 // image name (valid, free, not the name of another save under way) and
 // records the save pending. The host's long poll lists its pending and
 // running saves (Assignments.Saves) and is woken when one is recorded
-// (saveWaker). Its agent saves the disk with its driver and reports
+// (its hostWaker). Its agent saves the disk with its driver and reports
 // progress or failure (SaveReport); then it uploads the file
 // (SaveUpload), which goes into the repository through PushImage as the
 // project's image, and the save is done with the image's digest, or
@@ -60,7 +60,7 @@ func saveKey(node, id string) string { return "saves/" + node + "/" + id }
 // that an image name is free with the write that takes it.
 type saveState struct {
 	mu    sync.Mutex
-	waker saveWaker
+	waker hostWaker // of saves/: a save recorded wakes its host
 }
 
 func (ctl *Controller) saves() *saveState { return &ctl.saveSt }
@@ -411,17 +411,6 @@ func (ctl *Controller) saveEvent(ctx context.Context, s model.Save, msg string) 
 	ctl.event(ctx, ws, "save", msg)
 }
 
-// saveWaker wakes a host's long poll when a save for it is recorded:
-// one watch of saves/ serves every poll (as execWaker does for exec/).
-// Its zero value is ready.
-type saveWaker struct {
-	mu      sync.Mutex
-	running bool
-	since   int64
-	changed map[string]int64
-	signal  map[string]chan struct{}
-}
-
 // waitSave is waitChange's part for saves: whether node has had a new
 // save after rev (or whether that cannot be told); else a channel closed
 // at its next one.
@@ -429,76 +418,18 @@ func (ctl *Controller) waitSave(node string, rev int64) (<-chan struct{}, bool) 
 	return ctl.saves().waker.check(ctl.store, node, rev)
 }
 
-func (w *saveWaker) check(st store.Store, node string, rev int64) (<-chan struct{}, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.running && !w.startLocked(st) {
-		return nil, true
-	}
-	if rev < w.since || w.changed[node] > rev {
-		return nil, true
-	}
-	ch := w.signal[node]
-	if ch == nil {
-		ch = make(chan struct{})
-		w.signal[node] = ch
-	}
-	return ch, false
-}
-
-func (w *saveWaker) startLocked(st store.Store) bool {
-	ctx, cancel := context.WithCancel(context.Background())
-	rev, err := st.Revision(ctx)
-	if err != nil {
-		cancel()
-		return false
-	}
-	ch, err := st.Watch(ctx, "saves/", rev)
-	if err != nil {
-		cancel()
-		return false
-	}
-	w.running, w.since, w.changed = true, rev, map[string]int64{}
-	if w.signal == nil {
-		w.signal = map[string]chan struct{}{}
-	}
-	go func() {
-		for ev := range ch {
-			w.apply(ev)
-		}
-		cancel()
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		w.running, w.changed = false, nil
-		for n, c := range w.signal {
-			close(c)
-			delete(w.signal, n)
-		}
-	}()
-	return true
-}
-
-// apply wakes the host of a save written pending (progress and ends give
-// its agent nothing new to do).
-func (w *saveWaker) apply(ev store.Event) {
+// saveWakeHosts: a save written pending wakes its host (progress and
+// ends give its agent nothing new to do).
+func saveWakeHosts(ev store.Event) []string {
 	if ev.Type != store.EventPut {
-		return
+		return nil
 	}
 	var v struct {
 		State model.SaveState `json:"state"`
 	}
 	if json.Unmarshal(ev.KV.Value, &v) != nil || v.State != model.SavePending {
-		return
+		return nil
 	}
 	node, _, _ := strings.Cut(strings.TrimPrefix(ev.KV.Key, "saves/"), "/")
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.changed == nil {
-		return
-	}
-	w.changed[node] = ev.KV.Revision
-	if c := w.signal[node]; c != nil {
-		close(c)
-		delete(w.signal, node)
-	}
+	return []string{node}
 }

@@ -38,7 +38,8 @@ func volumeKey(project, name string) string { return "volumes/" + project + "/" 
 // writes that take them; waker wakes storage hosts' long polls.
 type volumeState struct {
 	mu    sync.Mutex
-	waker volumeWaker
+	waker hostWaker // of volumes/, with wake's state
+	wake  volumeWake
 }
 
 func newVolumeID() string { return "v" + newID()[1:] }
@@ -808,20 +809,57 @@ func (ctl *Controller) volumeAssignments(ctx context.Context, node string, mine 
 	return nil
 }
 
-// volumeWaker wakes a storage host's long poll when one of its volumes
-// changes (the store watch of volumes/), as nodeWaker does for
-// workspaces; and the hosts of the workspaces that attach a volume when
-// its endpoint appears or changes (a workspace waiting to start for its
-// volume, a scratch volume made with its member, starts then).
-type volumeWaker struct {
-	mu      sync.Mutex
-	running bool
-	since   int64
-	st      store.Store
-	nodeOf  map[string]string // volume key → its storage host
-	epOf    map[string]string // volume key → its endpoint, when it has one
-	changed map[string]int64
-	signal  map[string]chan struct{}
+// volumeWake is what the volume waker keeps: each volume's storage host
+// and endpoint. A volume's change wakes its storage host (before and
+// after); its endpoint appearing or changing wakes the hosts of the
+// workspaces attaching it (they find it in their assignments).
+type volumeWake struct {
+	mu     sync.Mutex
+	nodeOf map[string]string // volume key → its storage host
+	epOf   map[string]string // volume key → its endpoint, when it has one
+}
+
+// start takes the volumes as the watch starts.
+func (w *volumeWake) start(kvs []store.KV) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.nodeOf, w.epOf = map[string]string{}, map[string]string{}
+	for _, kv := range kvs {
+		var v wakeVolume
+		if json.Unmarshal(kv.Value, &v) == nil {
+			w.nodeOf[kv.Key] = v.Node
+			if ep := v.endpointOf(); ep != "" {
+				w.epOf[kv.Key] = ep
+			}
+		}
+	}
+}
+
+// hosts are the hosts a volume's change concerns.
+func (w *volumeWake) hosts(st store.Store, ev store.Event) []string {
+	var v wakeVolume
+	if ev.Type == store.EventPut {
+		_ = json.Unmarshal(ev.KV.Value, &v)
+	}
+	w.mu.Lock()
+	hosts := []string{w.nodeOf[ev.KV.Key], v.Node}
+	if v.Node == "" {
+		delete(w.nodeOf, ev.KV.Key)
+	} else {
+		w.nodeOf[ev.KV.Key] = v.Node
+	}
+	ep := v.endpointOf()
+	moved := ep != "" && ep != w.epOf[ev.KV.Key]
+	if ep == "" {
+		delete(w.epOf, ev.KV.Key)
+	} else {
+		w.epOf[ev.KV.Key] = ep
+	}
+	w.mu.Unlock()
+	if moved && v.Project != "" && v.Name != "" {
+		hosts = append(hosts, attachingHosts(context.Background(), st, v.Project, v.Name)...)
+	}
+	return hosts
 }
 
 // wakeVolume is the part of a stored volume the waker reads.
@@ -879,127 +917,6 @@ func attachingHosts(ctx context.Context, st store.Store, project, name string) [
 		}
 	}
 	return out
-}
-
-// check says whether node has had a volume change after rev (or whether
-// that cannot be told); else it returns a channel closed at its next one.
-func (w *volumeWaker) check(st store.Store, node string, rev int64) (<-chan struct{}, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.running && !w.startLocked(st) {
-		return nil, true
-	}
-	if rev < w.since || w.changed[node] > rev {
-		return nil, true
-	}
-	ch := w.signal[node]
-	if ch == nil {
-		ch = make(chan struct{})
-		w.signal[node] = ch
-	}
-	return ch, false
-}
-
-func (w *volumeWaker) startLocked(st store.Store) bool {
-	ctx, cancel := context.WithCancel(context.Background())
-	rev, err := st.Revision(ctx)
-	if err != nil {
-		cancel()
-		return false
-	}
-	kvs, err := st.List(ctx, "volumes/")
-	if err != nil {
-		cancel()
-		return false
-	}
-	ch, err := st.Watch(ctx, "volumes/", rev)
-	if err != nil {
-		cancel()
-		return false
-	}
-	w.nodeOf, w.epOf, w.st = map[string]string{}, map[string]string{}, st
-	for _, kv := range kvs {
-		var v wakeVolume
-		if json.Unmarshal(kv.Value, &v) == nil {
-			w.nodeOf[kv.Key] = v.Node
-			if ep := v.endpointOf(); ep != "" {
-				w.epOf[kv.Key] = ep
-			}
-		}
-	}
-	w.running, w.since, w.changed = true, rev, map[string]int64{}
-	if w.signal == nil {
-		w.signal = map[string]chan struct{}{}
-	}
-	go func() {
-		for ev := range ch {
-			w.apply(ev)
-		}
-		cancel()
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		w.running, w.changed, w.nodeOf, w.epOf = false, nil, nil, nil
-		for n, c := range w.signal {
-			close(c)
-			delete(w.signal, n)
-		}
-	}()
-	return true
-}
-
-func (w *volumeWaker) apply(ev store.Event) {
-	var v wakeVolume
-	if ev.Type == store.EventPut {
-		_ = json.Unmarshal(ev.KV.Value, &v)
-	}
-	w.mu.Lock()
-	if w.nodeOf == nil {
-		w.mu.Unlock()
-		return
-	}
-	hosts := []string{w.nodeOf[ev.KV.Key], v.Node}
-	if v.Node == "" {
-		delete(w.nodeOf, ev.KV.Key)
-	} else {
-		w.nodeOf[ev.KV.Key] = v.Node
-	}
-	ep := v.endpointOf()
-	moved := ep != "" && ep != w.epOf[ev.KV.Key]
-	if ep == "" {
-		delete(w.epOf, ev.KV.Key)
-	} else {
-		w.epOf[ev.KV.Key] = ep
-	}
-	w.wakeLocked(hosts, ev.KV.Revision)
-	st := w.st
-	w.mu.Unlock()
-	if !moved || st == nil || v.Project == "" || v.Name == "" {
-		return
-	}
-	// The hosts of the workspaces attaching it find its new endpoint in
-	// their assignments (read outside the lock: a store read).
-	users := attachingHosts(context.Background(), st, v.Project, v.Name)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.changed != nil {
-		w.wakeLocked(users, ev.KV.Revision)
-	}
-}
-
-// wakeLocked records a change of hosts at rev and wakes their polls.
-func (w *volumeWaker) wakeLocked(hosts []string, rev int64) {
-	for _, n := range hosts {
-		if n == "" {
-			continue
-		}
-		if rev > w.changed[n] {
-			w.changed[n] = rev
-		}
-		if c := w.signal[n]; c != nil {
-			close(c)
-			delete(w.signal, n)
-		}
-	}
 }
 
 // clusterVolumes checks the volumes new members of cluster cs attach

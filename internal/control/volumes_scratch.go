@@ -21,7 +21,7 @@ import (
 // called as the member is forgotten). A member's host starts it once the
 // storage host reported the volume ready: until then the volume has no
 // endpoint in the host's assignments, and the agent waits for it; the
-// volume's endpoint appearing wakes the member's host (volumeWaker).
+// volume's endpoint appearing wakes the member's host (volumeWake).
 //
 // The checks (names free, quota, storage room) are made before the
 // calendar admits the members, so that a refusal changes nothing; the

@@ -422,10 +422,22 @@ func TestVolumeWakesStorageHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan api.Assignments, 1)
+	// The calendar first (its load writes the store, which would end the
+	// poll at once: a revision the watch cannot tell about).
+	ctl.mu.Lock()
+	_, err = ctl.calendarLocked(ctx)
+	ctl.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if as, err = ctl.Assignments(ctx, "h1", 0, 0); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
 		a, _ := ctl.Assignments(ctx, "h1", as.Revision, 20e9)
 		done <- a
 	}()
+	blocked(t, ctl, "h1")
 	if _, err := ctl.CreateVolume(ctx, "p", api.VolumesPost{Name: "a", Size: model.GiB, Node: "h1"}, true); err != nil {
 		t.Fatal(err)
 	}
