@@ -310,7 +310,7 @@ func (d *Daemon) launchLocked(ctx context.Context) (*proc, error) {
 	fail := func(err error) (*proc, error) {
 		p.kill()
 		if p.q != nil {
-			p.q.close()
+			p.q.Close()
 		}
 		return nil, err
 	}
@@ -423,7 +423,7 @@ func (d *Daemon) downLocked(p *proc) {
 		return
 	}
 	if p.q != nil {
-		go p.q.close()
+		go p.q.Close()
 	}
 	d.p = nil
 	d.nodes = map[string]string{}

@@ -100,7 +100,7 @@ var cacheOpts = map[string]any{"direct": false, "no-flush": false}
 // that flushes are honoured.
 func (d *Daemon) openNodeLocked(ctx context.Context, q *qmpClient, path string) (string, error) {
 	node := d.nextID("n")
-	if err := q.execute(ctx, "blockdev-add", map[string]any{
+	if err := q.Execute(ctx, "blockdev-add", map[string]any{
 		"driver": "qcow2", "node-name": node, "discard": "unmap", "cache": cacheOpts,
 		"file": map[string]any{
 			"driver": "file", "node-name": node + "f", "filename": path,
@@ -115,7 +115,7 @@ func (d *Daemon) openNodeLocked(ctx context.Context, q *qmpClient, path string) 
 			NoFlush bool `json:"no-flush"`
 		} `json:"cache"`
 	}
-	if err := q.execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
+	if err := q.Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
 		d.closeNode(ctx, q, node)
 		return "", err
 	}
@@ -138,7 +138,7 @@ func (d *Daemon) openNodeLocked(ctx context.Context, q *qmpClient, path string) 
 
 // closeNode closes a block node (flushing it), logging a failure.
 func (d *Daemon) closeNode(ctx context.Context, q *qmpClient, node string) error {
-	err := q.execute(ctx, "blockdev-del", map[string]any{"node-name": node}, nil)
+	err := q.Execute(ctx, "blockdev-del", map[string]any{"node-name": node}, nil)
 	if err != nil {
 		d.log.Error("closing block node", "node", node, "err", err)
 	}
@@ -180,7 +180,7 @@ func runJob(ctx context.Context, q *qmpClient, id string) error {
 			Status string `json:"status"`
 			Error  string `json:"error"`
 		}
-		if err := q.execute(ctx, "query-jobs", nil, &jobs); err != nil {
+		if err := q.Execute(ctx, "query-jobs", nil, &jobs); err != nil {
 			return err
 		}
 		found := false
@@ -190,7 +190,7 @@ func runJob(ctx context.Context, q *qmpClient, id string) error {
 			}
 			found = true
 			if j.Status == "concluded" {
-				if err := q.execute(ctx, "job-dismiss", map[string]any{"id": id}, nil); err != nil {
+				if err := q.Execute(ctx, "job-dismiss", map[string]any{"id": id}, nil); err != nil {
 					return err
 				}
 				if j.Error != "" {
@@ -204,7 +204,7 @@ func runJob(ctx context.Context, q *qmpClient, id string) error {
 		}
 		select {
 		case <-ctx.Done():
-			_ = q.execute(context.Background(), "job-cancel", map[string]any{"id": id}, nil)
+			_ = q.Execute(context.Background(), "job-cancel", map[string]any{"id": id}, nil)
 			return fmt.Errorf("job %s: %w", id, ctx.Err())
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -215,7 +215,7 @@ func runJob(ctx context.Context, q *qmpClient, id string) error {
 // the daemon: no other tool needed), synced to disk.
 func (d *Daemon) createQcow2Locked(ctx context.Context, q *qmpClient, path string, size int64) error {
 	job := d.nextID("create")
-	if err := q.execute(ctx, "blockdev-create", map[string]any{
+	if err := q.Execute(ctx, "blockdev-create", map[string]any{
 		"job-id":  job,
 		"options": map[string]any{"driver": "file", "filename": path, "size": 0},
 	}, nil); err != nil {
@@ -225,13 +225,13 @@ func (d *Daemon) createQcow2Locked(ctx context.Context, q *qmpClient, path strin
 		return err
 	}
 	file := d.nextID("c")
-	if err := q.execute(ctx, "blockdev-add", map[string]any{
+	if err := q.Execute(ctx, "blockdev-add", map[string]any{
 		"driver": "file", "node-name": file, "filename": path, "cache": cacheOpts,
 	}, nil); err != nil {
 		return err
 	}
 	job = d.nextID("create")
-	err := q.execute(ctx, "blockdev-create", map[string]any{
+	err := q.Execute(ctx, "blockdev-create", map[string]any{
 		"job-id":  job,
 		"options": map[string]any{"driver": "qcow2", "file": file, "size": size},
 	}, nil)
@@ -308,7 +308,7 @@ func (d *Daemon) addExportLocked(ctx context.Context, name string, readOnly bool
 	if err != nil {
 		return err
 	}
-	if err := q.execute(ctx, "block-export-add", map[string]any{
+	if err := q.Execute(ctx, "block-export-add", map[string]any{
 		"type": "nbd", "id": exportID(name), "node-name": node,
 		"name": name, "writable": !readOnly,
 	}, nil); err != nil {
@@ -322,7 +322,7 @@ func (d *Daemon) addExportLocked(ctx context.Context, name string, readOnly bool
 // and waits until the daemon has let go of it.
 func (d *Daemon) delExportLocked(ctx context.Context, q *qmpClient, name string) error {
 	id := exportID(name)
-	err := q.execute(ctx, "block-export-del", map[string]any{"id": id, "mode": "hard"}, nil)
+	err := q.Execute(ctx, "block-export-del", map[string]any{"id": id, "mode": "hard"}, nil)
 	var qe *QMPError
 	if errors.As(err, &qe) && strings.Contains(qe.Desc, "not found") {
 		return nil // not served (e.g. its volume went missing)
@@ -334,7 +334,7 @@ func (d *Daemon) delExportLocked(ctx context.Context, q *qmpClient, name string)
 		var exps []struct {
 			ID string `json:"id"`
 		}
-		if err := q.execute(ctx, "query-block-exports", nil, &exps); err != nil {
+		if err := q.Execute(ctx, "query-block-exports", nil, &exps); err != nil {
 			return err
 		}
 		gone := true
@@ -490,7 +490,7 @@ func (d *Daemon) Resize(ctx context.Context, name string, size int64) error {
 				return fmt.Errorf("resize %q: %w", name, err)
 			}
 		}
-		err = q.execute(ctx, "block_resize", map[string]any{"node-name": node, "size": size}, nil)
+		err = q.Execute(ctx, "block_resize", map[string]any{"node-name": node, "size": size}, nil)
 		if exported {
 			if aerr := d.addExportLocked(ctx, name, ro); aerr != nil {
 				d.log.Error("export not served again after a resize", "volume", name, "err", aerr)
@@ -547,7 +547,7 @@ func (d *Daemon) Snapshot(ctx context.Context, name, snap string) error {
 			return fail(err)
 		}
 		job := d.nextID("snap")
-		err = q.execute(ctx, "blockdev-backup", map[string]any{
+		err = q.Execute(ctx, "blockdev-backup", map[string]any{
 			"job-id": job, "device": src, "target": dst, "sync": "full",
 			"auto-finalize": true, "auto-dismiss": false,
 		}, nil)

@@ -1,4 +1,4 @@
-package qemu
+package qmp
 
 import (
 	"bufio"
@@ -70,7 +70,7 @@ func TestQMPClient(t *testing.T) {
 	events := make(chan string, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := dialQMP(ctx, path, func(name string, _ json.RawMessage) { events <- name })
+	c, err := Dial(ctx, path, func(name string, _ json.RawMessage) { events <- name })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestQMPClient(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Error("no event")
 	}
-	var qe *qmpError
+	var qe *Error
 	if err := c.Execute(ctx, "fail", nil, nil); !errors.As(err, &qe) || qe.Class != "CommandNotFound" {
 		t.Errorf("fail: got %v, want a CommandNotFound qmp error", err)
 	}
@@ -109,8 +109,8 @@ func TestQMPClient(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("Done not closed after the server hung up")
 	}
-	if err := c.Execute(ctx, "query-status", nil, nil); !errors.Is(err, errQMPClosed) {
-		t.Errorf("after hang-up: got %v, want errQMPClosed", err)
+	if err := c.Execute(ctx, "query-status", nil, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("after hang-up: got %v, want ErrClosed", err)
 	}
 }
 
@@ -119,7 +119,7 @@ func TestQMPNoGreeting(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := dialQMP(ctx, path, nil)
+	_, err := Dial(ctx, path, nil)
 	if err == nil || !strings.Contains(err.Error(), "greeting") {
 		t.Errorf("got %v, want a greeting error", err)
 	}
