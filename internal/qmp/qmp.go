@@ -28,7 +28,7 @@ type message struct {
 	QMP    json.RawMessage `json:"QMP,omitempty"`
 	ID     string          `json:"id,omitempty"`
 	Return json.RawMessage `json:"return,omitempty"`
-	Error  *Error       `json:"error,omitempty"`
+	Error  *Error          `json:"error,omitempty"`
 	Event  string          `json:"event,omitempty"`
 	Data   json.RawMessage `json:"data,omitempty"`
 }
