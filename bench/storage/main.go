@@ -50,7 +50,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math"
 	"math/big"
 	"net"
@@ -617,7 +616,7 @@ func runFetch(ctx context.Context, cfg config, dir string) error {
 	fmt.Printf("\n== part fetch: an image file into a host's image cache vs cp ==\n")
 	src := filepath.Join(dir, "source.bin")
 	t0 := time.Now()
-	if err := makeFile(src, cfg.size); err != nil {
+	if err := benchkit.RandomFile(src, cfg.size); err != nil {
 		return err
 	}
 	fmt.Printf("wrote %d random bytes in %s\n", cfg.size, time.Since(t0).Round(time.Millisecond))
@@ -638,7 +637,7 @@ func runFetch(ctx context.Context, cfg config, dir string) error {
 		return fmt.Errorf("the control plane's blob %s: %v (want %d bytes)", blob, err, cfg.size)
 	}
 	os.Remove(src)
-	if err := readAll(blob); err != nil {
+	if err := benchkit.Warm(blob); err != nil {
 		return err
 	}
 	cacheDir := filepath.Join(dir, "cache")
@@ -656,7 +655,7 @@ func runFetch(ctx context.Context, cfg config, dir string) error {
 		os.RemoveAll(cacheDir)
 		return d, err
 	}
-	copyOnce := func() (time.Duration, error) { return timeCp(blob, dst) }
+	copyOnce := func() (time.Duration, error) { return benchkit.TimeCp(blob, dst) }
 	var fetches, cps []time.Duration
 	for r := 0; r < cfg.runs; r++ {
 		var dc, df time.Duration
@@ -687,46 +686,6 @@ func runFetch(ctx context.Context, cfg config, dir string) error {
 	fmt.Printf("| image cache fetch (HTTPS from the control plane, SHA-256, fsync, rename) | %s | %.0f |\n", sec(fe), mbps(cfg.size, fe[1]))
 	fmt.Printf("\nratio fetch/cp (medians): %s\n", ratio(fe[1].Seconds(), c[1].Seconds()))
 	return nil
-}
-
-func makeFile(path string, size int64) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.CopyN(f, rand.Reader, size); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func readAll(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = io.Copy(io.Discard, f)
-	return err
-}
-
-// timeCp times cp src dst and an fsync of dst.
-func timeCp(src, dst string) (time.Duration, error) {
-	os.Remove(dst)
-	t0 := time.Now()
-	if out, err := exec.Command("cp", src, dst).CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("cp: %v: %s", err, out)
-	}
-	f, err := os.Open(dst)
-	if err != nil {
-		return 0, err
-	}
-	err = f.Sync()
-	f.Close()
-	d := time.Since(t0)
-	os.Remove(dst)
-	return d, err
 }
 
 func mbps(size int64, d time.Duration) float64 { return float64(size) / 1e6 / d.Seconds() }

@@ -30,12 +30,10 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -160,47 +158,6 @@ func clientTLS(ca *transfertest.CA) (*tls.Config, error) {
 	return transfer.ClientTLSConfig(func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return c, nil }, ca.Pool, srcHost), nil
 }
 
-func makeFile(path string, size int64) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.CopyN(f, rand.Reader, size); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// warm reads path, so that cp and fetch both read it from the page cache.
-func warm(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = io.Copy(io.Discard, f)
-	return err
-}
-
-// timeCp times cp src dst and an fsync of dst.
-func timeCp(src, dst string) (time.Duration, error) {
-	os.Remove(dst)
-	t0 := time.Now()
-	if out, err := exec.Command("cp", src, dst).CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("cp: %v: %s", err, out)
-	}
-	f, err := os.Open(dst)
-	if err != nil {
-		return 0, err
-	}
-	err = f.Sync()
-	f.Close()
-	d := time.Since(t0)
-	os.Remove(dst)
-	return d, err
-}
-
 func timeFetch(ctx context.Context, o transfer.FetchOptions) (time.Duration, error) {
 	os.RemoveAll(o.Dir)
 	t0 := time.Now()
@@ -246,7 +203,7 @@ func runLocal(ctx context.Context, sizeFlag, file, dir string, runs int, log *sl
 		}
 		file = filepath.Join(work, "source.bin")
 		fmt.Printf("writing %d random bytes to %s\n", size, file)
-		if err := makeFile(file, size); err != nil {
+		if err := benchkit.RandomFile(file, size); err != nil {
 			return err
 		}
 	}
@@ -274,7 +231,7 @@ func runLocal(ctx context.Context, sizeFlag, file, dir string, runs int, log *sl
 	}
 	o := transfer.FetchOptions{URL: "https://" + l.Addr().String(), ID: benchID, Dir: filepath.Join(work, "staging"), TLS: tc, Log: log}
 
-	if err := warm(file); err != nil {
+	if err := benchkit.Warm(file); err != nil {
 		return err
 	}
 	// The first fetch also has the source compute the sum.
@@ -285,7 +242,7 @@ func runLocal(ctx context.Context, sizeFlag, file, dir string, runs int, log *sl
 	fmt.Printf("first fetch (source hashes the file first): %.3fs\n", first.Seconds())
 	var cps, fetches []time.Duration
 	for range runs {
-		d, err := timeCp(file, filepath.Join(work, "cp.bin"))
+		d, err := benchkit.TimeCp(file, filepath.Join(work, "cp.bin"))
 		if err != nil {
 			return err
 		}
@@ -352,7 +309,7 @@ func runFetch(ctx context.Context, url, pkiDir, dir, out, cpFrom string, runs in
 	var cps, fetches []time.Duration
 	for range runs {
 		if cpFrom != "" {
-			d, err := timeCp(cpFrom, filepath.Join(work, "cp.bin"))
+			d, err := benchkit.TimeCp(cpFrom, filepath.Join(work, "cp.bin"))
 			if err != nil {
 				return err
 			}
@@ -432,7 +389,7 @@ func runNetns(ctx context.Context, c netgrid.Config, sizeFlag, file, dir string,
 		}
 		file = filepath.Join(work, "source.bin")
 		fmt.Printf("writing %d random bytes to %s\n", size, file)
-		if err := makeFile(file, size); err != nil {
+		if err := benchkit.RandomFile(file, size); err != nil {
 			return err
 		}
 	}
@@ -513,10 +470,10 @@ func runNetns(ctx context.Context, c netgrid.Config, sizeFlag, file, dir string,
 	}
 	fmt.Printf("source %s in %s, fetched from %s (%s); first fetch (source hashes the file): %.3fs\n",
 		url, src.Namespace, dst.Namespace, dst.Address, first.Seconds())
-	if err := warm(file); err != nil {
+	if err := benchkit.Warm(file); err != nil {
 		return err
 	}
-	if _, err := timeCp(file, filepath.Join(work, "cp.bin")); err != nil {
+	if _, err := benchkit.TimeCp(file, filepath.Join(work, "cp.bin")); err != nil {
 		return err
 	}
 	if _, err := timeDd(file, filepath.Join(work, "dd.bin")); err != nil {
@@ -524,7 +481,7 @@ func runNetns(ctx context.Context, c netgrid.Config, sizeFlag, file, dir string,
 	}
 	var cps, dds, fetches, walls []time.Duration
 	for r := range runs {
-		dc, err := timeCp(file, filepath.Join(work, "cp.bin"))
+		dc, err := benchkit.TimeCp(file, filepath.Join(work, "cp.bin"))
 		if err != nil {
 			return err
 		}
