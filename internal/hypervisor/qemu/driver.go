@@ -633,6 +633,17 @@ func (d *Driver) finish(v *vm) {
 		// after the process is seen gone.
 		waitThreads(v.pid, time.Now().Add(time.Second))
 	}
+	// The events QEMU sent before it exited (SHUTDOWN says why) are read
+	// before the reason is: its QMP connection ends once they are.
+	v.mu.Lock()
+	q := v.qmp
+	v.mu.Unlock()
+	if q != nil {
+		select {
+		case <-q.Done():
+		case <-time.After(time.Second):
+		}
+	}
 	d.exitMu.Lock()
 	defer d.exitMu.Unlock()
 	st, err := readState(v.p)
