@@ -170,7 +170,15 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d.killStale()
 	d.removeTemporaries()
-	if d.ln, err = listenNoDelay(ctx, cfg.Listen); err != nil {
+	// A predecessor just killed may hold the port a moment longer (its
+	// other threads exit after the one /proc shows a zombie).
+	for deadline := time.Now().Add(stopWait); ; time.Sleep(50 * time.Millisecond) {
+		d.ln, err = listenNoDelay(ctx, cfg.Listen)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("Listen: %w", err)
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
