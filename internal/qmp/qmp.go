@@ -182,6 +182,12 @@ func (c *Client) execute(ctx context.Context, cmd string, args, out any, fd int)
 	c.wmu.Unlock()
 	if err != nil {
 		forget()
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) {
+			// The other end is gone (QEMU exited): closed, as for a reply
+			// that never comes, so that callers who retry on a new
+			// connection do.
+			return fmt.Errorf("qmp %s: %w (%v)", cmd, ErrClosed, err)
+		}
 		return fmt.Errorf("qmp %s: %w", cmd, err)
 	}
 	select {
