@@ -87,17 +87,25 @@ func TestSaveRunsAndUploads(t *testing.T) {
 	if s2.State != model.SaveFailed || !strings.Contains(s2.Error, "disk on fire") {
 		t.Fatalf("failed save: %+v", s2)
 	}
-	evs, err := r.user.WorkspaceEvents(ctx, "w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var all []string
-	for _, e := range evs {
-		all = append(all, e.Message)
-	}
-	joined := strings.Join(all, "\n")
-	if !strings.Contains(joined, "saved as image saved-env (") || !strings.Contains(joined, "save failed: ") {
-		t.Errorf("events:\n%s", joined)
+	// (Each end's event is written just after the save's record.)
+	var joined string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		evs, err := r.user.WorkspaceEvents(ctx, "w1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var all []string
+		for _, e := range evs {
+			all = append(all, e.Message)
+		}
+		joined = strings.Join(all, "\n")
+		if strings.Contains(joined, "saved as image saved-env (") && strings.Contains(joined, "save failed: ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("events:\n%s", joined)
+			break
+		}
 	}
 	if imgs, err = r.user.Images(ctx); err != nil {
 		t.Fatal(err)
