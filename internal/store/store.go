@@ -89,15 +89,20 @@ type Store interface {
 // OpMustNotExist, as an Op's Rev, says that the key must not exist.
 const OpMustNotExist = -1
 
-// Op is one write of a Txn.
+// Op is one write of a Txn, or with Check one condition of it.
 type Op struct {
 	Key    string
-	Value  []byte // ignored for deletes
+	Value  []byte // ignored for deletes and checks
 	Delete bool
 	// Rev is the condition on the key's current revision: 0 = none (create
 	// or replace; delete if present), > 0 = the key must exist at exactly
 	// this revision, OpMustNotExist = the key must not exist.
 	Rev int64
+	// Check makes the op a condition only: it writes nothing, and its Rev
+	// is checked as any other op's (with the same ConflictError if it
+	// fails). A Txn of checks alone that pass writes nothing and returns the
+	// current revision. Check and Delete together are invalid.
+	Check bool
 }
 
 // ConflictError says which key had a revision other than the one expected.

@@ -23,6 +23,9 @@ func (s *Store) Txn(ctx context.Context, ops []store.Op) (int64, error) {
 			if err != nil {
 				return nil, err
 			}
+			if op.Check {
+				continue
+			}
 			if !op.Delete {
 				ev, err := put(b, op.Key, op.Value, rev)
 				if err != nil {
@@ -52,6 +55,9 @@ func checkOps(ops []store.Op) error {
 		}
 		if op.Rev < store.OpMustNotExist {
 			return fmt.Errorf("txn op %d: %s: invalid revision condition %d", i, op.Key, op.Rev)
+		}
+		if op.Check && op.Delete {
+			return fmt.Errorf("txn op %d: %s: a check op cannot also delete", i, op.Key)
 		}
 		if _, dup := seen[op.Key]; dup {
 			return fmt.Errorf("txn op %d: %s: key in more than one op", i, op.Key)

@@ -38,7 +38,10 @@ func describeOps(ops []store.Op) string {
 			b.WriteString(", ")
 		}
 		verb := "put"
-		if op.Delete {
+		switch {
+		case op.Check:
+			verb = "check"
+		case op.Delete:
 			verb = "delete"
 		}
 		fmt.Fprintf(&b, "%s %q@%d", verb, op.Key, op.Rev)
