@@ -61,6 +61,13 @@ const (
 	CodeLimit        = "limit_exceeded" // a project's object limit
 	CodeRateLimited  = "rate_limited"   // 429: too many requests from one token; see Retry-After
 	CodeInternal     = "internal"
+	// CodeNotLeader (503): the replica that answered cannot reach a
+	// leading replica now (none elected yet, or it just lost its
+	// election); another replica, or the same one a moment later, can.
+	CodeNotLeader = "not_leader"
+	// CodeLeaderLost (502): the leading replica went away while it
+	// handled a forwarded write, which may or may not have been done.
+	CodeLeaderLost = "leader_lost"
 )
 
 // WorkspaceList is the answer of GET /workspaces: one page. Continue,

@@ -20,6 +20,7 @@ import (
 	"vgrid/internal/client"
 	"vgrid/internal/controlplane"
 	"vgrid/internal/hypervisor/qemu"
+	"vgrid/internal/metrics"
 	"vgrid/internal/model"
 	"vgrid/internal/policyfile"
 )
@@ -92,11 +93,12 @@ adopted again when it starts.`,
 	f.StringVar(&o.storageListen, "storage-listen", "auto", "IP:port where the local agent serves network volumes (qemu-storage-daemon, NBD over TLS); auto: 127.0.0.1:10809; off: it stores none")
 	o.site.register(f)
 	o.grid.register(f)
+	registerLogFormat(f)
 	return c
 }
 
 func newLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(logHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})) // --log-format
 }
 
 // runUp is the all-in-one process.
@@ -125,6 +127,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err != nil {
 		return err
 	}
+	_ = metrics.AgentRegistry().Register(ag.MetricsCollector()) // served on the API's /metrics
 	fmt.Fprintf(os.Stderr, "vgrid up: API at %s, data in %s, host %s (%s). Ctrl-C stops vgrid; workspaces keep running.\n",
 		cp.URL, o.dataDir, ag.NodeName(), ag.Accel())
 	err = cp.Wait(ctx)
@@ -178,6 +181,7 @@ func startLocalAgent(ctx context.Context, log *slog.Logger, o *upOptions, cp *co
 func newServerCmd() *cobra.Command {
 	var dataDir, listen, policy string
 	var site siteLimits
+	var repl replicaFlags
 	writeConfig := true
 	c := &cobra.Command{
 		Use:   "server",
@@ -189,8 +193,13 @@ func newServerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			etcdCfg, err := repl.etcd()
+			if err != nil {
+				return err
+			}
 			cp, err := controlplane.Start(ctx, newLogger(), controlplane.Config{DataDir: dataDir, Listen: listen, Policy: pol, WriteConfig: writeConfig,
-				Limits: site.limits(), RateLimit: site.rateLimit(), NodeTimeout: site.nodeTimeout, NodeLostAfter: site.nodeLost})
+				Limits: site.limits(), RateLimit: site.rateLimit(), NodeTimeout: site.nodeTimeout, NodeLostAfter: site.nodeLost,
+				Etcd: etcdCfg, BlobDir: repl.blobDir})
 			if err != nil {
 				return err
 			}
@@ -204,12 +213,14 @@ func newServerCmd() *cobra.Command {
 	c.Flags().StringVar(&policy, "policy", "", "lease calendar policy file (see vgrid up --help)")
 	c.Flags().BoolVar(&writeConfig, "write-config", true, "write the admin client config to the default client config path too")
 	site.register(c.Flags())
+	registerLogFormat(c.Flags())
+	repl.register(c.Flags())
 	return c
 }
 
 func newAgentCmd() *cobra.Command {
 	var dataDir, srvURL, joinFile, caFile, accel, nodeName, transferListen, transferAddr, cgroupParent, imageCacheSize string
-	var storageListen string
+	var storageListen, metricsListen string
 	var labels map[string]string
 	var capFlags capacityFlags
 	c := &cobra.Command{
@@ -252,6 +263,13 @@ func newAgentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if metricsListen != "" {
+				stop, err := serveAgentMetrics(log, metricsListen, ag)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			return ag.Run(cmd.Context())
 		},
 	}
@@ -268,6 +286,8 @@ func newAgentCmd() *cobra.Command {
 	f.StringToStringVar(&labels, "label", nil, "host labels, key=value")
 	f.StringVar(&imageCacheSize, "image-cache-size", "0", imageCacheSizeUsage)
 	f.StringVar(&storageListen, "storage-listen", "auto", "IP:port where this host serves network volumes (qemu-storage-daemon, NBD over TLS); auto: --address, port 10809, when given; off: none")
+	f.StringVar(&metricsListen, "metrics-listen", "", "host:port serving this agent's metrics as plain, unauthenticated HTTP GET /metrics, e.g. 127.0.0.1:9465 (empty: none)")
+	registerLogFormat(f)
 	capFlags.register(f)
 	return c
 }
@@ -305,7 +325,7 @@ func detach(ctx context.Context, o *upOptions) error {
 		return err
 	}
 	args := []string{"up", "--data-dir", o.dataDir, "--listen", o.listen, "--accel", o.accel,
-		"--write-config=" + strconv.FormatBool(o.writeConfig), "--usage-every", o.usageEvery.String()}
+		"--write-config=" + strconv.FormatBool(o.writeConfig), "--usage-every", o.usageEvery.String(), "--log-format", logFormat.String()}
 	args = append(args, o.site.args()...)
 	if o.nodeName != "" {
 		args = append(args, "--node-name", o.nodeName)

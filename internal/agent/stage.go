@@ -11,6 +11,7 @@ import (
 
 	"vgrid/api"
 	"vgrid/internal/hypervisor"
+	"vgrid/internal/metrics"
 )
 
 // Staging ahead of a start: the control plane lists in a host's
@@ -137,6 +138,7 @@ func (a *Agent) stageOne(ctx context.Context, img string) {
 				}
 			}
 			a.log.Info("image staged", "image", img, "bytes", n, "took", time.Since(t0).Round(time.Millisecond))
+			metrics.Since(metrics.Stage.WithLabelValues(img), t0)
 			return
 		}
 		if ctx.Err() != nil {

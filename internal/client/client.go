@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"vgrid/api"
@@ -47,26 +48,36 @@ func IsNotFound(err error) bool {
 	return errors.As(err, &e) && e.Status == http.StatusNotFound
 }
 
-// Client talks to one control plane.
+// Client talks to one control plane, through any of its replicas.
 type Client struct {
-	base  string
+	// bases are the API base URLs of the replicas; cur indexes the one in
+	// use (shared by copies made with WithToken).
+	bases []string
+	cur   *atomic.Int32
 	token string
 	hc    *http.Client
 }
 
-// New returns a client for cfg.
+// New returns a client for cfg. cfg.Server may list several replicas'
+// addresses, separated by commas: the client moves to the next when one
+// does not answer, or has no leader to forward to (failover.go).
 func New(cfg Config) (*Client, error) {
 	if cfg.Server == "" {
 		return nil, errors.New("no server address: run `vgrid up`, or set VGRID_ADDR and VGRID_TOKEN")
 	}
-	u, err := url.Parse(cfg.Server)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("server address %q: want https://host:port", cfg.Server)
-	}
-	if u.Scheme == "http" && !cfg.Insecure && !loopback(u.Hostname()) {
-		// Every call carries the bearer token: in the clear, anyone on
-		// the path could take it.
-		return nil, fmt.Errorf("server address %q: plain http would send the token unencrypted; use https://, or pass --insecure to allow it", cfg.Server)
+	var bases []string
+	for _, srv := range strings.Split(cfg.Server, ",") {
+		srv = strings.TrimSpace(srv)
+		u, err := url.Parse(srv)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, fmt.Errorf("server address %q: want https://host:port (several: separated by commas)", srv)
+		}
+		if u.Scheme == "http" && !cfg.Insecure && !loopback(u.Hostname()) {
+			// Every call carries the bearer token: in the clear, anyone on
+			// the path could take it.
+			return nil, fmt.Errorf("server address %q: plain http would send the token unencrypted; use https://, or pass --insecure to allow it", srv)
+		}
+		bases = append(bases, strings.TrimRight(srv, "/")+api.Prefix)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 16
@@ -94,7 +105,7 @@ func New(cfg Config) (*Client, error) {
 		}
 		tr.TLSClientConfig.GetClientCertificate = getCert
 	}
-	return &Client{base: strings.TrimRight(cfg.Server, "/") + api.Prefix, token: cfg.Token, hc: &http.Client{Transport: tr}}, nil
+	return &Client{bases: bases, cur: new(atomic.Int32), token: cfg.Token, hc: &http.Client{Transport: tr}}, nil
 }
 
 // CloseIdleConnections closes the client's idle connections: the next
@@ -169,50 +180,66 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
-// send performs a request and turns error answers into *Error.
+// send performs a request and turns error answers into *Error. A replica
+// that cannot be reached, or has no leader to forward to, is left for the
+// next one (failover.go).
 func (c *Client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
-	var rd io.Reader
+	var raw []byte
 	ctype := ""
 	switch b := body.(type) {
 	case nil:
 	case []byte:
-		rd = bytes.NewReader(b)
+		raw = b
 		ctype = "application/yaml"
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
 			return nil, err
 		}
-		rd = bytes.NewReader(j)
+		raw = j
 		ctype = "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if certRefused(err) {
-			// The same as the server answering 401, one layer down.
-			return nil, &Error{Status: http.StatusUnauthorized, Body: api.ErrorBody{Code: api.CodeUnauthorized,
-				Message: fmt.Sprintf("%s %s: the server refused the client certificate in the TLS handshake (%v)", method, path, err)}}
+	var fo failover
+	for {
+		base := c.base()
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(raw)
 		}
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var e api.Error
-		if json.Unmarshal(raw, &e) != nil || e.Error.Message == "" {
-			e.Error.Message = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(raw)))
+		req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+		if err != nil {
+			return nil, err
 		}
-		return nil, &Error{Status: resp.StatusCode, Body: e.Error}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			if certRefused(err) {
+				// The same as the server answering 401, one layer down.
+				return nil, &Error{Status: http.StatusUnauthorized, Body: api.ErrorBody{Code: api.CodeUnauthorized,
+					Message: fmt.Sprintf("%s %s: the server refused the client certificate in the TLS handshake (%v)", method, path, err)}}
+			}
+			if fo.again(ctx, c, base, method, err) {
+				continue
+			}
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		if resp.StatusCode >= 300 {
+			raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			var e api.Error
+			if json.Unmarshal(raw, &e) != nil || e.Error.Message == "" {
+				e.Error.Message = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(raw)))
+			}
+			if e.Error.Code == api.CodeNotLeader && fo.again(ctx, c, base, method, nil) {
+				continue
+			}
+			return nil, &Error{Status: resp.StatusCode, Body: e.Error}
+		}
+		return resp, nil
 	}
-	return resp, nil
 }
 
 // CreateWorkspace sends a spec (YAML or JSON bytes).

@@ -32,7 +32,7 @@ func (c *Client) ImageFileFrom(ctx context.Context, image, which string, offset 
 		return nil, 0, fmt.Errorf("image %s %s: offset %d: want 0 or more", image, which, offset)
 	}
 	path := "/images/" + url.PathEscape(image) + "/files/" + url.PathEscape(which)
-	req, err := http.NewRequestWithContext(ctx, "GET", c.base+path, nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base()+path, nil)
 	if err != nil {
 		return nil, 0, err
 	}

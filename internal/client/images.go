@@ -51,7 +51,7 @@ func (c *Client) PushImage(ctx context.Context, name string, r io.Reader, size i
 	if opt.Progress != nil {
 		body = &progressReader{r: body, total: size, fn: opt.Progress}
 	}
-	req, err := http.NewRequestWithContext(ctx, "PUT", c.base+path, body)
+	req, err := http.NewRequestWithContext(ctx, "PUT", c.base()+path, body)
 	if err != nil {
 		return model.Image{}, err
 	}

@@ -101,7 +101,7 @@ func (c *Client) SaveImageUpload(ctx context.Context, node, id, path, consistenc
 	q.Set(api.SaveParamConsistency, consistency)
 	q.Set(api.SaveParamTook, took.String())
 	p := nodeSave(node, id) + "/image?" + q.Encode()
-	req, err := http.NewRequestWithContext(ctx, "PUT", c.base+p, io.NopCloser(f))
+	req, err := http.NewRequestWithContext(ctx, "PUT", c.base()+p, io.NopCloser(f))
 	if err != nil {
 		return model.Save{}, err
 	}

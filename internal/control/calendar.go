@@ -26,6 +26,9 @@ const hostLabel = "vgrid.io/host"
 // calendarLocked returns the calendar, building it on first use. placeMu
 // must be held.
 func (ctl *Controller) calendarLocked(ctx context.Context) (*calendar.Calendar, error) {
+	if err := ctl.leadCheck(); err != nil {
+		return nil, err
+	}
 	if ctl.cal != nil {
 		return ctl.cal, nil
 	}
@@ -293,7 +296,7 @@ func (ctl *Controller) advanceCalendar(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return ctl.commitLocked(ctx, c.Advance(ctl.now()), nil)
+	return ctl.commitLocked(ctx, observeLag(ctl.now(), c.Advance(ctl.now())), nil)
 }
 
 // applyActions stores the calendar's decisions and carries out its actions

@@ -314,7 +314,7 @@ func (ctl *Controller) CreateCluster(ctx context.Context, project string, cs mod
 		wss[i].Status.Lease = id
 		l.Members[i] = calendar.Request{Workspace: wss[i].Spec.Name, Resources: resourcesOf(wss[i].Spec), Spread: members[i].Placement == model.PlacementSpread}
 	}
-	adm, err := c.Submit(l, now)
+	adm, err := submitTimed(c, l, now)
 	var rf *calendar.Refusal
 	switch {
 	case errors.As(err, &rf):

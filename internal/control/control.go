@@ -78,9 +78,11 @@ type Controller struct {
 	fenced map[string]bool
 	// movable says every live host serves transfers (policy).
 	movable bool
-	// started is when this controller began: hosts' silence counts toward
-	// Lost from then at the earliest.
+	// started is when this controller began (or began to lead): hosts'
+	// silence counts toward Lost from then at the earliest.
 	started time.Time
+	// leading says this replica owns the calendar (leader.go).
+	leading bool
 
 	// kick wakes Run when a decision may have brought the calendar's next
 	// action nearer.
@@ -115,7 +117,7 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.ReconcileEvery == 0 {
 		cfg.ReconcileEvery = time.Second
 	}
-	ctl := &Controller{store: cfg.Store, log: cfg.Logger, now: cfg.Now, cfg: cfg, kick: make(chan struct{}, 1), started: cfg.Now()}
+	ctl := &Controller{store: cfg.Store, log: cfg.Logger, now: cfg.Now, cfg: cfg, kick: make(chan struct{}, 1), started: cfg.Now(), leading: true}
 	// The hosts' long polls are woken by their commands, saves and
 	// volumes too (hostwake.go).
 	ctl.execs.waker.prefix, ctl.execs.waker.hosts = "exec/", execWakeHosts
@@ -159,7 +161,7 @@ func (ctl *Controller) Run(ctx context.Context) error {
 				}
 			}
 		}
-		if err := ctl.Reconcile(ctx); err != nil && ctx.Err() == nil {
+		if err := ctl.reconcileIfLeading(ctx); err != nil && ctx.Err() == nil {
 			ctl.log.Warn("reconcile", "err", err)
 		}
 		t.Reset(ctl.untilNext())

@@ -376,6 +376,7 @@ func (ctl *Controller) endMigration(ctx context.Context, project, name string, s
 	if from == "" {
 		return ws, nil // ended already
 	}
+	observeMigration(ok, since, ctl.now(), rep)
 	if ok {
 		msg := fmt.Sprintf("live from %s to %s", from, m.To)
 		if rep != nil {

@@ -124,6 +124,7 @@ func (ctl *Controller) Heartbeat(ctx context.Context, name string, hb model.Node
 		}
 		break
 	}
+	observeHeartbeat(name)
 	if back {
 		ctl.log.Warn("lost host heartbeats again", "node", name)
 		ctl.hostBack(ctx, n)
@@ -513,6 +514,7 @@ func (ctl *Controller) Nodes(ctx context.Context) ([]api.NodeInfo, error) {
 // slowest recent figures, so that reservations are planned to be ready at
 // their start.
 func (ctl *Controller) learnHostTimes(ctx context.Context, node string, ws model.Workspace) {
+	observeGuestTimes(node, ws)
 	t := ws.Status.Timings
 	var add func(*model.HostTimes)
 	switch ws.Status.State {

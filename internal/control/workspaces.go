@@ -43,6 +43,7 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 
 	ctl.mu.Lock()
 	defer ctl.mu.Unlock()
+	defer observeAdmission(sp.LeaseKind(), time.Now())
 	if _, err := ctl.store.Get(ctx, wsKey(project, sp.Name)); err == nil {
 		return model.Workspace{}, invalid("invalid workspace spec", api.FieldError{Field: "name",
 			Reason: fmt.Sprintf("a workspace named %q already exists in project %s", sp.Name, project)})
@@ -79,7 +80,7 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 		}
 	}
 	ws.Status.Lease = freshLeaseID(c, ws.Status.Lease, ws)
-	adm, err := c.Submit(leaseOf(ws, img), now)
+	adm, err := submitTimed(c, leaseOf(ws, img), now)
 	var rf *calendar.Refusal
 	switch {
 	case errors.As(err, &rf):
@@ -329,7 +330,7 @@ func (ctl *Controller) StartWorkspace(ctx context.Context, project, name string)
 		l.Members[0].Labels = map[string]string{hostLabel: from}
 		fromNode, _ = ctl.Node(ctx, from)
 	}
-	adm, err := c.Submit(l, now)
+	adm, err := submitTimed(c, l, now)
 	if err != nil && from != "" && fromNode.State != model.NodeLost && fromNode.Transfer != "" {
 		// Not on its own host: anywhere else, its disk copied there.
 		l.Members[0].Labels = nil

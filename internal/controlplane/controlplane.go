@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,8 +30,13 @@ import (
 // and its controller.
 type ControlPlane struct {
 	srv *server.Server
-	st  *bolt.Store
-	hs  *http.Server
+	st  *bolt.Store // the embedded store (nil on an etcd store)
+	// rep is this replica's part in a control plane of several over etcd
+	// (replica.go); nil with the embedded store.
+	rep *replica
+	// store is the store the control plane uses (st, or rep's view).
+	store store.Store
+	hs    *http.Server
 	// URL is the API address; CAPEM the CA that signed its certificate;
 	// JoinToken lets a host agent register.
 	URL       string
@@ -77,6 +83,13 @@ type Config struct {
 	// when Listen is on all addresses. The server certificate covers
 	// their hosts too.
 	ExtraListen []string
+	// Etcd, if set, keeps the state in etcd rather than in the embedded
+	// store, and makes this control plane one replica of several
+	// (replica.go).
+	Etcd *EtcdConfig
+	// BlobDir is where pushed images are kept (default DataDir/blobs);
+	// replicas share one (a shared file system).
+	BlobDir string
 }
 
 // Start opens the store in cfg.DataDir, makes or loads the TLS material,
@@ -91,7 +104,17 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 	dataDir, _ = filepath.Abs(dataDir)
 	// The store is checked, refused if damaged or missing where there was
 	// one, and backed up before anything writes to it (storefile.go).
-	st, err := openStore(ctx, log, dataDir, cfg.AllowFreshStore)
+	var st store.Store
+	var bst *bolt.Store
+	var rep *replica
+	var err error
+	if cfg.Etcd != nil {
+		rep, err = openReplica(ctx, log, *cfg.Etcd)
+		st = rep.store
+	} else {
+		bst, err = openStore(ctx, log, dataDir, cfg.AllowFreshStore)
+		st = bst
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -105,11 +128,18 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 		cfg.NodeLostAfter = control.DefaultNodeLostAfter
 	}
 	// Pushed images' disks are kept by content in <data-dir>/blobs.
-	srv, err := server.New(server.Config{Store: st, Logger: log, Policy: policy, ImageDirs: imageDirs, BlobDir: filepath.Join(dataDir, "blobs"), Limits: cfg.Limits,
+	if cfg.BlobDir == "" {
+		cfg.BlobDir = filepath.Join(dataDir, "blobs")
+	}
+	srv, err := server.New(server.Config{Store: st, Logger: log, Policy: policy, ImageDirs: imageDirs, BlobDir: cfg.BlobDir, Limits: cfg.Limits,
 		NodeTimeout: cfg.NodeTimeout, NodeLostAfter: cfg.NodeLostAfter})
 	if err != nil {
 		st.Close()
 		return nil, err
+	}
+	if rep != nil {
+		// A replica follows until it is elected (replica.go).
+		srv.Controller().SetLeading(false)
 	}
 	if cfg.RateLimit != (server.RateLimit{}) {
 		srv.SetRateLimit(cfg.RateLimit)
@@ -120,12 +150,24 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 		return nil, fmt.Errorf("--listen %q: %w", listen, err)
 	}
 	sans := []string{host}
+	if cfg.Etcd != nil && cfg.Etcd.Advertise != "" {
+		if u, err := url.Parse(cfg.Etcd.Advertise); err == nil && u.Hostname() != "" {
+			sans = append(sans, u.Hostname())
+		}
+	}
 	for _, x := range cfg.ExtraListen {
 		h, _, err := net.SplitHostPort(x)
 		if err != nil {
 			h = x
 		}
 		sans = append(sans, h)
+	}
+	if rep != nil {
+		// The replicas share one CA, kept in the store (replica.go).
+		if err := rep.syncCA(ctx, filepath.Join(dataDir, "tls")); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	files, err := server.EnsureTLS(filepath.Join(dataDir, "tls"), sans)
 	if err != nil {
@@ -184,11 +226,14 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 	if urlHost == "" || net.ParseIP(urlHost) != nil && net.ParseIP(urlHost).IsUnspecified() {
 		urlHost = "127.0.0.1"
 	}
-	cp := &ControlPlane{srv: srv, st: st, URL: "https://" + net.JoinHostPort(urlHost, strconv.Itoa(addr.Port)),
+	cp := &ControlPlane{srv: srv, st: bst, rep: rep, store: st, URL: "https://" + net.JoinHostPort(urlHost, strconv.Itoa(addr.Port)),
 		CAPEM: string(ca), errc: make(chan error, 2), log: log}
-	// What a crash left of uploads and unreferenced image blobs.
-	if err := srv.Controller().SweepBlobs(ctx); err != nil {
-		log.Warn("sweep image blobs", "err", err)
+	// What a crash left of uploads and unreferenced image blobs (a
+	// replica does it when it comes to lead: the blobs are shared).
+	if rep == nil {
+		if err := srv.Controller().SweepBlobs(ctx); err != nil {
+			log.Warn("sweep image blobs", "err", err)
+		}
 	}
 	if err := cp.bootstrap(ctx, dataDir, images, writeConfig); err != nil {
 		for _, l := range lns {
@@ -212,6 +257,17 @@ func Start(ctx context.Context, log *slog.Logger, cfg Config) (*ControlPlane, er
 	go func() { defer cp.wg.Done(); _ = srv.Run(ctx) }()
 	if err := os.WriteFile(filepath.Join(dataDir, "vgrid.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		log.Warn("write pid file", "err", err)
+	}
+	if rep != nil {
+		// Serving first, campaigning next: a replica that leads must be
+		// reachable by the others it forwards for.
+		if err := rep.start(ctx, cp, files, cfg); err != nil {
+			_ = cp.hs.Close()
+			cp.wg.Wait()
+			st.Close()
+			return nil, err
+		}
+		return cp, nil
 	}
 	cp.serveBackups(ctx, dataDir)
 	return cp, nil
@@ -371,7 +427,10 @@ func (cp *ControlPlane) Wait(ctx context.Context) error {
 // Close waits for the background work and closes the store.
 func (cp *ControlPlane) Close() {
 	cp.wg.Wait()
-	cp.st.Close()
+	if cp.rep != nil {
+		cp.rep.close()
+	}
+	cp.store.Close()
 }
 
 // Server is the running HTTP server (for tests and wiring).

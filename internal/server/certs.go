@@ -430,10 +430,10 @@ func certUnauthorized(msg string) error {
 // No, or an expired, certificate is 401; one for another host, revoked or
 // replaced is 403.
 func (s *Server) checkNodeCert(r *http.Request, t Token) error {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+	leaf, ok := s.clientLeaf(r)
+	if !ok {
 		return certUnauthorized("no client certificate: a host's requests need its certificate (node.crt in the agent's data directory, signed by the control plane's CA) besides its node token")
 	}
-	leaf := r.TLS.VerifiedChains[0][0]
 	cn := leaf.Subject.CommonName
 	if cn != t.Node {
 		return fmt.Errorf("%w: the client certificate is for host %s, the node token for host %q", errForbidden, quoteShort(cn), t.Node)
@@ -486,8 +486,8 @@ func (s *Server) postNodeCertificate(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	keep := ""
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		keep = serialText(r.TLS.PeerCertificates[0].SerialNumber)
+	if leaf, ok := s.clientLeaf(r); ok {
+		keep = serialText(leaf.SerialNumber)
 	}
 	nc, err := s.issueNodeCert(ctx, name, addr, csr.PublicKey, keep)
 	if err != nil {

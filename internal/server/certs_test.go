@@ -146,7 +146,9 @@ func TestNodeRequestsNeedTheirCertificate(t *testing.T) {
 		{"no certificate", n1.Token, "", "", "n1", http.StatusUnauthorized, "no client certificate", false},
 		{"an expired certificate", n1.Token, expiredCert, expiredKey, "n1", http.StatusUnauthorized, "", true},
 		{"a certificate of another CA", n1.Token, foreignCert, foreignKey, "n1", http.StatusUnauthorized, "", true},
-		{"the server's own certificate", n1.Token, mustRead(t, e.tls.ServerCert), mustRead(t, e.tls.ServerKey), "n1", http.StatusUnauthorized, "", true},
+		// A replica's (server) certificate is a client certificate too
+		// (replica.go), for no host.
+		{"the server's own certificate", n1.Token, mustRead(t, e.tls.ServerCert), mustRead(t, e.tls.ServerKey), "n1", http.StatusForbidden, `for host "vgrid server"`, false},
 		{"another host's certificate", n1.Token, reg3.Certificate, e.keys["n3"], "n1", http.StatusForbidden, `for host "n3"`, false},
 		{"its certificate for another host's path", reg3.Token, reg3.Certificate, e.keys["n3"], "n1", http.StatusForbidden, "", false},
 		{"a revoked host's certificate and token", reg2.Token, reg2.Certificate, n2Key, "n2", http.StatusUnauthorized, "", false},

@@ -93,6 +93,9 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 		default:
 			status, body.Code = http.StatusConflict, api.CodeConflict
 		}
+	case errors.Is(err, store.ErrNotLeader):
+		status, body.Code = http.StatusServiceUnavailable, api.CodeNotLeader
+		w.Header().Set("Retry-After", "1")
 	case errors.Is(err, control.ErrNoReadyHost):
 		status, body.Code = http.StatusServiceUnavailable, api.CodeCapacity
 	case errors.Is(err, errUnauthorized):

@@ -29,6 +29,8 @@ type Server struct {
 	limits rateLimiter
 	// ca signs hosts' client certificates (certs.go); set by SetNodeCA.
 	ca caHolder
+	// repl is set on one replica of several (replica.go).
+	repl *replication
 }
 
 // New returns a server over cfg.Store.
@@ -160,7 +162,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeError(w, s.log, notFound(fmt.Sprintf("route %s %s", r.Method, r.URL.Path)))
 	})
-	return mux
+	return s.instrument(mux) // request metrics; GET /metrics (metrics.go)
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, e endpoint) {
@@ -172,6 +174,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e endpoint) {
 			writeError(w, s.log, fmt.Errorf("internal error"))
 		}
 	}()
+	if s.repl != nil && !s.leading() && (needsLeader(r) || !s.leaderKnown()) {
+		// The leader authenticates the request again (a host's client
+		// certificate goes with it): forwarded before anything here
+		// reads the store, which a replica cut off from etcd cannot.
+		s.forward(w, r)
+		return
+	}
 	p, err := s.authenticate(r)
 	if err != nil {
 		writeError(w, s.log, err)
@@ -189,6 +198,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e endpoint) {
 		}
 	}
 	if err := e.handle(s, w, r); err != nil {
+		if s.repl != nil && control.IsNotLeader(err) && !needsLeader(r) && !s.leading() {
+			// A read that needs the calendar: the leader answers it.
+			s.forward(w, r)
+			return
+		}
 		writeError(w, s.log, err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -185,6 +186,9 @@ func (f TLSFiles) reissueReason(hosts []string, now time.Time) (string, *x509.Ce
 			return "does not cover " + h, cert
 		}
 	}
+	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return "cannot authenticate this replica to another (no client auth usage)", cert
+	}
 	if now.Add(renewBefore).After(cert.NotAfter) {
 		return endsOn + cert.NotAfter.Format(time.DateOnly), cert
 	}
@@ -231,7 +235,9 @@ func (f TLSFiles) issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, hosts []s
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		// Client auth too: a replica presents it to the leading replica
+		// when it forwards a request (replica.go).
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	if h, err := os.Hostname(); err == nil {
 		hosts = append(hosts, h)

@@ -227,6 +227,13 @@ func TestAgentKilledMidSuspend(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Settling may go on at the driver's next look.
+		for deadline := time.Now().Add(10 * time.Second); got.State != step.want && time.Now().Before(deadline); {
+			time.Sleep(200 * time.Millisecond)
+			if got, err = d2.Get(ctx, spec.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if got.State != step.want {
 			t.Fatalf("%s: got %s (%+v), want %s", step.at, got.State, got, step.want)
 		}

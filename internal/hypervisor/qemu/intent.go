@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"vgrid/internal/hypervisor"
@@ -269,8 +270,21 @@ func (d *Driver) unpause(ctx context.Context, id string, p Paths, pid int) (bool
 		// not something cont fixes.
 		return true, fmt.Errorf("the guest is %s; not continued", status.Status)
 	}
-	if err := c.Execute(ctx, "cont", nil, nil); err != nil {
-		return true, err
+	// A migration that ended a moment ago may not be finalized yet (its
+	// thread still winding down): QEMU refuses cont until it is.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		err := c.Execute(ctx, "cont", nil, nil)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "not finalized") || time.Now().After(deadline) {
+			return true, err
+		}
+		select {
+		case <-ctx.Done():
+			return true, ctx.Err()
+		case <-time.After(migratePoll):
+		}
 	}
 	v.log.Warn("continued a guest left paused", "status", status.Status, "migration", mig.Status)
 	d.changes.Notify(id)
