@@ -14,7 +14,7 @@ VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the tests and the runtime need.
-PKGS := qemu-system-x86 qemu-system-common qemu-utils linux-image-cloud-amd64 busybox-static genisoimage e2fsprogs cpio lz4 iproute2 ca-certificates
+PKGS := qemu-system-x86 qemu-system-common qemu-utils linux-image-cloud-amd64 busybox-static genisoimage e2fsprogs cpio lz4 iproute2 ca-certificates etcd-server etcd-client
 
 export PATH := $(PATH):/usr/local/go/bin
 export GOFLAGS ?= -buildvcs=false

@@ -124,7 +124,7 @@ func (tr *tracker) finish(o *opRec, err error, lease string) {
 	switch {
 	case err == nil:
 		o.out, o.lease = acked, lease
-	case errors.As(err, &ce):
+	case errors.As(err, &ce) && ce.Status < 500:
 		o.out, o.status, o.err = refused, ce.Status, ce.Error()
 	default:
 		o.out, o.err = unknown, err.Error()

@@ -68,7 +68,8 @@ type vgridServer struct {
 	listen  string // 127.0.0.1:PORT, fixed after the first start
 	cur     *proc
 	starts  int
-	exited  string // how a server that was not killed ended
+	exited  string   // how a server that was not killed ended
+	extra   []string // more flags (a replica's: ha_test.go)
 }
 
 func newVgridServer(t *testing.T, bin, dir, policy string) *vgridServer {
@@ -92,7 +93,7 @@ func (s *vgridServer) spawn() (*proc, error) {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
-	cmd := exec.Command(s.bin, "server", "--data-dir", s.dataDir, "--listen", listen, "--policy", s.policy)
+	cmd := exec.Command(s.bin, append([]string{"server", "--data-dir", s.dataDir, "--listen", listen, "--policy", s.policy}, s.extra...)...)
 	cmd.Env = append(os.Environ(), "VGRID_CONFIG="+s.cfgPath, "GORACE=halt_on_error=0")
 	cmd.Stdout, cmd.Stderr = lf, lf
 	// Its own process group (a ^C of the test does not reach it first), and
@@ -169,7 +170,8 @@ func (s *vgridServer) waitReady(p *proc, wait time.Duration) error {
 			continue
 		}
 		if s.listen == "" {
-			u, err := url.Parse(cfg.Server)
+			// A replica lists the others after itself.
+			u, err := url.Parse(strings.Split(cfg.Server, ",")[0])
 			if err != nil {
 				return err
 			}

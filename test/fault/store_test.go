@@ -13,6 +13,7 @@ import (
 	"vgrid/api"
 	"vgrid/internal/control"
 	"vgrid/internal/model"
+	"vgrid/internal/store"
 )
 
 // storeState is what a dead server left in its store: the lease calendar's
@@ -37,9 +38,7 @@ func readStore(path string) (*storeState, error) {
 		return nil, fmt.Errorf("open %s read-only: %w", path, err)
 	}
 	defer db.Close()
-	st := &storeState{leases: map[string]model.LeaseRecord{}, leaseRaw: map[string][]byte{},
-		usage: map[string]model.ProjectUsage{}, usageRaw: map[string][]byte{},
-		nodes: map[string]model.Node{}, ws: map[string]model.Workspace{}}
+	st := newStoreState()
 	err = db.View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket([]byte("data"))
 		if b == nil {
@@ -50,58 +49,80 @@ func readStore(path string) (*storeState, error) {
 			if len(v) < 8 {
 				return fmt.Errorf("key %s: value of %d bytes has no revision prefix", key, len(v))
 			}
-			val := bytes.Clone(v[8:])
-			dec := func(out any) error {
-				if err := json.Unmarshal(val, out); err != nil {
-					return fmt.Errorf("decode %s: %w", key, err)
-				}
-				return nil
-			}
-			switch {
-			case strings.HasPrefix(key, "leases/"):
-				var r model.LeaseRecord
-				if err := dec(&r); err != nil {
-					return err
-				}
-				id := strings.TrimPrefix(key, "leases/")
-				if r.ID != id {
-					return fmt.Errorf("key %s holds the record of lease %q", key, r.ID)
-				}
-				st.leases[id], st.leaseRaw[id] = r, val
-			case strings.HasPrefix(key, "usage/"):
-				var u model.ProjectUsage
-				if err := dec(&u); err != nil {
-					return err
-				}
-				st.usage[strings.TrimPrefix(key, "usage/")], st.usageRaw[strings.TrimPrefix(key, "usage/")] = u, val
-			case key == "calendar/state":
-				var cs struct {
-					Now time.Time `json:"now"`
-				}
-				if err := dec(&cs); err != nil {
-					return err
-				}
-				st.clock = cs.Now
-			case strings.HasPrefix(key, "nodes/"):
-				var n model.Node
-				if err := dec(&n); err != nil {
-					return err
-				}
-				st.nodes[n.Name] = n
-			case strings.HasPrefix(key, "ws/"):
-				var w model.Workspace
-				if err := dec(&w); err != nil {
-					return err
-				}
-				st.ws[strings.TrimPrefix(key, "ws/")] = w
-			}
-			return nil
+			return st.add(key, bytes.Clone(v[8:]))
 		})
 	})
 	if err != nil {
 		return nil, err
 	}
 	return st, nil
+}
+
+// readKVs makes the state of a store's keys, listed at one revision (the
+// etcd backend's).
+func readKVs(kvs []store.KV) (*storeState, error) {
+	st := newStoreState()
+	for _, kv := range kvs {
+		if err := st.add(kv.Key, kv.Value); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+func newStoreState() *storeState {
+	return &storeState{leases: map[string]model.LeaseRecord{}, leaseRaw: map[string][]byte{},
+		usage: map[string]model.ProjectUsage{}, usageRaw: map[string][]byte{},
+		nodes: map[string]model.Node{}, ws: map[string]model.Workspace{}}
+}
+
+// add decodes one stored key into the state.
+func (st *storeState) add(key string, val []byte) error {
+	dec := func(out any) error {
+		if err := json.Unmarshal(val, out); err != nil {
+			return fmt.Errorf("decode %s: %w", key, err)
+		}
+		return nil
+	}
+	switch {
+	case strings.HasPrefix(key, "leases/"):
+		var r model.LeaseRecord
+		if err := dec(&r); err != nil {
+			return err
+		}
+		id := strings.TrimPrefix(key, "leases/")
+		if r.ID != id {
+			return fmt.Errorf("key %s holds the record of lease %q", key, r.ID)
+		}
+		st.leases[id], st.leaseRaw[id] = r, val
+	case strings.HasPrefix(key, "usage/"):
+		var u model.ProjectUsage
+		if err := dec(&u); err != nil {
+			return err
+		}
+		st.usage[strings.TrimPrefix(key, "usage/")], st.usageRaw[strings.TrimPrefix(key, "usage/")] = u, val
+	case key == "calendar/state":
+		var cs struct {
+			Now time.Time `json:"now"`
+		}
+		if err := dec(&cs); err != nil {
+			return err
+		}
+		st.clock = cs.Now
+	case strings.HasPrefix(key, "nodes/"):
+		var n model.Node
+		if err := dec(&n); err != nil {
+			return err
+		}
+		st.nodes[n.Name] = n
+	case strings.HasPrefix(key, "ws/"):
+		var w model.Workspace
+		if err := dec(&w); err != nil {
+			return err
+		}
+		st.ws[strings.TrimPrefix(key, "ws/")] = w
+	}
+	return nil
 }
 
 // wsOfLease is the workspace (project/name) a lease ID belongs to: the ID
