@@ -134,3 +134,27 @@ func (e *ConflictError) Unwrap() error {
 	}
 	return e.Err
 }
+
+// ValidateOps rejects, before anything is written, ops a Txn may not take:
+// a key checkKey refuses, a revision condition below OpMustNotExist, a
+// check op that also deletes, a key in more than one op. Backends share
+// it so that they refuse the same Txns with the same errors.
+func ValidateOps(ops []Op, checkKey func(string) error) error {
+	seen := make(map[string]struct{}, len(ops))
+	for i, op := range ops {
+		if err := checkKey(op.Key); err != nil {
+			return fmt.Errorf("txn op %d: %w", i, err)
+		}
+		if op.Rev < OpMustNotExist {
+			return fmt.Errorf("txn op %d: %s: invalid revision condition %d", i, op.Key, op.Rev)
+		}
+		if op.Check && op.Delete {
+			return fmt.Errorf("txn op %d: %s: a check op cannot also delete", i, op.Key)
+		}
+		if _, dup := seen[op.Key]; dup {
+			return fmt.Errorf("txn op %d: %s: key in more than one op", i, op.Key)
+		}
+		seen[op.Key] = struct{}{}
+	}
+	return nil
+}

@@ -268,13 +268,8 @@ func TestKillRestart(t *testing.T) {
 			mode = "mid-request"
 		}
 		// The load: three clients at once, for a random while.
-		lctx, stopLoad := context.WithCancel(ctx)
+		stopLoad := ld.workers(ctx, seed)
 		var wg sync.WaitGroup
-		for w := 0; w < 3; w++ {
-			wrng := rand.New(rand.NewSource(seed*7919 + int64(cycle)*31 + int64(w)))
-			wg.Add(1)
-			go func() { defer wg.Done(); ld.run(lctx, wrng, 200) }()
-		}
 		time.Sleep(time.Duration(300+rng.Intn(2200)) * time.Millisecond)
 		pre, preFrom, preTo, preErr := listLeases(cls)
 		if mode == "mid-request" {

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -198,18 +197,11 @@ func TestHAFailover(t *testing.T) {
 	loadWhile := func(fault func(), settle time.Duration) {
 		cycle++
 		ld := &load{tr: tr, clients: clients, cycle: cycle}
-		lctx, stop := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		for w := 0; w < 3; w++ {
-			wrng := rand.New(rand.NewSource(seed*7919 + int64(cycle)*31 + int64(w)))
-			wg.Add(1)
-			go func() { defer wg.Done(); ld.run(lctx, wrng, 200) }()
-		}
+		stop := ld.workers(ctx, seed)
 		time.Sleep(time.Duration(300+rng.Intn(1700)) * time.Millisecond)
 		fault()
 		time.Sleep(settle)
 		stop()
-		wg.Wait()
 	}
 	// probe measures the time from `from` to the answer of a create sent
 	// now: the new leader's first placement decision (a refusal for want

@@ -218,6 +218,20 @@ type load struct {
 
 var projects = []string{"default", "beta"}
 
+// workers runs the load with three clients at once (each its own seeded
+// choices) until the returned stop is called; stop waits for their
+// requests to end, so that their outcomes are final.
+func (l *load) workers(ctx context.Context, seed int64) (stop func()) {
+	lctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for w := 0; w < 3; w++ {
+		wrng := rand.New(rand.NewSource(seed*7919 + int64(l.cycle)*31 + int64(w)))
+		wg.Add(1)
+		go func() { defer wg.Done(); l.run(lctx, wrng, 200) }()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
 func (l *load) run(ctx context.Context, rng *rand.Rand, maxOps int) {
 	for i := 0; i < maxOps && ctx.Err() == nil; i++ {
 		l.step(rng)

@@ -188,22 +188,4 @@ func (s *Store) Txn(ctx context.Context, ops []store.Op) (int64, error) {
 
 // checkOps rejects invalid keys and conditions, and a key in two ops,
 // before anything is sent.
-func checkOps(ops []store.Op) error {
-	seen := make(map[string]struct{}, len(ops))
-	for i, op := range ops {
-		if err := checkKey(op.Key); err != nil {
-			return fmt.Errorf("txn op %d: %w", i, err)
-		}
-		if op.Rev < store.OpMustNotExist {
-			return fmt.Errorf("txn op %d: %s: invalid revision condition %d", i, op.Key, op.Rev)
-		}
-		if op.Check && op.Delete {
-			return fmt.Errorf("txn op %d: %s: a check op cannot also delete", i, op.Key)
-		}
-		if _, dup := seen[op.Key]; dup {
-			return fmt.Errorf("txn op %d: %s: key in more than one op", i, op.Key)
-		}
-		seen[op.Key] = struct{}{}
-	}
-	return nil
-}
+func checkOps(ops []store.Op) error { return store.ValidateOps(ops, checkKey) }
