@@ -298,8 +298,15 @@ func TestHAFailover(t *testing.T) {
 	t.Logf("takeover (SIGKILL of the leader to the new leader's first placement decision), %d kills: median %s, max %s, all %v; cut off: %s; target < 3s",
 		len(takeovers), med.Round(time.Millisecond), worst.Round(time.Millisecond), takeovers, cutTook.Round(time.Millisecond))
 	t.Logf("requests: %s", tr.summary())
-	if med > 3*time.Second {
+	// The target holds for the replicas as built; under the race
+	// detector (several times slower) only a bound that says the
+	// failover works at all.
+	bound := 3 * time.Second
+	if raceEnabled {
+		bound = 10 * time.Second
+	}
+	if med > bound {
 		failed = true
-		t.Errorf("median takeover %s is over the 3s target", med)
+		t.Errorf("median takeover %s is over %s", med, bound)
 	}
 }
