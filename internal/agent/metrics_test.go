@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"github.com/prometheus/client_golang/prometheus"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -159,4 +160,34 @@ func TestMetricsTapCounters(t *testing.T) {
 	if _, ok := workspaceValue(fs, "vgrid_workspace_disk_allocated_bytes", "w-none"); ok {
 		t.Errorf("a workspace not started here has metrics")
 	}
+}
+
+// histCount is the sample count of the histogram name with labels (a
+// subset of its labels) in g, summed over the matching series.
+func histCount(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) uint64 {
+	t.Helper()
+	fams, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			for k, v := range labels {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || l.GetName() == k && l.GetValue() == v
+				}
+				if !found {
+					continue series
+				}
+			}
+			n += m.GetHistogram().GetSampleCount()
+		}
+	}
+	return n
 }

@@ -9,6 +9,7 @@ import (
 	"vgrid/internal/client"
 	"vgrid/internal/hypervisor"
 	"vgrid/internal/hypervisor/fake"
+	"vgrid/internal/metrics"
 	"vgrid/internal/model"
 )
 
@@ -54,6 +55,7 @@ func TestAgentsMigrateLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	d2 := r.secondHost()
+	migrated0 := histCount(t, metrics.Registry(), "vgrid_workspace_migration_duration_seconds", map[string]string{"outcome": "succeeded"})
 	if _, err := r.user.MigrateWorkspace(ctx, "w1", api.MigrateRequest{To: "h2"}); err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +77,9 @@ func TestAgentsMigrateLive(t *testing.T) {
 	evs, _ := r.user.WorkspaceEvents(ctx, "w1")
 	if e := evs[len(evs)-1]; e.Type != "migrated" && e.Type != "running" {
 		t.Errorf("last event %+v", e)
+	}
+	if n := histCount(t, metrics.Registry(), "vgrid_workspace_migration_duration_seconds", map[string]string{"outcome": "succeeded"}) - migrated0; n != 1 {
+		t.Errorf("%d migrations timed in vgrid_workspace_migration_duration_seconds{outcome=succeeded}, want 1", n)
 	}
 	// Back to h1, failing at the source: the guest stays on h2.
 	d2.SetFaults(fake.Faults{MigrateErr: errMigrate})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"vgrid/api"
+	"vgrid/internal/metrics"
 	"vgrid/internal/model"
 )
 
@@ -61,6 +62,7 @@ func TestStageRequestFetchesImage(t *testing.T) {
 		t.Fatal("image cached before any staging")
 	}
 	a.images.known(imgs[0]) // as the assignments' Images describe it
+	staged0 := histCount(t, metrics.AgentRegistry(), "vgrid_image_stage_duration_seconds", map[string]string{"image": "vgrid-guest"})
 	req := api.StageRequest{Image: "vgrid-guest", Workspace: "default/booked", Start: time.Now().Add(time.Hour)}
 	t0 := time.Now()
 	for i := 0; i < 3; i++ {
@@ -78,6 +80,9 @@ func TestStageRequestFetchesImage(t *testing.T) {
 	r.eventually("staging over", func() bool { a.stage.mu.Lock(); defer a.stage.mu.Unlock(); return len(a.stage.active) == 0 })
 	if n := logs.count("msg=\"image staged\""); n != 1 {
 		t.Errorf("%d stagings logged, want 1:\n%s", n, logsString(logs))
+	}
+	if n := histCount(t, metrics.AgentRegistry(), "vgrid_image_stage_duration_seconds", map[string]string{"image": "vgrid-guest"}) - staged0; n != 1 {
+		t.Errorf("%d stagings timed in vgrid_image_stage_duration_seconds, want 1", n)
 	}
 	// Cached: asked again, nothing is fetched.
 	a.stageImages(ctx, []api.StageRequest{req})

@@ -333,4 +333,20 @@ func TestMetricsEndToEnd(t *testing.T) {
 	}
 	after.must(t, "vgrid_leadership_changes_total", nil)
 	after.must(t, "go_goroutines", nil)
+
+	// The reservation cancelled: the suspended best-effort lease resumes,
+	// and its resume is timed; every guest's boot was.
+	if _, err := cl.CancelLease(ctx, "res"); err != nil {
+		t.Fatal(err)
+	}
+	state("be", model.StateRunning)
+	_, last := scrapeMetrics(t, hc, url, admin)
+	res0, _ := before.sum("vgrid_workspace_resume_duration_seconds", map[string]string{"node": "h1"})
+	if v := last.must(t, "vgrid_workspace_resume_duration_seconds", map[string]string{"node": "h1"}); v-res0 != 1 {
+		t.Errorf("%v resumes timed, want 1", v-res0)
+	}
+	boot0, _ := before.sum("vgrid_workspace_boot_duration_seconds", map[string]string{"node": "h1"})
+	if v := last.must(t, "vgrid_workspace_boot_duration_seconds", map[string]string{"node": "h1"}); v-boot0 < 4 {
+		t.Errorf("%v boots timed, want at least 4 (be, imm, dl, res)", v-boot0)
+	}
 }
