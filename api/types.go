@@ -70,6 +70,12 @@ const (
 	CodeLeaderLost = "leader_lost"
 )
 
+// HeaderIdempotencyKey names a create (POST /workspaces): sent again with
+// the same key, the create answers the workspace it made the first time
+// instead of a refusal, so that a client may repeat a create whose answer
+// it lost. Printable ASCII, at most 128 bytes.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
 // WorkspaceList is the answer of GET /workspaces: one page. Continue,
 // when set, is passed back as ?continue= for the next page.
 type WorkspaceList struct {

@@ -304,7 +304,7 @@ func runBackend(ctx context.Context, cfg config, backend, dir string) (res resul
 	if ctx.Err() != nil {
 		return res, ctx.Err()
 	}
-	// The client retries a 503 not_leader for up to client.FailoverWait:
+	// The client retries a 503 not_leader for up to client.DefaultFailoverWait:
 	// a leader change during the run would hide inside the latencies.
 	if el := cp.Elector(); el != nil {
 		if s := el.State(); !s.Leading || s.Term != term {

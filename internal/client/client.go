@@ -56,6 +56,8 @@ type Client struct {
 	cur   *atomic.Int32
 	token string
 	hc    *http.Client
+	// failWait is Config.FailoverWait (failover.go).
+	failWait time.Duration
 }
 
 // New returns a client for cfg. cfg.Server may list several replicas'
@@ -105,7 +107,10 @@ func New(cfg Config) (*Client, error) {
 		}
 		tr.TLSClientConfig.GetClientCertificate = getCert
 	}
-	return &Client{bases: bases, cur: new(atomic.Int32), token: cfg.Token, hc: &http.Client{Transport: tr}}, nil
+	if cfg.FailoverWait == 0 {
+		cfg.FailoverWait = DefaultFailoverWait
+	}
+	return &Client{bases: bases, cur: new(atomic.Int32), token: cfg.Token, hc: &http.Client{Transport: tr}, failWait: cfg.FailoverWait}, nil
 }
 
 // CloseIdleConnections closes the client's idle connections: the next
@@ -161,7 +166,13 @@ func (c *Client) WithToken(tok string) *Client {
 // Do sends a request. body may be nil, []byte (sent as is) or a value
 // (sent as JSON); out, if not nil, receives the JSON answer.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
-	resp, err := c.send(ctx, method, path, body)
+	return c.do(ctx, method, path, "", body, out)
+}
+
+// do is Do with an idempotency key ("" for none): a request that carries
+// one may be sent again when its answer was lost.
+func (c *Client) do(ctx context.Context, method, path, key string, body, out any) error {
+	resp, err := c.send(ctx, method, path, key, body)
 	if err != nil {
 		return err
 	}
@@ -183,7 +194,7 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 // send performs a request and turns error answers into *Error. A replica
 // that cannot be reached, or has no leader to forward to, is left for the
 // next one (failover.go).
-func (c *Client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
+func (c *Client) send(ctx context.Context, method, path, key string, body any) (*http.Response, error) {
 	var raw []byte
 	ctype := ""
 	switch b := body.(type) {
@@ -214,6 +225,9 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 			req.Header.Set("Content-Type", ctype)
 		}
 		req.Header.Set("Authorization", "Bearer "+c.token)
+		if key != "" {
+			req.Header.Set(api.HeaderIdempotencyKey, key)
+		}
 		resp, err := c.hc.Do(req)
 		if err != nil {
 			if certRefused(err) {
@@ -221,7 +235,7 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 				return nil, &Error{Status: http.StatusUnauthorized, Body: api.ErrorBody{Code: api.CodeUnauthorized,
 					Message: fmt.Sprintf("%s %s: the server refused the client certificate in the TLS handshake (%v)", method, path, err)}}
 			}
-			if fo.again(ctx, c, base, method, err) {
+			if fo.again(ctx, c, base, method, key != "", err) {
 				continue
 			}
 			return nil, fmt.Errorf("%s %s: %w", method, path, err)
@@ -233,7 +247,8 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 			if json.Unmarshal(raw, &e) != nil || e.Error.Message == "" {
 				e.Error.Message = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(raw)))
 			}
-			if e.Error.Code == api.CodeNotLeader && fo.again(ctx, c, base, method, nil) {
+			if e.Error.Code == api.CodeNotLeader && fo.again(ctx, c, base, method, key != "", nil) ||
+				e.Error.Code == api.CodeLeaderLost && key != "" && fo.again(ctx, c, base, method, true, nil) {
 				continue
 			}
 			return nil, &Error{Status: resp.StatusCode, Body: e.Error}
@@ -242,10 +257,12 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 	}
 }
 
-// CreateWorkspace sends a spec (YAML or JSON bytes).
+// CreateWorkspace sends a spec (YAML or JSON bytes) with an idempotency
+// key of its own: if the answer is lost (the replica that had the request
+// died), the create is sent again and answers the workspace it made.
 func (c *Client) CreateWorkspace(ctx context.Context, spec []byte) (model.Workspace, error) {
 	var w model.Workspace
-	return w, c.Do(ctx, "POST", "/workspaces", spec, &w)
+	return w, c.do(ctx, "POST", "/workspaces", newRequestKey(), spec, &w)
 }
 
 // ListWorkspaces lists the caller's project's workspaces, every page.
@@ -440,7 +457,7 @@ func (c *Client) Deleted(ctx context.Context, node string, w model.Workspace) er
 
 // ImageFile opens one file of an image (disk, kernel or initrd).
 func (c *Client) ImageFile(ctx context.Context, image, file string) (io.ReadCloser, int64, error) {
-	resp, err := c.send(ctx, "GET", "/images/"+url.PathEscape(image)+"/files/"+file, nil)
+	resp, err := c.send(ctx, "GET", "/images/"+url.PathEscape(image)+"/files/"+file, "", nil)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Config is what a client needs: where the server is, the token, and the
@@ -30,6 +31,9 @@ type Config struct {
 	ClientCert           string                                                      `json:"-"`
 	ClientKey            string                                                      `json:"-"`
 	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error) `json:"-"`
+	// FailoverWait bounds how long a request keeps trying the replicas
+	// (0: DefaultFailoverWait; negative: one try, no failover).
+	FailoverWait time.Duration `json:"-"`
 }
 
 // DefaultConfigPath is where vgrid up writes the client config and where

@@ -32,7 +32,7 @@ func (e *ExecError) Error() string { return e.Message }
 // connected, invalid request) is an *Error as for any call.
 func (c *Client) Exec(ctx context.Context, name string, req api.ExecPost, stdout, stderr io.Writer) (ExecResult, error) {
 	path := "/workspaces/" + url.PathEscape(name) + "/exec"
-	resp, err := c.send(ctx, "POST", path, req)
+	resp, err := c.send(ctx, "POST", path, "", req)
 	if err != nil {
 		return ExecResult{}, err
 	}

@@ -2,16 +2,19 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"net"
 	"net/http"
 	"time"
 )
 
-// FailoverWait bounds how long a request keeps trying the replicas of a
-// control plane (one is down, or an election is under way: a new leader is
-// usually there within a few seconds).
-var FailoverWait = 30 * time.Second
+// DefaultFailoverWait bounds how long a request keeps trying the replicas
+// of a control plane (one is down, or an election is under way: a new
+// leader is usually there within a few seconds); Config.FailoverWait
+// changes it.
+const DefaultFailoverWait = 30 * time.Second
 
 // base is the API base URL of the replica in use.
 func (c *Client) base() string { return c.bases[int(c.cur.Load())%len(c.bases)] }
@@ -29,19 +32,21 @@ type failover struct {
 }
 
 // again says whether a request that failed at base (err: the transport's
-// error; nil: the replica answered 503 not_leader) is tried again: on the
-// next replica at once, and after a short pause once every replica was
-// tried, until FailoverWait has passed or ctx ends. A request that may
-// have reached the server (any transport error after the connection was
-// made) is tried again only if it is a GET: a write might have been done.
-func (fo *failover) again(ctx context.Context, c *Client, base, method string, err error) bool {
-	if err != nil && !retryable(err, method) {
+// error; nil: the replica answered 503 not_leader, or 502 leader_lost to
+// an idempotent request) is tried again: on the next replica at once, and
+// after a short pause once every replica was tried, until the client's
+// FailoverWait has passed or ctx ends. A request that may have reached the server (any
+// transport error after the connection was made) is tried again only if
+// it is idempotent: a GET, or a write with an idempotency key; another
+// write might have been done.
+func (fo *failover) again(ctx context.Context, c *Client, base, method string, keyed bool, err error) bool {
+	if err != nil && !retryable(err, method, keyed) {
 		return false
 	}
 	if fo.start.IsZero() {
 		fo.start = time.Now()
 	}
-	if time.Since(fo.start) > FailoverWait || ctx.Err() != nil {
+	if c.failWait < 0 || time.Since(fo.start) > c.failWait || ctx.Err() != nil {
 		return false
 	}
 	fo.tries++
@@ -64,8 +69,8 @@ func (fo *failover) again(ctx context.Context, c *Client, base, method string, e
 
 // retryable says whether a transport error may be retried elsewhere: a
 // connection never made (refused, unreachable, timed out dialing) always;
-// a connection lost mid-way only for reads.
-func retryable(err error, method string) bool {
+// a connection lost mid-way only for reads and keyed writes.
+func retryable(err error, method string, keyed bool) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
@@ -73,5 +78,12 @@ func retryable(err error, method string) bool {
 	if errors.As(err, &op) && op.Op == "dial" {
 		return true
 	}
-	return method == http.MethodGet || method == http.MethodHead
+	return keyed || method == http.MethodGet || method == http.MethodHead
+}
+
+// newRequestKey is a fresh idempotency key: 128 random bits.
+func newRequestKey() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -51,22 +51,21 @@ func deadURL(t *testing.T) string {
 }
 
 func TestFailover(t *testing.T) {
-	old := FailoverWait
-	FailoverWait = 3 * time.Second
-	defer func() { FailoverWait = old }()
 	tests := []struct {
 		name     string
 		stubs    []*replicaStub // nil: a dead address
 		method   string
+		key      string // an idempotency key
 		wantErr  string
 		wantHits []int32 // calls per stub
 	}{
-		{"first dead, second answers", []*replicaStub{nil, {}}, "POST", "", []int32{0, 1}},
-		{"a follower without a leader, then the leader", []*replicaStub{{notLeader: 100}, {}}, "POST", "", []int32{1, 1}},
-		{"an election: not_leader twice everywhere, then answers", []*replicaStub{{notLeader: 2}}, "POST", "", []int32{3}},
-		{"a write cut after it was sent is not retried", []*replicaStub{{hang: true}, {}}, "POST", "EOF", []int32{1, 0}},
-		{"a read cut after it was sent is retried elsewhere", []*replicaStub{{hang: true}, {}}, "GET", "", []int32{1, 1}},
-		{"never a leader: gives up after FailoverWait", []*replicaStub{{notLeader: 1000}}, "POST", "no replica leads", nil},
+		{"first dead, second answers", []*replicaStub{nil, {}}, "POST", "", "", []int32{0, 1}},
+		{"a follower without a leader, then the leader", []*replicaStub{{notLeader: 100}, {}}, "POST", "", "", []int32{1, 1}},
+		{"an election: not_leader twice everywhere, then answers", []*replicaStub{{notLeader: 2}}, "POST", "", "", []int32{3}},
+		{"a write cut after it was sent is not retried", []*replicaStub{{hang: true}, {}}, "POST", "", "EOF", []int32{1, 0}},
+		{"a keyed write cut after it was sent is retried", []*replicaStub{{hang: true}, {}}, "POST", "k", "", []int32{1, 1}},
+		{"a read cut after it was sent is retried elsewhere", []*replicaStub{{hang: true}, {}}, "GET", "", "", []int32{1, 1}},
+		{"never a leader: gives up after the FailoverWait", []*replicaStub{{notLeader: 1000}}, "POST", "", "no replica leads", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,12 +79,12 @@ func TestFailover(t *testing.T) {
 				defer srv.Close()
 				urls = append(urls, srv.URL)
 			}
-			c, err := New(Config{Server: strings.Join(urls, ","), Token: "t"})
+			c, err := New(Config{Server: strings.Join(urls, ","), Token: "t", FailoverWait: 3 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
 			var out map[string]bool
-			err = c.Do(context.Background(), tc.method, "/x", map[string]int{"a": 1}, &out)
+			err = c.do(context.Background(), tc.method, "/x", tc.key, map[string]int{"a": 1}, &out)
 			if tc.wantErr == "" {
 				if err != nil || !out["ok"] {
 					t.Fatalf("got %v, %v", out, err)

@@ -44,7 +44,10 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 	ctl.mu.Lock()
 	defer ctl.mu.Unlock()
 	defer observeAdmission(sp.LeaseKind(), time.Now())
-	if _, err := ctl.store.Get(ctx, wsKey(project, sp.Name)); err == nil {
+	if kv, err := ctl.store.Get(ctx, wsKey(project, sp.Name)); err == nil {
+		if w, ok := sameRequest(ctx, kv); ok {
+			return w, nil
+		}
 		return model.Workspace{}, invalid("invalid workspace spec", api.FieldError{Field: "name",
 			Reason: fmt.Sprintf("a workspace named %q already exists in project %s", sp.Name, project)})
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -60,7 +63,7 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 	now := ctl.now()
 	ws := model.Workspace{
 		ID: newID(), Project: project, Spec: sp, Desired: model.DesiredRunning, CreatedAt: now,
-		Status: model.WorkspaceStatus{State: model.StatePending, Generation: 1},
+		Status: model.WorkspaceStatus{State: model.StatePending, Generation: 1}, RequestID: IdempotencyKey(ctx),
 	}
 	ws.Status.Timings.Created = now
 	ws.Status.Lease = ref(ws)

@@ -306,6 +306,10 @@ type Workspace struct {
 	// NICs are the workspace's interfaces on private networks, decided by
 	// the control plane; none means QEMU's user-mode network only.
 	NICs []NIC `json:"nics,omitempty"`
+	// RequestID is the Idempotency-Key of the request that created it: the
+	// same create sent again (a client that lost the answer, a replica
+	// that died with it) gets this workspace back instead of a refusal.
+	RequestID string `json:"request_id,omitempty"`
 	// Revision is the store revision the object was read at (for CAS).
 	Revision int64 `json:"revision,omitempty"`
 }

@@ -75,7 +75,14 @@ func (s *Server) postWorkspaces(w http.ResponseWriter, r *http.Request) error {
 		}
 		return badRequest(err.Error())
 	}
-	ws, err := s.ctl.CreateWorkspace(r.Context(), who(r.Context()).Project, sp)
+	ctx := r.Context()
+	if key := r.Header.Get(api.HeaderIdempotencyKey); key != "" {
+		if err := control.CheckIdempotencyKey(key); err != nil {
+			return badRequest(fmt.Sprintf("%s header: %v", api.HeaderIdempotencyKey, err), api.FieldError{Field: api.HeaderIdempotencyKey, Reason: err.Error()})
+		}
+		ctx = control.WithIdempotencyKey(ctx, key)
+	}
+	ws, err := s.ctl.CreateWorkspace(ctx, who(ctx).Project, sp)
 	if err != nil {
 		return err
 	}
