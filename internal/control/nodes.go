@@ -46,10 +46,14 @@ func (ctl *Controller) RegisterNode(ctx context.Context, n model.Node) (model.No
 		n.Measured = &model.HostTimes{Stage: n.Measured.Stage}
 	}
 	b, _ := json.Marshal(n)
+	// Stored and added to the calendar under the calendar's lock: a create
+	// never sees the host Ready in the store but missing from the
+	// calendar (it was refused as if no host had room).
+	ctl.mu.Lock()
 	if _, err := ctl.store.Update(ctx, "nodes/"+n.Name, b, 0); err != nil {
+		ctl.mu.Unlock()
 		return n, err
 	}
-	ctl.mu.Lock()
 	delete(ctl.lateHosts, n.Name)
 	known := ctl.cal != nil && ctl.calHosts[n.Name]
 	if ctl.cal != nil && !ctl.calHosts[n.Name] {
