@@ -131,9 +131,11 @@ var diskProbe = hypervisortest.DiskProbe{
 	},
 }
 
+// The line must be whole: the console may be read while the guest is in
+// the middle of writing one ("PROBE-FOUND toka" at the end of the log).
 var (
-	probeWrittenRE = regexp.MustCompile(`(?m)^PROBE-WRITTEN (\S*)\r?$`)
-	probeFoundRE   = regexp.MustCompile(`(?m)^PROBE-FOUND (\S*)\r?$`)
+	probeWrittenRE = regexp.MustCompile(`(?m)^PROBE-WRITTEN (\S*)\r?\n`)
+	probeFoundRE   = regexp.MustCompile(`(?m)^PROBE-FOUND (\S*)\r?\n`)
 )
 
 // consoleMatch waits for re on id's console and returns its first group.

@@ -27,7 +27,7 @@ import (
 // count to the disk (a resumed guest must still be able to write it).
 const tickScript = "#!/bin/sh\ni=0; while :; do i=$((i+1)); echo tick $i > /dev/ttyS0; echo $i > /root/ticks; sync; sleep 1; done\n"
 
-var tickRE = regexp.MustCompile(`(?m)^tick (\d+)\r?$`)
+var tickRE = regexp.MustCompile(`(?m)^tick (\d+)\r?\n`) // whole lines: the console may end mid-line
 
 // ticks returns the counter values on the console, in order.
 func ticks(t *testing.T, d *Driver, id string) []int {
