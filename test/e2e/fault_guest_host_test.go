@@ -654,9 +654,11 @@ else:
 	spawn("wpair0000001", "pair")
 	var byID map[string][]gfQEMU
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		byID, _ = gfGroup(gfScan(inst))
+		// One scan for both: the pair's daemon may appear between two.
+		scan := gfScan(inst)
+		byID, _ = gfGroup(scan)
 		n := 0
-		for _, p := range gfScan(inst) {
+		for _, p := range scan {
 			if p.ID == "wpair0000001" {
 				n++
 			}
