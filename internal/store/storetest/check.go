@@ -98,15 +98,7 @@ func testTxnCheckFailure(t *testing.T, open Open) {
 			store.ErrNotFound, "c/new", ra, 0},
 	}
 	for _, tt := range tests {
-		before, rev := dump(t, s), revision(t, s)
-		_, err := s.Txn(context.Background(), tt.ops)
-		wantTxnErr(t, tt.name, err, tt.target, tt.key, tt.expected, tt.actual)
-		if after := dump(t, s); after != before {
-			t.Fatalf("%s: got store\n%s\nwant it unchanged:\n%s", tt.name, after, before)
-		}
-		if got := revision(t, s); got != rev {
-			t.Fatalf("%s: got revision %d, want it unchanged at %d", tt.name, got, rev)
-		}
+		failTxn(t, s, tt.name, tt.ops, tt.target, tt.key, tt.expected, tt.actual)
 	}
 	// Failed Txns deliver no events.
 	wantNextIsMarker(t, s, ch, "c/marker")

@@ -177,15 +177,7 @@ func testTxnFailure(t *testing.T, open Open) {
 			store.ErrConflict, "t/a", ra + 1000, ra},
 	}
 	for _, tt := range tests {
-		before, rev := dump(t, s), revision(t, s)
-		_, err := s.Txn(context.Background(), tt.ops)
-		wantTxnErr(t, tt.name, err, tt.target, tt.key, tt.expected, tt.actual)
-		if after := dump(t, s); after != before {
-			t.Fatalf("%s: got store\n%s\nwant it unchanged:\n%s", tt.name, after, before)
-		}
-		if got := revision(t, s); got != rev {
-			t.Fatalf("%s: got revision %d, want it unchanged at %d", tt.name, got, rev)
-		}
+		failTxn(t, s, tt.name, tt.ops, tt.target, tt.key, tt.expected, tt.actual)
 	}
 	// Failed Txns deliver no events.
 	wantNextIsMarker(t, s, ch, "t/marker")
@@ -581,4 +573,19 @@ func testTxnPersistence(t *testing.T, open Open) {
 	}
 	_, err := s.Txn(context.Background(), []store.Op{putOp("p/a", "3", ra)})
 	wantTxnErr(t, "stale Txn after reopening", err, store.ErrConflict, "p/a", ra, rev)
+}
+
+// failTxn runs ops, which must fail as wantTxnErr says, and checks that
+// neither the store nor its revision changed.
+func failTxn(t *testing.T, s store.Store, name string, ops []store.Op, target error, key string, expected, actual int64) {
+	t.Helper()
+	before, rev := dump(t, s), revision(t, s)
+	_, err := s.Txn(context.Background(), ops)
+	wantTxnErr(t, name, err, target, key, expected, actual)
+	if after := dump(t, s); after != before {
+		t.Fatalf("%s: got store\n%s\nwant it unchanged:\n%s", name, after, before)
+	}
+	if got := revision(t, s); got != rev {
+		t.Fatalf("%s: got revision %d, want it unchanged at %d", name, got, rev)
+	}
 }
