@@ -40,7 +40,9 @@ type failover struct {
 // it is idempotent: a GET, or a write with an idempotency key; another
 // write might have been done.
 func (fo *failover) again(ctx context.Context, c *Client, base, method string, keyed bool, err error) bool {
-	if err != nil && !retryable(err, method, keyed) {
+	if err != nil && (len(c.bases) == 1 || !retryable(err, method, keyed)) {
+		// One server that does not answer: say so at once (the caller,
+		// a person or an agent's loop, decides whether to wait).
 		return false
 	}
 	if fo.start.IsZero() {

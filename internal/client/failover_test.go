@@ -65,6 +65,8 @@ func TestFailover(t *testing.T) {
 		{"a write cut after it was sent is not retried", []*replicaStub{{hang: true}, {}}, "POST", "", "EOF", []int32{1, 0}},
 		{"a keyed write cut after it was sent is retried", []*replicaStub{{hang: true}, {}}, "POST", "k", "", []int32{1, 1}},
 		{"a read cut after it was sent is retried elsewhere", []*replicaStub{{hang: true}, {}}, "GET", "", "", []int32{1, 1}},
+		{"one server that does not answer: an error at once", []*replicaStub{nil}, "GET", "", "connection refused", nil},
+		{"one server, a keyed write cut: not retried there", []*replicaStub{{hang: true}}, "POST", "k", "EOF", []int32{1}},
 		{"never a leader: gives up after the FailoverWait", []*replicaStub{{notLeader: 1000}}, "POST", "", "no replica leads", nil},
 	}
 	for _, tc := range tests {
