@@ -21,11 +21,7 @@ const (
 	// need not split GSO packets and small rates keep an MTU-sized burst.
 	MinBurst = 128 << 10
 	// QueueLatency is how long a full queue takes to drain at the cap.
-	// 50 ms was too short for a guest's sends (shaped on the IFB): with
-	// Debian's 6.1.192 guest kernel its 64 KiB GSO packets were dropped
-	// at the tail and TCP got about half of a 2 Mbit/s cap (e2e
-	// BandwidthCap: 1.06; 2.04 with 200 ms).
-	QueueLatency = 200 * time.Millisecond
+	QueueLatency = 50 * time.Millisecond
 	// MinRate is the smallest cap (bits per second).
 	MinRate = 64_000
 )

@@ -43,9 +43,9 @@ func TestTBFFor(t *testing.T) {
 		bps          uint64
 		burst, limit uint32
 	}{
-		{10_000_000, MinBurst, MinBurst + 250_000}, // rate × 200 ms
-		{50_000_000, MinBurst, MinBurst + 1_250_000},
-		{1_000_000_000, 1_250_000, 1_250_000 + 25_000_000},
+		{10_000_000, MinBurst, MinBurst + 62_500},
+		{50_000_000, MinBurst, MinBurst + 312_500},
+		{1_000_000_000, 1_250_000, 1_250_000 + 6_250_000},
 	} {
 		p := TBFFor(c.bps)
 		if p.Rate != c.bps/8 || p.Burst != c.burst || p.Limit != c.limit {
