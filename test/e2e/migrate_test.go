@@ -266,20 +266,21 @@ sleep 2; wc -l < /root/echo`); code != 0 || strings.TrimSpace(out) == "0" {
 		}
 		// Bandwidth: capped at 2 Mbit/s, then at 6, measured where it
 		// arrives.
-		// The upper bound is the cap; the lower one shows the new cap
-		// replaced the old (a TCG guest on a busy machine may not fill
-		// 6 Mbit/s: a CI run measured 3.4 with the cap dropping packets).
+		// The upper bound is the cap; below it, what a guest's sends get
+		// through the cap varies (Debian's 6.1.192 guest kernel under TCG:
+		// 0.87 to 2.2 of 2 Mbit/s, 3.1 to 3.4 of 6, in runs on this
+		// machine), so the raise is shown by a rate well above the first.
 		prev := 0.0
 		for _, c := range []struct{ mbit, mib float64 }{{2, 1}, {6, 2}} {
 			resize(t, g, mover, "--bandwidth", fmt.Sprintf("%gMbit", c.mbit))
 			time.Sleep(time.Second) // the tap's cap follows the assignments
 			r := recvRate(t, cl, mover, peer, c.mib)
 			t.Logf("bandwidth %g Mbit/s: measured %.2f", c.mbit, r)
-			lo := c.mbit * 0.6
+			lo := c.mbit * 0.3
 			if prev > 0 {
-				lo = min(lo, prev*1.2)
+				lo = max(lo, prev*1.4)
 			}
-			prev = c.mbit
+			prev = r
 			if r > c.mbit*1.2 || r < lo {
 				out, _ := exec.Command("ip", "netns", "exec", h.Namespace, "tc", "-s", "qdisc").CombinedOutput()
 				t.Errorf("bandwidth %g Mbit/s: measured %.2f Mbit/s; qdiscs on %s:\n%s", c.mbit, r, h.Name, out)
