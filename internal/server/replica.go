@@ -86,14 +86,17 @@ func (s *Server) leading() bool {
 	return l
 }
 
-// leaderKnown says whether this replica knows which replica leads: not
-// during an election, nor while it is cut off from etcd. Such a replica
-// answers nothing itself (it cannot tell whether the store it would read
-// is current) and, since forward has nowhere to send a request, says 503
-// not_leader: the caller tries another replica.
-func (s *Server) leaderKnown() bool {
-	_, url := s.repl.leadership()
-	return url != ""
+// forwardFirst says whether r goes to the leader before this replica
+// reads anything: it does not lead and r is a write, or it knows of no
+// leader at all (an election under way, or it is cut off from etcd), in
+// which case it cannot tell whether the store it would read is current
+// and forward answers 503 not_leader: the caller tries another replica.
+func (s *Server) forwardFirst(r *http.Request) bool {
+	if s.repl == nil {
+		return false
+	}
+	leading, url := s.repl.leadership()
+	return !leading && (needsLeader(r) || url == "")
 }
 
 // needsLeader says whether a request must be served by the leader: every

@@ -174,7 +174,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e endpoint) {
 			writeError(w, s.log, fmt.Errorf("internal error"))
 		}
 	}()
-	if s.repl != nil && !s.leading() && (needsLeader(r) || !s.leaderKnown()) {
+	if s.forwardFirst(r) {
 		// The leader authenticates the request again (a host's client
 		// certificate goes with it): forwarded before anything here
 		// reads the store, which a replica cut off from etcd cannot.
