@@ -436,7 +436,10 @@ func execIn(t testing.TB, cl *client.Client, name, script string) (string, int) 
 	defer cancel()
 	res, err := cl.Exec(ctx, name, api.ExecPost{Argv: []string{"/bin/sh", "-c", script}, TimeoutS: 150}, &out, &out)
 	if err != nil {
-		t.Fatalf("exec in %s: %v", name, err)
+		// A guest that stopped answering (an oops after a migration under
+		// TCG, say) tells why on its console.
+		logs, lerr := cl.WorkspaceLogs(context.Background(), name)
+		t.Fatalf("exec in %s: %v; its console (%v):\n%s", name, err, lerr, tail(string(logs), 3000))
 	}
 	return out.String(), res.ExitCode
 }

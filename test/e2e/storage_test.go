@@ -374,7 +374,8 @@ duration: 1h
 	}
 	out, code = execIn(t, cl, "vb", `echo after >> /data/log && sync && wc -l < /data/log`)
 	if n, _ := strconv.Atoi(strings.TrimSpace(out)); code != 0 || n != lines+1 {
-		t.Fatalf("vb's volume after the move to %s: exit %d, %q lines, want %d", hostOf("vb").Name, code, out, lines+1)
+		logs, _ := cl.WorkspaceLogs(ctx, "vb")
+		t.Fatalf("vb's volume after the move to %s: exit %d, %q lines, want %d; console:\n%s", hostOf("vb").Name, code, out, lines+1, tail(string(logs), 3000))
 	}
 	t.Logf("vb moved live from %s to %s with its volume", hostB.Name, hostOf("vb").Name)
 	deleteWS("rsv", "vb")
