@@ -15,7 +15,12 @@ import (
 // (they start at a later Advance); the other kinds get their slots now or a
 // *Refusal saying why not. A malformed lease is an error wrapping
 // ErrInvalid; a known ID one wrapping ErrExists.
-func (c *Calendar) Submit(in Lease, now time.Time) (Admission, error) {
+func (c *Calendar) Submit(in Lease, now time.Time) (_ Admission, err error) {
+	defer func() {
+		if err == nil {
+			c.rev++ // see Revision
+		}
+	}()
 	t := c.clamp(now)
 	if err := validate(&in); err != nil {
 		return Admission{}, fmt.Errorf("submit lease %s: %w", in.ID, err)

@@ -52,6 +52,7 @@ type Calendar struct {
 	tentVer   uint64
 	passNo    uint64
 	commits   uint64 // counts commits: a plan is reused only if none happened since
+	rev       uint64 // see Revision
 
 	// noMemo turns off the pass's shortcuts (for tests: the result must
 	// not change).
@@ -390,6 +391,7 @@ func matches(h *host, labels map[string]string) bool {
 // AddHost adds a host (or brings back one that was removed under the same
 // name, empty). Waiting leases may start on it at the next Advance.
 func (c *Calendar) AddHost(h Host, now time.Time) error {
+	c.rev++ // see Revision
 	c.clamp(now)
 	if err := c.addHost(h); err != nil {
 		return err
@@ -651,3 +653,13 @@ func (c *Calendar) Now() time.Time {
 	}
 	return tm(c.now)
 }
+
+// Revision counts the calendar's changes made by its callers: leases
+// admitted, cancelled, finished, extended, resized or moved, hosts and
+// volumes added, changed or removed. Time passing (Advance) does not
+// change it, nor do refused submissions, measured rates or usage. A dry
+// run made at one revision is still the answer at the same revision if
+// the clock has not moved anything meanwhile; callers that need exactly
+// the same answer evaluate again and compare. A restored calendar starts
+// again from 0.
+func (c *Calendar) Revision() uint64 { return c.rev }

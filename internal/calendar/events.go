@@ -359,6 +359,7 @@ func (c *Calendar) usageAt(p *project, t int64) float64 {
 // calendar to now and returns what is due, including starts the freed
 // slots allow.
 func (c *Calendar) Finish(id string, now time.Time) ([]Action, error) {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	c.advance(t)
 	l := c.leases[id]
@@ -383,6 +384,7 @@ func (c *Calendar) Finish(id string, now time.Time) ([]Action, error) {
 // gives them back (and is ended if it began). It advances the calendar to
 // now and returns what is due.
 func (c *Calendar) Cancel(id string, now time.Time) ([]Action, error) {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	c.advance(t)
 	l := c.leases[id]

@@ -59,6 +59,7 @@ func (c *Calendar) ExtendTo(id string, end time.Time, now time.Time) ([]Action, 
 }
 
 func (c *Calendar) extendBy(id string, now time.Time, by func(*lease, int64) (int64, error)) ([]Action, error) {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	c.advance(t)
 	l := c.leases[id]

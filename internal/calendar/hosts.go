@@ -21,6 +21,7 @@ import (
 // wrapping ErrNotFound; a negative capacity or rate, or a boot time outside
 // [0, MaxBootTime], one wrapping ErrInvalid.
 func (c *Calendar) UpdateHost(h Host, now time.Time) ([]Action, error) {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	c.advance(t)
 	adopted := c.adoptVolumes()
@@ -67,6 +68,7 @@ func (c *Calendar) UpdateHost(h Host, now time.Time) ([]Action, error) {
 // it. It advances the calendar to now and returns what is due. An unknown (or removed) host is an error
 // wrapping ErrNotFound.
 func (c *Calendar) SetCordon(name string, on bool, now time.Time) ([]Action, error) {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	c.advance(t)
 	h := c.byName[name]
@@ -106,6 +108,7 @@ func (c *Calendar) countCordoned() {
 // volume call (PlaceVolume, AddVolume, ResizeVolume, RemoveVolume) or
 // UpdateHost. It advances the calendar to now and returns what is due.
 func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	c.advance(t)
 	h := c.byName[name]

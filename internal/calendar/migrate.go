@@ -271,6 +271,7 @@ func (c *Calendar) SetHostMigrateRate(name string, rate int64, now time.Time) er
 // to, one wrapping ErrInvalid. It advances the calendar to now and
 // returns what is due.
 func (c *Calendar) BeginMove(id string, member int, to string, res *model.Resources, now time.Time) ([]Action, error) {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	c.advance(t)
 	l, mv, err := c.checkMove(id, member, to, res, t)
@@ -399,6 +400,7 @@ func fitsFrom(h *host, from, to int64, v vec) (int64, bool) {
 // meanwhile has no move left); an unknown lease one wrapping ErrNotFound.
 // It advances the calendar to now and returns what is due.
 func (c *Calendar) EndMove(id string, member int, ok bool, now time.Time) ([]Action, error) {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	c.advance(t)
 	l := c.leases[id]
@@ -438,6 +440,7 @@ func (c *Calendar) EndMove(id string, member int, ok bool, now time.Time) ([]Act
 // Move is BeginMove and EndMove(ok) at once: the member is on host to
 // from now (for a caller that moves it in no time, such as a simulator).
 func (c *Calendar) Move(id string, member int, to string, res *model.Resources, now time.Time) ([]Action, error) {
+	c.rev++ // see Revision
 	acts, err := c.BeginMove(id, member, to, res, now)
 	if err != nil {
 		return acts, err

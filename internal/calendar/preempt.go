@@ -343,6 +343,7 @@ func (c *Calendar) preemptStarts(l *lease, T0, Tmax, pre int64) []int64 {
 // already being suspended changes nothing. It advances the calendar to
 // now and returns what is due.
 func (c *Calendar) Evict(id, why string, now time.Time) ([]Action, error) {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	c.advance(t)
 	l := c.leases[id]

@@ -40,6 +40,7 @@ import (
 // wrapping ErrInvalid. It advances the calendar to now and returns what
 // is due.
 func (c *Calendar) Resize(id string, member int, res model.Resources, now time.Time) ([]Action, error) {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	c.advance(t)
 	l, err := c.resizable(id, member, res)

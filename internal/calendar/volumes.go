@@ -245,6 +245,7 @@ func (c *Calendar) volumeHosts() (hs []*host, why string) {
 // without disk or not serving volumes (when some host does) one wrapping
 // ErrInvalid.
 func (c *Calendar) PlaceVolume(v Volume, want string, now time.Time) (string, error) {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	if err := validVolume(v); err != nil {
 		return "", err
@@ -311,6 +312,7 @@ func (c *Calendar) PlaceVolume(v Volume, want string, now time.Time) (string, er
 // ErrInvalid, a name the calendar already has one wrapping ErrExists, a
 // host the calendar never had one wrapping ErrUnknownHost.
 func (c *Calendar) AddVolume(v Volume, now time.Time) error {
+	c.rev++ // see Revision
 	c.clamp(now)
 	if err := validVolume(v); err != nil {
 		return err
@@ -341,6 +343,7 @@ func (c *Calendar) AddVolume(v Volume, now time.Time) error {
 // host; the same size changes nothing; an unknown volume is an error
 // wrapping ErrNotFound.
 func (c *Calendar) ResizeVolume(name string, size model.ByteSize, now time.Time) error {
+	c.rev++ // see Revision
 	t := c.clamp(now)
 	if c.adoptVolumes() {
 		c.volumesChanged()
@@ -372,6 +375,7 @@ func (c *Calendar) ResizeVolume(name string, size model.ByteSize, now time.Time)
 // on (the queue is looked at again at the next Advance). An unknown
 // volume is an error wrapping ErrNotFound.
 func (c *Calendar) RemoveVolume(name string, now time.Time) error {
+	c.rev++ // see Revision
 	c.clamp(now)
 	c.adoptVolumes()
 	h, i := c.findVolume(name)
