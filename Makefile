@@ -10,11 +10,12 @@ IMAGE_DIR := $(DATA_DIR)/images/vgrid-guest
 EXAMPLE   ?= examples/workspace.yaml
 CLUSTER   ?= examples/cluster.yaml
 VOLUME_WS ?= examples/volume.yaml
+GRID      ?= examples/grid.yaml
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the tests and the runtime need.
-PKGS := qemu-system-x86 qemu-system-common qemu-utils linux-image-cloud-amd64 busybox-static genisoimage e2fsprogs cpio lz4 iproute2 ca-certificates etcd-server etcd-client
+PKGS := qemu-system-x86 qemu-system-common qemu-utils linux-image-cloud-amd64 busybox-static genisoimage e2fsprogs cpio lz4 iproute2 ca-certificates etcd-server etcd-client chromium chromium-driver
 
 export PATH := $(PATH):/usr/local/go/bin
 export GOFLAGS ?= -buildvcs=false
@@ -83,7 +84,12 @@ run: deps image
 		i=$$((i+1)); if [ $$i -gt 180 ]; then echo "$$ws has not mounted its volume after 3 minutes:"; $(VGRID) workspace get $$ws; exit 1; fi; sleep 1; done; \
 	$(VGRID) workspace exec $$ws -- /bin/sh -c 'date >> /notes/log; echo "  /notes/log on the volume (kept when $$(hostname) is deleted):"; sed "s/^/    /" /notes/log; df -h /notes | tail -1 | sed "s/^/  /"'; \
 	echo "Volumes:          $(VGRID) volume list   (snapshot: $(VGRID) volume snapshot notes --to notes-copy)"; \
-	echo "Save a workspace: $(VGRID) workspace save $$ws --image $$ws-v2   (then boot it: image: $$ws-v2)"
+	echo "Save a workspace: $(VGRID) workspace save $$ws --image $$ws-v2   (then boot it: image: $$ws-v2)"; echo
+	@echo "A virtual grid ($(GRID): two clusters sharing a network and a dataset volume), planned against"; \
+	echo "the live calendar; nothing is booked:  $(VGRID) plan -f $(GRID)"; \
+	$(VGRID) plan -f $(GRID) --width 80 || true; echo; \
+	echo "Carry out that plan:  $(VGRID) grid apply -f $(GRID) --plan <its ID>   (bigger: --set workers=8)"; echo
+	@$(VGRID) dashboard
 
 ## stop: stop the example workspace and vgrid up
 stop:

@@ -9,10 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"vgrid/internal/client"
-	"vgrid/internal/controlplane"
-	"vgrid/internal/model"
 )
 
 // cli runs the vgrid command line with args against the client config at
@@ -31,32 +27,7 @@ func cli(t *testing.T, cfg string, args ...string) (string, error) {
 // `vgrid lease extend` through a real control plane: granted, refused
 // naming the reservation in the way and the longest extension, shortened.
 func TestLeaseExtendCLI(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	dir := t.TempDir()
-	cp, err := controlplane.Start(ctx, newLogger(), controlplane.Config{DataDir: dir, Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = cp.Wait(ctx); cp.Close() }()
-	cfg := filepath.Join(dir, "client.json")
-	cc, err := client.LoadConfigFile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := client.New(cc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, csr := hostCSR(t, "n1")
-	if _, err := admin.WithToken(cp.JoinToken).RegisterNode(ctx, model.Node{Name: "n1",
-		Capacity: model.Resources{MilliCPU: 2000, Memory: 8 * model.GiB, Disk: 100 * model.GiB}}, csr); err != nil {
-		t.Fatal(err)
-	}
-	img := model.Image{Name: "vgrid-guest", Boot: "direct", DiskFormat: "raw", Disk: model.ImageFile{Path: "/dev/null", Size: 1}}
-	if err := cp.Server().RegisterImage(ctx, img); err != nil {
-		t.Fatal(err)
-	}
+	dir, cfg, _ := cliPlane(t, "n1")
 	spec := func(name, extra string) string {
 		p := filepath.Join(dir, name+".yaml")
 		body := fmt.Sprintf("name: %s\nimage: vgrid-guest\nquantum: {vcpus: 2, cpu: 2, memory: 512Mi, disk: 1Gi}\nduration: 1h\n%s", name, extra)

@@ -63,7 +63,7 @@ with 'vgrid workspace create -f examples/workspace.yaml'.`,
 	root.PersistentFlags().StringVar(&g.config, "config", client.DefaultConfigPath(), "client config (written by vgrid up); VGRID_ADDR and VGRID_TOKEN override it")
 	root.PersistentFlags().BoolVar(&g.insecure, "insecure", false, "allow a plain http:// server address that is not this machine's (the token is then sent unencrypted)")
 	root.AddCommand(newUpCmd(), newDownCmd(), newServerCmd(), newAgentCmd(),
-		newWorkspaceCmd(g), newLeaseCmd(g), newCalendarCmd(g), newUsageCmd(g), newSimCmd(), newNodeCmd(g), newClusterCmd(g), newNetworkCmd(g), newVolumeCmd(g), newImageCmd(g), newProjectCmd(g), newTokenCmd(g),
+		newWorkspaceCmd(g), newLeaseCmd(g), newCalendarCmd(g), newUsageCmd(g), newSimCmd(), newNodeCmd(g), newClusterCmd(g), newGridCmd(g), newPlanCmd(g), newDashboardCmd(g), newNetworkCmd(g), newVolumeCmd(g), newImageCmd(g), newProjectCmd(g), newTokenCmd(g),
 		newStoreCmd())
 	return root
 }

@@ -5,6 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	"vgrid/internal/control"
+	"vgrid/internal/gridplan"
+	"vgrid/internal/gridspec"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +26,8 @@ func newSimCmd() *cobra.Command {
 		hostCPUs                                                         float64
 		suspend, keepCancelled, gantt, migrate                           bool
 		suspendRate, resumeRate, stageRate, migrateRate                  string
+		gf                                                               gridFileFlags
+		gridAt                                                           time.Duration
 	)
 	c := &cobra.Command{
 		Use:   "sim --trace FILE",
@@ -45,16 +50,19 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 1 GiB per requested node.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if tracePath == "" {
-				return fmt.Errorf("--trace is required")
+			if tracePath == "" && gf.file == "" {
+				return fmt.Errorf("--trace is required (or --grid, to try a grid on an empty modelled resource)")
 			}
 			if injectVM < 1 {
 				return fmt.Errorf("--inject-vm %d: want 1 or more", injectVM)
 			}
 			opt := trace.SWFOptions{KeepCancelled: keepCancelled}
-			leases, _, err := trace.OpenWith(tracePath, opt)
-			if err != nil {
-				return err
+			var leases []trace.Lease
+			var err error
+			if tracePath != "" {
+				if leases, _, err = trace.OpenWith(tracePath, opt); err != nil {
+					return err
+				}
 			}
 			if inject != "" {
 				ars, _, err := trace.Open(inject)
@@ -95,6 +103,9 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 			default:
 				return fmt.Errorf("--placement %q: want first-fit, pack or spread", placement)
 			}
+			if gf.file != "" {
+				return simGrid(cmd, gf, gridAt, leases, cfg, tracePath, output)
+			}
 			t0 := time.Now()
 			res, err := sim.Run(leases, cfg)
 			if err != nil {
@@ -124,6 +135,10 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 		},
 	}
 	f := c.Flags()
+	f.StringVar(&gf.file, "grid", "", "a grid file to try on the modelled resource (with the trace as background): when it would start, and its effect on the trace")
+	f.DurationVar(&gridAt, "grid-at", 0, "with --grid: when the grid is asked for, from the trace's start")
+	f.StringVar(&gf.values, "values", "", "with --grid: a YAML file of the grid's parameter values")
+	f.StringArrayVar(&gf.sets, "set", nil, "with --grid: a parameter value NAME=VALUE (repeatable)")
 	f.StringVar(&tracePath, "trace", "", "workload trace: .swf, .lwf (XML or AR injection), optionally .gz")
 	f.StringVar(&inject, "inject", "", "advance reservations to add (Haizea injection file or LWF)")
 	f.IntVar(&injectVM, "inject-vm", 1, "make the injected reservations' VMs this many times larger (CPUs, memory) and as many times fewer")
@@ -165,4 +180,50 @@ func writePlots(dir string, res sim.Result) error {
 	}
 	defer gf.Close()
 	return plot.GanttSVG(gf, res.Records, plot.GanttOptions{Title: "leases by host"})
+}
+
+// simGrid tries a grid on the modelled resource, the trace as background:
+// two runs, without and with it.
+func simGrid(cmd *cobra.Command, gf gridFileFlags, at time.Duration, leases []trace.Lease, cfg sim.Config, tracePath, output string) error {
+	req, err := gf.request()
+	if err != nil {
+		return err
+	}
+	g, err := gridspec.Parse([]byte(req.Spec), req.Values, req.Set)
+	if err != nil {
+		return fmt.Errorf("--grid %s: %w", gf.file, err)
+	}
+	t0 := time.Now()
+	run, err := sim.RunGrid(leases, cfg, g, at)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if output == "json" {
+		return printJSON(out, map[string]any{"fits": run.Plan.Fits, "start_s": run.Plan.Start.Sub(sim.Epoch).Seconds(), "end_s": run.Plan.End.Sub(sim.Epoch).Seconds(),
+			"tries": run.Plan.Tries, "shortfall": run.Plan.Shortfall, "effects": run.Plan.Effects, "background_without": run.BaseBG, "background_with": run.WithBG,
+			"utilization_without": run.Base.Summary.Utilization, "utilization_with": run.With.Summary.Utilization})
+	}
+	bg := "no background"
+	if tracePath != "" {
+		bg = fmt.Sprintf("background %s (%d leases)", filepath.Base(tracePath), len(leases))
+	}
+	fmt.Fprintf(out, "grid %s on %d modelled hosts × %.4g CPU, %s; %s; backfill %s; simulated twice in %s\n\n",
+		g.Name, cfg.Hosts, cfg.HostCPUs, cfg.HostMemory, bg, cfg.Policy.Backfill, time.Since(t0).Round(time.Millisecond))
+	fmt.Fprint(out, run.Report(g.Name, cfg.Hosts))
+	if run.Plan.Fits && run.Plan.After != nil && cfg.Hosts <= 32 {
+		from := run.Plan.Start.Add(-time.Hour)
+		fmt.Fprintln(out)
+		view := control.CalendarJSON(run.Plan.After, from, run.Plan.End.Add(time.Hour), sim.GridProject, true)
+		for i := range view.Rows {
+			for k := range view.Rows[i].Bars {
+				view.Rows[i].Bars[k].Planned = view.Rows[i].Bars[k].Project == sim.GridProject
+			}
+		}
+		fmt.Fprint(out, gridplan.Chart(view, 100))
+	}
+	if !run.Plan.Fits {
+		return exitStatus(2)
+	}
+	return nil
 }

@@ -95,6 +95,11 @@ type Controller struct {
 	vols volumeState
 	// saveSt is the state of saves (save.go).
 	saveSt saveState
+	// gridMu serialises grid creations (grids.go); plansMu guards plans,
+	// the plans kept for POST /grids {plan} (grid_plan.go).
+	gridMu  sync.Mutex
+	plansMu sync.Mutex
+	plans   map[string]keptPlan
 }
 
 // New returns a controller over cfg.Store.

@@ -163,19 +163,7 @@ func hostsEnv(t *testing.T, names ...string) (*Controller, *testClock) {
 
 func createWS(t *testing.T, ctl *Controller, name, cpu, lease string) model.Workspace {
 	t.Helper()
-	y := fmt.Sprintf("name: %s\nimage: img\nquantum: {vcpus: 2, cpu: %s, memory: 512Mi, disk: 1Gi}\nduration: 2h\n", name, cpu)
-	if lease != "" {
-		y += "lease: " + lease + "\n"
-	}
-	sp, err := spec.Parse([]byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := ctl.CreateWorkspace(context.Background(), "p", sp)
-	if err != nil {
-		t.Fatalf("create %s: %v", name, err)
-	}
-	return w
+	return createIn(t, ctl, "p", name, cpu, lease)
 }
 
 func running(t *testing.T, ctl *Controller, w model.Workspace, at time.Time) model.Workspace {

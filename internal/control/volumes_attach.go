@@ -72,7 +72,7 @@ func (ctl *Controller) attachVolumes(ctx context.Context, project string, specs 
 				if err != nil {
 					return nil, err
 				}
-				if v.State != model.VolumeReady && v.State != model.VolumeResizing {
+				if v.State != model.VolumeReady && v.State != model.VolumeResizing && !(v.State == model.VolumeCreating && gridMade(ctx, m.Name)) {
 					return nil, conflict(fmt.Sprintf("volume %q is %s, not ready: attach it once it is ready", m.Name, v.State))
 				}
 				vols[m.Name] = v

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"vgrid/api"
@@ -91,6 +92,7 @@ func recordInfo(r model.LeaseRecord, u model.LeaseUsage, now time.Time) api.Leas
 // getCalendar draws the calendar as text: ?from= and ?to= (RFC 3339, or a
 // duration relative to now such as -1h or 6h), ?width= cells. Admins see
 // every project; others see their own leases, the rest shown as '*'.
+// ?format=json (or Accept: application/json) answers an api.Calendar.
 func (s *Server) getCalendar(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now := s.now()
@@ -118,6 +120,17 @@ func (s *Server) getCalendar(w http.ResponseWriter, r *http.Request) error {
 	}
 	if !to.After(from) {
 		return badRequest("to: must be after from")
+	}
+	if q.Get("format") == "json" || q.Get("format") == "" && strings.Contains(r.Header.Get("Accept"), "application/json") {
+		cal, err := s.ctl.CalendarView(ctx, from, to, who(ctx).Project, who(ctx).Role == RoleAdmin)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, cal)
+		return nil
+	}
+	if f := q.Get("format"); f != "" && f != "text" {
+		return badRequest("format: want text or json")
 	}
 	width := 72
 	if v := q.Get("width"); v != "" {

@@ -12,6 +12,7 @@ import (
 	"vgrid/internal/control"
 	"vgrid/internal/model"
 	"vgrid/internal/store"
+	"vgrid/internal/web"
 )
 
 // Config configures a control plane: the controller's configuration.
@@ -88,6 +89,12 @@ var endpoints = []endpoint{
 	{"POST", "/clusters/{name}/start", anyUser, (*Server).postClusterStart},
 	{"POST", "/clusters/{name}/scale", anyUser, (*Server).postClusterScale},
 	{"GET", "/clusters/{name}/export", anyUser, (*Server).getClusterExport},
+	{"POST", "/plan", anyUser, (*Server).postPlan},
+	{"POST", "/grids", anyUser, (*Server).postGrids},
+	{"GET", "/grids", anyUser, (*Server).getGrids},
+	{"GET", "/grids/{name}", anyUser, (*Server).getGrid},
+	{"DELETE", "/grids/{name}", anyUser, (*Server).deleteGrid},
+	{"GET", "/grids/{name}/export", anyUser, (*Server).getGridExport},
 	{"POST", "/networks", anyUser, (*Server).postNetworks},
 	{"GET", "/networks", anyUser, (*Server).getNetworks},
 	{"GET", "/networks/{name}", anyUser, (*Server).getNetwork},
@@ -103,6 +110,7 @@ var endpoints = []endpoint{
 	{"DELETE", "/leases/{name}", anyUser, (*Server).deleteLease},
 	{"POST", "/leases/{name}/extend", anyUser, (*Server).postLeaseExtend},
 	{"GET", "/calendar", anyUser, (*Server).getCalendar},
+	{"GET", "/events", anyUser, (*Server).getEvents},
 	{"GET", "/usage", anyUser, (*Server).getUsage},
 	{"GET", "/images", anyUser, (*Server).getImages},
 	{"POST", "/images", []string{RoleAdmin}, (*Server).postImages},
@@ -149,6 +157,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	// The dashboard's files are public: every datum it shows comes from
+	// the API with the user's token.
+	dash := web.Handler()
+	for _, p := range web.Patterns {
+		mux.Handle(p, dash)
+	}
 	for _, e := range endpoints {
 		e := e
 		mux.HandleFunc(e.method+" "+api.Prefix+e.path, func(w http.ResponseWriter, r *http.Request) {

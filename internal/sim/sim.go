@@ -26,6 +26,22 @@ type Config struct {
 	// calendar plans migrations with (Policy.Migrate); 0 is the
 	// calendar's default, calendar.DefaultMigrateRate.
 	MigrateRate int64
+	// Inject, when set, is called once when virtual time reaches InjectAt
+	// (an offset from the trace start), with the calendar as it is then
+	// (to read, not to change): the leases it returns are submitted at
+	// that instant, after the trace's submissions of the same instant
+	// (see grid.go).
+	Inject   func(c *calendar.Calendar, now time.Time) ([]Injected, error)
+	InjectAt time.Duration
+}
+
+// Injected is a lease added during a run: the calendar lease as it is
+// submitted (its members may differ), and its record's description.
+type Injected struct {
+	Lease calendar.Lease
+	// Project and CPUs (per member, for the record) describe it.
+	Project string
+	CPUs    float64
 }
 
 // DefaultConfig is the grid of Haizea's SDSC Blue Horizon experiments:
@@ -44,8 +60,10 @@ type Result struct {
 	Events map[calendar.ActionKind]int
 }
 
-// epoch is virtual time zero; trace offsets are added to it.
-var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+// Epoch is virtual time zero; trace offsets are added to it.
+var Epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+var epoch = Epoch
 
 func at(d time.Duration) time.Time     { return epoch.Add(d) }
 func offset(t time.Time) time.Duration { return t.Sub(epoch) }
@@ -93,13 +111,14 @@ func Run(leases []trace.Lease, cfg Config) (Result, error) {
 	for i := range hosts {
 		hosts[i] = calendar.Host{Name: hostName(i),
 			Capacity:    model.Resources{MilliCPU: int64(cfg.HostCPUs*1000 + 0.5), Memory: cfg.HostMemory, Disk: disk},
-			SuspendRate: cfg.SuspendRate, ResumeRate: cfg.ResumeRate, StageRate: cfg.StageRate, MigrateRate: cfg.MigrateRate}
+			SuspendRate: cfg.SuspendRate, ResumeRate: cfg.ResumeRate, StageRate: cfg.StageRate, MigrateRate: cfg.MigrateRate,
+			Storage: true} // a simulated grid's volumes go on the hosts' disks
 	}
 	cal, err := calendar.New(hosts, cfg.Policy)
 	if err != nil {
 		return Result{}, err
 	}
-	e := &engine{cal: cal, byID: map[string]*lease{}, events: map[calendar.ActionKind]int{}}
+	e := &engine{cal: cal, byID: map[string]*lease{}, events: map[calendar.ActionKind]int{}, inject: cfg.Inject, injectAt: cfg.InjectAt}
 	res := Result{Capacity: float64(cfg.Hosts) * cfg.HostCPUs, Events: e.events}
 	e.all = make([]*lease, 0, len(leases))
 	for _, tl := range leases {
@@ -118,9 +137,9 @@ func Run(leases []trace.Lease, cfg Config) (Result, error) {
 	if err := e.loop(); err != nil {
 		return res, err
 	}
-	res.Records = make([]metrics.Record, len(e.all))
-	for i, l := range e.all {
-		res.Records[i] = *l.rec
+	res.Records = make([]metrics.Record, 0, len(e.all)+len(e.extra))
+	for _, l := range append(e.all, e.extra...) {
+		res.Records = append(res.Records, *l.rec)
 	}
 	res.Summary = metrics.Summarize(res.Records, res.Capacity)
 	if cfg.Hosts <= 16 {
@@ -130,11 +149,15 @@ func Run(leases []trace.Lease, cfg Config) (Result, error) {
 }
 
 type engine struct {
-	cal    *calendar.Calendar
-	all    []*lease
-	byID   map[string]*lease
-	timers timerHeap // early ends and withdrawals
-	events map[calendar.ActionKind]int
+	cal   *calendar.Calendar
+	all   []*lease
+	extra []*lease // injected (Config.Inject)
+	// inject is Config.Inject until it is called.
+	inject   func(c *calendar.Calendar, now time.Time) ([]Injected, error)
+	injectAt time.Duration
+	byID     map[string]*lease
+	timers   timerHeap // early ends and withdrawals
+	events   map[calendar.ActionKind]int
 }
 
 // timer is a scheduled early end or withdrawal of a lease, or the end of
@@ -184,6 +207,9 @@ func (e *engine) loop() error {
 		if len(e.timers) > 0 {
 			consider(e.timers[0].at)
 		}
+		if e.inject != nil {
+			consider(at(e.injectAt))
+		}
 		if !have {
 			return nil
 		}
@@ -200,6 +226,11 @@ func (e *engine) loop() error {
 		for next < len(e.all) && !at(e.all[next].tr.Submit).After(t) {
 			e.submit(e.all[next], t)
 			next++
+		}
+		if e.inject != nil && !at(e.injectAt).After(t) {
+			if err := e.injectNow(t); err != nil {
+				return err
+			}
 		}
 		for _, a := range e.cal.Advance(t) {
 			e.apply(a)
@@ -239,6 +270,12 @@ func (e *engine) submit(l *lease, now time.Time) {
 			cl.Preempt = calendar.PreemptNever
 		}
 	}
+	e.submitCal(l, cl, now)
+}
+
+// submitCal submits l as the calendar lease cl.
+func (e *engine) submitCal(l *lease, cl calendar.Lease, now time.Time) {
+	kind, tl := cl.Kind, l.tr
 	if _, err := e.cal.Submit(cl, now); err != nil {
 		l.rec.Rejected = true
 		return
@@ -375,6 +412,33 @@ func (e *engine) moved(tm timer, now time.Time) error {
 	}
 	for _, a := range acts {
 		e.apply(a)
+	}
+	return nil
+}
+
+// injectNow calls the injection hook once and submits what it returns.
+func (e *engine) injectNow(now time.Time) error {
+	f := e.inject
+	e.inject = nil
+	ins, err := f(e.cal, now)
+	if err != nil {
+		return err
+	}
+	for _, in := range ins {
+		cl := in.Lease
+		if _, dup := e.byID[cl.ID]; dup {
+			return fmt.Errorf("sim: injected lease %s is already in the trace", cl.ID)
+		}
+		tl := trace.Lease{ID: cl.ID, Submit: offset(now), Kind: cl.Kind, Duration: cl.Duration, Nodes: len(cl.Members), CPUs: in.CPUs, Project: in.Project}
+		if cl.Kind == calendar.Reservation {
+			tl.Start = offset(cl.Start)
+		}
+		l := &lease{tr: tl, work: cl.Duration, rec: &metrics.Record{ID: cl.ID, Kind: cl.Kind, Project: in.Project,
+			Submit: tl.Submit, Nodes: tl.Nodes, CPUs: in.CPUs, Requested: cl.Duration, Real: cl.Duration}}
+		e.byID[cl.ID] = l
+		e.extra = append(e.extra, l)
+		cl.Submitted = now
+		e.submitCal(l, cl, now)
 	}
 	return nil
 }

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"vgrid/internal/controlplane"
+	"vgrid/internal/model"
+	"vgrid/internal/server"
+)
+
+func main() {
+	nHosts := flag.Int("hosts", 100, "hosts (registered, no agents: nothing runs)")
+	nLeases := flag.Int("leases", 2000, "leases to book")
+	pans := flag.Int("pans", 60, "pans of the Gantt chart")
+	chrome := flag.String("chromium", "/usr/bin/chromium", "Chromium binary")
+	flag.Parse()
+	if err := run(*nHosts, *nLeases, *pans, *chrome); err != nil {
+		fmt.Fprintln(os.Stderr, "dashboard bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(nHosts, nLeases, pans int, chrome string) error {
+	dir, err := os.MkdirTemp("", "vgrid-dash-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lg := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// Hosts without agents stay Ready for a day: the calendar books them.
+	cp, err := controlplane.Start(ctx, lg, controlplane.Config{DataDir: filepath.Join(dir, "data"), Listen: "127.0.0.1:0",
+		RateLimit: server.RateLimit{Disabled: true}, NodeTimeout: 24 * time.Hour, NodeLostAfter: 48 * time.Hour})
+	if err != nil {
+		return err
+	}
+	defer cp.Close()
+	go cp.Wait(ctx)
+	srv := cp.Server()
+	ctl := srv.Controller()
+	admin, err := srv.CreateToken(ctx, "default", server.RoleAdmin)
+	if err != nil {
+		return err
+	}
+	img, err := image(dir)
+	if err != nil {
+		return err
+	}
+	if err := srv.RegisterImage(ctx, img); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	for i := 0; i < nHosts; i++ {
+		n := model.Node{Name: fmt.Sprintf("host-%03d", i), Accel: "fake",
+			Capacity: model.Resources{MilliCPU: 16000, Memory: 32 * model.GiB, Disk: 500 * model.GiB}}
+		if _, err := ctl.RegisterNode(ctx, n); err != nil {
+			return fmt.Errorf("register %s: %w", n.Name, err)
+		}
+	}
+	// Reservations spread over three days, a third best effort; five
+	// projects. Created through the controller, 4 at a time.
+	now := time.Now()
+	rng := rand.New(rand.NewSource(1))
+	type job struct {
+		project string
+		spec    model.WorkspaceSpec
+	}
+	jobs := make(chan job)
+	var made, refused atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if _, err := ctl.CreateWorkspace(ctx, j.project, j.spec); err != nil {
+					refused.Add(1)
+				} else if n := made.Add(1); n%250 == 0 {
+					fmt.Fprintf(os.Stderr, "  %d leases booked after %v\n", n, time.Since(t0).Round(time.Second))
+				}
+			}
+		}()
+	}
+	for i := 0; i < nLeases; i++ {
+		sp := model.WorkspaceSpec{Name: fmt.Sprintf("ws-%04d", i), Image: img.Name,
+			Quantum:  model.Quantum{VCPUs: 1 + rng.Intn(4), Memory: model.ByteSize(1+rng.Intn(4)) * model.GiB},
+			Duration: model.Duration(time.Duration(1+rng.Intn(6)) * time.Hour)}
+		if i%3 == 0 {
+			sp.Lease = &model.LeaseSpec{Kind: model.LeaseBestEffort}
+		} else {
+			start := now.Add(time.Duration(rng.Intn(72*60)) * time.Minute).Truncate(time.Minute).Add(10 * time.Minute)
+			sp.Lease = &model.LeaseSpec{Kind: model.LeaseReservation, Start: start}
+		}
+		jobs <- job{fmt.Sprintf("proj-%d", i%5), sp}
+	}
+	close(jobs)
+	wg.Wait()
+	setup := time.Since(t0)
+	fmt.Printf("setup: %d hosts, %d leases booked (%d refused) in %v\n", nHosts, made.Load(), refused.Load(), setup.Round(time.Millisecond))
+
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chrome), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck, chromedp.UserDataDir(filepath.Join(dir, "chromium")),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.Flag("ignore-certificate-errors", true), chromedp.WindowSize(1600, 1000),
+	}
+	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
+	defer acancel()
+	bctx, bcancel := chromedp.NewContext(actx)
+	defer bcancel()
+	// Log in once (the token lives in session storage), then load the
+	// calendar page afresh: that load is measured.
+	if err := chromedp.Do(bctx, chromedp.Navigate(cp.URL+"/#/login"), chromedp.WaitVisible("#token")); err != nil {
+		return err
+	}
+	if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](fmt.Sprintf(`sessionStorage.setItem('vgrid.token', %q), true`, admin))); err != nil {
+		return err
+	}
+	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank"), chromedp.Navigate(cp.URL+"/#/calendar")); err != nil {
+		return err
+	}
+	var loadMs, dataMs float64
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		v, err := chromedp.Run(bctx, chromedp.Evaluate[[]float64](`(() => { const r = performance.getEntriesByName('gantt-rendered'); const d = performance.getEntriesByName('gantt-data'); return r.length && d.length ? [r[0].startTime, d[0].startTime] : [] })()`))
+		if err == nil && len(v) == 2 {
+			loadMs, dataMs = v[0], v[1]
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no gantt-rendered mark within 60s (%v)", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	items, err := chromedp.Run(bctx, chromedp.Evaluate[int](`window.vgrid.timelineItems().length`))
+	if err != nil {
+		return err
+	}
+	drawn, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll('#gantt .vis-item.bar').length`))
+	if err != nil {
+		return err
+	}
+	// Pans: each moves the window by a fifth of its width, the next one
+	// on the next frame; requestAnimationFrame gaps are sampled all along.
+	frames, err := chromedp.Run(bctx, chromedp.Evaluate[[]float64](fmt.Sprintf(`(async () => {
+		const tl = window.vgrid.timeline();
+		const gaps = [];
+		let last = performance.now(), on = true;
+		const tick = (t) => { gaps.push(t - last); last = t; if (on) requestAnimationFrame(tick); };
+		requestAnimationFrame(tick);
+		const frame = () => new Promise(r => requestAnimationFrame(() => r()));
+		for (let i = 0; i < %d; i++) {
+			const w = tl.getWindow();
+			const d = (w.end - w.start) / 5 * (i %% 20 < 10 ? 1 : -1);
+			tl.setWindow(new Date(+w.start + d), new Date(+w.end + d), { animation: false });
+			await frame();
+		}
+		await frame(); await frame();
+		on = false;
+		return gaps.slice(1);
+	})()`, pans), chromedp.EvalAwaitPromise))
+	if err != nil {
+		return err
+	}
+	sortF := append([]float64(nil), frames...)
+	for i := 1; i < len(sortF); i++ {
+		for j := i; j > 0 && sortF[j] < sortF[j-1]; j-- {
+			sortF[j], sortF[j-1] = sortF[j-1], sortF[j]
+		}
+	}
+	p95 := sortF[int(float64(len(sortF)-1)*0.95)]
+	longest := sortF[len(sortF)-1]
+	fmt.Println()
+	fmt.Printf("| measure | value |\n|---|---|\n")
+	fmt.Printf("| hosts / leases booked / bars in the calendar JSON | %d / %d / %d |\n", nHosts, made.Load(), items)
+	fmt.Printf("| bars drawn in the DOM (visible window, 24 h) | %d |\n", drawn)
+	fmt.Printf("| page load → first Gantt render (navigation start → gantt-rendered) | %.0f ms |\n", loadMs)
+	fmt.Printf("| Gantt render (calendar JSON in → gantt-rendered) | %.0f ms |\n", loadMs-dataMs)
+	fmt.Printf("| pans | %d (%d frames) |\n", pans, len(frames))
+	fmt.Printf("| frame time while panning: p95 / longest | %.1f ms / %.1f ms |\n", p95, longest)
+	verdict := "no freeze (longest frame < 200 ms)"
+	if longest >= 200 {
+		verdict = "FROZE: a frame took 200 ms or more"
+	}
+	fmt.Printf("| verdict | %s; page load target < 1 s: %v |\n", verdict, loadMs < 1000)
+	return nil
+}
+
+// image writes a small image's files (nothing boots it).
+func image(dir string) (model.Image, error) {
+	var files []*model.ImageFile
+	for _, n := range []string{"rootfs.img", "vmlinux", "initrd.img"} {
+		p := filepath.Join(dir, n)
+		data := []byte("dashboard bench " + n)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			return model.Image{}, err
+		}
+		h := sha256.Sum256(data)
+		files = append(files, &model.ImageFile{Path: p, SHA256: hex.EncodeToString(h[:]), Size: int64(len(data))})
+	}
+	return model.Image{Name: "bench-img", Boot: "direct", Disk: *files[0], DiskFormat: "raw",
+		Kernel: files[1], Initrd: files[2], MinDisk: 64 * model.MiB}, nil
+}
