@@ -104,7 +104,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 				return fmt.Errorf("--placement %q: want first-fit, pack or spread", placement)
 			}
 			if gf.file != "" {
-				return simGrid(cmd, gf, gridAt, leases, cfg, tracePath, output)
+				return simGrid(cmd, gf, gridAt, leases, cfg, tracePath, output, plotDir)
 			}
 			t0 := time.Now()
 			res, err := sim.Run(leases, cfg)
@@ -155,7 +155,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 	f.StringVar(&migrateRate, "migrate-rate", "0", "bytes/s of live migration from or to a host (0: the calendar's default, 100Mi)")
 	f.BoolVar(&keepCancelled, "keep-cancelled", false, "keep SWF jobs cancelled while queued, withdrawn after their wait (Haizea 2008)")
 	f.StringVarP(&output, "output", "o", "text", "text or json")
-	f.StringVar(&plotDir, "plot-dir", "", "write utilization.svg and gantt.svg here")
+	f.StringVar(&plotDir, "plot-dir", "", "write utilization.svg and gantt.svg here (with --grid: grid-gantt.svg, the grid's window with the background)")
 	f.BoolVar(&gantt, "gantt", false, "print the calendar's text Gantt of the first day (grids of up to 16 hosts)")
 	return c
 }
@@ -184,7 +184,7 @@ func writePlots(dir string, res sim.Result) error {
 
 // simGrid tries a grid on the modelled resource, the trace as background:
 // two runs, without and with it.
-func simGrid(cmd *cobra.Command, gf gridFileFlags, at time.Duration, leases []trace.Lease, cfg sim.Config, tracePath, output string) error {
+func simGrid(cmd *cobra.Command, gf gridFileFlags, at time.Duration, leases []trace.Lease, cfg sim.Config, tracePath, output, plotDir string) error {
 	req, err := gf.request()
 	if err != nil {
 		return err
@@ -221,6 +221,22 @@ func simGrid(cmd *cobra.Command, gf gridFileFlags, at time.Duration, leases []tr
 			}
 		}
 		fmt.Fprint(out, gridplan.Chart(view, 100))
+	}
+	if plotDir != "" && run.Plan.Fits {
+		// The run with the grid, the chart around its window.
+		if err := os.MkdirAll(plotDir, 0o755); err != nil {
+			return err
+		}
+		gfile, err := os.Create(filepath.Join(plotDir, "grid-gantt.svg"))
+		if err != nil {
+			return err
+		}
+		defer gfile.Close()
+		from, to := run.Plan.Start.Sub(sim.Epoch)-6*time.Hour, run.Plan.End.Sub(sim.Epoch)+6*time.Hour
+		if err := plot.GanttSVG(gfile, run.With.Records, plot.GanttOptions{Title: "grid " + g.Name + " (project " + sim.GridProject + ") with the background", From: max(from, 0), To: to}); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "\nplot: %s\n", gfile.Name())
 	}
 	if !run.Plan.Fits {
 		return exitStatus(2)
