@@ -25,6 +25,17 @@ func wakeEnv(t *testing.T) (*Controller, store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A first poll starts every waker's watch (they start lazily, at the
+	// store's revision then): a waker started by a test's poll after the
+	// test's own write would answer that poll at once ("cannot tell"),
+	// as a CI run saw under load.
+	rev, err := st.Revision(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ctl.waitChange(context.Background(), "warm-up", rev, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
 	return ctl, st
 }
 
