@@ -32,6 +32,9 @@ var rules = []rule{
 	{"internal/control", func(imp string) bool {
 		return imp == "net/http" || imp == "vgrid/internal/server" || strings.HasPrefix(imp, "vgrid/internal/store/")
 	}, "the core speaks no HTTP and uses the store through its interface"},
+	{"internal/gridplan", func(imp string) bool {
+		return strings.HasPrefix(imp, "vgrid/") && imp != "vgrid/internal/calendar" && imp != "vgrid/internal/model" && imp != "vgrid/api" || impure(imp)
+	}, "planning is pure, as the calendar is: the server and the simulator run the same code"},
 	{"internal/sim", func(imp string) bool {
 		return imp == "vgrid/internal/control" || imp == "vgrid/internal/server" || strings.HasPrefix(imp, "vgrid/internal/store")
 	}, "the simulator runs the calendar alone"},
