@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,6 +96,58 @@ func TestDashboard(t *testing.T) {
 		b.waitJS(t, "logged out", `!document.getElementById('page-login').hidden && !sessionStorage.getItem('vgrid.token')`, 5*time.Second)
 	}
 
+	// fitAll presses "Fit all" (the whole calendar is loaded, then shown).
+	fitAll := func(t *testing.T) {
+		t.Helper()
+		get(t, b, "fit all", chromedp.Evaluate[bool](`window.vgrid.fit().then(() => true)`, chromedp.EvalAwaitPromise))
+	}
+	// windowCheck: the calendar page holds the calendar of a window
+	// around the view (not all of it); its bars are the API's for that
+	// same window, and the window covers the view. One evaluation reads
+	// all three, so a load landing meanwhile cannot mix two windows.
+	windowCheck := func(t *testing.T, token string) {
+		t.Helper()
+		page := eval[struct {
+			From, To string
+			View     []float64
+			Bars     []string
+		}](t, b, `(() => { const l = window.vgrid.loaded(), w = window.vgrid.timeline().getWindow();
+		return { from: l.from, to: l.to, view: [+w.start, +w.end], bars: window.vgrid.timelineItems().map(m => m.lease) } })()`)
+		loaded, view := page, page.View
+		lf, err1 := time.Parse(time.RFC3339, loaded.From)
+		lt, err2 := time.Parse(time.RFC3339, loaded.To)
+		if err1 != nil || err2 != nil || len(view) != 2 {
+			t.Fatalf("loaded window %q – %q, view %v", loaded.From, loaded.To, view)
+		}
+		if float64(lf.UnixMilli()) > view[0] || float64(lt.UnixMilli()) < view[1] {
+			t.Errorf("loaded window %v – %v does not cover the view %v – %v", lf, lt,
+				time.UnixMilli(int64(view[0])), time.UnixMilli(int64(view[1])))
+		}
+		var cal struct {
+			Rows []struct {
+				Bars []struct {
+					Lease string `json:"lease"`
+				} `json:"bars"`
+			} `json:"rows"`
+		}
+		q := fmt.Sprintf("/calendar?format=json&from=%s&to=%s", url.QueryEscape(loaded.From), url.QueryEscape(loaded.To))
+		if err := g.client(t, token).Do(ctx, "GET", q, nil, &cal); err != nil {
+			t.Fatal(err)
+		}
+		var apiBars []string
+		for _, r := range cal.Rows {
+			for _, bar := range r.Bars {
+				apiBars = append(apiBars, bar.Lease)
+			}
+		}
+		pageBars := page.Bars
+		sort.Strings(apiBars)
+		sort.Strings(pageBars)
+		if !slices.Equal(apiBars, pageBars) {
+			t.Errorf("the chart's bars %v, the API's for the window it loaded %v", pageBars, apiBars)
+		}
+	}
+
 	t.Run("login", func(t *testing.T) {
 		b.run(t, "open", chromedp.Navigate(g.url+"/"), chromedp.WaitVisible("#token"))
 		b.screenshot(t, "login")
@@ -121,7 +174,9 @@ func TestDashboard(t *testing.T) {
 	t.Run("gantt shows the project's leases", func(t *testing.T) {
 		b.run(t, "calendar", chromedp.Navigate(g.url+"/#/calendar"))
 		b.waitJS(t, "rendered", `performance.getEntriesByName('gantt-rendered').length > 0`, 10*time.Second)
-		eval[bool](t, b, `(window.vgrid.fit(), true)`)
+		windowCheck(t, g.a)
+		fitAll(t)
+		windowCheck(t, g.a)
 		model := eval[[]struct {
 			Lease  string `json:"lease"`
 			Masked bool   `json:"masked"`
@@ -192,7 +247,7 @@ func TestDashboard(t *testing.T) {
 		login(t, g.b)
 		b.run(t, "calendar", chromedp.Navigate(g.url+"/#/calendar"))
 		b.waitJS(t, "rendered", `performance.getEntriesByName('gantt-rendered').length > 0 && window.vgrid.timelineItems().length > 0`, 10*time.Second)
-		eval[bool](t, b, `(window.vgrid.fit(), true)`)
+		fitAll(t)
 		b.waitJS(t, "masked bars", `document.querySelectorAll('#gantt .vis-item.bar.masked').length === 4 &&
 			[...document.querySelectorAll('#gantt .vis-item.bar.masked .vis-item-content')].every(e => e.textContent === 'other project')`, 5*time.Second)
 		html := get(t, b, "page", chromedp.OuterHTML("html"))

@@ -2,15 +2,18 @@
 // #/utilization, #/plan), data from the API, refreshed on the server's
 // change events.
 import { call, token, setToken, clearToken, errorText, streamEvents, APIError } from './api.js';
-import { build, utilization, bytes, fmtBytes, fmtCPU, fmtTime, esc } from './gantt.js';
+import { build, tooltip, utilization, bytes, fmtBytes, fmtCPU, fmtTime, esc } from './gantt.js';
 
 const $ = (id) => document.getElementById(id);
 const vis = window.vis;
 
-// The calendar shown: from a day back to two weeks ahead (the chart
-// opens on a day around now; zoom and pan reach the rest).
+// The whole calendar: from a day back to two weeks ahead. The utilization
+// page reads all of it; the calendar page opens on a day around now and
+// reads only the window shown plus a margin (see loadWindow), the whole
+// on "Fit all".
 const calFrom = '-24h';
 const calTo = '336h';
+const hour = 3600e3;
 
 const state = {
   who: null,
@@ -22,6 +25,12 @@ const state = {
   groups: null,
   items: null,
   model: [],
+  details: new Map(),
+  loaded: null, // {from, to} in ms: the window of the calendar loaded
+  loading: null, // the load under way (a promise), at most one
+  wantAgain: false,
+  groupSig: '',
+  revision: 0,
   graph: null,
   planTimeline: null,
   plan: null,
@@ -32,7 +41,8 @@ const state = {
 window.vgrid = {
   timelineItems: () => state.model.slice(),
   timeline: () => state.timeline,
-  fit: () => state.timeline && state.timeline.fit({ animation: false }),
+  fit: () => fitAll(false),
+  loaded: () => (state.loaded ? { from: new Date(state.loaded.from).toISOString(), to: new Date(state.loaded.to).toISOString() } : null),
   planItems: () => (state.plan ? state.plan.model.slice() : []),
   plan: () => state.lastPlan || null,
   live: () => $('live').classList.contains('on'),
@@ -61,7 +71,7 @@ async function route() {
 async function refresh(page) {
   try {
     if (page === 'overview') await loadOverview();
-    else if (page === 'calendar') await loadCalendar();
+    else if (page === 'calendar') await loadCalendar(state.loaded ? 'same' : 'view');
     else if (page === 'utilization') await loadUtilization();
   } catch (e) {
     if (e instanceof APIError && e.status === 401) return logout('Your token is no longer accepted: ' + e.message);
@@ -208,8 +218,34 @@ async function loadOverview() {
 
 // ---- calendar
 
-async function fetchCalendar() {
-  return call('GET', `/calendar?format=json&from=${encodeURIComponent(calFrom)}&to=${encodeURIComponent(calTo)}`);
+async function fetchCalendar(from = calFrom, to = calTo) {
+  return call('GET', `/calendar?format=json&from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`);
+}
+
+// Windowed loading: vis-timeline's cost grows with the items it holds,
+// not with those shown, so the page holds the bars of the window shown
+// plus margins. It opens with a third of the window's width on each side;
+// when the view comes within a quarter width of an edge of what is
+// loaded (vis-timeline draws that far beyond the window), it reads the
+// missing slice up to a whole width beyond the view and adds it. When
+// what is loaded grows past six widths (panning on, or zooming in after
+// "Fit all"), the bars far from the view are dropped, with no request.
+// A view away from everything loaded (a jump) reads its window afresh.
+function spanOf(w) {
+  const [start, end] = [+w.start, +w.end];
+  return { start, end, span: end - start };
+}
+
+function needsLoad(w) {
+  const l = state.loaded;
+  if (!l) return true;
+  const { start, end, span } = spanOf(w);
+  return start - span / 4 < l.from || end + span / 4 > l.to;
+}
+
+function tooWide(w) {
+  const l = state.loaded;
+  return l && l.to - l.from > 6 * spanOf(w).span;
 }
 
 function ensureTimeline() {
@@ -219,9 +255,9 @@ function ensureTimeline() {
   const now = Date.now();
   state.timeline = new vis.Timeline($('gantt'), state.items, state.groups, {
     stack: true, showCurrentTime: true, zoomKey: 'ctrlKey', orientation: 'top',
-    start: new Date(now - 3 * 3600e3), end: new Date(now + 21 * 3600e3),
+    start: new Date(now - 2 * hour), end: new Date(now + 10 * hour),
     maxHeight: '75vh', verticalScroll: true, horizontalScroll: false,
-    tooltip: { followMouse: true, overflowMethod: 'cap' },
+    tooltip: { followMouse: true, overflowMethod: 'cap', template: tooltip((id) => state.details.get(id)) },
     groupOrder: 'id', selectable: true, multiselect: false,
     margin: { item: { horizontal: 0, vertical: 2 } },
   });
@@ -231,28 +267,200 @@ function ensureTimeline() {
       performance.mark('gantt-rendered');
     }
   });
-  $('cal-fit').addEventListener('click', () => state.timeline.fit());
+  // rangechange comes while dragging, rangechanged at its end; either
+  // may call for more of the calendar. One check per 100 ms at most.
+  let pending = 0;
+  const check = () => {
+    if (pending) return;
+    pending = setTimeout(() => {
+      pending = 0;
+      if (state.route !== 'calendar') return;
+      const w = state.timeline.getWindow();
+      if (needsLoad(w)) loadCalendar('view').catch(showCalendarError);
+      else if (tooWide(w) && !state.loading) trim(w);
+    }, 100);
+  };
+  state.timeline.on('rangechange', check);
+  state.timeline.on('rangechanged', check);
+  $('cal-fit').addEventListener('click', () => fitAll(true).catch(showCalendarError));
   $('cal-now').addEventListener('click', () => state.timeline.moveTo(new Date()));
 }
 
-// syncDataSet makes ds hold exactly items: updates, adds, removes by ID.
-function syncDataSet(ds, items) {
-  const keep = new Set(items.map((i) => i.id));
-  const gone = ds.getIds().filter((id) => !keep.has(id));
-  if (gone.length) ds.remove(gone);
-  ds.update(items);
+function showCalendarError(e) {
+  if (e instanceof APIError && e.status === 401) return logout('Your token is no longer accepted: ' + e.message);
+  $('cal-status').textContent = errorText(e);
 }
 
-async function loadCalendar() {
-  const cal = await fetchCalendar();
-  performance.mark('gantt-data');
+// fitAll loads the whole calendar and fits the chart to it.
+async function fitAll(animate) {
+  if (!state.timeline) return;
+  await loadCalendar('all');
+  state.timeline.fit({ animation: animate });
+}
+
+// The bars loaded: bar ID → {items (the bar, and its staging band), model,
+// detail, sig (its JSON, to update only bars that changed: an update makes
+// vis-timeline redraw the item)}.
+const bars = new Map();
+
+// merge puts a calendar answer's bars into the chart. exact: the answer
+// covers all that is loaded, so bars it lacks are gone; otherwise it is a
+// slice, whose bars are added or updated.
+async function merge(b, exact) {
+  const byBar = new Map();
+  for (const it of b.items) {
+    const id = it.type === 'background' ? it.id.slice(0, -'|stage'.length) : it.id;
+    if (!byBar.has(id)) byBar.set(id, []);
+    byBar.get(id).push(it);
+  }
+  const changed = [];
+  const gone = [];
+  for (const m of b.model) {
+    const items = byBar.get(m.id) || [];
+    const sig = JSON.stringify(items);
+    const old = bars.get(m.id);
+    if (old && old.sig === sig) continue;
+    if (old) for (const it of old.items) if (!items.some((n) => n.id === it.id)) gone.push(it.id);
+    bars.set(m.id, { items, model: m, detail: b.details.get(m.id), sig });
+    changed.push(...items);
+  }
+  if (exact) {
+    const keep = new Set(b.model.map((m) => m.id));
+    for (const [id, e] of bars) {
+      if (keep.has(id)) continue;
+      gone.push(...e.items.map((it) => it.id));
+      bars.delete(id);
+    }
+  }
+  // Rows: an exact answer has them all; a slice may add some.
+  const groups = exact ? b.groups : b.groups.filter((g) => !state.groups.get(g.id));
+  if (exact) {
+    const keep = new Set(b.groups.map((g) => g.id));
+    const old = state.groups.getIds().filter((id) => !keep.has(id));
+    if (old.length) state.groups.remove(old);
+  }
+  const gsig = JSON.stringify(groups);
+  if (groups.length && gsig !== state.groupSig) state.groups.update(groups);
+  if (exact) state.groupSig = gsig;
+  if (gone.length) state.items.remove(gone);
+  // A slice (read while panning) goes in by chunks, a frame apart: one
+  // frame adding hundreds of bars would stall the pan.
+  const chunk = exact ? changed.length : 150;
+  for (let i = 0; i < changed.length; i += chunk) {
+    if (i) await new Promise((r) => requestAnimationFrame(r));
+    state.items.update(changed.slice(i, i + chunk));
+  }
+  updateModel();
+}
+
+// trim drops the bars outside a window and a width on each side of the
+// view.
+function trim(w) {
+  const { start, end, span } = spanOf(w);
+  const from = start - span;
+  const to = end + span;
+  const gone = [];
+  for (const [id, e] of bars) {
+    if (Date.parse(e.model.to) > from && Date.parse(e.model.from) < to) continue;
+    gone.push(...e.items.map((it) => it.id));
+    bars.delete(id);
+  }
+  state.loaded = { from, to };
+  if (gone.length) state.items.remove(gone);
+  updateModel();
+}
+
+function updateModel() {
+  state.model = [];
+  state.details = new Map();
+  for (const [id, e] of bars) {
+    state.model.push(e.model);
+    state.details.set(id, e.detail);
+  }
+  const leases = new Set(state.model.filter((m) => !m.masked).map((m) => m.lease));
+  const l = state.loaded;
+  $('cal-status').textContent = `${state.model.length} bars of ${leases.size} leases on ${state.groups.length} hosts` +
+    ` · revision ${state.revision} · loaded ${fmtTime(l.from)} – ${fmtTime(l.to)}`;
+}
+
+// loadCalendar reads the calendar into the chart: 'view' what the view
+// lacks, 'same' what is loaded again (a live update), 'all' the whole
+// calendar. One load runs at a time; a view load asked for meanwhile
+// runs after it, for the view then.
+async function loadCalendar(what = 'view') {
   ensureTimeline();
+  if (state.loading) {
+    if (what === 'view') {
+      state.wantAgain = true;
+      return state.loading;
+    }
+    await state.loading.catch(() => {});
+  }
+  state.loading = loadWindow(what);
+  try {
+    await state.loading;
+  } finally {
+    state.loading = null;
+  }
+  if (state.wantAgain) {
+    state.wantAgain = false;
+    if (needsLoad(state.timeline.getWindow())) await loadCalendar('view');
+  }
+}
+
+const iso = (ms) => new Date(ms).toISOString();
+
+async function loadWindow(what) {
+  const l = state.loaded;
+  const { start, end, span } = spanOf(state.timeline.getWindow());
+  if (what === 'all') {
+    const cal = await fetchCalendar();
+    await apply(cal, true, { from: Date.parse(cal.from), to: Date.parse(cal.to) });
+  } else if (what === 'same' && l) {
+    await apply(await fetchCalendar(iso(l.from), iso(l.to)), true, l);
+  } else if (!l || end + span / 4 < l.from || start - span / 4 > l.to) {
+    // Nothing loaded near the view: its window and a third of its width each side.
+    const w = { from: Math.floor(start - span / 3), to: Math.ceil(end + span / 3) };
+    await apply(await fetchCalendar(iso(w.from), iso(w.to)), true, w);
+  } else {
+    // The slices missing up to a width beyond the view, read at once.
+    const slices = [];
+    if (start - span / 4 < l.from) slices.push({ from: Math.floor(start - span), to: l.from });
+    if (end + span / 4 > l.to) slices.push({ from: l.to, to: Math.ceil(end + span) });
+    const cals = await Promise.all(slices.map((s) => fetchCalendar(iso(s.from), iso(s.to))));
+    // A live update may have reloaded meanwhile: slices extend only what
+    // is still loaded, as it is.
+    if (state.loaded !== l) return;
+    const merged = { from: l.from, to: l.to };
+    for (const s of slices) {
+      merged.from = Math.min(merged.from, s.from);
+      merged.to = Math.max(merged.to, s.to);
+    }
+    for (const cal of cals) await apply(cal, false, null);
+    state.loaded = merged;
+    updateModel();
+    if (tooWide(state.timeline.getWindow())) trim(state.timeline.getWindow());
+  }
+}
+
+// apply merges one answer; loaded is the window it makes loaded (exact
+// answers only).
+async function apply(cal, exact, loaded) {
+  if (!state.rendered) performance.mark('gantt-data');
+  state.revision = cal.revision;
+  if (loaded) state.loaded = loaded;
   const b = build(cal);
-  syncDataSet(state.groups, b.groups);
-  syncDataSet(state.items, b.items);
-  state.model = b.model;
-  const leases = new Set(b.model.filter((m) => !m.masked).map((m) => m.lease));
-  $('cal-status').textContent = `${b.model.length} bars of ${leases.size} leases on ${b.groups.length} hosts · revision ${cal.revision} · ${fmtTime(cal.from)} – ${fmtTime(cal.to)}`;
+  // The first time, rows before bars: vis-timeline then knows which rows
+  // are out of sight and draws no bars in them.
+  if (state.groups.length === 0 && b.items.length > 0) {
+    state.groups.update(b.groups);
+    state.groupSig = JSON.stringify(b.groups);
+    await new Promise((r) => {
+      state.timeline.once('changed', r);
+      setTimeout(r, 1000); // should no redraw come (a hidden page)
+    });
+  }
+  await merge(b, exact);
   if (!b.items.length && !state.rendered) {
     state.rendered = true;
     performance.mark('gantt-rendered');
@@ -333,6 +541,7 @@ function drawPlan(p) {
     if (!state.planTimeline) {
       state.planTimeline = new vis.Timeline($('plan-gantt'), new vis.DataSet(), new vis.DataSet(), {
         stack: true, showCurrentTime: true, zoomKey: 'ctrlKey', maxHeight: '60vh', verticalScroll: true, groupOrder: 'id',
+        tooltip: { template: tooltip((id) => state.plan && state.plan.details.get(id)) },
       });
     }
     state.planTimeline.setGroups(new vis.DataSet(b.groups));

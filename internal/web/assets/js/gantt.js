@@ -43,7 +43,8 @@ export function esc(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 }
 
-function tooltip(b, host) {
+// tooltipLines are a bar's details, one a line.
+function tooltipLines(b, host) {
   const lines = [];
   if (b.masked) {
     lines.push('another project');
@@ -63,18 +64,34 @@ function tooltip(b, host) {
   if (b.suspended) lines.push('suspended');
   if (b.migrating) lines.push('migrating');
   if (b.planned) lines.push('planned (not booked)');
-  return lines.map(esc).join('<br>');
+  return lines;
+}
+
+// tooltip makes vis-timeline's tooltip.template: the details of the bar
+// hovered (details(id) gives {bar, host}, from build), built then, one at
+// a time, rather than a string per bar at load, as text in an element
+// (no HTML parsing). Staging bands have none.
+export function tooltip(details) {
+  return (item) => {
+    const d = item && details(item.id);
+    if (!d) return '';
+    const el = document.createElement('div');
+    el.textContent = tooltipLines(d.bar, d.host).join('\n');
+    return el;
+  };
 }
 
 // build returns the groups (one per host) and items (one per bar, and a
 // background item per staging window) of a calendar, plus a plain model
 // of the bars for tests and tools. Item IDs are stable across refreshes
 // (host, lease, times), so a DataSet update moves nothing needlessly.
+// details maps each bar item's ID to its bar and host, for its tooltip.
 export function build(cal, prefix = '') {
   const caps = new Map((cal.hosts || []).map((h) => [h.name, h.capacity || {}]));
   const groups = [];
   const items = [];
   const model = [];
+  const details = new Map();
   const seen = new Map();
   for (const row of cal.rows || []) {
     const cap = caps.get(row.host) || {};
@@ -96,19 +113,22 @@ export function build(cal, prefix = '') {
       if (b.migrating) cls.push('migrating');
       if (b.planned) cls.push('planned');
       const label = b.masked ? 'other project' : b.lease;
+      // Dates, not strings: vis-timeline parses strings with moment.js,
+      // which showed in the page's profile.
       items.push({
-        id, group: row.host, start: b.from, end: b.to, type: 'range',
-        content: esc(label), className: cls.join(' '), title: tooltip(b, row.host),
+        id, group: row.host, start: new Date(Date.parse(b.from)), end: new Date(Date.parse(b.to)), type: 'range',
+        content: esc(label), className: cls.join(' '),
       });
+      details.set(id, { bar: b, host: row.host });
       model.push({ id, host: row.host, lease: b.lease, project: b.project || '', masked: !!b.masked,
         planned: !!b.planned, kind: b.kind || '', from: b.from, to: b.to });
       if (b.stage_from) {
-        items.push({ id: id + '|stage', group: row.host, start: b.stage_from, end: b.from,
+        items.push({ id: id + '|stage', group: row.host, start: new Date(Date.parse(b.stage_from)), end: new Date(Date.parse(b.from)),
           type: 'background', className: 'stage' });
       }
     }
   }
-  return { groups, items, model };
+  return { groups, items, model, details };
 }
 
 // utilization sums the bars' resources over time and divides by the
