@@ -238,7 +238,7 @@ func (s *Store) explain(rctx context.Context, err error, limit string) error {
 		why = "the cluster has no leader (no quorum)"
 	case errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail),
 		errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost), errors.Is(err, rpctypes.ErrLeaderChanged):
-		why = "the request timed out in the cluster (leader lost or changing; a write may or may not have been applied)"
+		why = "the request timed out in the cluster (its leader lost or changing, or no quorum; a write may or may not have been applied)"
 	default:
 		return fmt.Errorf("etcd at %s: %w", s.endpoints, err)
 	}
