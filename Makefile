@@ -106,7 +106,7 @@ fmt:
 
 ## test: vet, gofmt, every test (real QEMU guests under TCG here), race detector on the concurrent packages
 test: deps vet fmt
-	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v /test/fault)
+	$(GO) test -count=1 -timeout 28m $$($(GO) list ./... | grep -v /test/fault)
 	@# The fault suites (a killed control plane; replicas on an etcd cluster)
 	@# load the machine: run apart from the end-to-end tests' TCG guests.
 	$(GO) test -count=1 -timeout 10m ./test/fault/...
