@@ -188,11 +188,10 @@ func (ctl *Controller) PlanGrid(ctx context.Context, project string, req api.Gri
 		return api.Plan{}, err
 	}
 	now := ctl.now()
-	p, res, err := ctl.planLocked(ctx, c, project, gi, now, all)
+	p, err := ctl.planLocked(ctx, c, project, gi, now, all, true)
 	if err != nil {
 		return api.Plan{}, err
 	}
-	_ = res
 	id := make([]byte, 8)
 	rand.Read(id)
 	p.ID = "plan-" + hex.EncodeToString(id)
@@ -201,17 +200,18 @@ func (ctl *Controller) PlanGrid(ctx context.Context, project string, req api.Gri
 	return p, nil
 }
 
-// planLocked plans gi on c at now (mu held).
-func (ctl *Controller) planLocked(ctx context.Context, c *calendar.Calendar, project string, gi *gridInput, now time.Time, all bool) (api.Plan, gridplan.Result, error) {
+// planLocked plans gi on c at now (mu held); chart adds the plan's Gantt
+// (a plan shown to the user; an apply only compares placements).
+func (ctl *Controller) planLocked(ctx context.Context, c *calendar.Calendar, project string, gi *gridInput, now time.Time, all, chart bool) (api.Plan, error) {
 	if err := ctl.syncCalendarVolumes(ctx, c); err != nil {
-		return api.Plan{}, gridplan.Result{}, err
+		return api.Plan{}, err
 	}
 	in := gi.in
 	in.Parts = append([]gridplan.Part(nil), gi.in.Parts...)
 	leaseIDsFree(c, &in)
 	res, err := gridplan.Evaluate(c, in, now)
 	if err != nil {
-		return api.Plan{}, res, err
+		return api.Plan{}, err
 	}
 	if res.Fits && !gi.deadline.IsZero() && res.End.After(gi.deadline) {
 		res.Fits = false
@@ -244,7 +244,7 @@ func (ctl *Controller) planLocked(ctx context.Context, c *calendar.Calendar, pro
 		if sf := res.Shortfall; sf != nil {
 			p.Shortfall = &api.PlanShortfall{Part: sf.Part, Resource: sf.Resource, Requested: sf.Requested, Free: sf.Free, Host: sf.Host, Message: sf.Message}
 		}
-		return p, res, nil
+		return p, nil
 	}
 	p.Start, p.End = res.Start, res.End
 	p.Delay = max(0, p.Start.Sub(p.Requested))
@@ -281,6 +281,9 @@ func (ctl *Controller) planLocked(ctx context.Context, c *calendar.Calendar, pro
 		}
 		p.Effects = append(p.Effects, pe)
 	}
+	if !chart {
+		return p, nil
+	}
 	from := now.Add(-time.Hour)
 	if p.Start.Add(-time.Hour).After(from) {
 		from = p.Start.Add(-time.Hour)
@@ -296,7 +299,7 @@ func (ctl *Controller) planLocked(ctx context.Context, c *calendar.Calendar, pro
 		}
 	}
 	p.Gantt = &view
-	return p, res, nil
+	return p, nil
 }
 
 func partNetworks(p gridspec.Part) []string {

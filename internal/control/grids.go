@@ -67,7 +67,7 @@ func (ctl *Controller) CreateGrid(ctx context.Context, project string, req api.G
 		return api.Grid{}, err
 	}
 	now := ctl.now()
-	plan, _, err := ctl.planLocked(ctx, c, project, gi, now, false)
+	plan, err := ctl.planLocked(ctx, c, project, gi, now, false, false)
 	rev := c.Revision()
 	ctl.mu.Unlock()
 	if err != nil {
