@@ -219,6 +219,9 @@ func (p Policy) validate() error {
 	default:
 		return fmt.Errorf("policy: unknown backfill %q (want none, conservative or aggressive): %w", p.Backfill, ErrInvalid)
 	}
+	if p.GapMinRun < 0 {
+		return fmt.Errorf("policy: negative gap minimum run %s: %w", p.GapMinRun, ErrInvalid)
+	}
 	if p.Depth < 0 {
 		return fmt.Errorf("policy: negative backfill depth %d: %w", p.Depth, ErrInvalid)
 	}

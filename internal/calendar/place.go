@@ -516,15 +516,7 @@ func (c *Calendar) resumeInPlace(l *lease) int64 {
 }
 
 // suspendTime is how long suspending l's current hold takes.
-func suspendTime(l *lease) int64 {
-	var p int64
-	for h, v := range memByHost(l, l.hosts) {
-		if d := xfer(v, h.SuspendRate); d > p {
-			p = d
-		}
-	}
-	return p
-}
+func suspendTime(l *lease) int64 { return suspendOn(l, l.hosts) }
 
 func memByHost(l *lease, hosts []*host) map[*host]int64 {
 	m := map[*host]int64{}

@@ -27,8 +27,9 @@ func (c *Calendar) canPreempt(l *lease, rel, now int64) (victim, bool) {
 	if l.Kind != BestEffort || l.Preempt == PreemptNever || !l.held || l.to <= rel {
 		return victim{}, false
 	}
-	if l.fate == fateSuspend || l.resume && l.T > now || len(l.moves) > 0 {
-		// Already suspending, still resuming, or moving: leave it be.
+	if l.fate == fateSuspend && l.suspendSent || l.resume && l.T > now || len(l.moves) > 0 {
+		// Already suspending, still resuming, or moving: leave it be. (A
+		// suspension planned for later, as in a gap, may come sooner.)
 		return victim{}, false
 	}
 	if !c.pol.Suspend || l.Preempt == PreemptRequeue || l.T >= rel {
@@ -53,7 +54,7 @@ func (c *Calendar) unsuspendable(l *lease, from, to, now int64) []string {
 		for _, h := range c.eligible(&l.groups[gi]) {
 			for _, a := range h.allocs {
 				v := a.l
-				if a.from < to && a.to > from && !seen[v.ID] && v.Kind == BestEffort && v.Preempt != PreemptNever && v.fate != fateSuspend && len(v.moves) == 0 {
+				if a.from < to && a.to > from && !seen[v.ID] && v.Kind == BestEffort && v.Preempt != PreemptNever && !(v.fate == fateSuspend && v.suspendSent) && len(v.moves) == 0 {
 					seen[v.ID] = true
 					if _, ok := c.canPreempt(v, from, now); !ok {
 						out = append(out, v.ID)

@@ -363,14 +363,14 @@ func (c *Calendar) startNow(l *lease, t int64) bool {
 			return true
 		}
 		if c.pol.ResumeInPlace {
-			return false
+			return c.startInGap(l, t)
 		}
 	}
 	pre, boot := c.overheads(l)
 	to := t + pre + l.remaining
 	hosts, ok := c.placeAt(l, t, to, true)
 	if !ok {
-		return false
+		return c.startInGap(l, t)
 	}
 	c.commit(l, hosts, t, t+pre, to, pre, boot, l.savedOn != nil)
 	return true

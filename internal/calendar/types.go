@@ -201,6 +201,13 @@ type Policy struct {
 	Placement Placement
 	// Suspend lets preemption suspend leases; when false they are requeued.
 	Suspend bool
+	// Gaps lets a best-effort lease that may be suspended start in a gap
+	// shorter than its run (gaps.go): it runs until the room ends, is
+	// suspended in time for what needs the room, and resumes later. It
+	// needs Suspend; DefaultPolicy turns it on.
+	Gaps bool
+	// GapMinRun is the least run a gap must give (0: DefaultGapMinRun).
+	GapMinRun time.Duration
 	// ResumeInPlace keeps a suspended lease on the hosts that hold its
 	// saved memory (and its disks) until it resumes there: for a caller
 	// that cannot move them.
@@ -259,9 +266,9 @@ func (o Overcommit) ratios() [nd]float64 {
 }
 
 // DefaultPolicy is aggressive backfilling, first fit, suspension allowed,
-// FIFO queue, no quotas.
+// best effort in gaps, FIFO queue, no quotas.
 func DefaultPolicy() Policy {
-	return Policy{Backfill: BackfillAggressive, Placement: FirstFit, Suspend: true}
+	return Policy{Backfill: BackfillAggressive, Placement: FirstFit, Suspend: true, Gaps: true}
 }
 
 // State is where a lease is in its life: the model's one vocabulary.

@@ -147,7 +147,10 @@ func (o ordered) MarshalJSON() ([]byte, error) {
 
 // document is p as a policy file.
 func document(p *calendar.Policy) ordered {
-	doc := ordered{{"backfill", string(p.Backfill)}, {"placement", string(p.Placement)}, {"suspend", p.Suspend}, {"migrate", p.Migrate}}
+	doc := ordered{{"backfill", string(p.Backfill)}, {"placement", string(p.Placement)}, {"suspend", p.Suspend}, {"migrate", p.Migrate}, {"gaps", p.Gaps}}
+	if p.GapMinRun != 0 {
+		doc = append(doc, item{"gap_min_run", p.GapMinRun.String()})
+	}
 	if fs := p.FairShare; fs != nil {
 		m := ordered{}
 		if fs.HalfLife != 0 {

@@ -19,6 +19,8 @@ import (
 //	placement: first-fit        # first-fit, pack, spread
 //	suspend: true               # preempt best effort by suspending (false: requeue)
 //	migrate: true               # live-migrate best effort elsewhere before displacing it (default true)
+//	gaps: true                  # start best effort in gaps shorter than its run, suspended in time (default true)
+//	gap_min_run: 5m             # the least run a gap must give (default 5m)
 //	fair_share:
 //	  half_life: 24h
 //	  basis: used               # or reserved (the default)
@@ -116,7 +118,7 @@ func Parse(data []byte) (*calendar.Policy, error) {
 const maxCores = 1e12
 
 func apply(p *calendar.Policy, doc node) error {
-	if err := only(doc, "", "backfill", "placement", "suspend", "migrate", "fair_share", "quotas", "overcommit"); err != nil {
+	if err := only(doc, "", "backfill", "placement", "suspend", "migrate", "gaps", "gap_min_run", "fair_share", "quotas", "overcommit"); err != nil {
 		return err
 	}
 	if s, ok, err := str(doc.get("backfill"), "backfill"); err != nil {
@@ -144,7 +146,7 @@ func apply(p *calendar.Policy, doc node) error {
 	for _, f := range []struct {
 		name string
 		dst  *bool
-	}{{"suspend", &p.Suspend}, {"migrate", &p.Migrate}} {
+	}{{"suspend", &p.Suspend}, {"migrate", &p.Migrate}, {"gaps", &p.Gaps}} {
 		if n := doc.get(f.name); !n.null() {
 			if err := n.check(f.name); err != nil {
 				return err
@@ -155,6 +157,18 @@ func apply(p *calendar.Policy, doc node) error {
 			}
 			*f.dst = b
 		}
+	}
+	if s, ok, err := str(doc.get("gap_min_run"), "gap_min_run"); err != nil {
+		return err
+	} else if ok && s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fieldErr("gap_min_run", "%v", err)
+		}
+		if d < 0 {
+			return fieldErr("gap_min_run", "%s is negative, want 0 (the default, %s) or more", s, calendar.DefaultGapMinRun)
+		}
+		p.GapMinRun = d
 	}
 	if err := fairShare(p, doc.get("fair_share")); err != nil {
 		return err
