@@ -54,6 +54,11 @@ func (c *Calendar) Submit(in Lease, now time.Time) (_ Admission, err error) {
 	case Deadline:
 		adm, r = c.admitDeadline(l, t)
 	}
+	if r != nil && (l.Kind == Reservation || l.Kind == Deadline) && (r.Reason == ReasonCapacity || r.Reason == ReasonDeadline) {
+		if a, ok := c.admitShifting(l, t); ok {
+			adm, r = a, nil
+		}
+	}
 	if r != nil {
 		return c.refuse(l, r)
 	}
@@ -420,12 +425,21 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 	// from T-hp, after the staging (see holdPre).
 	hp := holdPre(l, pre, boot)
 	T0 := t + pre
+	// Its earliest start, when it asks for one, is the earliest its run
+	// may begin.
+	asked := !l.Start.IsZero() && tick(l.Start) > T0
+	if asked {
+		T0 = tick(l.Start)
+	}
 	dl := tick(l.Deadline)
 	Tmax := dl - l.run
 	refusal := func(detail string) *Refusal {
 		return &Refusal{Lease: l.ID, Reason: ReasonDeadline, From: tm(T0 - pre), To: tm(dl), Detail: detail}
 	}
 	if Tmax < T0 {
+		if asked {
+			return Admission{}, refusal(fmt.Sprintf("it runs %v from its earliest start (%s) even on idle hosts", time.Duration(l.run), fmtT(tm(T0))))
+		}
 		return Admission{}, refusal(fmt.Sprintf("it needs %v from now (%s) even on idle hosts", time.Duration(pre+l.run), fmtT(tm(t))))
 	}
 	if T, ok := c.earliest(l, T0, Tmax, hp, l.run); ok {

@@ -412,6 +412,10 @@ func (e *scenarioEnv) do(line string) []string {
 		for _, v := range adm.Victims {
 			out = append(out, fmt.Sprintf("  %s %s at %s", v.Kind, v.Lease, rel(v.At)))
 		}
+		for _, m := range adm.Moved {
+			out = append(out, fmt.Sprintf("  move %s to %s-%s on %s (was %s-%s)", m.Lease, rel(m.Start), rel(m.End),
+				strings.Join(m.Hosts, ","), rel(m.FromStart), rel(m.FromEnd)))
+		}
 		return out
 	case "advance":
 		return fmtActions(e.calendar().Advance(e.at(a["to"])))

@@ -337,6 +337,9 @@ type Admission struct {
 	Start, End time.Time
 	Hosts      []string
 	Victims    []Victim
+	// Moved lists the admitted deadline leases that were moved to make
+	// room (shift.go), each still ending by its deadline.
+	Moved []Moved
 }
 
 // LeaseView is a lease's state as the calendar knows it.
