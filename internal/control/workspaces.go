@@ -142,6 +142,10 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 	for _, v := range adm.Victims {
 		ctl.log.Info("lease admission preempts", "lease", ws.Status.Lease, "victim", v.Lease, "how", v.Kind, "at", v.At)
 	}
+	for _, m := range adm.Moved {
+		ctl.log.Info("lease admission moves a deadline lease", "lease", ws.Status.Lease, "moved", m.Lease,
+			"from", m.FromStart, "to", m.Start, "hosts", m.Hosts)
+	}
 	ctl.log.Info("workspace created", "project", project, "workspace", sp.Name, "id", ws.ID, "node", ws.Status.Node, "state", ws.Status.State)
 	ctl.wake()
 	return ws, nil
