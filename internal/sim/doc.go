@@ -6,8 +6,14 @@
 // the time the calendar allows it (its memory over the hosts' migration
 // rate, plus setup) and the VM runs on its new host from then, leases that
 // end before their requested time are finished early, and every run of
-// every VM is recorded for metrics and plots.
+// every VM is recorded for metrics and plots. Result.Leases says what
+// happened to each lease (LeaseResult: start, end, hosts, final state and
+// reason, suspensions, image staging), written as CSV or JSON by
+// WriteLeasesCSV and WriteLeasesJSON.
 //
 // Like the calendar, the engine is pure: no I/O, no wall clock, no
-// goroutines. Reading traces and writing plots are the caller's business.
+// goroutines; the same input gives the same result. Reading traces and
+// writing plots are the caller's business. A caller may stop a run
+// (Config.Context: Run returns an *Interrupted) and follow it
+// (Config.Progress); neither changes what a finished run computes.
 package sim

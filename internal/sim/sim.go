@@ -2,6 +2,7 @@ package sim
 
 import (
 	"container/heap"
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -26,6 +27,9 @@ type Config struct {
 	// calendar plans migrations with (Policy.Migrate); 0 is the
 	// calendar's default, calendar.DefaultMigrateRate.
 	MigrateRate int64
+	// BootTime is how long a host takes to boot a lease's guests before
+	// its run begins (Host.BootTime); 0 is instantaneous.
+	BootTime time.Duration
 	// Inject, when set, is called once when virtual time reaches InjectAt
 	// (an offset from the trace start), with the calendar as it is then
 	// (to read, not to change): the leases it returns are submitted at
@@ -33,7 +37,45 @@ type Config struct {
 	// (see grid.go).
 	Inject   func(c *calendar.Calendar, now time.Time) ([]Injected, error)
 	InjectAt time.Duration
+	// Context, when set, stops the run once it is done (a signal, a
+	// timeout): Run returns an *Interrupted wrapping its error. The loop
+	// looks at its Done channel at every step (a receive that does not
+	// block, no lock), so a stop is seen after the step under way.
+	Context context.Context
+	// Progress, when set, is called every progressEvery steps of the
+	// loop with how far the run is; it must be quick (the caller
+	// throttles by wall time) and must not keep the calendar.
+	Progress func(Progress)
 }
+
+// Progress is how far a run has come.
+type Progress struct {
+	// Submitted counts the trace's leases submitted so far, of Total.
+	Submitted, Total int
+	// Now is the virtual time reached (Epoch + offset).
+	Now time.Time
+}
+
+// Interrupted is the error of a run stopped by Config.Context: where it
+// was then. It wraps the context's error (errors.Is(err,
+// context.Canceled) holds).
+type Interrupted struct {
+	At               time.Time // virtual time reached
+	Submitted, Total int       // trace leases submitted so far, of all
+	Err              error     // the context's error
+}
+
+func (e *Interrupted) Error() string {
+	return fmt.Sprintf("sim: interrupted at virtual time %s (+%s) after %d of %d leases: %v",
+		e.At.Format(time.RFC3339), offset(e.At), e.Submitted, e.Total, e.Err)
+}
+
+func (e *Interrupted) Unwrap() error { return e.Err }
+
+// progressEvery is how often the loop calls Config.Progress, in steps
+// (each a distinct virtual instant; a step is microseconds to
+// milliseconds of the calendar's work).
+const progressEvery = 256
 
 // Injected is a lease added during a run: the calendar lease as it is
 // submitted (its members may differ), and its record's description.
@@ -58,6 +100,9 @@ type Result struct {
 	Gantt    string  // the calendar's text Gantt of the first day (for small grids)
 	// Events counts the calendar actions carried out, by kind.
 	Events map[calendar.ActionKind]int
+	// Leases is what happened to each lease, in trace order (then the
+	// injected ones): see LeaseResult.
+	Leases []LeaseResult
 }
 
 // Epoch is virtual time zero; trace offsets are added to it.
@@ -88,6 +133,7 @@ type lease struct {
 	gen     int           // invalidates scheduled early ends
 	started bool
 	done    bool
+	out     leaseOut // what LeaseResult reports beyond rec
 }
 
 type openSeg struct {
@@ -112,13 +158,15 @@ func Run(leases []trace.Lease, cfg Config) (Result, error) {
 		hosts[i] = calendar.Host{Name: hostName(i),
 			Capacity:    model.Resources{MilliCPU: int64(cfg.HostCPUs*1000 + 0.5), Memory: cfg.HostMemory, Disk: disk},
 			SuspendRate: cfg.SuspendRate, ResumeRate: cfg.ResumeRate, StageRate: cfg.StageRate, MigrateRate: cfg.MigrateRate,
-			Storage: true} // a simulated grid's volumes go on the hosts' disks
+			BootTime: cfg.BootTime,
+			Storage:  true} // a simulated grid's volumes go on the hosts' disks
 	}
 	cal, err := calendar.New(hosts, cfg.Policy)
 	if err != nil {
 		return Result{}, err
 	}
-	e := &engine{cal: cal, byID: map[string]*lease{}, events: map[calendar.ActionKind]int{}, inject: cfg.Inject, injectAt: cfg.InjectAt}
+	e := &engine{cal: cal, byID: map[string]*lease{}, events: map[calendar.ActionKind]int{}, inject: cfg.Inject, injectAt: cfg.InjectAt,
+		ctx: cfg.Context, progress: cfg.Progress}
 	res := Result{Capacity: float64(cfg.Hosts) * cfg.HostCPUs, Events: e.events}
 	e.all = make([]*lease, 0, len(leases))
 	for _, tl := range leases {
@@ -138,8 +186,10 @@ func Run(leases []trace.Lease, cfg Config) (Result, error) {
 		return res, err
 	}
 	res.Records = make([]metrics.Record, 0, len(e.all)+len(e.extra))
+	res.Leases = make([]LeaseResult, 0, len(e.all)+len(e.extra))
 	for _, l := range append(e.all, e.extra...) {
 		res.Records = append(res.Records, *l.rec)
+		res.Leases = append(res.Leases, e.result(l))
 	}
 	res.Summary = metrics.Summarize(res.Records, res.Capacity)
 	if cfg.Hosts <= 16 {
@@ -158,6 +208,8 @@ type engine struct {
 	byID     map[string]*lease
 	timers   timerHeap // early ends and withdrawals
 	events   map[calendar.ActionKind]int
+	ctx      context.Context
+	progress func(Progress)
 }
 
 // timer is a scheduled early end or withdrawal of a lease, or the end of
@@ -189,7 +241,21 @@ func (h *timerHeap) Pop() any {
 
 func (e *engine) loop() error {
 	next := 0
-	for {
+	var done <-chan struct{}
+	if e.ctx != nil {
+		done = e.ctx.Done() // nil for a context that never ends
+	}
+	for step := 1; ; step++ {
+		if done != nil {
+			select {
+			case <-done:
+				return &Interrupted{At: e.reached(), Submitted: next, Total: len(e.all), Err: e.ctx.Err()}
+			default:
+			}
+		}
+		if e.progress != nil && step%progressEvery == 0 {
+			e.progress(Progress{Submitted: next, Total: len(e.all), Now: e.reached()})
+		}
 		// The next instant anything happens.
 		var t time.Time
 		have := false
@@ -238,11 +304,21 @@ func (e *engine) loop() error {
 	}
 }
 
+// reached is the virtual time the run has reached: the calendar's
+// clock, Epoch before its first step.
+func (e *engine) reached() time.Time {
+	if n := e.cal.Now(); n.After(epoch) {
+		return n
+	}
+	return epoch
+}
+
 func (e *engine) submit(l *lease, now time.Time) {
 	tl := l.tr
 	kind, ok := tl.Kind, validKind(tl.Kind)
 	if !ok || tl.Nodes <= 0 || tl.Duration <= 0 {
 		l.rec.Rejected = true
+		l.out.state, l.out.reason = StateRejected, invalidReason(tl)
 		return
 	}
 	req := calendar.Request{Resources: model.Resources{
@@ -278,6 +354,7 @@ func (e *engine) submitCal(l *lease, cl calendar.Lease, now time.Time) {
 	kind, tl := cl.Kind, l.tr
 	if _, err := e.cal.Submit(cl, now); err != nil {
 		l.rec.Rejected = true
+		l.out.state, l.out.reason = StateRejected, err.Error()
 		return
 	}
 	if kind == calendar.Reservation {
@@ -306,6 +383,8 @@ func (e *engine) fire(tm timer, now time.Time) error {
 			return fmt.Errorf("withdraw %s: %w", l.tr.ID, err)
 		}
 		l.done = true
+		l.out.state = StateCancelled
+		l.out.reason = fmt.Sprintf("withdrawn: not started %s after its submission", l.tr.CancelAfter)
 		return nil
 	}
 	acts, err := e.cal.Finish(l.tr.ID, now)
@@ -321,6 +400,10 @@ func (e *engine) fire(tm timer, now time.Time) error {
 		l.rec.End = offset(now)
 		l.done = true
 	}
+	l.out.seen = nil
+	if l.out.state == "" {
+		l.out.state = StateDone
+	}
 	return nil
 }
 
@@ -330,6 +413,7 @@ func (e *engine) apply(a calendar.Action) {
 	if l == nil || l.done {
 		return
 	}
+	l.out.note(a)
 	switch a.Kind {
 	case calendar.ActStart, calendar.ActResume:
 		if !l.started {
@@ -366,6 +450,8 @@ func (e *engine) apply(a calendar.Action) {
 		l.rec.End = offset(a.At)
 		l.done = true
 		l.gen++
+		l.out.state, l.out.reason = StateDone, a.Reason
+		l.out.seen = nil
 	}
 }
 
@@ -404,6 +490,7 @@ func (e *engine) moved(tm timer, now time.Time) error {
 	default:
 		l.rec.Migrations++
 		l.rec.MigrationTime += now.Sub(tm.since)
+		l.out.addHosts(tm.to)
 		if !l.done && tm.member < len(l.open) {
 			s := l.open[tm.member]
 			l.rec.Segments = append(l.rec.Segments, metrics.Segment{Host: s.host, Start: offset(s.start), End: offset(now)})

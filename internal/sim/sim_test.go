@@ -10,7 +10,6 @@ import (
 	"vgrid/internal/model"
 	"vgrid/internal/sim/metrics"
 	"vgrid/internal/sim/trace"
-	"vgrid/internal/testenv"
 )
 
 // TestHaizeaSample replays Haizea's quickstart workload (traces/sample.lwf,
@@ -108,7 +107,7 @@ func TestSDSCWithInjectedReservations(t *testing.T) {
 	if testing.Short() {
 		t.Skip("replays 30 days")
 	}
-	dir := filepath.Join(testenv.TracesDir(t), "haizea-sdsc-blue")
+	dir := filepath.Join(tracesDir(t), "haizea-sdsc-blue")
 	base, _, err := trace.Open(filepath.Join(dir, "30days.swf"))
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +160,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 // BenchmarkKTH simulates the whole KTH SP2 trace (28,489 jobs on its 100
 // nodes) end to end, reading included.
 func BenchmarkKTH(b *testing.B) {
-	path := filepath.Join(testenv.TracesDir(b), "KTH-SP2-1996-2.swf")
+	path := filepath.Join(tracesDir(b), "KTH-SP2-1996-2.swf")
 	b.ReportAllocs()
 	for b.Loop() {
 		leases, _, err := trace.Open(path)

@@ -32,6 +32,11 @@
 // kept as written, even when negative, so the scheduler sees the same
 // impossible reservation that Haizea saw.
 //
+// An LWF file's <site> element, the grid it was written for, is read by
+// ReadLWFWorkload and OpenWorkload (Site). Dir finds the shared traces
+// directory for benchmarks and tests ($VGRID_TRACES, else shared/traces
+// above the working directory).
+//
 // The package imports only the standard library and does no I/O apart from
-// Open reading the file it is given.
+// Open reading the file it is given and Dir looking for the directory.
 package trace

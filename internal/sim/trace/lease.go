@@ -83,9 +83,17 @@ func Open(path string) ([]Lease, Format, error) {
 // non-blank byte is '<' and the injection format otherwise. A trailing .gz
 // decompresses first (for example NASA-iPSC-1993-3.1-cln.swf.gz).
 func OpenWith(path string, opt SWFOptions) ([]Lease, Format, error) {
+	w, format, err := OpenWorkload(path, opt)
+	return w.Leases, format, err
+}
+
+// OpenWorkload reads the trace at path as OpenWith does, with the site
+// an LWF file describes (Workload.Site; nil for other formats and for
+// LWF files without a <site>).
+func OpenWorkload(path string, opt SWFOptions) (Workload, Format, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, "", fmt.Errorf("open trace: %w", err)
+		return Workload{}, "", fmt.Errorf("open trace: %w", err)
 	}
 	defer f.Close()
 	name := strings.ToLower(filepath.Base(path))
@@ -93,35 +101,35 @@ func OpenWith(path string, opt SWFOptions) ([]Lease, Format, error) {
 	if base, ok := strings.CutSuffix(name, ".gz"); ok {
 		zr, err := gzip.NewReader(f)
 		if err != nil {
-			return nil, "", fmt.Errorf("open trace %s: gzip: %w", path, err)
+			return Workload{}, "", fmt.Errorf("open trace %s: gzip: %w", path, err)
 		}
 		defer zr.Close()
 		r, name = zr, base
 	}
 	var (
-		leases []Lease
+		w      Workload
 		format Format
 	)
 	switch filepath.Ext(name) {
 	case ".swf":
 		format = FormatSWF
-		leases, err = ReadSWF(r, opt)
+		w.Leases, err = ReadSWF(r, opt)
 	case ".lwf", ".xml":
 		br := bufio.NewReaderSize(r, 64<<10)
 		if isXML(br) {
 			format = FormatLWF
-			leases, err = ReadLWF(br)
+			w, err = ReadLWFWorkload(br)
 		} else {
 			format = FormatInjection
-			leases, err = ReadInjection(br)
+			w.Leases, err = ReadInjection(br)
 		}
 	default:
-		return nil, "", fmt.Errorf("open trace %s: unknown extension %q (want .swf, .lwf or .xml, optionally with .gz)", path, filepath.Ext(name))
+		return Workload{}, "", fmt.Errorf("open trace %s: unknown extension %q (want .swf, .lwf or .xml, optionally with .gz)", path, filepath.Ext(name))
 	}
 	if err != nil {
-		return nil, format, fmt.Errorf("open trace %s: %w", path, err)
+		return Workload{}, format, fmt.Errorf("open trace %s: %w", path, err)
 	}
-	return leases, format, nil
+	return w, format, nil
 }
 
 // isXML reports whether the first non-blank byte (after an optional UTF-8

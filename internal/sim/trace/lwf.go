@@ -50,6 +50,12 @@ type (
 	lwfTime struct {
 		Time *string `xml:"time,attr"`
 	}
+	lwfSite struct {
+		Types *struct {
+			Names *string `xml:"names,attr"`
+		} `xml:"resource-types"`
+		Nodes *lwfNodes `xml:"nodes"`
+	}
 	lwfSoftware struct {
 		Image *struct {
 			ID   string `xml:"id,attr"`
@@ -71,6 +77,14 @@ type (
 // (1, 2, ...); ids must be unique. Times are [+|-][D:]HH:MM[:SS[.ff]] or a
 // plain number of seconds, all offsets from the trace start.
 func ReadLWF(r io.Reader) ([]Lease, error) {
+	w, err := ReadLWFWorkload(r)
+	return w.Leases, err
+}
+
+// ReadLWFWorkload reads an LWF 1.0 file as ReadLWF does, and its <site>
+// too when it has one (see Site).
+func ReadLWFWorkload(r io.Reader) (Workload, error) {
+	var site *Site
 	d := xml.NewDecoder(r)
 	d.Strict = true
 	var (
@@ -86,31 +100,46 @@ func ReadLWF(r io.Reader) ([]Lease, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read lwf: %w", xmlErr(err, line))
+			return Workload{}, fmt.Errorf("read lwf: %w", xmlErr(err, line))
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
 			name := t.Name.Local
 			if len(stack) == 0 {
 				if root {
-					return nil, fmt.Errorf("read lwf: line %d: second root element <%s>", line, name)
+					return Workload{}, fmt.Errorf("read lwf: line %d: second root element <%s>", line, name)
 				}
 				if name != "lease-workload" {
-					return nil, fmt.Errorf("read lwf: line %d: root element is <%s>, want <lease-workload>", line, name)
+					return Workload{}, fmt.Errorf("read lwf: line %d: root element is <%s>, want <lease-workload>", line, name)
 				}
 				root = true
+			}
+			if name == "site" && len(stack) == 1 {
+				if site != nil {
+					return Workload{}, fmt.Errorf("read lwf: line %d: a second <site>", line)
+				}
+				var x lwfSite
+				if err := d.DecodeElement(&x, &t); err != nil {
+					return Workload{}, fmt.Errorf("read lwf: %w", xmlErr(err, line))
+				}
+				s, err := x.site()
+				if err != nil {
+					return Workload{}, fmt.Errorf("read lwf: line %d: site: %w", line, err)
+				}
+				site = &s
+				continue
 			}
 			if name == "lease-request" && len(stack) == 2 && stack[1] == "lease-requests" {
 				var req lwfRequest
 				if err := d.DecodeElement(&req, &t); err != nil {
-					return nil, fmt.Errorf("read lwf: %w", xmlErr(err, line))
+					return Workload{}, fmt.Errorf("read lwf: %w", xmlErr(err, line))
 				}
 				l, err := req.lease(len(leases) + 1)
 				if err != nil {
-					return nil, fmt.Errorf("read lwf: line %d: lease-request: %w", line, err)
+					return Workload{}, fmt.Errorf("read lwf: line %d: lease-request: %w", line, err)
 				}
 				if prev, dup := seen[l.ID]; dup {
-					return nil, fmt.Errorf("read lwf: line %d: lease id %q already used on line %d", line, l.ID, prev)
+					return Workload{}, fmt.Errorf("read lwf: line %d: lease id %q already used on line %d", line, l.ID, prev)
 				}
 				seen[l.ID] = line
 				leases = append(leases, l)
@@ -123,16 +152,16 @@ func ReadLWF(r io.Reader) ([]Lease, error) {
 			if len(stack) == 0 {
 				if text := bytes.TrimLeft(t, " \t\r\n\ufeff"); len(text) > 0 {
 					line += bytes.Count(t[:len(t)-len(text)], []byte("\n"))
-					return nil, fmt.Errorf("read lwf: line %d: text outside the root element", line)
+					return Workload{}, fmt.Errorf("read lwf: line %d: text outside the root element", line)
 				}
 			}
 		}
 	}
 	if !root {
-		return nil, errors.New("read lwf: no <lease-workload> element")
+		return Workload{}, errors.New("read lwf: no <lease-workload> element")
 	}
 	sortBySubmit(leases)
-	return leases, nil
+	return Workload{Leases: leases, Site: site}, nil
 }
 
 // xmlErr makes decoder errors name a line: syntax errors carry their own,

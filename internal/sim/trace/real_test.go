@@ -2,7 +2,6 @@ package trace
 
 import (
 	"vgrid/internal/model"
-	"vgrid/internal/testenv"
 
 	"bytes"
 	"os"
@@ -25,7 +24,7 @@ func checkInvariants(t *testing.T, leases []Lease) {
 }
 
 func TestRealSWF(t *testing.T) {
-	dir := testenv.TracesDir(t)
+	dir := tracesDir(t)
 	tests := []struct {
 		file      string
 		opt       SWFOptions
@@ -79,7 +78,7 @@ func TestRealSWF(t *testing.T) {
 }
 
 func TestRealKTHFirstJob(t *testing.T) {
-	leases, f, err := Open(filepath.Join(testenv.TracesDir(t), "KTH-SP2-1996-2.swf"))
+	leases, f, err := Open(filepath.Join(tracesDir(t), "KTH-SP2-1996-2.swf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +91,7 @@ func TestRealKTHFirstJob(t *testing.T) {
 }
 
 func TestRealNASAGzip(t *testing.T) {
-	p := filepath.Join(testenv.TracesDir(t), "NASA-iPSC-1993-3.1-cln.swf.gz")
+	p := filepath.Join(tracesDir(t), "NASA-iPSC-1993-3.1-cln.swf.gz")
 	// NASA has no requested times (field 9 is -1 throughout), so by
 	// default nothing is left.
 	leases, f, err := Open(p)
@@ -114,7 +113,7 @@ func TestRealNASAGzip(t *testing.T) {
 }
 
 func TestRealLWF(t *testing.T) {
-	dir := filepath.Join(testenv.TracesDir(t), "haizea-lwf")
+	dir := filepath.Join(tracesDir(t), "haizea-lwf")
 	m := time.Minute
 	img := func(l Lease) Lease {
 		l.CPUs, l.MemoryMiB, l.Image, l.ImageSizeMiB = 1, 1024, "foobar.img", 1024
@@ -174,7 +173,7 @@ func TestRealLWF(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 func TestRealInjection(t *testing.T) {
-	dir := testenv.TracesDir(t)
+	dir := tracesDir(t)
 	files, err := filepath.Glob(filepath.Join(dir, "haizea-sdsc-blue", "injected_leases", "*", "*.lwf"))
 	if err != nil || len(files) == 0 {
 		t.Skip("no injection files")
@@ -237,7 +236,7 @@ func TestRealInjection(t *testing.T) {
 // BenchmarkReadKTH reads the whole KTH-SP2 trace (28,489 jobs, 2.6 MB)
 // from memory.
 func BenchmarkReadKTH(b *testing.B) {
-	data, err := os.ReadFile(filepath.Join(testenv.TracesDir(b), "KTH-SP2-1996-2.swf"))
+	data, err := os.ReadFile(filepath.Join(tracesDir(b), "KTH-SP2-1996-2.swf"))
 	if err != nil {
 		b.Skip(err)
 	}
