@@ -47,17 +47,3 @@ func ModuleRoot(tb testing.TB) string {
 	}
 }
 
-// TracesDir is $VGRID_TRACES, else ../shared/traces beside the module
-// root: the workload traces (SWF, Haizea LWF) the simulator's tests and
-// benchmarks read.
-func TracesDir(tb testing.TB) string {
-	tb.Helper()
-	traces := os.Getenv("VGRID_TRACES")
-	if traces == "" {
-		traces = filepath.Join(ModuleRoot(tb), "..", "shared", "traces")
-	}
-	if _, err := os.Stat(traces); err != nil {
-		Skip(tb, "no trace directory: %v", err)
-	}
-	return traces
-}

@@ -38,13 +38,17 @@ func FuzzReadSWF(f *testing.F) {
 func FuzzReadLWF(f *testing.F) {
 	f.Add([]byte(lwfDoc(lwfReq("00:15:00", `id="2" preemptible="false"`, `<start><exact time="00:30:00"/></start><duration time="00:30:00"/>`))))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		leases, err := ReadLWF(bytes.NewReader(data))
+		w, err := ReadLWFWorkload(bytes.NewReader(data))
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "read lwf: line ") && err.Error() != "read lwf: no <lease-workload> element" {
 				t.Fatalf("error without a line: %v", err)
 			}
 			return
 		}
+		if st := w.Site; st != nil && (st.Hosts <= 0 || !(st.CPUs > 0) || st.MemoryMiB < 0 || st.DiskMiB < 0) {
+			t.Fatalf("site accepted with %+v", *st)
+		}
+		leases := w.Leases
 		fuzzInvariants(t, leases)
 		ids := map[string]bool{}
 		for _, l := range leases {
