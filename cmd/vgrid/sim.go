@@ -31,7 +31,7 @@ func newSimCmd() *cobra.Command {
 		tracePath, inject, backfill, placement, output, plotDir, hostMem, leasesFile string
 		hosts, injectVM                                                              int
 		hostCPUs                                                                     float64
-		suspend, keepCancelled, gantt, migrate, gaps                                 bool
+		suspend, keepCancelled, gantt, migrate, gaps, runAsReq                       bool
 		gapMinRun, bootTime                                                          time.Duration
 		depth                                                                        int
 		suspendRate, resumeRate, stageRate, migrateRate                              string
@@ -78,7 +78,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 			if err != nil {
 				return err
 			}
-			opt := trace.SWFOptions{KeepCancelled: keepCancelled}
+			opt := trace.SWFOptions{KeepCancelled: keepCancelled, RuntimeAsRequested: runAsReq}
 			var leases []trace.Lease
 			var site *trace.Site
 			if tracePath != "" {
@@ -87,6 +87,9 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 					return err
 				}
 				leases, site = w.Leases, w.Site
+				if len(leases) == 0 {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s holds no lease the simulator can run (an SWF file without requested times needs --runtime-as-requested; an LWF file's requests may be commented out)\n", tracePath)
+				}
 			}
 			if inject != "" {
 				ars, _, err := trace.Open(inject)
@@ -211,6 +214,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 	f.StringVar(&stageRate, "stage-rate", "0", "bytes/s of image staging to a host (0: instantaneous)")
 	f.BoolVar(&migrate, "migrate", false, "live-migrate a best-effort lease in a reservation's way to another host where one has room, before suspending it")
 	f.StringVar(&migrateRate, "migrate-rate", "0", "bytes/s of live migration from or to a host (0: the calendar's default, 100Mi)")
+	f.BoolVar(&runAsReq, "runtime-as-requested", false, "an SWF job without a requested time (-1) asks for its run time (synthetic traces such as lublin_256.swf)")
 	f.BoolVar(&keepCancelled, "keep-cancelled", false, "keep SWF jobs cancelled while queued, withdrawn after their wait (Haizea 2008)")
 	f.StringVarP(&output, "output", "o", "text", "text or json")
 	f.StringVar(&plotDir, "plot-dir", "", "write utilization.svg and gantt.svg here (with --grid: grid-gantt.svg, the grid's window with the background)")

@@ -209,3 +209,24 @@ func TestSimProgress(t *testing.T) {
 		t.Error("a bar on a buffer")
 	}
 }
+
+// TestSimRuntimeAsRequested: an SWF trace without requested times (-1 in
+// field 9) runs nothing, says why, and runs with --runtime-as-requested.
+func TestSimRuntimeAsRequested(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "synthetic.swf")
+	// job submit wait run procs cpu mem reqprocs reqtime reqmem status ...
+	swf := "; synthetic, no requested times\n" +
+		"1 0 0 600 2 -1 -1 2 -1 -1 1 1 1 1 1 -1 -1 -1\n" +
+		"2 60 0 1200 1 -1 -1 1 -1 -1 1 1 1 1 1 -1 -1 -1\n"
+	if err := os.WriteFile(path, []byte(swf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, err := runSim(t, context.Background(), "--trace", path, "--hosts", "4")
+	if err != nil || !strings.Contains(out, "0 leases") || !strings.Contains(errs, "needs --runtime-as-requested") {
+		t.Fatalf("without the flag: %v\nstdout:\n%s\nstderr:\n%s", err, out, errs)
+	}
+	out, errs, err = runSim(t, context.Background(), "--trace", path, "--hosts", "4", "--runtime-as-requested")
+	if err != nil || !strings.Contains(out, "2 leases") || strings.Contains(errs, "warning") {
+		t.Fatalf("with the flag: %v\nstdout:\n%s\nstderr:\n%s", err, out, errs)
+	}
+}
