@@ -241,6 +241,31 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 	if err := v.writeAgent(conn, proto.Message{Type: proto.TypeFacts}); err != nil {
 		return
 	}
+	// The guest may never see that first request: one written while an
+	// incoming migration was still loading the guest (the driver connects
+	// as soon as the socket is there) was lost now and then, and the moved
+	// guest, alive and well, stayed "starting" for good. So ask again,
+	// every agentAskAgain, until the guest answers on this connection.
+	quit := make(chan struct{})
+	defer close(quit)
+	answered := make(chan struct{})
+	var once sync.Once
+	go func() {
+		t := time.NewTicker(agentAskAgain)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-answered:
+				return
+			case <-t.C:
+				if v.writeAgent(conn, proto.Message{Type: proto.TypeFacts}) != nil {
+					return
+				}
+			}
+		}
+	}()
 	v.mu.Lock()
 	v.agentConn = conn
 	v.mu.Unlock()
@@ -267,6 +292,7 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 			if m.Info == nil {
 				continue
 			}
+			once.Do(func() { close(answered) })
 			info := *m.Info
 			if len(m.Volumes) > 0 {
 				info.Volumes = m.Volumes
@@ -286,6 +312,10 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 		}
 	}
 }
+
+// agentAskAgain is how often serveAgent asks a guest agent that has not
+// answered yet for its facts again.
+var agentAskAgain = 2 * time.Second
 
 // writeAgent writes one message to the guest agent's connection.
 func (v *vm) writeAgent(conn net.Conn, m proto.Message) error {
