@@ -476,6 +476,7 @@ func (h *hostsRun) waitRunningMoved(name string, within time.Duration) model.Wor
 	deadline := time.Now().Add(within)
 	var w model.Workspace
 	var err error
+	var looked time.Time
 	for time.Now().Before(deadline) {
 		w, err = h.g.Client.GetWorkspace(context.Background(), name)
 		if err == nil && w.Status.State == model.StateRunning && w.Status.PID > 0 && w.Status.Move == nil && w.Status.Migration == nil && w.Desired == model.DesiredRunning {
@@ -483,6 +484,14 @@ func (h *hostsRun) waitRunningMoved(name string, within time.Duration) model.Wor
 		}
 		if err == nil && (w.Status.State == model.StateFailed || w.Status.State == model.StateStopped) && w.Desired != model.DesiredRunning {
 			break
+		}
+		if err == nil && w.Status.State == model.StateStarting && w.Status.Migration == nil && w.Status.Move == nil && time.Since(looked) > 2*time.Second {
+			looked = time.Now()
+			// Moved but not answering: a kernel that crashed says so on
+			// the console at once, no need to wait out the deadline.
+			if c, _ := h.g.Client.WorkspaceLogs(context.Background(), name); kernelCrash.Match(c) {
+				break
+			}
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
