@@ -389,8 +389,16 @@ func skipIfCorrupted(t *testing.T) {
 func waitForGuest(t testing.TB, cl *client.Client, name string, within time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
+	var looked time.Time
 	for !ok() {
-		if time.Now().After(deadline) {
+		crashed := false
+		if time.Since(looked) > 2*time.Second {
+			// A crashed kernel says so on the console at once.
+			looked = time.Now()
+			logs, _ := cl.WorkspaceLogs(context.Background(), name)
+			crashed = kernelCrash.Match(logs)
+		}
+		if crashed || time.Now().After(deadline) {
 			logs, err := cl.WorkspaceLogs(context.Background(), name)
 			if m := kernelCrash.FindString(string(logs)); m != "" {
 				// QEMU 7.2's TCG corrupts a guest's memory now and then
