@@ -154,6 +154,10 @@ func run(nHosts, nLeases, pans, runs int, chrome, cpuProfile string) error {
 		if runs > 1 {
 			fmt.Printf("run %d: load %.0f ms, render %.0f ms, frames p95 %.1f ms, longest %.1f ms, %d bars loaded, %d fetches while panning\n",
 				r+1, res.loadMs, res.loadMs-res.dataMs, res.p95, res.longest, res.loaded, res.panFetches)
+			if len(res.steps) == 5 {
+				fmt.Printf("  steps (ms from navigation start): DOM ready %.0f, app started %.0f, login checked %.0f, calendar read %.0f, rows drawn %.0f, bars drawn %.0f\n",
+					res.steps[0], res.steps[1], res.steps[2], res.steps[3], res.steps[4], res.loadMs)
+			}
 		}
 		all = append(all, res)
 	}
@@ -192,6 +196,7 @@ type result struct {
 	frames         int
 	p95, longest   float64
 	panFetches     int
+	steps          []float64 // see measure
 }
 
 // measure loads the calendar page afresh (logged in: the token is in
@@ -228,6 +233,14 @@ func measure(bctx context.Context, url string, pans int, profile bool) (result, 
 		v, err := chromedp.Run(bctx, chromedp.Evaluate[[]float64](`(() => { const r = performance.getEntriesByName('gantt-rendered'); const d = performance.getEntriesByName('gantt-data'); return r.length && d.length ? [r[0].startTime, d[0].startTime, window.vgrid.timelineItems().length] : [] })()`))
 		if err == nil && len(v) == 3 {
 			res.loadMs, res.dataMs, res.loaded = v[0], v[1], int(v[2])
+			// Where the load went: the document parsed, the login
+			// checked, the calendar read, the rows drawn (ms from the
+			// navigation's start; -1: no such mark).
+			res.steps, _ = chromedp.Run(bctx, chromedp.Evaluate[[]float64](`(() => {
+				const m = (n) => { const e = performance.getEntriesByName(n); return e.length ? e[0].startTime : -1; };
+				const nav = performance.getEntriesByType('navigation')[0];
+				return [nav ? nav.domContentLoadedEventEnd : -1, m('app-start'), m('who'), m('gantt-data'), m('rows-drawn')];
+			})()`))
 			break
 		}
 		if time.Now().After(deadline) {

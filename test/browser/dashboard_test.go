@@ -107,12 +107,26 @@ func TestDashboard(t *testing.T) {
 	// all three, so a load landing meanwhile cannot mix two windows.
 	windowCheck := func(t *testing.T, token string) {
 		t.Helper()
-		page := eval[struct {
+		// A read of the margins may be under way (its bars go in by
+		// chunks, a frame apart, before the window they extend is said):
+		// the page is read when none is.
+		type pageView struct {
 			From, To string
 			View     []float64
 			Bars     []string
-		}](t, b, `(() => { const l = window.vgrid.loaded(), w = window.vgrid.timeline().getWindow();
-		return { from: l.from, to: l.to, view: [+w.start, +w.end], bars: window.vgrid.timelineItems().map(m => m.lease) } })()`)
+			Busy     bool
+		}
+		var page pageView
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			page = eval[pageView](t, b, `(() => { const l = window.vgrid.loaded(), w = window.vgrid.timeline().getWindow();
+		return { busy: window.vgrid.loading(), from: l.from, to: l.to, view: [+w.start, +w.end], bars: window.vgrid.timelineItems().map(m => m.lease) } })()`)
+			if !page.Busy {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a calendar read still under way after 10s")
+			}
+		}
 		loaded, view := page, page.View
 		lf, err1 := time.Parse(time.RFC3339, loaded.From)
 		lt, err2 := time.Parse(time.RFC3339, loaded.To)
@@ -257,6 +271,21 @@ func TestDashboard(t *testing.T) {
 				t.Errorf("pb's page shows %q", name)
 			}
 		}
+		check(t)
+	})
+
+	t.Run("opened on the calendar", func(t *testing.T) {
+		// A fresh load of #/calendar (logged in: the token is in this
+		// tab's session storage) reads the opening window before the
+		// libraries load (early.js), draws it, then reads its margins.
+		b.run(t, "fresh load", chromedp.Navigate("about:blank"), chromedp.Navigate(g.url+"/#/calendar"))
+		b.waitJS(t, "rendered", `performance.getEntriesByName('gantt-rendered').length > 0`, 10*time.Second)
+		if !eval[bool](t, b, `!!window.vgridEarly && window.vgrid.loaded() !== null`) {
+			t.Error("the calendar page did not start its read early")
+		}
+		b.waitJS(t, "margins read", `(() => { const l = window.vgrid.loaded(), w = window.vgrid.timeline().getWindow();
+			return !window.vgrid.loading() && Date.parse(l.from) < +w.start && Date.parse(l.to) > +w.end })()`, 10*time.Second)
+		windowCheck(t, g.b)
 		check(t)
 	})
 

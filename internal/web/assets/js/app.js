@@ -4,6 +4,7 @@
 import { call, token, setToken, clearToken, errorText, streamEvents, APIError } from './api.js';
 import { build, tooltip, utilization, bytes, fmtBytes, fmtCPU, fmtTime, esc } from './gantt.js';
 
+performance.mark('app-start');
 const $ = (id) => document.getElementById(id);
 const vis = window.vis;
 
@@ -14,6 +15,20 @@ const vis = window.vis;
 const calFrom = '-24h';
 const calTo = '336h';
 const hour = 3600e3;
+
+// The chart opens on 12 h from 2 h back and reads just that first, so that
+// its first drawing comes soon; the margins on each side follow once it is
+// drawn (see loadWindow). A page opened on the calendar with a token has
+// started reading that window before anything else (early.js), while the
+// libraries load, the login is checked and the chart is made.
+function openingWindow(now) {
+  const start = now - 2 * hour;
+  const end = now + 10 * hour;
+  return { start, end, from: start, to: end };
+}
+const early = window.vgridEarly;
+let opening = early ? { start: early.from, end: early.to, from: early.from, to: early.to } : openingWindow(Date.now());
+let prefetched = early ? early.cal : null;
 
 const state = {
   who: null,
@@ -35,6 +50,7 @@ const state = {
   planTimeline: null,
   plan: null,
   rendered: false,
+  marginsDue: false, // the first window is loaded alone: its margins follow its drawing
 };
 
 // window.vgrid lets tests and the benchmark read what the page drew.
@@ -46,6 +62,7 @@ window.vgrid = {
   planItems: () => (state.plan ? state.plan.model.slice() : []),
   plan: () => state.lastPlan || null,
   live: () => $('live').classList.contains('on'),
+  loading: () => !!state.loading,
   refreshes: 0,
 };
 
@@ -90,6 +107,7 @@ async function checkToken(tok, say) {
       return false;
     }
     setToken(tok);
+    if (!state.who) performance.mark('who');
     state.who = who;
     $('who').textContent = `${who.project} · ${who.role}`;
     $('nav').hidden = false;
@@ -252,10 +270,12 @@ function ensureTimeline() {
   if (state.timeline) return;
   state.groups = new vis.DataSet();
   state.items = new vis.DataSet();
-  const now = Date.now();
+  // (The opening window of a page opened on the calendar is the one being
+  // read already; later, it is around now.)
+  if (!prefetched) opening = openingWindow(Date.now());
   state.timeline = new vis.Timeline($('gantt'), state.items, state.groups, {
     stack: true, showCurrentTime: true, zoomKey: 'ctrlKey', orientation: 'top',
-    start: new Date(now - 2 * hour), end: new Date(now + 10 * hour),
+    start: new Date(opening.start), end: new Date(opening.end),
     maxHeight: '75vh', verticalScroll: true, horizontalScroll: false,
     tooltip: { followMouse: true, overflowMethod: 'cap', template: tooltip((id) => state.details.get(id)) },
     groupOrder: 'id', selectable: true, multiselect: false,
@@ -266,6 +286,7 @@ function ensureTimeline() {
       state.rendered = true;
       performance.mark('gantt-rendered');
     }
+    if (state.rendered && state.marginsDue) loadMargins();
   });
   // rangechange comes while dragging, rangechanged at its end; either
   // may call for more of the calendar. One check per 100 ms at most.
@@ -284,6 +305,12 @@ function ensureTimeline() {
   state.timeline.on('rangechanged', check);
   $('cal-fit').addEventListener('click', () => fitAll(true).catch(showCalendarError));
   $('cal-now').addEventListener('click', () => state.timeline.moveTo(new Date()));
+}
+
+// loadMargins reads the margins of the first window, after its drawing.
+function loadMargins() {
+  state.marginsDue = false;
+  setTimeout(() => { if (state.route === 'calendar') loadCalendar('view').catch(showCalendarError); }, 0);
 }
 
 function showCalendarError(e) {
@@ -419,9 +446,20 @@ async function loadWindow(what) {
   } else if (what === 'same' && l) {
     await apply(await fetchCalendar(iso(l.from), iso(l.to)), true, l);
   } else if (!l || end + span / 4 < l.from || start - span / 4 > l.to) {
-    // Nothing loaded near the view: its window and a third of its width each side.
-    const w = { from: Math.floor(start - span / 3), to: Math.ceil(end + span / 3) };
-    await apply(await fetchCalendar(iso(w.from), iso(w.to)), true, w);
+    // Nothing loaded near the view: its window and a third of its width
+    // each side; the first time, the window alone, the margins after.
+    const first = !state.rendered;
+    const w = first ? { from: Math.floor(start), to: Math.ceil(end) } : { from: Math.floor(start - span / 3), to: Math.ceil(end + span / 3) };
+    let cal = null;
+    if (prefetched && w.from === opening.from && w.to === opening.to) cal = await prefetched;
+    prefetched = null;
+    await apply(cal || await fetchCalendar(iso(w.from), iso(w.to)), true, w);
+    // The margins are read once the window is drawn (see ensureTimeline);
+    // an empty window has nothing to draw.
+    if (first) {
+      state.marginsDue = true;
+      if (state.rendered && state.items.length === 0) loadMargins();
+    }
   } else {
     // The slices missing up to a width beyond the view, read at once.
     const slices = [];
@@ -459,6 +497,7 @@ async function apply(cal, exact, loaded) {
       state.timeline.once('changed', r);
       setTimeout(r, 1000); // should no redraw come (a hidden page)
     });
+    if (!state.rendered) performance.mark('rows-drawn');
   }
   await merge(b, exact);
   if (!b.items.length && !state.rendered) {
