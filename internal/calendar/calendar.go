@@ -25,6 +25,8 @@ type Calendar struct {
 	cordoned int                // live hosts cordoned (SetCordon)
 	index    scoreIndex         // hosts by allocation, for pack and spread
 	hostVer  uint64             // bumped when hosts come or go, or their times change
+	agg      map[string]hostAgg // eligAgg by label key, valid while aggVer is hostVer+1
+	aggVer   uint64
 
 	leases   map[string]*lease
 	projects map[string]*project
@@ -64,6 +66,19 @@ type Calendar struct {
 	dirtyProj map[*project]struct{}
 	// all finds hosts by name, removed ones too, while Restore runs.
 	all map[string]*host
+
+	// bulk is the memo of the leases behind the last pass's backfill
+	// reservations (pass); freshQ the leases queued (or renewed) since,
+	// which the next pass looks at themselves; enqSeq counts both.
+	bulk     bulkMemo
+	freshQ   []*lease
+	freshBuf []*lease
+	enqSeq   uint64
+
+	// misses are the fresh starts that failed in the pass under way;
+	// gapMiss says the last start in a gap failed for want of room.
+	misses  misses
+	gapMiss bool
 
 	candBuf  []cand
 	sweepBuf []sweepHost
@@ -153,6 +168,7 @@ type lease struct {
 
 	// Waiting.
 	queued bool
+	enq    uint64 // when it was queued or renewed (Calendar.enqSeq)
 	// The lease did not fit now in pass memoPass, at epoch memoEpoch,
 	// behind the first memoK backfill reservations of that pass.
 	memoEpoch   uint64
@@ -185,6 +201,7 @@ type project struct {
 	at       int64
 	runMilli int64
 	queue    []*lease // waiting, by (submitted, id)
+	tot      []vec    // the total of each lease in queue, to rule leases out without reading them
 	quota    *Quota
 	limit    vec
 	qtl      timeline // committed holds, for quotas on cores, memory, workspaces
@@ -341,9 +358,9 @@ func (c *Calendar) released(h *host) {
 // mayFit says whether l, which did not fit now in the last pass, might fit
 // now: some host got capacity back since, either released (the log) or
 // freed of a backfill reservation that stood before l in the last pass and
-// does not now (lastTents[same:l.memoK]).
-func (c *Calendar) mayFit(l *lease, t int64, same int) bool {
-	if l.memoEpoch <= c.relMin || l.memoK > len(c.lastTents) {
+// does not now (lastTents[same:memoK]); memoEpoch and memoK are l's memo.
+func (c *Calendar) mayFit(l *lease, t int64, same int, memoEpoch uint64, memoK int) bool {
+	if memoEpoch <= c.relMin || memoK > len(c.lastTents) {
 		return true
 	}
 	single := len(l.Members) == 1 && l.savedOn == nil
@@ -366,13 +383,13 @@ func (c *Calendar) mayFit(l *lease, t int64, same int) bool {
 		}
 		return false
 	}
-	i := sort.Search(len(c.rel), func(i int) bool { return c.rel[i].epoch > l.memoEpoch })
+	i := sort.Search(len(c.rel), func(i int) bool { return c.rel[i].epoch > memoEpoch })
 	for ; i < len(c.rel); i++ {
 		if check(c.rel[i].h) {
 			return true
 		}
 	}
-	for k := same; k < l.memoK; k++ {
+	for k := same; k < memoK; k++ {
 		for _, h := range c.lastTents[k].hosts {
 			if check(h) {
 				return true

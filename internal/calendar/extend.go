@@ -106,6 +106,7 @@ func (c *Calendar) extend(l *lease, d, t int64) (*Refusal, error) {
 		// Its memo and plan, and those of the leases behind it, assumed
 		// the old length: the next pass looks at the whole queue again.
 		l.memoPass, l.planEpoch = 0, 0
+		c.renew(l)
 		c.released(nil)
 		c.needPass = true
 		return nil, nil

@@ -50,6 +50,7 @@ func (c *Calendar) startInGap(l *lease, t int64) bool {
 	pre, boot := c.overheads(l)
 	hosts, ok := c.placeAt(l, t, t+pre+c.gapMinRun(), true)
 	if !ok {
+		c.gapMiss = true
 		return false
 	}
 	return c.tryGap(l, hosts, t, pre, boot, l.savedOn != nil)

@@ -219,6 +219,7 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 				l.savedOn, l.preVer, l.usedAdj = nil, 0, 0
 				l.remaining = l.run
 				l.st, l.reason = StateQueued, why+" with its saved image"
+				c.renew(l)
 				l.requeues++
 				break
 			}

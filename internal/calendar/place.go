@@ -81,8 +81,7 @@ func (c *Calendar) fitOn(h *host, g *group, from, to int64, now bool, ex vec, li
 			}
 		}
 	}
-	m := h.tl.max(from, to)
-	return copies(h.cap.sub(m).sub(ex), g.v, limit)
+	return h.tl.fits(from, to, h.cap, ex, g.v, limit)
 }
 
 // takeHosts places g's members over [from, to) and reports each host's share
@@ -255,8 +254,7 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		if !single {
 			return 0
 		}
-		m := s.h.tl.max(T-pre, T+run)
-		return copies(s.h.cap.sub(m), l.groups[0].v, need)
+		return s.h.tl.fits(T-pre, T+run, s.h.cap, vec{}, l.groups[0].v, need)
 	}
 	check := func(T int64, total int) bool {
 		if single {
@@ -404,6 +402,9 @@ func (c *Calendar) stageTime(l *lease) int64 {
 	}
 	var worst int64
 	for gi := range l.groups {
+		if !c.eligAgg(&l.groups[gi]).stages {
+			continue // no eligible host stages in time: xfer is 0 on each
+		}
 		for _, h := range c.eligible(&l.groups[gi]) {
 			if slices.Contains(h.Images, l.Image.Name) {
 				continue // cached there
@@ -497,11 +498,39 @@ func (l *lease) stagedOutside() bool {
 func (c *Calendar) bootTime(l *lease) int64 {
 	var worst time.Duration
 	for gi := range l.groups {
-		for _, h := range c.eligible(&l.groups[gi]) {
-			worst = max(worst, h.BootTime)
-		}
+		worst = max(worst, c.eligAgg(&l.groups[gi]).boot)
 	}
 	return int64((worst + time.Second - 1) / time.Second * time.Second)
+}
+
+// hostAgg is what preFor needs of a group's eligible hosts as a whole,
+// computed once per host version rather than once per lease (a lease's
+// overheads are computed when it is submitted or re-queued, and a scan of
+// every host each time made a grid of thousands of hosts slow to fill).
+type hostAgg struct {
+	boot   time.Duration // the longest boot time
+	stages bool          // some host has a stage rate (staging takes time)
+}
+
+// eligAgg is hostAgg of g's eligible hosts.
+func (c *Calendar) eligAgg(g *group) hostAgg {
+	if c.aggVer != c.hostVer+1 {
+		clear(c.agg)
+		c.aggVer = c.hostVer + 1
+	}
+	if a, ok := c.agg[g.key]; ok {
+		return a
+	}
+	var a hostAgg
+	for _, h := range c.eligible(g) {
+		a.boot = max(a.boot, h.BootTime)
+		a.stages = a.stages || h.StageRate > 0
+	}
+	if c.agg == nil {
+		c.agg = map[string]hostAgg{}
+	}
+	c.agg[g.key] = a
+	return a
 }
 
 // resumeInPlace is the time to resume l on the hosts its image is on.

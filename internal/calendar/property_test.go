@@ -174,11 +174,31 @@ func TestRandomWorkloads(t *testing.T) {
 	}
 }
 
+// TestRandomWorkloadsFIFO runs random workloads under the policies of the
+// pass's FIFO walk (no fair share, no quotas, backfilling with a bounded
+// number of reservations: see fastPass), with and without the pass's
+// shortcuts: the actions, the admissions and every lease's view (its
+// plan, its reason) at the end must be the same.
+func TestRandomWorkloadsFIFO(t *testing.T) {
+	seeds := 80
+	if testing.Short() {
+		seeds = 8
+	}
+	for seed := int64(1); seed <= int64(seeds); seed++ {
+		a := runRandom(t, seed, runOpts{fifo: true})
+		if c := runRandom(t, seed, runOpts{fifo: true, noMemo: true}); c != a {
+			t.Fatalf("seed %d: the pass's shortcuts changed the result:\n%s\n---- without:\n%s", seed, a, c)
+		}
+	}
+}
+
 // runOpts vary a random run: noMemo turns off the pass's shortcuts;
 // restore replaces the calendar by one restored from its snapshot at random
 // steps, and checks after every step that Changes names every lease whose
-// record changed.
-type runOpts struct{ noMemo, restore bool }
+// record changed; fifo turns fair share and quotas off and makes
+// conservative backfilling without a depth aggressive, and logs every
+// lease's view at the end.
+type runOpts struct{ noMemo, restore, fifo bool }
 
 func runRandom(t *testing.T, seed int64, o runOpts) string {
 	noMemo := o.noMemo
@@ -209,6 +229,12 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 		pol.Overcommit = Overcommit{CPU: 1.5}
 	}
 	pol.Migrate = mrng.Intn(3) != 0
+	if o.fifo {
+		pol.FairShare, pol.Quotas = nil, nil
+		if pol.Backfill == BackfillConservative && pol.Depth == 0 {
+			pol.Backfill = BackfillAggressive
+		}
+	}
 	var hosts []Host
 	nh := 2 + pick(5)
 	for i := 0; i < nh; i++ {
@@ -607,6 +633,11 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 		}
 	}
 	log.WriteString(c.Gantt(epoch, now, 80))
+	if o.fifo {
+		for _, v := range c.Leases() {
+			fmt.Fprintf(&log, "%s %s planned=%v %s-%s %v %q\n", v.ID, v.State, v.Planned, rel(v.Start), rel(v.End), v.Hosts, v.Reason)
+		}
+	}
 	return log.String()
 }
 

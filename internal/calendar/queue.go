@@ -2,6 +2,7 @@ package calendar
 
 import (
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -32,7 +33,11 @@ func (c *Calendar) enqueue(l *lease) {
 	q.queue = append(q.queue, nil)
 	copy(q.queue[i+1:], q.queue[i:])
 	q.queue[i] = l
+	q.tot = append(q.tot, vec{})
+	copy(q.tot[i+1:], q.tot[i:])
+	q.tot[i] = l.total
 	l.queued = true
+	c.fresh(l)
 	l.memoPass = 0
 	l.planned = false
 	c.queued++
@@ -51,6 +56,8 @@ func (c *Calendar) dequeue(l *lease) {
 			copy(q.queue[i:], q.queue[i+1:])
 			q.queue[len(q.queue)-1] = nil
 			q.queue = q.queue[:len(q.queue)-1]
+			copy(q.tot[i:], q.tot[i+1:])
+			q.tot = q.tot[:len(q.tot)-1]
 			break
 		}
 	}
@@ -106,10 +113,22 @@ type tentRec struct {
 // not fit at the same epoch and set later: windows only get better when
 // slots are released, which bumps the epoch. The pass skips such leases, so
 // that a long queue costs little when nothing was released.
+//
+// Behind the backfill reservations (aggressive backfilling's one, or
+// Depth of them), a waiting lease can only be tried now, and every lease
+// there that is not started ends the pass with the same memo. The FIFO
+// queue (no fair share, no quotas) keeps that memo once for all of them
+// (bulkMemo) and, behind the reservations, looks only at the leases that
+// must be tried (a lease smaller than the free capacity, on a host freed
+// since) or that the last pass did not see there (fresh ones, and those
+// between this pass's reservations and the last's): the others would
+// only have their memo renewed. A long queue then costs little even
+// when something was released.
 func (c *Calendar) pass(t int64) {
 	c.needPass = false
 	if c.queued == 0 {
 		c.lastTents = c.lastTents[:0]
+		c.bulk.ok = false
 		return
 	}
 	bf := c.pol.Backfill
@@ -132,19 +151,34 @@ func (c *Calendar) pass(t int64) {
 			c.addTentative(tents[added], 1)
 		}
 	}
-	for _, l := range c.queueOrder(t) {
-		if !l.queued || l.arrival > t {
-			continue
-		}
+	misses := c.misses[:0]
+	defer func() { c.misses = misses[:0] }()
+	fast := c.pol.FairShare == nil && len(c.pol.Quotas) == 0 && !c.noMemo
+	last := c.bulk
+	c.bulk.ok = false
+	fresh := c.freshQ
+	c.freshQ = c.freshBuf[:0]
+	c.freshBuf = fresh[:0]
+	// behind says the reservations are all made: leases from here on can
+	// only be tried now.
+	behind := func() bool {
+		return bf == BackfillAggressive && len(tents) > 0 || c.pol.Depth > 0 && len(tents) >= c.pol.Depth
+	}
+	// visit is one lease's turn; false when nothing behind it needs one
+	// (backfilling none, blocked).
+	visit := func(l *lease) bool {
 		if blocked {
+			if fast {
+				return false
+			}
 			l.planned = false
-			continue
+			return true
 		}
 		pre := c.preFor(l)
 		if why, over := c.quotaOver(l, t, t+pre+l.remaining); over {
 			c.setReason(l, "held by quota: "+why)
 			l.planned = false
-			continue
+			return true
 		}
 		if l.st != StateSuspended {
 			c.setReason(l, "")
@@ -152,33 +186,55 @@ func (c *Calendar) pass(t int64) {
 		// Try it now unless it did not fit in the last pass and nothing it
 		// could use has been freed since.
 		k := len(tents)
-		if (c.noMemo || l.memoPass != c.passNo-1 || c.mayFit(l, t, min(k, diverged))) && c.mayStartNow(l) {
+		epoch, pass, mk := c.memo(l, &last)
+		if (c.noMemo || pass != c.passNo-1 || c.mayFit(l, t, min(k, diverged), epoch, mk)) && c.mayStartNow(l) && !misses.rules(c, l, t) {
 			flush()
+			c.gapMiss = false
 			if c.startNow(l, t) {
-				continue
+				return true
 			}
+			misses.note(c, l, t)
 		}
 		l.memoEpoch, l.memoPass, l.memoK = c.epoch, c.passNo, k
 		if bf == BackfillNone {
 			blocked = true
 			l.planned = false
-			continue
+			return !fast
 		}
-		if bf == BackfillAggressive && len(tents) > 0 || c.pol.Depth > 0 && len(tents) >= c.pol.Depth {
+		if behind() {
 			l.planned = false
-			continue
+			return true
 		}
 		flush()
 		rec, ok := c.plan(l, t, pre, ver, len(tents))
 		if !ok {
 			l.planned = false
-			continue
+			return true
 		}
 		if k := len(tents); k < diverged && c.lastTents[k].ver != rec.ver {
 			diverged = k
 		}
 		tents = append(tents, rec)
 		ver = rec.ver
+		return true
+	}
+	if !fast {
+		for _, l := range c.queueOrder(t) {
+			if !l.queued || l.arrival > t {
+				continue
+			}
+			visit(l)
+		}
+	} else {
+		c.fastPass(t, &last, fresh, visit, behind, func() int { return len(tents) }, func() int { return min(len(tents), diverged) })
+		// Leases planned in the last pass and not in this one are no
+		// longer planned (a visit would have said so).
+		for _, r := range c.lastTents {
+			r.l.planned = false
+		}
+		for _, r := range tents {
+			r.l.planned = true
+		}
 	}
 	for i := added - 1; i >= 0; i-- {
 		c.addTentative(tents[i], -1)
@@ -421,4 +477,209 @@ func anyCordoned(hosts []*host) bool {
 		}
 	}
 	return false
+}
+
+// bulkMemo is the memo of the leases behind the last pass's backfill
+// reservations (see pass): every lease after x in queue order that was
+// queued when the pass got there (enq at most enq) and had arrived by t
+// did not fit in pass pass, at epoch epoch, behind k reservations.
+type bulkMemo struct {
+	ok          bool
+	x           *lease
+	enq         uint64
+	t           int64
+	epoch, pass uint64
+	k           int
+}
+
+// memo is l's memo: the last pass's bulk memo where it applies, else its
+// own.
+func (c *Calendar) memo(l *lease, b *bulkMemo) (epoch, pass uint64, k int) {
+	if b.ok && l.enq <= b.enq && l.arrival <= b.t && before(b.x, l) {
+		return b.epoch, b.pass, b.k
+	}
+	return l.memoEpoch, l.memoPass, l.memoK
+}
+
+// fresh makes the next pass look at l itself: it is new in the queue, or
+// what its memo assumed changed.
+func (c *Calendar) fresh(l *lease) {
+	c.enqSeq++
+	l.enq = c.enqSeq
+	c.freshQ = append(c.freshQ, l)
+}
+
+// renew is fresh for a waiting lease whose size or length changed.
+func (c *Calendar) renew(l *lease) {
+	if !l.queued {
+		return
+	}
+	c.fresh(l)
+	q := c.queueOf(l)
+	for i, x := range q.queue {
+		if x == l {
+			q.tot[i] = l.total
+		}
+	}
+}
+
+// fastPass is pass's walk of the FIFO queue: every lease up to the last
+// backfill reservation (visit), then, behind it, only the leases whose
+// memo is their own (fresh ones, those the last pass had not put behind
+// its reservations) and those its memo does not rule out: when the last
+// pass's memo applies, a lease is tried only if it is no larger than the
+// capacity free now and some host it could use was freed since (which
+// visit checks as before). same is the memo's count of unchanged
+// reservations for the leases behind, ntents the number of reservations.
+func (c *Calendar) fastPass(t int64, last *bulkMemo, fresh []*lease, visit func(*lease) bool, behind func() bool, ntents, same func() int) {
+	q := &c.fifo
+	defer func() {
+		// Leases that have not arrived keep their own memo (none).
+		for _, l := range fresh {
+			if l.queued && l.arrival > t {
+				c.freshQ = append(c.freshQ, l)
+			}
+		}
+	}()
+	i := 0
+	for i < len(q.queue) && !behind() {
+		l := q.queue[i]
+		if l.arrival > t {
+			i++
+			continue
+		}
+		if !visit(l) {
+			return
+		}
+		if l.queued {
+			i++
+		}
+	}
+	if i >= len(q.queue) || !behind() {
+		return
+	}
+	c.bulk = bulkMemo{ok: true, x: q.queue[i-1], enq: c.enqSeq, t: t, epoch: c.epoch, pass: c.passNo, k: ntents()}
+	// What the memo of the leases behind the last pass's reservations
+	// lets through: all (any), none, or those no larger than the free
+	// capacity (some host was freed).
+	any, some := !last.ok, false
+	posX := len(q.queue)
+	if last.ok {
+		if last.epoch <= c.relMin || last.k > len(c.lastTents) {
+			any = true
+		} else {
+			j := sort.Search(len(c.rel), func(j int) bool { return c.rel[j].epoch > last.epoch })
+			some = j < len(c.rel)
+			for k := same(); k < last.k && !some; k++ {
+				some = len(c.lastTents[k].hosts) > 0
+			}
+		}
+		posX = i + sort.Search(len(q.queue)-i, func(j int) bool { return before(last.x, q.queue[i+j]) })
+	}
+	// Fresh leases behind, by position.
+	var must []int
+	for _, l := range fresh {
+		if !l.queued || l.arrival > t {
+			continue
+		}
+		p := i + sort.Search(len(q.queue)-i, func(j int) bool { return !before(q.queue[i+j], l) })
+		if p < len(q.queue) && q.queue[p] == l && p >= posX {
+			must = append(must, p)
+		}
+	}
+	slices.Sort(must)
+	must = slices.Compact(must)
+	// p counts positions as they were here; gone the leases started
+	// since (the only ones to leave the queue in a pass).
+	n0, gone, mi := len(q.queue), 0, 0
+	for p := i; p < n0; p++ {
+		if mi < len(must) && must[mi] < p {
+			mi++
+		}
+		j := p - gone
+		switch {
+		case p < posX || any:
+		case mi < len(must) && must[mi] == p:
+		case some && q.tot[j].le(c.freeSum):
+		case !some:
+			// Nothing freed: only the fresh leases need a look.
+			if mi >= len(must) {
+				return
+			}
+			p = must[mi] - 1
+			continue
+		default:
+			continue
+		}
+		l := q.queue[j]
+		if l.arrival > t {
+			continue
+		}
+		visit(l)
+		if !l.queued {
+			gone++
+		}
+	}
+}
+
+// miss is a fresh start that failed in the current pass: members of v
+// under label constraint key, n of them, over [t, end) (and, when gap,
+// over [t, gapEnd) for a start in a gap). Within a pass the slot table
+// only fills (starts, reservations added), and first-fit or ranked
+// placement of identical members finds room for n of them exactly when
+// the hosts hold n copies in all, so a lease of the same members, at
+// least as many, over a window at least as long fails too: the pass does
+// not try it (most of a long queue, behind a backfill reservation that
+// holds the free hosts, fails so).
+type miss struct {
+	v      vec
+	key    string
+	n      int
+	end    int64
+	gap    bool
+	gapN   int
+	gapEnd int64
+}
+
+type misses []miss
+
+// shape says whether l is a lease misses can speak of: one group of
+// identical members placed without spreading, a fresh start.
+func missShape(l *lease) bool {
+	return len(l.groups) == 1 && !l.groups[0].spread && l.savedOn == nil
+}
+
+// rules says whether a miss of this pass shows that startNow(l, t) fails.
+func (ms misses) rules(c *Calendar, l *lease, t int64) bool {
+	if c.noMemo || !missShape(l) {
+		return false
+	}
+	g := &l.groups[0]
+	n := len(l.Members)
+	pre := c.preFor(l)
+	end := t + pre + l.remaining
+	gapOK := c.mayUseGaps(l)
+	for i := range ms {
+		m := &ms[i]
+		if m.v != g.v || m.key != g.key || n < m.n || end < m.end {
+			continue
+		}
+		if !gapOK || m.gap && n >= m.gapN && t+pre+c.gapMinRun() >= m.gapEnd {
+			return true
+		}
+	}
+	return false
+}
+
+// note records that startNow(l, t) failed (c.gapMiss says whether its
+// start in a gap failed for want of room, rather than not being tried or
+// failing later).
+func (ms *misses) note(c *Calendar, l *lease, t int64) {
+	if c.noMemo || !missShape(l) || len(*ms) >= 16 {
+		return
+	}
+	g := &l.groups[0]
+	pre := c.preFor(l)
+	*ms = append(*ms, miss{v: g.v, key: g.key, n: len(l.Members), end: t + pre + l.remaining,
+		gap: c.gapMiss, gapN: len(l.Members), gapEnd: t + pre + c.gapMinRun()})
 }

@@ -61,6 +61,7 @@ func (c *Calendar) Resize(id string, member int, res model.Resources, now time.T
 	} else {
 		// Its memo and plan, and those behind it, assumed the old size.
 		l.memoPass, l.planEpoch = 0, 0
+		c.renew(l)
 		c.released(nil)
 		c.needPass = true
 	}

@@ -138,6 +138,25 @@ func (tl *timeline) max(from, to int64) vec {
 	return m
 }
 
+// fits is how many copies of v fit over [from, to) on top of the use and
+// of ex, within limit: copies(limit-max(from, to)-ex, v, n). The same
+// as that, since copies is monotone in every dimension, it is the least
+// over the window's points of what fits at each, so the walk stops at
+// the first point with no room (most windows on a busy host end there).
+func (tl *timeline) fits(from, to int64, limit, ex, v vec, n int) int {
+	i := tl.idx(from)
+	free := limit.sub(ex)
+	if i >= 0 {
+		n = min(n, copies(free.sub(tl.pts[i].v), v, n))
+	} else {
+		n = copies(free, v, n)
+	}
+	for k := i + 1; n > 0 && k < len(tl.pts) && tl.pts[k].t < to; k++ {
+		n = min(n, copies(free.sub(tl.pts[k].v), v, n))
+	}
+	return n
+}
+
 // split makes sure a point starts at t and returns its index.
 func (tl *timeline) split(t int64) int {
 	i := tl.idx(t)
