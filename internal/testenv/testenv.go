@@ -46,4 +46,3 @@ func ModuleRoot(tb testing.TB) string {
 		dir = parent
 	}
 }
-
