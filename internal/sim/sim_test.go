@@ -5,6 +5,7 @@ import (
 	"sort"
 	"testing"
 	"time"
+	"vgrid/internal/sim/trace/tracetest"
 
 	"vgrid/internal/calendar"
 	"vgrid/internal/model"
@@ -107,7 +108,7 @@ func TestSDSCWithInjectedReservations(t *testing.T) {
 	if testing.Short() {
 		t.Skip("replays 30 days")
 	}
-	dir := filepath.Join(tracesDir(t), "haizea-sdsc-blue")
+	dir := filepath.Join(tracetest.Dir(t), "haizea-sdsc-blue")
 	base, _, err := trace.Open(filepath.Join(dir, "30days.swf"))
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +161,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 // BenchmarkKTH simulates the whole KTH SP2 trace (28,489 jobs on its 100
 // nodes) end to end, reading included.
 func BenchmarkKTH(b *testing.B) {
-	path := filepath.Join(tracesDir(b), "KTH-SP2-1996-2.swf")
+	path := filepath.Join(tracetest.Dir(b), "KTH-SP2-1996-2.swf")
 	b.ReportAllocs()
 	for b.Loop() {
 		leases, _, err := trace.Open(path)

@@ -2,6 +2,7 @@ package plot
 
 import (
 	"vgrid/internal/model"
+	"vgrid/internal/sim/trace/tracetest"
 
 	"bytes"
 	"fmt"
@@ -72,7 +73,7 @@ func toySchedule(leases []trace.Lease, hosts int) []metrics.Record {
 // with injected reservations on 144 one-core hosts) through the toy
 // scheduler. Set VGRID_PLOT_DIR to keep the SVG files.
 func TestRealTracePlots(t *testing.T) {
-	dir := tracesDir(t)
+	dir := tracetest.Dir(t)
 	be, _, err := trace.OpenWith(filepath.Join(dir, "haizea-sdsc-blue", "30days.swf"), trace.SWFOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +120,7 @@ func TestRealTracePlots(t *testing.T) {
 // to show what the simulator's budget of 2 s leaves: reading, metrics and
 // plots must be a small part of it.
 func TestKTHEndToEnd(t *testing.T) {
-	p := filepath.Join(tracesDir(t), "KTH-SP2-1996-2.swf")
+	p := filepath.Join(tracetest.Dir(t), "KTH-SP2-1996-2.swf")
 	t0 := time.Now()
 	leases, _, err := trace.Open(p)
 	if err != nil {

@@ -1,4 +1,4 @@
-package sim
+package tracetest
 
 import (
 	"testing"
@@ -7,9 +7,9 @@ import (
 	"vgrid/internal/testenv"
 )
 
-// tracesDir is trace.Dir for tests: a skip (a failure under
-// VGRID_REQUIRE_ALL) when there is no trace directory.
-func tracesDir(tb testing.TB) string {
+// Dir is trace.Dir for tests: a skip (a failure under VGRID_REQUIRE_ALL)
+// when there is no trace directory.
+func Dir(tb testing.TB) string {
 	tb.Helper()
 	d, err := trace.Dir()
 	if err != nil {
