@@ -286,8 +286,12 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 		// looking for. (For identical members only: mixed members are
 		// placed greedily, which may not find the old placement again.)
 		T = last.T
-		if T1, h1, ok := c.earliestPlaced(l, t+pre, last.T-1, pre, l.remaining); ok {
-			T, hosts = T1, h1
+		// Nothing released since the plan was made (only slots taken):
+		// no window got better, so no earlier start can have appeared.
+		if l.planEpoch != c.epoch {
+			if T1, h1, ok := c.earliestPlaced(l, t+pre, last.T-1, pre, l.remaining); ok {
+				T, hosts = T1, h1
+			}
 		}
 	} else if T1, h1, ok := c.earliestPlaced(l, t+pre, math.MaxInt64, pre, l.remaining); ok {
 		T, hosts = T1, h1
