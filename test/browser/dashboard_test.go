@@ -289,6 +289,26 @@ func TestDashboard(t *testing.T) {
 		check(t)
 	})
 
+	t.Run("a stream of changes still refreshes", func(t *testing.T) {
+		// A change every 50 ms for 2.5 s (a big grid's heartbeats): the
+		// page refreshes during the burst, at least once a second, not
+		// only once it stops.
+		b.run(t, "overview", chromedp.Navigate(g.url+"/#/overview"))
+		b.waitJS(t, "overview", `!!document.querySelector('#overview table')`, 10*time.Second)
+		n := get(t, b, "a burst of changes", chromedp.Evaluate[int](`(async () => {
+			const before = window.vgrid.refreshes;
+			for (let i = 0; i < 50; i++) {
+				window.vgrid.changed('nodes');
+				await new Promise((r) => setTimeout(r, 50));
+			}
+			return window.vgrid.refreshes - before;
+		})()`, chromedp.EvalAwaitPromise))
+		if n < 2 {
+			t.Errorf("%d refreshes during 2.5 s of changes every 50 ms, want at least 2", n)
+		}
+		check(t)
+	})
+
 	t.Run("plan", func(t *testing.T) {
 		// Is POST /plan there yet? A 404 naming no route.
 		req, _ := http.NewRequest("POST", g.url+"/api/v1/plan", strings.NewReader(`{"spec":""}`))

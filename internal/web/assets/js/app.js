@@ -36,6 +36,7 @@ const state = {
   stopEvents: null,
   dirty: new Set(),
   debounce: 0,
+  dirtySince: 0, // when the first change of the burst came
   timeline: null,
   groups: null,
   items: null,
@@ -63,6 +64,7 @@ window.vgrid = {
   plan: () => state.lastPlan || null,
   live: () => $('live').classList.contains('on'),
   loading: () => !!state.loading,
+  changed: (kind) => markDirty(kind), // as a change event of kind would
   refreshes: 0,
 };
 
@@ -161,10 +163,17 @@ function startEvents() {
   });
 }
 
+// markDirty notes a change of kind and refreshes the page 200 ms after the
+// last of a burst of changes, but no later than a second after the first:
+// a grid's heartbeats (a change of a host every few milliseconds on a
+// hundred hosts) would otherwise put the refresh off for ever.
 function markDirty(kind) {
   state.dirty.add(kind);
+  const now = performance.now();
+  if (!state.debounce) state.dirtySince = now;
   clearTimeout(state.debounce);
   state.debounce = setTimeout(() => {
+    state.debounce = 0;
     const kinds = state.dirty;
     state.dirty = new Set();
     const page = state.route;
@@ -174,7 +183,7 @@ function markDirty(kind) {
       window.vgrid.refreshes++;
       refresh(page);
     }
-  }, 200);
+  }, Math.max(0, Math.min(200, state.dirtySince + 1000 - now)));
 }
 
 // ---- overview
