@@ -215,6 +215,18 @@ func (d *Driver) watch(v *vm) {
 				v.log.Debug("qmp not connected", "err", err)
 			}
 		}
+		if hasIncoming(v.p) {
+			// A QEMU waiting for, or loading, an incoming guest: nothing
+			// is written to the guest's devices until the guest runs here
+			// (FinishIncoming removes the mark). A request written to the
+			// agent's port meanwhile could land in guest memory being
+			// loaded: guests crashed right after a move when it did.
+			select {
+			case <-v.ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
 		var dialer net.Dialer
 		dctx, cancel := context.WithTimeout(v.ctx, time.Second)
 		conn, err := dialer.DialContext(dctx, "unix", v.p.Agent)
@@ -241,11 +253,9 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 	if err := v.writeAgent(conn, proto.Message{Type: proto.TypeFacts}); err != nil {
 		return
 	}
-	// The guest may never see that first request: one written while an
-	// incoming migration was still loading the guest (the driver connects
-	// as soon as the socket is there) was lost now and then, and the moved
-	// guest, alive and well, stayed "starting" for good. So ask again,
-	// every agentAskAgain, until the guest answers on this connection.
+	// The guest may not see that first request (a moved guest, alive and
+	// well, once stayed "starting" for good when its request was lost): ask
+	// again, every agentAskAgain, until it answers on this connection.
 	quit := make(chan struct{})
 	defer close(quit)
 	answered := make(chan struct{})
