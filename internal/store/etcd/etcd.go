@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"log/slog"
 	"os"
 	"strings"
@@ -239,6 +241,10 @@ func (s *Store) explain(rctx context.Context, err error, limit string) error {
 	case errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail),
 		errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost), errors.Is(err, rpctypes.ErrLeaderChanged):
 		why = "the request timed out in the cluster (its leader lost or changing, or no quorum; a write may or may not have been applied)"
+	case status.Code(err) == codes.Unavailable:
+		// The connection to the member asked broke (it was stopped, or
+		// is unreachable) and no other answered in its place.
+		why = "no member answered (stopped or unreachable, or no quorum; a write may or may not have been applied)"
 	default:
 		return fmt.Errorf("etcd at %s: %w", s.endpoints, err)
 	}
