@@ -215,18 +215,6 @@ func (d *Driver) watch(v *vm) {
 				v.log.Debug("qmp not connected", "err", err)
 			}
 		}
-		if hasIncoming(v.p) {
-			// A QEMU waiting for, or loading, an incoming guest: nothing
-			// is written to the guest's devices until the guest runs here
-			// (FinishIncoming removes the mark). A request written to the
-			// agent's port meanwhile could land in guest memory being
-			// loaded: guests crashed right after a move when it did.
-			select {
-			case <-v.ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-			continue
-		}
 		var dialer net.Dialer
 		dctx, cancel := context.WithTimeout(v.ctx, time.Second)
 		conn, err := dialer.DialContext(dctx, "unix", v.p.Agent)
@@ -250,6 +238,18 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 	defer conn.Close()
 	stop := context.AfterFunc(v.ctx, func() { conn.Close() })
 	defer stop()
+	// A QEMU waiting for, or loading, an incoming guest: connected (so that
+	// the guest finds its agent's port still open when it runs here), but
+	// nothing is written to it until the guest runs here (FinishIncoming
+	// removes the mark): a request written meanwhile was lost now and
+	// then, and once the guest crashed right after the move.
+	for hasIncoming(v.p) {
+		select {
+		case <-v.ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	if err := v.writeAgent(conn, proto.Message{Type: proto.TypeFacts}); err != nil {
 		return
 	}
