@@ -1,7 +1,6 @@
 package hypervisortest
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -122,7 +121,7 @@ func newToken(t *testing.T) string {
 // state directory, with its own image cache, to a driver on another, and
 // starts (resumes) it there.
 func testMove(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c config, suspended bool) {
-	ctx := context.Background()
+	ctx := Context(t)
 	stateA, dA := setup(t, newDriver)
 	_, dB := setup(t, newDriver)
 	cacheA, cacheB := t.TempDir(), t.TempDir()

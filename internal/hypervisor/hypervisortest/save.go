@@ -1,7 +1,6 @@
 package hypervisortest
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -51,7 +50,7 @@ func CheckStandaloneImage(t *testing.T, path string) int64 {
 // stopped.
 func checkSaveStopped(t *testing.T, d hypervisor.Driver, id string) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := Context(t)
 	dst := filepath.Join(t.TempDir(), "saved.qcow2")
 	var calls int
 	var last, total int64

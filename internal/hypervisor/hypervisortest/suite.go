@@ -150,7 +150,7 @@ func Cleanup(t *testing.T, newDriver NewDriver, stateDir string) {
 
 func testInvalid(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage) {
 	_, d := setup(t, newDriver)
-	ctx := context.Background()
+	ctx := Context(t)
 	tests := []struct {
 		name   string
 		mutate func(*hypervisor.InstanceSpec)
@@ -175,7 +175,7 @@ func testInvalid(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage) {
 
 func testUnknown(t *testing.T, newDriver NewDriver) {
 	_, d := setup(t, newDriver)
-	ctx := context.Background()
+	ctx := Context(t)
 	if _, err := d.Get(ctx, "nope"); !errors.Is(err, hypervisor.ErrNotFound) {
 		t.Errorf("Get: got %v, want ErrNotFound", err)
 	}
@@ -208,7 +208,7 @@ func discard(string, []byte) error { return nil }
 // input, a command that is not there.
 func checkExec(t *testing.T, d hypervisor.Driver, id string) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := Context(t)
 	run := func(req hypervisor.ExecRequest) (stdout, stderr string, res hypervisor.ExecResult) {
 		t.Helper()
 		var err error
@@ -247,7 +247,7 @@ func checkExec(t *testing.T, d hypervisor.Driver, id string) {
 
 func testLifecycle(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c config) {
 	stateDir, d := setup(t, newDriver)
-	ctx := context.Background()
+	ctx := Context(t)
 	seen := watchChanges(d)
 	spec := Spec("life-1", img)
 
@@ -334,7 +334,7 @@ func testLifecycle(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage,
 
 func testAdoption(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage) {
 	stateDir, d := setup(t, newDriver)
-	ctx := context.Background()
+	ctx := Context(t)
 	spec := Spec("adopt-1", img)
 	in, err := d.Start(ctx, spec)
 	if err != nil {
@@ -415,7 +415,7 @@ func resume(t *testing.T, d hypervisor.Driver, spec hypervisor.InstanceSpec, bef
 
 func testSuspend(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c config) {
 	_, d := setup(t, newDriver)
-	ctx := context.Background()
+	ctx := Context(t)
 	seen := watchChanges(d)
 	spec := Spec("susp-1", img)
 	if _, err := d.Start(ctx, spec); err != nil {
@@ -497,7 +497,7 @@ func testSuspend(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c
 
 func testSuspendAdoption(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage) {
 	stateDir, d := setup(t, newDriver)
-	ctx := context.Background()
+	ctx := Context(t)
 	spec := Spec("susp-adopt", img)
 	if _, err := d.Start(ctx, spec); err != nil {
 		t.Fatal(err)
@@ -561,7 +561,7 @@ const cpuReadGap = 200 * time.Millisecond
 // It returns the last value.
 func checkCPUSeconds(t *testing.T, d hypervisor.Driver, id string, prev float64) float64 {
 	t.Helper()
-	ctx := context.Background()
+	ctx := Context(t)
 	if prev < 0 {
 		t.Errorf("CPUSeconds of running %s: got %v, want >= 0", id, prev)
 	}
@@ -667,4 +667,26 @@ func (s *changeSet) wait(t *testing.T, id string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Errorf("Changes did not deliver %s within 10s", id)
+}
+
+// TestTimeout bounds each test of the suite, and each driver test that
+// takes its context from Context: a guest that hangs (its QEMU alive, its
+// kernel not) fails the test instead of holding it until the package's
+// timeout, which prints nothing about where it was.
+const TestTimeout = 5 * time.Minute
+
+// Context is the context of one test: cancelled TestTimeout after the
+// call (sooner if the test binary's own deadline comes first), and when
+// the test's cleanups have run.
+func Context(t testing.TB) context.Context {
+	t.Helper()
+	deadline := time.Now().Add(TestTimeout)
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if td, ok := d.Deadline(); ok && td.Add(-30*time.Second).Before(deadline) {
+			deadline = td.Add(-30 * time.Second)
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	t.Cleanup(cancel)
+	return ctx
 }

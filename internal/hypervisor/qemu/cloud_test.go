@@ -137,7 +137,7 @@ func TestCloudImage(t *testing.T) {
 		hypervisortest.Cleanup(t, func(t *testing.T, dir string) hypervisor.Driver { return newTestDriver(t, dir) }, dir)
 	})
 	d := newTestDriver(t, dir)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("cloudy-1", img)
 	spec.Quantum = model.Quantum{VCPUs: 2, Memory: 512 * model.MiB, Disk: 3 * model.GiB}
 	spec.Context = &model.Context{

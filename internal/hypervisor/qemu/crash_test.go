@@ -187,7 +187,7 @@ func qmpStatus(t *testing.T, d *Driver, id string) string {
 // its memory; never paused, never with partial files left.
 func TestAgentKilledMidSuspend(t *testing.T) {
 	dir, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("crash", img)
 	spec.Quantum.Memory = 128 * model.MiB
 	spec.Context = &model.Context{UserData: tickScript}
@@ -299,7 +299,7 @@ func TestAgentKilledMidSuspend(t *testing.T) {
 // and Delete must kill it though nothing of it is left on disk.
 func TestOrphanQEMU(t *testing.T) {
 	dir, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("orphan", img)
 	spec.Quantum.Memory = 128 * model.MiB
 	p := d.paths(spec.ID)

@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"context"
 	"os"
 	"testing"
 	"time"
@@ -31,7 +30,7 @@ func TestLookDuringStartDoesNotSettle(t *testing.T) {
 	if err := writeJSON(p.State, runState{Accel: AccelTCG, StartedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	unlock := d.locks.Lock(id) // a start under way
 	in, err := d.Get(ctx, id)
 	if err != nil || in.State != hypervisor.InstanceRunning || in.PID != 0 {

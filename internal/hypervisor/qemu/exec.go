@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"vgrid/internal/guest/proto"
 	"vgrid/internal/hypervisor"
@@ -15,7 +16,9 @@ import (
 // over its virtio-serial channel (proto.TypeExec), its output and exit
 // come back on the same channel, dispatched by the request's ID
 // (serveAgent). Giving up (ctx, an error from out) leaves the command to
-// its timeout in the guest.
+// its timeout in the guest. The host waits no longer than that timeout
+// and execGrace: a guest whose kernel hangs (its QEMU alive, its agent
+// silent) ends the call with an error instead of holding it for ever.
 func (d *Driver) Exec(ctx context.Context, id string, req hypervisor.ExecRequest, out func(stream string, data []byte) error) (hypervisor.ExecResult, error) {
 	if !hypervisor.ValidID(id) {
 		return hypervisor.ExecResult{}, fmt.Errorf("exec %q: %w", id, hypervisor.ErrNotFound)
@@ -49,10 +52,25 @@ func (d *Driver) Exec(ctx context.Context, id string, req hypervisor.ExecRequest
 		return hypervisor.ExecResult{}, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	defer drop()
+	limit := req.Timeout
+	if limit <= 0 {
+		limit = execDefaultTimeout
+	}
+	return awaitExec(ctx, id, replies, limit+execGrace, out)
+}
+
+// awaitExec gathers a command's output and exit from the guest agent's
+// replies, for at most limit.
+func awaitExec(ctx context.Context, id string, replies <-chan proto.Message, limit time.Duration, out func(stream string, data []byte) error) (hypervisor.ExecResult, error) {
+	wait := time.NewTimer(limit)
+	defer wait.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return hypervisor.ExecResult{}, ctx.Err()
+		case <-wait.C:
+			return hypervisor.ExecResult{}, fmt.Errorf("exec in %s: the guest agent did not end the command within %s (its timeout and %s): the guest may hang",
+				id, limit, execGrace)
 		case m, ok := <-replies:
 			if !ok {
 				return hypervisor.ExecResult{}, fmt.Errorf("exec in %s: %w", id, errAgentGone)
@@ -74,6 +92,14 @@ func (d *Driver) Exec(ctx context.Context, id string, req hypervisor.ExecRequest
 		}
 	}
 }
+
+// execDefaultTimeout is the guest agent's timeout of a command that
+// names none; execGrace is how much longer the host waits for the agent's
+// answer (the agent kills the command at its timeout and then says so).
+const (
+	execDefaultTimeout = time.Minute
+	execGrace          = 10 * time.Second
+)
 
 // errAgentGone: the guest agent's connection ended during a request (the
 // guest stopped, or its agent restarted; a command it ran was killed).

@@ -113,7 +113,7 @@ func checkCap(t *testing.T, g *cgroup.Group, capCores float64, d time.Duration) 
 // FinalCPUSeconds once stopped) as its cgroup counts it.
 func TestCPUCap(t *testing.T) {
 	_, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("cpucap", img)
 	spec.Quantum = model.Quantum{VCPUs: 1, CPU: 0.5, Memory: 256 * model.MiB}
 	spec.Context = &model.Context{UserData: "#!/bin/sh\nwhile :; do :; done\n"}
@@ -238,7 +238,7 @@ func TestDiskPersists(t *testing.T) {
 		}
 	}
 	dir, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("disk", img)
 	spec.Context = &model.Context{UserData: "#!/bin/sh\necho vgrid-disk-mark > /root/mark\nsync\necho MARK-WRITTEN\n"}
 	if _, err := d.Start(ctx, spec); err != nil {
@@ -284,7 +284,7 @@ const fillScript = "#!/bin/sh\nmkdir -p /mnt/fill\nmount -t tmpfs -o size=75% tm
 // within quantum memory + DefaultMemoryOverhead; it logs the peak.
 func TestMemoryOverheadHolds(t *testing.T) {
 	_, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	for _, mem := range []model.ByteSize{256 * model.MiB, 1024 * model.MiB} {
 		spec := hypervisortest.Spec(fmt.Sprintf("fill-%d", mem.MiB()), img)
 		spec.Quantum.Memory = mem
@@ -339,7 +339,7 @@ func TestOOMReason(t *testing.T) {
 		hypervisortest.Cleanup(t, func(t *testing.T, dir string) hypervisor.Driver { return newOOMDriver(t, dir) }, dir)
 	})
 	d := newOOMDriver(t, dir)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("oom", img)
 	spec.Context = &model.Context{UserData: fillScript}
 	if _, err := d.Start(ctx, spec); err != nil {
@@ -379,7 +379,7 @@ func TestLongStateDir(t *testing.T) {
 		hypervisortest.Cleanup(t, func(t *testing.T, dir string) hypervisor.Driver { return newTestDriver(t, dir) }, dir)
 	})
 	d := newTestDriver(t, dir)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("long-dir-instance-with-a-long-name", img)
 	if _, err := d.Start(ctx, spec); err != nil {
 		t.Fatal(err)
@@ -434,7 +434,7 @@ func TestLongStateDir(t *testing.T) {
 // TestGuestPowerOff checks the exit reason when the guest powers itself off.
 func TestGuestPowerOff(t *testing.T) {
 	_, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("poweroff", img)
 	spec.Context = &model.Context{UserData: "#!/bin/sh\nsleep 1\npoweroff -f\n"}
 	if _, err := d.Start(ctx, spec); err != nil {

@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -20,7 +19,7 @@ import (
 // host's image files, and the files are listed again by Portable.
 func TestAdoptFiles(t *testing.T) {
 	requireHost(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	dir := t.TempDir()
 	baseA, baseB := filepath.Join(dir, "a", "base.raw"), filepath.Join(dir, "b", "base.raw")
 	for _, b := range []string{baseA, baseB} {
@@ -188,7 +187,7 @@ func TestSavedStateAfterHostRestart(t *testing.T) {
 		}
 	}
 	d := newTestDriver(t, state)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	for _, id := range []string{"lost", "synced", "this-boot", "old-driver"} {
 		in, err := d.Get(ctx, id)
 		if err != nil {

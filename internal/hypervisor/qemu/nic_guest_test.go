@@ -85,7 +85,7 @@ func TestNICsInGuest(t *testing.T) {
 	requireHost(t)
 	ns := tapBridge(t, "tap-a", "tap-b")
 	_, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 
 	type member struct {
 		id, name, tap string

@@ -171,7 +171,7 @@ func offlineDriver(t *testing.T, dir string) *Driver {
 // takes any quantum but a smaller disk (its disk grown on the host), a
 // suspended one only the caps; refusals change nothing.
 func TestResizeOffline(t *testing.T) {
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	dir := t.TempDir()
 	d := offlineDriver(t, dir)
 	base := filepath.Join(t.TempDir(), "base.raw")
@@ -274,7 +274,7 @@ func TestResizeOffline(t *testing.T) {
 // guest meets it, the CPU cap as the cgroup counts a busy guest's time.
 func TestResizeGuest(t *testing.T) {
 	_, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("resize", img)
 	spec.Quantum = model.Quantum{VCPUs: 2, CPU: 1, Memory: 256 * model.MiB, Disk: model.GiB}
 	spec.MaxMemory = 384 * model.MiB

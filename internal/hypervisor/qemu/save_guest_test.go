@@ -44,7 +44,7 @@ func guestRun(t *testing.T, d hypervisor.Driver, id, script string) string {
 // the overlay's backing chain).
 func TestSaveImageOfGuest(t *testing.T) {
 	dir, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("savesrc", img)
 	if _, err := d.Start(ctx, spec); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
@@ -43,7 +42,7 @@ echo SEED-DONE
 // the guest agent applied it (hostname, environment, user-data).
 func TestSeedInGuest(t *testing.T) {
 	_, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("seedcheck", img)
 	spec.Context = &model.Context{
 		Hostname: "seed-host",

@@ -65,7 +65,7 @@ func waitTicks(t *testing.T, d *Driver, id string, n int, timeout time.Duration)
 // where it was (not from 1), and the guest's uptime goes on.
 func TestSuspendResume(t *testing.T) {
 	dir, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("susp-tick", img)
 	spec.Context = &model.Context{UserData: tickScript}
 	in, err := d.Start(ctx, spec)
@@ -188,7 +188,7 @@ func TestSuspendFullGuest(t *testing.T) {
 		t.Skip("fills 100 MB of guest RAM under TCG (-short)")
 	}
 	_, d, img := hostSetup(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("susp-full", img)
 	spec.Quantum.Memory = 384 * model.MiB
 	spec.Context = &model.Context{UserData: sumScript}

@@ -1,13 +1,13 @@
 package qemu
 
 import (
-	"context"
 	"math"
 	"testing"
 	"time"
 
 	"vgrid/internal/cgroup"
 	"vgrid/internal/hypervisor"
+	"vgrid/internal/hypervisor/hypervisortest"
 )
 
 // checkCPUSeconds compares a running instance's CPUSeconds, from Get and
@@ -16,7 +16,7 @@ import (
 // returns the cgroup counter last read.
 func checkCPUSeconds(t *testing.T, d *Driver, id string, g *cgroup.Group) float64 {
 	t.Helper()
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	var prev, last float64
 	for i := 0; i < 4; i++ {
 		if i > 0 {
@@ -68,7 +68,7 @@ func checkCPUSeconds(t *testing.T, d *Driver, id string, g *cgroup.Group) float6
 // used: at least cpu, and no more than the cap allowed since.
 func checkFinalCPUSeconds(t *testing.T, d *Driver, id string, capCores, cpu float64) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	t0 := time.Now()
 	if err := d.Stop(ctx, id, 5*time.Second); err != nil {
 		t.Fatal(err)

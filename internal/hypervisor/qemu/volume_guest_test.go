@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -40,7 +39,7 @@ func TestVolumeInGuest(t *testing.T) {
 			guesttest.Skip(t, "%s is not installed", bin)
 		}
 	}
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	dir := t.TempDir()
 	serverTLS, clientTLS := writeTestPKI(t, dir)
 	vol := filepath.Join(dir, "vol.qcow2")
@@ -141,7 +140,7 @@ func TestVolumeLiveMigration(t *testing.T) {
 	}
 	img := localImage(guesttest.Image(t))
 	_, _, dA, dB := hostPair(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	dir := t.TempDir()
 	serverTLS, clientTLS := writeTestPKI(t, dir)
 	vol := filepath.Join(dir, "vol.qcow2")
