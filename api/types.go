@@ -345,6 +345,11 @@ type MigrateRequest struct {
 	// Bandwidth caps the migration's stream (0: none), so that it leaves
 	// the hosts' network to others.
 	Bandwidth model.BitRate `json:"bandwidth,omitempty"`
+	// Mode is how memory is copied: "live" (pre-copied while the guest
+	// runs; the shortest pause), "paused" (the guest paused for the whole
+	// copy), or empty for the host's default (live under KVM, paused
+	// under TCG: see docs/decisions.md).
+	Mode string `json:"mode,omitempty"`
 }
 
 // ResizeRequest is the body of POST /workspaces/{name}/resize: the

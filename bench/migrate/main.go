@@ -87,12 +87,18 @@ func main() {
 	warm := flag.Duration("warmup", 2*time.Second, "how long the dirty workload runs before a migration")
 	kinds := flag.String("kinds", "driver,bare", "comma-separated: driver, bare")
 	noAC := flag.Bool("no-auto-converge", false, "turn auto-converge off on both")
+	modeFlag := flag.String("mode", "", "how memory goes on both: live, or paused (the guest paused for the whole copy); default: the driver's for the accelerator")
 	writer := flag.String("writer", "copy", "the dirty workload: copy (kernel copies in a tmpfs) or awk (user-space stores)")
 	control := flag.Duration("control", 0, "first run the dirty workload this long on each guest without migrating, and check its kernel")
 	dir := flag.String("dir", "", "state directory (default: a new temporary directory, removed at the end)")
 	verbose := flag.Bool("v", false, "print the driver's log")
 	flag.Parse()
-	cfg := config{k: *k, cpu: *cpu, downtime: *downtime, warm: *warm, dir: *dir, verbose: *verbose, noAutoConverge: *noAC, control: *control}
+	cfg := config{k: *k, cpu: *cpu, downtime: *downtime, warm: *warm, dir: *dir, verbose: *verbose, noAutoConverge: *noAC, control: *control,
+		mode: hypervisor.MigrateMode(*modeFlag)}
+	if !cfg.mode.Valid() {
+		fmt.Fprintf(os.Stderr, "migrate: -mode: %q: want %s or %s\n", *modeFlag, hypervisor.MigrateLive, hypervisor.MigratePaused)
+		os.Exit(2)
+	}
 	for _, kd := range strings.Split(*kinds, ",") {
 		if kd != "driver" && kd != "bare" {
 			fmt.Fprintf(os.Stderr, "migrate: -kinds: %q: want driver or bare\n", kd)
@@ -140,6 +146,8 @@ type config struct {
 	verbose   bool
 	// noAutoConverge turns auto-converge off on both.
 	noAutoConverge bool
+	// mode is how both copy memory ("": the driver's default).
+	mode hypervisor.MigrateMode
 	// control is how long the dirty workload runs first without a
 	// migration (0: not at all).
 	control time.Duration
@@ -212,7 +220,10 @@ func run(cfg config) (err error) {
 	if err != nil {
 		return err
 	}
-	bare := &bareVM{h: handover, cur: handover.Paths, pid: handover.PID, downtime: cfg.downtime, noAutoConverge: cfg.noAutoConverge}
+	if cfg.mode == "" {
+		cfg.mode = qemu.DefaultMigrateMode(handover.Accel)
+	}
+	bare := &bareVM{h: handover, cur: handover.Paths, pid: handover.PID, downtime: cfg.downtime, noAutoConverge: cfg.noAutoConverge, mode: cfg.mode}
 	defer func() {
 		bare.kill()
 		_ = handover.Remove()
@@ -225,8 +236,8 @@ func run(cfg config) (err error) {
 	if cfg.cpu > 0 {
 		capDesc = fmt.Sprintf("%.2g cores", cfg.cpu)
 	}
-	fmt.Printf("guest: 1 vcpu, %s, accel %s; the driver's guest capped at %s (bare: no cgroup); downtime-limit %s;\n"+
-		"%d migrations of each kind per workload, alternating\n\n", cfg.memory, handover.Accel, capDesc, cfg.downtime, cfg.k)
+	fmt.Printf("guest: 1 vcpu, %s, accel %s; the driver's guest capped at %s (bare: no cgroup); downtime-limit %s; memory copied %s;\n"+
+		"%d migrations of each kind per workload, alternating\n\n", cfg.memory, handover.Accel, capDesc, cfg.downtime, cfg.mode, cfg.k)
 
 	cur := 0 // the host the driver's guest is on
 	if cfg.control > 0 {
@@ -263,7 +274,7 @@ func run(cfg config) (err error) {
 				run := func() execFunc { return driverExec(hosts[cur], ds.ID) }
 				console := func() []byte { c, _ := hosts[cur].ConsoleLog(ctx, ds.ID, 1<<20); return c }
 				s, err = measure(ctx, dirty, cfg.warm, run, console, func() (sample, error) {
-					s, err := driverMigrate(ctx, hosts[cur], hosts[1-cur], ds, cfg.downtime, cfg.noAutoConverge)
+					s, err := driverMigrate(ctx, hosts[cur], hosts[1-cur], ds, hypervisor.MigrateOptions{MaxDowntime: cfg.downtime, NoAutoConverge: cfg.noAutoConverge, Mode: cfg.mode})
 					if err == nil {
 						cur = 1 - cur
 					}
@@ -369,13 +380,13 @@ func measure(ctx context.Context, dirty bool, warm time.Duration, run func() exe
 
 // driverMigrate moves the driver's guest from one host to the other and
 // deletes what is left at the source.
-func driverMigrate(ctx context.Context, from, to *qemu.Driver, spec hypervisor.InstanceSpec, downtime time.Duration, noAC bool) (sample, error) {
+func driverMigrate(ctx context.Context, from, to *qemu.Driver, spec hypervisor.InstanceSpec, opt hypervisor.MigrateOptions) (sample, error) {
 	t0 := time.Now()
 	ep, err := to.PrepareIncoming(ctx, spec, "127.0.0.1:0")
 	if err != nil {
 		return sample{}, err
 	}
-	res, err := from.MigrateOut(ctx, spec.ID, ep, hypervisor.MigrateOptions{MaxDowntime: downtime, NoAutoConverge: noAC}, nil)
+	res, err := from.MigrateOut(ctx, spec.ID, ep, opt, nil)
 	if err != nil {
 		to.Delete(ctx, spec.ID)
 		return sample{}, err
@@ -470,6 +481,9 @@ type bareVM struct {
 	downtime time.Duration
 	// noAutoConverge turns auto-converge off.
 	noAutoConverge bool
+	// mode: MigratePaused stops the guest before migrate and continues it
+	// at the destination once it has arrived.
+	mode hypervisor.MigrateMode
 }
 
 // paths are the files of side i: the home disk and seed (shared storage),
@@ -559,6 +573,11 @@ func (b *bareVM) migrate(ctx context.Context) (sample, error) {
 	}
 	c.DrainEvents()
 	t1 := time.Now()
+	if b.mode == hypervisor.MigratePaused {
+		if err := c.Run("stop", nil); err != nil {
+			return fail(err)
+		}
+	}
 	if err := c.Run("migrate", map[string]any{"uri": "tcp:127.0.0.1:" + in.SocketAddress[0].Port}); err != nil {
 		return fail(err)
 	}
@@ -566,6 +585,13 @@ func (b *bareVM) migrate(ctx context.Context) (sample, error) {
 		return fail(err)
 	}
 	migrated := time.Since(t1)
+	if b.mode == hypervisor.MigratePaused {
+		// The guest arrives paused (the source's run state): continued
+		// at once, as the driver's destination does.
+		if err := dst.Run("cont", nil); err != nil {
+			return fail(err)
+		}
+	}
 	e2e := time.Since(t0)
 	var info struct {
 		TotalMS    int64 `json:"total-time"`
@@ -605,8 +631,12 @@ func (b *bareVM) migrate(ctx context.Context) (sample, error) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return sample{migrate: migrated, endToEnd: e2e, downtime: time.Duration(info.DowntimeMS) * time.Millisecond,
-		memBytes: info.RAM.Transferred}, nil
+	down := time.Duration(info.DowntimeMS) * time.Millisecond
+	if b.mode == hypervisor.MigratePaused {
+		// Paused from the stop until completed, as the driver counts.
+		down = migrated
+	}
+	return sample{migrate: migrated, endToEnd: e2e, downtime: down, memBytes: info.RAM.Transferred}, nil
 }
 
 func (b *bareVM) status() (string, error) { return b.qmp.Status() }

@@ -14,7 +14,7 @@ import (
 )
 
 func wsMigrate(g *globals) *cobra.Command {
-	var to, bandwidth string
+	var to, bandwidth, mode string
 	var cancel, wait bool
 	var timeout time.Duration
 	c := &cobra.Command{
@@ -51,7 +51,7 @@ or cancelled migration leaves the guest running where it was.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "migration of %s cancelled: it runs on %s\n", name, w.Status.Node)
 				return printWorkspace(cmd.OutOrStdout(), g.output, w)
 			}
-			req := api.MigrateRequest{To: to}
+			req := api.MigrateRequest{To: to, Mode: mode}
 			if bandwidth != "" {
 				if req.Bandwidth, err = model.ParseBitRate(bandwidth); err != nil {
 					return fmt.Errorf("--bandwidth: %w", err)
@@ -79,6 +79,7 @@ or cancelled migration leaves the guest running where it was.`,
 	}
 	c.Flags().StringVar(&to, "to", "", "destination host (default: the calendar's choice)")
 	c.Flags().StringVar(&bandwidth, "bandwidth", "", "cap the migration stream (e.g. 200Mbit; default: none)")
+	c.Flags().StringVar(&mode, "mode", "", "how memory is copied: live (while the guest runs) or paused (the guest paused for the copy); default: the host's (live under KVM, paused under TCG)")
 	c.Flags().BoolVar(&cancel, "cancel", false, "stop the migration under way; the guest runs on where it was")
 	c.Flags().BoolVar(&wait, "wait", true, "wait for the outcome, showing progress")
 	c.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "how long to wait")

@@ -233,7 +233,8 @@ func (a *Agent) sendGuest(mctx context.Context, w model.Workspace, log *slog.Log
 			a.sendMigration(mctx, w, api.MigrationReport{Progress: &p})
 		}
 	}
-	return a.drv.MigrateOut(mctx, w.ID, *m.Endpoint, hypervisor.MigrateOptions{Bandwidth: int64(m.Bandwidth.BytesPerSecond())}, progress)
+	return a.drv.MigrateOut(mctx, w.ID, *m.Endpoint, hypervisor.MigrateOptions{Bandwidth: int64(m.Bandwidth.BytesPerSecond()),
+		Mode: hypervisor.MigrateMode(m.Mode)}, progress)
 }
 
 // afterMigrateOut reports how a migration sent from here ended, and

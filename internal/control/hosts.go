@@ -431,7 +431,7 @@ func (ctl *Controller) DrainNode(ctx context.Context, name string) (api.NodeDrai
 			e.Action = "suspended"
 			e.Reason = "resumes on another host when there is room"
 		case ws.Desired == model.DesiredRunning && migratable(ws) == "":
-			mw, merr := ctl.beginMigration(ctx, ws.Project, ws.Spec.Name, "", "drain", nil, 0)
+			mw, merr := ctl.beginMigration(ctx, ws.Project, ws.Spec.Name, "", "drain", nil, model.Migration{})
 			if merr == nil {
 				e.Action = "migrating"
 				e.Reason = "live to " + mw.Status.Migration.To

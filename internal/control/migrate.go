@@ -204,13 +204,17 @@ func (ctl *Controller) MigrateWorkspace(ctx context.Context, project, name strin
 	if req.Bandwidth < 0 || req.Bandwidth > 0 && req.Bandwidth < spec.MinBandwidth {
 		return model.Workspace{}, invalid("invalid migration", api.FieldError{Field: "bandwidth", Reason: fmt.Sprintf("at least %v (or 0 for no cap), got %v", spec.MinBandwidth, req.Bandwidth)})
 	}
-	return ctl.beginMigration(ctx, project, name, req.To, "requested", nil, req.Bandwidth)
+	if req.Mode != "" && req.Mode != model.MigrateLive && req.Mode != model.MigratePaused {
+		return model.Workspace{}, invalid("invalid migration", api.FieldError{Field: "mode",
+			Reason: fmt.Sprintf("%q: want %q, %q or empty (the host's default)", req.Mode, model.MigrateLive, model.MigratePaused)})
+	}
+	return ctl.beginMigration(ctx, project, name, req.To, "requested", nil, model.Migration{Bandwidth: req.Bandwidth, Mode: req.Mode})
 }
 
 // beginMigration records a migration of project/name to host to (empty:
 // the calendar's choice), why, with quantum q at the destination (nil:
-// unchanged).
-func (ctl *Controller) beginMigration(ctx context.Context, project, name, to, why string, q *model.Quantum, bw model.BitRate) (model.Workspace, error) {
+// unchanged), with opt's Bandwidth and Mode.
+func (ctl *Controller) beginMigration(ctx context.Context, project, name, to, why string, q *model.Quantum, opt model.Migration) (model.Workspace, error) {
 	var dest string
 	ws, err := ctl.calendarWS(ctx, project, name, func(c *calendar.Calendar, ws *model.Workspace) ([]calendar.Action, error) {
 		if why := migratable(*ws); why != "" {
@@ -244,7 +248,8 @@ func (ctl *Controller) beginMigration(ctx context.Context, project, name, to, wh
 			return acts, calendarRefusal(err, project)
 		}
 		dest = to
-		ws.Status.Migration = &model.Migration{To: to, Phase: model.MigrationPreparing, Since: now, Why: why, Quantum: q, Member: member, Bandwidth: bw}
+		ws.Status.Migration = &model.Migration{To: to, Phase: model.MigrationPreparing, Since: now, Why: why, Quantum: q, Member: member,
+			Bandwidth: opt.Bandwidth, Mode: opt.Mode}
 		return acts, nil
 	})
 	if err != nil {

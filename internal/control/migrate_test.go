@@ -358,8 +358,14 @@ func TestCancelMigration(t *testing.T) {
 	if _, err := ctl.MigrateWorkspace(ctx, "p", "w", api.MigrateRequest{To: "h9"}); err == nil {
 		t.Fatal("migrated to an unknown host")
 	}
-	m, err := ctl.MigrateWorkspace(ctx, "p", "w", api.MigrateRequest{To: "h2"})
-	if err != nil || m.Status.Migration == nil || moving()[0] != "h2" {
+	_, err := ctl.MigrateWorkspace(ctx, "p", "w", api.MigrateRequest{To: "h2", Mode: "sideways"})
+	var ie *Error
+	if !errors.As(err, &ie) || ie.Kind != KindInvalid || len(ie.Fields) != 1 || ie.Fields[0].Field != "mode" ||
+		!strings.Contains(ie.Fields[0].Reason, "sideways") {
+		t.Fatalf("migrate in an unknown mode: got %#v, want invalid, naming the field and the value", err)
+	}
+	m, err := ctl.MigrateWorkspace(ctx, "p", "w", api.MigrateRequest{To: "h2", Mode: model.MigrateLive})
+	if err != nil || m.Status.Migration == nil || moving()[0] != "h2" || m.Status.Migration.Mode != model.MigrateLive {
 		t.Fatalf("migrate: %v %+v moving %v", err, m.Status.Migration, moving())
 	}
 	if _, err := ctl.MigrateWorkspace(ctx, "p", "w", api.MigrateRequest{To: "h2"}); err == nil {

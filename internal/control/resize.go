@@ -119,7 +119,7 @@ func (ctl *Controller) ResizeWorkspace(ctx context.Context, project, name string
 	})
 	var rf *calendar.Refusal
 	if err != nil && req.AllowMigrate && errors.As(refusal, &rf) {
-		mw, merr := ctl.beginMigration(ctx, project, name, "", "resize", &q, 0)
+		mw, merr := ctl.beginMigration(ctx, project, name, "", "resize", &q, model.Migration{})
 		if merr != nil {
 			return mw, fmt.Errorf("%w; and no host can take it at the new size: %w", err, merr)
 		}

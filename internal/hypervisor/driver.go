@@ -83,7 +83,28 @@ type MigrateOptions struct {
 	// NoAutoConverge turns off throttling a guest that dirties memory
 	// faster than it is sent (on by default).
 	NoAutoConverge bool
+	// Mode is how memory is copied: MigrateLive, MigratePaused, or ""
+	// for the driver's default.
+	Mode MigrateMode
 }
+
+// MigrateMode is how a live migration copies memory.
+type MigrateMode string
+
+const (
+	// MigrateLive pre-copies memory while the guest runs, again and again
+	// as it dirties pages, and pauses it only for the last pages and the
+	// devices: the shortest pause, but it relies on the hypervisor
+	// tracking every page the guest writes.
+	MigrateLive MigrateMode = model.MigrateLive
+	// MigratePaused pauses the guest first and copies its memory once:
+	// the pause lasts the whole copy, and nothing depends on tracking
+	// dirty pages. The disk is still copied while the guest runs.
+	MigratePaused MigrateMode = model.MigratePaused
+)
+
+// Valid reports whether m is "" or a known mode.
+func (m MigrateMode) Valid() bool { return m == "" || m == MigrateLive || m == MigratePaused }
 
 // MigrationProgress is how an outgoing live migration goes: Phase is
 // "disk" (the disk is mirrored), "memory" (memory is pre-copied) or

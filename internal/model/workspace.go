@@ -248,6 +248,9 @@ type Migration struct {
 	Endpoint *MigrationEndpoint `json:"endpoint,omitempty"`
 	// Bandwidth caps the migration stream (0: none).
 	Bandwidth BitRate `json:"bandwidth,omitempty"`
+	// Mode is how memory is copied: "live", "paused", or empty for the
+	// source host's default.
+	Mode string `json:"mode,omitempty"`
 	// Cancel asks the source to stop the migration and keep the guest.
 	Cancel bool `json:"cancel,omitempty"`
 	// Progress, as the source's agent reports it.
@@ -258,6 +261,14 @@ type Migration struct {
 	// Member is the workspace's member index in its (cluster) lease.
 	Member int `json:"member,omitempty"`
 }
+
+// Migration modes (Migration.Mode): how memory is copied.
+const (
+	// MigrateLive pre-copies memory while the guest runs.
+	MigrateLive = "live"
+	// MigratePaused pauses the guest for the whole copy.
+	MigratePaused = "paused"
+)
 
 // MigrationEndpoint is where a destination's QEMU takes a migration: the
 // memory stream (host:port) and the disk mirror (an NBD URI).

@@ -236,6 +236,9 @@ func (d *Driver) MigrateOut(ctx context.Context, id string, to hypervisor.Migrat
 	if opt.MaxDowntime < 0 || opt.Bandwidth < 0 {
 		return hypervisor.MigrationResult{}, fmt.Errorf("migrate %s: %w: max downtime and bandwidth must not be negative", id, hypervisor.ErrInvalid)
 	}
+	if !opt.Mode.Valid() {
+		return hypervisor.MigrationResult{}, fmt.Errorf("migrate %s: %w: mode %q: want %q or %q", id, hypervisor.ErrInvalid, opt.Mode, hypervisor.MigrateLive, hypervisor.MigratePaused)
+	}
 	if progress == nil {
 		progress = func(hypervisor.MigrationProgress) {}
 	}

@@ -84,7 +84,7 @@ const migrateListen = "127.0.0.1:0"
 // every write it acknowledged is on the destination's disk, and the
 // source's process is gone.
 func testLiveMigrate(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c config) {
-	ctx := context.Background()
+	ctx := Context(t)
 	stateA, dA := setup(t, newDriver)
 	_, dB := setup(t, newDriver)
 	imgA, imgB := hostImage(t, img, t.TempDir()), hostImage(t, img, t.TempDir())
@@ -99,6 +99,10 @@ func testLiveMigrate(t *testing.T, newDriver NewDriver, img hypervisor.LocalImag
 	}
 	if _, err := dB.FinishIncoming(ctx, id); !errors.Is(err, hypervisor.ErrNotFound) {
 		t.Errorf("FinishIncoming of an unknown instance: got %v, want ErrNotFound", err)
+	}
+	if _, err := dA.MigrateOut(ctx, id, hypervisor.MigrationEndpoint{Memory: "127.0.0.1:1", Disk: "nbd://127.0.0.1:2/root"},
+		hypervisor.MigrateOptions{Mode: "sideways"}, nil); !errors.Is(err, hypervisor.ErrInvalid) || !strings.Contains(err.Error(), "sideways") {
+		t.Errorf("MigrateOut in an unknown mode: got %v, want ErrInvalid naming the mode", err)
 	}
 
 	ep := prepareIncoming(t, dB, specB)
@@ -217,7 +221,7 @@ func testLiveMigrate(t *testing.T, newDriver NewDriver, img hypervisor.LocalImag
 // an endpoint that is gone: each time the guest runs on at the source,
 // the same guest, its disk writable; a migration after both succeeds.
 func testLiveMigrateFail(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c config) {
-	ctx := context.Background()
+	ctx := Context(t)
 	_, dA := setup(t, newDriver)
 	_, dB := setup(t, newDriver)
 	imgA, imgB := hostImage(t, img, t.TempDir()), hostImage(t, img, t.TempDir())
@@ -321,7 +325,7 @@ func testLiveMigrateFail(t *testing.T, newDriver NewDriver, img hypervisor.Local
 // instance looks while it waits.
 func prepareIncoming(t *testing.T, d hypervisor.Driver, spec hypervisor.InstanceSpec) hypervisor.MigrationEndpoint {
 	t.Helper()
-	ctx := context.Background()
+	ctx := Context(t)
 	ep, err := d.PrepareIncoming(ctx, spec, migrateListen)
 	if err != nil {
 		t.Fatalf("PrepareIncoming: %v", err)

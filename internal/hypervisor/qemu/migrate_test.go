@@ -138,7 +138,7 @@ func TestPrepareIncoming(t *testing.T) {
 	requireHost(t)
 	img := localImage(guesttest.Image(t))
 	_, dirB, _, dB := hostPair(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("prep-1", img)
 
 	// A fixed port: memory on it, the disk on the next.
@@ -251,7 +251,7 @@ func TestLiveMigration(t *testing.T) {
 	requireHost(t)
 	img := localImage(guesttest.Image(t))
 	dirA, _, dA, dB := hostPair(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("mig-tick", img)
 	spec.Context = &model.Context{UserData: tickScript}
 	if _, err := dA.Start(ctx, spec); err != nil {
@@ -365,7 +365,7 @@ func TestMigrateRecover(t *testing.T) {
 	requireHost(t)
 	img := localImage(guesttest.Image(t))
 	dirA, _, dA, dB := hostPair(t)
-	ctx := context.Background()
+	ctx := hypervisortest.Context(t)
 	spec := hypervisortest.Spec("mig-recover", img)
 	if _, err := dA.Start(ctx, spec); err != nil {
 		t.Fatal(err)
@@ -459,5 +459,25 @@ func TestMigrateRecover(t *testing.T) {
 	hypervisortest.WaitGuest(t, dB, spec.ID)
 	if got := strings.TrimSpace(execOut(t, dB, spec.ID, "cat", "/root/mig-probe")); got != "still-here" {
 		t.Errorf("the destination's disk has %q, want %q", got, "still-here")
+	}
+}
+
+// TestMigrateMode: a mode asked for is kept; without one a guest under
+// KVM migrates live and one under TCG paused.
+func TestMigrateMode(t *testing.T) {
+	for _, tt := range []struct {
+		mode  hypervisor.MigrateMode
+		accel string
+		want  hypervisor.MigrateMode
+	}{
+		{"", AccelKVM, hypervisor.MigrateLive},
+		{"", AccelTCG, hypervisor.MigratePaused},
+		{"", "", hypervisor.MigratePaused},
+		{hypervisor.MigrateLive, AccelTCG, hypervisor.MigrateLive},
+		{hypervisor.MigratePaused, AccelKVM, hypervisor.MigratePaused},
+	} {
+		if got := migrateMode(tt.mode, tt.accel); got != tt.want {
+			t.Errorf("migrateMode(%q, %q) = %q, want %q", tt.mode, tt.accel, got, tt.want)
+		}
 	}
 }
