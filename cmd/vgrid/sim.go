@@ -32,7 +32,7 @@ func newSimCmd() *cobra.Command {
 		hosts, injectVM                                                              int
 		hostCPUs                                                                     float64
 		suspend, keepCancelled, gantt, migrate, gaps, runAsReq                       bool
-		gapMinRun, bootTime                                                          time.Duration
+		gapMinRun, bootTime, minRun                                                  time.Duration
 		depth                                                                        int
 		suspendRate, resumeRate, stageRate, migrateRate                              string
 		gf                                                                           gridFileFlags
@@ -122,6 +122,10 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 			if gapMinRun < 0 {
 				return fmt.Errorf("--gap-min-run %s: want 0 (the default, %s) or more", gapMinRun, calendar.DefaultGapMinRun)
 			}
+			if minRun < 0 {
+				return fmt.Errorf("--min-run %s: want 0 (no minimum, the default) or more", minRun)
+			}
+			cfg.Policy.MinRun = minRun
 			if depth < 0 {
 				return fmt.Errorf("--depth %d: want 0 (every waiting lease under conservative backfilling) or more", depth)
 			}
@@ -205,6 +209,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 	f.BoolVar(&suspend, "suspend", true, "preempt best-effort leases by suspending them (false: requeue them)")
 	f.BoolVar(&gaps, "gaps", true, "start a best-effort lease in a gap shorter than its run, suspended in time for what needs the room (needs --suspend)")
 	f.DurationVar(&gapMinRun, "gap-min-run", 0, "the least run a gap must give a best-effort lease (0: 5m)")
+	f.DurationVar(&minRun, "min-run", 0, "the least a lease runs, from its start or resume, before it may be preempted (0: no minimum)")
 	f.IntVar(&depth, "depth", 0, "how many waiting leases get a backfill reservation under conservative backfilling (0: all)")
 	f.DurationVar(&bootTime, "boot-time", 0, "time a host takes to boot a lease's guests, before its run (0: instantaneous)")
 	f.StringVar(&backfill, "backfill", "aggressive", "none, conservative or aggressive (EASY)")

@@ -412,7 +412,12 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 	}
 	hosts, vs, ok := c.preemptFor(l, from, to, t)
 	if !ok {
-		return Admission{}, c.capacityRefusal(l, from, S, to, S-from, c.unsuspendable(l, from, to, t))
+		late, fresh := c.unsuspendable(l, from, to, t)
+		r := c.capacityRefusal(l, from, S, to, S-from, late)
+		if len(fresh) > 0 {
+			r.TooFresh, r.MinRun = fresh, c.pol.MinRun
+		}
+		return Admission{}, r
 	}
 	c.commit(l, hosts, from, S, to, pre, boot, false)
 	c.applyVictims(l, vs, t)

@@ -236,6 +236,9 @@ func (p Policy) validate() error {
 	default:
 		return fmt.Errorf("policy: unknown backfill %q (want none, conservative or aggressive): %w", p.Backfill, ErrInvalid)
 	}
+	if p.MinRun < 0 {
+		return fmt.Errorf("policy: negative minimum run before preemption %s: %w", p.MinRun, ErrInvalid)
+	}
 	if p.GapMinRun < 0 {
 		return fmt.Errorf("policy: negative gap minimum run %s: %w", p.GapMinRun, ErrInvalid)
 	}

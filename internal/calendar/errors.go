@@ -77,6 +77,10 @@ type Refusal struct {
 	// Unsuspendable names preemptible leases that could not be suspended
 	// in time to make room.
 	Unsuspendable []string
+	// TooFresh names preemptible leases that would not have run
+	// Policy.MinRun (given in MinRun) by the time room was needed.
+	TooFresh []string
+	MinRun   time.Duration
 	// EarliestFit is the earliest start at which the lease would fit as
 	// things stand (zero: never, or not known).
 	EarliestFit time.Time
@@ -176,6 +180,9 @@ func (r *Refusal) Error() string {
 	}
 	if len(r.Unsuspendable) > 0 {
 		fmt.Fprintf(&b, "; too late to suspend %s", strings.Join(r.Unsuspendable, ", "))
+	}
+	if len(r.TooFresh) > 0 {
+		fmt.Fprintf(&b, "; not preempted before they have run %s: %s", r.MinRun, strings.Join(r.TooFresh, ", "))
 	}
 	switch {
 	case r.Reason == ReasonTooLarge && len(r.Volumes) > 0:

@@ -33,11 +33,17 @@ func (c *Calendar) canPreempt(l *lease, rel, now int64) (victim, bool) {
 		return victim{}, false
 	}
 	if !c.pol.Suspend || l.Preempt == PreemptRequeue || l.T >= rel {
+		if c.tooFresh(l, rel) {
+			return victim{}, false
+		}
 		return victim{l: l, kind: ActRequeue, at: max(rel, l.holdFrom), rel: max(rel, l.holdFrom)}, true
 	}
 	x := rel - suspendTime(l)
 	if x < now {
 		return victim{}, false // too late to suspend it
+	}
+	if c.tooFresh(l, x) {
+		return victim{}, false
 	}
 	if x < l.T {
 		return victim{l: l, kind: ActRequeue, at: rel, rel: rel}, true
@@ -45,11 +51,19 @@ func (c *Calendar) canPreempt(l *lease, rel, now int64) (victim, bool) {
 	return victim{l: l, kind: ActSuspend, at: x, rel: rel}, true
 }
 
+// tooFresh says whether l, displaced from at, would not have run
+// Policy.MinRun by then since its run (re)started. A lease whose run has
+// not begun by then loses no run.
+func (c *Calendar) tooFresh(l *lease, at int64) bool {
+	mr := int64(c.pol.MinRun)
+	return mr > 0 && l.T < at && at-l.T < mr
+}
+
 // unsuspendable lists preemptible leases in the way that cannot be
-// suspended in time, for refusals.
-func (c *Calendar) unsuspendable(l *lease, from, to, now int64) []string {
+// suspended in time, for refusals: too late, or (fresh) not yet run
+// Policy.MinRun by from.
+func (c *Calendar) unsuspendable(l *lease, from, to, now int64) (out, fresh []string) {
 	seen := map[string]bool{}
-	var out []string
 	for gi := range l.groups {
 		for _, h := range c.eligible(&l.groups[gi]) {
 			for _, a := range h.allocs {
@@ -57,14 +71,19 @@ func (c *Calendar) unsuspendable(l *lease, from, to, now int64) []string {
 				if a.from < to && a.to > from && !seen[v.ID] && v.Kind == BestEffort && v.Preempt != PreemptNever && !(v.fate == fateSuspend && v.suspendSent) && len(v.moves) == 0 {
 					seen[v.ID] = true
 					if _, ok := c.canPreempt(v, from, now); !ok {
-						out = append(out, v.ID)
+						if c.tooFresh(v, from) {
+							fresh = append(fresh, v.ID)
+						} else {
+							out = append(out, v.ID)
+						}
 					}
 				}
 			}
 		}
 	}
 	sort.Strings(out)
-	return out
+	sort.Strings(fresh)
+	return out, fresh
 }
 
 // preemptFor places l over [from, to) by displacing best-effort leases that

@@ -208,6 +208,11 @@ type Policy struct {
 	Gaps bool
 	// GapMinRun is the least run a gap must give (0: DefaultGapMinRun).
 	GapMinRun time.Duration
+	// MinRun is the least a running lease runs, from its start or
+	// resume, before it may be displaced (suspended, requeued or migrated)
+	// for another lease: a lease preempted sooner would have paid its
+	// start or resume for little run. 0: no minimum.
+	MinRun time.Duration
 	// ResumeInPlace keeps a suspended lease on the hosts that hold its
 	// saved memory (and its disks) until it resumes there: for a caller
 	// that cannot move them.

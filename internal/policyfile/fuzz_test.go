@@ -151,6 +151,9 @@ func document(p *calendar.Policy) ordered {
 	if p.GapMinRun != 0 {
 		doc = append(doc, item{"gap_min_run", p.GapMinRun.String()})
 	}
+	if p.MinRun != 0 {
+		doc = append(doc, item{"min_run", p.MinRun.String()})
+	}
 	if fs := p.FairShare; fs != nil {
 		m := ordered{}
 		if fs.HalfLife != 0 {

@@ -21,6 +21,7 @@ import (
 //	migrate: true               # live-migrate best effort elsewhere before displacing it (default true)
 //	gaps: true                  # start best effort in gaps shorter than its run, suspended in time (default true)
 //	gap_min_run: 5m             # the least run a gap must give (default 5m)
+//	min_run: 10m                # the least a lease runs before it may be preempted (default 0: none)
 //	fair_share:
 //	  half_life: 24h
 //	  basis: used               # or reserved (the default)
@@ -118,7 +119,7 @@ func Parse(data []byte) (*calendar.Policy, error) {
 const maxCores = 1e12
 
 func apply(p *calendar.Policy, doc node) error {
-	if err := only(doc, "", "backfill", "placement", "suspend", "migrate", "gaps", "gap_min_run", "fair_share", "quotas", "overcommit"); err != nil {
+	if err := only(doc, "", "backfill", "placement", "suspend", "migrate", "gaps", "gap_min_run", "min_run", "fair_share", "quotas", "overcommit"); err != nil {
 		return err
 	}
 	if s, ok, err := str(doc.get("backfill"), "backfill"); err != nil {
@@ -158,17 +159,22 @@ func apply(p *calendar.Policy, doc node) error {
 			*f.dst = b
 		}
 	}
-	if s, ok, err := str(doc.get("gap_min_run"), "gap_min_run"); err != nil {
-		return err
-	} else if ok && s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return fieldErr("gap_min_run", "%v", err)
+	for _, f := range []struct {
+		name, def string
+		dst       *time.Duration
+	}{{"gap_min_run", calendar.DefaultGapMinRun.String(), &p.GapMinRun}, {"min_run", "none", &p.MinRun}} {
+		if s, ok, err := str(doc.get(f.name), f.name); err != nil {
+			return err
+		} else if ok && s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return fieldErr(f.name, "%v", err)
+			}
+			if d < 0 {
+				return fieldErr(f.name, "%s is negative, want 0 (the default, %s) or more", s, f.def)
+			}
+			*f.dst = d
 		}
-		if d < 0 {
-			return fieldErr("gap_min_run", "%s is negative, want 0 (the default, %s) or more", s, calendar.DefaultGapMinRun)
-		}
-		p.GapMinRun = d
 	}
 	if err := fairShare(p, doc.get("fair_share")); err != nil {
 		return err

@@ -21,6 +21,7 @@ suspend: false
 migrate: true
 gaps: false
 gap_min_run: 10m
+min_run: 15m
 fair_share: {half_life: 24h, weights: {physics: 2}}
 quotas:
   biology: {cpu: 4, memory: 8Gi, workspaces: 3, core_hours: 100}
@@ -29,7 +30,7 @@ overcommit: {cpu: 4, memory: 1}
 
 func checkFull(t *testing.T, p *calendar.Policy) {
 	t.Helper()
-	if p.Backfill != calendar.BackfillConservative || p.Placement != calendar.Spread || p.Suspend || !p.Migrate || p.Gaps || p.GapMinRun != 10*time.Minute {
+	if p.Backfill != calendar.BackfillConservative || p.Placement != calendar.Spread || p.Suspend || !p.Migrate || p.Gaps || p.GapMinRun != 10*time.Minute || p.MinRun != 15*time.Minute {
 		t.Errorf("got %+v", p)
 	}
 	if p.FairShare == nil || p.FairShare.HalfLife != 24*time.Hour || p.FairShare.Weights["physics"] != 2 {
@@ -52,7 +53,7 @@ func TestParse(t *testing.T) {
 
 	// The same in JSON, and in UTF-16 with a byte order mark.
 	p, err = Parse([]byte(`{"backfill": "conservative", "placement": "spread", "suspend": false, "migrate": true,
-		"gaps": false, "gap_min_run": "10m", "fair_share": {"half_life": "24h", "weights": {"physics": 2}},
+		"gaps": false, "gap_min_run": "10m", "min_run": "15m", "fair_share": {"half_life": "24h", "weights": {"physics": 2}},
 		"quotas": {"biology": {"cpu": 4, "memory": "8Gi", "workspaces": 3, "core_hours": 100}},
 		"overcommit": {"cpu": 4, "memory": 1}}`))
 	if err != nil {
@@ -146,10 +147,11 @@ func TestParseErrors(t *testing.T) {
 		{"placement: best\n", "placement", `placement: unknown placement "best"`, 0},
 		{"suspend: maybe\n", "suspend", `suspend: want true or false, got "maybe"`, 0},
 		{"migrate: 1\n", "migrate", `migrate: want true or false, got 1`, 0},
-		{"colour: red\n", "colour", "colour: unknown field (want backfill, placement, suspend, migrate, gaps, gap_min_run, fair_share, quotas or overcommit)", 0},
+		{"colour: red\n", "colour", "colour: unknown field (want backfill, placement, suspend, migrate, gaps, gap_min_run, min_run, fair_share, quotas or overcommit)", 0},
 		{"gaps: often\n", "gaps", `gaps: want true or false, got "often"`, 0},
 		{"gap_min_run: -5m\n", "gap_min_run", "gap_min_run: -5m is negative, want 0 (the default, 5m0s) or more", 0},
 		{"gap_min_run: soon\n", "gap_min_run", `gap_min_run: time: invalid duration "soon"`, 0},
+		{"min_run: -1m\n", "min_run", "min_run: -1m is negative, want 0 (the default, none) or more", 0},
 		{"1: red\n", "1", "1: unknown field", 0},
 		{"a.b: red\n", `["a.b"]`, `["a.b"]: unknown field`, 0},
 		{"quotas: {a: {memory: 1Zi}}\n", "quotas.a.memory", `quotas.a.memory: unknown unit "Zi"`, 0},
