@@ -104,6 +104,9 @@ type alloc struct {
 	h        *host
 	v        vec
 	from, to int64
+	// booked: the slots of the lease's booked resume (booked.go), not of
+	// its current hold.
+	booked bool
 }
 
 // seg is one hold, kept for the Gantt chart: the slots are held over
@@ -165,6 +168,9 @@ type lease struct {
 	// moves are the members moving to another host (migrate.go); the
 	// hold's allocs are then the ones desiredAllocs lists.
 	moves []*move
+	// next is a deadline lease's booked resume, after the suspension its
+	// current hold ends in (booked.go).
+	next *booked
 
 	// Waiting.
 	queued bool

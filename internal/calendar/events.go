@@ -258,8 +258,16 @@ func (c *Calendar) handle(e event, at int64) {
 		l.suspensions++
 		l.st = StateSuspended
 		l.reason = l.cause
+		nx := l.next
+		l.next = nil // not dropped with the hold
 		c.unhold(l)
-		c.enqueue(l)
+		if nx != nil {
+			// A deadline lease resumes where its resume was booked.
+			l.next = nx
+			c.takeBooked(l)
+		} else {
+			c.enqueue(l)
+		}
 	case evRequeue:
 		c.emit(at, ActRequeue, l, l.cause)
 		c.endHold(l, at)

@@ -70,6 +70,10 @@ func (c *Calendar) extendBy(id string, now time.Time, by func(*lease, int64) (in
 	case StateDone, StateCancelled, StateRefused, StateFailed:
 		return c.take(), fmt.Errorf("extend lease %s: it is %s: %w", id, l.st, ErrFinished)
 	}
+	if b := l.next; b != nil {
+		return c.take(), fmt.Errorf("extend lease %s: it is to be suspended at %s for a reservation and its resume is booked from %s: extend it once it has resumed: %w",
+			id, fmtT(tm(l.runTo)), fmtT(tm(b.T)), ErrInvalid)
+	}
 	d, err := by(l, t)
 	if err == nil {
 		var r *Refusal

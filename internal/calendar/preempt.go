@@ -316,8 +316,10 @@ func (c *Calendar) displace(x victim, cause string) {
 	c.schedule(v)
 }
 
-// unhold forgets a hold that ended (or never began).
+// unhold forgets a hold that ended (or never began), and a resume booked
+// after it.
 func (c *Calendar) unhold(l *lease) {
+	c.dropBooked(l)
 	c.mark(l)
 	l.held = false
 	l.allocs = nil

@@ -170,6 +170,10 @@ func (c *Calendar) record(l *lease) model.LeaseRecord {
 			Moves: movesRecord(l),
 		}
 	}
+	if b := l.next; b != nil {
+		r.Next = &model.LeaseHold{Hosts: names(b.hosts), From: tm(b.from), Start: tm(b.T), RunEnd: tm(b.to), To: tm(b.to),
+			Pre: model.Duration(b.pre), Resume: true}
+	}
 	for _, s := range l.segs {
 		r.Segments = append(r.Segments, model.LeaseSegment{Host: s.h.Name, From: tm(s.from),
 			OverheadFrom: tm(s.ovFrom), RunFrom: tm(s.runFrom), RunTo: tm(s.runTo), To: tm(s.to), Continued: s.cont})
@@ -339,6 +343,20 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 			l.holding = true
 		}
 		c.schedule(l)
+	}
+	if n := r.Next; n != nil {
+		if r.Hold == nil || r.Hold.Fate != "suspend" || l.Kind != Deadline {
+			return fmt.Errorf("a booked resume without a hold that ends in a suspension: %w", ErrInvalid)
+		}
+		hosts, err := c.hostsNamed(n.Hosts)
+		if err != nil {
+			return err
+		}
+		from, T, to := tick(n.From), tick(n.Start), tick(n.To)
+		if len(hosts) != len(l.Members) || !(from <= T && T <= to && T-from == int64(n.Pre) && from >= l.to) {
+			return fmt.Errorf("booked resume [%s, %s) on %d hosts out of order: %w", fmtT(n.From), fmtT(n.To), len(hosts), ErrInvalid)
+		}
+		c.addBooked(l, &booked{hosts: hosts, from: from, T: T, to: to, pre: int64(n.Pre)})
 	}
 	if r.Queued {
 		c.enqueue(l)

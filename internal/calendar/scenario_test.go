@@ -419,6 +419,14 @@ func (e *scenarioEnv) do(line string) []string {
 			out = append(out, fmt.Sprintf("  move %s to %s-%s on %s (was %s-%s)", m.Lease, rel(m.Start), rel(m.End),
 				strings.Join(m.Hosts, ","), rel(m.FromStart), rel(m.FromEnd)))
 		}
+		for _, m := range adm.Resumes {
+			was := "runs %s-%s before"
+			if m.Rebooked {
+				was = "was booked %s-%s"
+			}
+			out = append(out, fmt.Sprintf("  resume %s booked %s-%s on %s ("+was+")", m.Lease, rel(m.Start), rel(m.End),
+				strings.Join(m.Hosts, ","), rel(m.FromStart), rel(m.FromEnd)))
+		}
 		return out
 	case "advance":
 		return fmtActions(e.calendar().Advance(e.at(a["to"])))

@@ -345,6 +345,10 @@ type Admission struct {
 	// Moved lists the admitted deadline leases that were moved to make
 	// room (shift.go), each still ending by its deadline.
 	Moved []Moved
+	// Resumes lists the running deadline leases suspended to make room
+	// (in Victims) and whose resume was booked (booked.go): Start and End
+	// bound the rest of the run, FromStart and FromEnd the run before.
+	Resumes []Moved
 }
 
 // LeaseView is a lease's state as the calendar knows it.

@@ -146,6 +146,10 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 		ctl.log.Info("lease admission moves a deadline lease", "lease", ws.Status.Lease, "moved", m.Lease,
 			"from", m.FromStart, "to", m.Start, "hosts", m.Hosts)
 	}
+	for _, m := range adm.Resumes {
+		ctl.log.Info("lease admission suspends a deadline lease and books its resume", "lease", ws.Status.Lease, "suspended", m.Lease,
+			"resume", m.Start, "end", m.End, "hosts", m.Hosts)
+	}
 	ctl.log.Info("workspace created", "project", project, "workspace", sp.Name, "id", ws.ID, "node", ws.Status.Node, "state", ws.Status.State)
 	ctl.wake()
 	return ws, nil

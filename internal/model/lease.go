@@ -157,6 +157,9 @@ type LeaseRecord struct {
 	// begins (or when it is next started).
 	Remaining Duration   `json:"remaining"`
 	Hold      *LeaseHold `json:"hold,omitempty"`
+	// Next is a deadline lease's booked resume, after the suspension its
+	// hold ends in (Resume set; RunEnd equals To).
+	Next *LeaseHold `json:"next,omitempty"`
 	// Queued says it waits in the queue.
 	Queued bool `json:"queued,omitempty"`
 	// SavedOn is where a suspended lease's memory is (member i's on

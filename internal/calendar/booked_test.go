@@ -1,0 +1,54 @@
+package calendar
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"vgrid/internal/model"
+)
+
+// TestBookedResumeRestored: a deadline lease suspended for a reservation,
+// its resume booked, is the same after Snapshot and Restore (the booked
+// slots taken, the record equal), and both calendars then do the same.
+func TestBookedResumeRestored(t *testing.T) {
+	hosts := []Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 4000, Memory: 8 * model.GiB},
+		SuspendRate: int64(model.GiB), ResumeRate: int64(model.GiB)}}
+	c, err := New(hosts, DefaultPolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	dl := Lease{ID: "dl1", Project: "a", Kind: Deadline, Deadline: t0.Add(5 * time.Hour), Duration: 2 * time.Hour,
+		Members: []Request{member(4, 4*model.GiB)}}
+	if _, err := c.Submit(dl, t0); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(t0)
+	ar := Lease{ID: "ar1", Project: "b", Kind: Reservation, Start: t0.Add(time.Hour), Duration: 30 * time.Minute,
+		Members: []Request{member(4, 4*model.GiB)}}
+	adm, err := c.Submit(ar, t0.Add(10*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(adm.Resumes) != 1 || adm.Resumes[0].Lease != "dl1" || len(adm.Victims) != 1 || adm.Victims[0].Kind != ActSuspend {
+		t.Fatalf("admission %+v: want dl1 suspended and its resume booked", adm)
+	}
+	rec, _ := c.Record("dl1")
+	if rec.Next == nil || !rec.Next.Resume || rec.Next.From.Before(rec.Hold.To) || !rec.Next.From.Equal(t0.Add(90*time.Minute)) {
+		t.Fatalf("record %+v: want a booked resume from ar1's end, after the hold's end %s", rec.Next, rec.Hold.To)
+	}
+	r := restoreCheck(t, c, 0, 0)
+	if got, _ := r.Record("dl1"); !reflect.DeepEqual(got, rec) {
+		t.Fatalf("restored record\n%+v\nwant\n%+v", got, rec)
+	}
+	end := t0.Add(6 * time.Hour)
+	a, b := c.Advance(end), r.Advance(end)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatalf("after the restore:\n%v\nwant\n%v", b, a)
+	}
+	v, _ := r.Get("dl1")
+	if v.State != StateDone || v.End.After(dl.Deadline) {
+		t.Fatalf("dl1 %+v: want done by %s", v, dl.Deadline)
+	}
+}
