@@ -55,8 +55,10 @@ func (c *Calendar) Submit(in Lease, now time.Time) (_ Admission, err error) {
 		adm, r = c.admitDeadline(l, t)
 	}
 	if r != nil && (l.Kind == Reservation || l.Kind == Deadline) && (r.Reason == ReasonCapacity || r.Reason == ReasonDeadline) {
-		if a, ok := c.admitShifting(l, t); ok {
+		if a, ok, tried := c.admitShifting(l, t); ok {
 			adm, r = a, nil
+		} else if len(tried) > 0 {
+			r.Deadlines = tried
 		}
 	}
 	if r != nil {

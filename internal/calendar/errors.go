@@ -81,6 +81,9 @@ type Refusal struct {
 	// Policy.MinRun (given in MinRun) by the time room was needed.
 	TooFresh []string
 	MinRun   time.Duration
+	// Deadlines names the deadline leases in the way that could not be
+	// moved, suspended or booked again so that every deadline holds.
+	Deadlines []string
 	// EarliestFit is the earliest start at which the lease would fit as
 	// things stand (zero: never, or not known).
 	EarliestFit time.Time
@@ -180,6 +183,9 @@ func (r *Refusal) Error() string {
 	}
 	if len(r.Unsuspendable) > 0 {
 		fmt.Fprintf(&b, "; too late to suspend %s", strings.Join(r.Unsuspendable, ", "))
+	}
+	if len(r.Deadlines) > 0 {
+		fmt.Fprintf(&b, "; the deadline leases in the way (%s) cannot make room and still end by their deadlines", strings.Join(r.Deadlines, ", "))
 	}
 	if len(r.TooFresh) > 0 {
 		fmt.Fprintf(&b, "; not preempted before they have run %s: %s", r.MinRun, strings.Join(r.TooFresh, ", "))

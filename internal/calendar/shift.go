@@ -114,23 +114,27 @@ func ids(vs []*lease) []string {
 // admitShifting tries to admit l, refused as things stand, by moving
 // deadline leases in its way, and failing that (for a reservation) by also
 // suspending running ones and booking their resumes. ok is false, and
-// nothing changed, when no arrangement meets every deadline.
-func (c *Calendar) admitShifting(l *lease, t int64) (Admission, bool) {
+// nothing changed, when no arrangement meets every deadline; tried then
+// names the deadline leases that were tried, in ID order.
+func (c *Calendar) admitShifting(l *lease, t int64) (adm Admission, ok bool, tried []string) {
 	from, to := c.window(l, t)
 	set := shiftSet{moved: ids(c.movable(l, from, to, t))}
 	if adm, ok := c.tryShift(l, set, t); ok {
-		return adm, true
+		return adm, true, nil
 	}
-	if l.Kind != Reservation {
-		return Admission{}, false
+	tried = set.moved
+	if l.Kind == Reservation {
+		running, rebook := c.inWay(l, c.slotsFrom(l), to, t)
+		if len(running)+len(rebook) > 0 {
+			set.suspend, set.rebook = ids(running), ids(rebook)
+			if adm, ok := c.tryShift(l, set, t); ok {
+				return adm, true, nil
+			}
+			tried = append(append(tried, set.suspend...), set.rebook...)
+		}
 	}
-	rel := c.slotsFrom(l)
-	running, rebook := c.inWay(l, rel, to, t)
-	if len(running)+len(rebook) == 0 {
-		return Admission{}, false
-	}
-	set.suspend, set.rebook = ids(running), ids(rebook)
-	return c.tryShift(l, set, t)
+	sort.Strings(tried)
+	return Admission{}, false, slices.Compact(tried)
 }
 
 // slotsFrom is where a reservation's slots begin.

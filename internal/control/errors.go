@@ -88,6 +88,7 @@ func refused(rf *calendar.Refusal, project string) *RefusalError {
 	r.Blocking = mask(rf.Blocking)
 	r.Unsuspendable = mask(rf.Unsuspendable)
 	r.TooFresh = mask(rf.TooFresh)
+	r.Deadlines = mask(rf.Deadlines)
 	// Longest IDs first, so that one ID that begins another is not half
 	// replaced.
 	sort.Slice(hidden, func(i, j int) bool { return len(hidden[i]) > len(hidden[j]) })
