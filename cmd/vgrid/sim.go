@@ -31,10 +31,10 @@ func newSimCmd() *cobra.Command {
 		tracePath, inject, backfill, placement, output, plotDir, hostMem, leasesFile string
 		hosts, injectVM                                                              int
 		hostCPUs                                                                     float64
-		suspend, keepCancelled, gantt, migrate, gaps, runAsReq                       bool
+		suspend, keepCancelled, gantt, migrate, gaps, runAsReq, multicast            bool
 		gapMinRun, bootTime, minRun                                                  time.Duration
 		depth                                                                        int
-		suspendRate, resumeRate, stageRate, migrateRate                              string
+		suspendRate, resumeRate, stageRate, migrateRate, linkBW                      string
 		gf                                                                           gridFileFlags
 		gridAt                                                                       time.Duration
 	)
@@ -122,6 +122,20 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 			if gapMinRun < 0 {
 				return fmt.Errorf("--gap-min-run %s: want 0 (the default, %s) or more", gapMinRun, calendar.DefaultGapMinRun)
 			}
+			if linkBW != "" {
+				b, err := model.ParseByteSize(linkBW)
+				if err != nil {
+					return fmt.Errorf("--link-bandwidth: %w", err)
+				}
+				if b < 0 {
+					return fmt.Errorf("--link-bandwidth: %s is negative", linkBW)
+				}
+				cfg.Policy.Link.Bandwidth = int64(b)
+			}
+			if multicast && cfg.Policy.Link.Bandwidth == 0 {
+				return fmt.Errorf("--multicast needs --link-bandwidth (the shared link it sends over)")
+			}
+			cfg.Policy.Link.Multicast = multicast
 			if minRun < 0 {
 				return fmt.Errorf("--min-run %s: want 0 (no minimum, the default) or more", minRun)
 			}
@@ -209,6 +223,8 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 	f.BoolVar(&suspend, "suspend", true, "preempt best-effort leases by suspending them (false: requeue them)")
 	f.BoolVar(&gaps, "gaps", true, "start a best-effort lease in a gap shorter than its run, suspended in time for what needs the room (needs --suspend)")
 	f.DurationVar(&gapMinRun, "gap-min-run", 0, "the least run a gap must give a best-effort lease (0: 5m)")
+	f.StringVar(&linkBW, "link-bandwidth", "", "bytes/s of the shared link reservations' images come over from the repository, one transfer at a time (e.g. 100Mi; default: none, each host stages at --stage-rate)")
+	f.BoolVar(&multicast, "multicast", false, "with --link-bandwidth: one transfer of an image serves every host of a lease")
 	f.DurationVar(&minRun, "min-run", 0, "the least a lease runs, from its start or resume, before it may be preempted (0: no minimum)")
 	f.IntVar(&depth, "depth", 0, "how many waiting leases get a backfill reservation under conservative backfilling (0: all)")
 	f.DurationVar(&bootTime, "boot-time", 0, "time a host takes to boot a lease's guests, before its run (0: instantaneous)")

@@ -13,6 +13,9 @@ import (
 // calls (the server holds one lock, the simulator is single-threaded).
 type Calendar struct {
 	pol Policy
+	// xfers are the image transfers booked on the shared link (link.go),
+	// by start, past ones included (the images they left in caches).
+	xfers []*transfer
 
 	hosts  []*host          // by id, including removed ones
 	byName map[string]*host // live hosts
@@ -171,6 +174,8 @@ type lease struct {
 	// next is a deadline lease's booked resume, after the suspension its
 	// current hold ends in (booked.go).
 	next *booked
+	// xfers are the link transfers its image comes by (link.go).
+	xfers []*transfer
 
 	// Waiting.
 	queued bool
@@ -241,6 +246,9 @@ func (p Policy) validate() error {
 	case "", BackfillAggressive, BackfillConservative, BackfillNone:
 	default:
 		return fmt.Errorf("policy: unknown backfill %q (want none, conservative or aggressive): %w", p.Backfill, ErrInvalid)
+	}
+	if p.Link.Bandwidth < 0 {
+		return fmt.Errorf("policy: negative link bandwidth %d: %w", p.Link.Bandwidth, ErrInvalid)
 	}
 	if p.MinRun < 0 {
 		return fmt.Errorf("policy: negative minimum run before preemption %s: %w", p.MinRun, ErrInvalid)

@@ -400,6 +400,18 @@ func (c *Calendar) stageTime(l *lease) int64 {
 	if l.Image.Size <= 0 {
 		return 0
 	}
+	if c.linkFor(l) {
+		// One transfer on the shared link at least, unless every
+		// eligible host has the image (link.go books the real ones).
+		for gi := range l.groups {
+			for _, h := range c.eligible(&l.groups[gi]) {
+				if !slices.Contains(h.Images, l.Image.Name) {
+					return xfer(int64(l.Image.Size), c.pol.Link.Bandwidth)
+				}
+			}
+		}
+		return 0
+	}
 	var worst int64
 	for gi := range l.groups {
 		if !c.eligAgg(&l.groups[gi]).stages {

@@ -320,6 +320,7 @@ func (c *Calendar) displace(x victim, cause string) {
 // after it.
 func (c *Calendar) unhold(l *lease) {
 	c.dropBooked(l)
+	c.dropLink(l)
 	c.mark(l)
 	l.held = false
 	l.allocs = nil

@@ -240,6 +240,10 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 		pol.Overcommit = Overcommit{CPU: 1.5}
 	}
 	pol.Migrate = mrng.Intn(3) != 0
+	if seed%4 == 1 {
+		// Reservations' images over a shared link (link.go).
+		pol.Link = Link{Bandwidth: int64(model.MiB) * int64(5+mrng.Intn(50)), Multicast: mrng.Intn(2) == 0}
+	}
 	if o.fifo {
 		pol.FairShare, pol.Quotas = nil, nil
 		if pol.Backfill == BackfillConservative && pol.Depth == 0 {

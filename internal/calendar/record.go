@@ -31,6 +31,9 @@ type Snapshot struct {
 	Removed  []string
 	Leases   []model.LeaseRecord
 	Projects []model.ProjectUsage
+	// Transfers are the image transfers on the shared link, past ones
+	// included (link.go).
+	Transfers []model.ImageTransfer `json:",omitempty"`
 }
 
 // mark records that l's durable state changed.
@@ -110,6 +113,9 @@ func (c *Calendar) Removed() []string {
 // over too: they draw the chart's past), every project, and the clock.
 func (c *Calendar) Snapshot() Snapshot {
 	s := Snapshot{Now: c.Now(), Pass: c.needPass, Removed: c.Removed()}
+	for _, x := range c.xfers {
+		s.Transfers = append(s.Transfers, x.record())
+	}
 	for _, l := range c.sortedLeases() {
 		s.Leases = append(s.Leases, c.record(l))
 	}
@@ -170,6 +176,9 @@ func (c *Calendar) record(l *lease) model.LeaseRecord {
 			Moves: movesRecord(l),
 		}
 	}
+	for _, x := range l.xfers {
+		r.Transfers = append(r.Transfers, x.record())
+	}
 	if b := l.next; b != nil {
 		r.Next = &model.LeaseHold{Hosts: names(b.hosts), From: tm(b.from), Start: tm(b.T), RunEnd: tm(b.to), To: tm(b.to),
 			Pre: model.Duration(b.pre), Resume: true}
@@ -214,6 +223,11 @@ func Restore(hosts []Host, p Policy, s Snapshot) (*Calendar, error) {
 	for _, u := range s.Projects {
 		pr := c.project(u.Project)
 		pr.usage, pr.at, pr.charged = u.DecayedCoreSeconds, tickz(u.At), u.ChargedCoreSeconds
+	}
+	for _, tr := range s.Transfers {
+		if _, err := c.restoreTransfer(tr); err != nil {
+			return nil, err
+		}
 	}
 	recs := append([]model.LeaseRecord(nil), s.Leases...)
 	sort.Slice(recs, func(i, j int) bool { return recs[i].ID < recs[j].ID })
@@ -344,6 +358,14 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 		}
 		c.schedule(l)
 	}
+	for _, tr := range r.Transfers {
+		x, err := c.restoreTransfer(tr)
+		if err != nil {
+			return err
+		}
+		x.users++
+		l.xfers = append(l.xfers, x)
+	}
 	if n := r.Next; n != nil {
 		if r.Hold == nil || r.Hold.Fate != "suspend" || l.Kind != Deadline {
 			return fmt.Errorf("a booked resume without a hold that ends in a suspension: %w", ErrInvalid)
@@ -362,4 +384,29 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 		c.enqueue(l)
 	}
 	return nil
+}
+
+func (x *transfer) record() model.ImageTransfer {
+	return model.ImageTransfer{Image: x.image, Hosts: names(x.hosts), From: tm(x.from), To: tm(x.to)}
+}
+
+// restoreTransfer finds the link's transfer tr, or books it.
+func (c *Calendar) restoreTransfer(tr model.ImageTransfer) (*transfer, error) {
+	hosts, err := c.hostsNamed(tr.Hosts)
+	if err != nil {
+		return nil, err
+	}
+	from, to := tick(tr.From), tick(tr.To)
+	if len(hosts) == 0 || tr.Image == "" || to < from {
+		return nil, fmt.Errorf("image transfer %q to %v over [%s, %s): %w", tr.Image, tr.Hosts, fmtT(tr.From), fmtT(tr.To), ErrInvalid)
+	}
+	for _, x := range c.xfers {
+		if x.image == tr.Image && x.from == from && x.to == to && slices.Equal(names(x.hosts), tr.Hosts) {
+			return x, nil
+		}
+	}
+	x := &transfer{image: tr.Image, hosts: hosts, from: from, to: to}
+	c.xfers = append(c.xfers, x)
+	sort.SliceStable(c.xfers, func(i, j int) bool { return c.xfers[i].from < c.xfers[j].from })
+	return x, nil
 }

@@ -25,7 +25,7 @@ var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 //
 // Commands (times are durations from time zero: 0, 90m, 2h30m):
 //
-//	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false migrate=true|false gaps=true|false gapminrun=5m minrun=30m weights=a:2,b:1 halflife=1h overcommit=cpu:2,memory:1
+//	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false migrate=true|false gaps=true|false gapminrun=5m minrun=30m link=10Mi multicast=true weights=a:2,b:1 halflife=1h overcommit=cpu:2,memory:1
 //	quota project=a cpu=4 mem=8Gi workspaces=2 core-hours=10
 //	hosts n=2 cpu=4 mem=8Gi [disk= bw= labels=gpu:true prefix=h suspend-rate=1Gi resume-rate= stage-rate= migrate-rate= boot=2s]
 //	host-times name= boot= suspend-rate= resume-rate= at=   (SetHostTimes; an omitted value is zero)
@@ -42,6 +42,7 @@ var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 //	resize-target id= member= cpu= mem= at=       (ResizeTarget)
 //	gantt from= to= width=
 //	leases
+//	transfers                 (the image transfers on the shared link: policy link=)
 //	next
 func TestScenarios(t *testing.T) {
 	files, err := filepath.Glob("testdata/scenarios/*.txt")
@@ -262,6 +263,12 @@ func (e *scenarioEnv) do(line string) []string {
 		if v, ok := a["minrun"]; ok {
 			e.pol.MinRun = e.dur(v)
 		}
+		if v, ok := a["link"]; ok {
+			e.pol.Link.Bandwidth = int64(e.size(v))
+		}
+		if v, ok := a["multicast"]; ok {
+			e.pol.Link.Multicast = v == "true"
+		}
 		if v, ok := a["weights"]; ok {
 			if e.pol.FairShare == nil {
 				e.pol.FairShare = &FairShare{}
@@ -481,6 +488,15 @@ func (e *scenarioEnv) do(line string) []string {
 	case "gantt":
 		g := e.calendar().Gantt(e.at(a["from"]), e.at(a["to"]), e.num(a["width"], 48))
 		return strings.Split(strings.TrimRight(g, "\n"), "\n")
+	case "transfers":
+		var out []string
+		for _, x := range e.calendar().Transfers(time.Time{}) {
+			out = append(out, fmt.Sprintf("%s to %s %s-%s used by %d", x.Image, strings.Join(x.Hosts, ","), rel(x.From), rel(x.To), x.Users))
+		}
+		if len(out) == 0 {
+			out = []string{"none"}
+		}
+		return out
 	case "leases":
 		var out []string
 		for _, v := range e.calendar().Leases() {

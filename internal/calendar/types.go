@@ -224,6 +224,9 @@ type Policy struct {
 	// host's capacity of each resource counts as its real capacity times
 	// the ratio. The zero value is no overcommit.
 	Overcommit Overcommit
+	// Link, when its bandwidth is set, sends reservations' images over a
+	// shared link of that bandwidth (link.go).
+	Link Link
 	// Migrate lets an admission that would displace a running best-effort
 	// lease live-migrate it to another host instead (ActMigrate), where
 	// one has room for the rest of its hold and the migration can be done

@@ -160,6 +160,9 @@ type LeaseRecord struct {
 	// Next is a deadline lease's booked resume, after the suspension its
 	// hold ends in (Resume set; RunEnd equals To).
 	Next *LeaseHold `json:"next,omitempty"`
+	// Transfers are the image transfers on the shared link that bring
+	// its image (the simulator's link model).
+	Transfers []ImageTransfer `json:"transfers,omitempty"`
 	// Queued says it waits in the queue.
 	Queued bool `json:"queued,omitempty"`
 	// SavedOn is where a suspended lease's memory is (member i's on
@@ -239,4 +242,13 @@ func (r LeaseRecord) Reserved(now time.Time) (coreSeconds, memByteSeconds float6
 		}
 	}
 	return coreSeconds, memByteSeconds
+}
+
+// ImageTransfer is an image sent from the repository to hosts over a
+// shared link over [From, To).
+type ImageTransfer struct {
+	Image string    `json:"image"`
+	Hosts []string  `json:"hosts"`
+	From  time.Time `json:"from"`
+	To    time.Time `json:"to"`
 }

@@ -1,0 +1,207 @@
+package calendar
+
+// Image transfers on a shared link. With Policy.Link set, the images of
+// reservations go from the image repository to the hosts over one link of
+// the given bandwidth, as transfers booked on it like slots: one at a time
+// (serialised), or, with Multicast, one transfer serving every host of a
+// lease that needs the image. A reservation's transfers are booked when it
+// is admitted, each as late as it can be, ending by the time its guests
+// must boot (the slots are not held meanwhile: the hosts run other leases
+// while the image arrives); when the link has no such room from now, the
+// reservation is refused. A transfer of the same image to the same host
+// that ends in time, booked for another lease or done already, is used
+// again instead (one done already left the image in the host's cache,
+// which this model does not bound). A transfer that
+// has not begun is given back when the last lease using it lets go of it.
+//
+// Leases that stage within their hold (best effort, immediate) and deadline
+// leases still stage at each host's StageRate, not on the link.
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"vgrid/internal/model"
+)
+
+// Link is the image repository's link to the hosts.
+type Link struct {
+	// Bandwidth in bytes/s; 0: no shared link (each host stages at its
+	// own StageRate).
+	Bandwidth int64
+	// Multicast sends one transfer to every host of a lease that needs
+	// the image, instead of one per host.
+	Multicast bool
+}
+
+// transfer is an image going to hosts over the link over [from, to).
+type transfer struct {
+	image    string
+	hosts    []*host
+	from, to int64
+	users    int // leases using it
+}
+
+// linkFor says whether l's image goes over the link.
+func (c *Calendar) linkFor(l *lease) bool {
+	return c.pol.Link.Bandwidth > 0 && l.Kind == Reservation && l.Image.Size > 0
+}
+
+// cachedBy says whether host h has l's image by time by: in its cache
+// from the start, or by a transfer that ends in time.
+func (c *Calendar) cachedBy(l *lease, h *host, by int64) (*transfer, bool) {
+	if slices.Contains(h.Images, l.Image.Name) {
+		return nil, true
+	}
+	for _, x := range c.xfers {
+		if x.image == l.Image.Name && x.to <= by && slices.Contains(x.hosts, h) {
+			return x, true
+		}
+	}
+	return nil, false
+}
+
+// planLink books the transfers of l's image to hosts ending by `by` (when
+// its guests must boot), using again those that exist, as of now. It
+// returns when l's staging begins (by itself when nothing is to be sent)
+// and the transfers l uses, or a refusal; nothing is booked then.
+func (c *Calendar) planLink(l *lease, hosts []*host, by, now int64) (int64, []*transfer, *Refusal) {
+	var use []*transfer
+	var need []*host
+	for _, h := range distinctHosts(hosts) {
+		x, ok := c.cachedBy(l, h, by)
+		switch {
+		case ok && x != nil && x.to > now:
+			// Still to come, or on its way: l waits for it too.
+			if !slices.Contains(use, x) {
+				use = append(use, x)
+			}
+		case !ok:
+			need = append(need, h)
+		}
+	}
+	d := xfer(int64(l.Image.Size), c.pol.Link.Bandwidth)
+	var groups [][]*host
+	if c.pol.Link.Multicast && len(need) > 0 {
+		groups = [][]*host{need}
+	} else {
+		for _, h := range need {
+			groups = append(groups, []*host{h})
+		}
+	}
+	// Each as late as it can be on the link as it stands, the new ones
+	// included (tentatively).
+	var added []*transfer
+	for _, g := range groups {
+		s, ok := c.latestOnLink(d, by, now, added)
+		if !ok {
+			return 0, nil, &Refusal{Lease: l.ID, Reason: ReasonTooSoon, From: tm(by - d), To: tm(by),
+				Detail: fmt.Sprintf("image %s (%s) cannot reach %s over the shared link (%s/s, %v a transfer) by %s: the link is booked%s",
+					l.Image.Name, l.Image.Size, strings.Join(names(g), ","), model.ByteSize(c.pol.Link.Bandwidth), time.Duration(d), fmtT(tm(by)), c.linkBusy(now, by, added))}
+		}
+		added = append(added, &transfer{image: l.Image.Name, hosts: g, from: s, to: s + d})
+	}
+	start := by
+	for _, x := range append(use, added...) {
+		start = min(start, x.from)
+	}
+	return start, append(use, added...), nil
+}
+
+// latestOnLink is the latest start s >= now of a transfer of length d
+// ending by `by` on the link, with extra booked too.
+func (c *Calendar) latestOnLink(d, by, now int64, extra []*transfer) (int64, bool) {
+	busy := make([]*transfer, 0, len(c.xfers)+len(extra))
+	for _, x := range c.xfers {
+		if x.to > now && x.from < by {
+			busy = append(busy, x)
+		}
+	}
+	for _, x := range extra {
+		busy = append(busy, x)
+	}
+	sort.Slice(busy, func(i, j int) bool { return busy[i].from > busy[j].from })
+	end := by
+	for _, x := range busy {
+		if x.to <= end-d {
+			break // the room [end-d, end) is free of this and all earlier ones
+		}
+		if x.from < end {
+			end = x.from
+		}
+	}
+	if s := end - d; s >= now {
+		return s, true
+	}
+	return 0, false
+}
+
+// linkBusy describes the link's bookings over [now, by), for refusals.
+func (c *Calendar) linkBusy(now, by int64, extra []*transfer) string {
+	var parts []string
+	for _, x := range append(slices.Clone(c.xfers), extra...) {
+		if x.to > now && x.from < by {
+			parts = append(parts, fmt.Sprintf("%s to %s [%s, %s)", x.image, strings.Join(names(x.hosts), ","), fmtT(tm(x.from)), fmtT(tm(x.to))))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
+}
+
+// useLink makes l a user of xs, booking those not on the link yet.
+func (c *Calendar) useLink(l *lease, xs []*transfer) {
+	for _, x := range xs {
+		if !slices.Contains(c.xfers, x) {
+			c.xfers = append(c.xfers, x)
+		}
+		x.users++
+	}
+	l.xfers = xs
+	sort.SliceStable(c.xfers, func(i, j int) bool { return c.xfers[i].from < c.xfers[j].from })
+}
+
+// dropLink lets go of l's transfers; one no lease uses any more and that
+// has not begun by now leaves the link.
+func (c *Calendar) dropLink(l *lease) {
+	for _, x := range l.xfers {
+		x.users--
+		if x.users <= 0 && x.from > c.now {
+			c.xfers = slices.DeleteFunc(c.xfers, func(y *transfer) bool { return y == x })
+		}
+	}
+	l.xfers = nil
+}
+
+// Transfer is an image transfer booked on the shared link.
+type Transfer struct {
+	Image    string
+	Hosts    []string
+	From, To time.Time
+	Users    int
+}
+
+// Transfers lists the link's transfers that end after from, by start.
+func (c *Calendar) Transfers(from time.Time) []Transfer {
+	var out []Transfer
+	for _, x := range c.xfers {
+		if x.to > tick(from) {
+			out = append(out, Transfer{Image: x.image, Hosts: names(x.hosts), From: tm(x.from), To: tm(x.to), Users: x.users})
+		}
+	}
+	return out
+}
+
+func distinctHosts(hs []*host) []*host {
+	var out []*host
+	for _, h := range hs {
+		if !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
