@@ -230,3 +230,29 @@ func TestSimRuntimeAsRequested(t *testing.T) {
 		t.Fatalf("with the flag: %v\nstdout:\n%s\nstderr:\n%s", err, out, errs)
 	}
 }
+
+// TestSimPolicyFlags: the policy flags' bad values are refused, naming
+// the flag.
+func TestSimPolicyFlags(t *testing.T) {
+	trace := filepath.Join(simTestdata, "sample-site.lwf")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--min-run", "-1m"}, "--min-run -1m0s"},
+		{[]string{"--link-bandwidth", "fast"}, "--link-bandwidth"},
+		{[]string{"--link-bandwidth", "-1Mi"}, "--link-bandwidth: -1Mi is negative"},
+		{[]string{"--multicast"}, "--multicast needs --link-bandwidth"},
+		{[]string{"--gap-min-run", "-1s"}, "--gap-min-run -1s"},
+	} {
+		_, _, err := runSim(t, context.Background(), append([]string{"--trace", trace}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("sim %v: got %v, want an error with %q", c.args, err, c.want)
+		}
+	}
+	for _, args := range [][]string{{"--min-run", "10m"}, {"--link-bandwidth", "100Mi", "--multicast"}} {
+		if _, _, err := runSim(t, context.Background(), append([]string{"--trace", trace}, args...)...); err != nil {
+			t.Errorf("sim %v: %v", args, err)
+		}
+	}
+}
