@@ -34,7 +34,7 @@ func newSimCmd() *cobra.Command {
 		suspend, keepCancelled, gantt, migrate, gaps, runAsReq, multicast            bool
 		gapMinRun, bootTime, minRun                                                  time.Duration
 		depth                                                                        int
-		suspendRate, resumeRate, stageRate, migrateRate, linkBW                      string
+		suspendRate, resumeRate, stageRate, migrateRate, linkBW, imageCache          string
 		gf                                                                           gridFileFlags
 		gridAt                                                                       time.Duration
 	)
@@ -136,6 +136,19 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 				return fmt.Errorf("--multicast needs --link-bandwidth (the shared link it sends over)")
 			}
 			cfg.Policy.Link.Multicast = multicast
+			if imageCache != "" {
+				b, err := model.ParseByteSize(imageCache)
+				if err != nil {
+					return fmt.Errorf("--image-cache: %w", err)
+				}
+				if b < 0 {
+					return fmt.Errorf("--image-cache: %s is negative", imageCache)
+				}
+				if cfg.Policy.Link.Bandwidth == 0 {
+					return fmt.Errorf("--image-cache needs --link-bandwidth (the caches hold what the link brings)")
+				}
+				cfg.Policy.Link.Cache = int64(b)
+			}
 			if minRun < 0 {
 				return fmt.Errorf("--min-run %s: want 0 (no minimum, the default) or more", minRun)
 			}
@@ -224,6 +237,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 	f.BoolVar(&gaps, "gaps", true, "start a best-effort lease in a gap shorter than its run, suspended in time for what needs the room (needs --suspend)")
 	f.DurationVar(&gapMinRun, "gap-min-run", 0, "the least run a gap must give a best-effort lease (0: 5m)")
 	f.StringVar(&linkBW, "link-bandwidth", "", "bytes/s of the shared link reservations' images come over from the repository, one transfer at a time (e.g. 100Mi; default: none, each host stages at --stage-rate)")
+	f.StringVar(&imageCache, "image-cache", "", "with --link-bandwidth: bytes of images each host keeps (least recently used dropped first; default: no bound)")
 	f.BoolVar(&multicast, "multicast", false, "with --link-bandwidth: one transfer of an image serves every host of a lease")
 	f.DurationVar(&minRun, "min-run", 0, "the least a lease runs, from its start or resume, before it may be preempted (0: no minimum)")
 	f.IntVar(&depth, "depth", 0, "how many waiting leases get a backfill reservation under conservative backfilling (0: all)")

@@ -243,6 +243,8 @@ func TestSimPolicyFlags(t *testing.T) {
 		{[]string{"--link-bandwidth", "fast"}, "--link-bandwidth"},
 		{[]string{"--link-bandwidth", "-1Mi"}, "--link-bandwidth: -1Mi is negative"},
 		{[]string{"--multicast"}, "--multicast needs --link-bandwidth"},
+		{[]string{"--image-cache", "1Gi"}, "--image-cache needs --link-bandwidth"},
+		{[]string{"--link-bandwidth", "1Gi", "--image-cache", "lots"}, "--image-cache"},
 		{[]string{"--gap-min-run", "-1s"}, "--gap-min-run -1s"},
 	} {
 		_, _, err := runSim(t, context.Background(), append([]string{"--trace", trace}, c.args...)...)
@@ -250,7 +252,7 @@ func TestSimPolicyFlags(t *testing.T) {
 			t.Errorf("sim %v: got %v, want an error with %q", c.args, err, c.want)
 		}
 	}
-	for _, args := range [][]string{{"--min-run", "10m"}, {"--link-bandwidth", "100Mi", "--multicast"}} {
+	for _, args := range [][]string{{"--min-run", "10m"}, {"--link-bandwidth", "100Mi", "--multicast", "--image-cache", "4Gi"}} {
 		if _, _, err := runSim(t, context.Background(), append([]string{"--trace", trace}, args...)...); err != nil {
 			t.Errorf("sim %v: %v", args, err)
 		}

@@ -409,16 +409,16 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 		return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
 	}
 	if hosts, ok := c.placeAt(l, from, to, false); ok {
-		var xs []*transfer
+		var lp linkPlan
 		if c.linkFor(l) {
-			start, ts, r := c.planLink(l, hosts, S-boot, t)
-			if r != nil {
+			var r *Refusal
+			if lp, r = c.planLink(l, hosts, S-boot, t); r != nil {
 				return Admission{}, r
 			}
-			pre, xs = S-start, ts
+			pre = S - lp.start
 		}
 		c.commit(l, hosts, from, S, to, pre, boot, false)
-		c.useLink(l, xs)
+		c.useLink(l, lp, S-boot)
 		return c.admitted(l, nil), nil
 	}
 	hosts, vs, ok := c.preemptFor(l, from, to, t)
@@ -430,16 +430,16 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 		}
 		return Admission{}, r
 	}
-	var xs []*transfer
+	var lp linkPlan
 	if c.linkFor(l) {
-		start, ts, r := c.planLink(l, hosts, S-boot, t)
-		if r != nil {
+		var r *Refusal
+		if lp, r = c.planLink(l, hosts, S-boot, t); r != nil {
 			return Admission{}, r
 		}
-		pre, xs = S-start, ts
+		pre = S - lp.start
 	}
 	c.commit(l, hosts, from, S, to, pre, boot, false)
-	c.useLink(l, xs)
+	c.useLink(l, lp, S-boot)
 	c.applyVictims(l, vs, t)
 	return c.admitted(l, vs), nil
 }

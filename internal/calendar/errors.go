@@ -38,6 +38,9 @@ const (
 	ReasonDeadline Reason = "deadline"
 	// ReasonTooSoon: a reservation starts before its image could be staged.
 	ReasonTooSoon Reason = "too-soon"
+	// ReasonImageCache: a host's image cache (Link.Cache) cannot take the
+	// lease's image beside those admitted leases wait for.
+	ReasonImageCache Reason = "image-cache"
 	// ReasonExtend: a lease's run cannot be made longer (Extend): a host
 	// it holds, or its project's quota, has no room after its end. Host
 	// is empty when the quota is short (Detail says which).
@@ -131,6 +134,9 @@ func (r *Refusal) Error() string {
 		return b.String()
 	case ReasonQuota:
 		fmt.Fprintf(&b, "project quota: %s", r.Detail)
+		return b.String()
+	case ReasonImageCache:
+		fmt.Fprintf(&b, "image cache: %s", r.Detail)
 		return b.String()
 	case ReasonTooSoon:
 		fmt.Fprintf(&b, "starts too soon: %s", r.Detail)

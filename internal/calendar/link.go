@@ -35,14 +35,36 @@ type Link struct {
 	// Multicast sends one transfer to every host of a lease that needs
 	// the image, instead of one per host.
 	Multicast bool
+	// Cache bounds the bytes of images a host keeps from transfers (0:
+	// no bound). To make room for a new one, the least recently used
+	// images that no admitted lease waits for are dropped; when that is
+	// not enough, the reservation is refused.
+	Cache int64
 }
 
 // transfer is an image going to hosts over the link over [from, to).
 type transfer struct {
 	image    string
+	size     int64
 	hosts    []*host
 	from, to int64
-	users    int // leases using it
+	users    int   // leases using it
+	used     int64 // the latest time a lease needed it (for the cache's LRU)
+}
+
+// linkPlan is what planLink found for a lease: when its staging begins,
+// the transfers it uses (new ones not on the link yet), and the cached
+// images to drop first.
+type linkPlan struct {
+	start int64
+	xs    []*transfer
+	evict []eviction
+}
+
+// eviction drops image transfer x's image from host h's cache.
+type eviction struct {
+	x *transfer
+	h *host
 }
 
 // linkFor says whether l's image goes over the link.
@@ -64,26 +86,36 @@ func (c *Calendar) cachedBy(l *lease, h *host, by int64) (*transfer, bool) {
 	return nil, false
 }
 
-// planLink books the transfers of l's image to hosts ending by `by` (when
-// its guests must boot), using again those that exist, as of now. It
-// returns when l's staging begins (by itself when nothing is to be sent)
-// and the transfers l uses, or a refusal; nothing is booked then.
-func (c *Calendar) planLink(l *lease, hosts []*host, by, now int64) (int64, []*transfer, *Refusal) {
-	var use []*transfer
+// planLink plans the transfers of l's image to hosts ending by `by` (when
+// its guests must boot), using again those that exist, as of now, and the
+// room in the hosts' caches. Nothing is booked: useLink does it, or a
+// refusal says why it cannot be.
+func (c *Calendar) planLink(l *lease, hosts []*host, by, now int64) (linkPlan, *Refusal) {
+	var p linkPlan
 	var need []*host
 	for _, h := range distinctHosts(hosts) {
 		x, ok := c.cachedBy(l, h, by)
 		switch {
-		case ok && x != nil && x.to > now:
-			// Still to come, or on its way: l waits for it too.
-			if !slices.Contains(use, x) {
-				use = append(use, x)
+		case ok && x != nil:
+			// On its way or in the cache: l waits for it, or keeps it.
+			if !slices.Contains(p.xs, x) {
+				p.xs = append(p.xs, x)
 			}
 		case !ok:
 			need = append(need, h)
 		}
 	}
-	d := xfer(int64(l.Image.Size), c.pol.Link.Bandwidth)
+	size := int64(l.Image.Size)
+	for _, h := range need {
+		ev, ok := c.cacheRoom(h, size, now, p.evict)
+		if !ok {
+			return linkPlan{}, &Refusal{Lease: l.ID, Reason: ReasonImageCache, Host: h.Name,
+				Detail: fmt.Sprintf("image %s (%s) does not fit in host %s's image cache (%s) beside the images admitted leases wait for",
+					l.Image.Name, l.Image.Size, h.Name, model.ByteSize(c.pol.Link.Cache))}
+		}
+		p.evict = append(p.evict, ev...)
+	}
+	d := xfer(size, c.pol.Link.Bandwidth)
 	var groups [][]*host
 	if c.pol.Link.Multicast && len(need) > 0 {
 		groups = [][]*host{need}
@@ -98,17 +130,53 @@ func (c *Calendar) planLink(l *lease, hosts []*host, by, now int64) (int64, []*t
 	for _, g := range groups {
 		s, ok := c.latestOnLink(d, by, now, added)
 		if !ok {
-			return 0, nil, &Refusal{Lease: l.ID, Reason: ReasonTooSoon, From: tm(by - d), To: tm(by),
+			return linkPlan{}, &Refusal{Lease: l.ID, Reason: ReasonTooSoon, From: tm(by - d), To: tm(by),
 				Detail: fmt.Sprintf("image %s (%s) cannot reach %s over the shared link (%s/s, %v a transfer) by %s: the link is booked%s",
 					l.Image.Name, l.Image.Size, strings.Join(names(g), ","), model.ByteSize(c.pol.Link.Bandwidth), time.Duration(d), fmtT(tm(by)), c.linkBusy(now, by, added))}
 		}
-		added = append(added, &transfer{image: l.Image.Name, hosts: g, from: s, to: s + d})
+		added = append(added, &transfer{image: l.Image.Name, size: size, hosts: g, from: s, to: s + d})
 	}
-	start := by
-	for _, x := range append(use, added...) {
-		start = min(start, x.from)
+	p.xs = append(p.xs, added...)
+	p.start = by
+	for _, x := range p.xs {
+		if x.to > now {
+			p.start = min(p.start, x.from)
+		}
 	}
-	return start, append(use, added...), nil
+	return p, nil
+}
+
+// cacheRoom lists the cached images to drop from h so that one of size
+// more fits in its cache (Link.Cache), least recently used first, among
+// those no admitted lease waits for (and not already in planned); ok is
+// false when they are not enough.
+func (c *Calendar) cacheRoom(h *host, size, now int64, planned []eviction) ([]eviction, bool) {
+	limit := c.pol.Link.Cache
+	if limit <= 0 {
+		return nil, true
+	}
+	gone := func(x *transfer) bool {
+		return slices.ContainsFunc(planned, func(e eviction) bool { return e.x == x && e.h == h })
+	}
+	used := int64(0)
+	var free []*transfer
+	for _, x := range c.xfers {
+		if !slices.Contains(x.hosts, h) || gone(x) {
+			continue
+		}
+		used += x.size
+		if x.users == 0 && x.to <= now {
+			free = append(free, x)
+		}
+	}
+	sort.SliceStable(free, func(i, j int) bool { return free[i].used < free[j].used })
+	var out []eviction
+	for used+size > limit && len(free) > 0 {
+		used -= free[0].size
+		out = append(out, eviction{free[0], h})
+		free = free[1:]
+	}
+	return out, used+size <= limit
 }
 
 // latestOnLink is the latest start s >= now of a transfer of length d
@@ -153,15 +221,24 @@ func (c *Calendar) linkBusy(now, by int64, extra []*transfer) string {
 	return " (" + strings.Join(parts, "; ") + ")"
 }
 
-// useLink makes l a user of xs, booking those not on the link yet.
-func (c *Calendar) useLink(l *lease, xs []*transfer) {
-	for _, x := range xs {
+// useLink carries out plan p for l, whose guests boot at by: the cached
+// images to drop are dropped, the new transfers booked, and l uses them
+// all until its hold ends.
+func (c *Calendar) useLink(l *lease, p linkPlan, by int64) {
+	for _, e := range p.evict {
+		e.x.hosts = slices.DeleteFunc(slices.Clone(e.x.hosts), func(h *host) bool { return h == e.h })
+		if len(e.x.hosts) == 0 {
+			c.xfers = slices.DeleteFunc(c.xfers, func(y *transfer) bool { return y == e.x })
+		}
+	}
+	for _, x := range p.xs {
 		if !slices.Contains(c.xfers, x) {
 			c.xfers = append(c.xfers, x)
 		}
 		x.users++
+		x.used = max(x.used, by)
 	}
-	l.xfers = xs
+	l.xfers = p.xs
 	sort.SliceStable(c.xfers, func(i, j int) bool { return c.xfers[i].from < c.xfers[j].from })
 }
 

@@ -242,7 +242,8 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 	pol.Migrate = mrng.Intn(3) != 0
 	if seed%4 == 1 {
 		// Reservations' images over a shared link (link.go).
-		pol.Link = Link{Bandwidth: int64(model.MiB) * int64(5+mrng.Intn(50)), Multicast: mrng.Intn(2) == 0}
+		pol.Link = Link{Bandwidth: int64(model.MiB) * int64(5+mrng.Intn(50)), Multicast: mrng.Intn(2) == 0,
+			Cache: int64(model.MiB) * int64(mrng.Intn(2)*(1000+mrng.Intn(4000)))}
 	}
 	if o.fifo {
 		pol.FairShare, pol.Quotas = nil, nil

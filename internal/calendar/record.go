@@ -177,7 +177,7 @@ func (c *Calendar) record(l *lease) model.LeaseRecord {
 		}
 	}
 	for _, x := range l.xfers {
-		r.Transfers = append(r.Transfers, x.record())
+		r.Transfers = append(r.Transfers, model.TransferRef{Image: x.image, From: tm(x.from), To: tm(x.to)})
 	}
 	if b := l.next; b != nil {
 		r.Next = &model.LeaseHold{Hosts: names(b.hosts), From: tm(b.from), Start: tm(b.T), RunEnd: tm(b.to), To: tm(b.to),
@@ -359,12 +359,13 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 		c.schedule(l)
 	}
 	for _, tr := range r.Transfers {
-		x, err := c.restoreTransfer(tr)
-		if err != nil {
-			return err
+		from, to := tick(tr.From), tick(tr.To)
+		i := slices.IndexFunc(c.xfers, func(x *transfer) bool { return x.image == tr.Image && x.from == from && x.to == to })
+		if i < 0 {
+			return fmt.Errorf("image transfer of %s over [%s, %s) not in the snapshot: %w", tr.Image, fmtT(tr.From), fmtT(tr.To), ErrInvalid)
 		}
-		x.users++
-		l.xfers = append(l.xfers, x)
+		c.xfers[i].users++
+		l.xfers = append(l.xfers, c.xfers[i])
 	}
 	if n := r.Next; n != nil {
 		if r.Hold == nil || r.Hold.Fate != "suspend" || l.Kind != Deadline {
@@ -387,10 +388,10 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 }
 
 func (x *transfer) record() model.ImageTransfer {
-	return model.ImageTransfer{Image: x.image, Hosts: names(x.hosts), From: tm(x.from), To: tm(x.to)}
+	return model.ImageTransfer{Image: x.image, Size: model.ByteSize(x.size), Hosts: names(x.hosts), From: tm(x.from), To: tm(x.to), Used: tmz(x.used)}
 }
 
-// restoreTransfer finds the link's transfer tr, or books it.
+// restoreTransfer books the link's transfer tr, as the snapshot had it.
 func (c *Calendar) restoreTransfer(tr model.ImageTransfer) (*transfer, error) {
 	hosts, err := c.hostsNamed(tr.Hosts)
 	if err != nil {
@@ -401,11 +402,11 @@ func (c *Calendar) restoreTransfer(tr model.ImageTransfer) (*transfer, error) {
 		return nil, fmt.Errorf("image transfer %q to %v over [%s, %s): %w", tr.Image, tr.Hosts, fmtT(tr.From), fmtT(tr.To), ErrInvalid)
 	}
 	for _, x := range c.xfers {
-		if x.image == tr.Image && x.from == from && x.to == to && slices.Equal(names(x.hosts), tr.Hosts) {
-			return x, nil
+		if x.image == tr.Image && x.from == from && x.to == to {
+			return nil, fmt.Errorf("image transfer of %s over [%s, %s) listed twice: %w", tr.Image, fmtT(tr.From), fmtT(tr.To), ErrInvalid)
 		}
 	}
-	x := &transfer{image: tr.Image, hosts: hosts, from: from, to: to}
+	x := &transfer{image: tr.Image, size: int64(tr.Size), hosts: hosts, from: from, to: to, used: tickz(tr.Used)}
 	c.xfers = append(c.xfers, x)
 	sort.SliceStable(c.xfers, func(i, j int) bool { return c.xfers[i].from < c.xfers[j].from })
 	return x, nil

@@ -25,7 +25,7 @@ var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 //
 // Commands (times are durations from time zero: 0, 90m, 2h30m):
 //
-//	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false migrate=true|false gaps=true|false gapminrun=5m minrun=30m link=10Mi multicast=true weights=a:2,b:1 halflife=1h overcommit=cpu:2,memory:1
+//	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false migrate=true|false gaps=true|false gapminrun=5m minrun=30m link=10Mi multicast=true cache=1Gi weights=a:2,b:1 halflife=1h overcommit=cpu:2,memory:1
 //	quota project=a cpu=4 mem=8Gi workspaces=2 core-hours=10
 //	hosts n=2 cpu=4 mem=8Gi [disk= bw= labels=gpu:true prefix=h suspend-rate=1Gi resume-rate= stage-rate= migrate-rate= boot=2s]
 //	host-times name= boot= suspend-rate= resume-rate= at=   (SetHostTimes; an omitted value is zero)
@@ -268,6 +268,9 @@ func (e *scenarioEnv) do(line string) []string {
 		}
 		if v, ok := a["multicast"]; ok {
 			e.pol.Link.Multicast = v == "true"
+		}
+		if v, ok := a["cache"]; ok {
+			e.pol.Link.Cache = int64(e.size(v))
 		}
 		if v, ok := a["weights"]; ok {
 			if e.pol.FairShare == nil {

@@ -160,9 +160,10 @@ type LeaseRecord struct {
 	// Next is a deadline lease's booked resume, after the suspension its
 	// hold ends in (Resume set; RunEnd equals To).
 	Next *LeaseHold `json:"next,omitempty"`
-	// Transfers are the image transfers on the shared link that bring
-	// its image (the simulator's link model).
-	Transfers []ImageTransfer `json:"transfers,omitempty"`
+	// Transfers name the image transfers on the shared link that bring
+	// its image (the simulator's link model; the calendar's snapshot
+	// holds the transfers themselves).
+	Transfers []TransferRef `json:"transfers,omitempty"`
 	// Queued says it waits in the queue.
 	Queued bool `json:"queued,omitempty"`
 	// SavedOn is where a suspended lease's memory is (member i's on
@@ -248,7 +249,19 @@ func (r LeaseRecord) Reserved(now time.Time) (coreSeconds, memByteSeconds float6
 // shared link over [From, To).
 type ImageTransfer struct {
 	Image string    `json:"image"`
+	Size  ByteSize  `json:"size"`
 	Hosts []string  `json:"hosts"`
+	From  time.Time `json:"from"`
+	To    time.Time `json:"to"`
+	// Used is the latest time a lease needed it (the host caches drop the
+	// least recently used images first).
+	Used time.Time `json:"used"`
+}
+
+// TransferRef names an image transfer on the shared link: one at a time
+// goes over it, so its image and times tell it apart.
+type TransferRef struct {
+	Image string    `json:"image"`
 	From  time.Time `json:"from"`
 	To    time.Time `json:"to"`
 }
