@@ -409,12 +409,11 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 		return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
 	}
 	if hosts, ok := c.placeAt(l, from, to, false); ok {
-		var lp linkPlan
+		lp, r := c.linkPlanFor(l, hosts, S, boot, t)
+		if r != nil {
+			return Admission{}, r
+		}
 		if c.linkFor(l) {
-			var r *Refusal
-			if lp, r = c.planLink(l, hosts, S-boot, t); r != nil {
-				return Admission{}, r
-			}
 			pre = S - lp.start
 		}
 		c.commit(l, hosts, from, S, to, pre, boot, false)
@@ -430,12 +429,11 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 		}
 		return Admission{}, r
 	}
-	var lp linkPlan
+	lp, r := c.linkPlanFor(l, hosts, S, boot, t)
+	if r != nil {
+		return Admission{}, r
+	}
 	if c.linkFor(l) {
-		var r *Refusal
-		if lp, r = c.planLink(l, hosts, S-boot, t); r != nil {
-			return Admission{}, r
-		}
 		pre = S - lp.start
 	}
 	c.commit(l, hosts, from, S, to, pre, boot, false)

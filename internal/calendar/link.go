@@ -146,6 +146,16 @@ func (c *Calendar) planLink(l *lease, hosts []*host, by, now int64) (linkPlan, *
 	return p, nil
 }
 
+// linkPlanFor is planLink for reservation l starting at S on hosts, its
+// guests booting boot before: an empty plan when its image does not go
+// over the link.
+func (c *Calendar) linkPlanFor(l *lease, hosts []*host, S, boot, now int64) (linkPlan, *Refusal) {
+	if !c.linkFor(l) {
+		return linkPlan{}, nil
+	}
+	return c.planLink(l, hosts, S-boot, now)
+}
+
 // cacheRoom lists the cached images to drop from h so that one of size
 // more fits in its cache (Link.Cache), least recently used first, among
 // those no admitted lease waits for (and not already in planned); ok is

@@ -411,16 +411,26 @@ func (d *Driver) recoverResume(ctx context.Context, id string, p Paths, it *inte
 	d.changes.Notify(id)
 }
 
-// confine puts the live QEMU pid of the instance into its group, with its
-// quantum's limits.
-func (d *Driver) confine(id string, p Paths, pid int) error {
+// specAccel reads the spec of the instance at p and the accelerator its
+// QEMU runs under (its state's, else the spec's or the driver's).
+func (d *Driver) specAccel(p Paths) (hypervisor.InstanceSpec, string, error) {
 	spec, err := readSpec(p)
 	if err != nil {
-		return err
+		return spec, "", err
 	}
 	accel := d.accelFor(spec)
 	if st, err := readState(p); err == nil && st.Accel != "" {
 		accel = st.Accel
+	}
+	return spec, accel, nil
+}
+
+// confine puts the live QEMU pid of the instance into its group, with its
+// quantum's limits.
+func (d *Driver) confine(id string, p Paths, pid int) error {
+	spec, accel, err := d.specAccel(p)
+	if err != nil {
+		return err
 	}
 	l := d.limits(accel, spec.Quantum)
 	g, err := d.cg.Load(d.opts.CgroupParent, id)

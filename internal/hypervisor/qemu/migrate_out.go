@@ -118,13 +118,9 @@ func (d *Driver) copyLimits(accel string, q model.Quantum) cgroup.Limits {
 // setLimits sets the cgroup limits of instance id: copyLimits if lift,
 // else the quantum's.
 func (d *Driver) setLimits(id string, p Paths, lift bool) error {
-	spec, err := readSpec(p)
+	spec, accel, err := d.specAccel(p)
 	if err != nil {
 		return err
-	}
-	accel := d.accelFor(spec)
-	if st, err := readState(p); err == nil && st.Accel != "" {
-		accel = st.Accel
 	}
 	g, err := d.cg.Load(d.opts.CgroupParent, id)
 	if err != nil {
