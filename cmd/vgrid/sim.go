@@ -108,7 +108,11 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 				flag, v string
 				dst     *int64
 			}{{"--suspend-rate", suspendRate, &cfg.SuspendRate}, {"--resume-rate", resumeRate, &cfg.ResumeRate}, {"--stage-rate", stageRate, &cfg.StageRate},
-				{"--migrate-rate", migrateRate, &cfg.MigrateRate}} {
+				{"--migrate-rate", migrateRate, &cfg.MigrateRate}, {"--link-bandwidth", linkBW, &cfg.Policy.Link.Bandwidth},
+				{"--image-cache", imageCache, &cfg.Policy.Link.Cache}} {
+				if r.v == "" {
+					continue // not given: none
+				}
 				b, err := model.ParseByteSize(r.v)
 				if err != nil {
 					return fmt.Errorf("%s: %w", r.flag, err)
@@ -122,32 +126,12 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 			if gapMinRun < 0 {
 				return fmt.Errorf("--gap-min-run %s: want 0 (the default, %s) or more", gapMinRun, calendar.DefaultGapMinRun)
 			}
-			if linkBW != "" {
-				b, err := model.ParseByteSize(linkBW)
-				if err != nil {
-					return fmt.Errorf("--link-bandwidth: %w", err)
-				}
-				if b < 0 {
-					return fmt.Errorf("--link-bandwidth: %s is negative", linkBW)
-				}
-				cfg.Policy.Link.Bandwidth = int64(b)
-			}
 			if multicast && cfg.Policy.Link.Bandwidth == 0 {
 				return fmt.Errorf("--multicast needs --link-bandwidth (the shared link it sends over)")
 			}
 			cfg.Policy.Link.Multicast = multicast
-			if imageCache != "" {
-				b, err := model.ParseByteSize(imageCache)
-				if err != nil {
-					return fmt.Errorf("--image-cache: %w", err)
-				}
-				if b < 0 {
-					return fmt.Errorf("--image-cache: %s is negative", imageCache)
-				}
-				if cfg.Policy.Link.Bandwidth == 0 {
-					return fmt.Errorf("--image-cache needs --link-bandwidth (the caches hold what the link brings)")
-				}
-				cfg.Policy.Link.Cache = int64(b)
+			if cfg.Policy.Link.Cache != 0 && cfg.Policy.Link.Bandwidth == 0 {
+				return fmt.Errorf("--image-cache needs --link-bandwidth (the caches hold what the link brings)")
 			}
 			if minRun < 0 {
 				return fmt.Errorf("--min-run %s: want 0 (no minimum, the default) or more", minRun)
