@@ -238,29 +238,48 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 	defer conn.Close()
 	stop := context.AfterFunc(v.ctx, func() { conn.Close() })
 	defer stop()
-	// A QEMU waiting for, or loading, an incoming guest: connected (so that
-	// the guest finds its agent's port still open when it runs here), but
-	// nothing is written to it until the guest runs here (FinishIncoming
-	// removes the mark): a request written meanwhile was lost now and
-	// then, and once the guest crashed right after the move.
-	for hasIncoming(v.p) {
-		select {
-		case <-v.ctx.Done():
-			return
-		case <-time.After(200 * time.Millisecond):
+	// The connection is there for requests at once: Exec writes only to a
+	// guest that runs here (Get says so), so nothing reaches a guest still
+	// being loaded; a moved guest that runs here before FinishIncoming
+	// (resumeOnArrival) takes commands at once.
+	v.mu.Lock()
+	v.agentConn = conn
+	v.mu.Unlock()
+	defer func() {
+		// Requests still waiting get no more replies.
+		v.mu.Lock()
+		v.agentConn = nil
+		for id, w := range v.pending {
+			close(w.ch)
+			delete(v.pending, id)
 		}
-	}
-	if err := v.writeAgent(conn, proto.Message{Type: proto.TypeFacts}); err != nil {
-		return
-	}
-	// The guest may not see that first request (a moved guest, alive and
-	// well, once stayed "starting" for good when its request was lost): ask
-	// again, every agentAskAgain, until it answers on this connection.
+		v.mu.Unlock()
+	}()
 	quit := make(chan struct{})
 	defer close(quit)
 	answered := make(chan struct{})
 	var once sync.Once
 	go func() {
+		// A QEMU waiting for, or loading, an incoming guest: connected (so
+		// that the guest finds its agent's port still open when it runs
+		// here), but the driver asks nothing of its own until the guest
+		// runs here (FinishIncoming removes the mark): a request written
+		// meanwhile was lost now and then, and once the guest crashed
+		// right after the move.
+		for hasIncoming(v.p) {
+			select {
+			case <-quit:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		if v.writeAgent(conn, proto.Message{Type: proto.TypeFacts}) != nil {
+			return
+		}
+		// The guest may not see that first request (a moved guest, alive
+		// and well, once stayed "starting" for good when its request was
+		// lost): ask again, every agentAskAgain, until it answers on this
+		// connection.
 		t := time.NewTicker(agentAskAgain)
 		defer t.Stop()
 		for {
@@ -275,19 +294,6 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 				}
 			}
 		}
-	}()
-	v.mu.Lock()
-	v.agentConn = conn
-	v.mu.Unlock()
-	defer func() {
-		// Requests still waiting get no more replies.
-		v.mu.Lock()
-		v.agentConn = nil
-		for id, w := range v.pending {
-			close(w.ch)
-			delete(v.pending, id)
-		}
-		v.mu.Unlock()
 	}()
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
