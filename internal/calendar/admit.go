@@ -409,12 +409,9 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 		return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
 	}
 	if hosts, ok := c.placeAt(l, from, to, false); ok {
-		lp, r := c.linkPlanFor(l, hosts, S, boot, t)
+		pre, lp, r := c.linkPlanFor(l, hosts, S, pre, boot, t)
 		if r != nil {
 			return Admission{}, r
-		}
-		if c.linkFor(l) {
-			pre = S - lp.start
 		}
 		c.commit(l, hosts, from, S, to, pre, boot, false)
 		c.useLink(l, lp, S-boot)
@@ -429,12 +426,9 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 		}
 		return Admission{}, r
 	}
-	lp, r := c.linkPlanFor(l, hosts, S, boot, t)
+	pre, lp, r := c.linkPlanFor(l, hosts, S, pre, boot, t)
 	if r != nil {
 		return Admission{}, r
-	}
-	if c.linkFor(l) {
-		pre = S - lp.start
 	}
 	c.commit(l, hosts, from, S, to, pre, boot, false)
 	c.useLink(l, lp, S-boot)

@@ -42,20 +42,10 @@ func (c *Calendar) suspendable(v *lease, from, now int64) (int64, bool) {
 // deadline. It reports whether there is such a start.
 func (c *Calendar) bookResume(v *lease) bool {
 	hosts := v.hosts
-	var pre int64
-	for h, m := range memByHost(v, hosts) {
-		pre = max(pre, xfer(m, h.ResumeRate))
-	}
+	pre := resumeOn(v, hosts)
 	run := v.remaining - (v.runTo - v.T)
-	T := v.to + pre
-	for !c.fitsOn(v, hosts, T-pre, T+run) {
-		nx, ok := nextFree(hosts, T-pre)
-		if !ok {
-			return false
-		}
-		T = nx + pre
-	}
-	if T+run > tick(v.Deadline) {
+	T, ok := c.earliestThere(v, hosts, v.to, pre, run)
+	if !ok || T+run > tick(v.Deadline) {
 		return false
 	}
 	c.addBooked(v, &booked{hosts: hosts, from: T - pre, T: T, to: T + run, pre: pre})

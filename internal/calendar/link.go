@@ -147,13 +147,18 @@ func (c *Calendar) planLink(l *lease, hosts []*host, by, now int64) (linkPlan, *
 }
 
 // linkPlanFor is planLink for reservation l starting at S on hosts, its
-// guests booting boot before: an empty plan when its image does not go
-// over the link.
-func (c *Calendar) linkPlanFor(l *lease, hosts []*host, S, boot, now int64) (linkPlan, *Refusal) {
+// guests booting boot before, and its overhead before S from then on:
+// pre as it was, and an empty plan, when its image does not go over the
+// link; else from the start of its staging.
+func (c *Calendar) linkPlanFor(l *lease, hosts []*host, S, pre, boot, now int64) (int64, linkPlan, *Refusal) {
 	if !c.linkFor(l) {
-		return linkPlan{}, nil
+		return pre, linkPlan{}, nil
 	}
-	return c.planLink(l, hosts, S-boot, now)
+	p, r := c.planLink(l, hosts, S-boot, now)
+	if r != nil {
+		return 0, linkPlan{}, r
+	}
+	return S - p.start, p, nil
 }
 
 // cacheRoom lists the cached images to drop from h so that one of size

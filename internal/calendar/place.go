@@ -546,14 +546,30 @@ func (c *Calendar) eligAgg(g *group) hostAgg {
 }
 
 // resumeInPlace is the time to resume l on the hosts its image is on.
-func (c *Calendar) resumeInPlace(l *lease) int64 {
+func (c *Calendar) resumeInPlace(l *lease) int64 { return resumeOn(l, l.savedOn) }
+
+// resumeOn is how long l takes to restore its memory saved on hosts
+// (member -> host), there.
+func resumeOn(l *lease, hosts []*host) int64 {
 	var p int64
-	for h, v := range memByHost(l, l.savedOn) {
-		if d := xfer(v, h.ResumeRate); d > p {
-			p = d
-		}
+	for h, v := range memByHost(l, hosts) {
+		p = max(p, xfer(v, h.ResumeRate))
 	}
 	return p
+}
+
+// earliestThere is the earliest run start T >= from+pre at which l fits
+// on hosts (member -> host) over [T-pre, T+run), or false if never.
+func (c *Calendar) earliestThere(l *lease, hosts []*host, from, pre, run int64) (int64, bool) {
+	T := from + pre
+	for !c.fitsOn(l, hosts, T-pre, T+run) {
+		nx, ok := nextFree(hosts, T-pre)
+		if !ok {
+			return 0, false
+		}
+		T = nx + pre
+	}
+	return T, true
 }
 
 // suspendTime is how long suspending l's current hold takes.

@@ -270,13 +270,9 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 	if c.pol.ResumeInPlace && l.savedOn != nil {
 		// Only where its memory is: the earliest time it fits there.
 		pre = c.resumeInPlace(l)
-		T1 := t + pre
-		for !c.fitsOn(l, l.savedOn, T1-pre, T1+l.remaining) {
-			nx, ok := nextFree(l.savedOn, T1-pre)
-			if !ok {
-				return tentRec{}, false
-			}
-			T1 = nx + pre
+		T1, ok := c.earliestThere(l, l.savedOn, t, pre, l.remaining)
+		if !ok {
+			return tentRec{}, false
 		}
 		T, hosts = T1, l.savedOn
 	} else if T1, ok := c.replan(l, last, t, pre); ok {

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"vgrid/internal/cgroup"
 	"vgrid/internal/guest/proto"
 	"vgrid/internal/hypervisor"
 )
@@ -480,7 +479,7 @@ func (d *Driver) prepareIncoming(ctx context.Context, spec hypervisor.InstanceSp
 	if memPort == "" {
 		return hypervisor.MigrationEndpoint{}, errors.New("qemu did not say which port takes the migration")
 	}
-	go d.resumeOnArrival(v, c, d.limits(accel, spec.Quantum))
+	go d.resumeOnArrival(v, c)
 	rec.PID = pid
 	rec.Endpoint = hypervisor.MigrationEndpoint{
 		Memory: net.JoinHostPort(ip.String(), memPort),
@@ -500,7 +499,7 @@ func (d *Driver) prepareIncoming(ctx context.Context, spec hypervisor.InstanceSp
 // the disk's export holds it) is continued by FinishIncoming. Once the
 // guest has arrived, its cgroup gets the quantum's limits back (see
 // copyLimits).
-func (d *Driver) resumeOnArrival(v *vm, c *qmpClient, quantum cgroup.Limits) {
+func (d *Driver) resumeOnArrival(v *vm, c *qmpClient) {
 	wake := v.migrationWake()
 	var st struct {
 		Status string `json:"status"`
@@ -515,11 +514,7 @@ func (d *Driver) resumeOnArrival(v *vm, c *qmpClient, quantum cgroup.Limits) {
 		if st.Status == "inmigrate" {
 			continue
 		}
-		g, err := d.cg.Load(d.opts.CgroupParent, v.id)
-		if err == nil {
-			err = g.Update(quantum)
-		}
-		if err != nil {
+		if err := d.setLimits(v.id, v.p, false); err != nil {
 			v.log.Warn("set the quantum's limits after the arrival (FinishIncoming will)", "err", err)
 		}
 		switch st.Status {
