@@ -425,6 +425,7 @@ func (c *Calendar) EndMove(id string, member int, ok bool, now time.Time) ([]Act
 			c.setMember(l, member, *mv.res, t)
 		}
 		c.rebuild(l, t, q)
+		c.movedBy(l, mv.to, t)
 		c.schedule(l)
 	case mv.auto:
 		c.migrationFailed(l, t)
@@ -435,6 +436,25 @@ func (c *Calendar) EndMove(id string, member int, ok bool, now time.Time) ([]Act
 	}
 	c.advance(t)
 	return c.take(), nil
+}
+
+// movedBy ends the move overhead of l's chart segment on host to at t,
+// when a move there ended sooner than planned: the guest runs there from
+// t, not from the end the move was given. A segment another move of l
+// still goes to keeps its overhead.
+func (c *Calendar) movedBy(l *lease, to *host, t int64) {
+	for _, mv := range l.moves {
+		if mv.to == to {
+			return
+		}
+	}
+	k := len(l.segs) - len(l.allocs)
+	for j, a := range l.allocs {
+		if s := &l.segs[k+j]; a.h == to && s.runFrom > t {
+			s.runFrom = max(t, s.from)
+			s.runTo = min(max(l.runTo, s.runFrom), s.to)
+		}
+	}
 }
 
 // Move is BeginMove and EndMove(ok) at once: the member is on host to

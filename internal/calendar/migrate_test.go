@@ -201,32 +201,7 @@ func TestMoveRestore(t *testing.T) {
 // fails (the lease is then suspended in time for the reservation).
 func TestMigrationRestore(t *testing.T) {
 	for _, ok := range []bool{true, false} {
-		pol := DefaultPolicy()
-		pol.Migrate = true
-		hosts := []Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 4000, Memory: 8 * model.GiB}},
-			{Name: "h2", Capacity: model.Resources{MilliCPU: 6000, Memory: 8 * model.GiB}}}
-		for i := range hosts {
-			hosts[i].SuspendRate, hosts[i].ResumeRate = int64(model.GiB), int64(model.GiB)
-		}
-		c, err := New(hosts, pol)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := func(cpu int64) []Request {
-			return []Request{{Resources: model.Resources{MilliCPU: cpu, Memory: 2 * model.GiB}}}
-		}
-		if _, err := c.Submit(Lease{ID: "be1", Project: "a", Kind: BestEffort, Members: req(2000), Duration: 3 * time.Hour}, epoch); err != nil {
-			t.Fatal(err)
-		}
-		c.Advance(epoch)
-		if _, err := c.Submit(Lease{ID: "im1", Project: "b", Kind: Immediate, Members: req(3000), Duration: 5 * time.Hour}, epoch); err != nil {
-			t.Fatal(err)
-		}
-		adm, err := c.Submit(Lease{ID: "ar", Project: "b", Kind: Reservation, Members: req(4000), Start: epoch.Add(time.Hour), Duration: time.Hour},
-			epoch.Add(10*time.Minute))
-		if err != nil || len(adm.Victims) != 1 || adm.Victims[0].Kind != ActMigrate {
-			t.Fatalf("admission %+v, %v: want be1 migrated", adm, err)
-		}
+		c := migrateCal(t)
 		r := restored(t, c)
 		a, b := drain(t, c, ok), drain(t, r, ok)
 		if a != b {
@@ -239,6 +214,77 @@ func TestMigrationRestore(t *testing.T) {
 		if !strings.Contains(a, want) {
 			t.Errorf("ok %v: want %q in\n%s", ok, want, a)
 		}
+	}
+}
+
+// migrateCal is a calendar of two hosts where be1 (2 cores, 2Gi) runs on
+// h1 and the admission of reservation ar, made at 10m, migrates it to h2.
+func migrateCal(t *testing.T) *Calendar {
+	t.Helper()
+	pol := DefaultPolicy()
+	pol.Migrate = true
+	hosts := []Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 4000, Memory: 8 * model.GiB}},
+		{Name: "h2", Capacity: model.Resources{MilliCPU: 6000, Memory: 8 * model.GiB}}}
+	for i := range hosts {
+		hosts[i].SuspendRate, hosts[i].ResumeRate = int64(model.GiB), int64(model.GiB)
+	}
+	c, err := New(hosts, pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(cpu int64) []Request {
+		return []Request{{Resources: model.Resources{MilliCPU: cpu, Memory: 2 * model.GiB}}}
+	}
+	if _, err := c.Submit(Lease{ID: "be1", Project: "a", Kind: BestEffort, Members: req(2000), Duration: 3 * time.Hour}, epoch); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(epoch)
+	if _, err := c.Submit(Lease{ID: "im1", Project: "b", Kind: Immediate, Members: req(3000), Duration: 5 * time.Hour}, epoch); err != nil {
+		t.Fatal(err)
+	}
+	adm, err := c.Submit(Lease{ID: "ar", Project: "b", Kind: Reservation, Members: req(4000), Start: epoch.Add(time.Hour), Duration: time.Hour},
+		epoch.Add(10*time.Minute))
+	if err != nil || len(adm.Victims) != 1 || adm.Victims[0].Kind != ActMigrate {
+		t.Fatalf("admission %+v, %v: want be1 migrated", adm, err)
+	}
+	return c
+}
+
+// TestMigrationEndsEarly: a move that ends before the time planned for it
+// has the guest run at the destination from its end: the chart segment
+// there runs from then, and the move's end planned is not kept.
+func TestMigrationEndsEarly(t *testing.T) {
+	for _, early := range []time.Duration{0, time.Second, -1} {
+		c := migrateCal(t)
+		var mig Action
+		for i := 0; i < 20 && mig.Kind != ActMigrate; i++ {
+			n, more := c.NextEvent()
+			if !more {
+				t.Fatal("no migration given out")
+			}
+			for _, a := range c.Advance(n) {
+				if a.Kind == ActMigrate {
+					mig = a
+				}
+			}
+		}
+		end := mig.At.Add(early)
+		if early < 0 {
+			end = mig.At.Add(mig.Duration) // as planned
+		}
+		if _, err := c.EndMove("be1", 0, true, end); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.checkInvariants(); err != nil {
+			t.Fatal(err)
+		}
+		rec, _ := c.Record("be1")
+		s := rec.Segments[len(rec.Segments)-1]
+		if s.Host != "h2" || !s.From.Equal(mig.At) || !s.RunFrom.Equal(end) || !s.RunTo.Equal(rec.Hold.RunEnd) {
+			t.Errorf("ended %s after its start (%s planned): last segment %+v, want on h2 from %s, running from %s to %s",
+				end.Sub(mig.At), mig.Duration, s, mig.At, end, rec.Hold.RunEnd)
+		}
+		restored(t, c)
 	}
 }
 

@@ -296,7 +296,7 @@ func decayedUsage(recs []model.LeaseRecord, at time.Time, halfLife time.Duration
 			milli += m.Resources.MilliCPU
 		}
 		cores := float64(milli) / 1000
-		for _, s := range rec.Segments {
+		for _, s := range heldSpans(rec.Segments) {
 			b, e := s.OverheadFrom, s.To
 			if e.After(at) {
 				e = at
@@ -314,8 +314,35 @@ func decayedUsage(recs []model.LeaseRecord, at time.Time, halfLife time.Duration
 	return sum
 }
 
+// heldSpans are the spans [OverheadFrom, To) in which a lease of one
+// member held slots somewhere, its segments' overlaps merged: while it
+// moves, it holds slots at both ends but runs, and is charged, once.
+func heldSpans(segs []model.LeaseSegment) []model.LeaseSegment {
+	segs = slices.Clone(segs)
+	sort.Slice(segs, func(i, j int) bool { return segs[i].OverheadFrom.Before(segs[j].OverheadFrom) })
+	var out []model.LeaseSegment
+	for _, s := range segs {
+		if n := len(out); n > 0 && !s.OverheadFrom.After(out[n-1].To) {
+			if s.To.After(out[n-1].To) {
+				out[n-1].To = s.To
+			}
+			continue
+		}
+		out = append(out, model.LeaseSegment{OverheadFrom: s.OverheadFrom, To: s.To})
+	}
+	return out
+}
+
 func near(a, b float64) bool {
 	return math.Abs(a-b) <= 1e-6*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
+}
+
+// moved reports whether the last of a lease's segments began with a move:
+// the segment before it, on another host, held slots until at least its
+// start (a move holds both ends).
+func moved(segs []model.LeaseSegment) bool {
+	n := len(segs)
+	return n >= 2 && segs[n-2].Host != segs[n-1].Host && segs[n-1].Continued && !segs[n-2].To.Before(segs[n-1].From)
 }
 
 // (d) At no instant does the calendar book a host beyond its capacity: the
@@ -350,7 +377,26 @@ func checkCapacity(st *storeState, r *report) {
 				continue
 			}
 			s := rec.Segments[n-1]
-			runFrom := h.Start
+			if len(h.Moves) > 0 {
+				// Moving: the move's segments come last, the source's
+				// before the destination's; the hold is the source's.
+				for i := n - 1; i >= 0; i-- {
+					if len(h.Hosts) > 0 && rec.Segments[i].Host == h.Hosts[0] {
+						s, n = rec.Segments[i], i+1
+						break
+					}
+				}
+			}
+			from, runFrom := h.From, h.Start
+			if moved(rec.Segments[:n]) {
+				// It came from another host: its segment here begins
+				// with the move, and it ran here from the move's end.
+				from, runFrom = s.From, s.RunFrom
+				if s.From.Before(h.From) || s.RunFrom.Before(s.From) {
+					r.failf("(d) lease %s: moved into a segment %s [%s, %s) run from %s, outside its hold from %s",
+						id, s.Host, fmtT(s.From), fmtT(s.To), fmtT(s.RunFrom), fmtT(h.From))
+				}
+			}
 			if h.Start.After(h.RunEnd) {
 				// Displaced before its run began: the hold was cut short
 				// (to its requeue) but its run's start was left after it.
@@ -358,7 +404,15 @@ func checkCapacity(st *storeState, r *report) {
 					id, rec.State, fmtT(h.From), fmtT(h.To), fmtT(h.Start), fmtT(h.RunEnd), h.Fate, h.Cause)
 				runFrom = h.RunEnd // the chart segment is clamped
 			}
-			if len(h.Hosts) != 1 || s.Host != h.Hosts[0] || !s.From.Equal(h.From) || !s.To.Equal(h.To) || !s.RunFrom.Equal(runFrom) || !s.RunTo.Equal(h.RunEnd) {
+			to, runTo := h.To, h.RunEnd
+			if len(h.Moves) > 0 {
+				// The source holds the slots until the move ends.
+				to, runTo = s.To, h.RunEnd
+				if s.To.Before(runTo) {
+					runTo = s.To
+				}
+			}
+			if len(h.Hosts) != 1 || s.Host != h.Hosts[0] || !s.From.Equal(from) || !s.To.Equal(to) || !s.RunFrom.Equal(runFrom) || !s.RunTo.Equal(runTo) {
 				r.failf("(d) lease %s: hold on %v [%s, %s) run [%s, %s), but its last segment is on %s [%s, %s) run [%s, %s)",
 					id, h.Hosts, fmtT(h.From), fmtT(h.To), fmtT(h.Start), fmtT(h.RunEnd), s.Host, fmtT(s.From), fmtT(s.To), fmtT(s.RunFrom), fmtT(s.RunTo))
 			}

@@ -29,14 +29,16 @@ const (
 
 // record is instance.json.
 type record struct {
-	Spec       hypervisor.InstanceSpec   `json:"spec"`
-	State      hypervisor.InstanceState  `json:"state"`
-	ExitReason string                    `json:"exit_reason,omitempty"`
-	StartedAt  time.Time                 `json:"started_at"`
-	UpBefore   time.Duration             `json:"up_before_ns"`
-	Saved      *hypervisor.SuspendResult `json:"saved,omitempty"`
-	FinalCPU   float64                   `json:"final_cpu,omitempty"`
-	Console    []byte                    `json:"console,omitempty"`
+	Spec       hypervisor.InstanceSpec  `json:"spec"`
+	State      hypervisor.InstanceState `json:"state"`
+	ExitReason string                   `json:"exit_reason,omitempty"`
+	StartedAt  time.Time                `json:"started_at"`
+	UpBefore   time.Duration            `json:"up_before_ns"`
+	// BootID is a suspended guest's boot, which its memory carries.
+	BootID   string                    `json:"boot_id,omitempty"`
+	Saved    *hypervisor.SuspendResult `json:"saved,omitempty"`
+	FinalCPU float64                   `json:"final_cpu,omitempty"`
+	Console  []byte                    `json:"console,omitempty"`
 }
 
 // instanceDir is where the instance's files go; "" when the host has no
@@ -117,6 +119,9 @@ func (d *Driver) Portable(ctx context.Context, id string) ([]hypervisor.Portable
 	}
 	rec := record{Spec: in.spec, State: in.state, ExitReason: in.exitReason, StartedAt: in.startedAt,
 		UpBefore: in.upBefore, Saved: copyResult(in.saved), FinalCPU: in.finalCPU, Console: in.console}
+	if in.state == hypervisor.InstanceSuspended {
+		rec.BootID = in.bootID
+	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return nil, err
@@ -222,7 +227,7 @@ func (h *host) adopt(spec hypervisor.InstanceSpec, dir string) (*instance, error
 		if rec.Saved == nil || fi.Size() != rec.Saved.Bytes {
 			return nil, fmt.Errorf("%w: the saved state does not match its record", hypervisor.ErrInvalid)
 		}
-		in.saved, in.upBefore = copyResult(rec.Saved), rec.UpBefore
+		in.saved, in.upBefore, in.bootID = copyResult(rec.Saved), rec.UpBefore, rec.BootID
 		names = append(names, savedFile)
 	default:
 		return nil, fmt.Errorf("%w: a %s instance cannot move", hypervisor.ErrInvalid, rec.State)

@@ -150,8 +150,10 @@ func testMove(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c co
 		t.Errorf("Portable of a running instance: got %v, want ErrRunning", err)
 	}
 	var res hypervisor.SuspendResult
+	var boot string
 	if suspended {
 		time.Sleep(uptimeRun)
+		boot = bootOf(t, c, dA, id)
 		res = suspend(t, dA, id)
 	} else if err := dA.Stop(ctx, id, 30*time.Second); err != nil {
 		t.Fatalf("Stop: %v", err)
@@ -213,7 +215,7 @@ func testMove(t *testing.T, newDriver NewDriver, img hypervisor.LocalImage, c co
 
 	if suspended {
 		// The guest goes on, uptime and all, on the other host.
-		resume(t, dB, specB, before)
+		resume(t, c, dB, specB, before, boot)
 		if c.probe != nil {
 			if got := c.probe.Read(t, dB, id); got != token {
 				t.Errorf("the resumed guest reads %q from its disk, want %q", got, token)
