@@ -74,3 +74,91 @@ func TestServeAgentAsksAgain(t *testing.T) {
 	guest.Close()
 	<-served
 }
+
+// TestWatchAgent: a guest agent silent while a request waits is pinged;
+// one that answers the ping keeps its connection, one that does not loses
+// it (the request waiting ends) so that a new one is made.
+func TestWatchAgent(t *testing.T) {
+	defer func(a, p, s time.Duration) { agentAskAgain, agentPing, agentSilent = a, p, s }(agentAskAgain, agentPing, agentSilent)
+	agentAskAgain, agentPing, agentSilent = 20*time.Millisecond, 40*time.Millisecond, 120*time.Millisecond
+	for _, answers := range []bool{true, false} {
+		ctx, cancel := context.WithCancel(context.Background())
+		v := &vm{id: "w1", log: slog.New(slog.DiscardHandler), ctx: ctx, notify: func() {}}
+		host, guest := net.Pipe()
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			(&Driver{}).serveAgent(v, host)
+		}()
+		sc := bufio.NewScanner(guest)
+		read := func() (proto.Message, bool) {
+			_ = guest.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if !sc.Scan() {
+				return proto.Message{}, false
+			}
+			var m proto.Message
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				t.Fatal(err)
+			}
+			return m, true
+		}
+		write := func(m proto.Message) {
+			b, _ := json.Marshal(m)
+			if _, err := guest.Write(append(b, '\n')); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if m, ok := read(); !ok || m.Type != proto.TypeFacts {
+			t.Fatalf("first request %+v, want facts", m)
+		}
+		write(proto.Message{Type: proto.TypeFacts, Info: &model.GuestInfo{VCPUs: 1}})
+		// A request the guest never answers.
+		requested := make(chan (<-chan proto.Message), 1)
+		go func() {
+			for {
+				if ch, _, err := v.request(proto.Message{Type: proto.TypeExec, ID: "x1"}); err == nil {
+					requested <- ch
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		if m, ok := read(); !ok || m.Type != proto.TypeExec {
+			t.Fatalf("got %+v, want the exec", m)
+		}
+		start := time.Now()
+		pings := 0
+		for {
+			m, ok := read()
+			if !ok {
+				break // the host closed the connection
+			}
+			if m.Type != proto.TypePing {
+				t.Fatalf("got %+v, want a ping", m)
+			}
+			pings++
+			if !answers {
+				continue
+			}
+			write(proto.Message{Type: proto.TypePong, ID: m.ID})
+			if pings == 3 {
+				break
+			}
+		}
+		if answers {
+			if pings != 3 || time.Since(start) < 3*agentPing {
+				t.Errorf("answering: %d pings in %s, want 3, each after %s of silence", pings, time.Since(start), agentPing)
+			}
+			guest.Close()
+		} else {
+			if pings != 1 || time.Since(start) < agentPing+agentSilent {
+				t.Errorf("silent: %d pings, connection closed after %s; want 1, closed after %s", pings, time.Since(start), agentPing+agentSilent)
+			}
+			if _, ok := <-<-requested; ok {
+				t.Error("the waiting request got a reply, want its channel closed")
+			}
+		}
+		<-served
+		cancel()
+	}
+}

@@ -56,8 +56,15 @@ func (d *Driver) Exec(ctx context.Context, id string, req hypervisor.ExecRequest
 	if limit <= 0 {
 		limit = execDefaultTimeout
 	}
-	return awaitExec(ctx, id, replies, limit+execGrace, out)
+	res, err := awaitExec(ctx, id, replies, limit+execGrace, out)
+	if errors.Is(err, errExecHangs) {
+		err = fmt.Errorf("%w (its agent last spoke %s ago)", err, time.Since(time.Unix(0, v.heard.Load())).Round(time.Second))
+	}
+	return res, err
 }
+
+// errExecHangs: the guest agent did not end a command by its timeout.
+var errExecHangs = errors.New("the guest may hang")
 
 // awaitExec gathers a command's output and exit from the guest agent's
 // replies, for at most limit.
@@ -69,8 +76,8 @@ func awaitExec(ctx context.Context, id string, replies <-chan proto.Message, lim
 		case <-ctx.Done():
 			return hypervisor.ExecResult{}, ctx.Err()
 		case <-wait.C:
-			return hypervisor.ExecResult{}, fmt.Errorf("exec in %s: the guest agent did not end the command within %s (its timeout and %s): the guest may hang",
-				id, limit, execGrace)
+			return hypervisor.ExecResult{}, fmt.Errorf("exec in %s: the guest agent did not end the command within %s (its timeout and %s): %w",
+				id, limit, execGrace, errExecHangs)
 		case m, ok := <-replies:
 			if !ok {
 				return hypervisor.ExecResult{}, fmt.Errorf("exec in %s: %w", id, errAgentGone)

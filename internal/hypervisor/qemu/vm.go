@@ -56,6 +56,9 @@ type vm struct {
 	agentConn net.Conn
 	pending   map[string]*waiter
 	agentWMu  sync.Mutex // serializes writes to agentConn
+	// heard is when the guest agent last sent a line (unix ns), or its
+	// connection began.
+	heard atomic.Int64
 }
 
 // waiter is a request waiting for the guest agent's replies: they come on
@@ -242,6 +245,7 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 	// guest that runs here (Get says so), so nothing reaches a guest still
 	// being loaded; a moved guest that runs here before FinishIncoming
 	// (resumeOnArrival) takes commands at once.
+	v.heard.Store(time.Now().UnixNano())
 	v.mu.Lock()
 	v.agentConn = conn
 	v.mu.Unlock()
@@ -256,10 +260,14 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 		v.mu.Unlock()
 	}()
 	quit := make(chan struct{})
+	var asker sync.WaitGroup
+	defer asker.Wait()
 	defer close(quit)
 	answered := make(chan struct{})
 	var once sync.Once
+	asker.Add(1)
 	go func() {
+		defer asker.Done()
 		// A QEMU waiting for, or loading, an incoming guest: connected (so
 		// that the guest finds its agent's port still open when it runs
 		// here), but the driver asks nothing of its own until the guest
@@ -287,6 +295,8 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 			case <-quit:
 				return
 			case <-answered:
+				t.Stop()
+				v.watchAgent(conn, quit)
 				return
 			case <-t.C:
 				if v.writeAgent(conn, proto.Message{Type: proto.TypeFacts}) != nil {
@@ -298,6 +308,7 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
 	for sc.Scan() {
+		v.heard.Store(time.Now().UnixNano())
 		var m proto.Message
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			v.log.Debug("bad line from guest agent", "err", err)
@@ -332,6 +343,57 @@ func (d *Driver) serveAgent(v *vm, conn net.Conn) {
 // agentAskAgain is how often serveAgent asks a guest agent that has not
 // answered yet for its facts again.
 var agentAskAgain = 2 * time.Second
+
+// agentPing is how long a guest agent may be silent while requests wait
+// for it before it is pinged; agentSilent how long it may then stay
+// silent before its connection is made anew (watchAgent).
+var agentPing, agentSilent = 10 * time.Second, 20 * time.Second
+
+// watchAgent watches the guest agent of conn, which has answered once,
+// until quit: when it falls silent while requests wait for it, it is
+// pinged (its agent answers a ping at once, whatever commands run); if it
+// stays silent agentSilent after that, the connection is closed, so that
+// watch makes a new one. A virtio-serial channel that stopped carrying
+// messages is reset that way (the guest sees its host leave and come
+// back); the requests waiting end with errAgentGone rather than at their
+// timeouts, and the guest kills the commands it was running for the
+// connection that ended. A paused guest (a suspension, a move) is not
+// expected to answer.
+func (v *vm) watchAgent(conn net.Conn, quit <-chan struct{}) {
+	t := time.NewTicker(agentPing / 4)
+	defer t.Stop()
+	var pinged time.Time
+	for {
+		select {
+		case <-quit:
+			return
+		case <-t.C:
+		}
+		now, heard := time.Now(), time.Unix(0, v.heard.Load())
+		if v.isPaused() || hasIncoming(v.p) || !heard.Before(pinged) {
+			pinged = time.Time{}
+		}
+		switch {
+		case !pinged.IsZero() && now.Sub(pinged) >= agentSilent:
+			v.log.Warn("guest agent silent: connecting to it anew", "heard_ago", now.Sub(heard).Round(time.Millisecond),
+				"pinged_ago", now.Sub(pinged).Round(time.Millisecond), "requests_waiting", v.waiting())
+			conn.Close()
+			return
+		case pinged.IsZero() && now.Sub(heard) >= agentPing && v.waiting() > 0 && !v.isPaused() && !hasIncoming(v.p):
+			if v.writeAgent(conn, proto.Message{Type: proto.TypePing, ID: "ping"}) != nil {
+				return
+			}
+			pinged = now
+		}
+	}
+}
+
+// waiting is how many requests wait for the guest agent's replies.
+func (v *vm) waiting() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.pending)
+}
 
 // writeAgent writes one message to the guest agent's connection.
 func (v *vm) writeAgent(conn net.Conn, m proto.Message) error {
