@@ -16,6 +16,8 @@ type Calendar struct {
 	// xfers are the image transfers booked on the shared link (link.go),
 	// by start, past ones included (the images they left in caches).
 	xfers []*transfer
+	// linkBW is the link's bandwidth (linkBandwidth), bytes/s.
+	linkBW int64
 
 	hosts  []*host          // by id, including removed ones
 	byName map[string]*host // live hosts
@@ -350,6 +352,7 @@ func (c *Calendar) reindex() {
 	c.elig = map[string][]*host{}
 	c.mask = map[string][]bool{}
 	c.countCordoned()
+	c.linkBW = c.linkBandwidth()
 	c.hostVer++
 	c.released(nil)
 	c.needPass = true

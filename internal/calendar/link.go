@@ -32,6 +32,11 @@ type Link struct {
 	// Bandwidth in bytes/s; 0: no shared link (each host stages at its
 	// own StageRate).
 	Bandwidth int64
+	// Measured takes the link's bandwidth from the hosts: the median of
+	// their StageRates (how fast each fetched images from the repository,
+	// which the server measures), Bandwidth while none is known. Bookings
+	// made keep their times when the figure changes.
+	Measured bool
 	// Multicast sends one transfer to every host of a lease that needs
 	// the image, instead of one per host.
 	Multicast bool
@@ -69,8 +74,31 @@ type eviction struct {
 
 // linkFor says whether l's image goes over the link.
 func (c *Calendar) linkFor(l *lease) bool {
-	return c.pol.Link.Bandwidth > 0 && l.Kind == Reservation && l.Image.Size > 0
+	return c.linkBW > 0 && l.Kind == Reservation && l.Image.Size > 0
 }
+
+// linkBandwidth is the shared link's bandwidth under the policy: with
+// Link.Measured, the median StageRate of the live hosts that have one.
+func (c *Calendar) linkBandwidth() int64 {
+	if !c.pol.Link.Measured {
+		return c.pol.Link.Bandwidth
+	}
+	var rates []int64
+	for _, h := range c.order {
+		if h.StageRate > 0 {
+			rates = append(rates, h.StageRate)
+		}
+	}
+	if len(rates) == 0 {
+		return c.pol.Link.Bandwidth
+	}
+	slices.Sort(rates)
+	return rates[(len(rates)-1)/2]
+}
+
+// LinkBandwidth is the shared link's bandwidth in bytes/s now (0: no
+// link): Policy.Link's, or the hosts' median stage rate (Link.Measured).
+func (c *Calendar) LinkBandwidth() int64 { return c.linkBW }
 
 // cachedBy says whether host h has l's image by time by: in its cache
 // from the start, or by a transfer that ends in time.
@@ -115,7 +143,7 @@ func (c *Calendar) planLink(l *lease, hosts []*host, by, now int64) (linkPlan, *
 		}
 		p.evict = append(p.evict, ev...)
 	}
-	d := xfer(size, c.pol.Link.Bandwidth)
+	d := xfer(size, c.linkBW)
 	var groups [][]*host
 	if c.pol.Link.Multicast && len(need) > 0 {
 		groups = [][]*host{need}
@@ -132,7 +160,7 @@ func (c *Calendar) planLink(l *lease, hosts []*host, by, now int64) (linkPlan, *
 		if !ok {
 			return linkPlan{}, &Refusal{Lease: l.ID, Reason: ReasonTooSoon, From: tm(by - d), To: tm(by),
 				Detail: fmt.Sprintf("image %s (%s) cannot reach %s over the shared link (%s/s, %v a transfer) by %s: the link is booked%s",
-					l.Image.Name, l.Image.Size, strings.Join(names(g), ","), model.ByteSize(c.pol.Link.Bandwidth), time.Duration(d), fmtT(tm(by)), c.linkBusy(now, by, added))}
+					l.Image.Name, l.Image.Size, strings.Join(names(g), ","), model.ByteSize(c.linkBW), time.Duration(d), fmtT(tm(by)), c.linkBusy(now, by, added))}
 		}
 		added = append(added, &transfer{image: l.Image.Name, size: size, hosts: g, from: s, to: s + d})
 	}

@@ -406,7 +406,7 @@ func (c *Calendar) stageTime(l *lease) int64 {
 		for gi := range l.groups {
 			for _, h := range c.eligible(&l.groups[gi]) {
 				if !slices.Contains(h.Images, l.Image.Name) {
-					return xfer(int64(l.Image.Size), c.pol.Link.Bandwidth)
+					return xfer(int64(l.Image.Size), c.linkBW)
 				}
 			}
 		}

@@ -264,7 +264,11 @@ func (e *scenarioEnv) do(line string) []string {
 			e.pol.MinRun = e.dur(v)
 		}
 		if v, ok := a["link"]; ok {
-			e.pol.Link.Bandwidth = int64(e.size(v))
+			if v == "measured" {
+				e.pol.Link.Measured = true
+			} else {
+				e.pol.Link.Bandwidth = int64(e.size(v))
+			}
 		}
 		if v, ok := a["multicast"]; ok {
 			e.pol.Link.Multicast = v == "true"

@@ -14,6 +14,7 @@ import (
 	"vgrid/api"
 	"vgrid/internal/calendar"
 	"vgrid/internal/model"
+	"vgrid/internal/policyfile"
 	"vgrid/internal/store/bolt"
 )
 
@@ -139,19 +140,38 @@ func TestStageList(t *testing.T) {
 }
 
 // TestAssignmentsStage: through the controller and its store, a
-// reservation whose image must be fetched (100Mi at the host's measured
-// 10Mi/s: 10s) gets its stage action 10s before its start: the workspace
-// records Status.Staging, and the host's assignments list the image (and
-// describe it) while the workspace is not yet placed there; once it
-// starts, the staging is cleared and the list is empty.
+// reservation whose image must be fetched gets its stage action as long
+// before its start as the fetch takes: 100Mi at the host's measured 10Mi/s
+// (10s); or, under a policy whose shared link's bandwidth is measured, at
+// the hosts' median stage rate (10, 20 and 40Mi/s: 20Mi/s, 5s), as a
+// transfer on the link that its lease record names. The workspace records
+// Status.Staging, and its host's assignments list the image (and describe
+// it) while the workspace is not yet placed there; once it starts, the
+// staging is cleared and the list is empty.
 func TestAssignmentsStage(t *testing.T) {
+	measured := policyfile.Default()
+	measured.Link.Measured = true
+	for _, tc := range []struct {
+		name   string
+		policy *calendar.Policy
+		rates  []int64
+		lead   time.Duration
+	}{
+		{"host rate", nil, []int64{10 << 20}, 10 * time.Second},
+		{"measured link", &measured, []int64{10 << 20, 20 << 20, 40 << 20}, 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testAssignmentsStage(t, tc.policy, tc.rates, tc.lead) })
+	}
+}
+
+func testAssignmentsStage(t *testing.T, pol *calendar.Policy, rates []int64, lead time.Duration) {
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	clk := &testClock{t: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}
-	ctl, err := New(Config{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clk.now})
+	ctl, err := New(Config{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clk.now, Policy: pol})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,18 +181,32 @@ func TestAssignmentsStage(t *testing.T) {
 	if err := ctl.RegisterImage(ctx, img, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ctl.RegisterNode(ctx, model.Node{Name: "h1", Accel: "tcg", Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB, Disk: 100 * model.GiB},
-		Measured: &model.HostTimes{Stage: []int64{10 << 20}}}); err != nil {
-		t.Fatal(err)
+	for i, r := range rates {
+		if _, err := ctl.RegisterNode(ctx, model.Node{Name: fmt.Sprintf("h%d", i+1), Accel: "tcg", Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB, Disk: 100 * model.GiB},
+			Measured: &model.HostTimes{Stage: []int64{r}}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	start := clk.now().Add(time.Hour)
 	createWS(t, ctl, "r", "2", fmt.Sprintf("{kind: reservation, start: %q}", start.Format(time.RFC3339)))
+	rec, err := ctl.Lease(ctx, "p", "r")
+	if err != nil || rec.Hold == nil || len(rec.Hold.Hosts) != 1 {
+		t.Fatalf("lease %+v, %v: want it held on a host", rec, err)
+	}
+	host := rec.Hold.Hosts[0]
+	if pol != nil {
+		if len(rec.Transfers) != 1 || !rec.Transfers[0].From.Equal(start.Add(-lead)) || !rec.Transfers[0].To.Equal(start) {
+			t.Fatalf("transfers %+v, want one over [%s, %s)", rec.Transfers, start.Add(-lead), start)
+		}
+	} else if len(rec.Transfers) != 0 {
+		t.Fatalf("transfers %+v without a link", rec.Transfers)
+	}
 	stageOf := func() ([]api.StageRequest, []string, *model.Staging) {
 		t.Helper()
 		if err := ctl.Reconcile(ctx); err != nil {
 			t.Fatal(err)
 		}
-		as, err := ctl.Assignments(ctx, "h1", 0, 0)
+		as, err := ctl.Assignments(ctx, host, 0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,9 +220,9 @@ func TestAssignmentsStage(t *testing.T) {
 		}
 		return as.Stage, names, w.Status.Staging
 	}
-	clk.add(time.Hour - 11*time.Second)
+	clk.add(time.Hour - lead - time.Second)
 	if reqs, _, s := stageOf(); len(reqs) != 0 || s != nil {
-		t.Fatalf("11s before the start: stage %+v, staging %+v; want none yet", reqs, s)
+		t.Fatalf("%s before the start: stage %+v, staging %+v; want none yet", lead+time.Second, reqs, s)
 	}
 	clk.add(time.Second)
 	reqs, imgs, s := stageOf()
@@ -196,12 +230,12 @@ func TestAssignmentsStage(t *testing.T) {
 	if !slices.EqualFunc(reqs, want, func(a, b api.StageRequest) bool {
 		return a.Image == b.Image && a.Workspace == b.Workspace && a.Start.Equal(b.Start)
 	}) || !slices.Contains(imgs, "img") {
-		t.Fatalf("10s before the start: stage %+v (images %v), want %+v and the image described", reqs, imgs, want)
+		t.Fatalf("%s before the start: stage %+v (images %v), want %+v and the image described", lead, reqs, imgs, want)
 	}
-	if s == nil || s.Image != "img" || !slices.Equal(s.Hosts, []string{"h1"}) || !s.Since.Equal(start.Add(-10*time.Second)) {
+	if s == nil || s.Image != "img" || !slices.Equal(s.Hosts, []string{host}) || !s.Since.Equal(start.Add(-lead)) {
 		t.Fatalf("staging %+v", s)
 	}
-	clk.add(10 * time.Second)
+	clk.add(lead)
 	if reqs, _, s := stageOf(); len(reqs) != 0 || s != nil {
 		t.Fatalf("at the start: stage %+v, staging %+v; want it cleared", reqs, s)
 	}

@@ -200,6 +200,22 @@ func document(p *calendar.Policy) ordered {
 	if len(o) > 0 {
 		doc = append(doc, item{"overcommit", o})
 	}
+	if l := p.Link; l != (calendar.Link{}) {
+		m := ordered{}
+		switch {
+		case l.Measured:
+			m = append(m, item{"bandwidth", "measured"})
+		case l.Bandwidth != 0:
+			m = append(m, item{"bandwidth", model.ByteSize(l.Bandwidth).String()})
+		}
+		if l.Multicast {
+			m = append(m, item{"multicast", true})
+		}
+		if l.Cache != 0 {
+			m = append(m, item{"cache", model.ByteSize(l.Cache).String()})
+		}
+		doc = append(doc, item{"link", m})
+	}
 	return doc
 }
 

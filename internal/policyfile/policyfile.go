@@ -29,6 +29,10 @@ import (
 //	quotas:
 //	  biology: {cpu: 4, memory: 8Gi, workspaces: 3, core_hours: 100}
 //	overcommit: {cpu: 4}        # promised/real capacity per resource (cpu, memory, disk, bandwidth), >= 1
+//	link:                       # reservations' images over the repository's shared link
+//	  bandwidth: measured       # bytes/s such as 100Mi, or measured: the hosts' median stage rate
+//	  multicast: false          # one transfer for all the hosts of a lease
+//	  cache: 20Gi               # bytes of images each host keeps (default: no bound)
 //
 // A key set to null (`suspend: ~`, or `suspend:` with nothing after it) is
 // the same as a key left out.
@@ -119,7 +123,7 @@ func Parse(data []byte) (*calendar.Policy, error) {
 const maxCores = 1e12
 
 func apply(p *calendar.Policy, doc node) error {
-	if err := only(doc, "", "backfill", "placement", "suspend", "migrate", "gaps", "gap_min_run", "min_run", "fair_share", "quotas", "overcommit"); err != nil {
+	if err := only(doc, "", "backfill", "placement", "suspend", "migrate", "gaps", "gap_min_run", "min_run", "fair_share", "quotas", "overcommit", "link"); err != nil {
 		return err
 	}
 	if s, ok, err := str(doc.get("backfill"), "backfill"); err != nil {
@@ -180,6 +184,9 @@ func apply(p *calendar.Policy, doc node) error {
 		return err
 	}
 	if err := quotas(p, doc.get("quotas")); err != nil {
+		return err
+	}
+	if err := link(p, doc.get("link")); err != nil {
 		return err
 	}
 	return overcommit(p, doc.get("overcommit"))
@@ -292,31 +299,9 @@ func quota(n node, path string) (calendar.Quota, error) {
 		}
 	}
 	if m := n.get("memory"); !m.null() {
-		path := join(path, "memory")
-		if err := m.check(path); err != nil {
-			return q, err
-		}
-		var s string
-		switch v := m.v.(type) {
-		case string:
-			s = v
-		case int:
-			s = strconv.Itoa(v)
-		case int64:
-			s = strconv.FormatInt(v, 10)
-		case uint64:
-			s = strconv.FormatUint(v, 10)
-		case float64:
-			s = strconv.FormatFloat(v, 'g', -1, 64)
-		default:
-			return q, fieldErr(path, "want a size such as 8Gi, got %s", m.describe())
-		}
-		b, err := model.ParseByteSize(s)
+		b, err := byteSize(m, join(path, "memory"), "no limit")
 		if err != nil {
-			return q, fieldErr(path, "%v", err)
-		}
-		if b < 0 {
-			return q, fieldErr(path, "%s is negative, want 0 (no limit) or more", s)
+			return q, err
 		}
 		q.Memory = b
 	}
@@ -396,6 +381,84 @@ func overcommit(p *calendar.Policy, n node) error {
 			return fieldErr(path, "%v, want a ratio from 1 (none) to %d", v, calendar.MaxOvercommit)
 		}
 		*r.to = v
+	}
+	return nil
+}
+
+// byteSize reads a size such as 8Gi (a plain number is bytes), 0 or more;
+// zero says what 0 means.
+func byteSize(m node, path, zero string) (model.ByteSize, error) {
+	if err := m.check(path); err != nil {
+		return 0, err
+	}
+	var s string
+	switch v := m.v.(type) {
+	case string:
+		s = v
+	case int:
+		s = strconv.Itoa(v)
+	case int64:
+		s = strconv.FormatInt(v, 10)
+	case uint64:
+		s = strconv.FormatUint(v, 10)
+	case float64:
+		s = strconv.FormatFloat(v, 'g', -1, 64)
+	default:
+		return 0, fieldErr(path, "want a size such as 8Gi, got %s", m.describe())
+	}
+	b, err := model.ParseByteSize(s)
+	if err != nil {
+		return 0, fieldErr(path, "%v", err)
+	}
+	if b < 0 {
+		return 0, fieldErr(path, "%s is negative, want 0 (%s) or more", s, zero)
+	}
+	return b, nil
+}
+
+// link reads the shared image link (calendar.Link): bandwidth (a size per
+// second, or "measured": the hosts' median stage rate), multicast, cache.
+func link(p *calendar.Policy, n node) error {
+	const path = "link"
+	if n.null() {
+		return nil
+	}
+	if err := mapping(n, path); err != nil {
+		return err
+	}
+	if err := only(n, path, "bandwidth", "multicast", "cache"); err != nil {
+		return err
+	}
+	if bw := n.get("bandwidth"); !bw.null() {
+		if s, ok := bw.v.(string); ok && s == "measured" {
+			p.Link.Measured = true
+		} else {
+			b, err := byteSize(bw, join(path, "bandwidth"), "no shared link")
+			if err != nil {
+				return err
+			}
+			p.Link.Bandwidth = int64(b)
+		}
+	}
+	if m := n.get("multicast"); !m.null() {
+		if err := m.check(join(path, "multicast")); err != nil {
+			return err
+		}
+		b, ok := m.v.(bool)
+		if !ok {
+			return fieldErr(join(path, "multicast"), "want true or false, got %s", m.describe())
+		}
+		p.Link.Multicast = b
+	}
+	if c := n.get("cache"); !c.null() {
+		b, err := byteSize(c, join(path, "cache"), "no bound")
+		if err != nil {
+			return err
+		}
+		p.Link.Cache = int64(b)
+	}
+	if (p.Link.Multicast || p.Link.Cache > 0) && p.Link.Bandwidth == 0 && !p.Link.Measured {
+		return fieldErr(path, "multicast and cache need a bandwidth (a size per second such as 100Mi, or measured)")
 	}
 	return nil
 }

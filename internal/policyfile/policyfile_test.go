@@ -26,6 +26,7 @@ fair_share: {half_life: 24h, weights: {physics: 2}}
 quotas:
   biology: {cpu: 4, memory: 8Gi, workspaces: 3, core_hours: 100}
 overcommit: {cpu: 4, memory: 1}
+link: {bandwidth: 100Mi, multicast: true, cache: 20Gi}
 `
 
 func checkFull(t *testing.T, p *calendar.Policy) {
@@ -42,6 +43,9 @@ func checkFull(t *testing.T, p *calendar.Policy) {
 	if o := p.Overcommit; o.CPU != 4 || o.Memory != 1 || o.Disk != 0 || o.Bandwidth != 0 {
 		t.Errorf("overcommit %+v", o)
 	}
+	if l := p.Link; l.Bandwidth != 100*int64(model.MiB) || !l.Multicast || l.Cache != 20*int64(model.GiB) || l.Measured {
+		t.Errorf("link %+v", l)
+	}
 }
 
 func TestParse(t *testing.T) {
@@ -55,7 +59,7 @@ func TestParse(t *testing.T) {
 	p, err = Parse([]byte(`{"backfill": "conservative", "placement": "spread", "suspend": false, "migrate": true,
 		"gaps": false, "gap_min_run": "10m", "min_run": "15m", "fair_share": {"half_life": "24h", "weights": {"physics": 2}},
 		"quotas": {"biology": {"cpu": 4, "memory": "8Gi", "workspaces": 3, "core_hours": 100}},
-		"overcommit": {"cpu": 4, "memory": 1}}`))
+		"overcommit": {"cpu": 4, "memory": 1}, "link": {"bandwidth": "100Mi", "multicast": true, "cache": "20Gi"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +151,13 @@ func TestParseErrors(t *testing.T) {
 		{"placement: best\n", "placement", `placement: unknown placement "best"`, 0},
 		{"suspend: maybe\n", "suspend", `suspend: want true or false, got "maybe"`, 0},
 		{"migrate: 1\n", "migrate", `migrate: want true or false, got 1`, 0},
-		{"colour: red\n", "colour", "colour: unknown field (want backfill, placement, suspend, migrate, gaps, gap_min_run, min_run, fair_share, quotas or overcommit)", 0},
+		{"colour: red\n", "colour", "colour: unknown field (want backfill, placement, suspend, migrate, gaps, gap_min_run, min_run, fair_share, quotas, overcommit or link)", 0},
+		{"link: {bandwidth: fast}\n", "link.bandwidth", `link.bandwidth: `, 0},
+		{"link: {bandwidth: -1Mi}\n", "link.bandwidth", "link.bandwidth: -1Mi is negative, want 0 (no shared link) or more", 0},
+		{"link: {multicast: yes please}\n", "link.multicast", `link.multicast: want true or false, got "yes please"`, 0},
+		{"link: {cache: 20Gi}\n", "link", "link: multicast and cache need a bandwidth (a size per second such as 100Mi, or measured)", 0},
+		{"link: {speed: 1}\n", "link.speed", "link.speed: unknown field (want bandwidth, multicast or cache)", 0},
+		{"link: 100Mi\n", "link", "link: want a mapping", 0},
 		{"gaps: often\n", "gaps", `gaps: want true or false, got "often"`, 0},
 		{"gap_min_run: -5m\n", "gap_min_run", "gap_min_run: -5m is negative, want 0 (the default, 5m0s) or more", 0},
 		{"gap_min_run: soon\n", "gap_min_run", `gap_min_run: time: invalid duration "soon"`, 0},
