@@ -435,6 +435,14 @@ func execIn(t testing.TB, cl *client.Client, name, script string) (string, int) 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	res, err := cl.Exec(ctx, name, api.ExecPost{Argv: []string{"/bin/sh", "-c", script}, TimeoutS: 150}, &out, &out)
+	if err != nil && strings.Contains(err.Error(), "connection ended before the command did") {
+		// The host's driver made the guest agent's connection anew (it
+		// fell silent: watchAgent) and the command went with it; the
+		// scripts here may run again.
+		t.Logf("exec in %s: %v; once more", name, err)
+		out.Reset()
+		res, err = cl.Exec(ctx, name, api.ExecPost{Argv: []string{"/bin/sh", "-c", script}, TimeoutS: 150}, &out, &out)
+	}
 	if err != nil {
 		// A guest that stopped answering (an oops after a migration under
 		// TCG, say) tells why on its console.
