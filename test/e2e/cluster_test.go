@@ -445,9 +445,15 @@ func execIn(t testing.TB, cl *client.Client, name, script string) (string, int) 
 	}
 	if err != nil {
 		// A guest that stopped answering (an oops after a migration under
-		// TCG, say) tells why on its console.
+		// TCG, say) tells why on its console; one whose agent still
+		// answers, what runs in it and how far its clock got.
 		logs, lerr := cl.WorkspaceLogs(context.Background(), name)
-		t.Fatalf("exec in %s: %v; its console (%v):\n%s", name, err, lerr, tail(string(logs), 3000))
+		var ps bytes.Buffer
+		pctx, pcancel := context.WithTimeout(context.Background(), time.Minute)
+		_, perr := cl.Exec(pctx, name, api.ExecPost{Argv: []string{"/bin/sh", "-c", "cat /proc/uptime; date; ps -o pid,stat,time,args"}, TimeoutS: 30}, &ps, &ps)
+		pcancel()
+		t.Fatalf("exec in %s: %v; its console (%v):\n%s\nits processes (%v), at %s:\n%s", name, err, lerr, tail(string(logs), 3000),
+			perr, time.Now().UTC().Format(time.RFC3339), ps.String())
 	}
 	return out.String(), res.ExitCode
 }
