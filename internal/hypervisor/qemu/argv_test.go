@@ -36,7 +36,7 @@ func TestArgvDirectTCG(t *testing.T) {
 		"-smp", "2", "-m", "512",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-kernel", "/img/vmlinux", "-initrd", "/img/initrd.img",
-		"-append", "console=ttyS0 root=/dev/vda tsc_early_khz=2596134",
+		"-append", "console=ttyS0 root=/dev/vda tsc_early_khz=2596134 tsc=reliable",
 		"-chardev", "file,id=con,path=/var/lib/vgrid/ws-1/console.log", "-serial", "chardev:con",
 		"-qmp", "unix:/var/lib/vgrid/ws-1/qmp.sock,server=on,wait=off",
 		"-device", "virtio-serial-device",
@@ -230,7 +230,7 @@ func TestArgvVariants(t *testing.T) {
 		},
 		{
 			name: "no tsc", accel: AccelTCG, tsc: 0, dir: "/s/ws-1",
-			checks: map[string]string{"-append": "console=ttyS0 root=/dev/vda"},
+			checks: map[string]string{"-append": "console=ttyS0 root=/dev/vda tsc=reliable"},
 		},
 		{
 			name: "no initrd", accel: AccelTCG, dir: "/s/ws-1",
@@ -315,11 +315,13 @@ func TestKernelCmdline(t *testing.T) {
 		tsc       int64
 		want      string
 	}{
-		{"console=ttyS0", AccelTCG, 2596134, "console=ttyS0 tsc_early_khz=2596134"},
+		{"console=ttyS0", AccelTCG, 2596134, "console=ttyS0 tsc_early_khz=2596134 tsc=reliable"},
 		{"console=ttyS0", AccelKVM, 2596134, "console=ttyS0"},
-		{"console=ttyS0 tsc_early_khz=1000", AccelTCG, 2596134, "console=ttyS0 tsc_early_khz=1000"},
-		{"", AccelTCG, 5, "tsc_early_khz=5"},
-		{"quiet", AccelTCG, 0, "quiet"},
+		{"console=ttyS0 tsc_early_khz=1000", AccelTCG, 2596134, "console=ttyS0 tsc_early_khz=1000 tsc=reliable"},
+		{"", AccelTCG, 5, "tsc_early_khz=5 tsc=reliable"},
+		{"quiet", AccelTCG, 0, "quiet tsc=reliable"},
+		{"quiet tsc=unstable", AccelTCG, 7, "quiet tsc=unstable tsc_early_khz=7"},
+		{"tsc_known_freq", AccelTCG, 0, "tsc_known_freq tsc=reliable"},
 	}
 	for _, tt := range tests {
 		if got := KernelCmdline(tt.in, tt.accel, tt.tsc); got != tt.want {

@@ -42,7 +42,9 @@
 // Acceleration. KVM is used only with a hardware KVM module and vmx/svm
 // (see DetectAccel); otherwise TCG, with a warning naming the reason, and
 // direct-boot guests get tsc_early_khz=<host TSC> on their kernel command
-// line (without it their TSC calibration sometimes hangs under TCG).
+// line (without it their TSC calibration sometimes hangs under TCG) and
+// tsc=reliable (without it a guest starved of CPU drops the TSC for
+// jiffies and its clock runs slow; see KernelCmdline).
 // Firmware-boot guests (q35, SeaBIOS) cannot be given it.
 //
 // Memory. The cgroup memory limit is quantum memory + overhead, with
