@@ -569,11 +569,19 @@ func (c *Calendar) commit(l *lease, hosts []*host, from, T, to, pre, boot int64,
 	l.staged, l.started, l.suspendSent = false, false, false
 	l.planned, l.planHosts = false, nil
 	l.reason = ""
-	l.allocs = l.allocs[:0]
 	l.moves = nil
-	for _, hv := range perHost(l, hosts) {
+	// One allocation for the lease's holds, and room for its new
+	// segments at once: a lease of hundreds of members otherwise costs as
+	// many small allocations.
+	hvs := appendPerHost(c.hvBuf[:0], l, hosts)
+	c.hvBuf = hvs[:0]
+	as := make([]alloc, len(hvs))
+	l.allocs = slices.Grow(l.allocs[:0], len(hvs))
+	l.segs = slices.Grow(l.segs, len(hvs))
+	for i, hv := range hvs {
 		h := hv.h
-		a := &alloc{l: l, h: h, v: hv.v, from: from, to: to}
+		a := &as[i]
+		*a = alloc{l: l, h: h, v: hv.v, from: from, to: to}
 		l.allocs = append(l.allocs, a)
 		h.tl.add(from, to, a.v)
 		h.allocs = append(h.allocs, a)

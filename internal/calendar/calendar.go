@@ -84,6 +84,7 @@ type Calendar struct {
 	gapMiss bool
 
 	candBuf  []cand
+	hvBuf    []hostVec // commit's members by host
 	sweepBuf []sweepHost
 	sweepQ   sweepHeap
 	orderBuf []*lease

@@ -385,7 +385,11 @@ func perHost(l *lease, hosts []*host) []hostVec {
 	if len(hosts) == 1 {
 		return []hostVec{{hosts[0], l.groupVec(0)}}
 	}
-	out := make([]hostVec, 0, min(len(hosts), 8))
+	return appendPerHost(make([]hostVec, 0, min(len(hosts), 8)), l, hosts)
+}
+
+// appendPerHost is perHost appended to out (a buffer the caller reuses).
+func appendPerHost(out []hostVec, l *lease, hosts []*host) []hostVec {
 	for _, h := range hosts {
 		h.mark = -1
 	}
