@@ -82,6 +82,8 @@ type Calendar struct {
 	// gapMiss says the last start in a gap failed for want of room.
 	misses  misses
 	gapMiss bool
+	// fronts are the pass's first-fit frontiers (frontier.go).
+	fronts frontiers
 
 	candBuf  []cand
 	hvBuf    []hostVec // commit's members by host

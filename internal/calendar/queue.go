@@ -426,7 +426,7 @@ func (c *Calendar) startNow(l *lease, t int64) bool {
 	}
 	pre, boot := c.overheads(l)
 	to := t + pre + l.remaining
-	hosts, ok := c.placeAt(l, t, to, true)
+	hosts, ok := c.placeNow(l, t, to)
 	if !ok {
 		return c.startInGap(l, t)
 	}
