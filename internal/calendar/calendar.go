@@ -625,7 +625,7 @@ func (c *Calendar) sortedLeases() []*lease {
 func (c *Calendar) view(l *lease) LeaseView {
 	v := LeaseView{
 		ID: l.ID, Project: l.Project, Kind: l.Kind, State: l.st,
-		Remaining: time.Duration(l.remaining), Suspensions: l.suspensions, Requeues: l.requeues,
+		Remaining: c.remainingOf(l), Suspensions: l.suspensions, Requeues: l.requeues,
 		Reason: l.reason,
 	}
 	v.Members = make([]string, len(l.Members))
@@ -642,14 +642,10 @@ func (c *Calendar) view(l *lease) LeaseView {
 	case l.held:
 		v.Start, v.End = tm(l.T), tm(l.runTo)
 		v.Hosts = names(l.hosts)
-		if l.started && c.now > l.T {
-			v.Remaining = time.Duration(l.remaining - (min(c.now, l.runTo) - l.T))
-		}
 	case l.queued && l.planned:
 		v.Start, v.End, v.Planned = tm(l.planT), tm(l.planT+l.remaining), true
 		v.Hosts = names(l.planHosts)
 	case l.st == StateDone || l.st == StateCancelled || l.st == StateFailed:
-		v.Remaining = 0
 		if n := len(l.segs); n > 0 {
 			// The last run, over the segments a move or resize split it into.
 			from, to := l.segs[n-1].runFrom, l.segs[n-1].runTo

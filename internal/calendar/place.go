@@ -317,6 +317,7 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 	total := 0
 	q := c.sweepQ[:0]
 	defer func() { c.sweepQ = q[:0] }()
+	top := 0 // hosts of the same capacity in a row have the same top
 	for i, h := range hosts {
 		s := &hs[i]
 		s.h = h
@@ -326,7 +327,10 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		s.ei = h.tl.idx(T0+run-1) + 1
 		s.cnt = count(s)
 		if single {
-			s.top = copies(h.cap, v, need)
+			if i == 0 || h.cap != hosts[i-1].cap {
+				top = copies(h.cap, v, need)
+			}
+			s.top = top
 		}
 		total += s.cnt
 		setNext(s)

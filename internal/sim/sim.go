@@ -462,8 +462,8 @@ func (e *engine) apply(a calendar.Action) {
 
 // remaining is the run time the calendar still grants the lease.
 func (e *engine) remaining(l *lease) time.Duration {
-	if v, ok := e.cal.Get(l.tr.ID); ok && v.Remaining > 0 {
-		return v.Remaining
+	if r, ok := e.cal.Remaining(l.tr.ID); ok && r > 0 {
+		return r
 	}
 	return l.tr.Duration
 }
