@@ -82,8 +82,12 @@ type Calendar struct {
 	// gapMiss says the last start in a gap failed for want of room.
 	misses  misses
 	gapMiss bool
-	// fronts are the pass's first-fit frontiers (frontier.go).
-	fronts frontiers
+	// fronts are the pass's first-fit frontiers (frontier.go); hmiss
+	// the hosts' misses of pack and spread, by position, which a start
+	// in a pass reads and notes (useMisses).
+	fronts    frontiers
+	hmiss     []hostMisses
+	useMisses bool
 
 	candBuf  []cand
 	hvBuf    []hostVec // commit's members by host

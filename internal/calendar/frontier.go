@@ -82,7 +82,14 @@ func (f *frontiers) note(g *group, end int64, pos int) {
 // pass: a first-fit placement of identical members, not spread, scans from
 // the pass's frontier and records where it found room first.
 func (c *Calendar) placeNow(l *lease, t, to int64) ([]*host, bool) {
-	if c.noMemo || len(l.groups) != 1 || l.groups[0].spread || !(c.pol.Placement == "" || c.pol.Placement == FirstFit) {
+	if c.noMemo || len(l.groups) != 1 || l.groups[0].spread {
+		return c.placeAt(l, t, to, true)
+	}
+	if !(c.pol.Placement == "" || c.pol.Placement == FirstFit) {
+		// Pack and spread rank the hosts, and the ranks change as they
+		// fill: each host remembers its own last miss instead.
+		c.useMisses = true
+		defer func() { c.useMisses = false }()
 		return c.placeAt(l, t, to, true)
 	}
 	g := &l.groups[0]
@@ -108,4 +115,51 @@ func (c *Calendar) placeNow(l *lease, t, to int64) ([]*host, bool) {
 		return nil, false
 	}
 	return out, true
+}
+
+// hostMisses are a host's last failed starts in a pass: no room for one
+// member of v over [t, end), at pass pass, epoch and host version. Like
+// a frontier, each rules out members no smaller over windows no shorter
+// from t until the pass ends. They are kept by host position, and only
+// once pack or spread start something in a pass.
+type hostMisses struct {
+	pass, epoch, hostVer uint64
+	t                    int64
+	n                    int
+	ms                   [4]struct {
+		end int64
+		v   vec
+	}
+}
+
+// missed says whether h's misses show that one member of g does not fit
+// there over [t, end).
+func (c *Calendar) missed(h *host, g *group, t, end int64) bool {
+	if h.pos >= len(c.hmiss) {
+		return false
+	}
+	m := &c.hmiss[h.pos]
+	if m.pass != c.passNo || m.epoch != c.epoch || m.hostVer != c.hostVer || m.t != t {
+		return false
+	}
+	for i := range min(m.n, len(m.ms)) {
+		if x := &m.ms[i]; x.end <= end && x.v.le(g.v) {
+			return true
+		}
+	}
+	return false
+}
+
+// noteMiss records that one member of g does not fit on h over [t, end).
+func (c *Calendar) noteMiss(h *host, g *group, t, end int64) {
+	if len(c.hmiss) != len(c.order) {
+		c.hmiss = make([]hostMisses, len(c.order))
+	}
+	m := &c.hmiss[h.pos]
+	if m.pass != c.passNo || m.epoch != c.epoch || m.hostVer != c.hostVer || m.t != t {
+		*m = hostMisses{pass: c.passNo, epoch: c.epoch, hostVer: c.hostVer, t: t}
+	}
+	x := &m.ms[m.n%len(m.ms)]
+	x.end, x.v = end, g.v
+	m.n++
 }

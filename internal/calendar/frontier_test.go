@@ -12,10 +12,16 @@ import (
 // TestPlaceNowIsPlaceAt: on 300 hosts holding reservations, a sequence of
 // starts at one clock within one pass, of random members, counts and
 // lengths (each committed, so the slot table fills as in a pass), places
-// every lease on the same hosts with the frontiers as a scan from the
-// first host does.
+// every lease on the same hosts with the frontiers (first fit) or the
+// hosts' misses (pack, spread) as placement without them does.
 func TestPlaceNowIsPlaceAt(t *testing.T) {
-	c, t0, _ := benchGrid(t, 300, 0, FirstFit)
+	for _, pl := range []Placement{FirstFit, Pack, Spread} {
+		t.Run(string(pl), func(t *testing.T) { testPlaceNow(t, pl) })
+	}
+}
+
+func testPlaceNow(t *testing.T, pl Placement) {
+	c, t0, _ := benchGrid(t, 300, 0, pl)
 	now := tick(t0)
 	c.passNo++
 	rnd := rand.New(rand.NewSource(1))
