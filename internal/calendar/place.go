@@ -335,7 +335,7 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		total += s.cnt
 		setNext(s)
 		if s.next != math.MaxInt64 {
-			q = append(q, s)
+			q = append(q, sweepEnt{next: s.next, pos: h.pos, i: i})
 		}
 	}
 	// place reads the first-fit placement off the counts at T.
@@ -361,7 +361,7 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 			return 0, nil, false
 		}
 		for len(q) > 0 && q[0].next == T {
-			s := q[0]
+			s := &hs[q[0].i]
 			n := s.cnt
 			// Only a point leaving the window can raise a count; one
 			// entering can only lower it, and zero stays zero.
@@ -376,6 +376,7 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 			if s.next == math.MaxInt64 {
 				q.pop()
 			} else {
+				q[0].next = s.next
 				q.fix0()
 			}
 		}
@@ -386,14 +387,23 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 	return 0, nil, false
 }
 
+// sweepEnt is a host in the sweep's heap: its next change, its position
+// (ties go by it) and its index in the sweep (no pointers, so that
+// moving entries costs no write barriers).
+type sweepEnt struct {
+	next int64
+	pos  int
+	i    int
+}
+
 // sweepHeap is a min-heap of hosts by next change.
-type sweepHeap []*sweepHost
+type sweepHeap []sweepEnt
 
 func (q sweepHeap) less(i, j int) bool {
 	if q[i].next != q[j].next {
 		return q[i].next < q[j].next
 	}
-	return q[i].h.pos < q[j].h.pos
+	return q[i].pos < q[j].pos
 }
 
 func (q sweepHeap) init() {
@@ -427,7 +437,6 @@ func (q *sweepHeap) pop() {
 	old := *q
 	n := len(old) - 1
 	old[0] = old[n]
-	old[n] = nil
 	*q = old[:n]
 	q.down(0)
 }
