@@ -145,9 +145,18 @@ func (l *lease) regroup() {
 	if len(in.Members) > 1 {
 		byKey = map[key]int{}
 	}
+	prev := -1
 	for i, m := range in.Members {
 		v := vecOf(m.Resources)
 		l.total = l.total.add(v)
+		if prev >= 0 && len(m.Labels) == 0 {
+			// Most leases repeat one member: the same as the one
+			// before, of no labels, is in its group.
+			if p := &in.Members[i-1]; len(p.Labels) == 0 && p.Resources == m.Resources && p.Spread == m.Spread {
+				l.groups[prev].members = append(l.groups[prev].members, i)
+				continue
+			}
+		}
 		lk := labelKey(m.Labels)
 		if m.Spread {
 			lk += "\x00spread"
@@ -164,6 +173,7 @@ func (l *lease) regroup() {
 			l.groups = append(l.groups, group{v: v, labels: m.Labels, key: labelKey(m.Labels), spread: m.Spread})
 		}
 		l.groups[gi].members = append(l.groups[gi].members, i)
+		prev = gi
 	}
 	sort.SliceStable(l.groups, func(i, j int) bool {
 		a, b := l.groups[i].v, l.groups[j].v
@@ -569,11 +579,19 @@ func (c *Calendar) commit(l *lease, hosts []*host, from, T, to, pre, boot int64,
 	l.staged, l.started, l.suspendSent = false, false, false
 	l.planned, l.planHosts = false, nil
 	l.reason = ""
-	l.allocs = l.allocs[:0]
 	l.moves = nil
-	for _, hv := range perHost(l, hosts) {
+	// One allocation for the lease's holds, and room for its new
+	// segments at once: a lease of hundreds of members otherwise costs as
+	// many small allocations.
+	hvs := appendPerHost(c.hvBuf[:0], l, hosts)
+	c.hvBuf = hvs[:0]
+	as := make([]alloc, len(hvs))
+	l.allocs = slices.Grow(l.allocs[:0], len(hvs))
+	l.segs = slices.Grow(l.segs, len(hvs))
+	for i, hv := range hvs {
 		h := hv.h
-		a := &alloc{l: l, h: h, v: hv.v, from: from, to: to}
+		a := &as[i]
+		*a = alloc{l: l, h: h, v: hv.v, from: from, to: to}
 		l.allocs = append(l.allocs, a)
 		h.tl.add(from, to, a.v)
 		h.allocs = append(h.allocs, a)

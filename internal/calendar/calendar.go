@@ -84,8 +84,15 @@ type Calendar struct {
 	// gapMiss says the last start in a gap failed for want of room.
 	misses  misses
 	gapMiss bool
+	// fronts are the pass's first-fit frontiers (frontier.go); hmiss
+	// the hosts' misses of pack and spread, by position, which a start
+	// in a pass reads and notes (useMisses).
+	fronts    frontiers
+	hmiss     []hostMisses
+	useMisses bool
 
 	candBuf  []cand
+	hvBuf    []hostVec // commit's members by host
 	sweepBuf []sweepHost
 	sweepQ   sweepHeap
 	orderBuf []*lease
@@ -625,7 +632,7 @@ func (c *Calendar) sortedLeases() []*lease {
 func (c *Calendar) view(l *lease) LeaseView {
 	v := LeaseView{
 		ID: l.ID, Project: l.Project, Kind: l.Kind, State: l.st,
-		Remaining: time.Duration(l.remaining), Suspensions: l.suspensions, Requeues: l.requeues,
+		Remaining: c.remainingOf(l), Suspensions: l.suspensions, Requeues: l.requeues,
 		Reason: l.reason,
 	}
 	v.Members = make([]string, len(l.Members))
@@ -642,14 +649,10 @@ func (c *Calendar) view(l *lease) LeaseView {
 	case l.held:
 		v.Start, v.End = tm(l.T), tm(l.runTo)
 		v.Hosts = names(l.hosts)
-		if l.started && c.now > l.T {
-			v.Remaining = time.Duration(l.remaining - (min(c.now, l.runTo) - l.T))
-		}
 	case l.queued && l.planned:
 		v.Start, v.End, v.Planned = tm(l.planT), tm(l.planT+l.remaining), true
 		v.Hosts = names(l.planHosts)
 	case l.st == StateDone || l.st == StateCancelled || l.st == StateFailed:
-		v.Remaining = 0
 		if n := len(l.segs); n > 0 {
 			// The last run, over the segments a move or resize split it into.
 			from, to := l.segs[n-1].runFrom, l.segs[n-1].runTo

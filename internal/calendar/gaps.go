@@ -48,7 +48,7 @@ func (c *Calendar) startInGap(l *lease, t int64) bool {
 		}
 	}
 	pre, boot := c.overheads(l)
-	hosts, ok := c.placeAt(l, t, t+pre+c.gapMinRun(), true)
+	hosts, ok := c.placeNow(l, t, t+pre+c.gapMinRun())
 	if !ok {
 		c.gapMiss = true
 		return false

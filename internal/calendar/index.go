@@ -98,10 +98,15 @@ func (c *Calendar) takeRanked(g *group, from, to int64, ex func(*host) vec, perH
 			if perHost > 0 {
 				lim = min(need, perHost)
 			}
+			if c.useMisses && c.missed(h, g, from, to) {
+				continue
+			}
 			if n := c.fitOn(h, g, from, to, true, ex(h), lim); n > 0 {
 				if need = took(h, n); need == 0 {
 					return true
 				}
+			} else if c.useMisses {
+				c.noteMiss(h, g, from, to)
 			}
 		}
 	}

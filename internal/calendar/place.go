@@ -200,6 +200,7 @@ type sweepHost struct {
 	h      *host
 	li, ei int // next point whose leaving / entering the window changes the count
 	cnt    int
+	top    int // the count over a window of no use (identical members)
 	next   int64
 }
 
@@ -250,11 +251,29 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 			}
 		}
 	}
-	count := func(s *sweepHost, T int64) int {
+	// count is how many members fit on s's host over the window at the
+	// start its cursors stand at: timeline.fits over [T-pre, T+run),
+	// whose points are li-1 (none before the first) to ei-1, read
+	// without searching for them.
+	var v vec
+	if single {
+		v = l.groups[0].v
+	}
+	count := func(s *sweepHost) int {
 		if !single {
 			return 0
 		}
-		return s.h.tl.fits(T-pre, T+run, s.h.cap, vec{}, l.groups[0].v, need)
+		p := s.h.tl.pts
+		i, n := s.li-1, need
+		if i >= 0 {
+			n = copies(s.h.cap.sub(p[i].v), v, n)
+		} else {
+			n = copies(s.h.cap, v, n)
+		}
+		for k := i + 1; n > 0 && k < s.ei; k++ {
+			n = min(n, copies(s.h.cap.sub(p[k].v), v, n))
+		}
+		return n
 	}
 	check := func(T int64, total int) bool {
 		if single {
@@ -263,8 +282,8 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		_, ok := c.placeAt(l, T-pre, T+run, false)
 		return ok
 	}
-	// nextAfter advances s's cursors past T and sets s.next.
-	nextAfter := func(s *sweepHost, T int64) {
+	// advance moves s's cursors past T.
+	advance := func(s *sweepHost, T int64) {
 		p := s.h.tl.pts
 		for s.li < len(p) && p[s.li].t+pre <= T {
 			s.li++
@@ -272,11 +291,21 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		for s.ei < len(p) && p[s.ei].t-run+1 <= T {
 			s.ei++
 		}
+	}
+	// setNext sets s.next to the next point that may change its count.
+	// For identical members, a point leaving the window can only raise
+	// it, so none counts when it is as high as it gets; one entering can
+	// only lower it, so none counts when it is zero. (The cursors pass
+	// the skipped points at the host's next event; the total does not
+	// change at them, so no start is found there.) Mixed members are
+	// placed again at every point.
+	setNext := func(s *sweepHost) {
+		p := s.h.tl.pts
 		s.next = math.MaxInt64
-		if s.li < len(p) {
+		if s.li < len(p) && (!single || s.cnt < s.top) {
 			s.next = p[s.li].t + pre
 		}
-		if s.ei < len(p) && p[s.ei].t-run+1 < s.next {
+		if s.ei < len(p) && (!single || s.cnt > 0) && p[s.ei].t-run+1 < s.next {
 			s.next = p[s.ei].t - run + 1
 		}
 	}
@@ -288,6 +317,7 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 	total := 0
 	q := c.sweepQ[:0]
 	defer func() { c.sweepQ = q[:0] }()
+	top := 0 // hosts of the same capacity in a row have the same top
 	for i, h := range hosts {
 		s := &hs[i]
 		s.h = h
@@ -295,11 +325,17 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		// come after T0.
 		s.li = h.tl.idx(T0-pre) + 1
 		s.ei = h.tl.idx(T0+run-1) + 1
-		s.cnt = count(s, T0)
+		s.cnt = count(s)
+		if single {
+			if i == 0 || h.cap != hosts[i-1].cap {
+				top = copies(h.cap, v, need)
+			}
+			s.top = top
+		}
 		total += s.cnt
-		nextAfter(s, T0)
+		setNext(s)
 		if s.next != math.MaxInt64 {
-			q = append(q, s)
+			q = append(q, sweepEnt{next: s.next, pos: h.pos, i: i})
 		}
 	}
 	// place reads the first-fit placement off the counts at T.
@@ -325,19 +361,22 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 			return 0, nil, false
 		}
 		for len(q) > 0 && q[0].next == T {
-			s := q[0]
+			s := &hs[q[0].i]
 			n := s.cnt
-			if n > 0 || s.li < len(s.h.tl.pts) && s.h.tl.pts[s.li].t+pre == T {
-				// Only a point leaving the window can raise a count; one
-				// entering can only lower it, and zero stays zero.
-				n = count(s, T)
+			// Only a point leaving the window can raise a count; one
+			// entering can only lower it, and zero stays zero.
+			recount := n > 0 || s.li < len(s.h.tl.pts) && s.h.tl.pts[s.li].t+pre == T
+			advance(s, T)
+			if recount {
+				n = count(s)
 			}
 			total += n - s.cnt
 			s.cnt = n
-			nextAfter(s, T)
+			setNext(s)
 			if s.next == math.MaxInt64 {
 				q.pop()
 			} else {
+				q[0].next = s.next
 				q.fix0()
 			}
 		}
@@ -348,14 +387,23 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 	return 0, nil, false
 }
 
+// sweepEnt is a host in the sweep's heap: its next change, its position
+// (ties go by it) and its index in the sweep (no pointers, so that
+// moving entries costs no write barriers).
+type sweepEnt struct {
+	next int64
+	pos  int
+	i    int
+}
+
 // sweepHeap is a min-heap of hosts by next change.
-type sweepHeap []*sweepHost
+type sweepHeap []sweepEnt
 
 func (q sweepHeap) less(i, j int) bool {
 	if q[i].next != q[j].next {
 		return q[i].next < q[j].next
 	}
-	return q[i].h.pos < q[j].h.pos
+	return q[i].pos < q[j].pos
 }
 
 func (q sweepHeap) init() {
@@ -389,7 +437,6 @@ func (q *sweepHeap) pop() {
 	old := *q
 	n := len(old) - 1
 	old[0] = old[n]
-	old[n] = nil
 	*q = old[:n]
 	q.down(0)
 }

@@ -277,18 +277,16 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 		T, hosts = T1, l.savedOn
 	} else if T1, ok := c.replan(l, last, t, pre); ok {
 		T = T1
-	} else if last != nil && !c.noMemo && len(l.groups) == 1 && last.T >= t+pre && c.fitsOn(l, last.hosts, last.T-pre, last.T+l.remaining) {
-		// The old start is still possible: only an earlier one needs
-		// looking for. (For identical members only: mixed members are
-		// placed greedily, which may not find the old placement again.)
-		T = last.T
+	} else if last != nil && !c.noMemo && len(l.groups) == 1 && last.T >= t+pre && l.planEpoch == c.epoch && c.fitsOn(l, last.hosts, last.T-pre, last.T+l.remaining) {
 		// Nothing released since the plan was made (only slots taken):
-		// no window got better, so no earlier start can have appeared.
-		if l.planEpoch != c.epoch {
-			if T1, h1, ok := c.earliestPlaced(l, t+pre, last.T-1, pre, l.remaining); ok {
-				T, hosts = T1, h1
-			}
-		}
+		// no window got better, so no earlier start can have appeared,
+		// and the old start is still possible. (For identical members
+		// only: mixed members are placed greedily, which may not find the
+		// old placement again.) After a release the sweep below finds
+		// the same start as a search for an earlier one would, and reads
+		// the first-fit placement off its counts rather than placing
+		// again.
+		T = last.T
 	} else if T1, h1, ok := c.earliestPlaced(l, t+pre, math.MaxInt64, pre, l.remaining); ok {
 		T, hosts = T1, h1
 	} else {
@@ -387,7 +385,11 @@ func perHost(l *lease, hosts []*host) []hostVec {
 	if len(hosts) == 1 {
 		return []hostVec{{hosts[0], l.groupVec(0)}}
 	}
-	out := make([]hostVec, 0, min(len(hosts), 8))
+	return appendPerHost(make([]hostVec, 0, min(len(hosts), 8)), l, hosts)
+}
+
+// appendPerHost is perHost appended to out (a buffer the caller reuses).
+func appendPerHost(out []hostVec, l *lease, hosts []*host) []hostVec {
 	for _, h := range hosts {
 		h.mark = -1
 	}
@@ -424,7 +426,7 @@ func (c *Calendar) startNow(l *lease, t int64) bool {
 	}
 	pre, boot := c.overheads(l)
 	to := t + pre + l.remaining
-	hosts, ok := c.placeAt(l, t, to, true)
+	hosts, ok := c.placeNow(l, t, to)
 	if !ok {
 		return c.startInGap(l, t)
 	}

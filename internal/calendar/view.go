@@ -1,6 +1,10 @@
 package calendar
 
-import "vgrid/internal/model"
+import (
+	"time"
+
+	"vgrid/internal/model"
+)
 
 // HostCapacity returns a host's capacity as the calendar holds it (what
 // it was given, without overcommit), for charts that divide booked
@@ -16,4 +20,31 @@ func (c *Calendar) HostCapacity(name string) (model.Resources, bool) {
 		}
 	}
 	return model.Resources{}, false
+}
+
+// Remaining is Get(id).Remaining, the run time the lease still has,
+// without building the rest of its view (a simulator asks for it at
+// every start, and a view of a lease of thousands of members costs as
+// many host names).
+func (c *Calendar) Remaining(id string) (time.Duration, bool) {
+	l := c.leases[id]
+	if l == nil {
+		return 0, false
+	}
+	return c.remainingOf(l), true
+}
+
+// remainingOf is l's view's Remaining: the run time it was granted, less
+// what it has run of its current hold; 0 once it is over.
+func (c *Calendar) remainingOf(l *lease) time.Duration {
+	switch {
+	case l.held:
+		if l.started && c.now > l.T {
+			return time.Duration(l.remaining - (min(c.now, l.runTo) - l.T))
+		}
+	case l.queued && l.planned:
+	case l.st == StateDone || l.st == StateCancelled || l.st == StateFailed:
+		return 0
+	}
+	return time.Duration(l.remaining)
 }

@@ -103,6 +103,9 @@ func (o *leaseOut) endSuspension(t time.Time) {
 
 func (o *leaseOut) addHosts(hs ...string) {
 	for _, h := range hs {
+		if n := len(o.hosts); n > 0 && o.hosts[n-1] == h {
+			continue // members on one host come together
+		}
 		if o.seen != nil {
 			if _, dup := o.seen[h]; dup {
 				continue

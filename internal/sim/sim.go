@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"vgrid/internal/calendar"
@@ -208,6 +209,7 @@ type engine struct {
 	byID     map[string]*lease
 	timers   timerHeap // early ends and withdrawals
 	events   map[calendar.ActionKind]int
+	members  []calendar.Request // submit's buffer
 	ctx      context.Context
 	progress func(Progress)
 }
@@ -326,7 +328,9 @@ func (e *engine) submit(l *lease, now time.Time) {
 		Memory:   model.ByteSize(tl.MemoryMiB) * model.MiB,
 		Disk:     model.ByteSize(tl.DiskMiB) * model.MiB,
 	}}
-	members := make([]calendar.Request, tl.Nodes)
+	// The calendar copies the members: one buffer serves every submit.
+	members := slices.Grow(e.members[:0], tl.Nodes)[:tl.Nodes]
+	e.members = members
 	for i := range members {
 		members[i] = req
 	}
@@ -421,6 +425,7 @@ func (e *engine) apply(a calendar.Action) {
 			l.rec.Start = offset(a.At)
 		}
 		l.runFrom = a.At
+		l.open = slices.Grow(l.open, len(a.Hosts))
 		for _, h := range a.Hosts {
 			l.open = append(l.open, openSeg{host: h, start: a.At})
 		}
@@ -457,8 +462,8 @@ func (e *engine) apply(a calendar.Action) {
 
 // remaining is the run time the calendar still grants the lease.
 func (e *engine) remaining(l *lease) time.Duration {
-	if v, ok := e.cal.Get(l.tr.ID); ok && v.Remaining > 0 {
-		return v.Remaining
+	if r, ok := e.cal.Remaining(l.tr.ID); ok && r > 0 {
+		return r
 	}
 	return l.tr.Duration
 }
@@ -466,6 +471,10 @@ func (e *engine) remaining(l *lease) time.Duration {
 // close ends the lease's open segments at t and returns how long its run
 // lasted.
 func (e *engine) close(l *lease, t time.Time) time.Duration {
+	if l.rec.Segments == nil && len(l.open) > 0 {
+		// Most leases run once: their segments fit exactly.
+		l.rec.Segments = make([]metrics.Segment, 0, len(l.open))
+	}
 	for _, s := range l.open {
 		l.rec.Segments = append(l.rec.Segments, metrics.Segment{Host: s.host, Start: offset(s.start), End: offset(t)})
 	}

@@ -176,6 +176,25 @@ func BenchmarkKTH(b *testing.B) {
 	}
 }
 
+// BenchmarkKTHConservative is BenchmarkKTH with conservative backfilling
+// on the default 144 hosts (vgrid sim --backfill conservative): every
+// waiting lease gets a reservation.
+func BenchmarkKTHConservative(b *testing.B) {
+	path := filepath.Join(tracetest.Dir(b), "KTH-SP2-1996-2.swf")
+	b.ReportAllocs()
+	for b.Loop() {
+		leases, _, err := trace.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		cfg.Policy.Backfill = calendar.BackfillConservative
+		if _, err := Run(leases, cfg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // TestMigrateInsteadOfSuspend: two hosts of 2 CPUs, spread placement: be1
 // runs on h001 and be2 on h002, 1 CPU each; a reservation of a whole host
 // at 00:30 needs h002 (be2 started last). With migration on, be2 moves to
