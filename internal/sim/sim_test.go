@@ -161,25 +161,19 @@ func TestRunRejectsBadConfig(t *testing.T) {
 // BenchmarkKTH simulates the whole KTH SP2 trace (28,489 jobs on its 100
 // nodes) end to end, reading included.
 func BenchmarkKTH(b *testing.B) {
-	path := filepath.Join(tracetest.Dir(b), "KTH-SP2-1996-2.swf")
-	b.ReportAllocs()
-	for b.Loop() {
-		leases, _, err := trace.Open(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cfg := DefaultConfig()
-		cfg.Hosts = 100
-		if _, err := Run(leases, cfg); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchKTH(b, func(cfg *Config) { cfg.Hosts = 100 })
 }
 
 // BenchmarkKTHConservative is BenchmarkKTH with conservative backfilling
 // on the default 144 hosts (vgrid sim --backfill conservative): every
 // waiting lease gets a reservation.
 func BenchmarkKTHConservative(b *testing.B) {
+	benchKTH(b, func(cfg *Config) { cfg.Policy.Backfill = calendar.BackfillConservative })
+}
+
+// benchKTH reads and simulates the KTH trace under the default
+// configuration as set changes it.
+func benchKTH(b *testing.B, set func(*Config)) {
 	path := filepath.Join(tracetest.Dir(b), "KTH-SP2-1996-2.swf")
 	b.ReportAllocs()
 	for b.Loop() {
@@ -188,7 +182,7 @@ func BenchmarkKTHConservative(b *testing.B) {
 			b.Fatal(err)
 		}
 		cfg := DefaultConfig()
-		cfg.Policy.Backfill = calendar.BackfillConservative
+		set(&cfg)
 		if _, err := Run(leases, cfg); err != nil {
 			b.Fatal(err)
 		}

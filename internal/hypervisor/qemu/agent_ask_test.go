@@ -31,16 +31,12 @@ func TestServeAgentAsksAgain(t *testing.T) {
 		(&Driver{}).serveAgent(v, host)
 	}()
 
-	sc := bufio.NewScanner(guest)
+	fg := newFakeGuest(t, guest)
 	read := func() proto.Message {
 		t.Helper()
-		_ = guest.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if !sc.Scan() {
-			t.Fatalf("no request from the host: %v", sc.Err())
-		}
-		var m proto.Message
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatal(err)
+		m, ok := fg.read(5 * time.Second)
+		if !ok {
+			t.Fatalf("no request from the host: %v", fg.sc.Err())
 		}
 		return m
 	}
@@ -54,10 +50,7 @@ func TestServeAgentAsksAgain(t *testing.T) {
 	if v.guestInfo() != nil {
 		t.Fatal("guest known before it answered")
 	}
-	b, _ := json.Marshal(proto.Message{Type: proto.TypeFacts, Info: &model.GuestInfo{VCPUs: 1, MemoryMiB: 92}})
-	if _, err := guest.Write(append(b, '\n')); err != nil {
-		t.Fatal(err)
-	}
+	fg.write(proto.Message{Type: proto.TypeFacts, Info: &model.GuestInfo{VCPUs: 1, MemoryMiB: 92}})
 	select {
 	case <-changed:
 	case <-time.After(5 * time.Second):
@@ -67,9 +60,8 @@ func TestServeAgentAsksAgain(t *testing.T) {
 		t.Fatalf("guest %+v after its answer", g)
 	}
 	// Answered: no more requests (a read times out).
-	_ = guest.SetReadDeadline(time.Now().Add(10 * agentAskAgain))
-	if sc.Scan() {
-		t.Fatalf("asked again after the answer: %s", sc.Text())
+	if m, ok := fg.read(10 * agentAskAgain); ok {
+		t.Fatalf("asked again after the answer: %+v", m)
 	}
 	guest.Close()
 	<-served
@@ -90,24 +82,9 @@ func TestWatchAgent(t *testing.T) {
 			defer close(served)
 			(&Driver{}).serveAgent(v, host)
 		}()
-		sc := bufio.NewScanner(guest)
-		read := func() (proto.Message, bool) {
-			_ = guest.SetReadDeadline(time.Now().Add(2 * time.Second))
-			if !sc.Scan() {
-				return proto.Message{}, false
-			}
-			var m proto.Message
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				t.Fatal(err)
-			}
-			return m, true
-		}
-		write := func(m proto.Message) {
-			b, _ := json.Marshal(m)
-			if _, err := guest.Write(append(b, '\n')); err != nil {
-				t.Fatal(err)
-			}
-		}
+		fg := newFakeGuest(t, guest)
+		read := func() (proto.Message, bool) { return fg.read(2 * time.Second) }
+		write := fg.write
 		if m, ok := read(); !ok || m.Type != proto.TypeFacts {
 			t.Fatalf("first request %+v, want facts", m)
 		}
@@ -160,5 +137,40 @@ func TestWatchAgent(t *testing.T) {
 		}
 		<-served
 		cancel()
+	}
+}
+
+// fakeGuest is the guest agent's end of a connection in these tests.
+type fakeGuest struct {
+	t    *testing.T
+	conn net.Conn
+	sc   *bufio.Scanner
+}
+
+func newFakeGuest(t *testing.T, conn net.Conn) *fakeGuest {
+	return &fakeGuest{t: t, conn: conn, sc: bufio.NewScanner(conn)}
+}
+
+// read returns the host's next message; false when none came within d
+// or the connection ended.
+func (g *fakeGuest) read(d time.Duration) (proto.Message, bool) {
+	g.t.Helper()
+	_ = g.conn.SetReadDeadline(time.Now().Add(d))
+	if !g.sc.Scan() {
+		return proto.Message{}, false
+	}
+	var m proto.Message
+	if err := json.Unmarshal(g.sc.Bytes(), &m); err != nil {
+		g.t.Fatal(err)
+	}
+	return m, true
+}
+
+// write sends m to the host.
+func (g *fakeGuest) write(m proto.Message) {
+	g.t.Helper()
+	b, _ := json.Marshal(m)
+	if _, err := g.conn.Write(append(b, '\n')); err != nil {
+		g.t.Fatal(err)
 	}
 }
