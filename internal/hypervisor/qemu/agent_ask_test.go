@@ -24,14 +24,7 @@ func TestServeAgentAsksAgain(t *testing.T) {
 	defer cancel()
 	changed := make(chan struct{}, 16)
 	v := &vm{id: "w1", log: slog.New(slog.DiscardHandler), ctx: ctx, notify: func() { changed <- struct{}{} }}
-	host, guest := net.Pipe()
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		(&Driver{}).serveAgent(v, host)
-	}()
-
-	fg := newFakeGuest(t, guest)
+	fg, served := serveFake(t, v)
 	read := func() proto.Message {
 		t.Helper()
 		m, ok := fg.read(5 * time.Second)
@@ -63,7 +56,7 @@ func TestServeAgentAsksAgain(t *testing.T) {
 	if m, ok := fg.read(10 * agentAskAgain); ok {
 		t.Fatalf("asked again after the answer: %+v", m)
 	}
-	guest.Close()
+	fg.conn.Close()
 	<-served
 }
 
@@ -76,13 +69,7 @@ func TestWatchAgent(t *testing.T) {
 	for _, answers := range []bool{true, false} {
 		ctx, cancel := context.WithCancel(context.Background())
 		v := &vm{id: "w1", log: slog.New(slog.DiscardHandler), ctx: ctx, notify: func() {}}
-		host, guest := net.Pipe()
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			(&Driver{}).serveAgent(v, host)
-		}()
-		fg := newFakeGuest(t, guest)
+		fg, served := serveFake(t, v)
 		read := func() (proto.Message, bool) { return fg.read(2 * time.Second) }
 		write := fg.write
 		if m, ok := read(); !ok || m.Type != proto.TypeFacts {
@@ -126,7 +113,7 @@ func TestWatchAgent(t *testing.T) {
 			if pings != 3 || time.Since(start) < 3*agentPing {
 				t.Errorf("answering: %d pings in %s, want 3, each after %s of silence", pings, time.Since(start), agentPing)
 			}
-			guest.Close()
+			fg.conn.Close()
 		} else {
 			if pings != 1 || time.Since(start) < agentPing+agentSilent {
 				t.Errorf("silent: %d pings, connection closed after %s; want 1, closed after %s", pings, time.Since(start), agentPing+agentSilent)
@@ -147,8 +134,16 @@ type fakeGuest struct {
 	sc   *bufio.Scanner
 }
 
-func newFakeGuest(t *testing.T, conn net.Conn) *fakeGuest {
-	return &fakeGuest{t: t, conn: conn, sc: bufio.NewScanner(conn)}
+// serveFake serves v's agent connection (serveAgent) to a fake guest;
+// served is closed when serveAgent returns.
+func serveFake(t *testing.T, v *vm) (g *fakeGuest, served <-chan struct{}) {
+	host, guest := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&Driver{}).serveAgent(v, host)
+	}()
+	return &fakeGuest{t: t, conn: guest, sc: bufio.NewScanner(guest)}, done
 }
 
 // read returns the host's next message; false when none came within d
