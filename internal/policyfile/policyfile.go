@@ -153,12 +153,9 @@ func apply(p *calendar.Policy, doc node) error {
 		dst  *bool
 	}{{"suspend", &p.Suspend}, {"migrate", &p.Migrate}, {"gaps", &p.Gaps}} {
 		if n := doc.get(f.name); !n.null() {
-			if err := n.check(f.name); err != nil {
+			b, err := boolean(n, f.name)
+			if err != nil {
 				return err
-			}
-			b, ok := n.v.(bool)
-			if !ok {
-				return fieldErr(f.name, "want true or false, got %s", n.describe())
 			}
 			*f.dst = b
 		}
@@ -385,6 +382,18 @@ func overcommit(p *calendar.Policy, n node) error {
 	return nil
 }
 
+// boolean reads true or false.
+func boolean(n node, path string) (bool, error) {
+	if err := n.check(path); err != nil {
+		return false, err
+	}
+	b, ok := n.v.(bool)
+	if !ok {
+		return false, fieldErr(path, "want true or false, got %s", n.describe())
+	}
+	return b, nil
+}
+
 // byteSize reads a size such as 8Gi (a plain number is bytes), 0 or more;
 // zero says what 0 means.
 func byteSize(m node, path, zero string) (model.ByteSize, error) {
@@ -441,12 +450,9 @@ func link(p *calendar.Policy, n node) error {
 		}
 	}
 	if m := n.get("multicast"); !m.null() {
-		if err := m.check(join(path, "multicast")); err != nil {
+		b, err := boolean(m, join(path, "multicast"))
+		if err != nil {
 			return err
-		}
-		b, ok := m.v.(bool)
-		if !ok {
-			return fieldErr(join(path, "multicast"), "want true or false, got %s", m.describe())
 		}
 		p.Link.Multicast = b
 	}

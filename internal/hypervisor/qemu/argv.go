@@ -159,7 +159,7 @@ func KernelCmdline(cmdline, accel string, tscKHz int64) string {
 	if accel == AccelKVM {
 		return cmdline
 	}
-	if tscKHz > 0 && !strings.Contains(cmdline, "tsc_early_khz=") {
+	if tscKHz > 0 && !hasParam(cmdline, "tsc_early_khz") {
 		cmdline += " tsc_early_khz=" + strconv.FormatInt(tscKHz, 10)
 	}
 	if !hasParam(cmdline, "tsc") {

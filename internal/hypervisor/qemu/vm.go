@@ -370,7 +370,8 @@ func (v *vm) watchAgent(conn net.Conn, quit <-chan struct{}) {
 		case <-t.C:
 		}
 		now, heard := time.Now(), time.Unix(0, v.heard.Load())
-		if v.isPaused() || hasIncoming(v.p) || !heard.Before(pinged) {
+		away := v.isPaused() || hasIncoming(v.p) // cannot answer
+		if away || !heard.Before(pinged) {
 			pinged = time.Time{}
 		}
 		switch {
@@ -379,7 +380,7 @@ func (v *vm) watchAgent(conn net.Conn, quit <-chan struct{}) {
 				"pinged_ago", now.Sub(pinged).Round(time.Millisecond), "requests_waiting", v.waiting())
 			conn.Close()
 			return
-		case pinged.IsZero() && now.Sub(heard) >= agentPing && v.waiting() > 0 && !v.isPaused() && !hasIncoming(v.p):
+		case pinged.IsZero() && now.Sub(heard) >= agentPing && v.waiting() > 0 && !away:
 			if v.writeAgent(conn, proto.Message{Type: proto.TypePing, ID: "ping"}) != nil {
 				return
 			}
