@@ -220,7 +220,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 	f.BoolVar(&suspend, "suspend", true, "preempt best-effort leases by suspending them (false: requeue them)")
 	f.BoolVar(&gaps, "gaps", true, "start a best-effort lease in a gap shorter than its run, suspended in time for what needs the room (needs --suspend)")
 	f.DurationVar(&gapMinRun, "gap-min-run", 0, "the least run a gap must give a best-effort lease (0: 5m)")
-	f.StringVar(&linkBW, "link-bandwidth", "", "bytes/s of the shared link reservations' images come over from the repository, one transfer at a time (e.g. 100Mi; default: none, each host stages at --stage-rate)")
+	f.StringVar(&linkBW, "link-bandwidth", "", "bytes/s of the shared link the leases' images come over from the repository, one transfer at a time (e.g. 100Mi; default: none, each host stages at --stage-rate)")
 	f.StringVar(&imageCache, "image-cache", "", "with --link-bandwidth: bytes of images each host keeps (least recently used dropped first; default: no bound)")
 	f.BoolVar(&multicast, "multicast", false, "with --link-bandwidth: one transfer of an image serves every host of a lease")
 	f.DurationVar(&minRun, "min-run", 0, "the least a lease runs, from its start or resume, before it may be preempted (0: no minimum)")

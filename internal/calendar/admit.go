@@ -385,6 +385,20 @@ func (c *Calendar) admitImmediate(l *lease, t int64) (Admission, *Refusal) {
 	if !ok {
 		return Admission{}, c.capacityRefusal(l, t, T, T+l.run, pre, nil)
 	}
+	if c.linkFor(l) {
+		// Its guests boot as soon as the link brings the image.
+		by, lp, r := c.linkReady(l, hosts, t)
+		if r != nil {
+			return Admission{}, r
+		}
+		T = by + boot
+		if by > t && !c.fitsOn(l, hosts, by, T+l.run) {
+			return Admission{}, c.capacityRefusal(l, by, T, T+l.run, boot, nil)
+		}
+		c.commit(l, hosts, by, T, T+l.run, T-lp.start, boot, false)
+		c.useLink(l, lp, by)
+		return c.admitted(l, nil), nil
+	}
 	c.commit(l, hosts, t, T, T+l.run, pre, boot, false)
 	return c.admitted(l, nil), nil
 }
@@ -395,7 +409,7 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 	// Staging [S-pre, S-boot) must begin no earlier than now; the slots
 	// are held from S-boot (holdPre): the host is free for others while
 	// the image is fetched.
-	stageFrom, from, to := S-pre, S-holdPre(l, pre, boot), S+l.run
+	stageFrom, from, to := S-pre, S-c.holdPre(l, pre, boot), S+l.run
 	if stageFrom < t {
 		r := &Refusal{Lease: l.ID, Reason: ReasonTooSoon, From: tm(stageFrom), To: tm(to)}
 		if pre > 0 {
@@ -450,7 +464,7 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 	pre, boot := c.overheads(l)
 	// The run can begin once staged and booted (T0); the slots are held
 	// from T-hp, after the staging (see holdPre).
-	hp := holdPre(l, pre, boot)
+	hp := c.holdPre(l, pre, boot)
 	T0 := t + pre
 	// Its earliest start, when it asks for one, is the earliest its run
 	// may begin.
@@ -469,12 +483,36 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 		}
 		return Admission{}, refusal(fmt.Sprintf("it needs %v from now (%s) even on idle hosts", time.Duration(pre+l.run), fmtT(tm(t))))
 	}
-	if T, ok := c.earliest(l, T0, Tmax, hp, l.run); ok {
+	// A start whose image the link cannot bring in time is tried again
+	// from when it can (linkReady), a few times at most.
+	var linkR *Refusal
+	var linkBy int64
+	for try := 0; try < 4; try++ {
+		T, ok := c.earliest(l, T0, Tmax, hp, l.run)
+		if !ok {
+			break
+		}
 		if why, over := c.quotaOver(l, T-hp, T+l.run); over {
 			return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
 		}
 		hosts, _ := c.placeAt(l, T-hp, T+l.run, T-hp == c.now)
-		c.commit(l, hosts, T-hp, T, T+l.run, pre, boot, false)
+		lpre, lp, r := c.linkPlanFor(l, hosts, T, pre, boot, t)
+		if r != nil {
+			linkR = r
+			by, _, r2 := c.linkReady(l, hosts, t)
+			if r2 != nil {
+				linkR = r2
+				break
+			}
+			linkBy = by
+			if by+boot <= T || by+boot > Tmax {
+				break
+			}
+			T0 = by + boot
+			continue
+		}
+		c.commit(l, hosts, T-hp, T, T+l.run, lpre, boot, false)
+		c.useLink(l, lp, T-boot)
 		return c.admitted(l, nil), nil
 	}
 	// Not without preemption: try the times at which non-preemptible holds
@@ -485,10 +523,23 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 			continue
 		}
 		if hosts, vs, ok := c.preemptFor(l, from, to, t); ok {
-			c.commit(l, hosts, from, T, to, pre, boot, false)
+			lpre, lp, r := c.linkPlanFor(l, hosts, T, pre, boot, t)
+			if r != nil {
+				linkR = r
+				continue
+			}
+			c.commit(l, hosts, from, T, to, lpre, boot, false)
+			c.useLink(l, lp, T-boot)
 			c.applyVictims(l, vs, t)
 			return c.admitted(l, vs), nil
 		}
+	}
+	if linkR != nil {
+		if linkBy > 0 && linkBy+boot > Tmax {
+			return Admission{}, refusal(fmt.Sprintf("its image %s (%s) can be on its hosts by %s at the earliest over the shared link%s: it would end %s",
+				l.Image.Name, l.Image.Size, fmtT(tm(linkBy)), c.linkBusy(t, linkBy, nil), fmtT(tm(linkBy+boot+l.run))))
+		}
+		return Admission{}, refusal(linkR.Detail)
 	}
 	cr := c.capacityRefusal(l, T0-hp, T0, T0+l.run, hp, nil)
 	r := refusal("")

@@ -84,6 +84,10 @@ type Calendar struct {
 	// gapMiss says the last start in a gap failed for want of room.
 	misses  misses
 	gapMiss bool
+	// linkMiss says the last start failed for the shared link's sake (its
+	// image could not arrive while the hosts had room, or a cache was
+	// full): not a lack of slots, which the pass's memos speak of.
+	linkMiss bool
 	// fronts are the pass's first-fit frontiers (frontier.go); hmiss
 	// the hosts' misses of pack and spread, by position, which a start
 	// in a pass reads and notes (useMisses).

@@ -53,6 +53,19 @@ func (c *Calendar) startInGap(l *lease, t int64) bool {
 		c.gapMiss = true
 		return false
 	}
+	if l.savedOn == nil && c.linkFor(l) {
+		// The image comes over the link: the hold begins when it is there.
+		by, lp, r := c.linkReady(l, hosts, t)
+		if r != nil || !c.tryGap(l, hosts, by, boot, boot, false) {
+			c.linkMiss = true
+			return false
+		}
+		// Its staging comes before the hold (the segments begin at by).
+		l.pre = by + boot - lp.start
+		c.useLink(l, lp, by)
+		c.schedule(l)
+		return true
+	}
 	return c.tryGap(l, hosts, t, pre, boot, l.savedOn != nil)
 }
 

@@ -195,12 +195,24 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 			c.cut(l, l.holdFrom)
 			c.unhold(l)
 			if p, b := c.overheads(l); T-p >= t {
-				from, pre, boot = T-holdPre(l, p, b), p, b
+				from, pre, boot = T-c.holdPre(l, p, b), p, b
+			}
+			// Its image comes to the new hosts over the link when it
+			// can in time; else (too late for a transfer) as before.
+			recommit := func(hosts []*host) {
+				if c.linkFor(l) {
+					if lpre, lp, r := c.linkPlanFor(l, hosts, T, pre, boot, t); r == nil {
+						c.commit(l, hosts, from, T, to, lpre, boot, false)
+						c.useLink(l, lp, T-boot)
+						return
+					}
+				}
+				c.commit(l, hosts, from, T, to, pre, boot, false)
 			}
 			if hosts, ok := c.placeAt(l, from, to, false); ok {
-				c.commit(l, hosts, from, T, to, pre, boot, false)
+				recommit(hosts)
 			} else if hosts, vs, ok := c.preemptFor(l, from, to, t); ok {
-				c.commit(l, hosts, from, T, to, pre, boot, false)
+				recommit(hosts)
 				c.applyVictims(l, vs, t)
 			} else {
 				c.refund(l, t)

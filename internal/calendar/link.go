@@ -1,21 +1,26 @@
 package calendar
 
 // Image transfers on a shared link. With Policy.Link set, the images of
-// reservations go from the image repository to the hosts over one link of
+// fresh starts go from the image repository to the hosts over one link of
 // the given bandwidth, as transfers booked on it like slots: one at a time
 // (serialised), or, with Multicast, one transfer serving every host of a
-// lease that needs the image. A reservation's transfers are booked when it
-// is admitted, each as late as it can be, ending by the time its guests
-// must boot (the slots are not held meanwhile: the hosts run other leases
-// while the image arrives); when the link has no such room from now, the
-// reservation is refused. A transfer of the same image to the same host
-// that ends in time, booked for another lease or done already, is used
-// again instead (one done already left the image in the host's cache,
-// which this model does not bound). A transfer that
-// has not begun is given back when the last lease using it lets go of it.
+// lease that needs the image. The slots are not held while an image
+// arrives: the hosts run other leases meanwhile, and a lease's hold begins
+// when its guests boot.
 //
-// Leases that stage within their hold (best effort, immediate) and deadline
-// leases still stage at each host's StageRate, not on the link.
+// Reservations and deadline leases, planned ahead, book their transfers
+// when they are admitted, each as late as it can be, ending by the time
+// their guests must boot; when the link has no such room from now, the
+// reservation is refused (a deadline lease starts later, if its deadline
+// allows). Best-effort and immediate leases, which start as soon as they
+// can, take the earliest room on the link from now: their guests boot when
+// the last of their transfers ends (linkReady), and their hold begins then.
+//
+// A transfer of the same image to the same host that ends in time, booked
+// for another lease or done already, is used again instead (one done
+// already left the image in the host's cache, bounded by Link.Cache). A
+// transfer that has not begun is given back when the last lease using it
+// lets go of it.
 
 import (
 	"fmt"
@@ -72,9 +77,73 @@ type eviction struct {
 	h *host
 }
 
-// linkFor says whether l's image goes over the link.
+// linkFor says whether l's image goes over the link (for a fresh start:
+// a resume stages no image).
 func (c *Calendar) linkFor(l *lease) bool {
-	return c.linkBW > 0 && l.Kind == Reservation && l.Image.Size > 0
+	return c.linkBW > 0 && l.Image.Size > 0
+}
+
+// linkReady is the earliest time by >= now at which l's image can be on
+// every one of hosts, and the plan of transfers that brings it there: a
+// host that has it by now needs nothing; one a transfer already on its way
+// will reach waits for it; the others get new transfers at the earliest
+// room on the link (one for all of them with Multicast). ok is false when
+// a host's image cache has no room for it (r says why).
+func (c *Calendar) linkReady(l *lease, hosts []*host, now int64) (by int64, p linkPlan, r *Refusal) {
+	by = now
+	size := int64(l.Image.Size)
+	d := xfer(size, c.linkBW)
+	var need []*host
+	for _, h := range distinctHosts(hosts) {
+		if _, ok := c.cachedBy(l, h, now); ok {
+			continue
+		}
+		// The earliest transfer of the image to h already booked.
+		var on *transfer
+		for _, x := range c.xfers {
+			if x.image == l.Image.Name && slices.Contains(x.hosts, h) && (on == nil || x.to < on.to) {
+				on = x
+			}
+		}
+		if on != nil && on.to <= now+d {
+			by = max(by, on.to)
+			continue
+		}
+		need = append(need, h)
+	}
+	var added []*transfer
+	groups := len(need)
+	if c.pol.Link.Multicast && groups > 0 {
+		groups = 1
+	}
+	for range groups {
+		s := c.earliestOnLink(d, now, added)
+		added = append(added, &transfer{from: s, to: s + d})
+		by = max(by, s+d)
+	}
+	p, r = c.planLink(l, hosts, by, now)
+	return by, p, r
+}
+
+// earliestOnLink is the earliest start s >= now of a transfer of length d
+// on the link, with extra booked too.
+func (c *Calendar) earliestOnLink(d, now int64, extra []*transfer) int64 {
+	busy := make([]*transfer, 0, len(c.xfers)+len(extra))
+	for _, x := range c.xfers {
+		if x.to > now {
+			busy = append(busy, x)
+		}
+	}
+	busy = append(busy, extra...)
+	sort.Slice(busy, func(i, j int) bool { return busy[i].from < busy[j].from })
+	s := now
+	for _, x := range busy {
+		if x.from >= s+d {
+			break // [s, s+d) ends before this and every later one begins
+		}
+		s = max(s, x.to)
+	}
+	return s
 }
 
 // linkBandwidth is the shared link's bandwidth under the policy: with

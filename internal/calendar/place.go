@@ -528,19 +528,21 @@ func (c *Calendar) overheads(l *lease) (pre, boot int64) {
 // image is fetched over [T-pre, T-boot) while the host's slots stay free
 // for others, and the hold begins at T-boot. Immediate and best-effort
 // leases start at once on a host that must be free anyway: they stage
-// within their hold.
+// within their hold, unless their image comes over the shared link
+// (holdPre).
 func stagesAhead(k Kind) bool { return k == Reservation || k == Deadline }
 
 // holdPre is the part of a fresh start's overhead (pre, of which boot is
 // booting) that l's hold covers before its run: boot alone when l stages
-// ahead, else all of it.
+// ahead or its image comes over the shared link (link.go), else all of
+// it.
 //
 // Staging is modelled at the host's full StageRate even when several
 // leases stage on one host at once (they really share it); a host that
 // stages many images together may then finish some of them late, which
 // only delays those guests' boot, never another lease's slots.
-func holdPre(l *lease, pre, boot int64) int64 {
-	if stagesAhead(l.Kind) {
+func (c *Calendar) holdPre(l *lease, pre, boot int64) int64 {
+	if stagesAhead(l.Kind) || c.linkFor(l) {
 		return boot
 	}
 	return pre

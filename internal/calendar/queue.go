@@ -189,13 +189,20 @@ func (c *Calendar) pass(t int64) {
 		epoch, pass, mk := c.memo(l, &last)
 		if (c.noMemo || pass != c.passNo-1 || c.mayFit(l, t, min(k, diverged), epoch, mk)) && c.mayStartNow(l) && !misses.rules(c, l, t) {
 			flush()
-			c.gapMiss = false
+			c.gapMiss, c.linkMiss = false, false
 			if c.startNow(l, t) {
 				return true
 			}
-			misses.note(c, l, t)
+			if !c.linkMiss {
+				misses.note(c, l, t)
+			}
 		}
 		l.memoEpoch, l.memoPass, l.memoK = c.epoch, c.passNo, k
+		if c.linkMiss {
+			// The link frees up with time, not releases: try it again.
+			l.memoPass = 0
+			c.linkMiss = false
+		}
 		if bf == BackfillNone {
 			blocked = true
 			l.planned = false
@@ -429,6 +436,24 @@ func (c *Calendar) startNow(l *lease, t int64) bool {
 	hosts, ok := c.placeNow(l, t, to)
 	if !ok {
 		return c.startInGap(l, t)
+	}
+	if l.savedOn == nil && c.linkFor(l) {
+		by, lp, r := c.linkReady(l, hosts, t)
+		if r != nil {
+			c.linkMiss = true
+			return false
+		}
+		T := by + boot
+		if to := T + l.remaining; by == t || c.fitsOn(l, hosts, by, to) {
+			c.commit(l, hosts, by, T, to, T-lp.start, boot, false)
+			c.useLink(l, lp, by)
+			return true
+		}
+		if !c.startInGap(l, t) {
+			c.linkMiss = true
+			return false
+		}
+		return true
 	}
 	c.commit(l, hosts, t, t+pre, to, pre, boot, l.savedOn != nil)
 	return true

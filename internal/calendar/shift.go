@@ -140,7 +140,7 @@ func (c *Calendar) admitShifting(l *lease, t int64) (adm Admission, ok bool, tri
 // slotsFrom is where a reservation's slots begin.
 func (c *Calendar) slotsFrom(l *lease) int64 {
 	pre, boot := c.overheads(l)
-	return tick(l.Start) - holdPre(l, pre, boot)
+	return tick(l.Start) - c.holdPre(l, pre, boot)
 }
 
 // tryShift is shift on a clone first, then on the calendar if the clone's
@@ -177,12 +177,13 @@ func (c *Calendar) shift(l *lease, set shiftSet, t int64) (Admission, bool) {
 		hosts                  []*host
 		from, T, to, pre, boot int64
 		start, end             time.Time
+		xfers                  []*transfer // its image's transfers on the link
 	}
 	olds := make([]was, 0, len(set.moved))
 	for _, id := range set.moved {
 		v := c.leases[id]
 		olds = append(olds, was{v: v, hosts: v.hosts, from: v.holdFrom, T: v.T, to: v.to, pre: v.pre, boot: v.boot,
-			start: tm(v.T), end: tm(v.runTo)})
+			start: tm(v.T), end: tm(v.runTo), xfers: v.xfers})
 		c.cut(v, v.holdFrom)
 		c.unhold(v)
 	}
@@ -210,6 +211,9 @@ func (c *Calendar) shift(l *lease, set shiftSet, t int64) (Admission, bool) {
 		}
 		for _, o := range olds {
 			c.commit(o.v, o.hosts, o.from, o.T, o.to, o.pre, o.boot, false)
+			if len(o.xfers) > 0 {
+				c.useLink(o.v, linkPlan{xs: o.xfers}, o.T-o.boot)
+			}
 		}
 		for _, r := range rebooks {
 			if r.v.next == nil {

@@ -224,7 +224,7 @@ type Policy struct {
 	// host's capacity of each resource counts as its real capacity times
 	// the ratio. The zero value is no overcommit.
 	Overcommit Overcommit
-	// Link, when its bandwidth is set, sends reservations' images over a
+	// Link, when its bandwidth is set, sends the leases' images over a
 	// shared link of that bandwidth (link.go).
 	Link Link
 	// Migrate lets an admission that would displace a running best-effort

@@ -164,7 +164,9 @@ func TestAssignmentsStage(t *testing.T) {
 	}
 }
 
-func testAssignmentsStage(t *testing.T, pol *calendar.Policy, rates []int64, lead time.Duration) {
+// stageCtl is a controller under pol with image img (100Mi) and hosts
+// h1, h2, ... that measured the given stage rates.
+func stageCtl(t *testing.T, pol *calendar.Policy, rates []int64) (*Controller, *testClock) {
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -187,6 +189,12 @@ func testAssignmentsStage(t *testing.T, pol *calendar.Policy, rates []int64, lea
 			t.Fatal(err)
 		}
 	}
+	return ctl, clk
+}
+
+func testAssignmentsStage(t *testing.T, pol *calendar.Policy, rates []int64, lead time.Duration) {
+	ctl, clk := stageCtl(t, pol, rates)
+	ctx := context.Background()
 	start := clk.now().Add(time.Hour)
 	createWS(t, ctl, "r", "2", fmt.Sprintf("{kind: reservation, start: %q}", start.Format(time.RFC3339)))
 	rec, err := ctl.Lease(ctx, "p", "r")
@@ -238,5 +246,52 @@ func testAssignmentsStage(t *testing.T, pol *calendar.Policy, rates []int64, lea
 	clk.add(lead)
 	if reqs, _, s := stageOf(); len(reqs) != 0 || s != nil {
 		t.Fatalf("at the start: stage %+v, staging %+v; want it cleared", reqs, s)
+	}
+}
+
+// TestBestEffortOverLink: under a policy whose shared link's bandwidth is
+// measured (hosts at 10, 20 and 40Mi/s: 20Mi/s), a best-effort workspace
+// whose 100Mi image no host has gets its transfer at once, [now, now+5s),
+// its stage action now, and its hold only from when the image is there:
+// the host's slots are free during the transfer.
+func TestBestEffortOverLink(t *testing.T) {
+	pol := policyfile.Default()
+	pol.Link.Measured = true
+	ctl, clk := stageCtl(t, &pol, []int64{10 << 20, 20 << 20, 40 << 20})
+	ctx := context.Background()
+	now := clk.now()
+	createWS(t, ctl, "b", "2", "{kind: best-effort}")
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := ctl.Lease(ctx, "p", "b")
+	if err != nil || rec.Hold == nil || len(rec.Hold.Hosts) != 1 {
+		t.Fatalf("lease %+v, %v: want it held on a host", rec, err)
+	}
+	ready := now.Add(5 * time.Second)
+	if !rec.Hold.From.Equal(ready) || !rec.Hold.Start.Equal(ready) {
+		t.Fatalf("hold from %s, run from %s; want both at %s, when the image is there", rec.Hold.From, rec.Hold.Start, ready)
+	}
+	if len(rec.Transfers) != 1 || !rec.Transfers[0].From.Equal(now) || !rec.Transfers[0].To.Equal(ready) {
+		t.Fatalf("transfers %+v, want one over [%s, %s)", rec.Transfers, now, ready)
+	}
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	as, err := ctl.Assignments(ctx, rec.Hold.Hosts[0], 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := ctl.Workspace(ctx, "p", "b")
+	if len(as.Stage) != 1 || as.Stage[0].Image != "img" || as.Stage[0].Workspace != "p/b" {
+		t.Fatalf("stage requests %+v (staging %+v, state %s), want img for p/b now", as.Stage, w.Status.Staging, w.Status.State)
+	}
+	clk.add(5 * time.Second)
+	if err := ctl.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w, _ = ctl.Workspace(ctx, "p", "b")
+	if w.Status.Node != rec.Hold.Hosts[0] || w.Status.Staging != nil {
+		t.Fatalf("once the image is there: node %q, staging %+v; want it placed on %s, staging cleared", w.Status.Node, w.Status.Staging, rec.Hold.Hosts[0])
 	}
 }

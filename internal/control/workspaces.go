@@ -104,6 +104,12 @@ func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp m
 			}
 			continue
 		}
+		if a.Lease == ws.Status.Lease && a.Kind == calendar.ActStage {
+			// Its image is fetched from now (over the shared link, its
+			// hold beginning once the image is there).
+			ws = stageChange(a, ws, Change{WS: ws}).WS
+			continue
+		}
 		rest = append(rest, a)
 	}
 	if ws.Status.Node == "" {

@@ -29,7 +29,7 @@ import (
 //	quotas:
 //	  biology: {cpu: 4, memory: 8Gi, workspaces: 3, core_hours: 100}
 //	overcommit: {cpu: 4}        # promised/real capacity per resource (cpu, memory, disk, bandwidth), >= 1
-//	link:                       # reservations' images over the repository's shared link
+//	link:                       # leases' images over the repository's shared link
 //	  bandwidth: measured       # bytes/s such as 100Mi, or measured: the hosts' median stage rate
 //	  multicast: false          # one transfer for all the hosts of a lease
 //	  cache: 20Gi               # bytes of images each host keeps (default: no bound)

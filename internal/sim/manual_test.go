@@ -60,7 +60,6 @@ func TestHaizeaManual(t *testing.T) {
 			cfg.SuspendRate, cfg.ResumeRate = 32<<20, 32<<20
 			if tc.transfers {
 				const mbit100 = 100 << 20 / 8 // Haizea's 100 Mbit/s in its MB
-				cfg.StageRate = mbit100
 				cfg.Policy.Link.Bandwidth, cfg.Policy.Link.Multicast, cfg.Policy.Link.Cache = mbit100, true, 20480<<20
 			}
 			res, err := Run(leases, cfg)
