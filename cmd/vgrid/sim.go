@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,7 +32,9 @@ func newSimCmd() *cobra.Command {
 		tracePath, inject, backfill, placement, output, plotDir, hostMem, leasesFile string
 		hosts, injectVM                                                              int
 		hostCPUs                                                                     float64
-		suspend, keepCancelled, gantt, migrate, gaps, runAsReq, multicast            bool
+		keepCancelled, gantt, migrate, gaps, runAsReq, multicast                     bool
+		suspend                                                                      = suspendMode{on: true}
+		exclusion                                                                    string
 		gapMinRun, bootTime, minRun                                                  time.Duration
 		depth                                                                        int
 		suspendRate, resumeRate, stageRate, migrateRate, linkBW, imageCache          string
@@ -122,7 +125,13 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 				}
 				*r.dst = int64(b)
 			}
-			cfg.Policy.Suspend, cfg.Policy.Migrate, cfg.Policy.Gaps = suspend, migrate, gaps
+			cfg.Policy.Suspend, cfg.Policy.SerialOnly, cfg.Policy.Migrate, cfg.Policy.Gaps = suspend.on, suspend.serialOnly, migrate, gaps
+			switch e := calendar.Exclusion(exclusion); e {
+			case calendar.ExclusionLocal, calendar.ExclusionGlobal:
+				cfg.Policy.Exclusion = e
+			default:
+				return fmt.Errorf("--exclusion %q: want local or global", exclusion)
+			}
 			if gapMinRun < 0 {
 				return fmt.Errorf("--gap-min-run %s: want 0 (the default, %s) or more", gapMinRun, calendar.DefaultGapMinRun)
 			}
@@ -189,7 +198,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 				return printJSON(out, simJSON{Summary: res.Summary, LeaseCount: res.Summary.Leases, Site: siteDesc, Leases: res.Leases})
 			}
 			fmt.Fprintf(out, "trace %s: %d leases on %d hosts × %.4g CPU, %s; backfill %s, suspension %v, migration %v; simulated in %s\n",
-				filepath.Base(tracePath), len(leases), cfg.Hosts, cfg.HostCPUs, cfg.HostMemory, cfg.Policy.Backfill, cfg.Policy.Suspend,
+				filepath.Base(tracePath), len(leases), cfg.Hosts, cfg.HostCPUs, cfg.HostMemory, cfg.Policy.Backfill, suspend.String(),
 				cfg.Policy.Migrate, wall.Round(time.Millisecond))
 			fmt.Fprintf(out, "site: %s\n\n", siteDesc)
 			fmt.Fprintln(out, res.Summary.Table())
@@ -217,7 +226,9 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 	f.Float64Var(&hostCPUs, "host-cpus", 1, "CPUs per host (given: overrides the trace's <site>)")
 	f.StringVar(&hostMem, "host-memory", "1Gi", "memory per host (given: overrides the trace's <site>)")
 	f.StringVar(&leasesFile, "leases", "", "write one row per lease to this file: .csv or .json")
-	f.BoolVar(&suspend, "suspend", true, "preempt best-effort leases by suspending them (false: requeue them)")
+	f.Var(&suspend, "suspend", "preempt best-effort leases by suspending them: true, false (requeue them) or serial-only (leases of one member; others are requeued)")
+	f.Lookup("suspend").NoOptDefVal = "true"
+	f.StringVar(&exclusion, "exclusion", "local", "suspend/resume exclusion: local (each host saves its members' memory one at a time, hosts in parallel) or global (one at a time for all of a lease's hosts: a shared file system)")
 	f.BoolVar(&gaps, "gaps", true, "start a best-effort lease in a gap shorter than its run, suspended in time for what needs the room (needs --suspend)")
 	f.DurationVar(&gapMinRun, "gap-min-run", 0, "the least run a gap must give a best-effort lease (0: 5m)")
 	f.StringVar(&linkBW, "link-bandwidth", "", "bytes/s of the shared link the leases' images come over from the repository, one transfer at a time (e.g. 100Mi; default: none, each host stages at --stage-rate)")
@@ -508,3 +519,32 @@ func (p *simProgress) clear() {
 		p.drawn = false
 	}
 }
+
+// suspendMode is --suspend: true, false or serial-only.
+type suspendMode struct{ on, serialOnly bool }
+
+func (m *suspendMode) String() string {
+	switch {
+	case m.serialOnly:
+		return "serial-only"
+	case m.on:
+		return "true"
+	}
+	return "false"
+}
+
+func (m *suspendMode) Set(s string) error {
+	switch s {
+	case "serial-only":
+		*m = suspendMode{on: true, serialOnly: true}
+	default:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("want true, false or serial-only")
+		}
+		*m = suspendMode{on: b}
+	}
+	return nil
+}
+
+func (m *suspendMode) Type() string { return "mode" }

@@ -24,12 +24,12 @@ type booked struct {
 // lease over [from, ...), may be suspended to be off its hosts by from,
 // as of now: its suspension then begins at the returned time.
 func (c *Calendar) suspendable(v *lease, from, now int64) (int64, bool) {
-	if v.Kind != Deadline || !c.pol.Suspend || v.Preempt == PreemptNever || v.Preempt == PreemptRequeue ||
+	if v.Kind != Deadline || !c.maySuspend(v) || v.Preempt == PreemptNever || v.Preempt == PreemptRequeue ||
 		!v.held || !v.started || v.resume && v.T > now || v.fate != fateEnd || v.suspendSent || len(v.moves) > 0 ||
 		v.next != nil || v.to <= from {
 		return 0, false
 	}
-	x := from - suspendTime(v)
+	x := from - c.suspendTime(v)
 	if x < now || x < v.T || c.tooFresh(v, x) {
 		return 0, false
 	}
@@ -42,7 +42,7 @@ func (c *Calendar) suspendable(v *lease, from, now int64) (int64, bool) {
 // deadline. It reports whether there is such a start.
 func (c *Calendar) bookResume(v *lease) bool {
 	hosts := v.hosts
-	pre := resumeOn(v, hosts)
+	pre := c.resumeOn(v, hosts)
 	run := v.remaining - (v.runTo - v.T)
 	T, ok := c.earliestThere(v, hosts, v.to, pre, run)
 	if !ok || T+run > tick(v.Deadline) {

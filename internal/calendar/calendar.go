@@ -260,6 +260,11 @@ func (p Policy) validate() error {
 	default:
 		return fmt.Errorf("policy: unknown backfill %q (want none, conservative or aggressive): %w", p.Backfill, ErrInvalid)
 	}
+	switch p.Exclusion {
+	case "", ExclusionLocal, ExclusionGlobal:
+	default:
+		return fmt.Errorf("policy: unknown suspend/resume exclusion %q (want local or global): %w", p.Exclusion, ErrInvalid)
+	}
 	if p.Link.Bandwidth < 0 {
 		return fmt.Errorf("policy: negative link bandwidth %d: %w", p.Link.Bandwidth, ErrInvalid)
 	}

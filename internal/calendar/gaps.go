@@ -28,7 +28,7 @@ func (c *Calendar) gapMinRun() int64 {
 
 // mayUseGaps says whether l may be started in a gap under the policy.
 func (c *Calendar) mayUseGaps(l *lease) bool {
-	return c.pol.Gaps && c.pol.Suspend && l.Kind == BestEffort && l.Preempt == PreemptSuspend && l.remaining > c.gapMinRun()
+	return c.pol.Gaps && c.maySuspend(l) && l.Kind == BestEffort && l.Preempt == PreemptSuspend && l.remaining > c.gapMinRun()
 }
 
 // startInGap starts (or resumes) l at t for as long as there is room, when
@@ -73,7 +73,7 @@ func (c *Calendar) startInGap(l *lease, t int64) bool {
 // [t+pre, end-suspend) followed by its suspension, if that run is at least
 // the gap minimum.
 func (c *Calendar) tryGap(l *lease, hosts []*host, t, pre, boot int64, resume bool) bool {
-	sus := suspendOn(l, hosts)
+	sus := c.suspendOn(l, hosts)
 	least := t + pre + c.gapMinRun() + sus
 	full := t + pre + l.remaining
 	if !c.fitsOn(l, hosts, t, least) {
@@ -114,12 +114,6 @@ func (c *Calendar) gapCause(l *lease, hosts []*host, end int64) string {
 }
 
 // suspendOn is how long suspending l takes when its members are on hosts.
-func suspendOn(l *lease, hosts []*host) int64 {
-	var p int64
-	for h, v := range memByHost(l, hosts) {
-		if d := xfer(v, h.SuspendRate); d > p {
-			p = d
-		}
-	}
-	return p
+func (c *Calendar) suspendOn(l *lease, hosts []*host) int64 {
+	return c.memTime(l, hosts, func(h *host) int64 { return h.SuspendRate })
 }

@@ -480,7 +480,7 @@ func (c *Calendar) migrationFailed(l *lease, t int64) {
 		}
 	}
 	v := victim{l: l, kind: ActRequeue, at: max(dl, t), rel: max(dl, t)}
-	if x := dl - suspendTime(l); c.pol.Suspend && l.Preempt == PreemptSuspend && l.started && l.T <= t && x >= t {
+	if x := dl - c.suspendTime(l); c.maySuspend(l) && l.Preempt == PreemptSuspend && l.started && l.T <= t && x >= t {
 		v = victim{l: l, kind: ActSuspend, at: x, rel: dl}
 	}
 	c.cut(l, v.rel)

@@ -504,10 +504,20 @@ func (c *Calendar) preFor(l *lease) int64 {
 		b = c.bootTime(l)
 		p = c.stageTime(l) + b
 	} else {
+		// Each host moves and restores its members' memory; under
+		// ExclusionGlobal the restores come one after the other, at
+		// worst all of the lease's memory at the slowest host's rate.
 		mem := maxMemPerHost(l, l.savedOn)
+		rmem := mem
+		if c.pol.Exclusion == ExclusionGlobal {
+			rmem = 0
+			for _, m := range l.Members {
+				rmem += int64(m.Resources.Memory)
+			}
+		}
 		for gi := range l.groups {
 			for _, h := range c.eligible(&l.groups[gi]) {
-				if d := xfer(mem, h.ResumeRate) + xfer(mem, h.StageRate); d > p {
+				if d := xfer(rmem, h.ResumeRate) + xfer(mem, h.StageRate); d > p {
 					p = d
 				}
 			}
@@ -595,16 +605,34 @@ func (c *Calendar) eligAgg(g *group) hostAgg {
 }
 
 // resumeInPlace is the time to resume l on the hosts its image is on.
-func (c *Calendar) resumeInPlace(l *lease) int64 { return resumeOn(l, l.savedOn) }
+func (c *Calendar) resumeInPlace(l *lease) int64 { return c.resumeOn(l, l.savedOn) }
 
 // resumeOn is how long l takes to restore its memory saved on hosts
 // (member -> host), there.
-func resumeOn(l *lease, hosts []*host) int64 {
+func (c *Calendar) resumeOn(l *lease, hosts []*host) int64 {
+	return c.memTime(l, hosts, func(h *host) int64 { return h.ResumeRate })
+}
+
+// memTime is how long saving or restoring l's memory on hosts (member ->
+// host) takes at each host's rate: the hosts in parallel, each writing
+// its members' memory in turn (ExclusionLocal), or the hosts one after
+// the other (ExclusionGlobal).
+func (c *Calendar) memTime(l *lease, hosts []*host, rate func(*host) int64) int64 {
 	var p int64
 	for h, v := range memByHost(l, hosts) {
-		p = max(p, xfer(v, h.ResumeRate))
+		if d := xfer(v, rate(h)); c.pol.Exclusion == ExclusionGlobal {
+			p += d
+		} else {
+			p = max(p, d)
+		}
 	}
 	return p
+}
+
+// maySuspend says whether preemption may suspend l (else it is
+// requeued): Policy.Suspend, and with SerialOnly a lease of one member.
+func (c *Calendar) maySuspend(l *lease) bool {
+	return c.pol.Suspend && (!c.pol.SerialOnly || len(l.Members) == 1)
 }
 
 // earliestThere is the earliest run start T >= from+pre at which l fits
@@ -622,7 +650,7 @@ func (c *Calendar) earliestThere(l *lease, hosts []*host, from, pre, run int64) 
 }
 
 // suspendTime is how long suspending l's current hold takes.
-func suspendTime(l *lease) int64 { return suspendOn(l, l.hosts) }
+func (c *Calendar) suspendTime(l *lease) int64 { return c.suspendOn(l, l.hosts) }
 
 func memByHost(l *lease, hosts []*host) map[*host]int64 {
 	m := map[*host]int64{}

@@ -32,13 +32,13 @@ func (c *Calendar) canPreempt(l *lease, rel, now int64) (victim, bool) {
 		// suspension planned for later, as in a gap, may come sooner.)
 		return victim{}, false
 	}
-	if !c.pol.Suspend || l.Preempt == PreemptRequeue || l.T >= rel {
+	if !c.maySuspend(l) || l.Preempt == PreemptRequeue || l.T >= rel {
 		if c.tooFresh(l, rel) {
 			return victim{}, false
 		}
 		return victim{l: l, kind: ActRequeue, at: max(rel, l.holdFrom), rel: max(rel, l.holdFrom)}, true
 	}
-	x := rel - suspendTime(l)
+	x := rel - c.suspendTime(l)
 	if x < now {
 		return victim{}, false // too late to suspend it
 	}
@@ -340,8 +340,8 @@ func (c *Calendar) preemptStarts(l *lease, T0, Tmax, pre int64) []int64 {
 				if T := a.to + pre; T > T0 && T <= Tmax {
 					set[T] = true
 				}
-				if v := a.l; v.Kind == BestEffort && v.Preempt == PreemptSuspend && c.pol.Suspend {
-					if T := T0 + suspendTime(v); T > T0 && T <= Tmax {
+				if v := a.l; v.Kind == BestEffort && v.Preempt == PreemptSuspend && c.maySuspend(v) {
+					if T := T0 + c.suspendTime(v); T > T0 && T <= Tmax {
 						set[T] = true
 					}
 				}
@@ -383,8 +383,8 @@ func (c *Calendar) Evict(id, why string, now time.Time) ([]Action, error) {
 		return c.take(), fmt.Errorf("evict %s: member %d is moving to %s (end the move first): %w", id, l.moves[0].member, l.moves[0].to.Name, ErrInvalid)
 	}
 	rel := t
-	if l.T <= t && c.pol.Suspend && l.Preempt == PreemptSuspend {
-		rel = t + suspendTime(l) // its run has begun: saved from now
+	if l.T <= t && c.maySuspend(l) && l.Preempt == PreemptSuspend {
+		rel = t + c.suspendTime(l) // its run has begun: saved from now
 	}
 	v, ok := c.canPreempt(l, rel, t)
 	if !ok {

@@ -240,6 +240,13 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 		pol.Overcommit = Overcommit{CPU: 1.5}
 	}
 	pol.Migrate = mrng.Intn(3) != 0
+	if seed%5 == 2 {
+		// Suspension of single-member leases only, memory images saved
+		// one at a time for all hosts.
+		pol.SerialOnly, pol.Exclusion = true, ExclusionGlobal
+	} else if seed%5 == 3 {
+		pol.Exclusion = ExclusionGlobal
+	}
 	if seed%4 == 1 {
 		// The leases' images over a shared link (link.go).
 		pol.Link = Link{Bandwidth: int64(model.MiB) * int64(5+mrng.Intn(50)), Multicast: mrng.Intn(2) == 0,

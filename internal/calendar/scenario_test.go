@@ -249,7 +249,11 @@ func (e *scenarioEnv) do(line string) []string {
 			e.pol.Placement = Placement(v)
 		}
 		if v, ok := a["suspend"]; ok {
-			e.pol.Suspend = v == "true"
+			e.pol.Suspend = v == "true" || v == "serial-only"
+			e.pol.SerialOnly = v == "serial-only"
+		}
+		if v, ok := a["exclusion"]; ok {
+			e.pol.Exclusion = Exclusion(v)
 		}
 		if v, ok := a["migrate"]; ok {
 			e.pol.Migrate = v == "true"

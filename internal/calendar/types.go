@@ -132,6 +132,16 @@ const MigrateSetup = time.Second
 // a reason to hold every fresh start's slots that much longer.
 const MaxBootTime = time.Hour
 
+// Exclusion says which suspensions and resumptions may overlap
+// (Policy.Exclusion).
+type Exclusion string
+
+// Exclusions.
+const (
+	ExclusionLocal  Exclusion = "local"
+	ExclusionGlobal Exclusion = "global"
+)
+
 // Backfill selects how the best-effort queue may be overtaken.
 type Backfill string
 
@@ -201,6 +211,17 @@ type Policy struct {
 	Placement Placement
 	// Suspend lets preemption suspend leases; when false they are requeued.
 	Suspend bool
+	// SerialOnly, with Suspend, suspends only leases of one member;
+	// larger ones are requeued (a guest alone is simple to save and
+	// restore; the members of a virtual cluster, which talk to each other,
+	// may not all take it well).
+	SerialOnly bool
+	// Exclusion says which memory images are saved or restored at the same
+	// time: ExclusionLocal (the default) one at a time on each host, the
+	// hosts in parallel (local disks); ExclusionGlobal one at a time for
+	// all of a lease's hosts (one shared file system), so that suspending
+	// or resuming a lease takes the sum of its hosts' times.
+	Exclusion Exclusion
 	// Gaps lets a best-effort lease that may be suspended start in a gap
 	// shorter than its run (gaps.go): it runs until the room ends, is
 	// suspended in time for what needs the room, and resumes later. It

@@ -147,7 +147,14 @@ func (o ordered) MarshalJSON() ([]byte, error) {
 
 // document is p as a policy file.
 func document(p *calendar.Policy) ordered {
-	doc := ordered{{"backfill", string(p.Backfill)}, {"placement", string(p.Placement)}, {"suspend", p.Suspend}, {"migrate", p.Migrate}, {"gaps", p.Gaps}}
+	var suspend any = p.Suspend
+	if p.SerialOnly {
+		suspend = "serial-only"
+	}
+	doc := ordered{{"backfill", string(p.Backfill)}, {"placement", string(p.Placement)}, {"suspend", suspend}, {"migrate", p.Migrate}, {"gaps", p.Gaps}}
+	if p.Exclusion != "" {
+		doc = append(doc, item{"exclusion", string(p.Exclusion)})
+	}
 	if p.GapMinRun != 0 {
 		doc = append(doc, item{"gap_min_run", p.GapMinRun.String()})
 	}

@@ -17,7 +17,8 @@ import (
 //
 //	backfill: aggressive        # none, conservative, aggressive
 //	placement: first-fit        # first-fit, pack, spread
-//	suspend: true               # preempt best effort by suspending (false: requeue)
+//	suspend: true               # preempt best effort by suspending (false: requeue; serial-only: leases of one member only)
+//	exclusion: local            # memory images saved one at a time per host (local) or for all hosts (global)
 //	migrate: true               # live-migrate best effort elsewhere before displacing it (default true)
 //	gaps: true                  # start best effort in gaps shorter than its run, suspended in time (default true)
 //	gap_min_run: 5m             # the least run a gap must give (default 5m)
@@ -123,7 +124,7 @@ func Parse(data []byte) (*calendar.Policy, error) {
 const maxCores = 1e12
 
 func apply(p *calendar.Policy, doc node) error {
-	if err := only(doc, "", "backfill", "placement", "suspend", "migrate", "gaps", "gap_min_run", "min_run", "fair_share", "quotas", "overcommit", "link"); err != nil {
+	if err := only(doc, "", "backfill", "placement", "suspend", "exclusion", "migrate", "gaps", "gap_min_run", "min_run", "fair_share", "quotas", "overcommit", "link"); err != nil {
 		return err
 	}
 	if s, ok, err := str(doc.get("backfill"), "backfill"); err != nil {
@@ -148,10 +149,13 @@ func apply(p *calendar.Policy, doc node) error {
 			return fieldErr("placement", "unknown placement %q (want first-fit, pack or spread)", s)
 		}
 	}
+	if err := suspension(p, doc); err != nil {
+		return err
+	}
 	for _, f := range []struct {
 		name string
 		dst  *bool
-	}{{"suspend", &p.Suspend}, {"migrate", &p.Migrate}, {"gaps", &p.Gaps}} {
+	}{{"migrate", &p.Migrate}, {"gaps", &p.Gaps}} {
 		if n := doc.get(f.name); !n.null() {
 			b, err := boolean(n, f.name)
 			if err != nil {
@@ -378,6 +382,35 @@ func overcommit(p *calendar.Policy, n node) error {
 			return fieldErr(path, "%v, want a ratio from 1 (none) to %d", v, calendar.MaxOvercommit)
 		}
 		*r.to = v
+	}
+	return nil
+}
+
+// suspension reads suspend (true, false or serial-only) and exclusion
+// (local or global).
+func suspension(p *calendar.Policy, doc node) error {
+	if n := doc.get("suspend"); !n.null() {
+		if s, ok := n.v.(string); ok && s == "serial-only" {
+			p.Suspend, p.SerialOnly = true, true
+		} else if b, ok := n.v.(bool); ok {
+			p.Suspend, p.SerialOnly = b, false
+		} else {
+			if err := n.check("suspend"); err != nil {
+				return err
+			}
+			return fieldErr("suspend", "want true, false or serial-only, got %s", n.describe())
+		}
+	}
+	if s, ok, err := str(doc.get("exclusion"), "exclusion"); err != nil {
+		return err
+	} else if ok {
+		switch e := calendar.Exclusion(s); e {
+		case calendar.ExclusionLocal, calendar.ExclusionGlobal:
+			p.Exclusion = e
+		case "":
+		default:
+			return fieldErr("exclusion", "unknown exclusion %q (want local or global)", s)
+		}
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ const fullPolicy = `
 backfill: conservative
 placement: spread
 suspend: false
+exclusion: global
 migrate: true
 gaps: false
 gap_min_run: 10m
@@ -31,7 +32,7 @@ link: {bandwidth: 100Mi, multicast: true, cache: 20Gi}
 
 func checkFull(t *testing.T, p *calendar.Policy) {
 	t.Helper()
-	if p.Backfill != calendar.BackfillConservative || p.Placement != calendar.Spread || p.Suspend || !p.Migrate || p.Gaps || p.GapMinRun != 10*time.Minute || p.MinRun != 15*time.Minute {
+	if p.Backfill != calendar.BackfillConservative || p.Placement != calendar.Spread || p.Suspend || p.SerialOnly || p.Exclusion != calendar.ExclusionGlobal || !p.Migrate || p.Gaps || p.GapMinRun != 10*time.Minute || p.MinRun != 15*time.Minute {
 		t.Errorf("got %+v", p)
 	}
 	if p.FairShare == nil || p.FairShare.HalfLife != 24*time.Hour || p.FairShare.Weights["physics"] != 2 {
@@ -56,7 +57,7 @@ func TestParse(t *testing.T) {
 	checkFull(t, p)
 
 	// The same in JSON, and in UTF-16 with a byte order mark.
-	p, err = Parse([]byte(`{"backfill": "conservative", "placement": "spread", "suspend": false, "migrate": true,
+	p, err = Parse([]byte(`{"backfill": "conservative", "placement": "spread", "suspend": false, "exclusion": "global", "migrate": true,
 		"gaps": false, "gap_min_run": "10m", "min_run": "15m", "fair_share": {"half_life": "24h", "weights": {"physics": 2}},
 		"quotas": {"biology": {"cpu": 4, "memory": "8Gi", "workspaces": 3, "core_hours": 100}},
 		"overcommit": {"cpu": 4, "memory": 1}, "link": {"bandwidth": "100Mi", "multicast": true, "cache": "20Gi"}}`))
@@ -149,9 +150,11 @@ func TestParseErrors(t *testing.T) {
 		{"backfill: no\n", "backfill", "backfill: want a string, got false", 0},
 		{"placement: [pack]\n", "placement", "placement: want a string, got a list", 0},
 		{"placement: best\n", "placement", `placement: unknown placement "best"`, 0},
-		{"suspend: maybe\n", "suspend", `suspend: want true or false, got "maybe"`, 0},
+		{"suspend: maybe\n", "suspend", `suspend: want true, false or serial-only, got "maybe"`, 0},
+		{"suspend: 1\n", "suspend", `suspend: want true, false or serial-only, got 1`, 0},
+		{"exclusion: shared\n", "exclusion", `exclusion: unknown exclusion "shared" (want local or global)`, 0},
 		{"migrate: 1\n", "migrate", `migrate: want true or false, got 1`, 0},
-		{"colour: red\n", "colour", "colour: unknown field (want backfill, placement, suspend, migrate, gaps, gap_min_run, min_run, fair_share, quotas, overcommit or link)", 0},
+		{"colour: red\n", "colour", "colour: unknown field (want backfill, placement, suspend, exclusion, migrate, gaps, gap_min_run, min_run, fair_share, quotas, overcommit or link)", 0},
 		{"link: {bandwidth: fast}\n", "link.bandwidth", `link.bandwidth: `, 0},
 		{"link: {bandwidth: -1Mi}\n", "link.bandwidth", "link.bandwidth: -1Mi is negative, want 0 (no shared link) or more", 0},
 		{"link: {multicast: yes please}\n", "link.multicast", `link.multicast: want true or false, got "yes please"`, 0},
@@ -242,5 +245,30 @@ func TestLoad(t *testing.T) {
 	}
 	if p, err := Load(""); err != nil || !reflect.DeepEqual(*p, Default()) {
 		t.Errorf("default: %+v %v", p, err)
+	}
+}
+
+// TestSuspendModes: suspend takes true, false or serial-only (Haizea's
+// three suspension modes), exclusion local or global.
+func TestSuspendModes(t *testing.T) {
+	for _, tc := range []struct {
+		doc             string
+		suspend, serial bool
+		exclusion       calendar.Exclusion
+	}{
+		{"suspend: true\n", true, false, ""},
+		{"suspend: false\n", false, false, ""},
+		{"suspend: serial-only\n", true, true, ""},
+		{"suspend: serial-only\nexclusion: local\n", true, true, calendar.ExclusionLocal},
+		{"exclusion: global\n", true, false, calendar.ExclusionGlobal},
+		{"suspend: ~\n", true, false, ""},
+	} {
+		p, err := Parse([]byte(tc.doc))
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", tc.doc, err)
+		}
+		if p.Suspend != tc.suspend || p.SerialOnly != tc.serial || p.Exclusion != tc.exclusion {
+			t.Errorf("Parse(%q): suspend %v, serial-only %v, exclusion %q; want %v, %v, %q", tc.doc, p.Suspend, p.SerialOnly, p.Exclusion, tc.suspend, tc.serial, tc.exclusion)
+		}
 	}
 }
