@@ -30,6 +30,7 @@ import (
 func newSimCmd() *cobra.Command {
 	var (
 		tracePath, inject, backfill, placement, output, plotDir, hostMem, leasesFile string
+		policyPath                                                                   string
 		hosts, injectVM                                                              int
 		hostCPUs                                                                     float64
 		keepCancelled, gantt, migrate, gaps, runAsReq, multicast                     bool
@@ -165,6 +166,9 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 			default:
 				return fmt.Errorf("--placement %q: want first-fit, pack or spread", placement)
 			}
+			if cfg.Policy, err = simPolicy(policyPath, cfg.Policy, cmd.Flags().Changed); err != nil {
+				return err
+			}
 			ctx, stop := simSignals(cmd.Context())
 			defer stop()
 			cfg.Context = ctx
@@ -237,6 +241,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 	f.DurationVar(&minRun, "min-run", 0, "the least a lease runs, from its start or resume, before it may be preempted (0: no minimum)")
 	f.IntVar(&depth, "depth", 0, "how many waiting leases get a backfill reservation under conservative backfilling (0: all)")
 	f.DurationVar(&bootTime, "boot-time", 0, "time a host takes to boot a lease's guests, before its run (0: instantaneous)")
+	f.StringVar(&policyPath, "policy", "", "the server's policy file (YAML, docs/cli.md): the policy to simulate, the policy flags given overriding its keys")
 	f.StringVar(&backfill, "backfill", "aggressive", "none, conservative or aggressive (EASY)")
 	f.StringVar(&placement, "placement", "first-fit", "first-fit, pack or spread")
 	f.StringVar(&suspendRate, "suspend-rate", "0", "bytes/s a host writes when suspending (0: instantaneous)")
