@@ -233,6 +233,14 @@ type Policy struct {
 	// before the slots are needed; the lease is suspended (or requeued)
 	// only where that is impossible.
 	Migrate bool
+	// ShutdownTime is how long a lease's guests take to shut down once
+	// their run ends (shutdown.go): the hold keeps the host's slots that
+	// long after the run, so nothing else is placed there meanwhile. The
+	// end action still comes at the run's end. A suspended, requeued or
+	// migrated guest does not shut down (its slots go when its memory is
+	// saved, at once, or when the move is over). 0 (the default): not
+	// modelled. At most MaxBootTime.
+	ShutdownTime time.Duration
 }
 
 // Overcommit holds the ratio of promised to real capacity per resource; a
