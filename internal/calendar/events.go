@@ -381,7 +381,7 @@ func (c *Calendar) usageAt(p *project, t int64) float64 {
 // then; no end action comes). It advances the calendar to now and
 // returns what is due, including starts the freed slots allow. A lease
 // whose run is over and that is shutting down is an error wrapping
-// ErrFinished.
+// ErrInvalid, as is one that is not running.
 func (c *Calendar) Finish(id string, now time.Time) ([]Action, error) {
 	c.rev++ // see Revision
 	t := c.clamp(now)
@@ -393,7 +393,7 @@ func (c *Calendar) Finish(id string, now time.Time) ([]Action, error) {
 	case !l.held || !l.started:
 		return c.take(), fmt.Errorf("finish lease %s: it is %s, not running: %w", id, l.st, ErrInvalid)
 	case l.stopped:
-		return c.take(), fmt.Errorf("finish lease %s: its run ended at %s and it is shutting down: %w", id, fmtT(tm(l.runTo)), ErrFinished)
+		return c.take(), fmt.Errorf("finish lease %s: its run ended at %s: it is shutting down, not running: %w", id, fmtT(tm(l.runTo)), ErrInvalid)
 	}
 	c.mark(l)
 	c.refund(l, t)
