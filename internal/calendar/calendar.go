@@ -656,6 +656,9 @@ func (c *Calendar) view(l *lease) LeaseView {
 	case l.held:
 		v.Start, v.End = tm(l.T), tm(l.runTo)
 		v.Hosts = names(l.hosts)
+		if l.fate == fateEnd && l.to > l.runTo {
+			v.ShutdownTo, v.ShuttingDown = tm(l.to), l.stopped
+		}
 	case l.queued && l.planned:
 		v.Start, v.End, v.Planned = tm(l.planT), tm(l.planT+l.remaining), true
 		v.Hosts = names(l.planHosts)

@@ -383,6 +383,13 @@ type LeaseView struct {
 	Requeues    int
 	// Reason says why the lease was refused, failed, or is held.
 	Reason string
+	// ShutdownTo is when the hold ends after the run, when it goes on
+	// past End for the guests' shutdown (Policy.ShutdownTime): the slots
+	// are held until then. Zero otherwise. ShuttingDown says the run is
+	// over (its end action came, or it finished) and the guests are
+	// shutting down.
+	ShutdownTo   time.Time
+	ShuttingDown bool
 	// Moving maps the members being moved (BeginMove, or a migration the
 	// calendar decided) to the host they move to; nil when none is. A
 	// moving member holds slots on both hosts until EndMove.
