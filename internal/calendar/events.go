@@ -12,8 +12,8 @@ import (
 type evKind uint8
 
 const (
-	evEnd evKind = iota
-	evStop // a run ends: its guests shut down until the hold's end (evEnd)
+	evEnd  evKind = iota
+	evStop        // a run ends: its guests shut down until the hold's end (evEnd)
 	evRequeue
 	evSuspend
 	evRelease  // a suspension finished: the slots are free
