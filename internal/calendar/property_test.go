@@ -70,7 +70,7 @@ func (c *Calendar) checkInvariants() error {
 			}
 		}
 		if b := l.next; b != nil {
-			if l.Kind != Deadline || !l.held || l.fate != fateSuspend || b.from < l.to || b.to > tick(l.Deadline) {
+			if l.Kind != Deadline || !l.held || l.fate != fateSuspend || b.from < l.to || b.runTo > tick(l.Deadline) || b.runTo > b.to {
 				return fmt.Errorf("lease %s: booked resume [%s, %s) after a hold to %s (fate %v), deadline %s", l.ID,
 					rel(tm(b.from)), rel(tm(b.to)), rel(tm(l.to)), l.fate, rel(l.Deadline))
 			}
