@@ -36,7 +36,7 @@ func newSimCmd() *cobra.Command {
 		keepCancelled, gantt, migrate, gaps, runAsReq, multicast                     bool
 		suspend                                                                      = suspendMode{on: true}
 		exclusion                                                                    string
-		gapMinRun, bootTime, minRun                                                  time.Duration
+		gapMinRun, bootTime, shutdownTime, minRun                                    time.Duration
 		depth                                                                        int
 		suspendRate, resumeRate, stageRate, migrateRate, linkBW, imageCache          string
 		gf                                                                           gridFileFlags
@@ -153,7 +153,11 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 			if bootTime < 0 {
 				return fmt.Errorf("--boot-time %s: want 0 or more", bootTime)
 			}
+			if shutdownTime < 0 || shutdownTime > calendar.MaxBootTime {
+				return fmt.Errorf("--shutdown-time %s: want 0 (not modelled, the default) to %s", shutdownTime, calendar.MaxBootTime)
+			}
 			cfg.Policy.GapMinRun, cfg.Policy.Depth, cfg.BootTime = gapMinRun, depth, bootTime
+			cfg.Policy.ShutdownTime = shutdownTime
 			switch calendar.Backfill(backfill) {
 			case calendar.BackfillNone, calendar.BackfillConservative, calendar.BackfillAggressive:
 				cfg.Policy.Backfill = calendar.Backfill(backfill)
@@ -242,6 +246,7 @@ The defaults model Haizea's SDSC Blue Horizon experiments: 144 hosts with
 	f.IntVar(&depth, "depth", 0, "how many waiting leases get a backfill reservation under conservative backfilling (0: all)")
 	f.DurationVar(&bootTime, "boot-time", 0, "time a host takes to boot a lease's guests, before its run (0: instantaneous)")
 	f.StringVar(&policyPath, "policy", "", "the server's policy file (YAML, docs/cli.md): the policy to simulate, the policy flags given overriding its keys")
+	f.DurationVar(&shutdownTime, "shutdown-time", 0, "time a lease's guests take to shut down after its run, their host's slots held meanwhile (0: not modelled)")
 	f.StringVar(&backfill, "backfill", "aggressive", "none, conservative or aggressive (EASY)")
 	f.StringVar(&placement, "placement", "first-fit", "first-fit, pack or spread")
 	f.StringVar(&suspendRate, "suspend-rate", "0", "bytes/s a host writes when suspending (0: instantaneous)")

@@ -246,13 +246,15 @@ func TestSimPolicyFlags(t *testing.T) {
 		{[]string{"--image-cache", "1Gi"}, "--image-cache needs --link-bandwidth"},
 		{[]string{"--link-bandwidth", "1Gi", "--image-cache", "lots"}, "--image-cache"},
 		{[]string{"--gap-min-run", "-1s"}, "--gap-min-run -1s"},
+		{[]string{"--shutdown-time", "-1s"}, "--shutdown-time -1s"},
+		{[]string{"--shutdown-time", "2h"}, "--shutdown-time 2h0m0s"},
 	} {
 		_, _, err := runSim(t, context.Background(), append([]string{"--trace", trace}, c.args...)...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("sim %v: got %v, want an error with %q", c.args, err, c.want)
 		}
 	}
-	for _, args := range [][]string{{"--min-run", "10m"}, {"--link-bandwidth", "100Mi", "--multicast", "--image-cache", "4Gi"}} {
+	for _, args := range [][]string{{"--min-run", "10m"}, {"--link-bandwidth", "100Mi", "--multicast", "--image-cache", "4Gi"}, {"--shutdown-time", "30s"}} {
 		if _, _, err := runSim(t, context.Background(), append([]string{"--trace", trace}, args...)...); err != nil {
 			t.Errorf("sim %v: %v", args, err)
 		}

@@ -30,6 +30,7 @@ func simPolicy(path string, flags calendar.Policy, changed func(string) bool) (c
 		{"gaps", func() { out.Gaps = flags.Gaps }},
 		{"gap-min-run", func() { out.GapMinRun = flags.GapMinRun }},
 		{"min-run", func() { out.MinRun = flags.MinRun }},
+		{"shutdown-time", func() { out.ShutdownTime = flags.ShutdownTime }},
 		{"migrate", func() { out.Migrate = flags.Migrate }},
 		{"link-bandwidth", func() { out.Link.Bandwidth, out.Link.Measured = flags.Link.Bandwidth, false }},
 		{"multicast", func() { out.Link.Multicast = flags.Link.Multicast }},

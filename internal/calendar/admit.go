@@ -378,12 +378,13 @@ func (c *Calendar) admitted(l *lease, vs []victim) Admission {
 func (c *Calendar) admitImmediate(l *lease, t int64) (Admission, *Refusal) {
 	pre, boot := c.overheads(l)
 	T := t + pre
-	if why, over := c.quotaOver(l, t, T+l.run); over {
+	end := T + c.span(l.run) // the hold's end: the run, then its shutdown
+	if why, over := c.quotaOver(l, t, end); over {
 		return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
 	}
-	hosts, ok := c.placeAt(l, t, T+l.run, t == c.now)
+	hosts, ok := c.placeAt(l, t, end, t == c.now)
 	if !ok {
-		return Admission{}, c.capacityRefusal(l, t, T, T+l.run, pre, nil)
+		return Admission{}, c.capacityRefusal(l, t, T, end, pre, nil)
 	}
 	if c.linkFor(l) {
 		// Its guests boot as soon as the link brings the image.
@@ -392,8 +393,8 @@ func (c *Calendar) admitImmediate(l *lease, t int64) (Admission, *Refusal) {
 			return Admission{}, r
 		}
 		T = by + boot
-		if by > t && !c.fitsOn(l, hosts, by, T+l.run) {
-			return Admission{}, c.capacityRefusal(l, by, T, T+l.run, boot, nil)
+		if by > t && !c.fitsOn(l, hosts, by, T+c.span(l.run)) {
+			return Admission{}, c.capacityRefusal(l, by, T, T+c.span(l.run), boot, nil)
 		}
 		c.commit(l, hosts, by, T, T+l.run, T-lp.start, boot, false)
 		c.useLink(l, lp, by)
@@ -408,10 +409,12 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 	S := tick(l.Start)
 	// Staging [S-pre, S-boot) must begin no earlier than now; the slots
 	// are held from S-boot (holdPre): the host is free for others while
-	// the image is fetched.
+	// the image is fetched. The run ends at to, the hold at end, after
+	// its shutdown: the next hold on the same slots begins no earlier.
 	stageFrom, from, to := S-pre, S-c.holdPre(l, pre, boot), S+l.run
+	end := S + c.span(l.run)
 	if stageFrom < t {
-		r := &Refusal{Lease: l.ID, Reason: ReasonTooSoon, From: tm(stageFrom), To: tm(to)}
+		r := &Refusal{Lease: l.ID, Reason: ReasonTooSoon, From: tm(stageFrom), To: tm(end)}
 		if pre > 0 {
 			var takes []string
 			if stage := pre - boot; stage > 0 {
@@ -424,15 +427,15 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 		} else {
 			r.Detail = fmt.Sprintf("start %s is before now (%s)", fmtT(tm(S)), fmtT(tm(t)))
 		}
-		if T, ok := c.earliest(l, t+pre, math.MaxInt64, S-from, l.run); ok {
+		if T, ok := c.earliest(l, t+pre, math.MaxInt64, S-from, c.span(l.run)); ok {
 			r.EarliestFit = tm(T)
 		}
 		return Admission{}, r
 	}
-	if why, over := c.quotaOver(l, from, to); over {
+	if why, over := c.quotaOver(l, from, end); over {
 		return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
 	}
-	if hosts, ok := c.placeAt(l, from, to, false); ok {
+	if hosts, ok := c.placeAt(l, from, end, false); ok {
 		pre, lp, r := c.linkPlanFor(l, hosts, S, pre, boot, t)
 		if r != nil {
 			return Admission{}, r
@@ -441,10 +444,10 @@ func (c *Calendar) admitReservation(l *lease, t int64) (Admission, *Refusal) {
 		c.useLink(l, lp, S-boot)
 		return c.admitted(l, nil), nil
 	}
-	hosts, vs, ok := c.preemptFor(l, from, to, t)
+	hosts, vs, ok := c.preemptFor(l, from, end, t)
 	if !ok {
-		late, fresh := c.unsuspendable(l, from, to, t)
-		r := c.capacityRefusal(l, from, S, to, S-from, late)
+		late, fresh := c.unsuspendable(l, from, end, t)
+		r := c.capacityRefusal(l, from, S, end, S-from, late)
 		if len(fresh) > 0 {
 			r.TooFresh, r.MinRun = fresh, c.pol.MinRun
 		}
@@ -484,18 +487,20 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 		return Admission{}, refusal(fmt.Sprintf("it needs %v from now (%s) even on idle hosts", time.Duration(pre+l.run), fmtT(tm(t))))
 	}
 	// A start whose image the link cannot bring in time is tried again
-	// from when it can (linkReady), a few times at most.
+	// from when it can (linkReady), a few times at most. The deadline
+	// bounds the run's end (Tmax); the hold goes on for the shutdown
+	// after it (span), which may end past the deadline.
 	var linkR *Refusal
 	var linkBy int64
 	for try := 0; try < 4; try++ {
-		T, ok := c.earliest(l, T0, Tmax, hp, l.run)
+		T, ok := c.earliest(l, T0, Tmax, hp, c.span(l.run))
 		if !ok {
 			break
 		}
-		if why, over := c.quotaOver(l, T-hp, T+l.run); over {
+		if why, over := c.quotaOver(l, T-hp, T+c.span(l.run)); over {
 			return Admission{}, &Refusal{Lease: l.ID, Reason: ReasonQuota, Detail: why}
 		}
-		hosts, _ := c.placeAt(l, T-hp, T+l.run, T-hp == c.now)
+		hosts, _ := c.placeAt(l, T-hp, T+c.span(l.run), T-hp == c.now)
 		lpre, lp, r := c.linkPlanFor(l, hosts, T, pre, boot, t)
 		if r != nil {
 			linkR = r
@@ -518,7 +523,7 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 	// Not without preemption: try the times at which non-preemptible holds
 	// end, earliest first.
 	for _, T := range c.preemptStarts(l, T0, Tmax, hp) {
-		from, to := T-hp, T+l.run
+		from, to := T-hp, T+c.span(l.run)
 		if _, over := c.quotaOver(l, from, to); over {
 			continue
 		}
@@ -528,7 +533,7 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 				linkR = r
 				continue
 			}
-			c.commit(l, hosts, from, T, to, lpre, boot, false)
+			c.commit(l, hosts, from, T, T+l.run, lpre, boot, false)
 			c.useLink(l, lp, T-boot)
 			c.applyVictims(l, vs, t)
 			return c.admitted(l, vs), nil
@@ -541,7 +546,7 @@ func (c *Calendar) admitDeadline(l *lease, t int64) (Admission, *Refusal) {
 		}
 		return Admission{}, refusal(linkR.Detail)
 	}
-	cr := c.capacityRefusal(l, T0-hp, T0, T0+l.run, hp, nil)
+	cr := c.capacityRefusal(l, T0-hp, T0, T0+c.span(l.run), hp, nil)
 	r := refusal("")
 	r.Resource, r.Requested, r.Free, r.Host, r.Blocking = cr.Resource, cr.Requested, cr.Free, cr.Host, cr.Blocking
 	r.Capacity, r.Overcommit = cr.Capacity, cr.Overcommit
@@ -616,18 +621,26 @@ func (c *Calendar) noteHost(r *Refusal, h *host) {
 	}
 }
 
-// commit gives l slots on hosts (member i on hosts[i]) over [from, to),
-// its run starting at T after pre of overhead, the last boot of which is
-// booting (a fresh start), and schedules its events. A fresh start that
+// commit gives l slots on hosts (member i on hosts[i]) for a run [T,
+// runTo) that ends: over [from, runTo+ShutdownTime), the shutdown after
+// the run (shutdown.go). The caller checked that they fit.
+func (c *Calendar) commit(l *lease, hosts []*host, from, T, runTo, pre, boot int64, resume bool) {
+	c.commitHold(l, hosts, from, T, runTo, runTo+c.shutdown(), pre, boot, resume)
+}
+
+// commitHold gives l slots on hosts (member i on hosts[i]) over [from,
+// to), its run [T, runTo) starting after pre of overhead, the last boot
+// of which is booting (a fresh start), and schedules its events; the
+// hold ends with the lease, [runTo, to) its shutdown. A fresh start that
 // stages ahead (stagesAhead) has from = T-boot: its staging [T-pre,
 // T-boot) holds no slots, and the chart shows the hold from from.
-func (c *Calendar) commit(l *lease, hosts []*host, from, T, to, pre, boot int64, resume bool) {
+func (c *Calendar) commitHold(l *lease, hosts []*host, from, T, runTo, to, pre, boot int64, resume bool) {
 	c.commits++
 	l.held, l.resume = true, resume
 	l.hosts = hosts
-	l.holdFrom, l.T, l.runTo, l.to, l.pre, l.boot = from, T, to, to, pre, boot
+	l.holdFrom, l.T, l.runTo, l.to, l.pre, l.boot = from, T, runTo, to, pre, boot
 	l.fate, l.cause = fateEnd, ""
-	l.staged, l.started, l.suspendSent = false, false, false
+	l.staged, l.started, l.suspendSent, l.stopped = false, false, false, false
 	l.planned, l.planHosts = false, nil
 	l.reason = ""
 	l.moves = nil
@@ -649,7 +662,7 @@ func (c *Calendar) commit(l *lease, hosts []*host, from, T, to, pre, boot int64,
 		if from <= c.now {
 			c.touch(h)
 		}
-		l.segs = append(l.segs, seg{h: h, from: from, ovFrom: max(T-pre, from), runFrom: T, runTo: to, to: to})
+		l.segs = append(l.segs, seg{h: h, from: from, ovFrom: max(T-pre, from), runFrom: T, runTo: runTo, to: to})
 	}
 	if p := c.project(l.Project); p.quota != nil {
 		p.qtl.add(from, to, l.total)

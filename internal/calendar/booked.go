@@ -13,11 +13,12 @@ package calendar
 // there, instead of waiting in the queue as a best-effort lease does.
 
 // booked is a deadline lease's booked resume: the hold [from, to) on
-// hosts (member -> host), restoring over [T-pre, T), running from T.
+// hosts (member -> host), restoring over [T-pre, T), running [T, runTo),
+// then shutting down (Policy.ShutdownTime) until to.
 type booked struct {
-	hosts            []*host
-	from, T, to, pre int64
-	allocs           []*alloc
+	hosts                   []*host
+	from, T, runTo, to, pre int64
+	allocs                  []*alloc
 }
 
 // suspendable says whether the running deadline lease v, in the way of a
@@ -26,7 +27,7 @@ type booked struct {
 func (c *Calendar) suspendable(v *lease, from, now int64) (int64, bool) {
 	if v.Kind != Deadline || !c.maySuspend(v) || v.Preempt == PreemptNever || v.Preempt == PreemptRequeue ||
 		!v.held || !v.started || v.resume && v.T > now || v.fate != fateEnd || v.suspendSent || len(v.moves) > 0 ||
-		v.next != nil || v.to <= from {
+		v.next != nil || v.to <= from || ranOut(v, from) {
 		return 0, false
 	}
 	x := from - c.suspendTime(v)
@@ -44,11 +45,11 @@ func (c *Calendar) bookResume(v *lease) bool {
 	hosts := v.hosts
 	pre := c.resumeOn(v, hosts)
 	run := v.remaining - (v.runTo - v.T)
-	T, ok := c.earliestThere(v, hosts, v.to, pre, run)
+	T, ok := c.earliestThere(v, hosts, v.to, pre, c.span(run))
 	if !ok || T+run > tick(v.Deadline) {
 		return false
 	}
-	c.addBooked(v, &booked{hosts: hosts, from: T - pre, T: T, to: T + run, pre: pre})
+	c.addBooked(v, &booked{hosts: hosts, from: T - pre, T: T, runTo: T + run, to: T + c.span(run), pre: pre})
 	return true
 }
 
@@ -98,5 +99,5 @@ func (c *Calendar) dropBooked(v *lease) {
 func (c *Calendar) takeBooked(v *lease) {
 	b := v.next
 	c.dropBooked(v)
-	c.commit(v, b.hosts, b.from, b.T, b.to, b.pre, 0, true)
+	c.commitHold(v, b.hosts, b.from, b.T, b.runTo, b.to, b.pre, 0, true)
 }

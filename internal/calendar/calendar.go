@@ -127,7 +127,7 @@ type alloc struct {
 
 // seg is one hold, kept for the Gantt chart: the slots are held over
 // [from, to); [ovFrom, runFrom) is staging and booting, or resuming,
-// [runFrom, runTo) the run, [runTo, to) suspending.
+// [runFrom, runTo) the run, [runTo, to) suspending or shutting down.
 type seg struct {
 	h                                *host
 	from, ovFrom, runFrom, runTo, to int64
@@ -170,7 +170,10 @@ type lease struct {
 	// The current hold, when held is true: slots [holdFrom, to), overhead
 	// [T-pre, T) (staging then booting, the last boot of it, for a fresh
 	// start; resuming for a resume), run [T, runTo), then suspending until
-	// to when the fate is fateSuspend.
+	// to when the fate is fateSuspend, or shutting down until to when it
+	// is fateEnd (Policy.ShutdownTime; to == runTo without one).
+	// stopped says the end action was sent (or the guests stopped by
+	// themselves, Finish): the run is over and the guests shut down.
 	held                         bool
 	resume                       bool // the hold resumes a suspended run
 	holdFrom, T, runTo, to, pre  int64
@@ -180,6 +183,7 @@ type lease struct {
 	hosts                        []*host // member -> host
 	allocs                       []*alloc
 	staged, started, suspendSent bool
+	stopped                      bool
 	holding                      bool // counted in its project's running cores
 	// moves are the members moving to another host (migrate.go); the
 	// hold's allocs are then the ones desiredAllocs lists.
@@ -273,6 +277,9 @@ func (p Policy) validate() error {
 	}
 	if p.GapMinRun < 0 {
 		return fmt.Errorf("policy: negative gap minimum run %s: %w", p.GapMinRun, ErrInvalid)
+	}
+	if p.ShutdownTime < 0 || p.ShutdownTime > MaxBootTime {
+		return fmt.Errorf("policy: shutdown time %v, want 0 to %v: %w", p.ShutdownTime, MaxBootTime, ErrInvalid)
 	}
 	if p.Depth < 0 {
 		return fmt.Errorf("policy: negative backfill depth %d: %w", p.Depth, ErrInvalid)
@@ -413,7 +420,7 @@ func (c *Calendar) mayFit(l *lease, t int64, same int, memoEpoch uint64, memoK i
 		}
 		for gi := range l.groups {
 			g := &l.groups[gi]
-			if matches(h, g.labels) && (!single || c.fitOn(h, g, t, t+pre+l.remaining, true, vec{}, 1) > 0) {
+			if matches(h, g.labels) && (!single || c.fitOn(h, g, t, t+pre+c.span(l.remaining), true, vec{}, 1) > 0) {
 				return true
 			}
 		}
@@ -658,6 +665,9 @@ func (c *Calendar) view(l *lease) LeaseView {
 	case l.held:
 		v.Start, v.End = tm(l.T), tm(l.runTo)
 		v.Hosts = names(l.hosts)
+		if l.fate == fateEnd && l.to > l.runTo {
+			v.ShutdownTo, v.ShuttingDown = tm(l.to), l.stopped
+		}
 	case l.queued && l.planned:
 		v.Start, v.End, v.Planned = tm(l.planT), tm(l.planT+l.remaining), true
 		v.Hosts = names(l.planHosts)

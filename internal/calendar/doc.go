@@ -61,4 +61,16 @@
 // rounded up, and the hold's boot is durable (model.LeaseHold.Boot), so
 // that a restored calendar acts at the same times. SetHostTimes feeds new
 // measurements; they apply to what is planned afterwards only.
+//
+// # Shutting down
+//
+// Under Policy.ShutdownTime a run that ends is followed by its guests'
+// shutdown, and the hold keeps its slots for it: [runTo, runTo+shutdown).
+// Every placement of such a run counts it, so the next hold on the same
+// slots begins after it. The end action comes at the run's end (the
+// control plane stops the guests then), the slots are free at the hold's
+// end; a lease's End is its run's end, and a deadline is met by it. A
+// premature end (Finish) or the cancellation of a started lease shuts
+// down from then. Suspensions, requeues and the source of a live
+// migration have no shutdown. See shutdown.go.
 package calendar

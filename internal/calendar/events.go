@@ -12,7 +12,8 @@ import (
 type evKind uint8
 
 const (
-	evEnd evKind = iota
+	evEnd  evKind = iota
+	evStop        // a run ends: its guests shut down until the hold's end (evEnd)
 	evRequeue
 	evSuspend
 	evRelease  // a suspension finished: the slots are free
@@ -144,6 +145,11 @@ func (c *Calendar) schedule(l *lease) {
 	case fateRequeue:
 		c.push(l.to, evRequeue, l)
 	default:
+		if l.to > l.runTo && !l.stopped {
+			// The guests are stopped at the run's end and shut down
+			// until the hold's end (shutdown.go).
+			c.push(l.runTo, evStop, l)
+		}
 		c.push(l.to, evEnd, l)
 	}
 }
@@ -282,11 +288,18 @@ func (c *Calendar) handle(e event, at int64) {
 		l.reason = l.cause
 		c.unhold(l)
 		c.enqueue(l)
-	case evEnd:
+	case evStop:
+		l.stopped = true
 		c.emit(at, ActEnd, l, l.cause)
+	case evEnd:
+		if !l.stopped {
+			c.emit(at, ActEnd, l, l.cause)
+		}
 		c.endHold(l, at)
 		l.remaining = 0
-		l.st = StateDone
+		if l.st != StateCancelled {
+			l.st = StateDone
+		}
 		c.unholdKeep(l)
 	}
 	for _, h := range touched {
@@ -363,9 +376,12 @@ func (c *Calendar) usageAt(p *project, t int64) float64 {
 }
 
 // Finish records that a lease ended before its time (its workspaces
-// stopped by themselves): its slots are freed from now. It advances the
-// calendar to now and returns what is due, including starts the freed
-// slots allow.
+// stopped by themselves): its slots are freed from now, or under
+// Policy.ShutdownTime once the guests have shut down (the lease is done
+// then; no end action comes). It advances the calendar to now and
+// returns what is due, including starts the freed slots allow. A lease
+// whose run is over and that is shutting down is an error wrapping
+// ErrInvalid, as is one that is not running.
 func (c *Calendar) Finish(id string, now time.Time) ([]Action, error) {
 	c.rev++ // see Revision
 	t := c.clamp(now)
@@ -376,9 +392,20 @@ func (c *Calendar) Finish(id string, now time.Time) ([]Action, error) {
 		return c.take(), fmt.Errorf("finish lease %s: %w", id, ErrNotFound)
 	case !l.held || !l.started:
 		return c.take(), fmt.Errorf("finish lease %s: it is %s, not running: %w", id, l.st, ErrInvalid)
+	case l.stopped:
+		return c.take(), fmt.Errorf("finish lease %s: its run ended at %s: it is shutting down, not running: %w", id, fmtT(tm(l.runTo)), ErrInvalid)
 	}
 	c.mark(l)
 	c.refund(l, t)
+	if c.shutdown() > 0 {
+		// The guests shut down from now; the hold ends after that
+		// (evEnd), with no end action: they stopped by themselves.
+		c.shorten(l, t)
+		l.fate, l.cause, l.stopped = fateEnd, "", true
+		c.schedule(l)
+		c.advance(t)
+		return c.take(), nil
+	}
 	c.cut(l, t)
 	c.endHold(l, t)
 	l.remaining = 0
@@ -389,8 +416,10 @@ func (c *Calendar) Finish(id string, now time.Time) ([]Action, error) {
 }
 
 // Cancel withdraws a lease: a waiting one leaves the queue, one with slots
-// gives them back (and is ended if it began). It advances the calendar to
-// now and returns what is due.
+// gives them back (and is ended if it began). A started one's guests shut
+// down from now under Policy.ShutdownTime: its slots are given back after
+// that, and one already shutting down is an error wrapping ErrFinished.
+// It advances the calendar to now and returns what is due.
 func (c *Calendar) Cancel(id string, now time.Time) ([]Action, error) {
 	c.rev++ // see Revision
 	t := c.clamp(now)
@@ -401,13 +430,22 @@ func (c *Calendar) Cancel(id string, now time.Time) ([]Action, error) {
 		return c.take(), fmt.Errorf("cancel lease %s: %w", id, ErrNotFound)
 	case l.st == StateDone || l.st == StateCancelled || l.st == StateRefused || l.st == StateFailed:
 		return c.take(), fmt.Errorf("cancel lease %s: it is %s: %w", id, l.st, ErrFinished)
+	case l.shuttingDown():
+		return c.take(), fmt.Errorf("cancel lease %s: its run ended at %s and it is shutting down: %w", id, fmtT(tm(l.runTo)), ErrFinished)
 	}
 	c.mark(l)
 	c.refund(l, t)
 	if l.queued {
 		c.dequeue(l)
 	}
-	if l.held {
+	if l.held && l.started && c.shutdown() > 0 {
+		// Its guests are stopped now and shut down: the hold ends
+		// after that (evEnd), the lease cancelled.
+		c.shorten(l, t)
+		l.fate, l.cause, l.stopped = fateEnd, "cancelled", true
+		c.emit(t, ActEnd, l, "cancelled")
+		c.schedule(l)
+	} else if l.held {
 		begun := l.staged || l.started || l.holdFrom < t
 		c.cut(l, t)
 		if begun {

@@ -70,6 +70,9 @@ func (c *Calendar) extendBy(id string, now time.Time, by func(*lease, int64) (in
 	case StateDone, StateCancelled, StateRefused, StateFailed:
 		return c.take(), fmt.Errorf("extend lease %s: it is %s: %w", id, l.st, ErrFinished)
 	}
+	if l.shuttingDown() {
+		return c.take(), fmt.Errorf("extend lease %s: its run ended at %s and it is shutting down: %w", id, fmtT(tm(l.runTo)), ErrFinished)
+	}
 	if b := l.next; b != nil {
 		return c.take(), fmt.Errorf("extend lease %s: it is to be suspended at %s for a reservation and its resume is booked from %s: extend it once it has resumed: %w",
 			id, fmtT(tm(l.runTo)), fmtT(tm(b.T)), ErrInvalid)
@@ -142,7 +145,7 @@ func (c *Calendar) extend(l *lease, d, t int64) (*Refusal, error) {
 		c.grow(l, newEnd)
 		c.schedule(l)
 	case l.fate == fateEnd:
-		c.cut(l, newEnd)
+		c.shorten(l, newEnd)
 		c.schedule(l)
 	default:
 		if r := c.extendRefusal(l, d, false); r != nil {
@@ -155,7 +158,8 @@ func (c *Calendar) extend(l *lease, d, t int64) (*Refusal, error) {
 			stop = l.runTo
 		}
 		if newEnd <= stop {
-			c.cut(l, newEnd)
+			// It shuts down from newEnd, within the hold it had.
+			c.shorten(l, newEnd)
 			l.fate, l.cause = fateEnd, ""
 			c.schedule(l)
 		}
@@ -180,23 +184,25 @@ func (c *Calendar) lengthen(l *lease, d int64) {
 	}
 }
 
-// grow moves the end of l's hold (which ends with its run) later, to
-// newEnd, on the same hosts; extendRefusal said it fits.
+// grow moves the end of l's run later, to newEnd, and the end of its
+// hold (which ends with its run and its shutdown) by as much, on the same
+// hosts; extendRefusal said it fits.
 func (c *Calendar) grow(l *lease, newEnd int64) {
 	from := l.to
+	to := newEnd + (l.to - l.runTo) // the shutdown the hold has
 	k := len(l.segs) - len(l.allocs)
 	for i, a := range l.allocs {
 		if a.to != from {
 			continue // a migration's source, given up before the end
 		}
-		a.h.tl.add(from, newEnd, a.v)
-		a.to = newEnd
-		l.segs[k+i].to, l.segs[k+i].runTo = newEnd, newEnd
+		a.h.tl.add(from, to, a.v)
+		a.to = to
+		l.segs[k+i].to, l.segs[k+i].runTo = to, newEnd
 	}
 	if p := c.project(l.Project); p.quota != nil {
-		p.qtl.add(from, newEnd, l.qvec())
+		p.qtl.add(from, to, l.qvec())
 	}
-	l.to, l.runTo = newEnd, newEnd
+	l.to, l.runTo = to, newEnd
 	// Slots taken, as by a commit: the queue's plans must not be reused,
 	// and the plan of the lease at its head may move, which can let one
 	// behind it start now.

@@ -71,11 +71,11 @@ func (c *Calendar) startInGap(l *lease, t int64) bool {
 
 // tryGap commits l on hosts from t until the room there ends, its run
 // [t+pre, end-suspend) followed by its suspension, if that run is at least
-// the gap minimum.
+// the gap minimum. (If the whole run and its shutdown fit, it just runs.)
 func (c *Calendar) tryGap(l *lease, hosts []*host, t, pre, boot int64, resume bool) bool {
 	sus := c.suspendOn(l, hosts)
 	least := t + pre + c.gapMinRun() + sus
-	full := t + pre + l.remaining
+	full := t + pre + c.span(l.remaining)
 	if !c.fitsOn(l, hosts, t, least) {
 		return false
 	}
@@ -85,15 +85,11 @@ func (c *Calendar) tryGap(l *lease, hosts []*host, t, pre, boot int64, resume bo
 			end = at
 		}
 	}
-	c.commit(l, hosts, t, t+pre, end, pre, boot, resume)
 	if end >= full {
+		c.commit(l, hosts, t, t+pre, t+pre+l.remaining, pre, boot, resume)
 		return true // the whole run fits after all
 	}
-	l.runTo = end - sus
-	k := len(l.segs) - len(l.allocs)
-	for i := range l.allocs {
-		l.segs[k+i].runTo = min(l.runTo, l.segs[k+i].to)
-	}
+	c.commitHold(l, hosts, t, t+pre, end-sus, end, pre, boot, resume)
 	l.fate = fateSuspend
 	l.cause = c.gapCause(l, hosts, end)
 	c.schedule(l)

@@ -147,6 +147,14 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 		// still be placed elsewhere in its window (and stage there).
 		begun := l.staged && !l.stagedOutside() || l.started || l.holdFrom < t
 		switch {
+		case l.shuttingDown():
+			// Its run is over: the guests' shutdown ends with the host.
+			c.cut(l, t)
+			c.endHold(l, t)
+			if l.st != StateCancelled {
+				l.st = StateDone
+			}
+			c.unholdKeep(l)
 		case l.Kind == BestEffort:
 			if begun {
 				c.cut(l, t)
@@ -176,7 +184,7 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 			if end > t+pre {
 				// Where there is room now; it displaces no one (a
 				// restart that preempted others is not done yet).
-				if placed, ok := c.placeAt(l, t, end, true); ok {
+				if placed, ok := c.placeAt(l, t, end+c.shutdown(), true); ok {
 					l.st = StateScheduled
 					c.commit(l, placed, t, t+pre, end, pre, boot, false)
 					l.reason = why + "; restarted on " + strings.Join(names(placed), ",") + " for the rest of its window"
@@ -191,7 +199,7 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 			// Not begun: the same run window elsewhere, if there is
 			// room, with the overheads of the hosts left if it can still
 			// begin in time.
-			from, T, to, pre, boot := l.holdFrom, l.T, l.to, l.pre, l.boot
+			from, T, runTo, to, pre, boot := l.holdFrom, l.T, l.runTo, l.to, l.pre, l.boot
 			c.cut(l, l.holdFrom)
 			c.unhold(l)
 			if p, b := c.overheads(l); T-p >= t {
@@ -202,12 +210,12 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 			recommit := func(hosts []*host) {
 				if c.linkFor(l) {
 					if lpre, lp, r := c.linkPlanFor(l, hosts, T, pre, boot, t); r == nil {
-						c.commit(l, hosts, from, T, to, lpre, boot, false)
+						c.commitHold(l, hosts, from, T, runTo, to, lpre, boot, false)
 						c.useLink(l, lp, T-boot)
 						return
 					}
 				}
-				c.commit(l, hosts, from, T, to, pre, boot, false)
+				c.commitHold(l, hosts, from, T, runTo, to, pre, boot, false)
 			}
 			if hosts, ok := c.placeAt(l, from, to, false); ok {
 				recommit(hosts)

@@ -348,6 +348,8 @@ func (c *Calendar) heldMember(what, id string, member int) (*lease, error) {
 		return nil, fmt.Errorf("%s lease %s: it holds no slots (%s): %w", what, id, l.st, ErrInvalid)
 	case l.fate != fateEnd:
 		return nil, fmt.Errorf("%s lease %s: it is to be %sed at %s: %w", what, id, fateNames[l.fate], fmtT(tm(l.runTo)), ErrInvalid)
+	case l.stopped:
+		return nil, fmt.Errorf("%s lease %s: its run ended at %s and it is shutting down: %w", what, id, fmtT(tm(l.runTo)), ErrInvalid)
 	case l.moveOf(member) != nil:
 		return nil, fmt.Errorf("%s lease %s: member %d is moving to %s already: %w", what, id, member, l.moveOf(member).to.Name, ErrInvalid)
 	}

@@ -24,7 +24,7 @@ type victim struct {
 
 // canPreempt says whether l's hold can be made to end by rel, and how.
 func (c *Calendar) canPreempt(l *lease, rel, now int64) (victim, bool) {
-	if l.Kind != BestEffort || l.Preempt == PreemptNever || !l.held || l.to <= rel {
+	if l.Kind != BestEffort || l.Preempt == PreemptNever || !l.held || l.to <= rel || ranOut(l, rel) {
 		return victim{}, false
 	}
 	if l.fate == fateSuspend && l.suspendSent || l.resume && l.T > now || len(l.moves) > 0 {
@@ -51,6 +51,13 @@ func (c *Calendar) canPreempt(l *lease, rel, now int64) (victim, bool) {
 	return victim{l: l, kind: ActSuspend, at: x, rel: rel}, true
 }
 
+// ranOut says whether l's run ends by rel and only its shutdown holds the
+// slots then: there is no run left to displace, and a shutdown is not cut
+// short.
+func ranOut(l *lease, rel int64) bool {
+	return l.fate == fateEnd && l.runTo < l.to && l.runTo <= rel
+}
+
 // tooFresh says whether l, displaced from at, would not have run
 // Policy.MinRun by then since its run (re)started. A lease whose run has
 // not begun by then loses no run.
@@ -68,7 +75,7 @@ func (c *Calendar) unsuspendable(l *lease, from, to, now int64) (out, fresh []st
 		for _, h := range c.eligible(&l.groups[gi]) {
 			for _, a := range h.allocs {
 				v := a.l
-				if a.from < to && a.to > from && !seen[v.ID] && v.Kind == BestEffort && v.Preempt != PreemptNever && !(v.fate == fateSuspend && v.suspendSent) && len(v.moves) == 0 {
+				if a.from < to && a.to > from && !seen[v.ID] && v.Kind == BestEffort && v.Preempt != PreemptNever && !(v.fate == fateSuspend && v.suspendSent) && len(v.moves) == 0 && !ranOut(v, from) {
 					seen[v.ID] = true
 					if _, ok := c.canPreempt(v, from, now); !ok {
 						if c.tooFresh(v, from) {
@@ -322,7 +329,7 @@ func (c *Calendar) unhold(l *lease) {
 	c.dropBooked(l)
 	c.dropLink(l)
 	c.mark(l)
-	l.held = false
+	l.held, l.stopped = false, false
 	l.allocs = nil
 	l.moves = nil
 	l.hosts = nil
@@ -377,8 +384,8 @@ func (c *Calendar) Evict(id, why string, now time.Time) ([]Action, error) {
 		return c.take(), fmt.Errorf("evict %s: only preemptible best-effort leases are displaced, not this %s one: %w", id, l.Kind, ErrInvalid)
 	case !l.held:
 		return c.take(), fmt.Errorf("evict %s: it holds no slots (%s): %w", id, l.st, ErrInvalid)
-	case l.fate != fateEnd:
-		return c.take(), nil // being suspended or requeued already
+	case l.fate != fateEnd || l.stopped:
+		return c.take(), nil // being suspended or requeued already, or shutting down
 	case len(l.moves) > 0:
 		return c.take(), fmt.Errorf("evict %s: member %d is moving to %s (end the move first): %w", id, l.moves[0].member, l.moves[0].to.Name, ErrInvalid)
 	}

@@ -70,7 +70,7 @@ func (c *Calendar) checkInvariants() error {
 			}
 		}
 		if b := l.next; b != nil {
-			if l.Kind != Deadline || !l.held || l.fate != fateSuspend || b.from < l.to || b.to > tick(l.Deadline) {
+			if l.Kind != Deadline || !l.held || l.fate != fateSuspend || b.from < l.to || b.runTo > tick(l.Deadline) || b.runTo > b.to {
 				return fmt.Errorf("lease %s: booked resume [%s, %s) after a hold to %s (fate %v), deadline %s", l.ID,
 					rel(tm(b.from)), rel(tm(b.to)), rel(tm(l.to)), l.fate, rel(l.Deadline))
 			}
@@ -247,6 +247,9 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 	} else if seed%5 == 3 {
 		pol.Exclusion = ExclusionGlobal
 	}
+	// Shutdowns (shutdown.go) have their own source too.
+	srng := rand.New(rand.NewSource(seed * 104729))
+	pol.ShutdownTime = []time.Duration{0, 0, 30 * time.Second, 2 * time.Minute, 10 * time.Minute}[srng.Intn(5)]
 	if seed%4 == 1 {
 		// The leases' images over a shared link (link.go).
 		pol.Link = Link{Bandwidth: int64(model.MiB) * int64(5+mrng.Intn(50)), Multicast: mrng.Intn(2) == 0,
@@ -333,6 +336,17 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 				}
 				if a.Kind == ActEnd && !a.At.Equal(ar.end) && !strings.Contains(a.Reason, "removed") {
 					t.Fatalf("seed %d: reservation %s ended at %s, want %s", seed, a.Lease, rel(a.At), rel(ar.end))
+				}
+			}
+			if a.Kind == ActEnd {
+				// The end action comes at the run's end; the hold, if
+				// any is left, is the guests' shutdown, no longer than
+				// the policy's.
+				if r, ok := c.Record(a.Lease); ok && r.Hold != nil && a.At.Equal(now) {
+					h := r.Hold
+					if !h.Stopped || h.Fate != "" || !h.RunEnd.Equal(a.At) || h.To.Sub(h.RunEnd) > pol.ShutdownTime || !h.To.After(now) {
+						t.Fatalf("seed %d: lease %s ended at %s with a hold %+v (shutdown %v)", seed, a.Lease, rel(a.At), h, pol.ShutdownTime)
+					}
 				}
 			}
 			if dl, ok := deadlines[a.Lease]; ok && a.Kind == ActEnd && a.At.After(dl) {

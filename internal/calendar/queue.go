@@ -175,7 +175,7 @@ func (c *Calendar) pass(t int64) {
 			return true
 		}
 		pre := c.preFor(l)
-		if why, over := c.quotaOver(l, t, t+pre+l.remaining); over {
+		if why, over := c.quotaOver(l, t, t+pre+c.span(l.remaining)); over {
 			c.setReason(l, "held by quota: "+why)
 			l.planned = false
 			return true
@@ -277,14 +277,14 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 	if c.pol.ResumeInPlace && l.savedOn != nil {
 		// Only where its memory is: the earliest time it fits there.
 		pre = c.resumeInPlace(l)
-		T1, ok := c.earliestThere(l, l.savedOn, t, pre, l.remaining)
+		T1, ok := c.earliestThere(l, l.savedOn, t, pre, c.span(l.remaining))
 		if !ok {
 			return tentRec{}, false
 		}
 		T, hosts = T1, l.savedOn
 	} else if T1, ok := c.replan(l, last, t, pre); ok {
 		T = T1
-	} else if last != nil && !c.noMemo && len(l.groups) == 1 && last.T >= t+pre && l.planEpoch == c.epoch && c.fitsOn(l, last.hosts, last.T-pre, last.T+l.remaining) {
+	} else if last != nil && !c.noMemo && len(l.groups) == 1 && last.T >= t+pre && l.planEpoch == c.epoch && c.fitsOn(l, last.hosts, last.T-pre, last.T+c.span(l.remaining)) {
 		// Nothing released since the plan was made (only slots taken):
 		// no window got better, so no earlier start can have appeared,
 		// and the old start is still possible. (For identical members
@@ -294,14 +294,14 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 		// the first-fit placement off its counts rather than placing
 		// again.
 		T = last.T
-	} else if T1, h1, ok := c.earliestPlaced(l, t+pre, math.MaxInt64, pre, l.remaining); ok {
+	} else if T1, h1, ok := c.earliestPlaced(l, t+pre, math.MaxInt64, pre, c.span(l.remaining)); ok {
 		T, hosts = T1, h1
 	} else {
 		return tentRec{}, false
 	}
 	if hosts == nil {
 		var ok bool
-		if hosts, ok = c.placeAt(l, T-pre, T+l.remaining, false); !ok {
+		if hosts, ok = c.placeAt(l, T-pre, T+c.span(l.remaining), false); !ok {
 			return tentRec{}, false
 		}
 	}
@@ -323,7 +323,7 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 // its start or an earlier one on a host released since.
 func (c *Calendar) replan(l *lease, last *tentRec, t, pre int64) (int64, bool) {
 	if last == nil || c.noMemo || len(l.Members) != 1 || last.T < t+pre || l.planEpoch <= c.relMin ||
-		!c.fitsOn(l, last.hosts, last.T-pre, last.T+l.remaining) {
+		!c.fitsOn(l, last.hosts, last.T-pre, last.T+c.span(l.remaining)) {
 		return 0, false
 	}
 	var hosts []*host
@@ -341,7 +341,7 @@ func (c *Calendar) replan(l *lease, last *tentRec, t, pre int64) (int64, bool) {
 	}
 	T := last.T
 	if len(hosts) > 0 {
-		if T1, _, ok := c.earliestOn(l, hosts, t+pre, T, pre, l.remaining); ok {
+		if T1, _, ok := c.earliestOn(l, hosts, t+pre, T, pre, c.span(l.remaining)); ok {
 			T = T1
 		}
 	}
@@ -367,7 +367,7 @@ func sameHosts(a, b []*host) bool {
 // addTentative adds (sign 1) or takes away (-1) a backfill reservation.
 func (c *Calendar) addTentative(r tentRec, sign int64) {
 	pre := c.preFor(r.l)
-	from, to := r.T-pre, r.T+r.l.remaining
+	from, to := r.T-pre, r.T+c.span(r.l.remaining)
 	// Add run by run of members on the same host (a host in two runs is
 	// added twice, which sums the same).
 	for i := 0; i < len(r.hosts); {
@@ -423,7 +423,7 @@ func (c *Calendar) startNow(l *lease, t int64) bool {
 	}
 	if l.savedOn != nil && !anyCordoned(l.savedOn) {
 		pre := c.resumeInPlace(l)
-		if to := t + pre + l.remaining; c.fitsOn(l, l.savedOn, t, to) {
+		if to := t + pre + l.remaining; c.fitsOn(l, l.savedOn, t, to+c.shutdown()) {
 			c.commit(l, l.savedOn, t, t+pre, to, pre, 0, true)
 			return true
 		}
@@ -433,7 +433,7 @@ func (c *Calendar) startNow(l *lease, t int64) bool {
 	}
 	pre, boot := c.overheads(l)
 	to := t + pre + l.remaining
-	hosts, ok := c.placeNow(l, t, to)
+	hosts, ok := c.placeNow(l, t, to+c.shutdown())
 	if !ok {
 		return c.startInGap(l, t)
 	}
@@ -444,7 +444,7 @@ func (c *Calendar) startNow(l *lease, t int64) bool {
 			return false
 		}
 		T := by + boot
-		if to := T + l.remaining; by == t || c.fitsOn(l, hosts, by, to) {
+		if to := T + l.remaining; by == t || c.fitsOn(l, hosts, by, to+c.shutdown()) {
 			c.commit(l, hosts, by, T, to, T-lp.start, boot, false)
 			c.useLink(l, lp, by)
 			return true
@@ -684,7 +684,7 @@ func (ms misses) rules(c *Calendar, l *lease, t int64) bool {
 	g := &l.groups[0]
 	n := len(l.Members)
 	pre := c.preFor(l)
-	end := t + pre + l.remaining
+	end := t + pre + c.span(l.remaining)
 	gapOK := c.mayUseGaps(l)
 	for i := range ms {
 		m := &ms[i]
@@ -707,6 +707,6 @@ func (ms *misses) note(c *Calendar, l *lease, t int64) {
 	}
 	g := &l.groups[0]
 	pre := c.preFor(l)
-	*ms = append(*ms, miss{v: g.v, key: g.key, n: len(l.Members), end: t + pre + l.remaining,
+	*ms = append(*ms, miss{v: g.v, key: g.key, n: len(l.Members), end: t + pre + c.span(l.remaining),
 		gap: c.gapMiss, gapN: len(l.Members), gapEnd: t + pre + c.gapMinRun()})
 }

@@ -172,7 +172,7 @@ func (c *Calendar) record(l *lease) model.LeaseRecord {
 		r.Hold = &model.LeaseHold{
 			Hosts: names(l.hosts), From: tm(l.holdFrom), Start: tm(l.T), RunEnd: tm(l.runTo), To: tm(l.to),
 			Pre: model.Duration(l.pre), Boot: model.Duration(l.boot), Resume: l.resume, Fate: fateNames[l.fate], Cause: l.cause,
-			Staged: l.staged, Started: l.started, SuspendSent: l.suspendSent, Holding: l.holding,
+			Staged: l.staged, Started: l.started, SuspendSent: l.suspendSent, Stopped: l.stopped, Holding: l.holding,
 			Moves: movesRecord(l),
 		}
 	}
@@ -180,7 +180,7 @@ func (c *Calendar) record(l *lease) model.LeaseRecord {
 		r.Transfers = append(r.Transfers, model.TransferRef{Image: x.image, From: tm(x.from), To: tm(x.to)})
 	}
 	if b := l.next; b != nil {
-		r.Next = &model.LeaseHold{Hosts: names(b.hosts), From: tm(b.from), Start: tm(b.T), RunEnd: tm(b.to), To: tm(b.to),
+		r.Next = &model.LeaseHold{Hosts: names(b.hosts), From: tm(b.from), Start: tm(b.T), RunEnd: tm(b.runTo), To: tm(b.to),
 			Pre: model.Duration(b.pre), Resume: true}
 	}
 	for _, s := range l.segs {
@@ -329,7 +329,10 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 			return fmt.Errorf("unknown fate %q: %w", h.Fate, ErrInvalid)
 		}
 		l.cause = h.Cause
-		l.staged, l.started, l.suspendSent = h.Staged, h.Started, h.SuspendSent
+		l.staged, l.started, l.suspendSent, l.stopped = h.Staged, h.Started, h.SuspendSent, h.Stopped
+		if l.stopped && l.fate != fateEnd {
+			return fmt.Errorf("hold stopped (shutting down) with fate %q: %w", h.Fate, ErrInvalid)
+		}
 		if err := c.restoreMoves(l, h.Moves); err != nil {
 			return err
 		}
@@ -375,11 +378,14 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 		if err != nil {
 			return err
 		}
-		from, T, to := tick(n.From), tick(n.Start), tick(n.To)
-		if len(hosts) != len(l.Members) || !(from <= T && T <= to && T-from == int64(n.Pre) && from >= l.to) {
+		from, T, runTo, to := tick(n.From), tick(n.Start), tick(n.RunEnd), tick(n.To)
+		if n.RunEnd.IsZero() {
+			runTo = to // a record from before shutdowns were modelled
+		}
+		if len(hosts) != len(l.Members) || !(from <= T && T <= runTo && runTo <= to && T-from == int64(n.Pre) && from >= l.to) {
 			return fmt.Errorf("booked resume [%s, %s) on %d hosts out of order: %w", fmtT(n.From), fmtT(n.To), len(hosts), ErrInvalid)
 		}
-		c.addBooked(l, &booked{hosts: hosts, from: from, T: T, to: to, pre: int64(n.Pre)})
+		c.addBooked(l, &booked{hosts: hosts, from: from, T: T, runTo: runTo, to: to, pre: int64(n.Pre)})
 	}
 	if r.Queued {
 		c.enqueue(l)

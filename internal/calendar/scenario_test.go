@@ -25,7 +25,7 @@ var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 //
 // Commands (times are durations from time zero: 0, 90m, 2h30m):
 //
-//	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false migrate=true|false gaps=true|false gapminrun=5m minrun=30m link=10Mi multicast=true cache=1Gi weights=a:2,b:1 halflife=1h overcommit=cpu:2,memory:1
+//	policy backfill=none|conservative|aggressive placement=first-fit|pack|spread suspend=true|false migrate=true|false gaps=true|false gapminrun=5m minrun=30m shutdown=30s link=10Mi multicast=true cache=1Gi weights=a:2,b:1 halflife=1h overcommit=cpu:2,memory:1
 //	quota project=a cpu=4 mem=8Gi workspaces=2 core-hours=10
 //	hosts n=2 cpu=4 mem=8Gi [disk= bw= labels=gpu:true prefix=h suspend-rate=1Gi resume-rate= stage-rate= migrate-rate= boot=2s]
 //	host-times name= boot= suspend-rate= resume-rate= at=   (SetHostTimes; an omitted value is zero)
@@ -267,6 +267,9 @@ func (e *scenarioEnv) do(line string) []string {
 		if v, ok := a["minrun"]; ok {
 			e.pol.MinRun = e.dur(v)
 		}
+		if v, ok := a["shutdown"]; ok {
+			e.pol.ShutdownTime = e.dur(v)
+		}
 		if v, ok := a["link"]; ok {
 			if v == "measured" {
 				e.pol.Link.Measured = true
@@ -491,6 +494,7 @@ func (e *scenarioEnv) do(line string) []string {
 				}
 				s += fmt.Sprintf("%s %s-%s on %s", word, rel(v.Start), rel(v.End), strings.Join(v.Hosts, ","))
 			}
+			s += shutdownNote(v)
 			out = append(out, s+fmt.Sprintf(" remaining %v", v.Remaining))
 		}
 		return append(out, fmtActions(as)...)
@@ -519,6 +523,7 @@ func (e *scenarioEnv) do(line string) []string {
 				}
 				s += fmt.Sprintf("%s %s-%s on %s", word, rel(v.Start), rel(v.End), strings.Join(v.Hosts, ","))
 			}
+			s += shutdownNote(v)
 			if v.State != StateDone && v.State != StateRefused && v.State != StateCancelled {
 				s += fmt.Sprintf(" remaining %v", v.Remaining)
 			}
@@ -544,6 +549,18 @@ func (e *scenarioEnv) do(line string) []string {
 	}
 	t.Fatalf("unknown command %q", cmd)
 	return nil
+}
+
+// shutdownNote is what a lease view says of its guests' shutdown
+// (Policy.ShutdownTime): the end of its hold after its run.
+func shutdownNote(v LeaseView) string {
+	switch {
+	case v.ShutdownTo.IsZero():
+		return ""
+	case v.ShuttingDown:
+		return " shutting down to " + rel(v.ShutdownTo)
+	}
+	return " shutdown to " + rel(v.ShutdownTo)
 }
 
 // moveOrResize runs the move and resize commands.

@@ -63,9 +63,9 @@ func (c *Calendar) movable(l *lease, from, to, t int64) []*lease {
 func (c *Calendar) window(l *lease, t int64) (int64, int64) {
 	if l.Kind == Reservation {
 		S := tick(l.Start)
-		return S - c.preFor(l), S + l.run
+		return S - c.preFor(l), S + c.span(l.run)
 	}
-	return t, tick(l.Deadline)
+	return t, tick(l.Deadline) + c.shutdown()
 }
 
 // inWay lists, in ID order, the running deadline leases that could be
@@ -173,16 +173,16 @@ func (c *Calendar) tryShift(l *lease, set shiftSet, t int64) (Admission, bool) {
 // and the calendar, making the same decisions, then succeeds as well.
 func (c *Calendar) shift(l *lease, set shiftSet, t int64) (Admission, bool) {
 	type was struct {
-		v                      *lease
-		hosts                  []*host
-		from, T, to, pre, boot int64
-		start, end             time.Time
-		xfers                  []*transfer // its image's transfers on the link
+		v                             *lease
+		hosts                         []*host
+		from, T, runTo, to, pre, boot int64
+		start, end                    time.Time
+		xfers                         []*transfer // its image's transfers on the link
 	}
 	olds := make([]was, 0, len(set.moved))
 	for _, id := range set.moved {
 		v := c.leases[id]
-		olds = append(olds, was{v: v, hosts: v.hosts, from: v.holdFrom, T: v.T, to: v.to, pre: v.pre, boot: v.boot,
+		olds = append(olds, was{v: v, hosts: v.hosts, from: v.holdFrom, T: v.T, runTo: v.runTo, to: v.to, pre: v.pre, boot: v.boot,
 			start: tm(v.T), end: tm(v.runTo), xfers: v.xfers})
 		c.cut(v, v.holdFrom)
 		c.unhold(v)
@@ -210,7 +210,7 @@ func (c *Calendar) shift(l *lease, set shiftSet, t int64) (Admission, bool) {
 			c.unhold(v)
 		}
 		for _, o := range olds {
-			c.commit(o.v, o.hosts, o.from, o.T, o.to, o.pre, o.boot, false)
+			c.commitHold(o.v, o.hosts, o.from, o.T, o.runTo, o.to, o.pre, o.boot, false)
 			if len(o.xfers) > 0 {
 				c.useLink(o.v, linkPlan{xs: o.xfers}, o.T-o.boot)
 			}
@@ -299,7 +299,7 @@ func (c *Calendar) shift(l *lease, set shiftSet, t int64) (Admission, bool) {
 	}
 	for _, s := range susps {
 		b := s.v.next
-		adm.Resumes = append(adm.Resumes, Moved{Lease: s.v.ID, FromStart: s.start, FromEnd: tm(s.v.runTo), Start: tm(b.T), End: tm(b.to),
+		adm.Resumes = append(adm.Resumes, Moved{Lease: s.v.ID, FromStart: s.start, FromEnd: tm(s.v.runTo), Start: tm(b.T), End: tm(b.runTo),
 			Hosts: names(b.hosts)})
 	}
 	for _, r := range rebooks {
@@ -307,7 +307,7 @@ func (c *Calendar) shift(l *lease, set shiftSet, t int64) (Admission, bool) {
 		if b.T == r.b.T {
 			continue
 		}
-		adm.Resumes = append(adm.Resumes, Moved{Lease: r.v.ID, FromStart: tm(r.b.T), FromEnd: tm(r.b.to), Start: tm(b.T), End: tm(b.to),
+		adm.Resumes = append(adm.Resumes, Moved{Lease: r.v.ID, FromStart: tm(r.b.T), FromEnd: tm(r.b.runTo), Start: tm(b.T), End: tm(b.runTo),
 			Hosts: names(b.hosts), Rebooked: true})
 	}
 	return adm, true

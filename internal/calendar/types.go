@@ -254,6 +254,14 @@ type Policy struct {
 	// before the slots are needed; the lease is suspended (or requeued)
 	// only where that is impossible.
 	Migrate bool
+	// ShutdownTime is how long a lease's guests take to shut down once
+	// their run ends (shutdown.go): the hold keeps the host's slots that
+	// long after the run, so nothing else is placed there meanwhile. The
+	// end action still comes at the run's end. A suspended, requeued or
+	// migrated guest does not shut down (its slots go when its memory is
+	// saved, at once, or when the move is over). 0 (the default): not
+	// modelled. At most MaxBootTime.
+	ShutdownTime time.Duration
 }
 
 // Overcommit holds the ratio of promised to real capacity per resource; a
@@ -396,6 +404,13 @@ type LeaseView struct {
 	Requeues    int
 	// Reason says why the lease was refused, failed, or is held.
 	Reason string
+	// ShutdownTo is when the hold ends after the run, when it goes on
+	// past End for the guests' shutdown (Policy.ShutdownTime): the slots
+	// are held until then. Zero otherwise. ShuttingDown says the run is
+	// over (its end action came, or it finished) and the guests are
+	// shutting down.
+	ShutdownTo   time.Time
+	ShuttingDown bool
 	// Moving maps the members being moved (BeginMove, or a migration the
 	// calendar decided) to the host they move to; nil when none is. A
 	// moving member holds slots on both hosts until EndMove.

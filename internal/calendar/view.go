@@ -38,6 +38,8 @@ func (c *Calendar) Remaining(id string) (time.Duration, bool) {
 // what it has run of its current hold; 0 once it is over.
 func (c *Calendar) remainingOf(l *lease) time.Duration {
 	switch {
+	case l.held && l.stopped:
+		return 0 // its run is over: it is shutting down
 	case l.held:
 		if l.started && c.now > l.T {
 			return time.Duration(l.remaining - (min(c.now, l.runTo) - l.T))

@@ -184,6 +184,9 @@ func (ctl *Controller) releaseActsLocked(ctx context.Context, ws model.Workspace
 	now := ctl.now()
 	switch v.State {
 	case calendar.StateRunning:
+		if v.ShuttingDown {
+			return nil, nil // its run is over: the hold ends by itself after the guests' shutdown
+		}
 		return c.Finish(id, now)
 	case calendar.StateQueued, calendar.StateScheduled, calendar.StateSuspended:
 		return c.Cancel(id, now)

@@ -103,8 +103,8 @@ func (ctl *Controller) releaseOrphans(ctx context.Context) error {
 	var acts []calendar.Action
 	released := 0
 	for _, v := range ctl.cal.Leases() {
-		if v.State.Over() {
-			continue
+		if v.State.Over() || v.ShuttingDown {
+			continue // over, or its hold ends by itself after the guests' shutdown
 		}
 		project, name, ok := refOfLease(v.ID)
 		if !ok {

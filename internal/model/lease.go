@@ -68,7 +68,8 @@ type LeaseMember struct {
 // LeaseHold is a lease's current hold of slots: [From, To) on Hosts
 // (member i on Hosts[i]); its run is [Start, RunEnd) after Pre of overhead
 // (staging, then Boot of booting, for a fresh start; resuming for a
-// resume); a hold whose Fate is "suspend" is suspending from RunEnd to To.
+// resume); a hold whose Fate is "suspend" is suspending from RunEnd to To,
+// one whose Fate is "" shutting down (the calendar's Policy.ShutdownTime).
 // The flags say which of its steps were already carried out.
 type LeaseHold struct {
 	Hosts  []string  `json:"hosts"`
@@ -88,6 +89,10 @@ type LeaseHold struct {
 	Staged      bool   `json:"staged,omitempty"`
 	Started     bool   `json:"started,omitempty"`
 	SuspendSent bool   `json:"suspend_sent,omitempty"`
+	// Stopped says the run is over (its end action was sent, or the
+	// guests stopped by themselves) and the guests are shutting down
+	// until To (a hold whose Fate is "" and To after RunEnd).
+	Stopped bool `json:"stopped,omitempty"`
 	// Holding says the run is counted in its project's fair-share usage.
 	Holding bool `json:"holding,omitempty"`
 	// Moves are the members moving to another host: they hold slots on

@@ -161,6 +161,9 @@ func document(p *calendar.Policy) ordered {
 	if p.MinRun != 0 {
 		doc = append(doc, item{"min_run", p.MinRun.String()})
 	}
+	if p.ShutdownTime != 0 {
+		doc = append(doc, item{"shutdown_time", p.ShutdownTime.String()})
+	}
 	if fs := p.FairShare; fs != nil {
 		m := ordered{}
 		if fs.HalfLife != 0 {

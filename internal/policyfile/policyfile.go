@@ -23,6 +23,7 @@ import (
 //	gaps: true                  # start best effort in gaps shorter than its run, suspended in time (default true)
 //	gap_min_run: 5m             # the least run a gap must give (default 5m)
 //	min_run: 10m                # the least a lease runs before it may be preempted (default 0: none)
+//	shutdown_time: 30s          # a lease's guests' shutdown after its run, its slots held meanwhile (default 0: not modelled; at most 1h)
 //	fair_share:
 //	  half_life: 24h
 //	  basis: used               # or reserved (the default)
@@ -124,7 +125,7 @@ func Parse(data []byte) (*calendar.Policy, error) {
 const maxCores = 1e12
 
 func apply(p *calendar.Policy, doc node) error {
-	if err := only(doc, "", "backfill", "placement", "suspend", "exclusion", "migrate", "gaps", "gap_min_run", "min_run", "fair_share", "quotas", "overcommit", "link"); err != nil {
+	if err := only(doc, "", "backfill", "placement", "suspend", "exclusion", "migrate", "gaps", "gap_min_run", "min_run", "shutdown_time", "fair_share", "quotas", "overcommit", "link"); err != nil {
 		return err
 	}
 	if s, ok, err := str(doc.get("backfill"), "backfill"); err != nil {
@@ -167,7 +168,9 @@ func apply(p *calendar.Policy, doc node) error {
 	for _, f := range []struct {
 		name, def string
 		dst       *time.Duration
-	}{{"gap_min_run", calendar.DefaultGapMinRun.String(), &p.GapMinRun}, {"min_run", "none", &p.MinRun}} {
+		max       time.Duration // 0: none
+	}{{"gap_min_run", calendar.DefaultGapMinRun.String(), &p.GapMinRun, 0}, {"min_run", "none", &p.MinRun, 0},
+		{"shutdown_time", "not modelled", &p.ShutdownTime, calendar.MaxBootTime}} {
 		if s, ok, err := str(doc.get(f.name), f.name); err != nil {
 			return err
 		} else if ok && s != "" {
@@ -177,6 +180,9 @@ func apply(p *calendar.Policy, doc node) error {
 			}
 			if d < 0 {
 				return fieldErr(f.name, "%s is negative, want 0 (the default, %s) or more", s, f.def)
+			}
+			if f.max > 0 && d > f.max {
+				return fieldErr(f.name, "%s is more than %s, the most it may be", s, f.max)
 			}
 			*f.dst = d
 		}

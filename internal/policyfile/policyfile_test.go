@@ -23,6 +23,7 @@ migrate: true
 gaps: false
 gap_min_run: 10m
 min_run: 15m
+shutdown_time: 30s
 fair_share: {half_life: 24h, weights: {physics: 2}}
 quotas:
   biology: {cpu: 4, memory: 8Gi, workspaces: 3, core_hours: 100}
@@ -32,7 +33,7 @@ link: {bandwidth: 100Mi, multicast: true, cache: 20Gi}
 
 func checkFull(t *testing.T, p *calendar.Policy) {
 	t.Helper()
-	if p.Backfill != calendar.BackfillConservative || p.Placement != calendar.Spread || p.Suspend || p.SerialOnly || p.Exclusion != calendar.ExclusionGlobal || !p.Migrate || p.Gaps || p.GapMinRun != 10*time.Minute || p.MinRun != 15*time.Minute {
+	if p.Backfill != calendar.BackfillConservative || p.Placement != calendar.Spread || p.Suspend || p.SerialOnly || p.Exclusion != calendar.ExclusionGlobal || !p.Migrate || p.Gaps || p.GapMinRun != 10*time.Minute || p.MinRun != 15*time.Minute || p.ShutdownTime != 30*time.Second {
 		t.Errorf("got %+v", p)
 	}
 	if p.FairShare == nil || p.FairShare.HalfLife != 24*time.Hour || p.FairShare.Weights["physics"] != 2 {
@@ -58,7 +59,7 @@ func TestParse(t *testing.T) {
 
 	// The same in JSON, and in UTF-16 with a byte order mark.
 	p, err = Parse([]byte(`{"backfill": "conservative", "placement": "spread", "suspend": false, "exclusion": "global", "migrate": true,
-		"gaps": false, "gap_min_run": "10m", "min_run": "15m", "fair_share": {"half_life": "24h", "weights": {"physics": 2}},
+		"gaps": false, "gap_min_run": "10m", "min_run": "15m", "shutdown_time": "30s", "fair_share": {"half_life": "24h", "weights": {"physics": 2}},
 		"quotas": {"biology": {"cpu": 4, "memory": "8Gi", "workspaces": 3, "core_hours": 100}},
 		"overcommit": {"cpu": 4, "memory": 1}, "link": {"bandwidth": "100Mi", "multicast": true, "cache": "20Gi"}}`))
 	if err != nil {
@@ -154,7 +155,7 @@ func TestParseErrors(t *testing.T) {
 		{"suspend: 1\n", "suspend", `suspend: want true, false or serial-only, got 1`, 0},
 		{"exclusion: shared\n", "exclusion", `exclusion: unknown exclusion "shared" (want local or global)`, 0},
 		{"migrate: 1\n", "migrate", `migrate: want true or false, got 1`, 0},
-		{"colour: red\n", "colour", "colour: unknown field (want backfill, placement, suspend, exclusion, migrate, gaps, gap_min_run, min_run, fair_share, quotas, overcommit or link)", 0},
+		{"colour: red\n", "colour", "colour: unknown field (want backfill, placement, suspend, exclusion, migrate, gaps, gap_min_run, min_run, shutdown_time, fair_share, quotas, overcommit or link)", 0},
 		{"link: {bandwidth: fast}\n", "link.bandwidth", `link.bandwidth: `, 0},
 		{"link: {bandwidth: -1Mi}\n", "link.bandwidth", "link.bandwidth: -1Mi is negative, want 0 (no shared link) or more", 0},
 		{"link: {multicast: yes please}\n", "link.multicast", `link.multicast: want true or false, got "yes please"`, 0},
@@ -165,6 +166,10 @@ func TestParseErrors(t *testing.T) {
 		{"gap_min_run: -5m\n", "gap_min_run", "gap_min_run: -5m is negative, want 0 (the default, 5m0s) or more", 0},
 		{"gap_min_run: soon\n", "gap_min_run", `gap_min_run: time: invalid duration "soon"`, 0},
 		{"min_run: -1m\n", "min_run", "min_run: -1m is negative, want 0 (the default, none) or more", 0},
+		{"shutdown_time: -30s\n", "shutdown_time", "shutdown_time: -30s is negative, want 0 (the default, not modelled) or more", 0},
+		{"shutdown_time: 2h\n", "shutdown_time", "shutdown_time: 2h is more than 1h0m0s, the most it may be", 0},
+		{"shutdown_time: 30\n", "shutdown_time", "shutdown_time: want a string, got 30", 0},
+		{"shutdown_time: soon\n", "shutdown_time", `shutdown_time: time: invalid duration "soon"`, 0},
 		{"1: red\n", "1", "1: unknown field", 0},
 		{"a.b: red\n", `["a.b"]`, `["a.b"]: unknown field`, 0},
 		{"quotas: {a: {memory: 1Zi}}\n", "quotas.a.memory", `quotas.a.memory: unknown unit "Zi"`, 0},

@@ -11,6 +11,12 @@
 // reason, suspensions, image staging), written as CSV or JSON by
 // WriteLeasesCSV and WriteLeasesJSON.
 //
+// A lease's recorded start is its start action (its guests' boot comes
+// before its run) and its end its run's end (the end action, or its early
+// finish); under the calendar's Policy.ShutdownTime its VMs' runs (the
+// segments utilization counts) go on to the end of their shutdown, while
+// their host is still held, as they begin with the boot.
+//
 // Like the calendar, the engine is pure: no I/O, no wall clock, no
 // goroutines; the same input gives the same result. Reading traces and
 // writing plots are the caller's business. A caller may stop a run

@@ -36,7 +36,10 @@ type LeaseResult struct {
 	RequestedStart    *time.Duration // reservations; deadline leases that name one
 	Deadline          *time.Duration
 	Duration          time.Duration // requested
-	Start, End        *time.Duration
+	// Start is the first start action (before the guests' boot), End
+	// the end of the last run (the end action, or an early finish),
+	// before the guests' shutdown (Policy.ShutdownTime).
+	Start, End *time.Duration
 	// Hosts are the hosts the lease ran on, in the order first used
 	// (member order at its start, then resumes elsewhere, migrations).
 	Hosts []string

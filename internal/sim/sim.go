@@ -167,7 +167,7 @@ func Run(leases []trace.Lease, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	e := &engine{cal: cal, byID: map[string]*lease{}, events: map[calendar.ActionKind]int{}, inject: cfg.Inject, injectAt: cfg.InjectAt,
-		ctx: cfg.Context, progress: cfg.Progress}
+		ctx: cfg.Context, progress: cfg.Progress, shutdown: cfg.Policy.ShutdownTime}
 	res := Result{Capacity: float64(cfg.Hosts) * cfg.HostCPUs, Events: e.events}
 	e.all = make([]*lease, 0, len(leases))
 	for _, tl := range leases {
@@ -212,6 +212,9 @@ type engine struct {
 	members  []calendar.Request // submit's buffer
 	ctx      context.Context
 	progress func(Progress)
+	// shutdown is the calendar's Policy.ShutdownTime: a lease's guests
+	// hold their slots that long after its run ends.
+	shutdown time.Duration
 }
 
 // timer is a scheduled early end or withdrawal of a lease, or the end of
@@ -400,7 +403,7 @@ func (e *engine) fire(tm timer, now time.Time) error {
 	}
 	// The calendar may not echo an end for a lease finished early.
 	if !l.done {
-		e.close(l, now)
+		e.close(l, now.Add(e.shutdown))
 		l.rec.End = offset(now)
 		l.done = true
 	}
@@ -451,7 +454,10 @@ func (e *engine) apply(a calendar.Action) {
 		l.rec.Requeues++
 		l.gen++
 	case calendar.ActEnd:
-		e.close(l, a.At)
+		// The run ends here (rec.End); the slots stay held while the
+		// guests shut down, which utilization counts (as it counts their
+		// boot, from the start action).
+		e.close(l, a.At.Add(e.shutdown))
 		l.rec.End = offset(a.At)
 		l.done = true
 		l.gen++

@@ -245,3 +245,39 @@ func TestHostCounts(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownTime: under Policy.ShutdownTime (5 min) a lease's guests
+// hold its host for 5 min after its run, and the next lease on the host
+// starts after them. A lease's End is its run's end; its segment (what
+// utilization counts, as it counts the boot) goes on to the end of the
+// shutdown. be3 needs 30 min of its hour: it finishes early, and its
+// host is held 5 min more.
+func TestShutdownTime(t *testing.T) {
+	m := time.Minute
+	leases := []trace.Lease{
+		{ID: "be1", Kind: model.LeaseBestEffort, Duration: time.Hour, Nodes: 1, CPUs: 1, MemoryMiB: 512, Preemptible: true},
+		{ID: "be2", Kind: model.LeaseBestEffort, Duration: time.Hour, Nodes: 1, CPUs: 1, MemoryMiB: 512, Preemptible: true},
+		{ID: "be3", Kind: model.LeaseBestEffort, Duration: time.Hour, RealDuration: 30 * m, Nodes: 1, CPUs: 1, MemoryMiB: 512, Preemptible: true},
+	}
+	cfg := Config{Hosts: 1, HostCPUs: 1, HostMemory: model.GiB, Policy: calendar.DefaultPolicy()}
+	cfg.Policy.ShutdownTime = 5 * m
+	res, err := Run(leases, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCapacity(t, res.Records, cfg.HostCPUs)
+	want := map[string][3]time.Duration{ // start, end, segment end
+		"be1": {0, 60 * m, 65 * m},
+		"be2": {65 * m, 125 * m, 130 * m},
+		"be3": {130 * m, 160 * m, 165 * m},
+	}
+	for _, r := range res.Records {
+		w := want[r.ID]
+		if r.Start != w[0] || r.End != w[1] || len(r.Segments) != 1 || r.Segments[0].Start != w[0] || r.Segments[0].End != w[2] {
+			t.Errorf("%s: start %v end %v segments %+v, want %v", r.ID, r.Start, r.End, r.Segments, w)
+		}
+	}
+	if u := res.Summary.Utilization; u < 0.999 || u > 1.001 {
+		t.Errorf("utilization %v, want 1 (the host is held all the time)", u)
+	}
+}
