@@ -117,7 +117,7 @@ func (o *leaseOut) addHosts(hs ...string) {
 		o.hosts = append(o.hosts, h)
 		if o.seen == nil && len(o.hosts) > 16 {
 			// A lease of many members: a set, not a quadratic scan.
-			o.seen = make(map[string]struct{}, len(hs))
+			o.seen = make(map[string]struct{}, 2*len(o.hosts))
 			for _, x := range o.hosts {
 				o.seen[x] = struct{}{}
 			}
