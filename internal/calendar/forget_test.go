@@ -157,3 +157,40 @@ func forgetRun(t *testing.T, seed int64, forget bool) string {
 	}
 	return log.String()
 }
+
+// TestAlikeMembersShared: leases of alike members share one read-only
+// array of them; resizing a member of one copies it first, so that the
+// other keeps its size.
+func TestAlikeMembersShared(t *testing.T) {
+	c, err := New([]Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 16000, Memory: 32 * model.GiB}}}, DefaultPolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	three := []Request{member(2, model.GiB), member(2, model.GiB), member(2, model.GiB)}
+	for _, id := range []string{"a", "b"} {
+		if _, err := c.Submit(Lease{ID: id, Kind: BestEffort, Members: three, Duration: time.Hour}, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Advance(epoch)
+	a, b := c.leases["a"], c.leases["b"]
+	if !a.sharedMembers || &a.Members[0] != &b.Members[0] || &a.groups[0].members[0] != &b.groups[0].members[0] {
+		t.Fatal("alike members are not shared")
+	}
+	three[1].Resources.MilliCPU = 5000 // the caller's slice is not the calendar's
+	small := model.Resources{MilliCPU: 1000, Memory: model.GiB}
+	if _, err := c.Resize("a", 1, small, epoch.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if a.Members[1].Resources != small || len(a.groups) != 2 {
+		t.Errorf("a after the resize: %+v, %d groups", a.Members, len(a.groups))
+	}
+	for i, m := range b.Members {
+		if m.Resources != member(2, model.GiB).Resources {
+			t.Errorf("b's member %d is %+v after a's resize", i, m.Resources)
+		}
+	}
+	if len(b.groups) != 1 || len(b.groups[0].members) != 3 || b.total[dCPU] != 6000 {
+		t.Errorf("b's groups %+v, total %v", b.groups, b.total)
+	}
+}

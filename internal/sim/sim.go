@@ -452,6 +452,13 @@ func (e *engine) apply(a calendar.Action) {
 			l.rec.Start = offset(a.At)
 		}
 		l.runFrom = a.At
+		runs := 0
+		for i, h := range a.Hosts {
+			if i == 0 || h != a.Hosts[i-1] {
+				runs++
+			}
+		}
+		l.open = slices.Grow(l.open, runs)
 		for _, h := range a.Hosts {
 			if n := len(l.open); n > 0 && l.open[n-1].host == h && l.open[n-1].start.Equal(a.At) {
 				l.open[n-1].n++ // members on one host come together
