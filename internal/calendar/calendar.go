@@ -97,6 +97,7 @@ type Calendar struct {
 	iota  []int
 
 	candBuf  []cand
+	placeBuf []*host   // plan's placements (earliestOn, placeInto)
 	hvBuf    []hostVec // commit's members by host
 	sweepBuf []sweepHost
 	sweepQ   sweepHeap

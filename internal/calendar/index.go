@@ -94,6 +94,10 @@ func (c *Calendar) takeRanked(g *group, from, to int64, ex func(*host) vec, perH
 				continue
 			}
 			h := c.order[p]
+			e := ex(h)
+			if f := &c.free[p]; !fitsFree(g.v, f, &e) {
+				continue // (as fitOn: no room now; cheaper than the misses)
+			}
 			lim := need
 			if perHost > 0 {
 				lim = min(need, perHost)
@@ -101,7 +105,7 @@ func (c *Calendar) takeRanked(g *group, from, to int64, ex func(*host) vec, perH
 			if c.useMisses && c.missed(h, g, from, to) {
 				continue
 			}
-			if n := c.fitOn(h, g, from, to, true, ex(h), lim); n > 0 {
+			if n := c.fitOn(h, g, from, to, true, e, lim); n > 0 {
 				if need = took(h, n); need == 0 {
 					return true
 				}
@@ -111,4 +115,15 @@ func (c *Calendar) takeRanked(g *group, from, to int64, ex func(*host) vec, perH
 		}
 	}
 	return false
+}
+
+// fitsFree says whether one member of v fits in free beyond ex: fitOn's
+// test of the free-now index.
+func fitsFree(v vec, free, ex *vec) bool {
+	for d := range v {
+		if v[d] > free[d]-ex[d] {
+			return false
+		}
+	}
+	return true
 }

@@ -17,7 +17,12 @@ type cand struct {
 // hosts[i]. now says that from is the clock, so that the free-now index may
 // rule hosts out without looking at their tables.
 func (c *Calendar) placeAt(l *lease, from, to int64, now bool) ([]*host, bool) {
-	hosts := make([]*host, len(l.Members))
+	return c.placeInto(make([]*host, len(l.Members)), l, from, to, now)
+}
+
+// placeInto is placeAt into hosts, len(l.Members) long (a scratch buffer
+// the caller may reuse).
+func (c *Calendar) placeInto(hosts []*host, l *lease, from, to int64, now bool) ([]*host, bool) {
 	var extra map[*host]vec
 	if len(l.groups) > 1 {
 		extra = map[*host]vec{}
@@ -228,7 +233,8 @@ func (c *Calendar) earliestPlaced(l *lease, T0, Tmax, pre, run int64) (int64, []
 
 // earliestOn is earliest over the given hosts (nil: all eligible hosts).
 // For identical members placed first fit over all eligible hosts, it also
-// returns the placement, read off the sweep's counts; else nil.
+// returns the placement, read off the sweep's counts, in a scratch buffer
+// (c.placeBuf) valid until the next call; else nil.
 func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64) (int64, []*host, bool) {
 	if T0 > Tmax {
 		return 0, nil, false
@@ -343,7 +349,9 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		if !single || !all || !(c.pol.Placement == "" || c.pol.Placement == FirstFit) || l.groups[0].spread {
 			return nil
 		}
-		out := make([]*host, 0, need)
+		// (Into a scratch buffer: the caller keeps a copy if it needs one.)
+		out := slices.Grow(c.placeBuf[:0], need)
+		defer func() { c.placeBuf = out[:0] }()
 		for i := range hs {
 			for n := hs[i].cnt; n > 0 && len(out) < need; n-- {
 				out = append(out, hs[i].h)

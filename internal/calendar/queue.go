@@ -103,6 +103,33 @@ type tentRec struct {
 	T     int64
 	hosts []*host
 	ver   uint64
+	// runs are hosts as runs of one host (hostRuns), for a lease of
+	// identical members; nil: none made.
+	runs []hostRun
+}
+
+// hostRun is n consecutive members on host h.
+type hostRun struct {
+	h *host
+	n int
+}
+
+// hostRuns is hosts as runs of one host.
+func hostRuns(hosts []*host) []hostRun {
+	n := 0
+	for i, h := range hosts {
+		if i == 0 || h != hosts[i-1] {
+			n++
+		}
+	}
+	out := make([]hostRun, 0, n)
+	for i, h := range hosts {
+		if i == 0 || h != hosts[i-1] {
+			out = append(out, hostRun{h, 0})
+		}
+		out[len(out)-1].n++
+	}
+	return out
 }
 
 // pass starts what can start at t, in queue order, and (with backfilling)
@@ -294,16 +321,22 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 	}
 	if hosts == nil {
 		var ok bool
-		if hosts, ok = c.placeAt(l, T-pre, T+l.remaining, false); !ok {
+		if hosts, ok = c.placeInto(slices.Grow(c.placeBuf[:0], len(l.Members))[:len(l.Members)], l, T-pre, T+l.remaining, false); !ok {
 			return tentRec{}, false
 		}
+		c.placeBuf = hosts[:0]
 	}
-	rec := tentRec{l: l, T: T, hosts: hosts}
+	// hosts is a scratch buffer (c.placeBuf): the plan keeps the last
+	// plan's hosts when they are the same, else a copy.
+	rec := tentRec{l: l, T: T}
 	if last != nil && last.T == T && sameHosts(last.hosts, hosts) {
-		rec.ver = last.ver
+		rec.ver, rec.hosts, rec.runs = last.ver, last.hosts, last.runs
 	} else {
 		c.tentVer++
-		rec.ver = c.tentVer
+		rec.ver, rec.hosts = c.tentVer, slices.Clone(hosts)
+	}
+	if rec.runs == nil && len(l.groups) == 1 && len(hosts) > 8 {
+		rec.runs = hostRuns(rec.hosts)
 	}
 	l.planEpoch, l.planCommits = c.epoch, c.commits
 	c.setPlan(l, rec)
@@ -363,11 +396,27 @@ func (c *Calendar) addTentative(r tentRec, sign int64) {
 	from, to := r.T-pre, r.T+r.l.remaining
 	// Add run by run of members on the same host (a host in two runs is
 	// added twice, which sums the same).
+	alike := len(r.l.groups) == 1
+	if alike && r.runs != nil {
+		// Identical members: each run's size times one.
+		for _, hr := range r.runs {
+			hr.h.tl.add(from, to, r.l.groups[0].v.scale(int64(hr.n)*sign))
+		}
+		return
+	}
 	for i := 0; i < len(r.hosts); {
 		h, v := r.hosts[i], r.l.groupVec(i)
 		j := i + 1
-		for ; j < len(r.hosts) && r.hosts[j] == h; j++ {
-			v = v.add(r.l.groupVec(j))
+		if alike {
+			// Identical members: the run's size times one.
+			for j < len(r.hosts) && r.hosts[j] == h {
+				j++
+			}
+			v = v.scale(int64(j - i))
+		} else {
+			for ; j < len(r.hosts) && r.hosts[j] == h; j++ {
+				v = v.add(r.l.groupVec(j))
+			}
 		}
 		h.tl.add(from, to, v.scale(sign))
 		i = j
