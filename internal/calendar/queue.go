@@ -442,6 +442,25 @@ func appendPerHost(out []hostVec, l *lease, hosts []*host) []hostVec {
 	for _, h := range hosts {
 		h.mark = -1
 	}
+	if len(l.groups) == 1 && len(hosts) > 1 {
+		// Identical members: run by run of one host, the run's size
+		// times one (the same sums).
+		v := l.groups[0].v
+		for i := 0; i < len(hosts); {
+			h, j := hosts[i], i+1
+			for j < len(hosts) && hosts[j] == h {
+				j++
+			}
+			if w := v.scale(int64(j - i)); h.mark < 0 {
+				h.mark = len(out)
+				out = append(out, hostVec{h, w})
+			} else {
+				out[h.mark].v = out[h.mark].v.add(w)
+			}
+			i = j
+		}
+		return out
+	}
 	for i, h := range hosts {
 		v := l.groupVec(i)
 		if h.mark < 0 {

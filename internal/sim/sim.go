@@ -180,6 +180,10 @@ func Run(leases []trace.Lease, cfg Config) (Result, error) {
 		// forgets each lease once it is over (its result is the
 		// engine's), which bounds the memory of a long trace.
 		forget: cfg.Hosts > 16 && cfg.Inject == nil && !cfg.keep}
+	e.hostIdx = make(map[string]int, len(hosts))
+	for i, h := range hosts {
+		e.hostIdx[h.Name] = i
+	}
 	res := Result{Capacity: float64(cfg.Hosts) * cfg.HostCPUs, Events: e.events}
 	e.all = make([]*lease, 0, len(leases))
 	for _, tl := range leases {
@@ -222,6 +226,7 @@ type engine struct {
 	timers   timerHeap // early ends and withdrawals
 	events   map[calendar.ActionKind]int
 	members  []calendar.Request // submit's buffer
+	hostIdx  map[string]int     // the grid's hosts by name: their numbers
 	forget   bool               // Calendar.Forget each lease once it is over
 	ctx      context.Context
 	progress func(Progress)
@@ -444,7 +449,7 @@ func (e *engine) apply(a calendar.Action) {
 	if l == nil || l.done {
 		return
 	}
-	l.out.note(a)
+	l.out.note(a, e.hostIdx)
 	switch a.Kind {
 	case calendar.ActStart, calendar.ActResume:
 		if !l.started {
@@ -541,7 +546,7 @@ func (e *engine) moved(tm timer, now time.Time) error {
 	default:
 		l.rec.Migrations++
 		l.rec.MigrationTime += now.Sub(tm.since)
-		l.out.addHosts(tm.to)
+		l.out.addHosts(e.hostIdx, tm.to)
 		if k := l.memberRun(tm.member); !l.done && k >= 0 {
 			s := l.open[k]
 			l.rec.Segments = append(l.rec.Segments, metrics.Segment{Host: s.host, Start: offset(s.start), End: offset(now)})
