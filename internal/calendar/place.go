@@ -270,7 +270,8 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 			return 0
 		}
 		p := s.h.tl.pts
-		i, n := s.li-1, need
+		// (No more than top fit: the host's capacity bounds every point.)
+		i, n := s.li-1, min(need, s.top)
 		if i >= 0 {
 			n = copies(s.h.cap.sub(p[i].v), v, n)
 		} else {
@@ -331,13 +332,13 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		// come after T0.
 		s.li = h.tl.idx(T0-pre) + 1
 		s.ei = h.tl.idx(T0+run-1) + 1
-		s.cnt = count(s)
 		if single {
 			if i == 0 || h.cap != hosts[i-1].cap {
 				top = copies(h.cap, v, need)
 			}
 			s.top = top
 		}
+		s.cnt = count(s)
 		total += s.cnt
 		setNext(s)
 		if s.next != math.MaxInt64 {

@@ -53,6 +53,16 @@ func (c *Calendar) dequeue(l *lease) {
 	i := sort.Search(len(q.queue), func(i int) bool { return !before(q.queue[i], l) })
 	for ; i < len(q.queue); i++ {
 		if q.queue[i] == l {
+			if i < len(q.queue)/2 {
+				// Near the head (where leases start): move what is
+				// before it, not what is after.
+				copy(q.queue[1:i+1], q.queue[:i])
+				q.queue[0] = nil
+				q.queue = q.queue[1:]
+				copy(q.tot[1:i+1], q.tot[:i])
+				q.tot = q.tot[1:]
+				break
+			}
 			copy(q.queue[i:], q.queue[i+1:])
 			q.queue[len(q.queue)-1] = nil
 			q.queue = q.queue[:len(q.queue)-1]

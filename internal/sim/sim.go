@@ -346,12 +346,15 @@ func (e *engine) submit(l *lease, now time.Time) {
 		Memory:   model.ByteSize(tl.MemoryMiB) * model.MiB,
 		Disk:     model.ByteSize(tl.DiskMiB) * model.MiB,
 	}}
-	// The calendar copies the members: one buffer serves every submit.
-	members := slices.Grow(e.members[:0], tl.Nodes)[:tl.Nodes]
-	e.members = members
-	for i := range members {
-		members[i] = req
+	// The calendar copies the members (and does not change them): one
+	// buffer serves every submit, rewritten only where it differs.
+	if len(e.members) > 0 && e.members[0].Resources != req.Resources {
+		e.members = e.members[:0]
 	}
+	for len(e.members) < tl.Nodes {
+		e.members = append(e.members, req)
+	}
+	members := e.members[:tl.Nodes]
 	cl := calendar.Lease{ID: tl.ID, Project: tl.Project, Kind: kind, Members: members,
 		Duration: tl.Duration, Submitted: at(tl.Submit),
 		Image: calendar.Image{Name: tl.Image, Size: model.ByteSize(tl.ImageSizeMiB) * model.MiB}}
