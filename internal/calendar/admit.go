@@ -119,17 +119,89 @@ func validate(l *Lease) error {
 }
 
 func (c *Calendar) newLease(in Lease, t int64) *lease {
-	in.Members = append([]Request(nil), in.Members...)
-	for i := range in.Members {
-		in.Members[i].Labels = cloneLabels(in.Members[i].Labels)
+	alike := membersAlike(in.Members)
+	if alike {
+		// A trace's lease of thousands of members: they share one
+		// read-only copy (setMember copies it before it writes).
+		in.Members = c.alikeMembers(in.Members[0], len(in.Members))
+	} else {
+		in.Members = append([]Request(nil), in.Members...)
+		for i := range in.Members {
+			in.Members[i].Labels = cloneLabels(in.Members[i].Labels)
+		}
 	}
-	l := &lease{Lease: in, arrival: t, submitted: t, run: int64(in.Duration)}
+	l := &lease{Lease: in, arrival: t, submitted: t, run: int64(in.Duration), sharedMembers: alike}
 	if !in.Submitted.IsZero() {
 		l.submitted = tick(in.Submitted)
 	}
 	l.remaining = l.run
-	l.regroup()
+	if alike {
+		// regroup's one group, its member list shared too.
+		m := in.Members[0]
+		v := vecOf(m.Resources)
+		for d := range v {
+			l.total[d] = v[d] * int64(len(in.Members)) // (the sum of the members)
+		}
+		l.groups = []group{{v: v, key: labelKey(nil), members: c.memberIndices(len(in.Members)), spread: m.Spread}}
+	} else {
+		l.regroup()
+	}
 	return l
+}
+
+// membersAlike says whether ms are more than one member, all the same,
+// without labels.
+func membersAlike(ms []Request) bool {
+	if len(ms) < 2 || len(ms[0].Labels) != 0 {
+		return false
+	}
+	m := ms[0]
+	for _, x := range ms[1:] {
+		if x.Resources != m.Resources || x.Workspace != m.Workspace || x.Spread != m.Spread || len(x.Labels) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// alikeMembers returns n copies of m (without labels) from a read-only
+// array kept for m's kind of member, which leases share.
+func (c *Calendar) alikeMembers(m Request, n int) []Request {
+	m.Labels = nil
+	k := alikeKey{m.Resources, m.Workspace, m.Spread}
+	ms := c.alike[k]
+	if len(ms) < n {
+		if c.alike == nil || len(c.alike) >= maxAlike {
+			c.alike = map[alikeKey][]Request{} // (older leases keep theirs)
+		}
+		ms = make([]Request, max(n, 2*len(ms), 64))
+		for i := range ms {
+			ms[i] = m
+		}
+		c.alike[k] = ms
+	}
+	return ms[:n:n]
+}
+
+// alikeKey is a member without labels; maxAlike bounds the kinds kept.
+type alikeKey struct {
+	res       model.Resources
+	workspace string
+	spread    bool
+}
+
+const maxAlike = 16
+
+// memberIndices returns 0, 1, ..., n-1 from a read-only array leases
+// share (a group's member list is never written).
+func (c *Calendar) memberIndices(n int) []int {
+	if len(c.iota) < n {
+		c.iota = make([]int, max(n, 2*len(c.iota), 64))
+		for i := range c.iota {
+			c.iota[i] = i
+		}
+	}
+	return c.iota[:n:n]
 }
 
 // regroup groups l's identical members, largest first (greedy placement

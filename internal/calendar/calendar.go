@@ -95,7 +95,13 @@ type Calendar struct {
 	hmiss     []hostMisses
 	useMisses bool
 
+	// alike and iota are the read-only member arrays and member lists
+	// that leases of many alike members share (newLease).
+	alike map[alikeKey][]Request
+	iota  []int
+
 	candBuf  []cand
+	placeBuf []*host   // plan's placements (earliestOn, placeInto)
 	hvBuf    []hostVec // commit's members by host
 	sweepBuf []sweepHost
 	sweepQ   sweepHeap
@@ -220,6 +226,9 @@ type lease struct {
 	preVer    uint64
 
 	segs []seg
+	// sharedMembers: Members is a read-only array other leases share
+	// (newLease); it is copied before a member changes.
+	sharedMembers bool
 }
 
 type project struct {
@@ -591,7 +600,9 @@ func (c *Calendar) touch(h *host) {
 	f := h.cap.sub(h.tl.at(c.now))
 	c.freeSum = c.freeSum.add(f.sub(c.free[h.pos]))
 	c.free[h.pos] = f
-	c.rescore(h)
+	if c.pol.Placement == Pack || c.pol.Placement == Spread {
+		c.rescore(h) // (only pack and spread read the index)
+	}
 }
 
 func (c *Calendar) project(name string) *project {

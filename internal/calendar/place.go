@@ -17,7 +17,12 @@ type cand struct {
 // hosts[i]. now says that from is the clock, so that the free-now index may
 // rule hosts out without looking at their tables.
 func (c *Calendar) placeAt(l *lease, from, to int64, now bool) ([]*host, bool) {
-	hosts := make([]*host, len(l.Members))
+	return c.placeInto(make([]*host, len(l.Members)), l, from, to, now)
+}
+
+// placeInto is placeAt into hosts, len(l.Members) long (a scratch buffer
+// the caller may reuse).
+func (c *Calendar) placeInto(hosts []*host, l *lease, from, to int64, now bool) ([]*host, bool) {
 	var extra map[*host]vec
 	if len(l.groups) > 1 {
 		extra = map[*host]vec{}
@@ -228,7 +233,8 @@ func (c *Calendar) earliestPlaced(l *lease, T0, Tmax, pre, run int64) (int64, []
 
 // earliestOn is earliest over the given hosts (nil: all eligible hosts).
 // For identical members placed first fit over all eligible hosts, it also
-// returns the placement, read off the sweep's counts; else nil.
+// returns the placement, read off the sweep's counts, in a scratch buffer
+// (c.placeBuf) valid until the next call; else nil.
 func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64) (int64, []*host, bool) {
 	if T0 > Tmax {
 		return 0, nil, false
@@ -264,7 +270,8 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 			return 0
 		}
 		p := s.h.tl.pts
-		i, n := s.li-1, need
+		// (No more than top fit: the host's capacity bounds every point.)
+		i, n := s.li-1, min(need, s.top)
 		if i >= 0 {
 			n = copies(s.h.cap.sub(p[i].v), v, n)
 		} else {
@@ -325,13 +332,13 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		// come after T0.
 		s.li = h.tl.idx(T0-pre) + 1
 		s.ei = h.tl.idx(T0+run-1) + 1
-		s.cnt = count(s)
 		if single {
 			if i == 0 || h.cap != hosts[i-1].cap {
 				top = copies(h.cap, v, need)
 			}
 			s.top = top
 		}
+		s.cnt = count(s)
 		total += s.cnt
 		setNext(s)
 		if s.next != math.MaxInt64 {
@@ -343,7 +350,9 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		if !single || !all || !(c.pol.Placement == "" || c.pol.Placement == FirstFit) || l.groups[0].spread {
 			return nil
 		}
-		out := make([]*host, 0, need)
+		// (Into a scratch buffer: the caller keeps a copy if it needs one.)
+		out := slices.Grow(c.placeBuf[:0], need)
+		defer func() { c.placeBuf = out[:0] }()
 		for i := range hs {
 			for n := hs[i].cnt; n > 0 && len(out) < need; n-- {
 				out = append(out, hs[i].h)

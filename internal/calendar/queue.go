@@ -53,6 +53,16 @@ func (c *Calendar) dequeue(l *lease) {
 	i := sort.Search(len(q.queue), func(i int) bool { return !before(q.queue[i], l) })
 	for ; i < len(q.queue); i++ {
 		if q.queue[i] == l {
+			if i < len(q.queue)/2 {
+				// Near the head (where leases start): move what is
+				// before it, not what is after.
+				copy(q.queue[1:i+1], q.queue[:i])
+				q.queue[0] = nil
+				q.queue = q.queue[1:]
+				copy(q.tot[1:i+1], q.tot[:i])
+				q.tot = q.tot[1:]
+				break
+			}
 			copy(q.queue[i:], q.queue[i+1:])
 			q.queue[len(q.queue)-1] = nil
 			q.queue = q.queue[:len(q.queue)-1]
@@ -103,6 +113,33 @@ type tentRec struct {
 	T     int64
 	hosts []*host
 	ver   uint64
+	// runs are hosts as runs of one host (hostRuns), for a lease of
+	// identical members; nil: none made.
+	runs []hostRun
+}
+
+// hostRun is n consecutive members on host h.
+type hostRun struct {
+	h *host
+	n int
+}
+
+// hostRuns is hosts as runs of one host.
+func hostRuns(hosts []*host) []hostRun {
+	n := 0
+	for i, h := range hosts {
+		if i == 0 || h != hosts[i-1] {
+			n++
+		}
+	}
+	out := make([]hostRun, 0, n)
+	for i, h := range hosts {
+		if i == 0 || h != hosts[i-1] {
+			out = append(out, hostRun{h, 0})
+		}
+		out[len(out)-1].n++
+	}
+	return out
 }
 
 // pass starts what can start at t, in queue order, and (with backfilling)
@@ -301,16 +338,22 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 	}
 	if hosts == nil {
 		var ok bool
-		if hosts, ok = c.placeAt(l, T-pre, T+c.span(l.remaining), false); !ok {
+		if hosts, ok = c.placeInto(slices.Grow(c.placeBuf[:0], len(l.Members))[:len(l.Members)], l, T-pre, T+c.span(l.remaining), false); !ok {
 			return tentRec{}, false
 		}
+		c.placeBuf = hosts[:0]
 	}
-	rec := tentRec{l: l, T: T, hosts: hosts}
+	// hosts is a scratch buffer (c.placeBuf): the plan keeps the last
+	// plan's hosts when they are the same, else a copy.
+	rec := tentRec{l: l, T: T}
 	if last != nil && last.T == T && sameHosts(last.hosts, hosts) {
-		rec.ver = last.ver
+		rec.ver, rec.hosts, rec.runs = last.ver, last.hosts, last.runs
 	} else {
 		c.tentVer++
-		rec.ver = c.tentVer
+		rec.ver, rec.hosts = c.tentVer, slices.Clone(hosts)
+	}
+	if rec.runs == nil && len(l.groups) == 1 && len(hosts) > 8 {
+		rec.runs = hostRuns(rec.hosts)
 	}
 	l.planEpoch, l.planCommits = c.epoch, c.commits
 	c.setPlan(l, rec)
@@ -370,11 +413,27 @@ func (c *Calendar) addTentative(r tentRec, sign int64) {
 	from, to := r.T-pre, r.T+c.span(r.l.remaining)
 	// Add run by run of members on the same host (a host in two runs is
 	// added twice, which sums the same).
+	alike := len(r.l.groups) == 1
+	if alike && r.runs != nil {
+		// Identical members: each run's size times one.
+		for _, hr := range r.runs {
+			hr.h.tl.add(from, to, r.l.groups[0].v.scale(int64(hr.n)*sign))
+		}
+		return
+	}
 	for i := 0; i < len(r.hosts); {
 		h, v := r.hosts[i], r.l.groupVec(i)
 		j := i + 1
-		for ; j < len(r.hosts) && r.hosts[j] == h; j++ {
-			v = v.add(r.l.groupVec(j))
+		if alike {
+			// Identical members: the run's size times one.
+			for j < len(r.hosts) && r.hosts[j] == h {
+				j++
+			}
+			v = v.scale(int64(j - i))
+		} else {
+			for ; j < len(r.hosts) && r.hosts[j] == h; j++ {
+				v = v.add(r.l.groupVec(j))
+			}
 		}
 		h.tl.add(from, to, v.scale(sign))
 		i = j
@@ -399,6 +458,25 @@ func perHost(l *lease, hosts []*host) []hostVec {
 func appendPerHost(out []hostVec, l *lease, hosts []*host) []hostVec {
 	for _, h := range hosts {
 		h.mark = -1
+	}
+	if len(l.groups) == 1 && len(hosts) > 1 {
+		// Identical members: run by run of one host, the run's size
+		// times one (the same sums).
+		v := l.groups[0].v
+		for i := 0; i < len(hosts); {
+			h, j := hosts[i], i+1
+			for j < len(hosts) && hosts[j] == h {
+				j++
+			}
+			if w := v.scale(int64(j - i)); h.mark < 0 {
+				h.mark = len(out)
+				out = append(out, hostVec{h, w})
+			} else {
+				out[h.mark].v = out[h.mark].v.add(w)
+			}
+			i = j
+		}
+		return out
 	}
 	for i, h := range hosts {
 		v := l.groupVec(i)

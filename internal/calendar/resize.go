@@ -242,6 +242,9 @@ func (c *Calendar) setMember(l *lease, i int, res model.Resources, t int64) {
 		}
 		c.markProject(p)
 	}
+	if l.sharedMembers {
+		l.Members, l.sharedMembers = slices.Clone(l.Members), false
+	}
 	l.Members[i].Resources = res
 	l.regroup()
 	l.preVer = 0

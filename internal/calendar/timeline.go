@@ -2,7 +2,6 @@ package calendar
 
 import (
 	"math"
-	"sort"
 
 	"vgrid/internal/model"
 )
@@ -60,6 +59,16 @@ func (a vec) le(b vec) bool {
 
 // copies is how many times v fits in free (capped at limit; limit when v is zero).
 func copies(free, v vec, limit int) int {
+	if limit == 1 {
+		// One copy fits where every dimension it needs has room: the
+		// same answer without dividing.
+		for i := range v {
+			if v[i] > 0 && free[i] < v[i] {
+				return 0
+			}
+		}
+		return 1
+	}
 	n := int64(limit)
 	for i := range v {
 		if v[i] <= 0 {
@@ -109,7 +118,18 @@ func (tl *timeline) idx(t int64) int {
 	} else if t >= p[n-1].t {
 		return n - 1
 	}
-	return sort.Search(len(p), func(i int) bool { return p[i].t > t }) - 1
+	// Binary search for the first point after t (sort.Search without
+	// its closure: this is the calendar's innermost loop).
+	lo, hi := 1, len(p)-1 // p[0].t <= t < p[n-1].t
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if p[m].t > t {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	return lo - 1
 }
 
 // at returns what is used at t.

@@ -71,11 +71,14 @@ type leaseOut struct {
 	staging       bool // a stage action came, its start not yet
 	staged        bool // stageFrom and stageTo are set
 	hosts         []string
-	seen          map[string]struct{} // hosts as a set, once there are many
+	// seen is hosts as a set of the grid's host numbers (hostIndex),
+	// once there are many.
+	seen []uint64
 }
 
-// note records what action a says of the lease.
-func (o *leaseOut) note(a calendar.Action) {
+// note records what action a says of the lease; idx numbers the grid's
+// hosts.
+func (o *leaseOut) note(a calendar.Action, idx map[string]int) {
 	switch a.Kind {
 	case calendar.ActStage:
 		if !o.staged {
@@ -85,11 +88,11 @@ func (o *leaseOut) note(a calendar.Action) {
 		if o.staging {
 			o.stageTo, o.staging, o.staged = a.At, false, true
 		}
-		o.addHosts(a.Hosts...)
+		o.addHosts(idx, a.Hosts...)
 	case calendar.ActResume:
 		o.resumes++
 		o.endSuspension(a.At)
-		o.addHosts(a.Hosts...)
+		o.addHosts(idx, a.Hosts...)
 	case calendar.ActSuspend:
 		o.suspendedAt, o.inSuspend = a.At, true
 	case calendar.ActRequeue, calendar.ActEnd:
@@ -104,25 +107,27 @@ func (o *leaseOut) endSuspension(t time.Time) {
 	}
 }
 
-func (o *leaseOut) addHosts(hs ...string) {
+func (o *leaseOut) addHosts(idx map[string]int, hs ...string) {
 	for _, h := range hs {
 		if n := len(o.hosts); n > 0 && o.hosts[n-1] == h {
 			continue // members on one host come together
 		}
-		if o.seen != nil {
-			if _, dup := o.seen[h]; dup {
+		if i, ok := idx[h]; ok && o.seen != nil {
+			if o.seen[i/64]&(1<<(i%64)) != 0 {
 				continue
 			}
-			o.seen[h] = struct{}{}
+			o.seen[i/64] |= 1 << (i % 64)
 		} else if slices.Contains(o.hosts, h) {
 			continue
 		}
 		o.hosts = append(o.hosts, h)
 		if o.seen == nil && len(o.hosts) > 16 {
 			// A lease of many members: a set, not a quadratic scan.
-			o.seen = make(map[string]struct{}, len(hs))
+			o.seen = make([]uint64, (len(idx)+63)/64)
 			for _, x := range o.hosts {
-				o.seen[x] = struct{}{}
+				if i, ok := idx[x]; ok {
+					o.seen[i/64] |= 1 << (i % 64)
+				}
 			}
 		}
 	}

@@ -47,6 +47,10 @@ type Config struct {
 	// loop with how far the run is; it must be quick (the caller
 	// throttles by wall time) and must not keep the calendar.
 	Progress func(Progress)
+
+	// keep keeps finished leases in the calendar (tests: forgetting them
+	// must change nothing).
+	keep bool
 }
 
 // Progress is how far a run has come.
@@ -129,7 +133,7 @@ type lease struct {
 	tr      trace.Lease
 	rec     *metrics.Record
 	work    time.Duration // real run time still to do
-	open    []openSeg     // segments running now, member i's at i
+	open    []openSeg     // segments running now, in member order
 	runFrom time.Time     // when the current run began (start or resume)
 	gen     int           // invalidates scheduled early ends
 	started bool
@@ -137,9 +141,12 @@ type lease struct {
 	out     leaseOut // what LeaseResult reports beyond rec
 }
 
+// openSeg is a run of n consecutive members running on host since
+// start (a lease of many members has one per host, not one per member).
 type openSeg struct {
 	host  string
 	start time.Time
+	n     int
 }
 
 // Run replays leases (sorted by Submit) on the grid of cfg.
@@ -167,7 +174,16 @@ func Run(leases []trace.Lease, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	e := &engine{cal: cal, byID: map[string]*lease{}, events: map[calendar.ActionKind]int{}, inject: cfg.Inject, injectAt: cfg.InjectAt,
-		ctx: cfg.Context, progress: cfg.Progress, shutdown: cfg.Policy.ShutdownTime}
+		ctx: cfg.Context, progress: cfg.Progress, shutdown: cfg.Policy.ShutdownTime,
+		// The Gantt chart of a small grid reads every lease; an injection
+		// hook reads the calendar as it is. Otherwise the calendar
+		// forgets each lease once it is over (its result is the
+		// engine's), which bounds the memory of a long trace.
+		forget: cfg.Hosts > 16 && cfg.Inject == nil && !cfg.keep}
+	e.hostIdx = make(map[string]int, len(hosts))
+	for i, h := range hosts {
+		e.hostIdx[h.Name] = i
+	}
 	res := Result{Capacity: float64(cfg.Hosts) * cfg.HostCPUs, Events: e.events}
 	e.all = make([]*lease, 0, len(leases))
 	for _, tl := range leases {
@@ -210,6 +226,8 @@ type engine struct {
 	timers   timerHeap // early ends and withdrawals
 	events   map[calendar.ActionKind]int
 	members  []calendar.Request // submit's buffer
+	hostIdx  map[string]int     // the grid's hosts by name: their numbers
+	forget   bool               // Calendar.Forget each lease once it is over
 	ctx      context.Context
 	progress func(Progress)
 	// shutdown is the calendar's Policy.ShutdownTime: a lease's guests
@@ -331,12 +349,15 @@ func (e *engine) submit(l *lease, now time.Time) {
 		Memory:   model.ByteSize(tl.MemoryMiB) * model.MiB,
 		Disk:     model.ByteSize(tl.DiskMiB) * model.MiB,
 	}}
-	// The calendar copies the members: one buffer serves every submit.
-	members := slices.Grow(e.members[:0], tl.Nodes)[:tl.Nodes]
-	e.members = members
-	for i := range members {
-		members[i] = req
+	// The calendar copies the members (and does not change them): one
+	// buffer serves every submit, rewritten only where it differs.
+	if len(e.members) > 0 && e.members[0].Resources != req.Resources {
+		e.members = e.members[:0]
 	}
+	for len(e.members) < tl.Nodes {
+		e.members = append(e.members, req)
+	}
+	members := e.members[:tl.Nodes]
 	cl := calendar.Lease{ID: tl.ID, Project: tl.Project, Kind: kind, Members: members,
 		Duration: tl.Duration, Submitted: at(tl.Submit),
 		Image: calendar.Image{Name: tl.Image, Size: model.ByteSize(tl.ImageSizeMiB) * model.MiB}}
@@ -392,6 +413,7 @@ func (e *engine) fire(tm timer, now time.Time) error {
 		l.done = true
 		l.out.state = StateCancelled
 		l.out.reason = fmt.Sprintf("withdrawn: not started %s after its submission", l.tr.CancelAfter)
+		e.over(l)
 		return nil
 	}
 	acts, err := e.cal.Finish(l.tr.ID, now)
@@ -411,7 +433,20 @@ func (e *engine) fire(tm timer, now time.Time) error {
 	if l.out.state == "" {
 		l.out.state = StateDone
 	}
+	e.over(l)
 	return nil
+}
+
+// over is called once l is done: the calendar may forget it, and its
+// open segments (none now) their room.
+func (e *engine) over(l *lease) {
+	l.open = nil
+	if e.forget {
+		// Only a lease the calendar has finished is forgotten: one the
+		// engine stopped that the calendar still holds (none expected)
+		// is kept.
+		_ = e.cal.Forget(l.tr.ID)
+	}
 }
 
 func (e *engine) apply(a calendar.Action) {
@@ -420,7 +455,7 @@ func (e *engine) apply(a calendar.Action) {
 	if l == nil || l.done {
 		return
 	}
-	l.out.note(a)
+	l.out.note(a, e.hostIdx)
 	switch a.Kind {
 	case calendar.ActStart, calendar.ActResume:
 		if !l.started {
@@ -428,9 +463,19 @@ func (e *engine) apply(a calendar.Action) {
 			l.rec.Start = offset(a.At)
 		}
 		l.runFrom = a.At
-		l.open = slices.Grow(l.open, len(a.Hosts))
+		runs := 0
+		for i, h := range a.Hosts {
+			if i == 0 || h != a.Hosts[i-1] {
+				runs++
+			}
+		}
+		l.open = slices.Grow(l.open, runs)
 		for _, h := range a.Hosts {
-			l.open = append(l.open, openSeg{host: h, start: a.At})
+			if n := len(l.open); n > 0 && l.open[n-1].host == h && l.open[n-1].start.Equal(a.At) {
+				l.open[n-1].n++ // members on one host come together
+				continue
+			}
+			l.open = append(l.open, openSeg{host: h, start: a.At, n: 1})
 		}
 		l.gen++
 		// The calendar reserves the requested time; the lease may need less.
@@ -463,6 +508,7 @@ func (e *engine) apply(a calendar.Action) {
 		l.gen++
 		l.out.state, l.out.reason = StateDone, a.Reason
 		l.out.seen = nil
+		e.over(l)
 	}
 }
 
@@ -482,7 +528,11 @@ func (e *engine) close(l *lease, t time.Time) time.Duration {
 		l.rec.Segments = make([]metrics.Segment, 0, len(l.open))
 	}
 	for _, s := range l.open {
-		l.rec.Segments = append(l.rec.Segments, metrics.Segment{Host: s.host, Start: offset(s.start), End: offset(t)})
+		seg := metrics.Segment{Host: s.host, Start: offset(s.start), End: offset(t)}
+		if s.n > 1 {
+			seg.VMs = s.n
+		}
+		l.rec.Segments = append(l.rec.Segments, seg)
 	}
 	ran := time.Duration(0)
 	if len(l.open) > 0 {
@@ -505,17 +555,47 @@ func (e *engine) moved(tm timer, now time.Time) error {
 	default:
 		l.rec.Migrations++
 		l.rec.MigrationTime += now.Sub(tm.since)
-		l.out.addHosts(tm.to)
-		if !l.done && tm.member < len(l.open) {
-			s := l.open[tm.member]
+		l.out.addHosts(e.hostIdx, tm.to)
+		if k := l.memberRun(tm.member); !l.done && k >= 0 {
+			s := l.open[k]
 			l.rec.Segments = append(l.rec.Segments, metrics.Segment{Host: s.host, Start: offset(s.start), End: offset(now)})
-			l.open[tm.member] = openSeg{host: tm.to, start: now}
+			l.open[k] = openSeg{host: tm.to, start: now, n: 1}
 		}
 	}
 	for _, a := range acts {
 		e.apply(a)
 	}
 	return nil
+}
+
+// memberRun splits l's open runs so that member is a run of its own, and
+// returns its index (-1: it has no open segment).
+func (l *lease) memberRun(member int) int {
+	first := 0
+	for k, r := range l.open {
+		if member >= first+r.n {
+			first += r.n
+			continue
+		}
+		if member < 0 {
+			return -1
+		}
+		off := member - first
+		parts := make([]openSeg, 0, 3)
+		if off > 0 {
+			parts = append(parts, openSeg{host: r.host, start: r.start, n: off})
+		}
+		parts = append(parts, openSeg{host: r.host, start: r.start, n: 1})
+		if rest := r.n - off - 1; rest > 0 {
+			parts = append(parts, openSeg{host: r.host, start: r.start, n: rest})
+		}
+		l.open = slices.Replace(l.open, k, k+1, parts...)
+		if off > 0 {
+			return k + 1
+		}
+		return k
+	}
+	return -1
 }
 
 // injectNow calls the injection hook once and submits what it returns.

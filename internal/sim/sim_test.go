@@ -171,10 +171,43 @@ func BenchmarkKTHConservative(b *testing.B) {
 	benchKTH(b, func(cfg *Config) { cfg.Policy.Backfill = calendar.BackfillConservative })
 }
 
+// BenchmarkAtlas simulates the LLNL Atlas trace (43,778 jobs, 32,913 of
+// them leases of 1-CPU, 1 GiB VMs, 9.8 M VMs in all) on its full machine
+// of 1,152 hosts of 8 CPUs, given 8 GiB each (vgrid sim --hosts 1152
+// --host-cpus 8 --host-memory 8Gi), reading included.
+func BenchmarkAtlas(b *testing.B) {
+	benchTrace(b, "LLNL-Atlas-2006-2.1-cln.swf", func(cfg *Config) {
+		cfg.Hosts, cfg.HostCPUs, cfg.HostMemory = 1152, 8, 8*model.GiB
+	})
+}
+
+// BenchmarkAtlasConservative is BenchmarkAtlas with conservative
+// backfilling.
+func BenchmarkAtlasConservative(b *testing.B) {
+	benchTrace(b, "LLNL-Atlas-2006-2.1-cln.swf", func(cfg *Config) {
+		cfg.Hosts, cfg.HostCPUs, cfg.HostMemory = 1152, 8, 8*model.GiB
+		cfg.Policy.Backfill = calendar.BackfillConservative
+	})
+}
+
+// BenchmarkAtlasQuarter is BenchmarkAtlas on a quarter of the machine
+// (288 hosts): the queue grows long.
+func BenchmarkAtlasQuarter(b *testing.B) {
+	benchTrace(b, "LLNL-Atlas-2006-2.1-cln.swf", func(cfg *Config) {
+		cfg.Hosts, cfg.HostCPUs, cfg.HostMemory = 288, 8, 8*model.GiB
+	})
+}
+
 // benchKTH reads and simulates the KTH trace under the default
 // configuration as set changes it.
 func benchKTH(b *testing.B, set func(*Config)) {
-	path := filepath.Join(tracetest.Dir(b), "KTH-SP2-1996-2.swf")
+	benchTrace(b, "KTH-SP2-1996-2.swf", set)
+}
+
+// benchTrace reads and simulates the trace file under the default
+// configuration as set changes it.
+func benchTrace(b *testing.B, file string, set func(*Config)) {
+	path := filepath.Join(tracetest.Dir(b), file)
 	b.ReportAllocs()
 	for b.Loop() {
 		leases, _, err := trace.Open(path)

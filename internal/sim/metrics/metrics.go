@@ -10,11 +10,19 @@ import (
 	"vgrid/internal/model"
 )
 
-// Segment is one VM of a lease running on a host without interruption.
+// Segment is one VM of a lease running on a host without interruption,
+// or VMs of them that ran there over the same interval.
 type Segment struct {
 	Host       string
 	Start, End time.Duration
+	// VMs is how many of the lease's VMs the segment stands for; 0 and 1
+	// both mean one. (A lease of thousands of VMs, a few on each host,
+	// needs one segment per host, not one per VM.)
+	VMs int
 }
+
+// vms is how many VMs s stands for.
+func (s Segment) vms() int { return max(s.VMs, 1) }
 
 // Record is what happened to one lease in a run.
 type Record struct {
@@ -44,15 +52,17 @@ type Record struct {
 	// to End without interruption; used when Segments is empty.
 	Hosts []string
 	// Segments lists every uninterrupted run of every VM (one per VM per
-	// run between preemptions). When set, it is authoritative for
+	// run between preemptions; VMs on one host over the same interval
+	// may share one, Segment.VMs). When set, it is authoritative for
 	// utilization and for the Gantt chart. Leases that were suspended and
 	// resumed should carry it; without it they count as running from Start
 	// to End.
 	Segments []Segment
 }
 
-// Runs returns the record's run intervals: its Segments, or one segment
-// per VM from Start to End (on Hosts[i], "" when unknown). It returns nil
+// Runs returns the record's run intervals: its Segments, one per VM (a
+// segment of several VMs given as many times), or one segment per VM
+// from Start to End (on Hosts[i], "" when unknown). It returns nil
 // for rejected records and records without a positive run.
 func (r Record) Runs() []Segment {
 	if r.Rejected {
@@ -62,7 +72,11 @@ func (r Record) Runs() []Segment {
 		out := make([]Segment, 0, len(r.Segments))
 		for _, s := range r.Segments {
 			if s.End > s.Start {
-				out = append(out, s)
+				one := s
+				one.VMs = 0
+				for range s.vms() {
+					out = append(out, one)
+				}
 			}
 		}
 		if len(out) == 0 {
@@ -112,7 +126,11 @@ func (r Record) intervals(f func(start, end time.Duration, cores float64)) {
 	}
 	for _, s := range r.Segments {
 		if s.End > s.Start {
-			f(s.Start, s.End, cpus)
+			// Once per VM, as if each had its own segment (the same sums,
+			// in the same order).
+			for range s.vms() {
+				f(s.Start, s.End, cpus)
+			}
 		}
 	}
 }

@@ -44,9 +44,17 @@ func TestSummarize(t *testing.T) {
 			// Suspended for 100 s: it ran 200 s of its 300 s in the system.
 			name: "segments", capacity: 2,
 			records: []Record{{ID: "f", Kind: model.LeaseBestEffort, Submit: 0, Start: 0, End: 300 * s, Nodes: 1, CPUs: 1, Preemptions: 1,
-				Segments: []Segment{{"h1", 0, 100 * s}, {"h2", 200 * s, 300 * s}}}},
+				Segments: []Segment{{Host: "h1", Start: 0, End: 100 * s}, {Host: "h2", Start: 200 * s, End: 300 * s}}}},
 			want: Summary{Leases: 1, Completed: 1, Utilization: 200.0 / 600, SpanS: 300, MeanBoundedSlowdown: 1.5,
 				TotalCompletionS: 300, Preemptions: 1},
+		},
+		{
+			// Three VMs, two of them in one segment: as if each had its own.
+			name: "segment of several VMs", capacity: 4,
+			records: []Record{{ID: "g", Kind: model.LeaseBestEffort, Submit: 0, Start: 0, End: 100 * s, Nodes: 3, CPUs: 1,
+				Segments: []Segment{{Host: "h1", Start: 0, End: 100 * s, VMs: 2}, {Host: "h2", Start: 0, End: 100 * s}}}},
+			want: Summary{Leases: 1, Completed: 1, Utilization: 300.0 / 400, SpanS: 100, MeanBoundedSlowdown: 1,
+				TotalCompletionS: 100},
 		},
 		{
 			name: "real run time and late first submission", capacity: 1,
@@ -110,9 +118,11 @@ func TestRuns(t *testing.T) {
 		r    Record
 		want []Segment
 	}{
-		{name: "hosts", r: Record{Start: 1, End: 5, Nodes: 2, Hosts: []string{"a", "b"}}, want: []Segment{{"a", 1, 5}, {"b", 1, 5}}},
-		{name: "no hosts", r: Record{Start: 1, End: 5, Nodes: 2}, want: []Segment{{"", 1, 5}, {"", 1, 5}}},
-		{name: "segments win, empty ones dropped", r: Record{Start: 1, End: 5, Nodes: 1, Hosts: []string{"a"}, Segments: []Segment{{"x", 1, 2}, {"y", 3, 3}}}, want: []Segment{{"x", 1, 2}}},
+		{name: "hosts", r: Record{Start: 1, End: 5, Nodes: 2, Hosts: []string{"a", "b"}}, want: []Segment{{Host: "a", Start: 1, End: 5}, {Host: "b", Start: 1, End: 5}}},
+		{name: "no hosts", r: Record{Start: 1, End: 5, Nodes: 2}, want: []Segment{{Host: "", Start: 1, End: 5}, {Host: "", Start: 1, End: 5}}},
+		{name: "segments win, empty ones dropped", r: Record{Start: 1, End: 5, Nodes: 1, Hosts: []string{"a"}, Segments: []Segment{{Host: "x", Start: 1, End: 2}, {Host: "y", Start: 3, End: 3}}}, want: []Segment{{Host: "x", Start: 1, End: 2}}},
+		{name: "a segment of several VMs is one per VM", r: Record{Start: 1, End: 5, Nodes: 3, Segments: []Segment{{Host: "x", Start: 1, End: 5, VMs: 2}, {Host: "y", Start: 1, End: 5, VMs: 1}}},
+			want: []Segment{{Host: "x", Start: 1, End: 5}, {Host: "x", Start: 1, End: 5}, {Host: "y", Start: 1, End: 5}}},
 		{name: "rejected", r: Record{Start: 1, End: 5, Nodes: 1, Rejected: true}, want: nil},
 		{name: "never ran", r: Record{Nodes: 1}, want: nil},
 	}
@@ -157,7 +167,7 @@ func TestSeries(t *testing.T) {
 // series is the summary's utilization, whatever the step.
 func TestSeriesMatchesSummary(t *testing.T) {
 	recs := append(mixed(), Record{Kind: model.LeaseBestEffort, Submit: 3 * s, Start: 7 * s, End: 190 * s, Nodes: 1, CPUs: 0.5,
-		Segments: []Segment{{"h", 7 * s, 20 * s}, {"h", 150 * s, 190 * s}}})
+		Segments: []Segment{{Host: "h", Start: 7 * s, End: 20 * s}, {Host: "h", Start: 150 * s, End: 190 * s}}})
 	sum := Summarize(recs, 4)
 	for _, step := range []time.Duration{time.Millisecond, s, 7 * s, 33 * s, 199 * s, 1000 * s} {
 		ser := Series(recs, 4, step)
