@@ -417,11 +417,16 @@ func (e *engine) fire(tm timer, now time.Time) error {
 		return nil
 	}
 	acts, err := e.cal.Finish(l.tr.ID, now)
-	if err != nil && !errors.Is(err, calendar.ErrFinished) {
-		return fmt.Errorf("finish %s: %w", l.tr.ID, err)
-	}
 	for _, a := range acts {
 		e.apply(a)
+	}
+	if err != nil && !errors.Is(err, calendar.ErrFinished) {
+		if v, ok := e.cal.Get(l.tr.ID); ok && errors.Is(err, calendar.ErrInvalid) && tm.gen != l.gen && v.State != calendar.StateRunning {
+			// The calendar suspended or requeued it at this very
+			// instant (its actions above): it goes on from there.
+			return nil
+		}
+		return fmt.Errorf("finish %s: %w", l.tr.ID, err)
 	}
 	// The calendar may not echo an end for a lease finished early.
 	if !l.done {

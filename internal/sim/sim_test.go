@@ -314,3 +314,29 @@ func TestShutdownTime(t *testing.T) {
 		t.Errorf("utilization %v, want 1 (the host is held all the time)", u)
 	}
 }
+
+// TestEndAsSuspended: a best-effort lease started in a gap whose real
+// work ends at the very instant of its planned suspension (be2: in the
+// gap on h2 from 2s to 30m, its work 29m58s) is not an error: the
+// calendar suspends it at that instant, and it ends once resumed.
+func TestEndAsSuspended(t *testing.T) {
+	m := time.Minute
+	leases := []trace.Lease{
+		{ID: "be0", Kind: model.LeaseBestEffort, Duration: 30 * m, Nodes: 1, CPUs: 1, MemoryMiB: 512, Preemptible: true},
+		{ID: "big", Kind: model.LeaseBestEffort, Submit: time.Second, Duration: time.Hour, Nodes: 2, CPUs: 1, MemoryMiB: 512, Preemptible: true},
+		{ID: "be2", Kind: model.LeaseBestEffort, Submit: 2 * time.Second, Duration: time.Hour, RealDuration: 30*m - 2*time.Second, Nodes: 1, CPUs: 1, MemoryMiB: 512, Preemptible: true},
+	}
+	cfg := Config{Hosts: 2, HostCPUs: 1, HostMemory: model.GiB, Policy: calendar.DefaultPolicy()}
+	res, err := Run(leases, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Leases {
+		if r.State != StateDone {
+			t.Errorf("%s: %s (%s), want done", r.ID, r.State, r.Reason)
+		}
+		if r.ID == "be2" && (r.Suspensions != 1 || r.End == nil || *r.End != 90*m) {
+			t.Errorf("be2: %d suspensions, end %v; want suspended at 30m, ended at 1h30m once resumed", r.Suspensions, dur(r.End))
+		}
+	}
+}
