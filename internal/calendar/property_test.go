@@ -107,8 +107,9 @@ func (c *Calendar) checkInvariants() error {
 	if n != c.queued {
 		return fmt.Errorf("queued count %d, want %d", c.queued, n)
 	}
-	// Projects: quota tables are the sum of their leases' holds, running
-	// cores the sum of the leases counted.
+	// Projects: quota tables are the sum of their leases' holds and
+	// booked resumes (which hold their slots like any hold: addBooked),
+	// running cores the sum of the leases counted.
 	for name, p := range c.projects {
 		var ref timeline
 		var milli int64
@@ -118,6 +119,9 @@ func (c *Calendar) checkInvariants() error {
 			}
 			if l.held && p.quota != nil {
 				ref.add(l.holdFrom, l.to, l.qvec())
+			}
+			if b := l.next; b != nil && p.quota != nil && b.to > b.from {
+				ref.add(b.from, b.to, l.qvec())
 			}
 			if l.holding {
 				milli += l.total[dCPU]
