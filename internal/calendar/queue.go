@@ -199,9 +199,12 @@ func (c *Calendar) pass(t int64) {
 		}
 		l.memoEpoch, l.memoPass, l.memoK = c.epoch, c.passNo, k
 		if c.linkMiss {
-			// The link frees up with time, not releases: try it again.
+			// The link frees up with time, not releases: try it again,
+			// and have the next pass look at it itself (behind the
+			// reservations, the pass's bulk memo would speak for it).
 			l.memoPass = 0
 			c.linkMiss = false
+			c.fresh(l)
 		}
 		if bf == BackfillNone {
 			blocked = true
