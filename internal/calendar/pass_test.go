@@ -1,6 +1,7 @@
 package calendar
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -118,6 +119,55 @@ func TestLinkMissBehindReservation(t *testing.T) {
 		}
 		if err := c.checkInvariants(); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestMixedMembersRetried: a lease of mixed members that did not fit is
+// tried again though nothing was released, with or without the pass's
+// shortcuts: its members are placed greedily, group by group (most cores
+// first), so slots taken can let it fit. h1 and h2 have 4 cores and
+// 16Gi, h3 4 cores and 8Gi; im1 holds h1's cores. m1's 4-core member
+// goes first fit to h2, where its 12Gi one then has no room, nor on h3:
+// it waits. im2 (1 core) then takes h2: the 4-core member goes to h3,
+// the 12Gi one to h2, and m1 starts at once (at the next pass, which
+// be1's arrival brings).
+func TestMixedMembersRetried(t *testing.T) {
+	for _, noMemo := range []bool{false, true} {
+		pol := DefaultPolicy()
+		pol.Gaps = false
+		c, err := New([]Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 4000, Memory: 16 * model.GiB}},
+			{Name: "h2", Capacity: model.Resources{MilliCPU: 4000, Memory: 16 * model.GiB}},
+			{Name: "h3", Capacity: model.Resources{MilliCPU: 4000, Memory: 8 * model.GiB}}}, pol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.noMemo = noMemo
+		for _, l := range []Lease{
+			{ID: "im1", Project: "a", Kind: Immediate, Duration: 5 * time.Hour, Members: []Request{member(4, model.GiB)}},
+			{ID: "m1", Project: "a", Kind: BestEffort, Duration: time.Hour,
+				Members: []Request{member(1, 12*model.GiB), member(4, model.GiB)}},
+		} {
+			if _, err := c.Submit(l, epoch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Advance(epoch)
+		if v, _ := c.Get("m1"); v.State != StateQueued {
+			t.Fatalf("noMemo %v: m1 %s on %v, want it to wait", noMemo, v.State, v.Hosts)
+		}
+		at := epoch.Add(10 * time.Minute)
+		for _, l := range []Lease{
+			{ID: "im2", Project: "a", Kind: Immediate, Duration: time.Hour, Members: []Request{member(1, model.GiB)}},
+			{ID: "be1", Project: "a", Kind: BestEffort, Duration: time.Hour, Members: []Request{member(4, 16*model.GiB)}},
+		} {
+			if _, err := c.Submit(l, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Advance(at)
+		if v, _ := c.Get("m1"); v.State != StateRunning || !v.Start.Equal(at) || strings.Join(v.Hosts, ",") != "h2,h3" {
+			t.Errorf("noMemo %v: m1 %s from %s on %v, want running from 00:10 on h2,h3", noMemo, v.State, rel(v.Start), v.Hosts)
 		}
 	}
 }
