@@ -1,6 +1,7 @@
 package calendar
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 	"time"
@@ -50,5 +51,52 @@ func TestBookedResumeRestored(t *testing.T) {
 	v, _ := r.Get("dl1")
 	if v.State != StateDone || v.End.After(dl.Deadline) {
 		t.Fatalf("dl1 %+v: want done by %s", v, dl.Deadline)
+	}
+}
+
+// TestBookedResumeQuota: a booked resume counts against its project's
+// concurrent quota as a hold does (the invariants' quota tables count it
+// too), in the calendar and in one restored from its snapshot: a lease of
+// the same project that would overlap it beyond the quota is refused.
+func TestBookedResumeQuota(t *testing.T) {
+	hosts := []Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 4000, Memory: 8 * model.GiB},
+		SuspendRate: int64(model.GiB), ResumeRate: int64(model.GiB)},
+		{Name: "h2", Capacity: model.Resources{MilliCPU: 4000, Memory: 8 * model.GiB}}}
+	pol := DefaultPolicy()
+	pol.Quotas = map[string]Quota{"a": {MilliCPU: 4000}}
+	c, err := New(hosts, pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	dl := Lease{ID: "dl1", Project: "a", Kind: Deadline, Deadline: t0.Add(5 * time.Hour), Duration: 2 * time.Hour,
+		Members: []Request{member(4, 4*model.GiB)}}
+	if _, err := c.Submit(dl, t0); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(t0)
+	// ar1 wants both hosts whole: dl1 is suspended, its resume booked
+	// after ar1 on h1.
+	ar := Lease{ID: "ar1", Project: "b", Kind: Reservation, Start: t0.Add(time.Hour), Duration: 30 * time.Minute,
+		Members: []Request{member(4, 4*model.GiB), member(4, 4*model.GiB)}}
+	if adm, err := c.Submit(ar, t0.Add(10*time.Minute)); err != nil || len(adm.Resumes) != 1 {
+		t.Fatalf("admission %+v, %v: want dl1's resume booked", adm, err)
+	}
+	rec, _ := c.Record("dl1")
+	if rec.Next == nil {
+		t.Fatal("dl1: no booked resume")
+	}
+	for _, cal := range []*Calendar{c, restoreCheck(t, c, 0, 0)} {
+		if err := cal.checkInvariants(); err != nil {
+			t.Fatal(err)
+		}
+		// h2 is free during dl1's booked resume, but project a's quota
+		// is not.
+		ar2 := Lease{ID: "ar2", Project: "a", Kind: Reservation, Start: rec.Next.From.Add(time.Minute), Duration: 10 * time.Minute,
+			Members: []Request{member(1, model.GiB)}}
+		var r *Refusal
+		if _, err := cal.Submit(ar2, t0.Add(20*time.Minute)); !errors.As(err, &r) || r.Reason != ReasonQuota {
+			t.Fatalf("ar2 over dl1's booked resume: %v, want a quota refusal", err)
+		}
 	}
 }

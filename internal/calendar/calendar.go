@@ -415,6 +415,13 @@ func (c *Calendar) mayFit(l *lease, t int64, same int, memoEpoch uint64, memoK i
 	if memoEpoch <= c.relMin || memoK > len(c.lastTents) {
 		return true
 	}
+	if len(l.groups) > 1 {
+		// Mixed members are placed greedily, group by group, on hosts
+		// ranked as they are now: slots taken elsewhere, or a hold
+		// beginning, can change the order and let a placement that
+		// failed succeed, with nothing released.
+		return true
+	}
 	single := len(l.Members) == 1 && l.savedOn == nil
 	var pre int64
 	if single {

@@ -275,19 +275,7 @@ func (c *Calendar) handle(e event, at int64) {
 			c.enqueue(l)
 		}
 	case evRequeue:
-		c.emit(at, ActRequeue, l, l.cause)
-		c.endHold(l, at)
-		if l.started {
-			l.requeues++
-		}
-		l.remaining = l.run
-		l.usedAdj = 0
-		l.savedOn = nil
-		l.preVer = 0
-		l.st = StateQueued
-		l.reason = l.cause
-		c.unhold(l)
-		c.enqueue(l)
+		c.requeue(l, at)
 	case evStop:
 		l.stopped = true
 		c.emit(at, ActEnd, l, l.cause)
@@ -311,6 +299,24 @@ func (c *Calendar) handle(e event, at int64) {
 	if e.kind == evRelease || e.kind == evRequeue || e.kind == evEnd || e.kind == evHandover {
 		c.needPass = true
 	}
+}
+
+// requeue stops l's hold at at, for l.cause, and puts l back in the
+// queue: it starts again from scratch.
+func (c *Calendar) requeue(l *lease, at int64) {
+	c.emit(at, ActRequeue, l, l.cause)
+	c.endHold(l, at)
+	if l.started {
+		l.requeues++
+	}
+	l.remaining = l.run
+	l.usedAdj = 0
+	l.savedOn = nil
+	l.preVer = 0
+	l.st = StateQueued
+	l.reason = l.cause
+	c.unhold(l)
+	c.enqueue(l)
 }
 
 // unholdKeep ends a hold but keeps the placement for views.

@@ -186,6 +186,11 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 				// restart that preempted others is not done yet).
 				if placed, ok := c.placeAt(l, t, end+c.shutdown(), true); ok {
 					l.st = StateScheduled
+					// What it is owed is the rest of its window, so
+					// that its run still ends at end: Extend and
+					// Resize take the end of a run to be its start
+					// plus what it is owed.
+					l.remaining = end - (t + pre)
 					c.commit(l, placed, t, t+pre, end, pre, boot, false)
 					l.reason = why + "; restarted on " + strings.Join(names(placed), ",") + " for the rest of its window"
 					break

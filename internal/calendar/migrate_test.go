@@ -342,3 +342,38 @@ func TestResizeAccounting(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestInTheWayFromAfterMove: a resize refused for a lease that was moved
+// to the host names when that lease came to the host (the move), not when
+// its hold began, and a calendar restored from its snapshot says the
+// same: its allocations begin with their hold, its chart does not.
+func TestInTheWayFromAfterMove(t *testing.T) {
+	hosts := []Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 8000, Memory: 16 * model.GiB}},
+		{Name: "h2", Capacity: model.Resources{MilliCPU: 8000, Memory: 16 * model.GiB}}}
+	c, err := New(hosts, DefaultPolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []Lease{
+		{ID: "be1", Project: "a", Kind: BestEffort, Duration: 5 * time.Hour, Members: []Request{member(6, model.GiB)}},
+		{ID: "be2", Project: "a", Kind: BestEffort, Duration: 5 * time.Hour, Members: []Request{member(4, model.GiB)}},
+	} {
+		if _, err := c.Submit(l, epoch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Advance(epoch)
+	two := model.Resources{MilliCPU: 2000, Memory: model.GiB}
+	if _, err := c.Move("be1", 0, "h2", &two, epoch.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	at := epoch.Add(2 * time.Hour)
+	c.Advance(at)
+	for i, cal := range []*Calendar{c, restoreCheck(t, c, 0, 0)} {
+		_, err := cal.Resize("be2", 0, model.Resources{MilliCPU: 8000, Memory: model.GiB}, at)
+		var r *Refusal
+		if !errors.As(err, &r) || r.Host != "h2" || r.InTheWay != "be1" || !r.InTheWayFrom.Equal(epoch.Add(time.Hour)) {
+			t.Fatalf("calendar %d: resize of be2: %v (%+v), want be1 in the way on h2 from 01:00", i, err, r)
+		}
+	}
+}

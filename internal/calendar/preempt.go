@@ -308,8 +308,17 @@ func (c *Calendar) displace(x victim, cause string) {
 		}
 		v.fate = fateSuspend
 	default:
+		begun := v.started || v.staged && !v.stagedOutside()
 		c.cut(v, x.rel)
 		v.fate = fateRequeue
+		if v.to == v.holdFrom && begun {
+			// Started (or staging within its hold) at this very
+			// instant: requeued at once, as one that ran, since the
+			// caller has its start and its project counts it running.
+			v.cause = cause
+			c.requeue(v, x.at)
+			return
+		}
 		if v.to == v.holdFrom {
 			// It had not begun: just back to the queue.
 			c.unhold(v)

@@ -235,10 +235,15 @@ func (c *Calendar) pass(t int64) {
 			}
 		}
 		l.memoEpoch, l.memoPass, l.memoK = c.epoch, c.passNo, k
-		if c.linkMiss {
-			// The link frees up with time, not releases: try it again.
+		if c.linkMiss || len(l.groups) > 1 {
+			// The link frees up with time, not releases, and mixed
+			// members may fit with nothing released (mayFit): try it
+			// again, and have the next pass look at it itself (behind
+			// the reservations, the pass's bulk memo would speak for
+			// it).
 			l.memoPass = 0
 			c.linkMiss = false
+			c.fresh(l)
 		}
 		if bf == BackfillNone {
 			blocked = true

@@ -156,3 +156,39 @@ func TestRequeueWhileBooting(t *testing.T) {
 		t.Fatalf("restore: %v", err)
 	}
 }
+
+// TestRequeueAtStart: a best-effort lease requeued at the instant it
+// started (requeue-at-start.txt) no longer counts in its project's
+// running cores (fair share), in the calendar as in one restored from its
+// snapshot, which counts only the leases that hold slots.
+func TestRequeueAtStart(t *testing.T) {
+	c, err := New([]Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 4000, Memory: 8 * model.GiB}}}, DefaultPolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Submit(Lease{ID: "be1", Project: "a", Kind: BestEffort, Duration: 2 * time.Hour, Preempt: PreemptRequeue,
+		Members: []Request{member(4, 2*model.GiB)}}, epoch); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(epoch)
+	if _, err := c.Submit(Lease{ID: "ar1", Project: "b", Kind: Reservation, Start: epoch, Duration: time.Hour,
+		Members: []Request{member(4, 2*model.GiB)}}, epoch); err != nil {
+		t.Fatal(err)
+	}
+	var acts []string
+	for _, a := range c.Advance(epoch) {
+		acts = append(acts, string(a.Kind)+" "+a.Lease)
+	}
+	if got := strings.Join(acts, ", "); got != "requeue be1, start ar1" {
+		t.Fatalf("actions %s, want be1's requeue and ar1's start", got)
+	}
+	r := restoreCheck(t, c, 0, 0)
+	for i, cal := range []*Calendar{c, r} {
+		if p := cal.projects["a"]; p.runMilli != 0 {
+			t.Errorf("calendar %d: project a runs %d millicores, want 0", i, p.runMilli)
+		}
+		if rec, _ := cal.Record("be1"); rec.State != StateQueued || rec.Requeues != 1 {
+			t.Errorf("calendar %d: be1 %s requeued %d times, want queued, once", i, rec.State, rec.Requeues)
+		}
+	}
+}

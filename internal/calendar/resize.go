@@ -126,8 +126,8 @@ func (c *Calendar) resizeRefusal(l *lease, member int, res model.Resources, t in
 		r.Resource, r.Requested, r.Free = shortDim(oldV.add(h.cap.sub(h.tl.max(w0, l.to))), only)
 		c.noteHost(r, h)
 		r.Blocking = holders(h, l, x, l.to)
-		if b := inTheWay(h, l, x); b != nil {
-			r.InTheWay, r.InTheWayKind, r.InTheWayFrom = b.l.ID, b.l.Kind, tm(b.from)
+		if b, from := inTheWay(h, l, x); b != nil {
+			r.InTheWay, r.InTheWayKind, r.InTheWayFrom = b.l.ID, b.l.Kind, tm(from)
 		}
 		r.MaxNow = c.maxNow(l, member, w0, t)
 		return r
@@ -140,24 +140,49 @@ func (c *Calendar) resizeRefusal(l *lease, member int, res model.Resources, t in
 }
 
 // inTheWay is the hold on h, not l's, that makes it too full at x: a
-// reservation's if one holds h then, else the one that began last.
-func inTheWay(h *host, l *lease, x int64) *alloc {
+// reservation's if one holds h then, else the one that began last. It
+// returns the hold's allocation and when the lease's hold of h began
+// (heldSince).
+func inTheWay(h *host, l *lease, x int64) (*alloc, int64) {
 	var best *alloc
-	rank := func(a *alloc) bool {
-		if (a.l.Kind == Reservation) != (best.l.Kind == Reservation) {
-			return a.l.Kind == Reservation
-		}
-		if a.from != best.from {
-			return a.from > best.from
-		}
-		return a.l.ID < best.l.ID
-	}
+	var bestFrom int64
 	for _, a := range h.allocs {
-		if a.l != l && a.from <= x && x < a.to && (best == nil || rank(a)) {
-			best = a
+		if a.l == l || a.from > x || x >= a.to {
+			continue
+		}
+		from := heldSince(a)
+		if best == nil || (a.l.Kind == Reservation) != (best.l.Kind == Reservation) && a.l.Kind == Reservation ||
+			(a.l.Kind == Reservation) == (best.l.Kind == Reservation) && (from > bestFrom || from == bestFrom && a.l.ID < best.l.ID) {
+			best, bestFrom = a, from
 		}
 	}
-	return best
+	return best, bestFrom
+}
+
+// heldSince is when a's lease began to hold a's host without a break:
+// the start of a's chart segment, or of the segments it continues on the
+// same host (a resize splits a hold's segment, a move ends it on one
+// host and begins one on another). The chart, unlike the allocation,
+// is what a restored calendar has too: a restored allocation begins
+// with its hold, even where its lease came to the host later (moved).
+func heldSince(a *alloc) int64 {
+	l := a.l
+	i := slices.Index(l.allocs, a)
+	k := len(l.segs) - len(l.allocs)
+	if i < 0 || k < 0 || l.segs[k+i].h != a.h {
+		return a.from // a booked resume's: no segment yet
+	}
+	j := k + i
+	for l.segs[j].cont {
+		p := j - 1
+		for ; p >= 0 && !(l.segs[p].h == a.h && l.segs[p].to == l.segs[j].from); p-- {
+		}
+		if p < 0 {
+			break
+		}
+		j = p
+	}
+	return l.segs[j].from
 }
 
 // growthRefusal says why l may not grow by delta from w0 (held) or when
