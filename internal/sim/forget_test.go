@@ -16,10 +16,10 @@ import (
 // TestForgetChangesNothing: on grids of more than 16 hosts the engine
 // has the calendar forget each lease once it is over; random workloads
 // (best-effort leases ending early or withdrawn, reservations, deadline
-// leases, live migration) give the same records and lease results as
-// when the calendar keeps them.
+// leases, live migration, shut-down times) give the same records and lease
+// results as when the calendar keeps them.
 func TestForgetChangesNothing(t *testing.T) {
-	for seed := int64(1); seed <= 4; seed++ {
+	for seed := int64(1); seed <= 5; seed++ {
 		rng := rand.New(rand.NewSource(seed))
 		var leases []trace.Lease
 		var at time.Duration
@@ -43,6 +43,11 @@ func TestForgetChangesNothing(t *testing.T) {
 		cfg.Policy.Migrate = seed%2 == 0
 		if seed%3 == 0 {
 			cfg.Policy.Backfill = calendar.BackfillConservative
+		}
+		if seed >= 4 {
+			// Leases over while their guests shut down are forgotten
+			// once the calendar lets them go.
+			cfg.Policy.ShutdownTime = time.Duration(seed-3) * 2 * time.Minute
 		}
 		forgot, err := Run(leases, cfg)
 		if err != nil {

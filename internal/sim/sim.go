@@ -228,6 +228,7 @@ type engine struct {
 	members  []calendar.Request // submit's buffer
 	hostIdx  map[string]int     // the grid's hosts by name: their numbers
 	forget   bool               // Calendar.Forget each lease once it is over
+	late     []string           // leases over whose hold ends after a shutdown
 	ctx      context.Context
 	progress func(Progress)
 	// shutdown is the calendar's Policy.ShutdownTime: a lease's guests
@@ -324,7 +325,23 @@ func (e *engine) loop() error {
 		for _, a := range e.cal.Advance(t) {
 			e.apply(a)
 		}
+		e.forgetLate()
 	}
+}
+
+// forgetLate forgets the leases that were over while their guests still
+// shut down (Policy.ShutdownTime), once the calendar has let them go.
+func (e *engine) forgetLate() {
+	if len(e.late) == 0 {
+		return
+	}
+	keep := e.late[:0]
+	for _, id := range e.late {
+		if err := e.cal.Forget(id); errors.Is(err, calendar.ErrInvalid) {
+			keep = append(keep, id)
+		}
+	}
+	e.late = keep
 }
 
 // reached is the virtual time the run has reached: the calendar's
@@ -447,10 +464,12 @@ func (e *engine) fire(tm timer, now time.Time) error {
 func (e *engine) over(l *lease) {
 	l.open = nil
 	if e.forget {
-		// Only a lease the calendar has finished is forgotten: one the
-		// engine stopped that the calendar still holds (none expected)
-		// is kept.
-		_ = e.cal.Forget(l.tr.ID)
+		// Only a lease the calendar has finished is forgotten: one whose
+		// guests still shut down is forgotten once the calendar lets it
+		// go (forgetLate).
+		if err := e.cal.Forget(l.tr.ID); errors.Is(err, calendar.ErrInvalid) {
+			e.late = append(e.late, l.tr.ID) // its guests shut down: later
+		}
 	}
 }
 
