@@ -299,7 +299,7 @@ func (ctl *Controller) advanceCalendar(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return ctl.commitLocked(ctx, observeLag(ctl.now(), c.Advance(ctl.now())), nil)
+	return ctl.commitLocked(ctx, c.Advance(ctl.now()), nil)
 }
 
 // applyActions stores the calendar's decisions and carries out its actions

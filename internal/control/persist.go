@@ -235,6 +235,10 @@ func (ctl *Controller) commitLocked(ctx context.Context, acts []calendar.Action,
 	if c == nil {
 		return errors.New("no lease calendar")
 	}
+	// However they came due (the reconciler, a heartbeat, a report, a
+	// request that advanced the calendar), the actions carried out here
+	// are timed against when they were due.
+	observeLag(ctl.now(), acts)
 	recs, projs := c.Changes()
 	var base []store.Op
 	for _, r := range recs {

@@ -86,11 +86,12 @@ var (
 		Help:    "Time the lease calendar takes to place (or refuse) a submitted lease, by lease kind.",
 		Buckets: placementBuckets,
 	}, []string{"kind"})
-	// ReconcileLag is how late the reconciler carried out each of the
-	// calendar's actions after its due time, by action kind.
+	// ReconcileLag is how late each of the calendar's actions was carried
+	// out after its due time (by the reconciler, or by whichever heartbeat,
+	// report or request advanced the calendar first), by action kind.
 	ReconcileLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "vgrid_reconcile_lag_seconds",
-		Help:    "How late the reconciler carried out the lease calendar's actions after their due time, by action (start, end, suspend, resume, requeue, stage, migrate).",
+		Help:    "How late the lease calendar's actions were carried out after their due time, by action (start, end, suspend, resume, requeue, stage, migrate).",
 		Buckets: lagBuckets,
 	}, []string{"action"})
 	// Heartbeats counts the heartbeats received, by host.
