@@ -282,8 +282,12 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		}
 		return n
 	}
+	rec := single && c.recSweep
 	check := func(T int64, total int) bool {
 		if single {
+			if rec && (len(c.sweepRec) == 0 || c.sweepRec[len(c.sweepRec)-1].n != total) {
+				c.sweepRec = append(c.sweepRec, sweepStep{T, total})
+			}
 			return total >= need
 		}
 		_, ok := c.placeAt(l, T-pre, T+run, false)
