@@ -344,6 +344,12 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		}
 		s.cnt = count(s)
 		total += s.cnt
+		if single && total >= need {
+			// All fit at T0 on the hosts so far: the start is T0, and
+			// first fit takes no host after this one (the rest keep a
+			// count of zero, unread).
+			break
+		}
 		setNext(s)
 		if s.next != math.MaxInt64 {
 			q = append(q, sweepEnt{next: s.next, pos: h.pos, i: i})
