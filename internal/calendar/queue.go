@@ -73,6 +73,7 @@ func (c *Calendar) dequeue(l *lease) {
 	}
 	l.queued = false
 	l.planned = false
+	l.sweep = nil
 	c.queued--
 }
 
