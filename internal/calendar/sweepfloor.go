@@ -76,8 +76,9 @@ func (c *Calendar) sweepFloor(l *lease, prev uint64, T0, pre, run int64) (int64,
 }
 
 // keepSweep makes l's sweep memo from the sweep just made from floor (its
-// steps in c.sweepRec; found: the start it found) for a plan from T0: the
-// old memo's steps over [T0, floor), raised by rise, then the new ones.
+// steps in c.sweepRec, the last one at the start it found) for a plan from
+// T0: the old memo's steps over [T0, floor), raised by rise, then the new
+// ones.
 func (c *Calendar) keepSweep(l *lease, prev uint64, T0, floor int64, rise int, pre, run int64) {
 	rec := c.sweepRec
 	m := l.sweep
