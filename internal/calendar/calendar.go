@@ -104,6 +104,9 @@ type Calendar struct {
 	placeBuf []*host   // plan's placements (earliestOn, placeInto)
 	hvBuf    []hostVec // commit's members by host
 	sweepBuf []sweepHost
+	// sweepRec, when recSweep, receives the sweep's totals (sweepfloor.go).
+	sweepRec []sweepStep
+	recSweep bool
 	sweepQ   sweepHeap
 	orderBuf []*lease
 }
@@ -213,6 +216,7 @@ type lease struct {
 	planHosts   []*host
 	planEpoch   uint64
 	planCommits uint64
+	sweep       *sweepMemo // what its last plan's sweep saw (sweepfloor.go)
 	reason      string
 	savedOn     []*host // member -> host its suspended image is on
 	suspensions int

@@ -282,8 +282,12 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		}
 		return n
 	}
+	rec := single && c.recSweep
 	check := func(T int64, total int) bool {
 		if single {
+			if rec && (len(c.sweepRec) == 0 || c.sweepRec[len(c.sweepRec)-1].n != total) {
+				c.sweepRec = append(c.sweepRec, sweepStep{T, total})
+			}
 			return total >= need
 		}
 		_, ok := c.placeAt(l, T-pre, T+run, false)
@@ -340,6 +344,12 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		}
 		s.cnt = count(s)
 		total += s.cnt
+		if single && total >= need {
+			// All fit at T0 on the hosts so far: the start is T0, and
+			// first fit takes no host after this one (the rest keep a
+			// count of zero, unread).
+			break
+		}
 		setNext(s)
 		if s.next != math.MaxInt64 {
 			q = append(q, sweepEnt{next: s.next, pos: h.pos, i: i})

@@ -73,6 +73,7 @@ func (c *Calendar) dequeue(l *lease) {
 	}
 	l.queued = false
 	l.planned = false
+	l.sweep = nil
 	c.queued--
 }
 
@@ -336,7 +337,7 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 		// the first-fit placement off its counts rather than placing
 		// again.
 		T = last.T
-	} else if T1, h1, ok := c.earliestPlaced(l, t+pre, math.MaxInt64, pre, c.span(l.remaining)); ok {
+	} else if T1, h1, ok := c.sweepPlan(l, ver, t+pre, pre, c.span(l.remaining)); ok {
 		T, hosts = T1, h1
 	} else {
 		return tentRec{}, false
