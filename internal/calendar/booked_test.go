@@ -15,20 +15,7 @@ import (
 func TestBookedResumeRestored(t *testing.T) {
 	hosts := []Host{{Name: "h1", Capacity: model.Resources{MilliCPU: 4000, Memory: 8 * model.GiB},
 		SuspendRate: int64(model.GiB), ResumeRate: int64(model.GiB)}}
-	c, err := New(hosts, DefaultPolicy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-	dl := Lease{ID: "dl1", Project: "a", Kind: Deadline, Deadline: t0.Add(5 * time.Hour), Duration: 2 * time.Hour,
-		Members: []Request{member(4, 4*model.GiB)}}
-	if _, err := c.Submit(dl, t0); err != nil {
-		t.Fatal(err)
-	}
-	c.Advance(t0)
-	ar := Lease{ID: "ar1", Project: "b", Kind: Reservation, Start: t0.Add(time.Hour), Duration: 30 * time.Minute,
-		Members: []Request{member(4, 4*model.GiB)}}
-	adm, err := c.Submit(ar, t0.Add(10*time.Minute))
+	c, t0, dl, adm, err := suspendForReservation(t, hosts, DefaultPolicy(), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,22 +51,10 @@ func TestBookedResumeQuota(t *testing.T) {
 		{Name: "h2", Capacity: model.Resources{MilliCPU: 4000, Memory: 8 * model.GiB}}}
 	pol := DefaultPolicy()
 	pol.Quotas = map[string]Quota{"a": {MilliCPU: 4000}}
-	c, err := New(hosts, pol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-	dl := Lease{ID: "dl1", Project: "a", Kind: Deadline, Deadline: t0.Add(5 * time.Hour), Duration: 2 * time.Hour,
-		Members: []Request{member(4, 4*model.GiB)}}
-	if _, err := c.Submit(dl, t0); err != nil {
-		t.Fatal(err)
-	}
-	c.Advance(t0)
 	// ar1 wants both hosts whole: dl1 is suspended, its resume booked
 	// after ar1 on h1.
-	ar := Lease{ID: "ar1", Project: "b", Kind: Reservation, Start: t0.Add(time.Hour), Duration: 30 * time.Minute,
-		Members: []Request{member(4, 4*model.GiB), member(4, 4*model.GiB)}}
-	if adm, err := c.Submit(ar, t0.Add(10*time.Minute)); err != nil || len(adm.Resumes) != 1 {
+	c, t0, _, adm, err := suspendForReservation(t, hosts, pol, 2)
+	if err != nil || len(adm.Resumes) != 1 {
 		t.Fatalf("admission %+v, %v: want dl1's resume booked", adm, err)
 	}
 	rec, _ := c.Record("dl1")
@@ -99,4 +74,30 @@ func TestBookedResumeQuota(t *testing.T) {
 			t.Fatalf("ar2 over dl1's booked resume: %v, want a quota refusal", err)
 		}
 	}
+}
+
+// suspendForReservation makes a calendar of hosts under pol where the
+// deadline lease dl1 (2h of run by 5h, the whole of h1) runs from t0 and
+// the reservation ar1, asked at 10m for [1h, 1h30m) with members whole
+// hosts, needs its room: ar1's admission (dl1 suspended, its resume
+// booked) and its error are returned.
+func suspendForReservation(t *testing.T, hosts []Host, pol Policy, members int) (*Calendar, time.Time, Lease, Admission, error) {
+	t.Helper()
+	c, err := New(hosts, pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	dl := Lease{ID: "dl1", Project: "a", Kind: Deadline, Deadline: t0.Add(5 * time.Hour), Duration: 2 * time.Hour,
+		Members: []Request{member(4, 4*model.GiB)}}
+	if _, err := c.Submit(dl, t0); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(t0)
+	ar := Lease{ID: "ar1", Project: "b", Kind: Reservation, Start: t0.Add(time.Hour), Duration: 30 * time.Minute}
+	for range members {
+		ar.Members = append(ar.Members, member(4, 4*model.GiB))
+	}
+	adm, err := c.Submit(ar, t0.Add(10*time.Minute))
+	return c, t0, dl, adm, err
 }
