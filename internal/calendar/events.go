@@ -406,9 +406,7 @@ func (c *Calendar) Finish(id string, now time.Time) ([]Action, error) {
 	if c.shutdown() > 0 {
 		// The guests shut down from now; the hold ends after that
 		// (evEnd), with no end action: they stopped by themselves.
-		c.shorten(l, t)
-		l.fate, l.cause, l.stopped = fateEnd, "", true
-		c.schedule(l)
+		c.stopNow(l, t, "")
 		c.advance(t)
 		return c.take(), nil
 	}
@@ -447,10 +445,8 @@ func (c *Calendar) Cancel(id string, now time.Time) ([]Action, error) {
 	if l.held && l.started && c.shutdown() > 0 {
 		// Its guests are stopped now and shut down: the hold ends
 		// after that (evEnd), the lease cancelled.
-		c.shorten(l, t)
-		l.fate, l.cause, l.stopped = fateEnd, "cancelled", true
+		c.stopNow(l, t, "cancelled")
 		c.emit(t, ActEnd, l, "cancelled")
-		c.schedule(l)
 	} else if l.held {
 		begun := l.staged || l.started || l.holdFrom < t
 		c.cut(l, t)

@@ -40,7 +40,7 @@ func (c *Calendar) startInGap(l *lease, t int64) bool {
 		return false
 	}
 	if l.savedOn != nil && !anyCordoned(l.savedOn) {
-		if c.tryGap(l, l.savedOn, t, c.resumeInPlace(l), 0, true) {
+		if p := c.resumeInPlace(l); c.tryGap(l, l.savedOn, t, t+p, p, 0, true) {
 			return true
 		}
 		if c.pol.ResumeInPlace {
@@ -55,28 +55,26 @@ func (c *Calendar) startInGap(l *lease, t int64) bool {
 	}
 	if l.savedOn == nil && c.linkFor(l) {
 		// The image comes over the link: the hold begins when it is there.
+		// Its staging comes before the hold.
 		by, lp, r := c.linkReady(l, hosts, t)
-		if r != nil || !c.tryGap(l, hosts, by, boot, boot, false) {
+		if r != nil || !c.tryGap(l, hosts, by, by+boot, by+boot-lp.start, boot, false) {
 			c.linkMiss = true
 			return false
 		}
-		// Its staging comes before the hold (the segments begin at by).
-		l.pre = by + boot - lp.start
 		c.useLink(l, lp, by)
-		c.schedule(l)
 		return true
 	}
-	return c.tryGap(l, hosts, t, pre, boot, l.savedOn != nil)
+	return c.tryGap(l, hosts, t, t+pre, pre, boot, l.savedOn != nil)
 }
 
-// tryGap commits l on hosts from t until the room there ends, its run
-// [t+pre, end-suspend) followed by its suspension, if that run is at least
+// tryGap commits l on hosts from `from` until the room there ends, its run
+// [T, end-suspend) followed by its suspension, if that run is at least
 // the gap minimum. (If the whole run and its shutdown fit, it just runs.)
-func (c *Calendar) tryGap(l *lease, hosts []*host, t, pre, boot int64, resume bool) bool {
+func (c *Calendar) tryGap(l *lease, hosts []*host, from, T, pre, boot int64, resume bool) bool {
 	sus := c.suspendOn(l, hosts)
-	least := t + pre + c.gapMinRun() + sus
-	full := t + pre + c.span(l.remaining)
-	if !c.fitsOn(l, hosts, t, least) {
+	least := T + c.gapMinRun() + sus
+	full := T + c.span(l.remaining)
+	if !c.fitsOn(l, hosts, from, least) {
 		return false
 	}
 	end := full
@@ -86,10 +84,10 @@ func (c *Calendar) tryGap(l *lease, hosts []*host, t, pre, boot int64, resume bo
 		}
 	}
 	if end >= full {
-		c.commit(l, hosts, t, t+pre, t+pre+l.remaining, pre, boot, resume)
+		c.commit(l, hosts, from, T, T+l.remaining, pre, boot, resume)
 		return true // the whole run fits after all
 	}
-	c.commitHold(l, hosts, t, t+pre, end-sus, end, pre, boot, resume)
+	c.commitHold(l, hosts, from, T, end-sus, end, pre, boot, resume)
 	l.fate = fateSuspend
 	l.cause = c.gapCause(l, hosts, end)
 	c.schedule(l)

@@ -125,6 +125,25 @@ func (c *Calendar) linkReady(l *lease, hosts []*host, now int64) (by int64, p li
 	return by, p, r
 }
 
+// startOverLink commits a fresh start of l on hosts (placed from t) with
+// its guests booting as soon as the link brings its image (linkReady) and
+// its hold beginning then. It does nothing when a host's cache has no room
+// for the image (r) or the hosts lack room from when it is there (ok
+// false, by that time).
+func (c *Calendar) startOverLink(l *lease, hosts []*host, t, boot int64) (by int64, ok bool, r *Refusal) {
+	by, lp, r := c.linkReady(l, hosts, t)
+	if r != nil {
+		return by, false, r
+	}
+	T := by + boot
+	if by > t && !c.fitsOn(l, hosts, by, T+c.span(l.remaining)) {
+		return by, false, nil
+	}
+	c.commit(l, hosts, by, T, T+l.remaining, T-lp.start, boot, false)
+	c.useLink(l, lp, by)
+	return by, true, nil
+}
+
 // earliestOnLink is the earliest start s >= now of a transfer of length d
 // on the link, with extra booked too.
 func (c *Calendar) earliestOnLink(d, now int64, extra []*transfer) int64 {

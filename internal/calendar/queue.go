@@ -522,22 +522,11 @@ func (c *Calendar) startNow(l *lease, t int64) bool {
 		return c.startInGap(l, t)
 	}
 	if l.savedOn == nil && c.linkFor(l) {
-		by, lp, r := c.linkReady(l, hosts, t)
-		if r != nil {
-			c.linkMiss = true
-			return false
-		}
-		T := by + boot
-		if to := T + l.remaining; by == t || c.fitsOn(l, hosts, by, to+c.shutdown()) {
-			c.commit(l, hosts, by, T, to, T-lp.start, boot, false)
-			c.useLink(l, lp, by)
+		if _, ok, r := c.startOverLink(l, hosts, t, boot); ok || r == nil && c.startInGap(l, t) {
 			return true
 		}
-		if !c.startInGap(l, t) {
-			c.linkMiss = true
-			return false
-		}
-		return true
+		c.linkMiss = true
+		return false
 	}
 	c.commit(l, hosts, t, t+pre, to, pre, boot, l.savedOn != nil)
 	return true

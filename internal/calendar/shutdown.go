@@ -43,6 +43,15 @@ func (c *Calendar) shorten(l *lease, t int64) {
 	c.endRun(l, t)
 }
 
+// stopNow ends l's run at t, its guests stopped then (no end action
+// comes later: the caller emits one if it is due) and shutting down until
+// its hold ends, for cause.
+func (c *Calendar) stopNow(l *lease, t int64, cause string) {
+	c.shorten(l, t)
+	l.fate, l.cause, l.stopped = fateEnd, cause, true
+	c.schedule(l)
+}
+
 // endRun ends l's run at t within its hold, in the lease and in the
 // chart's record of the hold. A run that had not begun by t keeps none.
 func (c *Calendar) endRun(l *lease, t int64) {
