@@ -59,7 +59,13 @@ type Calendar struct {
 	tentVer   uint64
 	passNo    uint64
 	commits   uint64 // counts commits: a plan is reused only if none happened since
-	rev       uint64 // see Revision
+	// settled is the state the last pass left, when a pass again in the
+	// same state would change nothing (see pass).
+	settled passState
+	// stops are the leases whose holds end in a suspension or a requeue
+	// not begun, which may run on if the room comes back (runon.go).
+	stops []*lease
+	rev   uint64 // see Revision
 
 	// noMemo turns off the pass's shortcuts (for tests: the result must
 	// not change).
@@ -193,7 +199,9 @@ type lease struct {
 	allocs                       []*alloc
 	staged, started, suspendSent bool
 	stopped                      bool
-	holding                      bool // counted in its project's running cores
+	// inStops says it is in Calendar.stops (runon.go).
+	inStops bool
+	holding bool // counted in its project's running cores
 	// moves are the members moving to another host (migrate.go); the
 	// hold's allocs are then the ones desiredAllocs lists.
 	moves []*move
@@ -427,9 +435,14 @@ func (c *Calendar) mayFit(l *lease, t int64, same int, memoEpoch uint64, memoK i
 		return true
 	}
 	single := len(l.Members) == 1 && l.savedOn == nil
-	var pre int64
+	var end int64
 	if single {
-		pre = c.preFor(l)
+		end = t + c.preFor(l) + c.span(l.remaining)
+		if c.mayUseGaps(l) {
+			// A start in a gap needs room only for the least run
+			// (startInGap).
+			end = min(end, t+c.preFor(l)+c.gapMinRun())
+		}
 	}
 	check := func(h *host) bool {
 		if h == nil {
@@ -440,7 +453,7 @@ func (c *Calendar) mayFit(l *lease, t int64, same int, memoEpoch uint64, memoK i
 		}
 		for gi := range l.groups {
 			g := &l.groups[gi]
-			if matches(h, g.labels) && (!single || c.fitOn(h, g, t, t+pre+c.span(l.remaining), true, vec{}, 1) > 0) {
+			if matches(h, g.labels) && (!single || c.fitOn(h, g, t, end, true, vec{}, 1) > 0) {
 				return true
 			}
 		}

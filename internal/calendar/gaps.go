@@ -90,6 +90,7 @@ func (c *Calendar) tryGap(l *lease, hosts []*host, from, T, pre, boot int64, res
 	c.commitHold(l, hosts, from, T, end-sus, end, pre, boot, resume)
 	l.fate = fateSuspend
 	l.cause = c.gapCause(l, hosts, end)
+	c.noteStop(l)
 	c.schedule(l)
 	return true
 }

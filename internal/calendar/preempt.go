@@ -329,6 +329,7 @@ func (c *Calendar) displace(x victim, cause string) {
 		}
 	}
 	v.cause = cause
+	c.noteStop(v)
 	c.schedule(v)
 }
 

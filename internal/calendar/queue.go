@@ -114,6 +114,8 @@ type tentRec struct {
 	T     int64
 	hosts []*host
 	ver   uint64
+	// pre and run are the window the plan was made for: [T-pre, T+run).
+	pre, run int64
 	// runs are hosts as runs of one host (hostRuns), for a lease of
 	// identical members; nil: none made.
 	runs []hostRun
@@ -164,14 +166,27 @@ func hostRuns(hosts []*host) []hostRun {
 // when something was released.
 func (c *Calendar) pass(t int64) {
 	c.needPass = false
-	if c.queued == 0 {
-		c.lastTents = c.lastTents[:0]
-		c.bulk.ok = false
-		return
-	}
 	bf := c.pol.Backfill
 	if bf == "" {
 		bf = BackfillAggressive
+	}
+	if c.queued == 0 {
+		c.lastTents = c.lastTents[:0]
+		c.bulk.ok = false
+		if len(c.stops) > 0 {
+			c.runOnAll(bf, nil)
+		}
+		return
+	}
+	firstFit := c.pol.Placement == "" || c.pol.Placement == FirstFit
+	if c.pol.FairShare == nil && len(c.pol.Quotas) == 0 && !c.noMemo && firstFit && len(c.freshQ) == 0 && c.settled == c.passState(t) {
+		// A pass again at the same instant with nothing released,
+		// queued or committed since the last pass ended: that pass's
+		// starts took slots only, each past the backfill reservations
+		// made before it, so no lease before one of them can start now
+		// or earlier than planned, and first fit plans the same hosts
+		// (see plan). This one would find what that one did.
+		return
 	}
 	c.passNo++
 	commits0 := c.commits
@@ -289,13 +304,33 @@ func (c *Calendar) pass(t int64) {
 	for i := added - 1; i >= 0; i-- {
 		c.addTentative(tents[i], -1)
 	}
+	ranOn := false
+	if len(c.stops) > 0 {
+		ranOn = c.runOnAll(bf, tents)
+	}
 	c.lastTents = tents
+	c.settled = passState{}
+	if fast && firstFit && !ranOn {
+		// (A lease that ran on took slots after the plans were made.)
+		c.settled = c.passState(t)
+	}
 	if c.commits != commits0 {
 		// A lease that started can change the plans of those before it
 		// in the queue: pass again until nothing more starts, so that
 		// the result does not depend on when the next pass happens.
 		c.needPass = true
 	}
+}
+
+// passState is what a pass depends on that changes between passes: the
+// clock, releases (epoch), leases queued or renewed, commits.
+type passState struct {
+	t, epoch, enq, commits uint64
+	ok                     bool
+}
+
+func (c *Calendar) passState(t int64) passState {
+	return passState{t: uint64(t), epoch: c.epoch, enq: c.enqSeq, commits: c.commits, ok: true}
 }
 
 // plan finds the earliest start for a waiting lease, reusing the last
@@ -337,6 +372,13 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 		// the first-fit placement off its counts rather than placing
 		// again.
 		T = last.T
+		if (c.pol.Placement == "" || c.pol.Placement == FirstFit) && last.pre == pre && last.run == c.span(l.remaining) {
+			// First fit over the same window and hosts, with only slots
+			// taken since, places as it did: a host it skipped has no
+			// more room, and one it filled has exactly the room for the
+			// members it gave it (they still fit, and no host gained).
+			hosts = last.hosts
+		}
 	} else if T1, h1, ok := c.sweepPlan(l, ver, t+pre, pre, c.span(l.remaining)); ok {
 		T, hosts = T1, h1
 	} else {
@@ -351,7 +393,7 @@ func (c *Calendar) plan(l *lease, t, pre int64, ver uint64, k int) (tentRec, boo
 	}
 	// hosts is a scratch buffer (c.placeBuf): the plan keeps the last
 	// plan's hosts when they are the same, else a copy.
-	rec := tentRec{l: l, T: T}
+	rec := tentRec{l: l, T: T, pre: pre, run: c.span(l.remaining)}
 	if last != nil && last.T == T && sameHosts(last.hosts, hosts) {
 		rec.ver, rec.hosts, rec.runs = last.ver, last.hosts, last.runs
 	} else {

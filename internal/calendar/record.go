@@ -323,8 +323,10 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 			l.fate = fateEnd
 		case "suspend":
 			l.fate = fateSuspend
+			c.noteStop(l)
 		case "requeue":
 			l.fate = fateRequeue
+			c.noteStop(l)
 		default:
 			return fmt.Errorf("unknown fate %q: %w", h.Fate, ErrInvalid)
 		}

@@ -53,7 +53,23 @@ func TestScenarios(t *testing.T) {
 		t.Fatal("no scenarios")
 	}
 	for _, f := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runScenario(t, f) })
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runScenario(t, f, false) })
+	}
+}
+
+// TestScenariosWithoutShortcuts runs every scenario with the pass's
+// shortcuts (memos, reused plans, skipped passes) off: they must not
+// change a line of the expected output.
+func TestScenariosWithoutShortcuts(t *testing.T) {
+	if *rewrite {
+		t.Skip("rewriting: TestScenarios writes the expected output")
+	}
+	files, err := filepath.Glob("testdata/scenarios/*.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runScenario(t, f, true) })
 	}
 }
 
@@ -91,9 +107,9 @@ func parseScript(t *testing.T, path string) []block {
 	return out
 }
 
-func runScenario(t *testing.T, path string) {
+func runScenario(t *testing.T, path string, noMemo bool) {
 	blocks := parseScript(t, path)
-	env := &scenarioEnv{t: t, pol: DefaultPolicy()}
+	env := &scenarioEnv{t: t, pol: DefaultPolicy(), noMemo: noMemo}
 	var b strings.Builder
 	for _, bl := range blocks {
 		got := env.do(bl.cmd)
@@ -109,7 +125,7 @@ func runScenario(t *testing.T, path string) {
 		}
 		b.WriteString("\n")
 	}
-	if *rewrite {
+	if *rewrite && !noMemo {
 		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -118,6 +134,7 @@ func runScenario(t *testing.T, path string) {
 
 type scenarioEnv struct {
 	t      *testing.T
+	noMemo bool // the pass's shortcuts off
 	pol    Policy
 	hosts  []Host
 	nhosts map[string]int
@@ -130,6 +147,7 @@ func (e *scenarioEnv) calendar() *Calendar {
 		if err != nil {
 			e.t.Fatalf("new calendar: %v", err)
 		}
+		c.noMemo = e.noMemo
 		e.cal = c
 	}
 	return e.cal

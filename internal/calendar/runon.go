@@ -1,0 +1,119 @@
+package calendar
+
+import "slices"
+
+// Running on: a lease to be suspended or requeued (started in a gap, or
+// displaced for a reservation or a deadline lease) whose reason went away
+// (the reservation was cancelled or cut short, a lease ended early) keeps
+// running instead, when its hosts have the room for the rest of its run.
+
+// noteStop records that l's hold now ends in a suspension or a requeue,
+// so that the pass looks at whether it may run on (runOnAll).
+func (c *Calendar) noteStop(l *lease) {
+	if !l.inStops {
+		l.inStops = true
+		c.stops = append(c.stops, l)
+	}
+}
+
+// mayRunOn says whether l is still to be stopped and could run on: held,
+// its stop not begun, nothing booked after it (a deadline lease's resume)
+// and no moves under way.
+func (c *Calendar) mayRunOn(l *lease) bool {
+	return l.held && l.fate != fateEnd && !l.suspendSent && !l.stopped && c.now < l.runTo &&
+		l.next == nil && len(l.moves) == 0 && l.st != StateCancelled
+}
+
+// runOnAll lets each lease to be stopped run on where it can (runOn), in
+// queue order, given tents, the pass's backfill reservations (out of the
+// slot table): running on takes slots as a start would, and may not take
+// those planned for a waiting lease ahead of it (by submission; those
+// behind it are planned again, as they would be once it is back in the
+// queue ahead of them: runOnBehind). Under backfilling none, nothing may overtake a
+// waiting lease: it runs on only when none waits. It says whether one ran
+// on.
+func (c *Calendar) runOnAll(bf Backfill, tents []tentRec) bool {
+	// In queue order (the order they were noted in may differ after a
+	// restore).
+	slices.SortFunc(c.stops, func(a, b *lease) int {
+		if before(a, b) {
+			return -1
+		}
+		if before(b, a) {
+			return 1
+		}
+		return 0
+	})
+	keep, ran := c.stops[:0], false
+	for _, l := range c.stops {
+		if !c.mayRunOn(l) {
+			l.inStops = false
+			continue
+		}
+		if (bf != BackfillNone || c.queued == 0) && c.runOnBehind(l, tents) {
+			l.inStops, ran = false, true
+			continue
+		}
+		keep = append(keep, l)
+	}
+	clear(c.stops[len(keep):])
+	c.stops = keep
+	return ran
+}
+
+// runOnBehind is runOn for l unless a lease ahead of it in tents is
+// planned on one of its hosts over the time it would run on (whether or
+// not the host has room for both: a plan is not shared).
+func (c *Calendar) runOnBehind(l *lease, tents []tentRec) bool {
+	from, to := l.to, l.T+l.remaining+c.shutdown()
+	for i := range tents {
+		r := &tents[i]
+		if before(r.l, l) && r.T-r.pre < to && from < r.T+r.run && sharesHost(r.hosts, l.hosts) {
+			return false
+		}
+	}
+	return c.runOn(l)
+}
+
+// sharesHost says whether a and b have a host in common (b is short: a
+// lease's hosts).
+func sharesHost(a, b []*host) bool {
+	for i, h := range a {
+		if i > 0 && h == a[i-1] {
+			continue
+		}
+		if slices.Contains(b, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// runOn extends l's hold to the end of its run (and its shutdown), on the
+// same hosts, if they have the room after it now and its project's quota
+// allows: its suspension or requeue is dropped.
+func (c *Calendar) runOn(l *lease) bool {
+	end := l.T + l.remaining
+	from, to := l.to, end+c.shutdown()
+	if to <= from || !c.fitsOn(l, l.hosts, from, to) {
+		return false
+	}
+	if _, over := c.quotaOver(l, from, to); over {
+		return false
+	}
+	c.mark(l)
+	k := len(l.segs) - len(l.allocs)
+	for i, a := range l.allocs {
+		a.h.tl.add(from, to, a.v)
+		a.to = to
+		l.segs[k+i].to, l.segs[k+i].runTo = to, end
+	}
+	if p := c.project(l.Project); p.quota != nil {
+		p.qtl.add(from, to, l.qvec())
+	}
+	l.to, l.runTo = to, end
+	l.fate, l.cause = fateEnd, ""
+	c.commits++ // slots taken: the queue's plans are looked at again
+	c.schedule(l)
+	return true
+}
