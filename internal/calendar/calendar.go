@@ -75,6 +75,8 @@ type Calendar struct {
 	// state changed since Changes was last called.
 	dirty     map[*lease]struct{}
 	dirtyProj map[*project]struct{}
+	untracked bool // see Untracked
+	touchBuf  []*host
 	// all finds hosts by name, removed ones too, while Restore runs.
 	all map[string]*host
 

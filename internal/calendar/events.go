@@ -223,10 +223,13 @@ func (c *Calendar) handle(e event, at int64) {
 	if e.kind != evArrive {
 		c.mark(l)
 	}
-	var touched []*host
+	// (The hold's hosts, before the event may forget them; into a
+	// scratch buffer, handle does not recurse.)
+	touched := c.touchBuf[:0]
 	for _, a := range l.allocs {
 		touched = append(touched, a.h)
 	}
+	defer func() { c.touchBuf = touched[:0] }()
 	switch e.kind {
 	case evArrive:
 		c.needPass = true

@@ -194,3 +194,36 @@ func TestAlikeMembersShared(t *testing.T) {
 		t.Errorf("b's groups %+v, total %v", b.groups, b.total)
 	}
 }
+
+// TestUntracked: a calendar told it will not be asked what changed makes
+// the same decisions, and Changes says nothing.
+func TestUntracked(t *testing.T) {
+	run := func(untracked bool) (string, int) {
+		c, err := New(oneHost(), DefaultPolicy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if untracked {
+			c.Untracked()
+		}
+		var log strings.Builder
+		for i, id := range []string{"a", "b", "c"} {
+			acts, err := c.Submit(Lease{ID: id, Kind: BestEffort, Project: "p", Members: []Request{member(4, model.GiB)}, Duration: time.Hour}, epoch.Add(time.Duration(i)*time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintln(&log, acts)
+		}
+		fmt.Fprintln(&log, c.Advance(epoch.Add(5*time.Hour)))
+		recs, us := c.Changes()
+		return log.String(), len(recs) + len(us)
+	}
+	a, na := run(false)
+	b, nb := run(true)
+	if a != b {
+		t.Errorf("untracked decided otherwise:\n%s\n---- tracked:\n%s", b, a)
+	}
+	if na == 0 || nb != 0 {
+		t.Errorf("Changes: %d records tracked, %d untracked; want some, none", na, nb)
+	}
+}

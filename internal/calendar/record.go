@@ -36,8 +36,20 @@ type Snapshot struct {
 	Transfers []model.ImageTransfer `json:",omitempty"`
 }
 
+// Untracked tells the calendar that it will not be asked what changed (a
+// simulation): it keeps no account of the leases and projects whose
+// durable state changed, which costs a map write per change. Changes
+// returns nothing from then on.
+func (c *Calendar) Untracked() {
+	c.untracked = true
+	c.dirty, c.dirtyProj = nil, nil
+}
+
 // mark records that l's durable state changed.
 func (c *Calendar) mark(l *lease) {
+	if c.untracked {
+		return
+	}
 	if c.dirty == nil {
 		c.dirty = map[*lease]struct{}{}
 	}
@@ -46,6 +58,9 @@ func (c *Calendar) mark(l *lease) {
 
 // markProject records that p's durable state changed.
 func (c *Calendar) markProject(p *project) {
+	if c.untracked {
+		return
+	}
 	if c.dirtyProj == nil {
 		c.dirtyProj = map[*project]struct{}{}
 	}

@@ -201,16 +201,29 @@ func (tl *timeline) add(from, to int64, v vec) {
 	i := tl.split(from)
 	j := tl.split(to)
 	for k := i; k < j; k++ {
-		tl.pts[k].v = tl.pts[k].v.add(v)
+		p := &tl.pts[k].v
+		for d := range p {
+			p[d] += v[d]
+		}
 	}
 	// Merge equal neighbours so that the table stays as short as the
 	// function it describes (j first: removing it keeps i valid).
-	if tl.pts[j].v == tl.pts[j-1].v {
+	if same(&tl.pts[j].v, &tl.pts[j-1].v) {
 		tl.remove(j)
 	}
-	if i > 0 && tl.pts[i].v == tl.pts[i-1].v || i == 0 && tl.pts[0].v == (vec{}) {
+	if i > 0 && same(&tl.pts[i].v, &tl.pts[i-1].v) || i == 0 && tl.pts[0].v == (vec{}) {
 		tl.remove(i)
 	}
+}
+
+// same is *a == *b, without the call to compare memory.
+func same(a, b *vec) bool {
+	for d := range a {
+		if a[d] != b[d] {
+			return false
+		}
+	}
+	return true
 }
 
 func (tl *timeline) remove(i int) {

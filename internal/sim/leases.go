@@ -108,6 +108,10 @@ func (o *leaseOut) endSuspension(t time.Time) {
 }
 
 func (o *leaseOut) addHosts(idx map[string]int, hs ...string) {
+	if o.hosts == nil {
+		// Room for the first hosts at once (most leases run once).
+		o.hosts = make([]string, 0, min(len(hs), 16))
+	}
 	for _, h := range hs {
 		if n := len(o.hosts); n > 0 && o.hosts[n-1] == h {
 			continue // members on one host come together

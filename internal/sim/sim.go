@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -180,6 +179,11 @@ func Run(leases []trace.Lease, cfg Config) (Result, error) {
 		// forgets each lease once it is over (its result is the
 		// engine's), which bounds the memory of a long trace.
 		forget: cfg.Hosts > 16 && cfg.Inject == nil && !cfg.keep}
+	if cfg.Inject == nil {
+		// Nobody asks the calendar what changed (an injection hook reads
+		// it as it is).
+		cal.Untracked()
+	}
 	e.hostIdx = make(map[string]int, len(hosts))
 	for i, h := range hosts {
 		e.hostIdx[h.Name] = i
@@ -250,17 +254,46 @@ type timer struct {
 	since   time.Time
 }
 
+// timerHeap is a min-heap of timers by time (its own push and pop, not
+// container/heap's: those box every timer they move in an interface).
 type timerHeap []timer
 
-func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
-func (h *timerHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+func (h *timerHeap) push(t timer) {
+	*h = append(*h, t)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !q[i].at.Before(q[p].at) {
+			break
+		}
+		q[i], q[p] = q[p], q[i]
+		i = p
+	}
+}
+
+func (h *timerHeap) pop() timer {
+	q := *h
+	top := q[0]
+	n := len(q) - 1
+	q[0] = q[n]
+	q[n] = timer{}
+	q = q[:n]
+	for i := 0; ; {
+		m, l, r := i, 2*i+1, 2*i+2
+		if l < n && q[l].at.Before(q[m].at) {
+			m = l
+		}
+		if r < n && q[r].at.Before(q[m].at) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+	*h = q
+	return top
 }
 
 func (e *engine) loop() error {
@@ -308,7 +341,7 @@ func (e *engine) loop() error {
 		}
 		// Early ends first: they free capacity for what starts at t.
 		for len(e.timers) > 0 && !e.timers[0].at.After(t) {
-			tm := heap.Pop(&e.timers).(timer)
+			tm := e.timers.pop()
 			if err := e.fire(tm, t); err != nil {
 				return err
 			}
@@ -406,7 +439,7 @@ func (e *engine) submitCal(l *lease, cl calendar.Lease, now time.Time) {
 		l.rec.Accepted = true
 	}
 	if tl.CancelAfter > 0 {
-		heap.Push(&e.timers, timer{at: now.Add(tl.CancelAfter), lease: l, gen: l.gen, cancel: true})
+		e.timers.push(timer{at: now.Add(tl.CancelAfter), lease: l, gen: l.gen, cancel: true})
 	}
 }
 
@@ -504,7 +537,7 @@ func (e *engine) apply(a calendar.Action) {
 		l.gen++
 		// The calendar reserves the requested time; the lease may need less.
 		if rem := e.remaining(l); l.work < rem {
-			heap.Push(&e.timers, timer{at: a.At.Add(l.work), lease: l, gen: l.gen})
+			e.timers.push(timer{at: a.At.Add(l.work), lease: l, gen: l.gen})
 		}
 	case calendar.ActSuspend:
 		ran := e.close(l, a.At)
@@ -515,7 +548,7 @@ func (e *engine) apply(a calendar.Action) {
 	case calendar.ActMigrate:
 		// The guest moves while it runs: done after the time the calendar
 		// modelled (its memory over the hosts' migration rate).
-		heap.Push(&e.timers, timer{at: a.At.Add(a.Duration), lease: l, migrate: true, member: a.Member, to: a.To, since: a.At})
+		e.timers.push(timer{at: a.At.Add(a.Duration), lease: l, migrate: true, member: a.Member, to: a.To, since: a.At})
 	case calendar.ActRequeue:
 		e.close(l, a.At)
 		l.work = l.rec.Real // starts again from scratch
