@@ -241,7 +241,9 @@ func (c *Calendar) pass(t int64) {
 		k := len(tents)
 		epoch, pass, mk := c.memo(l, &last)
 		if (c.noMemo || pass != c.passNo-1 || c.mayFit(l, t, min(k, diverged), epoch, mk)) && c.mayStartNow(l) && !misses.rules(c, l, t) {
-			flush()
+			if c.noMemo || c.pol.Link.Bandwidth > 0 || c.overlaps(tents[added:], t+pre+c.span(l.remaining)) {
+				flush()
+			}
 			c.gapMiss, c.linkMiss = false, false
 			if c.startNow(l, t) {
 				return true
@@ -320,6 +322,22 @@ func (c *Calendar) pass(t int64) {
 		// the result does not depend on when the next pass happens.
 		c.needPass = true
 	}
+}
+
+// overlaps says whether one of tents begins before end. A start now that
+// holds its slots until end at the latest (no image over the link) reads
+// nothing of the slot table from where those reservations begin: it may
+// be tried without them in the table. (The pass's memos of such tries,
+// misses and frontiers, speak of windows that end by then, where the
+// table is the same with them.)
+func (c *Calendar) overlaps(tents []tentRec, end int64) bool {
+	for i := range tents {
+		// (From where addTentative puts it.)
+		if tents[i].T-c.preFor(tents[i].l) < end {
+			return true
+		}
+	}
+	return false
 }
 
 // passState is what a pass depends on that changes between passes: the
