@@ -15,7 +15,7 @@ const ganttLetters = "abcdefghijklmnopqrstuvwxyz"
 
 // Bar is one hold of a lease on a host, for charts: [From, To) held,
 // [OverheadFrom, RunFrom) staging and booting, or resuming, [RunFrom,
-// RunTo) running, [RunTo, To) suspending.
+// RunTo) running, [RunTo, To) suspending or shutting down.
 type Bar struct {
 	Lease, Project                         string
 	From, OverheadFrom, RunFrom, RunTo, To time.Time
@@ -89,7 +89,7 @@ func (c *Calendar) Gantt(from, to time.Time, width int) string {
 // RenderGantt draws rows over [from, to) as text: one line per host (more
 // when holds overlap), width cells wide, each lease as a letter, lower
 // case while it runs or holds its slots and upper case while it stages,
-// boots, resumes or suspends; '.' is idle; a bar whose Lease is "*"
+// boots, resumes, suspends or shuts down; '.' is idle; a bar whose Lease is "*"
 // (hidden) is drawn as '*'. A host with network volumes has a line under
 // its row naming them with their sizes, and the disk they take of the
 // host's ("volumes: p/data 64Mi, p/logs 1Gi (1.1Gi of 20Gi disk)"). A
@@ -196,7 +196,7 @@ func RenderGantt(rows []Row, from, to time.Time, width int) string {
 		if hidden {
 			b.WriteString("; *: other projects")
 		}
-		b.WriteString("; upper case: staging, booting, resuming or suspending\n")
+		b.WriteString("; upper case: staging, booting, resuming, suspending or shutting down\n")
 	}
 	return b.String()
 }

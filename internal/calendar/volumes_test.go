@@ -401,7 +401,7 @@ h1 |aa..|
     volumes: p/data 64Mi, p/logs 1Gi (1.1Gi of 20Gi disk)
 h2 |....|
     volumes: q/x 2Gi (2Gi of 10Gi disk)
-legend: a=p/i1; upper case: staging, booting, resuming or suspending
+legend: a=p/i1; upper case: staging, booting, resuming, suspending or shutting down
 `
 	if got != want {
 		t.Fatalf("got\n%s\nwant\n%s", got, want)

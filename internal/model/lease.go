@@ -124,7 +124,8 @@ type LeaseMove struct {
 
 // LeaseSegment is one stretch of a hold on one host, for charts:
 // [From, To) held, [OverheadFrom, RunFrom) staging and booting, or
-// resuming, [RunFrom, RunTo) running, [RunTo, To) suspending.
+// resuming, [RunFrom, RunTo) running, [RunTo, To) suspending or shutting
+// down (the guests stop at RunTo; the slots are held until To).
 type LeaseSegment struct {
 	Host         string    `json:"host"`
 	From         time.Time `json:"from"`
