@@ -181,25 +181,51 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 			hosts := l.hosts
 			c.unhold(l)
 			pre, boot := c.overheads(l)
+			failed := "; no room elsewhere for the rest of its window"
+			const tooLate = "; the shared link cannot bring its image to another host before its window ends"
+			if end <= t+pre && c.linkFor(l) {
+				failed = tooLate
+			}
 			if end > t+pre {
 				// Where there is room now; it displaces no one (a
 				// restart that preempted others is not done yet).
 				if placed, ok := c.placeAt(l, t, end+c.shutdown(), true); ok {
-					l.st = StateScheduled
 					// What it is owed is the rest of its window, so
 					// that its run still ends at end: Extend and
 					// Resize take the end of a run to be its start
 					// plus what it is owed.
-					l.remaining = end - (t + pre)
-					c.commit(l, placed, t, t+pre, end, pre, boot, false)
-					l.reason = why + "; restarted on " + strings.Join(names(placed), ",") + " for the rest of its window"
-					break
+					restarted := why + "; restarted on " + strings.Join(names(placed), ",") + " for the rest of its window"
+					if c.linkFor(l) {
+						// Its image comes to the new hosts over the
+						// link: the hold begins, and the guests boot,
+						// once it is there (startOverLink), if that
+						// leaves a run.
+						by, lp, r := c.linkReady(l, placed, t)
+						if r == nil && by+boot < end {
+							l.st = StateScheduled
+							l.remaining = end - (by + boot)
+							c.commit(l, placed, by, by+boot, end, by+boot-lp.start, boot, false)
+							c.useLink(l, lp, by)
+							l.reason = restarted
+							break
+						}
+						failed = tooLate
+						if r != nil {
+							failed = fmt.Sprintf("; no room for its image on %s: %v", strings.Join(names(distinctHosts(placed)), ","), r)
+						}
+					} else {
+						l.st = StateScheduled
+						l.remaining = end - (t + pre)
+						c.commit(l, placed, t, t+pre, end, pre, boot, false)
+						l.reason = restarted
+						break
+					}
 				}
 			}
 			c.refund(l, t)
 			l.hosts = hosts
 			c.emit(t, ActEnd, l, why)
-			l.st, l.reason = StateFailed, why+"; no room elsewhere for the rest of its window"
+			l.st, l.reason = StateFailed, why+failed
 		default:
 			// Not begun: the same run window elsewhere, if there is
 			// room, with the overheads of the hosts left if it can still
