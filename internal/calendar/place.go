@@ -337,7 +337,7 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 		s.li = h.tl.idx(T0-pre) + 1
 		s.ei = h.tl.idx(T0+run-1) + 1
 		if single {
-			if i == 0 || h.cap != hosts[i-1].cap {
+			if i == 0 || !same(&h.cap, &hosts[i-1].cap) {
 				top = copies(h.cap, v, need)
 			}
 			s.top = top
