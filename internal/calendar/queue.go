@@ -821,7 +821,7 @@ func (ms misses) rules(c *Calendar, l *lease, t int64) bool {
 	gapOK := c.mayUseGaps(l)
 	for i := range ms {
 		m := &ms[i]
-		if m.v != g.v || m.key != g.key || n < m.n || end < m.end {
+		if !same(&m.v, &g.v) || m.key != g.key || n < m.n || end < m.end {
 			continue
 		}
 		if !gapOK || m.gap && n >= m.gapN && t+pre+c.gapMinRun() >= m.gapEnd {
