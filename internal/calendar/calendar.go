@@ -77,6 +77,7 @@ type Calendar struct {
 	dirtyProj map[*project]struct{}
 	untracked bool // see Untracked
 	touchBuf  []*host
+	stamp     uint64 // see sharesHost
 	// all finds hosts by name, removed ones too, while Restore runs.
 	all map[string]*host
 
@@ -128,7 +129,8 @@ type host struct {
 	tl     timeline
 	allocs []*alloc // committed holds that have not ended
 	down   bool
-	mark   int // scratch for perHost
+	mark   int    // scratch for perHost
+	seen   uint64 // scratch for sharesHost: Calendar.stamp when seen
 }
 
 // alloc is a lease's hold on one host: its members there, from..to.
@@ -201,8 +203,12 @@ type lease struct {
 	allocs                       []*alloc
 	staged, started, suspendSent bool
 	stopped                      bool
-	// inStops says it is in Calendar.stops (runon.go).
+	// inStops says it is in Calendar.stops (runon.go); roEpoch, roBy and
+	// roVer say why it could not run on when last looked at (runOnBehind).
 	inStops bool
+	roEpoch uint64
+	roBy    *lease
+	roVer   uint64
 	holding bool // counted in its project's running cores
 	// moves are the members moving to another host (migrate.go); the
 	// hold's allocs are then the ones desiredAllocs lists.

@@ -10,6 +10,7 @@ import "slices"
 // noteStop records that l's hold now ends in a suspension or a requeue,
 // so that the pass looks at whether it may run on (runOnAll).
 func (c *Calendar) noteStop(l *lease) {
+	l.roEpoch = ^uint64(0) // nothing known of its running on
 	if !l.inStops {
 		l.inStops = true
 		c.stops = append(c.stops, l)
@@ -63,26 +64,51 @@ func (c *Calendar) runOnAll(bf Backfill, tents []tentRec) bool {
 
 // runOnBehind is runOn for l unless a lease ahead of it in tents is
 // planned on one of its hosts over the time it would run on (whether or
-// not the host has room for both: a plan is not shared).
+// not the host has room for both: a plan is not shared). What stopped it
+// is kept: with nothing released since, the same plan still in tents, or
+// the table without room after its hold, stops it again.
 func (c *Calendar) runOnBehind(l *lease, tents []tentRec) bool {
+	if l.roEpoch == c.epoch && !c.noMemo {
+		if l.roBy == nil {
+			return false
+		}
+		for i := range tents {
+			if tents[i].l == l.roBy && tents[i].ver == l.roVer {
+				return false
+			}
+		}
+	}
 	from, to := l.to, l.T+l.remaining+c.shutdown()
 	for i := range tents {
 		r := &tents[i]
-		if before(r.l, l) && r.T-r.pre < to && from < r.T+r.run && sharesHost(r.hosts, l.hosts) {
+		if before(r.l, l) && r.T-r.pre < to && from < r.T+r.run && c.sharesHost(r.hosts, l.hosts) {
+			l.roEpoch, l.roBy, l.roVer = c.epoch, r.l, r.ver
 			return false
 		}
 	}
-	return c.runOn(l)
+	if c.runOn(l) {
+		return true
+	}
+	l.roEpoch, l.roBy = c.epoch, nil
+	return false
 }
 
-// sharesHost says whether a and b have a host in common (b is short: a
-// lease's hosts).
-func sharesHost(a, b []*host) bool {
-	for i, h := range a {
-		if i > 0 && h == a[i-1] {
-			continue
+// sharesHost says whether a and b have a host in common.
+func (c *Calendar) sharesHost(a, b []*host) bool {
+	if len(a)*len(b) <= 64 {
+		for _, h := range a {
+			if slices.Contains(b, h) {
+				return true
+			}
 		}
-		if slices.Contains(b, h) {
+		return false
+	}
+	c.stamp++
+	for _, h := range b {
+		h.seen = c.stamp
+	}
+	for _, h := range a {
+		if h.seen == c.stamp {
 			return true
 		}
 	}
