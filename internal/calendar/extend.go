@@ -188,8 +188,14 @@ func (c *Calendar) lengthen(l *lease, d int64) {
 // hold (which ends with its run and its shutdown) by as much, on the same
 // hosts; extendRefusal said it fits.
 func (c *Calendar) grow(l *lease, newEnd int64) {
+	c.holdUntil(l, newEnd, newEnd+(l.to-l.runTo)) // the shutdown the hold has
+}
+
+// holdUntil moves the end of l's run later, to newEnd, and the end of its
+// hold to to, on the same hosts; the caller checked that they have the
+// room.
+func (c *Calendar) holdUntil(l *lease, newEnd, to int64) {
 	from := l.to
-	to := newEnd + (l.to - l.runTo) // the shutdown the hold has
 	k := len(l.segs) - len(l.allocs)
 	for i, a := range l.allocs {
 		if a.to != from {

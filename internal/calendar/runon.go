@@ -128,18 +128,8 @@ func (c *Calendar) runOn(l *lease) bool {
 		return false
 	}
 	c.mark(l)
-	k := len(l.segs) - len(l.allocs)
-	for i, a := range l.allocs {
-		a.h.tl.add(from, to, a.v)
-		a.to = to
-		l.segs[k+i].to, l.segs[k+i].runTo = to, end
-	}
-	if p := c.project(l.Project); p.quota != nil {
-		p.qtl.add(from, to, l.qvec())
-	}
-	l.to, l.runTo = to, end
+	c.holdUntil(l, end, to) // (no moves: every allocation ends at l.to)
 	l.fate, l.cause = fateEnd, ""
-	c.commits++ // slots taken: the queue's plans are looked at again
 	c.schedule(l)
 	return true
 }
