@@ -28,6 +28,11 @@
 // make room; once admitted, their window never moves. See README.md for the
 // flow and the data structures.
 //
+// A best-effort lease that does not fit for its whole run may start in a
+// gap before what needs its room, planned to be suspended in time
+// (gaps.go); a lease to be suspended or requeued runs on instead when
+// what it was to make room for goes away first (runon.go).
+//
 // # Ready at the start
 //
 // A lease's run is the time its guests are ready, not booting. For every
