@@ -85,7 +85,7 @@ func (c *Calendar) placeNow(l *lease, t, to int64) ([]*host, bool) {
 	if c.noMemo || len(l.groups) != 1 || l.groups[0].spread {
 		return c.placeAt(l, t, to, true)
 	}
-	if !(c.pol.Placement == "" || c.pol.Placement == FirstFit) {
+	if !c.firstFit() {
 		// Pack and spread rank the hosts, and the ranks change as they
 		// fill: each host remembers its own last miss instead.
 		c.useMisses = true

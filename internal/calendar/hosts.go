@@ -190,35 +190,35 @@ func (c *Calendar) RemoveHost(name string, now time.Time) ([]Action, error) {
 				// Where there is room now; it displaces no one (a
 				// restart that preempted others is not done yet).
 				if placed, ok := c.placeAt(l, t, end+c.shutdown(), true); ok {
-					// What it is owed is the rest of its window, so
-					// that its run still ends at end: Extend and
-					// Resize take the end of a run to be its start
-					// plus what it is owed.
-					restarted := why + "; restarted on " + strings.Join(names(placed), ",") + " for the rest of its window"
+					// It holds its slots from t, its run from t+pre; with
+					// its image over the link, from when the image is
+					// there (startOverLink), if that leaves a run.
+					from, T, p := t, t+pre, pre
+					var lp linkPlan
+					var r *Refusal
 					if c.linkFor(l) {
-						// Its image comes to the new hosts over the
-						// link: the hold begins, and the guests boot,
-						// once it is there (startOverLink), if that
-						// leaves a run.
-						by, lp, r := c.linkReady(l, placed, t)
-						if r == nil && by+boot < end {
-							l.st = StateScheduled
-							l.remaining = end - (by + boot)
-							c.commit(l, placed, by, by+boot, end, by+boot-lp.start, boot, false)
-							c.useLink(l, lp, by)
-							l.reason = restarted
-							break
-						}
+						var by int64
+						by, lp, r = c.linkReady(l, placed, t)
+						from, T, p = by, by+boot, by+boot-lp.start
+					}
+					switch {
+					case r != nil:
+						failed = fmt.Sprintf("; no room for its image on %s: %v", strings.Join(names(distinctHosts(placed)), ","), r)
+					case T >= end:
 						failed = tooLate
-						if r != nil {
-							failed = fmt.Sprintf("; no room for its image on %s: %v", strings.Join(names(distinctHosts(placed)), ","), r)
-						}
-					} else {
+					default:
+						// What it is owed is the rest of its window, so
+						// that its run still ends at end: Extend and
+						// Resize take the end of a run to be its start
+						// plus what it is owed.
 						l.st = StateScheduled
-						l.remaining = end - (t + pre)
-						c.commit(l, placed, t, t+pre, end, pre, boot, false)
-						l.reason = restarted
-						break
+						l.remaining = end - T
+						c.commit(l, placed, from, T, end, p, boot, false)
+						if c.linkFor(l) {
+							c.useLink(l, lp, from)
+						}
+						l.reason = why + "; restarted on " + strings.Join(names(placed), ",") + " for the rest of its window"
+						continue
 					}
 				}
 			}

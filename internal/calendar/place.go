@@ -74,6 +74,9 @@ func (c *Calendar) spreadOut(g *group, from, to int64, now bool, extra map[*host
 	return true
 }
 
+// firstFit says whether the policy places by first fit (the default).
+func (c *Calendar) firstFit() bool { return c.pol.Placement == "" || c.pol.Placement == FirstFit }
+
 // fitOn is how many of g's members fit on h over [from, to), beyond extra.
 func (c *Calendar) fitOn(h *host, g *group, from, to int64, now bool, ex vec, limit int) int {
 	if now {
@@ -116,7 +119,7 @@ func (c *Calendar) takeHosts(g *group, from, to int64, now bool, extra map[*host
 		return need
 	}
 	switch {
-	case c.pol.Placement == "" || c.pol.Placement == FirstFit:
+	case c.firstFit():
 		for _, h := range hosts {
 			if n := c.fitOn(h, g, from, to, now, ex(h), lim()); n > 0 {
 				if took(h, n) == 0 {
@@ -357,7 +360,7 @@ func (c *Calendar) earliestOn(l *lease, hosts []*host, T0, Tmax, pre, run int64)
 	}
 	// place reads the first-fit placement off the counts at T.
 	place := func() []*host {
-		if !single || !all || !(c.pol.Placement == "" || c.pol.Placement == FirstFit) || l.groups[0].spread {
+		if !single || !all || !c.firstFit() || l.groups[0].spread {
 			return nil
 		}
 		// (Into a scratch buffer: the caller keeps a copy if it needs one.)

@@ -242,7 +242,7 @@ func (c *Calendar) preemptFor(l *lease, from, to, now int64) ([]*host, []victim,
 
 // ranked orders hosts by the placement policy at time t.
 func (c *Calendar) ranked(hs []*host, t int64) []*host {
-	if c.pol.Placement == "" || c.pol.Placement == FirstFit {
+	if c.firstFit() {
 		return hs
 	}
 	out := append([]*host(nil), hs...)
