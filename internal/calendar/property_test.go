@@ -69,6 +69,10 @@ func (c *Calendar) checkInvariants() error {
 				return fmt.Errorf("lease %s both queued and holding slots", l.ID)
 			}
 		}
+		if l.held && !holdInOrder(l.holdFrom, l.T, l.runTo, l.to, l.pre, l.boot, l.resume) {
+			return fmt.Errorf("lease %s: hold [%s, %s) with its run [%s, %s) out of order (overhead %v, boot %v, resume %v)", l.ID,
+				rel(tm(l.holdFrom)), rel(tm(l.to)), rel(tm(l.T)), rel(tm(l.runTo)), time.Duration(l.pre), time.Duration(l.boot), l.resume)
+		}
 		if b := l.next; b != nil {
 			if l.Kind != Deadline || !l.held || l.fate != fateSuspend || b.from < l.to || b.runTo > tick(l.Deadline) || b.runTo > b.to {
 				return fmt.Errorf("lease %s: booked resume [%s, %s) after a hold to %s (fate %v), deadline %s", l.ID,

@@ -316,16 +316,7 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 			return fmt.Errorf("hold on %d hosts for %d members: %w", len(hosts), len(l.Members), ErrInvalid)
 		}
 		from, T, runTo, to := tick(h.From), tick(h.Start), tick(h.RunEnd), tick(h.To)
-		// A hold cut before its run began has an empty run [T, T) that may
-		// start inside its overhead.
-		cutEarly := runTo == T && from <= T
-		// A fresh start's hold covers at least its boot (staging may come
-		// before it: stagesAhead); a resume's all of its overhead.
-		ovFrom := T - int64(h.Pre)
-		if !h.Resume {
-			ovFrom = T - int64(h.Boot)
-		}
-		if !((from <= ovFrom || cutEarly) && T <= runTo && runTo <= to && from <= to) {
+		if !holdInOrder(from, T, runTo, to, int64(h.Pre), int64(h.Boot), h.Resume) {
 			return fmt.Errorf("hold window [%s, %s) run [%s, %s) out of order: %w", fmtT(h.From), fmtT(h.To), fmtT(h.Start), fmtT(h.RunEnd), ErrInvalid)
 		}
 		if h.Boot < 0 || h.Boot > h.Pre || h.Boot > 0 && h.Resume {
@@ -408,6 +399,20 @@ func (c *Calendar) restoreLease(r *model.LeaseRecord) error {
 		c.enqueue(l)
 	}
 	return nil
+}
+
+// holdInOrder says whether a hold over [from, to) with its run [T, runTo)
+// is in order: a fresh start's hold covers at least its boot (staging may
+// come before it: stagesAhead), a resume's all of its overhead pre; a
+// hold cut before its run began has an empty run [T, T) that may start
+// inside its overhead.
+func holdInOrder(from, T, runTo, to, pre, boot int64, resume bool) bool {
+	cutEarly := runTo == T && from <= T
+	ovFrom := T - pre
+	if !resume {
+		ovFrom = T - boot
+	}
+	return (from <= ovFrom || cutEarly) && T <= runTo && runTo <= to && from <= to
 }
 
 func (x *transfer) record() model.ImageTransfer {

@@ -19,10 +19,12 @@ func (c *Calendar) noteStop(l *lease) {
 
 // mayRunOn says whether l is still to be stopped and could run on: held,
 // its stop not begun, nothing booked after it (a deadline lease's resume)
-// and no moves under way.
+// and no moves under way. A hold cut before its run began (a requeue
+// while it stages or boots) has lost its run's start (cut): it is
+// requeued as planned, and starts again from the queue.
 func (c *Calendar) mayRunOn(l *lease) bool {
 	return l.held && l.fate != fateEnd && !l.suspendSent && !l.stopped && c.now < l.runTo &&
-		l.next == nil && len(l.moves) == 0 && l.st != StateCancelled
+		l.T < l.runTo && l.next == nil && len(l.moves) == 0 && l.st != StateCancelled
 }
 
 // runOnAll lets each lease to be stopped run on where it can (runOn), in
