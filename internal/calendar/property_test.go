@@ -301,6 +301,11 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 		}
 		if pick(3) == 0 {
 			h.BootTime = time.Duration(1000+pick(2000)) * time.Millisecond
+			if srng.Intn(3) == 0 {
+				// Long boots: preemptions and cancellations fall within
+				// them (run-on-booting.txt).
+				h.BootTime = time.Duration(1+srng.Intn(20)) * time.Minute
+			}
 		}
 		if mrng.Intn(2) == 0 {
 			h.MigrateRate = int64(model.MiB) * int64(20+mrng.Intn(200))
