@@ -442,18 +442,20 @@ func (c *Calendar) EndMove(id string, member int, ok bool, now time.Time) ([]Act
 
 // movedBy ends the move overhead of l's chart segment on host to at t,
 // when a move there ended sooner than planned: the guest runs there from
-// t, not from the end the move was given. A segment another move of l
-// still goes to keeps its overhead.
+// t, not from the end the move was given, or from its run's start if it
+// was moved while it still booted. A segment another move of l still
+// goes to keeps its overhead.
 func (c *Calendar) movedBy(l *lease, to *host, t int64) {
 	for _, mv := range l.moves {
 		if mv.to == to {
 			return
 		}
 	}
+	from := max(t, l.T)
 	k := len(l.segs) - len(l.allocs)
 	for j, a := range l.allocs {
-		if s := &l.segs[k+j]; a.h == to && s.runFrom > t {
-			s.runFrom = max(t, s.from)
+		if s := &l.segs[k+j]; a.h == to && s.runFrom > from {
+			s.runFrom = max(from, s.from)
 			s.runTo = min(max(l.runTo, s.runFrom), s.to)
 		}
 	}

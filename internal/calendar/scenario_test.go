@@ -42,6 +42,7 @@ var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 //	resize-target id= member= cpu= mem= at=       (ResizeTarget)
 //	gantt from= to= width=
 //	leases
+//	segments id=              (the lease's chart segments, to the millisecond, and how long it ran)
 //	transfers                 (the image transfers on the shared link: policy link=)
 //	next
 func TestScenarios(t *testing.T) {
@@ -247,6 +248,14 @@ func rel(t time.Time) string {
 	}
 	s := int64(d / time.Second)
 	return fmt.Sprintf("%s%02d:%02d:%02d", neg, s/3600, s/60%60, s%60)
+}
+
+// relMs is rel with the milliseconds when there are any.
+func relMs(t time.Time) string {
+	if ms := t.Sub(epoch) % time.Second / time.Millisecond; ms != 0 {
+		return fmt.Sprintf("%s.%03d", rel(t), max(ms, -ms))
+	}
+	return rel(t)
 }
 
 func fmtActions(as []Action) []string {
@@ -544,6 +553,21 @@ func (e *scenarioEnv) do(line string) []string {
 			out = []string{"none"}
 		}
 		return out
+	case "segments":
+		// The lease's chart segments (its record's), times to the
+		// millisecond, and how long its guest ran in them.
+		r, ok := e.calendar().Record(a["id"])
+		if !ok {
+			return []string{"error: no lease " + a["id"]}
+		}
+		var out []string
+		var ran time.Duration
+		for _, sg := range r.Segments {
+			out = append(out, fmt.Sprintf("%s [%s, %s) overhead from %s run [%s, %s) continued %v", sg.Host, relMs(sg.From), relMs(sg.To),
+				relMs(sg.OverheadFrom), relMs(sg.RunFrom), relMs(sg.RunTo), sg.Continued))
+			ran += max(sg.RunTo.Sub(sg.RunFrom), 0)
+		}
+		return append(out, fmt.Sprintf("ran %v of %v", ran, r.Duration.D()))
 	case "leases":
 		var out []string
 		for _, v := range e.calendar().Leases() {

@@ -345,6 +345,22 @@ func moved(segs []model.LeaseSegment) bool {
 	return n >= 2 && segs[n-2].Host != segs[n-1].Host && segs[n-1].Continued && !segs[n-2].To.Before(segs[n-1].From)
 }
 
+// split reports whether the last of a lease's segments goes on from the
+// one before it on the same host, which ends where it begins: the hold
+// changed shape then (a move decided, whose source holds its slots less
+// long), so its chart segment was cut there and a new one begun.
+func split(segs []model.LeaseSegment) bool {
+	n := len(segs)
+	return n >= 2 && segs[n-2].Host == segs[n-1].Host && segs[n-1].Continued && segs[n-2].To.Equal(segs[n-1].From)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // (d) At no instant does the calendar book a host beyond its capacity: the
 // holds of every lease (past ones are its chart segments, the current one
 // its last) summed per host over time stay within the node's capacity.
@@ -395,6 +411,16 @@ func checkCapacity(st *storeState, r *report) {
 				if s.From.Before(h.From) || s.RunFrom.Before(s.From) {
 					r.failf("(d) lease %s: moved into a segment %s [%s, %s) run from %s, outside its hold from %s",
 						id, s.Host, fmtT(s.From), fmtT(s.To), fmtT(s.RunFrom), fmtT(h.From))
+				}
+			} else if split(rec.Segments[:n]) {
+				// Its hold changed shape here at the segment's start (a
+				// migration decided then: the source holds its slots
+				// only until the move ends); the segment goes on from
+				// the one before it on the same host, and its run from
+				// the later of the run's start and the change.
+				from, runFrom = s.From, later(h.Start, s.From)
+				if s.From.Before(h.From) {
+					r.failf("(d) lease %s: its segment on %s goes on from %s, before its hold from %s", id, s.Host, fmtT(s.From), fmtT(h.From))
 				}
 			}
 			if h.Start.After(h.RunEnd) {
