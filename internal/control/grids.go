@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"vgrid/api"
+	"vgrid/internal/calendar"
 	"vgrid/internal/gridspec"
 	"vgrid/internal/model"
 	"vgrid/internal/store"
@@ -67,29 +68,30 @@ func (ctl *Controller) CreateGrid(ctx context.Context, project string, req api.G
 		return api.Grid{}, err
 	}
 	now := ctl.now()
+	var k keptPlan
+	if req.Plan != "" {
+		if err := ctl.checkKeptPlan(req.Plan, project, gi, c, now, &k); err != nil {
+			ctl.mu.Unlock()
+			return api.Grid{}, err
+		}
+		// The plan's own window, not the earliest from now: an undated
+		// plan applied some seconds after it was made still starts when
+		// it said, if the calendar can still do that.
+		gi.in.NotBefore, gi.in.Exact = k.plan.Start, true
+	}
 	plan, err := ctl.planLocked(ctx, c, project, gi, now, false, false)
-	rev := c.Revision()
 	ctl.mu.Unlock()
 	if err != nil {
 		return api.Grid{}, err
 	}
-	if req.Plan != "" {
-		k, ok := ctl.keptPlan(req.Plan)
-		switch {
-		case !ok || k.project != project:
-			return api.Grid{}, notFound(fmt.Sprintf("plan %q (plans are kept %s by the replica that leads; plan again)", req.Plan, PlanTTL))
-		case now.Sub(k.madeAt) > PlanTTL:
-			return api.Grid{}, conflict(fmt.Sprintf("plan %s expired at %s: plan again", req.Plan, k.madeAt.Add(PlanTTL).UTC().Format(time.RFC3339)))
-		case k.digest != gi.digest:
-			return api.Grid{}, conflict(fmt.Sprintf("plan %s was made for another grid file or other values than these: plan this one", req.Plan))
-		case k.cal != c || k.rev != rev:
-			return api.Grid{}, conflict(fmt.Sprintf("the calendar changed since plan %s (revision %d then, %d now): the plan may no longer hold; plan again", req.Plan, k.rev, rev))
-		case !k.plan.Fits:
-			return api.Grid{}, conflict(fmt.Sprintf("plan %s does not fit: %s", req.Plan, shortMsg(k.plan)))
-		case !samePlacement(k.plan, plan):
-			return api.Grid{}, conflict(fmt.Sprintf("the calendar moved on since plan %s (leases started or ended): it would now start %s, not %s; plan again",
-				req.Plan, fmtTime(plan.Start), fmtTime(k.plan.Start)))
-		}
+	switch {
+	case req.Plan == "" || samePlacement(k.plan, plan):
+	case !plan.Fits:
+		return api.Grid{}, conflict(fmt.Sprintf("the calendar moved on since plan %s (leases started or ended): its window at %s can no longer be had (%s); plan again",
+			req.Plan, fmtTime(k.plan.Start), shortMsg(plan)))
+	default:
+		return api.Grid{}, conflict(fmt.Sprintf("the calendar moved on since plan %s (leases started or ended): its placements no longer hold (it would now start %s, planned %s); plan again",
+			req.Plan, fmtTime(plan.Start), fmtTime(k.plan.Start)))
 	}
 	if !plan.Fits {
 		return api.Grid{}, conflict(fmt.Sprintf("grid %s does not fit: %s", gi.spec.Name, shortMsg(plan)))
@@ -218,6 +220,30 @@ func shortMsg(p api.Plan) string {
 		return p.Shortfall.Message
 	}
 	return "it never fits"
+}
+
+// checkKeptPlan finds plan id for project and gi and checks that it can
+// still be carried out on c at now (mu held): kept, not expired, made for
+// this grid file and these values, at this calendar's revision, fitting,
+// and its window not yet begun.
+func (ctl *Controller) checkKeptPlan(id, project string, gi *gridInput, c *calendar.Calendar, now time.Time, k *keptPlan) error {
+	var ok bool
+	*k, ok = ctl.keptPlan(id)
+	switch {
+	case !ok || k.project != project:
+		return notFound(fmt.Sprintf("plan %q (plans are kept %s by the replica that leads; plan again)", id, PlanTTL))
+	case now.Sub(k.madeAt) > PlanTTL:
+		return conflict(fmt.Sprintf("plan %s expired at %s: plan again", id, k.madeAt.Add(PlanTTL).UTC().Format(time.RFC3339)))
+	case k.digest != gi.digest:
+		return conflict(fmt.Sprintf("plan %s was made for another grid file or other values than these: plan this one", id))
+	case k.cal != c || k.rev != c.Revision():
+		return conflict(fmt.Sprintf("the calendar changed since plan %s (revision %d then, %d now): the plan may no longer hold; plan again", id, k.rev, c.Revision()))
+	case !k.plan.Fits:
+		return conflict(fmt.Sprintf("plan %s does not fit: %s", id, shortMsg(k.plan)))
+	case !k.plan.Start.After(now):
+		return conflict(fmt.Sprintf("plan %s's window began at %s, before this apply: plan again", id, fmtTime(k.plan.Start)))
+	}
+	return nil
 }
 
 func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -195,6 +195,38 @@ func TestGridPlanAndApply(t *testing.T) {
 	}
 }
 
+// TestGridApplyLater: an undated plan (the earliest window from now) is
+// carried out at its own start when applied some seconds later, and
+// refused, saying so, once its window has begun.
+func TestGridApplyLater(t *testing.T) {
+	ctl, clk := volEnvClock(t)
+	ctx := context.Background()
+	req := api.GridsPost{Spec: testGrid}
+	p := planUnchanged(t, ctl, "p", req)
+	if !p.Fits || !p.Start.After(clk.now()) {
+		t.Fatalf("plan: fits %v from %s, now %s", p.Fits, p.Start, clk.now())
+	}
+	clk.add(p.Start.Sub(clk.now()) / 2)
+	req.Plan = p.ID
+	g, err := ctl.CreateGrid(ctx, "p", req)
+	if err != nil {
+		t.Fatalf("apply the plan %s later: %v", p.Start.Sub(clk.now()), err)
+	}
+	if !g.Start.Equal(p.Start) {
+		t.Fatalf("grid from %s, planned from %s", g.Start, p.Start)
+	}
+
+	req2 := api.GridsPost{Spec: strings.NewReplacer("name: lab", "name: lab2", "lab-net", "lab2-net", "10.77.", "10.78.", "dataset", "dataset2",
+		"name: prep", "name: prep2", "name: compute", "name: compute2").Replace(testGrid)}
+	p2 := planUnchanged(t, ctl, "p", req2)
+	clk.add(p2.Start.Sub(clk.now()))
+	req2.Plan = p2.ID
+	_, err = ctl.CreateGrid(ctx, "p", req2)
+	if errKind(err) != KindConflict || !strings.Contains(err.Error(), "window began at") {
+		t.Fatalf("apply a plan whose window began: %v, want a conflict saying so", err)
+	}
+}
+
 func TestGridPlanEffects(t *testing.T) {
 	ctl := volEnv(t)
 	// q's best-effort leases run on every host.

@@ -17,14 +17,21 @@ import (
 // serve volumes, and h3 that does not.
 func volEnv(t *testing.T) *Controller {
 	t.Helper()
-	ctl, _ := hostsEnv(t, "h1", "h2", "h3")
+	ctl, _ := volEnvClock(t)
+	return ctl
+}
+
+// volEnvClock is volEnv with its clock.
+func volEnvClock(t *testing.T) (*Controller, *testClock) {
+	t.Helper()
+	ctl, clk := hostsEnv(t, "h1", "h2", "h3")
 	ctx := context.Background()
 	for i, n := range []string{"h1", "h2"} {
 		if err := ctl.SetStorageHost(ctx, n, api.StorageHost{Address: fmt.Sprintf("10.0.0.%d:10809", i+1)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return ctl
+	return ctl, clk
 }
 
 // errText is an error's message with its field errors.
