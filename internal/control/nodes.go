@@ -630,6 +630,12 @@ func (ctl *Controller) updateHost(ctx context.Context, n model.Node) {
 func reportedState(ws model.Workspace, rep api.AgentReport) (model.State, model.Desired, string) {
 	prev, desired, reason := ws.Status.State, ws.Desired, ws.Status.Reason
 	next := rep.State
+	// Stopped as the control plane asked (a stop, a cancel, a requeue,
+	// its lease's end): the reason is the control plane's. The agent
+	// echoes the one it was told when it began to stop, which may be
+	// older: a requeue's, then the user's cancel while the guest stopped;
+	// the echo would bring the requeue back, and the lease start again.
+	asked := (desired == model.DesiredStopped || desired == model.DesiredDeleted) && reason != ""
 	// The user's wish wins over a report that predates it: a stopping
 	// workspace does not flip back to Running.
 	// (A workspace being suspended keeps running until it is saved.)
@@ -668,7 +674,7 @@ func reportedState(ws model.Workspace, rep api.AgentReport) (model.State, model.
 		}
 		return next, desired, why
 	}
-	if rep.Reason != "" || next == model.StateRunning {
+	if (rep.Reason != "" || next == model.StateRunning) && (!asked || next == model.StateFailed) {
 		reason = rep.Reason
 	}
 	return next, desired, reason

@@ -1,9 +1,14 @@
 package control
 
 import (
+	"context"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"vgrid/api"
+	"vgrid/internal/calendar"
 	"vgrid/internal/model"
 )
 
@@ -49,6 +54,18 @@ func TestReportedState(t *testing.T) {
 			model.StateStopped, model.DesiredSuspended, "preempted"},
 		{"stopped as asked", ws(model.DesiredStopped, model.StateStopping, "stopped by the user"), rep(model.StateStopped, 0, ""),
 			model.StateStopped, model.DesiredStopped, "stopped by the user"},
+		// Requeued while it booted, then cancelled while its guest
+		// stopped: the agent echoes the requeue's reason it was told
+		// first; the cancel stands (else the lease waits on, and starts
+		// again: the HA fault suite, seed 289655009).
+		{"cancelled after a requeue", ws(model.DesiredStopped, model.StateStopping, "lease cancelled"), rep(model.StateStopped, 0, "requeued: for reservation r"),
+			model.StateStopped, model.DesiredStopped, "lease cancelled"},
+		{"stopping, reported as asked first", ws(model.DesiredStopped, model.StateStopping, "lease cancelled"), rep(model.StateStopping, 42, "requeued: for reservation r"),
+			model.StateStopping, model.DesiredStopped, "lease cancelled"},
+		{"failed while stopping", ws(model.DesiredStopped, model.StateStopping, "stopped by the user"), rep(model.StateFailed, 0, "stop: qemu did not exit"),
+			model.StateFailed, model.DesiredStopped, "stop: qemu did not exit"},
+		{"deleted", ws(model.DesiredDeleted, model.StateStopping, "deleted by the user"), rep(model.StateStopped, 0, "stopped by the user"),
+			model.StateStopped, model.DesiredDeleted, "deleted by the user"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			st, d, reason := reportedState(c.ws, c.rep)
@@ -56,5 +73,52 @@ func TestReportedState(t *testing.T) {
 				t.Fatalf("got %s desired %s reason %q; want %s desired %s reason %q", st, d, reason, c.state, c.desire, c.reason)
 			}
 		})
+	}
+}
+
+// TestCancelRequeuedWhileStopping: a best-effort lease requeued for a
+// reservation while its guest boots, then cancelled while that guest
+// stops, ends when the agent reports the guest gone, even though the
+// report echoes the requeue's reason it was told first.
+func TestCancelRequeuedWhileStopping(t *testing.T) {
+	ctl, clk := hostsEnv(t, "h1")
+	pol := calendar.DefaultPolicy()
+	pol.Suspend = false // requeued, not suspended
+	ctl.SetPolicy(&pol)
+	ctx := context.Background()
+	be := createWS(t, ctl, "be", "2", "{kind: best-effort}")
+	if be.Status.Node != "h1" {
+		t.Fatalf("be on %q", be.Status.Node)
+	}
+	be, err := ctl.Report(ctx, "h1", "p", "be", api.AgentReport{ID: be.ID, Generation: be.Status.Generation, State: model.StateStarting, PID: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	createWS(t, ctl, "r", "2", fmt.Sprintf("{kind: reservation, start: %s}", clk.now().Add(time.Minute).Format(time.RFC3339)))
+	for i := 0; i < 12; i++ {
+		clk.add(5 * time.Second)
+		beatAll(t, ctl, "h1")
+		if err := ctl.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	be, _ = ctl.Workspace(ctx, "p", "be")
+	told := be.Status.Reason
+	if be.Status.State != model.StateStopping || !strings.HasPrefix(told, "requeued") {
+		t.Fatalf("be after the reservation's start: %s desired %s %q, want stopping, requeued", be.Status.State, be.Desired, told)
+	}
+	if _, err := ctl.CancelLease(ctx, "p", be.Status.Lease); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.Report(ctx, "h1", "p", "be", api.AgentReport{ID: be.ID, Generation: be.Status.Generation, State: model.StateStopped, Reason: told}); err != nil {
+		t.Fatal(err)
+	}
+	be, _ = ctl.Workspace(ctx, "p", "be")
+	rec, err := ctl.Lease(ctx, "p", be.Status.Lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.State.Over() || be.Status.Reason != "lease cancelled" {
+		t.Fatalf("after the cancel and the guest's stop: lease %s, workspace %s desired %s %q", rec.State, be.Status.State, be.Desired, be.Status.Reason)
 	}
 }

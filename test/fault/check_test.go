@@ -178,7 +178,8 @@ func checkObjects(st *storeState, c storeCheck, r *report) {
 			// Its lease ends when its guest is gone: it may run on (or be
 			// suspended or requeued by the calendar) while the guest stops.
 			if ok && !rec.State.Over() && !guestUp(ws) {
-				r.failf("(a) lease %s is %s after the acknowledged %s", cur, rec.State, o)
+				r.failf("(a) lease %s is %s after the acknowledged %s (workspace %s, %q, on %q, generation %d)",
+					cur, rec.State, o, ws.Status.State, ws.Status.Reason, ws.Status.Node, ws.Status.Generation)
 			}
 		}
 		r.n["acked changes in effect"]++

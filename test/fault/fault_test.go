@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"math/rand"
 	"os"
@@ -124,13 +123,7 @@ func TestKillRestart(t *testing.T) {
 	failed := false
 	defer func() {
 		if failed || t.Failed() {
-			// The test's directory goes with it: the whole log is kept
-			// beside it.
-			kept := filepath.Join(os.TempDir(), fmt.Sprintf("vgrid-fault-%d-server.log", seed))
-			if b, err := os.ReadFile(srv.logPath); err != nil || os.WriteFile(kept, b, 0o644) != nil {
-				kept = srv.logPath
-			}
-			t.Logf("seed %d; server log (last lines, whole log in %s):\n%s", seed, kept, srv.logTail(60))
+			t.Logf("seed %d; server log (last lines, whole log in %s):\n%s", seed, srv.keep(seed, "server"), srv.logTail(60))
 		}
 	}()
 	srv.start()

@@ -77,7 +77,7 @@ func TestHAFailover(t *testing.T) {
 	defer func() {
 		if failed || t.Failed() {
 			for i, s := range reps {
-				t.Logf("replica r%d log (last lines, whole log in %s):\n%s", i+1, s.logPath, s.logTail(40))
+				t.Logf("replica r%d log (last lines, whole log in %s):\n%s", i+1, s.keep(seed, fmt.Sprintf("r%d", i+1)), s.logTail(40))
 			}
 		}
 	}()

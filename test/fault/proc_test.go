@@ -143,6 +143,16 @@ func (s *vgridServer) start() {
 	s.t.Fatalf("vgrid server could not listen on %s again\nlog:\n%s", s.listen, s.logTail(40))
 }
 
+// keep copies the server's whole log beside the test's directory, which
+// goes with the test, as vgrid-fault-SEED-NAME.log, and says where it is.
+func (s *vgridServer) keep(seed int64, name string) string {
+	kept := filepath.Join(os.TempDir(), fmt.Sprintf("vgrid-fault-%d-%s.log", seed, name))
+	if b, err := os.ReadFile(s.logPath); err != nil || os.WriteFile(kept, b, 0o644) != nil {
+		return s.logPath
+	}
+	return kept
+}
+
 func (s *vgridServer) waitReady(p *proc, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	var last error
