@@ -482,7 +482,8 @@ func (ctl *Controller) Forgotten(ctx context.Context, node, project, name, id st
 	if err != nil || !removed {
 		return err
 	}
-	return ctl.forget(ctx, gone)
+	ctl.forget(ctx, gone)
+	return nil
 }
 
 // Nodes lists the hosts with what is committed on them.

@@ -1,0 +1,76 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"vgrid/internal/model"
+	"vgrid/internal/store"
+	"vgrid/internal/store/bolt"
+)
+
+// lostStore is a store whose single deletes fail as a replica's do once
+// it lost its election (its transactions still pass: the one that
+// removes the record came before).
+type lostStore struct {
+	store.Store
+	lost atomic.Bool
+}
+
+func (s *lostStore) Delete(ctx context.Context, key string, rev int64) error {
+	if s.lost.Load() {
+		return fmt.Errorf("delete %s: %w", key, store.ErrNotLeader)
+	}
+	return s.Store.Delete(ctx, key, rev)
+}
+
+// TestDeleteDoneWhateverTheCleanup: a workspace on no host is deleted in
+// one transaction with its lease; what fails after it (its events and
+// console, removed apart) does not make the delete answer an error, which
+// would tell the client nothing was done (503 not_leader) when the
+// workspace is gone.
+func TestDeleteDoneWhateverTheCleanup(t *testing.T) {
+	bs, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bs.Close() })
+	st := &lostStore{Store: bs}
+	clk := &testClock{t: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}
+	ctl, err := New(Config{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	img := model.Image{Name: "img", Boot: "direct", DiskFormat: "raw", MinDisk: model.GiB,
+		Disk: model.ImageFile{Path: "/nonexistent/disk", SHA256: strings.Repeat("a", 64), Size: 1}}
+	if err := ctl.RegisterImage(ctx, img, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.RegisterNode(ctx, model.Node{Name: "h1", Accel: "tcg", Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB, Disk: 100 * model.GiB}}); err != nil {
+		t.Fatal(err)
+	}
+	w := createWS(t, ctl, "later", "1", "{kind: reservation, start: 2026-12-02T12:00:00Z}")
+	if w.Status.Node != "" {
+		t.Fatalf("a reservation 2 h ahead is on %q", w.Status.Node)
+	}
+	st.lost.Store(true)
+	if _, err := ctl.DeleteWorkspace(ctx, "p", "later"); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if _, err := bs.Get(ctx, wsKey("p", "later")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the record after the delete: %v", err)
+	}
+	rec, err := ctl.Lease(ctx, "p", w.Status.Lease)
+	if err != nil || !rec.State.Over() {
+		t.Fatalf("its lease after the delete: %s, %v", rec.State, err)
+	}
+}
