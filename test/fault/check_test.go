@@ -100,7 +100,7 @@ func checkObjects(st *storeState, c storeCheck, r *report) {
 		case existYes:
 			r.n["acked workspaces present"]++
 			if !present {
-				r.failf("(a) workspace %s was acknowledged (%s) but is not in the store", key, w.create)
+				r.failf("(a) workspace %s was acknowledged (%s) but is not in the store; last request on it: %s", key, w.create, w.last)
 				continue
 			}
 		case existNo:
