@@ -66,7 +66,8 @@ const (
 	// election); another replica, or the same one a moment later, can.
 	CodeNotLeader = "not_leader"
 	// CodeLeaderLost (502): the leading replica went away while it
-	// handled a forwarded write, which may or may not have been done.
+	// handled a forwarded write, or lost its leadership after a write
+	// request had changed the store: it may or may not have been done.
 	CodeLeaderLost = "leader_lost"
 )
 

@@ -211,14 +211,32 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, e endpoint) {
 			return
 		}
 	}
+	var wrote func() bool
+	if needsLeader(r) {
+		ctx, wrote = store.TrackWrites(ctx)
+		r = r.WithContext(ctx)
+	}
 	if err := e.handle(s, w, r); err != nil {
 		if s.repl != nil && control.IsNotLeader(err) && !needsLeader(r) && !s.leading() {
 			// A read that needs the calendar: the leader answers it.
 			s.forward(w, r)
 			return
 		}
-		writeError(w, s.log, err)
+		writeError(w, s.log, afterChange(err, wrote != nil && wrote()))
 	}
+}
+
+// afterChange is the error a write request answers: not_leader promises
+// that nothing was done (the caller sends it again to another replica),
+// so a request that changed the store before it failed that way (the
+// replica lost its election, or its session with etcd, half way) answers
+// leader_lost instead: it may have been done, look before trying again.
+func afterChange(err error, changed bool) error {
+	if !changed || !control.IsNotLeader(err) {
+		return err
+	}
+	return &httpError{http.StatusBadGateway, api.CodeLeaderLost,
+		fmt.Sprintf("this replica lost its leadership while it handled the request, after it had changed the store (%v): the request may have been carried out in part or in whole; look before trying again", err), nil}
 }
 
 func (s *Server) getOpenAPI(w http.ResponseWriter, r *http.Request) error {

@@ -52,6 +52,9 @@ func (f *fenced) txn(ctx context.Context, ops []Op) (int64, error) {
 	all = append(all, Op{Key: key, Rev: rev, Check: true})
 	all = append(all, ops...)
 	n, err := f.Store.Txn(ctx, all)
+	if err == nil {
+		noteWrite(ctx)
+	}
 	var ce *ConflictError
 	if errors.As(err, &ce) && ce.Key == key {
 		if ce.Actual == 0 {

@@ -324,3 +324,25 @@ func TestFenceDeleteRace(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// TestFenceTrackWrites: the writes a fenced view makes are counted under
+// TrackWrites's context; reads, writes refused by the fence and writes
+// under another context are not.
+func TestFenceTrackWrites(t *testing.T) {
+	f := newFixture(t)
+	ctx, wrote := store.TrackWrites(context.Background())
+	if _, err := f.view.Get(ctx, "d/a"); err != nil || wrote() {
+		t.Fatalf("after a read: wrote %v (error %v), want false", wrote(), err)
+	}
+	if _, err := f.view.Update(context.Background(), "d/a", []byte("x"), 0); err != nil || wrote() {
+		t.Fatalf("after a write under another context: wrote %v (error %v), want false", wrote(), err)
+	}
+	f.key = ""
+	if _, err := f.view.Update(ctx, "d/a", []byte("y"), 0); !errors.Is(err, store.ErrNotLeader) || wrote() {
+		t.Fatalf("after a fenced-off write: wrote %v (error %v), want false and ErrNotLeader", wrote(), err)
+	}
+	f.key = fenceKey
+	if err := f.view.Delete(ctx, "d/b", 0); err != nil || !wrote() {
+		t.Fatalf("after a delete: wrote %v (error %v), want true", wrote(), err)
+	}
+}
