@@ -108,8 +108,11 @@ func (ctl *Controller) CancelLease(ctx context.Context, project, name string) (m
 			}
 		}
 		ctl.mu.Unlock()
-		if err != nil {
+		if err != nil && !IsNotLeader(err) {
 			return r, conflict(err.Error())
+		}
+		if err != nil {
+			return r, err // another replica can answer
 		}
 	}
 	return ctl.leaseRecord(ctx, project, r.ID)
