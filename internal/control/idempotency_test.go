@@ -36,6 +36,14 @@ func TestCreateIdempotency(t *testing.T) {
 			t.Errorf("%s: %v, want the name refused", tc.name, err)
 		}
 	}
+	// Whatever changed since (here its image's record is gone, which a
+	// new create would be refused for), the resend answers the first.
+	if err := ctl.store.Delete(ctx, "images/img", 0); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := ctl.CreateWorkspace(WithIdempotencyKey(ctx, "k1"), "p", mustSpec(t, "w", "1")); err != nil || again.ID != first.ID {
+		t.Fatalf("the same create again, its image gone: %v", err)
+	}
 }
 
 func TestCheckIdempotencyKey(t *testing.T) {

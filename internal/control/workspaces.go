@@ -20,6 +20,15 @@ import (
 // the admission displaced) in one transaction. Nothing is stored unless
 // all succeed. A refusal is a *RefusalError.
 func (ctl *Controller) CreateWorkspace(ctx context.Context, project string, sp model.WorkspaceSpec) (model.Workspace, error) {
+	if IdempotencyKey(ctx) != "" {
+		// Sent again after a lost answer: what the first made, whatever
+		// changed since (its image deleted, the project's limit reached).
+		if kv, err := ctl.store.Get(ctx, wsKey(project, sp.Name)); err == nil {
+			if w, ok := sameRequest(ctx, kv); ok {
+				return w, nil
+			}
+		}
+	}
 	imgs, err := ctl.visibleImages(ctx, project)
 	if err != nil {
 		return model.Workspace{}, err
