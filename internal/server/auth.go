@@ -43,6 +43,10 @@ type Token struct {
 	// once. MaxHosts, if > 0, bounds how many.
 	Hosts    []string `json:"hosts,omitempty"`
 	MaxHosts int      `json:"max_hosts,omitempty"`
+	// Joined are the Hosts whose registration finished: their node token
+	// was issued. A host in Hosts but not here may join again with the
+	// same token (see joinResumes).
+	Joined []string `json:"joined,omitempty"`
 }
 
 // expiry is when t stops working (zero: never). A join token stored

@@ -50,7 +50,15 @@ func (s *Server) postNodes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	if known && p.Role != RoleAdmin {
+	// The same join token again, for a registration of it that did not
+	// finish: carried on.
+	resume := false
+	if p.Role == RoleJoin {
+		if resume, err = s.joinResumes(ctx, p.hash, name); err != nil {
+			return err
+		}
+	}
+	if known && p.Role != RoleAdmin && !resume {
 		revoked, err := s.nodeRevoked(ctx, name)
 		if err != nil {
 			return err
@@ -59,7 +67,7 @@ func (s *Server) postNodes(w http.ResponseWriter, r *http.Request) error {
 			return conflict(fmt.Sprintf("host %q is registered already: its agent keeps its node token in its data directory; if that is lost or expired, an admin runs `vgrid node revoke %s` and the agent joins again with a new join token", name, name))
 		}
 	}
-	if p.Role == RoleJoin {
+	if p.Role == RoleJoin && !resume {
 		// Each host name once per join token, even after a revocation.
 		if err := s.useJoinToken(ctx, p.hash, name); err != nil {
 			return err
@@ -72,7 +80,7 @@ func (s *Server) postNodes(w http.ResponseWriter, r *http.Request) error {
 	}
 	n, err := s.ctl.RegisterNode(ctx, req.Node)
 	if err != nil {
-		if p.Role == RoleJoin {
+		if p.Role == RoleJoin && !resume {
 			s.unuseJoinToken(ctx, p.hash, name)
 		}
 		return err
@@ -89,6 +97,9 @@ func (s *Server) postNodes(w http.ResponseWriter, r *http.Request) error {
 	tok, t, err := s.issueToken(ctx, Token{Project: p.Project, Role: RoleNode, Node: n.Name})
 	if err != nil {
 		return err
+	}
+	if p.Role == RoleJoin {
+		s.joinedWith(ctx, p.hash, n.Name)
 	}
 	s.log.Info("node token issued", "node", n.Name, "token_id", tokenID(hashToken(tok)), "by", p.id(), "by_role", p.Role)
 	writeJSON(w, http.StatusCreated, api.NodeRegistered{Node: n, Token: tok, ID: tokenID(hashToken(tok)),

@@ -429,3 +429,39 @@ func TestIssueNodeToken(t *testing.T) {
 		t.Fatal("a token for an unknown host")
 	}
 }
+
+// A join whose replica lost its leadership half way (the host registered,
+// no node token issued) is carried on by the same join token; a finished
+// one is not, nor one for a host another token joined since.
+func TestJoinResumes(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	join := e.joinToken(api.TokensPost{})
+	// What the interrupted join did: the token used for n2, n2 registered.
+	if err := e.srv.useJoinToken(ctx, hashToken(join.Token), "n2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.srv.ctl.RegisterNode(ctx, hostN2); err != nil {
+		t.Fatal(err)
+	}
+	agent := e.admin.WithToken(join.Token)
+	reg, err := agent.RegisterNode(ctx, hostN2, e.csr("n2"))
+	if err != nil || reg.Token == "" || reg.Certificate == "" {
+		t.Fatalf("the interrupted join again: %v (token %q)", err, reg.Token)
+	}
+	_, err = agent.RegisterNode(ctx, hostN2, e.csr("n2"))
+	wantStatus(t, "a finished join again", err, http.StatusConflict, "registered already")
+
+	// Interrupted for n3, then n3 joined with another token: the first
+	// token may not take it over.
+	if err := e.srv.useJoinToken(ctx, hashToken(join.Token), "n3"); err != nil {
+		t.Fatal(err)
+	}
+	n3 := hostN2
+	n3.Name = "n3"
+	if _, err := e.admin.WithToken(e.joinToken(api.TokensPost{}).Token).RegisterNode(ctx, n3, e.csr("n3")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = agent.RegisterNode(ctx, n3, e.csr("n3"))
+	wantStatus(t, "a join of a host that holds a node token", err, http.StatusConflict, "registered already")
+}

@@ -112,6 +112,54 @@ func (s *Server) useJoinToken(ctx context.Context, hash, host string) error {
 	})
 }
 
+// joinResumes says whether the join token with hash may register host
+// again: it registered host, but that registration did not finish (no
+// node token was issued: the replica that handled it lost its leadership
+// or died half way, and its client was told the join may or may not
+// have been done), and the host has no node token and was not revoked
+// since. Otherwise the agent could never join again without an admin.
+func (s *Server) joinResumes(ctx context.Context, hash, host string) (bool, error) {
+	kv, err := s.store.Get(ctx, tokenKey(hash))
+	if err != nil {
+		return false, err
+	}
+	var t Token
+	if err := json.Unmarshal(kv.Value, &t); err != nil {
+		return false, fmt.Errorf("decode token: %w", err)
+	}
+	if !slices.Contains(t.Hosts, host) || slices.Contains(t.Joined, host) || t.expired(s.now()) {
+		return false, nil
+	}
+	if revoked, err := s.nodeRevoked(ctx, host); err != nil || revoked {
+		return false, err
+	}
+	ts, err := s.listTokens(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, nt := range ts {
+		if nt.Role == RoleNode && nt.Node == host && !nt.expired(s.now()) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// joinedWith records that the join token with hash finished registering
+// host. Only logged when it fails: the node token is issued, and that
+// token already keeps the host from joining again (joinResumes).
+func (s *Server) joinedWith(ctx context.Context, hash, host string) {
+	err := s.mutateToken(ctx, hash, func(t *Token) error {
+		if !slices.Contains(t.Joined, host) {
+			t.Joined = append(t.Joined, host)
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("join token: record a finished registration", "token_id", tokenID(hash), "node", host, "err", err)
+	}
+}
+
 // unuseJoinToken undoes useJoinToken when the registration failed after it.
 func (s *Server) unuseJoinToken(ctx context.Context, hash, host string) {
 	err := s.mutateToken(ctx, hash, func(t *Token) error {
