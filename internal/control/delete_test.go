@@ -19,10 +19,13 @@ import (
 
 // lostStore is a store whose single deletes fail as a replica's do once
 // it lost its election (its transactions still pass: the one that
-// removes the record came before).
+// removes the record came before). With all set, every write fails so;
+// cutAfter, if set, is called with each update made and sets lost.
 type lostStore struct {
 	store.Store
-	lost atomic.Bool
+	lost     atomic.Bool
+	all      bool
+	cutAfter func(key string, value []byte) bool
 }
 
 func (s *lostStore) Delete(ctx context.Context, key string, rev int64) error {
@@ -30,6 +33,31 @@ func (s *lostStore) Delete(ctx context.Context, key string, rev int64) error {
 		return fmt.Errorf("delete %s: %w", key, store.ErrNotLeader)
 	}
 	return s.Store.Delete(ctx, key, rev)
+}
+
+func (s *lostStore) Txn(ctx context.Context, ops []store.Op) (int64, error) {
+	if s.all && s.lost.Load() {
+		return 0, fmt.Errorf("txn: %w", store.ErrNotLeader)
+	}
+	return s.Store.Txn(ctx, ops)
+}
+
+func (s *lostStore) Create(ctx context.Context, key string, value []byte) (int64, error) {
+	if s.all && s.lost.Load() {
+		return 0, fmt.Errorf("create %s: %w", key, store.ErrNotLeader)
+	}
+	return s.Store.Create(ctx, key, value)
+}
+
+func (s *lostStore) Update(ctx context.Context, key string, value []byte, rev int64) (int64, error) {
+	if s.all && s.lost.Load() {
+		return 0, fmt.Errorf("update %s: %w", key, store.ErrNotLeader)
+	}
+	n, err := s.Store.Update(ctx, key, value, rev)
+	if err == nil && s.cutAfter != nil && s.cutAfter(key, value) {
+		s.lost.Store(true)
+	}
+	return n, err
 }
 
 // TestDeleteDoneWhateverTheCleanup: a workspace on no host is deleted in

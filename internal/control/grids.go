@@ -111,11 +111,23 @@ func (ctl *Controller) CreateGrid(ctx context.Context, project string, req api.G
 		ctl.undoGrid(context.WithoutCancel(ctx), project, g.Name, made)
 		return api.Grid{}, wrapGridErr(fmt.Sprintf("grid %s was not created (nothing of it was kept): %s", g.Name, what), err)
 	}
+	// Each part made is written into the grid's record at once, so that a
+	// grid whose making stopped half way (its replica lost, and the undo
+	// with it) can still be deleted whole.
+	record := func() error {
+		g.Clusters, g.Workspaces, g.Networks, g.Volumes = made.clusters, made.workspaces, made.networks, made.volumes
+		b, _ := json.Marshal(g)
+		_, err := ctl.store.Update(ctx, gridKey(project, g.Name), b, 0)
+		return err
+	}
 	for _, n := range gi.spec.Networks {
 		if _, err := ctl.CreateNetwork(ctx, project, api.NetworksPost{Name: n.Name, Subnet: n.Subnet, NAT: n.NAT}, ""); err != nil {
 			return fail("network "+n.Name, err)
 		}
 		made.networks = append(made.networks, n.Name)
+		if err := record(); err != nil {
+			return fail("network "+n.Name, err)
+		}
 	}
 	for i, v := range gi.spec.Volumes {
 		want := plan.Volumes[i].Node
@@ -129,6 +141,9 @@ func (ctl *Controller) CreateGrid(ctx context.Context, project string, req api.G
 			return fail("volume "+v.Name, err)
 		}
 		made.volumes = append(made.volumes, v.Name)
+		if err := record(); err != nil {
+			return fail("volume "+v.Name, err)
+		}
 	}
 	pctx := withGridVolumes(ctx, made.volumes)
 	for i, p := range gi.parts {
@@ -146,6 +161,9 @@ func (ctl *Controller) CreateGrid(ctx context.Context, project string, req api.G
 				return fail("cluster "+cs.Name, err)
 			}
 			made.clusters = append(made.clusters, cs.Name)
+			if err := record(); err != nil {
+				return fail("cluster "+cs.Name, err)
+			}
 			lease = st.Lease
 		case p.Workspace != nil:
 			sp := *p.Workspace
@@ -157,6 +175,9 @@ func (ctl *Controller) CreateGrid(ctx context.Context, project string, req api.G
 				return fail("workspace "+sp.Name, err)
 			}
 			made.workspaces = append(made.workspaces, sp.Name)
+			if err := record(); err != nil {
+				return fail("workspace "+sp.Name, err)
+			}
 			lease = ws.Status.Lease
 		}
 		// Where the part went must be where the plan put it.
@@ -165,9 +186,7 @@ func (ctl *Controller) CreateGrid(ctx context.Context, project string, req api.G
 		}
 	}
 	g.State = gridCreated
-	g.Clusters, g.Workspaces, g.Networks, g.Volumes = made.clusters, made.workspaces, made.networks, made.volumes
-	b, _ = json.Marshal(g)
-	if _, err := ctl.store.Update(ctx, gridKey(project, g.Name), b, 0); err != nil {
+	if err := record(); err != nil {
 		return fail("its record", err)
 	}
 	ctl.log.Info("grid created", "project", project, "grid", g.Name, "start", g.Start, "clusters", len(made.clusters),
@@ -263,19 +282,27 @@ func wrapGridErr(prefix string, err error) error {
 // undoGrid deletes what a grid made, the parts first; volumes and
 // networks go once their members are gone (collectGrid).
 func (ctl *Controller) undoGrid(ctx context.Context, project, name string, made *gridParts) {
+	// The record keeps the parts not deleted, for a delete again.
+	var leftC, leftW []string
 	for _, c := range made.clusters {
 		if _, err := ctl.DeleteCluster(ctx, project, c); err != nil && !isNotFound(err) {
 			ctl.log.Warn("grid: undo: delete cluster", "project", project, "grid", name, "cluster", c, "err", err)
+			leftC = append(leftC, c)
 		}
 	}
 	for _, w := range made.workspaces {
 		if _, err := ctl.DeleteWorkspace(ctx, project, w); err != nil && !isNotFound(err) {
 			ctl.log.Warn("grid: undo: delete workspace", "project", project, "grid", name, "workspace", w, "err", err)
+			leftW = append(leftW, w)
 		}
 	}
-	g := api.Grid{Project: project, Name: name, State: gridDeleting, Networks: made.networks, Volumes: made.volumes, CreatedAt: ctl.now()}
+	g := api.Grid{Project: project, Name: name, State: gridDeleting, Networks: made.networks, Volumes: made.volumes,
+		Clusters: leftC, Workspaces: leftW, CreatedAt: ctl.now()}
 	b, _ := json.Marshal(g)
 	_, _ = ctl.store.Update(ctx, gridKey(project, name), b, 0)
+	if len(leftC)+len(leftW) > 0 {
+		return // its volumes and networks are still used: deleted with the next delete
+	}
 	ctl.collectGrid(ctx, project, name, made.volumes, made.networks)
 }
 

@@ -16,6 +16,7 @@ import (
 	"vgrid/internal/gridplan"
 	"vgrid/internal/model"
 	"vgrid/internal/spec"
+	"vgrid/internal/store/bolt"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files of the grid plans")
@@ -224,6 +225,45 @@ func TestGridApplyLater(t *testing.T) {
 	_, err = ctl.CreateGrid(ctx, "p", req2)
 	if errKind(err) != KindConflict || !strings.Contains(err.Error(), "window began at") {
 		t.Fatalf("apply a plan whose window began: %v, want a conflict saying so", err)
+	}
+}
+
+// TestGridHalfMadeDeletedWhole: a grid whose making stopped half way,
+// its undo failing with it (the replica lost its leadership after its
+// first cluster), lists what it made; deleting it later deletes that.
+func TestGridHalfMadeDeletedWhole(t *testing.T) {
+	bs, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bs.Close() })
+	st := &lostStore{Store: bs, all: true, cutAfter: func(key string, value []byte) bool {
+		return key == gridKey("p", "lab") && strings.Contains(string(value), `"clusters":["prep"]`)
+	}}
+	ctl, _ := hostsEnvOn(t, st, "h1", "h2", "h3")
+	ctx := context.Background()
+	for i, n := range []string{"h1", "h2"} {
+		if err := ctl.SetStorageHost(ctx, n, api.StorageHost{Address: fmt.Sprintf("10.0.0.%d:10809", i+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ctl.CreateGrid(ctx, "p", api.GridsPost{Spec: testGrid}); !IsNotLeader(err) {
+		t.Fatalf("the grid made while the replica is lost: %v, want not_leader", err)
+	}
+	st.lost.Store(false)
+	st.cutAfter = nil
+	g, err := ctl.Grid(ctx, "p", "lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(g.Clusters, ",") != "prep" || strings.Join(g.Networks, ",") != "lab-net" || strings.Join(g.Volumes, ",") != "dataset" {
+		t.Fatalf("the half-made grid's record lists clusters %v, networks %v, volumes %v", g.Clusters, g.Networks, g.Volumes)
+	}
+	if _, err := ctl.DeleteGrid(ctx, "p", "lab"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ctl.Cluster(ctx, "p", "prep"); err == nil && st.Desired != "deleted" {
+		t.Fatalf("cluster prep after the grid's delete: %+v", st)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"vgrid/api"
 	"vgrid/internal/model"
 	"vgrid/internal/spec"
+	"vgrid/internal/store"
 	"vgrid/internal/store/bolt"
 )
 
@@ -141,6 +142,12 @@ func hostsEnv(t *testing.T, names ...string) (*Controller, *testClock) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return hostsEnvOn(t, st, names...)
+}
+
+// hostsEnvOn is hostsEnv on the store st.
+func hostsEnvOn(t *testing.T, st store.Store, names ...string) (*Controller, *testClock) {
+	t.Helper()
 	clk := &testClock{t: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}
 	ctl, err := New(Config{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clk.now,
 		NodeTimeout: 10 * time.Second, NodeLostAfter: 30 * time.Second})
