@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -558,7 +559,20 @@ func (ctl *Controller) DeleteCluster(ctx context.Context, project, name string) 
 	if err != nil {
 		return model.ClusterStatus{}, err
 	}
-	for _, m := range cl.Members {
+	// Its listed members, and any other workspace that is its member: one
+	// a scale down dropped from the list but could not delete (its
+	// replica lost half way), which would keep the cluster forever.
+	members := append([]string(nil), cl.Members...)
+	all, err := ctl.listWS(ctx, wsKey(project, ""))
+	if err != nil {
+		return model.ClusterStatus{}, err
+	}
+	for _, w := range all {
+		if w.Cluster != nil && w.Cluster.Name == name && !slices.Contains(members, w.Spec.Name) {
+			members = append(members, w.Spec.Name)
+		}
+	}
+	for _, m := range members {
 		if _, err := ctl.deleteWorkspace(ctx, project, m); err != nil && !isNotFound(err) {
 			return model.ClusterStatus{}, err
 		}

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"strings"
@@ -425,5 +426,34 @@ func TestClusterNetworkGoesWithTheLastAddress(t *testing.T) {
 	ctl.releaseAddresses(ctx, b)
 	if _, err := ctl.Network(ctx, "p", "c"); !isNotFound(err) {
 		t.Fatalf("network after the last address: %v", err)
+	}
+}
+
+// TestClusterDeleteTakesUnlistedMembers: a member a scale down dropped
+// from the cluster's list but could not delete (its replica lost half
+// way) is deleted with the cluster, which would otherwise wait for it
+// forever.
+func TestClusterDeleteTakesUnlistedMembers(t *testing.T) {
+	ctl, _ := hostsEnv(t, "h1")
+	ctx := context.Background()
+	y := "name: c\nduration: 1h\nroles:\n  - name: w\n    count: 2\n    image: img\n    quantum: {vcpus: 1, cpu: 0.25, memory: 128Mi}\n"
+	if _, err := ctl.CreateCluster(ctx, "p", clusterSpec(t, y)); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := ctl.clusterRecord(ctx, "p", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := cl.Revision
+	cl.Members, cl.Revision = []string{"c-w-0"}, 0 // c-w-1 dropped, not deleted
+	b, _ := json.Marshal(cl)
+	if _, err := ctl.store.Update(ctx, clusterKey("p", "c"), b, rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.DeleteCluster(ctx, "p", "c"); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := ctl.Workspace(ctx, "p", "c-w-1"); err == nil && w.Desired != model.DesiredDeleted {
+		t.Fatalf("the unlisted member after its cluster's delete: desired %s", w.Desired)
 	}
 }
