@@ -76,6 +76,9 @@ func (ctl *Controller) Lease(ctx context.Context, project, name string) (model.L
 	return model.LeaseRecord{}, notFound(fmt.Sprintf("lease %q", name))
 }
 
+// IsNotFound reports whether err says the object asked for does not exist.
+func IsNotFound(err error) bool { return isNotFound(err) }
+
 func isNotFound(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Kind == KindNotFound

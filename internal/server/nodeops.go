@@ -1,9 +1,11 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 
 	"vgrid/api"
+	"vgrid/internal/control"
 )
 
 // Host administration: one host's record, cordon, drain.
@@ -46,7 +48,12 @@ func (s *Server) postNodeDrain(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	name := r.PathValue("node")
-	if err := s.ctl.DeleteNode(ctx, name); err != nil {
+	// A host already gone may still hold credentials: a delete whose
+	// replica was lost after the record went (it answered that it may
+	// have been done) is finished by sending it again.
+	err := s.ctl.DeleteNode(ctx, name)
+	gone := control.IsNotFound(err)
+	if err != nil && !gone {
 		return err
 	}
 	n, err := s.revokeNodeTokens(ctx, name)
@@ -56,6 +63,9 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) error {
 	certs, err := s.dropNodeCerts(ctx, name)
 	if err != nil {
 		return err
+	}
+	if gone && n == 0 && certs == 0 {
+		return notFound(fmt.Sprintf("node %q", name))
 	}
 	s.log.Info("node deleted", "node", name, "tokens", n, "certificates", certs, "by", who(ctx).id())
 	writeJSON(w, http.StatusOK, api.NodeRevoked{Node: name, TokensRevoked: n, CertificatesRevoked: certs})

@@ -465,3 +465,22 @@ func TestJoinResumes(t *testing.T) {
 	_, err = agent.RegisterNode(ctx, n3, e.csr("n3"))
 	wantStatus(t, "a join of a host that holds a node token", err, http.StatusConflict, "registered already")
 }
+
+// A host delete interrupted after the record went (its replica lost)
+// is finished by sending it again: the host's node tokens and
+// certificates are revoked then; only then is it not found.
+func TestDeleteNodeFinishes(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.srv.ctl.DeleteNode(ctx, "n1"); err != nil { // what the interrupted delete did
+		t.Fatal(err)
+	}
+	out, err := e.admin.DeleteNode(ctx, "n1")
+	if err != nil || out.TokensRevoked != 1 || out.CertificatesRevoked == 0 {
+		t.Fatalf("the delete again: %+v %v, want n1's token and certificate revoked", out, err)
+	}
+	_, err = e.node.Assignments(ctx, "n1", 0, 0)
+	wantStatus(t, "the deleted host's node token", err, http.StatusUnauthorized, "")
+	_, err = e.admin.DeleteNode(ctx, "n1")
+	wantStatus(t, "a third delete", err, http.StatusNotFound, "")
+}
