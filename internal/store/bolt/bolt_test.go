@@ -170,15 +170,20 @@ func TestSlowWatcherDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan int)
+	// The fast reader acknowledges each event before the next write, so
+	// that it keeps up whatever the scheduler does (a loaded machine once
+	// left it behind by more than its buffer, and it was dropped too).
+	got, ack := make(chan int, 1), make(chan struct{})
 	go func() {
 		n := 0
 		for range fast {
 			n++
+			ack <- struct{}{}
 			if n == 100 {
 				break
 			}
 		}
+		close(ack)
 		got <- n
 	}()
 	done := make(chan error)
@@ -186,6 +191,10 @@ func TestSlowWatcherDropped(t *testing.T) {
 		for i := range 100 {
 			if _, err := s.Create(ctx, fmt.Sprintf("k%03d", i), nil); err != nil {
 				done <- err
+				return
+			}
+			if _, ok := <-ack; !ok {
+				done <- fmt.Errorf("the fast watcher's channel closed after %d events", i)
 				return
 			}
 		}
