@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -142,12 +141,7 @@ func TestPrepareIncoming(t *testing.T) {
 	spec := hypervisortest.Spec("prep-1", img)
 
 	// A fixed port: memory on it, the disk on the next.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := freeTCPPortPair(t)
 	ep, err := dB.PrepareIncoming(ctx, spec, "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -261,6 +262,31 @@ func freeTCPPort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// freeTCPPortPair returns a port P such that P and P+1 were free on
+// 127.0.0.1 a moment ago, below the kernel's ephemeral range (from
+// 32768), where the tests running beside this one (each listening on
+// port 0, and their connections) do not take ports: P+1 next to a port
+// from the ephemeral range was once taken by the time it was used.
+func freeTCPPortPair(t *testing.T) int {
+	t.Helper()
+	for range 200 {
+		p := 20000 + mrand.IntN(12000)
+		a, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		b, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1))
+		a.Close()
+		if err != nil {
+			continue
+		}
+		b.Close()
+		return p
+	}
+	t.Fatal("no two free ports in a row found on 127.0.0.1")
+	return 0
 }
 
 // writeTestPKI makes a CA and, signed by it, a server certificate for
