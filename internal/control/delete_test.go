@@ -4,15 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"vgrid/internal/model"
 	"vgrid/internal/store"
 	"vgrid/internal/store/bolt"
 )
@@ -72,20 +67,8 @@ func TestDeleteDoneWhateverTheCleanup(t *testing.T) {
 	}
 	t.Cleanup(func() { bs.Close() })
 	st := &lostStore{Store: bs}
-	clk := &testClock{t: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}
-	ctl, err := New(Config{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clk.now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctl, _ := hostsEnvOn(t, st, "h1")
 	ctx := context.Background()
-	img := model.Image{Name: "img", Boot: "direct", DiskFormat: "raw", MinDisk: model.GiB,
-		Disk: model.ImageFile{Path: "/nonexistent/disk", SHA256: strings.Repeat("a", 64), Size: 1}}
-	if err := ctl.RegisterImage(ctx, img, false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ctl.RegisterNode(ctx, model.Node{Name: "h1", Accel: "tcg", Capacity: model.Resources{MilliCPU: 2000, Memory: 4 * model.GiB, Disk: 100 * model.GiB}}); err != nil {
-		t.Fatal(err)
-	}
 	w := createWS(t, ctl, "later", "1", "{kind: reservation, start: 2026-12-02T12:00:00Z}")
 	if w.Status.Node != "" {
 		t.Fatalf("a reservation 2 h ahead is on %q", w.Status.Node)
