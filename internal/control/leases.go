@@ -111,11 +111,11 @@ func (ctl *Controller) CancelLease(ctx context.Context, project, name string) (m
 			}
 		}
 		ctl.mu.Unlock()
-		if err != nil && !IsNotLeader(err) {
-			return r, conflict(err.Error())
-		}
 		if err != nil {
-			return r, err // another replica can answer
+			if IsNotLeader(err) {
+				return r, err // another replica can answer
+			}
+			return r, conflict(err.Error())
 		}
 	}
 	return ctl.leaseRecord(ctx, project, r.ID)
