@@ -19,6 +19,7 @@ const (
 	evRelease  // a suspension finished: the slots are free
 	evHandover // a migration's source slots go to the lease they were promised to
 	evArrive   // a best-effort lease may start
+	evHold     // a hold's slots begin, before any of its other events
 	evStage
 	evMigrate // a migration the calendar decided begins
 	evResume
@@ -115,18 +116,28 @@ func (c *Calendar) schedule(l *lease) {
 	l.gen++
 	// A hold cut before its run began has no run left: nothing starts.
 	run := l.runTo > l.T
+	var begins [2]int64 // when its stage, start or resume come (0: none)
 	if !l.resume {
 		// Staging [T-pre, T-boot), booting [T-boot, T): the guests are
 		// ready when the run starts. (Staging ahead, the stage comes
 		// before the hold's slots begin, at T-boot.)
 		if l.pre > l.boot && !l.staged && run {
 			c.push(l.T-l.pre, evStage, l)
+			begins[0] = l.T - l.pre
 		}
 		if !l.started && run {
 			c.push(l.T-l.boot, evStart, l)
+			begins[1] = l.T - l.boot
 		}
 	} else if !l.started && run {
 		c.push(l.T-l.pre, evResume, l)
+		begins[0] = l.T - l.pre
+	}
+	if l.holdFrom > c.now && l.holdFrom < l.to && l.holdFrom != begins[0] && l.holdFrom != begins[1] {
+		// Slots that begin when nothing else happens to it (an image
+		// that came over the link before its guests boot): the hosts'
+		// free capacity now changes then.
+		c.push(l.holdFrom, evHold, l)
 	}
 	for _, mv := range l.moves {
 		if mv.auto {
@@ -220,7 +231,7 @@ func distinct(hs []*host) []string {
 
 func (c *Calendar) handle(e event, at int64) {
 	l := e.l
-	if e.kind != evArrive {
+	if e.kind != evArrive && e.kind != evHold {
 		c.mark(l)
 	}
 	// (The hold's hosts, before the event may forget them; into a
@@ -234,6 +245,8 @@ func (c *Calendar) handle(e event, at int64) {
 	case evArrive:
 		c.needPass = true
 		return
+	case evHold:
+		// The touches below bring the hosts' free capacity to now.
 	case evStage:
 		l.staged = true
 		if at >= l.holdFrom {

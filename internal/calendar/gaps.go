@@ -87,6 +87,14 @@ func (c *Calendar) tryGap(l *lease, hosts []*host, from, T, pre, boot int64, res
 		c.commit(l, hosts, from, T, T+l.remaining, pre, boot, resume)
 		return true // the whole run fits after all
 	}
+	if end-sus >= T+l.remaining {
+		// The whole run fits, but not all of its shutdown: it runs to its
+		// end and shuts down until the room ends (as a run cut short
+		// before a planned stop does). A suspension there would save a
+		// lease with no run left.
+		c.commitHold(l, hosts, from, T, T+l.remaining, end, pre, boot, resume)
+		return true
+	}
 	c.commitHold(l, hosts, from, T, end-sus, end, pre, boot, resume)
 	l.fate = fateSuspend
 	l.cause = c.gapCause(l, hosts, end)

@@ -199,7 +199,8 @@ func (c *Calendar) segOf(l *lease, a *alloc, s, ovEnd int64) seg {
 	clamp := func(x int64) int64 { return min(max(x, s), max(a.to, s)) }
 	sg := seg{h: a.h, from: s, ovFrom: clamp(l.T - l.pre), runFrom: clamp(l.T), to: max(a.to, s), cont: true}
 	if ovEnd > 0 {
-		sg.ovFrom, sg.runFrom = s, clamp(ovEnd)
+		// (Moved while it still boots: its run begins with the others'.)
+		sg.ovFrom, sg.runFrom = s, clamp(max(ovEnd, l.T))
 	}
 	sg.runTo = min(max(l.runTo, sg.runFrom), sg.to)
 	return sg
