@@ -501,7 +501,11 @@ func checkKinds(st *storeState, tr *tracker, r *report) {
 				ran += max(s.RunTo.Sub(s.RunFrom), 0)
 			}
 			if ran != rec.Duration.D() {
-				r.failf("(e) lease %s is done after running %s of its %s, and no one stopped it (reason %q, %d suspensions)", id, ran, rec.Duration, rec.Reason, rec.Suspensions)
+				var segs []string
+				for _, s := range rec.Segments {
+					segs = append(segs, fmt.Sprintf("%s [%s, %s) run [%s, %s)", s.Host, fmtT(s.From), fmtT(s.To), fmtT(s.RunFrom), fmtT(s.RunTo)))
+				}
+				r.failf("(e) lease %s is done after running %s of its %s, and no one stopped it (reason %q, %d suspensions; segments %s)", id, ran, rec.Duration, rec.Reason, rec.Suspensions, strings.Join(segs, ", "))
 			}
 			r.n["done leases ran their time"]++
 		}
