@@ -387,7 +387,8 @@ func startAgents(t *testing.T, srv *vgridServer, cfg client.Config, img model.Im
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// (Info: what each agent did to its guests, for a failure's story.)
+	log := slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	actx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, n := range hosts {

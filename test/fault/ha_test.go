@@ -79,6 +79,12 @@ func TestHAFailover(t *testing.T) {
 			for i, s := range reps {
 				t.Logf("replica r%d log (last lines, whole log in %s):\n%s", i+1, s.keep(seed, fmt.Sprintf("r%d", i+1)), s.logTail(40))
 			}
+			if b, err := os.ReadFile(filepath.Join(dir, "agents.log")); err == nil {
+				kept := filepath.Join(os.TempDir(), fmt.Sprintf("vgrid-fault-%d-agents.log", seed))
+				if os.WriteFile(kept, b, 0o644) == nil {
+					t.Logf("the agents' log: %s", kept)
+				}
+			}
 		}
 	}()
 	// The first replica makes the shared CA; the others take it.
