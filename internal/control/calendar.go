@@ -177,21 +177,28 @@ func (ctl *Controller) releaseActsLocked(ctx context.Context, ws model.Workspace
 		return nil, err
 	}
 	id := leaseID(ws)
+	// Carried to now first: what fell due since (a requeue, a suspension,
+	// the lease's end) decides between Finish and Cancel. (Deciding on the
+	// state before, a lease requeued on the way was "not running" for
+	// Finish, and stayed queued for a workspace stopped by its user: the
+	// control-plane fault suite, seed 858521132.)
+	now := ctl.now()
+	acts := c.Advance(now)
 	v, ok := c.Get(id)
 	if !ok {
-		return nil, nil
+		return acts, nil
 	}
-	now := ctl.now()
+	var more []calendar.Action
 	switch v.State {
 	case calendar.StateRunning:
 		if v.ShuttingDown {
-			return nil, nil // its run is over: the hold ends by itself after the guests' shutdown
+			return acts, nil // its run is over: the hold ends by itself after the guests' shutdown
 		}
-		return c.Finish(id, now)
+		more, err = c.Finish(id, now)
 	case calendar.StateQueued, calendar.StateScheduled, calendar.StateSuspended:
-		return c.Cancel(id, now)
+		more, err = c.Cancel(id, now)
 	}
-	return nil, nil
+	return append(acts, more...), err
 }
 
 // changeAndRelease applies change to a stored workspace and ends its lease

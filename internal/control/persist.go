@@ -100,7 +100,9 @@ func (ctl *Controller) loadCalendar(ctx context.Context) error {
 // control plane died before it told the calendar. mu must be held.
 func (ctl *Controller) releaseOrphans(ctx context.Context) error {
 	now := ctl.now()
-	var acts []calendar.Action
+	// Carried to now first, so that each lease's state is the one Finish
+	// or Cancel will find (see releaseActsLocked).
+	acts := ctl.cal.Advance(now)
 	released := 0
 	for _, v := range ctl.cal.Leases() {
 		if v.State.Over() || v.ShuttingDown {

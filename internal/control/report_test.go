@@ -122,3 +122,37 @@ func TestCancelRequeuedWhileStopping(t *testing.T) {
 		t.Fatalf("after the cancel and the guest's stop: lease %s, workspace %s desired %s %q", rec.State, be.Status.State, be.Desired, be.Status.Reason)
 	}
 }
+
+// TestStopAfterARequeueFellDue stops a workspace whose lease the calendar
+// was to requeue before now, the calendar not carried there yet: the
+// release sees the lease as it is now (requeued, waiting) and withdraws
+// it. (Deciding on its state before, Finish found it "not running" once
+// carried to now, and the lease stayed queued for a workspace its user
+// had stopped: the control-plane fault suite, seed 858521132.)
+func TestStopAfterARequeueFellDue(t *testing.T) {
+	ctl, clk := hostsEnv(t, "h1")
+	pol := calendar.DefaultPolicy()
+	pol.Suspend = false // requeued, not suspended
+	ctl.SetPolicy(&pol)
+	ctx := context.Background()
+	be := createWS(t, ctl, "be", "2", "{kind: best-effort}")
+	if be.Status.Node != "h1" {
+		t.Fatalf("be on %q", be.Status.Node)
+	}
+	createWS(t, ctl, "r", "2", fmt.Sprintf("{kind: reservation, start: %s}", clk.now().Add(time.Minute).Format(time.RFC3339)))
+	if rec, err := ctl.Lease(ctx, "p", be.Status.Lease); err != nil || rec.State != model.LeaseRunning {
+		t.Fatalf("be's lease before: %s, %v; want running", rec.State, err)
+	}
+	clk.add(2 * time.Minute) // past the requeue; nothing carried the calendar there
+	if _, err := ctl.StopWorkspace(ctx, "p", "be", ""); err != nil {
+		t.Fatal(err)
+	}
+	be, _ = ctl.Workspace(ctx, "p", "be")
+	rec, err := ctl.Lease(ctx, "p", be.Status.Lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.State.Over() {
+		t.Fatalf("after the stop: lease %s (%q), workspace %s desired %s %q; want the lease over", rec.State, rec.Reason, be.Status.State, be.Desired, be.Status.Reason)
+	}
+}
