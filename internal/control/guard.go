@@ -58,7 +58,9 @@ func wantsLease(ws model.Workspace) bool {
 type leaseStateFunc func(id string) (st model.LeaseState, ok bool)
 
 // guard returns the workspaces of one host as its agent is to see them:
-// each wanted running only while its lease runs, and a guest not yet up
+// each wanted running only while its lease runs (a guest already up whose
+// lease was just suspended or requeued is left as it is: its new desired
+// state is on its way), and a guest not yet up
 // held back (Status.Hold) while the guests up on the host and those
 // started before it would not leave room for it within capacity. It is
 // pure; wss are the workspaces placed on the host.
@@ -79,6 +81,15 @@ func guard(wss []model.Workspace, lease leaseStateFunc, capacity model.Resources
 				// Its lease waits: not yet, but not stopped either.
 				ws.Status.Hold = fmt.Sprintf("waiting for its lease (%s) to start", st)
 				continue
+			case ok && !st.Over():
+				// Up while its lease was just suspended or requeued: the
+				// workspace's new desired state (saved, or stopped) is
+				// stored with that decision, after the value the host is
+				// read here (wss is read before the calendar). Stopped
+				// here, a guest to be saved would lose its memory, and its
+				// lease end once resumed (the control-plane fault suite:
+				// leases done short of their run, nobody having stopped
+				// them).
 			default:
 				ws.Desired = model.DesiredStopped
 				ws.Status.Reason = noLeaseReason(st, ok)

@@ -50,6 +50,14 @@ func TestGuard(t *testing.T) {
 			want: map[string]want{"a": {model.DesiredStopped, false}},
 		},
 		{
+			// The workspaces were read before the calendar suspended the
+			// lease (their new desired state comes with the decision).
+			name:   "a running guest whose lease was just suspended is left running",
+			wss:    []model.Workspace{ws("a", 1, model.DesiredRunning, model.StateRunning, 0)},
+			leases: map[string]model.LeaseState{"a": model.LeaseSuspended},
+			want:   map[string]want{"a": {model.DesiredRunning, false}},
+		},
+		{
 			name:   "a suspended lease keeps its workspace suspended",
 			wss:    []model.Workspace{ws("a", 1, model.DesiredSuspended, model.StateSuspended, 0)},
 			leases: map[string]model.LeaseState{"a": model.LeaseSuspended},
