@@ -81,15 +81,8 @@ func TestReportedState(t *testing.T) {
 // stops, ends when the agent reports the guest gone, even though the
 // report echoes the requeue's reason it was told first.
 func TestCancelRequeuedWhileStopping(t *testing.T) {
-	ctl, clk := hostsEnv(t, "h1")
-	pol := calendar.DefaultPolicy()
-	pol.Suspend = false // requeued, not suspended
-	ctl.SetPolicy(&pol)
+	ctl, clk, be := requeueEnv(t)
 	ctx := context.Background()
-	be := createWS(t, ctl, "be", "2", "{kind: best-effort}")
-	if be.Status.Node != "h1" {
-		t.Fatalf("be on %q", be.Status.Node)
-	}
 	be, err := ctl.Report(ctx, "h1", "p", "be", api.AgentReport{ID: be.ID, Generation: be.Status.Generation, State: model.StateStarting, PID: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -130,15 +123,8 @@ func TestCancelRequeuedWhileStopping(t *testing.T) {
 // carried to now, and the lease stayed queued for a workspace its user
 // had stopped: the control-plane fault suite, seed 858521132.)
 func TestStopAfterARequeueFellDue(t *testing.T) {
-	ctl, clk := hostsEnv(t, "h1")
-	pol := calendar.DefaultPolicy()
-	pol.Suspend = false // requeued, not suspended
-	ctl.SetPolicy(&pol)
+	ctl, clk, be := requeueEnv(t)
 	ctx := context.Background()
-	be := createWS(t, ctl, "be", "2", "{kind: best-effort}")
-	if be.Status.Node != "h1" {
-		t.Fatalf("be on %q", be.Status.Node)
-	}
 	createWS(t, ctl, "r", "2", fmt.Sprintf("{kind: reservation, start: %s}", clk.now().Add(time.Minute).Format(time.RFC3339)))
 	if rec, err := ctl.Lease(ctx, "p", be.Status.Lease); err != nil || rec.State != model.LeaseRunning {
 		t.Fatalf("be's lease before: %s, %v; want running", rec.State, err)
@@ -155,4 +141,20 @@ func TestStopAfterARequeueFellDue(t *testing.T) {
 	if !rec.State.Over() {
 		t.Fatalf("after the stop: lease %s (%q), workspace %s desired %s %q; want the lease over", rec.State, rec.Reason, be.Status.State, be.Desired, be.Status.Reason)
 	}
+}
+
+// requeueEnv is a controller with one host h1, under a policy that
+// requeues rather than suspends, and a best-effort workspace be placed
+// there.
+func requeueEnv(t *testing.T) (*Controller, *testClock, model.Workspace) {
+	t.Helper()
+	ctl, clk := hostsEnv(t, "h1")
+	pol := calendar.DefaultPolicy()
+	pol.Suspend = false // requeued, not suspended
+	ctl.SetPolicy(&pol)
+	be := createWS(t, ctl, "be", "2", "{kind: best-effort}")
+	if be.Status.Node != "h1" {
+		t.Fatalf("be on %q", be.Status.Node)
+	}
+	return ctl, clk, be
 }
