@@ -781,22 +781,7 @@ func runRandom(t *testing.T, seed int64, o runOpts) string {
 		if r.State != StateDone || r.Requeues > 0 || ended[v.ID] || restarted[v.ID] {
 			continue
 		}
-		// (Members run together: the union of their segments' runs.)
-		segs := slices.Clone(r.Segments)
-		sort.Slice(segs, func(i, j int) bool { return segs[i].RunFrom.Before(segs[j].RunFrom) })
-		var ran time.Duration
-		var upTo time.Time
-		for _, s := range segs {
-			from := s.RunFrom
-			if from.Before(upTo) {
-				from = upTo
-			}
-			if s.RunTo.After(from) {
-				ran += s.RunTo.Sub(from)
-				upTo = s.RunTo
-			}
-		}
-		if ran != r.Duration.D() {
+		if ran := time.Duration(unionRun(c.leases[v.ID].segs)); ran != r.Duration.D() {
 			t.Errorf("seed %d: lease %s is done after running %v of its %v (%d suspensions); segments %+v", seed, v.ID, ran, r.Duration.D(), r.Suspensions, r.Segments)
 		}
 	}
